@@ -1,0 +1,27 @@
+//! Domain types of agentbox and the rules that make them valid.
+//!
+//! Every way of asking for a sandbox (CLI flags today; profile files and API bodies later) is turned
+//! into the same [`SandboxSpec`]. This crate owns the parsing of the small value grammars (sizes,
+//! mount specs, `K=V` pairs, hostnames) and the policy checks that need no I/O (which workspaces are
+//! refused, which environment variables may pass). Anything that touches the host lives elsewhere:
+//! `agentbox-jail` resolves paths and builds the setup plan from a spec.
+
+mod env;
+mod error;
+mod hostname;
+mod limits;
+mod mount;
+mod network;
+mod paths;
+mod size;
+mod spec;
+
+pub use env::{default_env, is_valid_env_key, parse_env_arg, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
+pub use error::SpecError;
+pub use hostname::validate_hostname;
+pub use limits::Limits;
+pub use mount::{parse_mount_arg, MountArg, MountSpec};
+pub use network::NetworkMode;
+pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
+pub use size::{format_size, parse_size};
+pub use spec::{HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME};

@@ -1,0 +1,71 @@
+use std::path::PathBuf;
+
+use crate::SpecError;
+
+/// A `--mount` argument as the user wrote it: `HOST[:SANDBOX][:ro|rw]`.
+///
+/// HOST may be relative (it is resolved against the caller's directory); SANDBOX defaults to the
+/// canonical HOST path. Mounts are read-write unless `:ro` is given, like docker's `-v`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountArg {
+    pub source: PathBuf,
+    pub target: Option<PathBuf>,
+    pub writable: bool,
+}
+
+/// A resolved bind mount: canonical host source, absolute sandbox target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
+/// Parses `HOST[:SANDBOX][:ro|rw]`. Paths that contain ':' cannot be expressed (as with docker -v).
+pub fn parse_mount_arg(input: &str) -> Result<MountArg, SpecError> {
+    let err = || SpecError::MountSyntax(input.to_string());
+    let parts: Vec<&str> = input.split(':').collect();
+    let mode = |s: &str| match s {
+        "ro" => Some(false),
+        "rw" => Some(true),
+        _ => None,
+    };
+    let (source, target, writable) = match parts.as_slice() {
+        [src] => (*src, None, true),
+        [src, second] => match mode(second) {
+            Some(w) => (*src, None, w),
+            None => (*src, Some(*second), true),
+        },
+        [src, dst, m] => (*src, Some(*dst), mode(m).ok_or_else(err)?),
+        _ => return Err(err()),
+    };
+    if source.is_empty() || target.is_some_and(|t| t.is_empty() || !t.starts_with('/')) {
+        return Err(err());
+    }
+    Ok(MountArg { source: PathBuf::from(source), target: target.map(PathBuf::from), writable })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str, t: Option<&str>, w: bool) -> MountArg {
+        MountArg { source: s.into(), target: t.map(Into::into), writable: w }
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(parse_mount_arg("/data").unwrap(), m("/data", None, true));
+        assert_eq!(parse_mount_arg("/data:ro").unwrap(), m("/data", None, false));
+        assert_eq!(parse_mount_arg("data:/mnt/d").unwrap(), m("data", Some("/mnt/d"), true));
+        assert_eq!(parse_mount_arg("/data:/mnt/d:ro").unwrap(), m("/data", Some("/mnt/d"), false));
+        assert_eq!(parse_mount_arg("/data:/mnt/d:rw").unwrap(), m("/data", Some("/mnt/d"), true));
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in ["", ":/x", "/a:", "/a:rel", "/a:/b:rx", "/a:/b:ro:x", "/a::ro"] {
+            assert!(parse_mount_arg(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Limits, MountSpec, NetworkMode};
+
+/// The home directory path inside every sandbox. It is never the caller's home.
+pub const SANDBOX_HOME: &str = "/home/agent";
+pub const DEFAULT_HOSTNAME: &str = "agentbox";
+/// The caller is mapped to this uid/gid inside. Not 0: agents such as Claude Code refuse to skip
+/// permission prompts as root, and a non-root uid owns nothing of the host's root-owned files.
+pub const DEFAULT_UID: u32 = 1000;
+pub const DEFAULT_GID: u32 = 1000;
+
+/// Where the sandbox's home directory comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HomeSpec {
+    /// A fresh, private tmpfs that disappears with the sandbox.
+    Tmpfs,
+    /// A host directory (an agent's persistent home under agentbox's state), bound read-write.
+    Bind(PathBuf),
+}
+
+/// A complete, validated description of one sandbox: the single canonical form that CLI flags,
+/// profile files and API requests all resolve into. Host paths are canonical.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    /// argv of the command; reaches `execve` byte for byte.
+    pub command: Vec<OsString>,
+    /// Host directory bound read-write at the same path.
+    pub workspace: PathBuf,
+    /// Working directory inside the sandbox.
+    pub workdir: PathBuf,
+    pub mounts: Vec<MountSpec>,
+    pub network: NetworkMode,
+    /// The complete environment of the command.
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub hostname: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: HomeSpec,
+    pub timeout: Option<Duration>,
+}

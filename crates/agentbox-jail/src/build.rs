@@ -1,0 +1,283 @@
+//! Spec -> plan. Pure apart from the [`HostFs`] questions, so it is unit-tested on described hosts.
+
+use std::path::{Path, PathBuf};
+
+use agentbox_core::{HomeSpec, NetworkMode, SandboxSpec, SANDBOX_HOME, SYSTEM_DIRS};
+
+use crate::hostfs::{HostEntry, HostFs};
+use crate::plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
+use crate::seccomp::SeccompPolicy;
+
+/// Device nodes bound from the host into the sandbox's own /dev.
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Secrets under read-only system directories that stay unreadable even for a root caller (whose
+/// uid owns them). Directories are covered whole; `ssh_host_*_key` files are found at build time.
+const SECRET_PATHS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/security/opasswd",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+    "/etc/krb5.keytab",
+    "/etc/NetworkManager/system-connections",
+    "/etc/wireguard",
+    "/etc/ppp/chap-secrets",
+    "/etc/ppp/pap-secrets",
+    "/etc/libvirt/secrets",
+];
+
+/// Kernel tunables under /proc that stay read-only even where the kernel would let a namespace
+/// root write them.
+const PROC_READONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"];
+
+fn depth(p: &Path) -> usize {
+    p.components().count()
+}
+
+/// Builds the setup plan for `spec` on the host described by `host`.
+pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
+    let mut mounts = Vec::new();
+
+    for dir in SYSTEM_DIRS {
+        let path = PathBuf::from(dir);
+        match host.entry(&path) {
+            Some(HostEntry::Dir) => {
+                mounts.push(MountOp::Bind { source: path.clone(), target: path, kind: NodeKind::Dir, writable: false })
+            }
+            Some(HostEntry::Symlink(points_to)) => mounts.push(MountOp::Symlink { target: path, points_to }),
+            _ => {}
+        }
+    }
+
+    mounts.push(MountOp::Tmpfs { target: "/dev".into(), mode: 0o755 });
+    for node in DEV_NODES {
+        let path = Path::new("/dev").join(node);
+        if host.entry(&path) == Some(HostEntry::CharDevice) {
+            mounts.push(MountOp::Bind { source: path.clone(), target: path, kind: NodeKind::File, writable: true });
+        }
+    }
+    mounts.push(MountOp::Devpts { target: "/dev/pts".into() });
+    mounts.push(MountOp::Symlink { target: "/dev/ptmx".into(), points_to: "pts/ptmx".into() });
+    mounts.push(MountOp::Tmpfs { target: "/dev/shm".into(), mode: 0o1777 });
+    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        mounts.push(MountOp::Symlink { target: Path::new("/dev").join(name), points_to: to.into() });
+    }
+
+    mounts.push(MountOp::Proc { target: "/proc".into() });
+    for p in PROC_READONLY {
+        mounts.push(MountOp::ReadonlyRebind { target: p.into() });
+    }
+
+    for (dir, mode) in [("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/run", 0o755)] {
+        mounts.push(MountOp::Tmpfs { target: dir.into(), mode });
+    }
+
+    match &spec.home {
+        HomeSpec::Tmpfs => mounts.push(MountOp::Tmpfs { target: SANDBOX_HOME.into(), mode: 0o700 }),
+        HomeSpec::Bind(source) => mounts.push(MountOp::Bind {
+            source: source.clone(),
+            target: SANDBOX_HOME.into(),
+            kind: NodeKind::Dir,
+            writable: true,
+        }),
+    }
+
+    mounts.push(MountOp::Bind {
+        source: spec.workspace.clone(),
+        target: spec.workspace.clone(),
+        kind: NodeKind::Dir,
+        writable: true,
+    });
+
+    for m in &spec.mounts {
+        let kind = match host.entry(&m.source) {
+            Some(HostEntry::Dir) => NodeKind::Dir,
+            _ => NodeKind::File,
+        };
+        mounts.push(MountOp::Bind { source: m.source.clone(), target: m.target.clone(), kind, writable: m.writable });
+    }
+
+    for secret in secret_paths(host) {
+        match host.entry(&secret) {
+            Some(HostEntry::Dir) => mounts.push(MountOp::Hide { target: secret, kind: NodeKind::Dir }),
+            Some(HostEntry::File) => mounts.push(MountOp::Hide { target: secret, kind: NodeKind::File }),
+            _ => {}
+        }
+    }
+
+    if spec.network == NetworkMode::Full {
+        // resolv.conf is often a symlink into /run (systemd-resolved, NetworkManager), which the
+        // sandbox replaces with its own tmpfs: bind the file it points at, read-only.
+        let resolv = Path::new("/etc/resolv.conf");
+        if let (Some(HostEntry::Symlink(_)), Some(real)) = (host.entry(resolv), host.canonical(resolv)) {
+            if !SYSTEM_DIRS.iter().any(|d| real.starts_with(d)) {
+                mounts.push(MountOp::Bind { source: real.clone(), target: real, kind: NodeKind::File, writable: false });
+            }
+        }
+    }
+
+    // Parents before children: a workspace under /tmp must be bound after the private /tmp, a
+    // device node after /dev. The sort is stable, so equal depths keep the order above.
+    mounts.sort_by_key(|op| depth(op.target()));
+
+    let mut read_write: Vec<PathBuf> =
+        vec![spec.workspace.clone(), SANDBOX_HOME.into(), "/tmp".into(), "/var/tmp".into(), "/dev".into()];
+    read_write.extend(spec.mounts.iter().filter(|m| m.writable).map(|m| m.target.clone()));
+
+    Plan {
+        new_netns: spec.network != NetworkMode::Full,
+        uid: spec.uid,
+        gid: spec.gid,
+        hostname: spec.hostname.clone(),
+        mounts,
+        landlock: LandlockPolicy { read_only: vec!["/".into()], read_write },
+        seccomp: SeccompPolicy::standard(),
+        limits: spec.limits,
+        process: ProcessPlan { argv: spec.command.clone(), env: spec.env.clone(), cwd: spec.workdir.clone() },
+    }
+}
+
+fn secret_paths(host: &dyn HostFs) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = SECRET_PATHS.iter().map(PathBuf::from).collect();
+    let ssh = Path::new("/etc/ssh");
+    let mut keys: Vec<PathBuf> = host
+        .list(ssh)
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+        .map(|n| ssh.join(n))
+        .collect();
+    keys.sort();
+    out.extend(keys);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+    use std::time::Duration;
+
+    use agentbox_core::{Limits, MountSpec};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeHost(HashMap<PathBuf, HostEntry>);
+
+    impl FakeHost {
+        fn debian() -> Self {
+            let mut h = Self::default();
+            for d in ["/usr", "/etc", "/opt", "/etc/ssh", "/etc/ssl/private", "/data"] {
+                h.0.insert(d.into(), HostEntry::Dir);
+            }
+            for (l, t) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")] {
+                h.0.insert(l.into(), HostEntry::Symlink(t.into()));
+            }
+            for f in ["/etc/shadow", "/etc/gshadow", "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub", "/data/f"] {
+                h.0.insert(f.into(), HostEntry::File);
+            }
+            for n in DEV_NODES {
+                h.0.insert(Path::new("/dev").join(n), HostEntry::CharDevice);
+            }
+            h
+        }
+    }
+
+    impl HostFs for FakeHost {
+        fn entry(&self, path: &Path) -> Option<HostEntry> {
+            self.0.get(path).cloned()
+        }
+        fn list(&self, dir: &Path) -> Vec<OsString> {
+            self.0.keys().filter(|p| p.parent() == Some(dir)).filter_map(|p| p.file_name().map(Into::into)).collect()
+        }
+        fn canonical(&self, path: &Path) -> Option<PathBuf> {
+            Some(path.into())
+        }
+    }
+
+    fn spec(workspace: &str) -> SandboxSpec {
+        SandboxSpec {
+            command: vec!["true".into()],
+            workspace: workspace.into(),
+            workdir: workspace.into(),
+            mounts: vec![],
+            network: NetworkMode::None,
+            env: vec![],
+            limits: Limits::default(),
+            hostname: "agentbox".into(),
+            uid: 1000,
+            gid: 1000,
+            home: HomeSpec::Tmpfs,
+            timeout: Some(Duration::from_secs(1)),
+        }
+    }
+
+    fn position(plan: &Plan, target: &str) -> usize {
+        plan.mounts.iter().position(|m| m.target() == Path::new(target)).unwrap_or_else(|| panic!("no op for {target}"))
+    }
+
+    #[test]
+    fn system_dirs_are_read_only_and_symlinks_are_recreated() {
+        let plan = build_plan(&spec("/srv/p"), &FakeHost::debian());
+        assert!(plan.mounts.contains(&MountOp::Bind {
+            source: "/usr".into(),
+            target: "/usr".into(),
+            kind: NodeKind::Dir,
+            writable: false
+        }));
+        assert!(plan.mounts.contains(&MountOp::Symlink { target: "/bin".into(), points_to: "usr/bin".into() }));
+        assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/lib32")));
+    }
+
+    #[test]
+    fn workspace_under_tmp_is_bound_after_private_tmp() {
+        let plan = build_plan(&spec("/tmp/work"), &FakeHost::debian());
+        assert!(position(&plan, "/tmp") < position(&plan, "/tmp/work"));
+        assert!(plan.landlock.read_write.contains(&PathBuf::from("/tmp/work")));
+    }
+
+    #[test]
+    fn workspace_inside_sandbox_home_is_bound_after_home() {
+        let plan = build_plan(&spec("/home/agent/proj"), &FakeHost::debian());
+        assert!(position(&plan, SANDBOX_HOME) < position(&plan, "/home/agent/proj"));
+    }
+
+    #[test]
+    fn secrets_are_hidden_but_public_keys_stay() {
+        let plan = build_plan(&spec("/srv/p"), &FakeHost::debian());
+        for t in ["/etc/shadow", "/etc/gshadow", "/etc/ssh/ssh_host_ed25519_key"] {
+            assert!(plan.mounts.contains(&MountOp::Hide { target: t.into(), kind: NodeKind::File }), "{t}");
+        }
+        assert!(plan.mounts.contains(&MountOp::Hide { target: "/etc/ssl/private".into(), kind: NodeKind::Dir }));
+        assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/etc/ssh/ssh_host_ed25519_key.pub")));
+        assert!(position(&plan, "/etc") < position(&plan, "/etc/shadow"));
+    }
+
+    #[test]
+    fn host_home_is_never_mounted_and_only_declared_paths_are_writable() {
+        let mut s = spec("/srv/p");
+        s.mounts = vec![
+            MountSpec { source: "/data".into(), target: "/mnt/data".into(), writable: false },
+            MountSpec { source: "/data/f".into(), target: "/mnt/f".into(), writable: true },
+        ];
+        let plan = build_plan(&s, &FakeHost::debian());
+        assert!(!plan.mounts.iter().any(|m| matches!(m, MountOp::Bind { source, .. } if source.starts_with("/home") || source.starts_with("/root"))));
+        assert!(plan.mounts.contains(&MountOp::Bind { source: "/data/f".into(), target: "/mnt/f".into(), kind: NodeKind::File, writable: true }));
+        assert!(plan.landlock.read_write.contains(&PathBuf::from("/mnt/f")));
+        assert!(!plan.landlock.read_write.contains(&PathBuf::from("/mnt/data")));
+        assert_eq!(plan.landlock.read_only, vec![PathBuf::from("/")]);
+    }
+
+    #[test]
+    fn network_modes() {
+        assert!(build_plan(&spec("/srv/p"), &FakeHost::debian()).new_netns);
+        let mut s = spec("/srv/p");
+        s.network = NetworkMode::Full;
+        assert!(!build_plan(&s, &FakeHost::debian()).new_netns);
+    }
+}

@@ -1,0 +1,264 @@
+//! Builds the sandbox's root filesystem from the plan's mount steps, then pivots into it.
+//!
+//! Steps, in order (all inside the child's new mount namespace):
+//! 1. make every inherited mount private, so nothing propagates back to the host;
+//! 2. mount a tmpfs on the old root's `/tmp` as the staging root (pivot_root later reveals whatever
+//!    it covers, so a workspace under the host's /tmp stays reachable through its opened fd);
+//! 0. open every bind source with `openat2(RESOLVE_NO_SYMLINKS)`: sources are canonical paths, so a
+//!    symlink in one means the path changed after agentbox checked it, and the open fails; all
+//!    sources are opened before step 2 hides the host's /tmp;
+//! 3. run each [`MountOp`]; targets are reached by walking one component at a time with
+//!    `O_PATH|O_NOFOLLOW` from the staging root, and both ends are mounted through
+//!    `/proc/self/fd/N`, so a symlink planted in a workspace can never redirect a mount;
+//! 4. pivot_root into the staging root and detach the old root;
+//! 5. make `/` itself read-only.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path};
+
+use agentbox_sys::{mount_setattr, MountAttr};
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::unistd::{fchdir, pivot_root, symlinkat, unlinkat, UnlinkatFlags};
+
+use super::Failure;
+use crate::plan::{MountOp, NodeKind};
+
+/// Where the new root is assembled: any directory of the old root works, because pivot_root moves
+/// the tmpfs away and the old root is detached.
+const STAGING: &str = "/tmp";
+const HIDDEN_FILE: &str = ".agentbox-hidden";
+const HIDDEN_DIR: &str = ".agentbox-hidden.d";
+
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn step(what: &str, target: &Path) -> String {
+    format!("{what} {}", target.display())
+}
+
+const O_PATH_NOFOLLOW: OFlag =
+    OFlag::O_PATH.union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+
+/// An opened mount target: the directory that holds it and the node itself.
+struct Node {
+    /// `None`: the staging root.
+    parent: Option<OwnedFd>,
+    name: OsString,
+    fd: OwnedFd,
+}
+
+impl Node {
+    /// Opens the node again by name: after something was mounted on it, this yields the new
+    /// mount's root, where `fd` still refers to the covered node.
+    fn reopen(&self, root: &OwnedFd) -> Result<OwnedFd, Errno> {
+        let dir = self.parent.as_ref().unwrap_or(root);
+        openat(dir.as_fd(), self.name.as_os_str(), O_PATH_NOFOLLOW, Mode::empty())
+    }
+}
+
+fn is_symlink(fd: &OwnedFd) -> Result<bool, Errno> {
+    Ok(SFlag::from_bits_truncate(fstat(fd.as_fd())?.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK)
+}
+
+fn open_dir(dir: BorrowedFd<'_>, name: &OsStr, create: bool) -> Result<OwnedFd, Errno> {
+    let flags = O_PATH_NOFOLLOW | OFlag::O_DIRECTORY;
+    let opened = match openat(dir, name, flags, Mode::empty()) {
+        Err(Errno::ENOENT) if create => match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => openat(dir, name, flags, Mode::empty()),
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    // O_DIRECTORY fails with ENOTDIR on a symlink: the path crosses something that is not a
+    // directory, and agentbox does not follow links while building the root.
+    opened.map_err(|e| if e == Errno::ENOTDIR { Errno::ELOOP } else { e })
+}
+
+/// Opens `target` below `root` one component at a time without following symlinks, creating
+/// missing directories (and the final node, as `create`) when asked.
+fn walk(root: &OwnedFd, target: &Path, create: Option<NodeKind>) -> Result<Node, Errno> {
+    let comps: Vec<&OsStr> = target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let Some((leaf, dirs)) = comps.split_last() else {
+        return Err(Errno::EINVAL);
+    };
+    let mut parent: Option<OwnedFd> = None;
+    for comp in dirs {
+        let dir = parent.as_ref().unwrap_or(root).as_fd();
+        parent = Some(open_dir(dir, comp, create.is_some())?);
+    }
+    let dir = parent.as_ref().unwrap_or(root).as_fd();
+    let fd = match create {
+        Some(NodeKind::Dir) => open_dir(dir, leaf, true)?,
+        Some(NodeKind::File) => {
+            let created = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match openat(dir, *leaf, created, Mode::from_bits_truncate(0o644)) {
+                Ok(_) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            let fd = openat(dir, *leaf, O_PATH_NOFOLLOW, Mode::empty())?;
+            if is_symlink(&fd)? {
+                return Err(Errno::ELOOP);
+            }
+            fd
+        }
+        None => {
+            let fd = openat(dir, *leaf, O_PATH_NOFOLLOW, Mode::empty())?;
+            if is_symlink(&fd)? {
+                return Err(Errno::ELOOP);
+            }
+            fd
+        }
+    };
+    Ok(Node { parent, name: leaf.into(), fd })
+}
+
+fn explain(e: Errno) -> String {
+    match e {
+        Errno::ELOOP => "the path crosses a symlink or a non-directory; agentbox does not follow links when mounting".into(),
+        other => other.desc().into(),
+    }
+}
+
+fn fail(what: &str, target: &Path) -> impl Fn(Errno) -> Failure {
+    let s = step(what, target);
+    move |e| Failure { step: s.clone(), errno: e, message: explain(e) }
+}
+
+/// Sets nosuid/nodev (and read-only) on what was just mounted on `node`.
+fn set_attrs(root: &OwnedFd, node: &Node, target: &Path, writable: bool, recursive: bool) -> Result<(), Failure> {
+    let fd = node.reopen(root).map_err(fail("reopen", target))?;
+    let mut attrs = MountAttr::NOSUID.union(MountAttr::NODEV);
+    if !writable {
+        attrs = attrs.union(MountAttr::RDONLY);
+    }
+    mount_setattr(fd.as_fd(), recursive, attrs).map_err(fail("mount_setattr", target))
+}
+
+fn new_fs(root: &OwnedFd, target: &Path, fstype: &str, flags: MsFlags, data: &str) -> Result<(), Failure> {
+    let node = walk(root, target, Some(NodeKind::Dir)).map_err(fail("mkdir", target))?;
+    let what = format!("mount {fstype} on");
+    mount(Some(fstype), fd_path(node.fd.as_fd()).as_str(), Some(fstype), flags, Some(data)).map_err(fail(&what, target))
+}
+
+fn bind(root: &OwnedFd, source: BorrowedFd<'_>, target: &Path, kind: NodeKind, writable: bool) -> Result<(), Failure> {
+    let node = walk(root, target, Some(kind)).map_err(fail("create mount point", target))?;
+    let flags = match kind {
+        NodeKind::Dir => MsFlags::MS_BIND | MsFlags::MS_REC,
+        NodeKind::File => MsFlags::MS_BIND,
+    };
+    mount(Some(fd_path(source).as_str()), fd_path(node.fd.as_fd()).as_str(), None::<&str>, flags, None::<&str>)
+        .map_err(fail("bind mount", target))?;
+    set_attrs(root, &node, target, writable, kind == NodeKind::Dir)
+}
+
+fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    ops.iter()
+        .map(|op| match op {
+            MountOp::Bind { source, .. } => {
+                openat2(AT_FDCWD, source.as_path(), how).map(Some).map_err(fail("open bind source", source))
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+/// Builds the root and pivots into it.
+pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
+    let root_path = Path::new("/");
+    let sources = open_sources(ops)?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(fail("make mounts private", root_path))?;
+    mount(Some("tmpfs"), STAGING, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
+        .map_err(fail("mount staging root on", Path::new(STAGING)))?;
+    let root = nix::fcntl::open(STAGING, O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(fail("open", Path::new(STAGING)))?;
+    // Unreadable nodes that cover secrets: mode 000, and read-only once bound, so even their owner
+    // (the sandbox uid) cannot chmod them back.
+    openat(root.as_fd(), HIDDEN_FILE, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(fail("create", Path::new(HIDDEN_FILE)))?;
+    mkdirat(root.as_fd(), HIDDEN_DIR, Mode::empty()).map_err(fail("create", Path::new(HIDDEN_DIR)))?;
+
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            MountOp::Tmpfs { target, mode } => {
+                new_fs(&root, target, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &format!("mode={mode:o}"))?
+            }
+            MountOp::Proc { target } => new_fs(
+                &root,
+                target,
+                "proc",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                "",
+            )?,
+            MountOp::Devpts { target } => new_fs(
+                &root,
+                target,
+                "devpts",
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620",
+            )?,
+            MountOp::Bind { target, kind, writable, .. } => {
+                let Some(Some(src)) = sources.get(i) else {
+                    return Err(Failure { step: step("bind mount", target), errno: Errno::EBADF, message: "source was not opened".into() });
+                };
+                bind(&root, src.as_fd(), target, *kind, *writable)?
+            }
+            MountOp::ReadonlyRebind { target } => match walk(&root, target, None) {
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(fail("open", target)(e)),
+                Ok(node) => {
+                    let p = fd_path(node.fd.as_fd());
+                    mount(Some(p.as_str()), p.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                        .map_err(fail("bind mount", target))?;
+                    set_attrs(&root, &node, target, false, true)?;
+                }
+            },
+            MountOp::Symlink { target, points_to } => {
+                let parent = target.parent().unwrap_or(root_path);
+                let name = target.file_name().unwrap_or_default();
+                let dir = if parent == root_path {
+                    None
+                } else {
+                    Some(walk(&root, parent, Some(NodeKind::Dir)).map_err(fail("mkdir", parent))?.fd)
+                };
+                symlinkat(points_to.as_path(), dir.as_ref().unwrap_or(&root).as_fd(), name).map_err(fail("symlink", target))?;
+            }
+            MountOp::Hide { target, kind } => {
+                let cover = if *kind == NodeKind::Dir { HIDDEN_DIR } else { HIDDEN_FILE };
+                let src = openat(root.as_fd(), cover, O_PATH_NOFOLLOW, Mode::empty()).map_err(fail("open", Path::new(cover)))?;
+                let dst = walk(&root, target, None).map_err(fail("open", target))?;
+                mount(Some(fd_path(src.as_fd()).as_str()), fd_path(dst.fd.as_fd()).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(fail("hide", target))?;
+                set_attrs(&root, &dst, target, false, false)?;
+            }
+        }
+    }
+
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the
+    // new root (the technique from pivot_root(2), NOTES).
+    fchdir(root.as_fd()).map_err(fail("chdir", Path::new(STAGING)))?;
+    pivot_root(".", ".").map_err(fail("pivot_root", Path::new(STAGING)))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root", root_path))?;
+    nix::unistd::chdir("/").map_err(fail("chdir", root_path))?;
+    drop(root);
+    let new_root = nix::fcntl::open("/", O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty()).map_err(fail("open", root_path))?;
+    // The covers stay alive through their mounts; their names in / are no longer needed.
+    unlinkat(new_root.as_fd(), HIDDEN_FILE, UnlinkatFlags::NoRemoveDir).map_err(fail("unlink", Path::new(HIDDEN_FILE)))?;
+    unlinkat(new_root.as_fd(), HIDDEN_DIR, UnlinkatFlags::RemoveDir).map_err(fail("rmdir", Path::new(HIDDEN_DIR)))?;
+    mount_setattr(new_root.as_fd(), false, MountAttr::RDONLY.union(MountAttr::NOSUID).union(MountAttr::NODEV))
+        .map_err(fail("mount_setattr", root_path))
+}

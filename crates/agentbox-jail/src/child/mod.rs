@@ -1,0 +1,270 @@
+//! Code that runs in the sandbox child, pid 1 of the new PID namespace, before and after it starts
+//! the command. Single-threaded and outside any async runtime, as fork/unshare/seccomp require.
+//!
+//! The child's life:
+//! 1. ask for SIGKILL if the launcher dies, wait for the launcher's "go" (uid/gid maps written,
+//!    cgroup joined); end-of-file means the launcher is gone;
+//! 2. unshare the cgroup namespace, build the root filesystem (`fs`), set the hostname, bring up
+//!    loopback;
+//! 3. create the terminal inside the sandbox's own devpts when asked and pass its master side to
+//!    the launcher;
+//! 4. restrict itself (`restrict`): rlimits, Landlock + no_new_privs, no capabilities, seccomp;
+//!    become non-dumpable so the command cannot ptrace it or read its memory;
+//! 5. fork the command, which takes the terminal or the inherited stdio, and execs;
+//! 6. as init: forward signals from the launcher, reap orphans, and exit with the command's status
+//!    as soon as the command ends. The kernel then kills everything left in the namespace.
+
+mod fs;
+mod restrict;
+
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use agentbox_sys::{bring_loopback_up, set_controlling_tty, set_winsize, Child, WinSize};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::resource::Resource;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::stat::Mode;
+use nix::sys::termios::{tcsetattr, SetArg, Termios};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use agentbox_sys::exit_now as _exit;
+use nix::unistd::Pid;
+use seccompiler::BpfProgram;
+
+use crate::plan::Plan;
+use crate::wire;
+
+/// Exit code of the child when setup fails (the launcher reports the recorded reason).
+pub(crate) const SETUP_FAILED: i32 = 125;
+
+/// Signals the launcher forwards to the command through init.
+pub(crate) const FORWARDED: [Signal; 6] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub step: String,
+    pub errno: Errno,
+    pub message: String,
+}
+
+/// The terminal the child creates for the command.
+#[derive(Debug)]
+pub(crate) struct PtyRequest {
+    /// Unix socket on which the master side is sent to the launcher.
+    pub sock: OwnedFd,
+    pub size: Option<WinSize>,
+    pub termios: Option<Termios>,
+}
+
+/// Everything the child needs, prepared by the launcher before the fork.
+#[derive(Debug)]
+pub(crate) struct ChildContext<'a> {
+    pub plan: &'a Plan,
+    pub go: OwnedFd,
+    pub report: OwnedFd,
+    pub pty: Option<PtyRequest>,
+    pub seccomp: &'a [BpfProgram],
+    pub rlimits: &'a [(Resource, u64)],
+    /// Resolved program path and argv/envp, as C strings, built before the fork.
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+/// Converts the plan's process into C strings (done by the launcher: allocation failures and NUL
+/// bytes are reported before anything is created).
+pub(crate) fn c_strings(argv: &[OsString], env: &[(String, String)]) -> Result<(Vec<CString>, Vec<CString>), String> {
+    let argv = argv
+        .iter()
+        .map(|a| CString::new(a.clone().into_vec()).map_err(|_| format!("argument {a:?} contains a NUL byte")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| format!("environment variable {k} contains a NUL byte")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((argv, envp))
+}
+
+/// Resolves the program like execvp, but on the sandbox's PATH (`path_var`), not the launcher's.
+/// Called inside the sandbox, after pivot_root.
+fn resolve_program(arg0: &CString, path_var: Option<&str>) -> Result<CString, Errno> {
+    let bytes = arg0.as_bytes();
+    if bytes.contains(&b'/') {
+        return Ok(arg0.clone());
+    }
+    let mut last = Errno::ENOENT;
+    for dir in path_var.unwrap_or(agentbox_core::SANDBOX_PATH).split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(OsString::from_vec(bytes.to_vec()));
+        match nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if !candidate.is_dir() => {
+                return CString::new(candidate.into_os_string().into_vec()).map_err(|_| Errno::EINVAL)
+            }
+            Ok(()) => last = Errno::EACCES,
+            Err(Errno::EACCES) => last = Errno::EACCES,
+            Err(_) => {}
+        }
+    }
+    Err(last)
+}
+
+/// Entry point of the child. Never returns.
+pub(crate) fn child_main(mut ctx: ChildContext<'_>) -> ! {
+    let report = ctx.report.try_clone().unwrap_or_else(|_| _exit(SETUP_FAILED));
+    match setup(&mut ctx) {
+        Ok(never) => match never {},
+        Err(f) => {
+            wire::report(&report, &f.step, f.errno, &f.message);
+            _exit(SETUP_FAILED)
+        }
+    }
+}
+
+fn failure(step: &str, e: Errno) -> Failure {
+    Failure { step: step.into(), errno: e, message: e.desc().into() }
+}
+
+fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| failure("set parent-death signal", e))?;
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(ctx.go.as_fd(), &mut byte) {
+        Ok(1) => {}
+        _ => _exit(SETUP_FAILED), // the launcher went away before the sandbox was ready
+    }
+
+    // The launcher has moved us into the sandbox's cgroup (if any); make it our cgroup root.
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| failure("unshare cgroup namespace", e))?;
+    fs::build_root(&ctx.plan.mounts)?;
+    nix::unistd::sethostname(&ctx.plan.hostname).map_err(|e| failure("sethostname", e))?;
+    if ctx.plan.new_netns {
+        bring_loopback_up().map_err(|e| failure("bring up loopback", e))?;
+    }
+    let terminal = match ctx.pty.take() {
+        Some(req) => Some(open_terminal(req)?),
+        None => None,
+    };
+
+    restrict::rlimits(ctx.rlimits)?;
+    restrict::landlock(&ctx.plan.landlock)?;
+    restrict::drop_capabilities()?;
+    restrict::seccomp(ctx.seccomp)?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| failure("set non-dumpable", e))?;
+
+    let path_var = ctx.plan.process.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let program = resolve_program(&ctx.program, path_var);
+    match agentbox_sys::fork_process().map_err(|e| failure("fork command", e))? {
+        Child::Child => exec_command(ctx, terminal.as_ref(), program),
+        Child::Parent(pid) => {
+            drop(terminal);
+            // Nothing of the host may stay open in init: not the caller's stdio, not the pipes.
+            if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            let _ = agentbox_sys::close_from(3);
+            init_loop(pid)
+        }
+    }
+}
+
+/// Opens a new pty in the sandbox's devpts, sends the master to the launcher, returns the slave.
+fn open_terminal(req: PtyRequest) -> Result<OwnedFd, Failure> {
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| failure("open /dev/ptmx", e))?;
+    nix::pty::grantpt(&master).map_err(|e| failure("grantpt", e))?;
+    nix::pty::unlockpt(&master).map_err(|e| failure("unlockpt", e))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| failure("ptsname", e))?;
+    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| failure("open pty slave", e))?;
+    if let Some(t) = &req.termios {
+        tcsetattr(&slave, SetArg::TCSANOW, t).map_err(|e| failure("configure terminal", e))?;
+    }
+    if let Some(size) = req.size {
+        set_winsize(slave.as_fd(), size).map_err(|e| failure("set terminal size", e))?;
+    }
+    let fds = [master.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(req.sock.as_raw_fd(), &[std::io::IoSlice::new(b"T")], &cmsg, MsgFlags::empty(), None)
+        .map_err(|e| failure("send terminal to launcher", e))?;
+    Ok(slave)
+}
+
+/// In the forked command process: take the terminal or stdio, reset signal state, exec.
+fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Result<CString, Errno>) -> ! {
+    let fail = |step: &str, e: Errno| {
+        wire::report(&ctx.report, step, e, e.desc());
+        _exit(SETUP_FAILED)
+    };
+    // A new session: the command has no controlling terminal of the host's, so it cannot send
+    // job-control signals to the caller's shell or use TIOCSTI on the caller's terminal.
+    if let Err(e) = nix::unistd::setsid() {
+        fail("setsid", e);
+    }
+    if let Some(slave) = terminal {
+        if let Err(e) = set_controlling_tty(slave.as_fd()) {
+            fail("set controlling terminal", e);
+        }
+        for r in [nix::unistd::dup2_stdin(slave), nix::unistd::dup2_stdout(slave), nix::unistd::dup2_stderr(slave)] {
+            if let Err(e) = r {
+                fail("attach terminal", e);
+            }
+        }
+    }
+    if let Err(e) = nix::unistd::chdir(&PathBuf::from(&ctx.plan.process.cwd)) {
+        let msg = format!("working directory {} is not available inside the sandbox: {}", ctx.plan.process.cwd.display(), e.desc());
+        wire::report(&ctx.report, "chdir", e, &msg);
+        _exit(SETUP_FAILED);
+    }
+    // Descriptors the caller of agentbox left open (beyond stdio) must not leak in.
+    if let Err(e) = agentbox_sys::cloexec_from(3) {
+        fail("close inherited descriptors", e);
+    }
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let program = match program {
+        Ok(p) => p,
+        Err(e) => {
+            wire::report(&ctx.report, wire::EXEC_STEP, e, e.desc());
+            _exit(SETUP_FAILED)
+        }
+    };
+    let Err(e) = nix::unistd::execve(&program, &ctx.argv, &ctx.envp);
+    wire::report(&ctx.report, wire::EXEC_STEP, e, e.desc());
+    _exit(SETUP_FAILED)
+}
+
+/// pid 1: forward signals to the command, reap everything, exit with the command's status.
+///
+/// The signals stay blocked (the launcher blocked them before the clone) and are taken with
+/// sigwait. Blocked signals are queued even for a PID namespace's init, which would otherwise
+/// drop signals it has no handler for.
+fn init_loop(command: Pid) -> ! {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        set.add(s);
+    }
+    loop {
+        let sig = match set.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(command, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == command => _exit(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => _exit(128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}

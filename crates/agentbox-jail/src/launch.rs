@@ -1,0 +1,192 @@
+//! The launcher side: everything agentbox does outside the sandbox to start one.
+//!
+//! 1. compile the seccomp filter, build argv/envp, check every bind source exists, decide how
+//!    limits are enforced and create the cgroup: all before any namespace exists, so every input
+//!    error is reported with nothing created;
+//! 2. block the signals the launcher and init take synchronously, then clone the child into new
+//!    user, mount, PID, IPC, UTS, cgroup (and network) namespaces;
+//! 3. write the child's uid/gid maps, move it into the cgroup, and send "go";
+//! 4. receive the terminal's master side (if one was asked for), then read the child's report
+//!    pipe to end-of-file: empty means the command is running.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+
+use agentbox_sys::{clone_process, Child, WinSize};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::termios::Termios;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::child::{self, ChildContext, PtyRequest, FORWARDED};
+use crate::limits::{enforce, Cgroup};
+use crate::plan::{MountOp, Plan};
+use crate::wire::{self, ChildFailure};
+use crate::JailError;
+
+/// How the command's stdio is connected.
+#[derive(Debug, Clone)]
+pub enum Stdio {
+    /// The launcher's own stdin/stdout/stderr, passed through unchanged.
+    Inherit,
+    /// A new terminal inside the sandbox; the launcher gets its master side.
+    Pty { size: Option<WinSize>, termios: Option<Termios> },
+}
+
+/// A started sandbox whose command is running.
+#[derive(Debug)]
+pub struct Running {
+    /// The sandbox's init (pid 1 inside), as seen from the host.
+    pub pid: Pid,
+    /// Master side of the sandbox's terminal, for `Stdio::Pty`.
+    pub master: Option<OwnedFd>,
+    /// How each limit is enforced, for `--verbose` and `info`.
+    pub limit_notes: Vec<String>,
+    pub(crate) cgroup: Option<Cgroup>,
+}
+
+/// Signals the launcher handles through a signalfd; blocked before the clone so the child inherits
+/// the mask and takes them with sigwait as init.
+pub(crate) fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGWINCH);
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+fn unique_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("agentbox-{}-{nanos:x}", std::process::id())
+}
+
+fn write_id_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), JailError> {
+    let proc = Path::new("/proc").join(pid.to_string());
+    let outer_uid = nix::unistd::geteuid();
+    let outer_gid = nix::unistd::getegid();
+    // An unprivileged writer may only map its own ids, and only after giving up setgroups(2).
+    std::fs::write(proc.join("setgroups"), "deny").map_err(|source| JailError::IdMap { what: "setgroups", source })?;
+    std::fs::write(proc.join("uid_map"), format!("{uid} {outer_uid} 1\n"))
+        .map_err(|source| JailError::IdMap { what: "uid_map", source })?;
+    std::fs::write(proc.join("gid_map"), format!("{gid} {outer_gid} 1\n"))
+        .map_err(|source| JailError::IdMap { what: "gid_map", source })
+}
+
+fn failure_to_error(f: ChildFailure, plan: &Plan) -> JailError {
+    if f.step == wire::EXEC_STEP {
+        let command = plan.process.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+        let not_found = f.errno == Errno::ENOENT as i32;
+        let reason = if not_found { "command not found inside the sandbox".to_string() } else { f.message };
+        return JailError::Exec { command, reason, not_found };
+    }
+    JailError::Setup { step: f.step, message: f.message }
+}
+
+fn receive_master(sock: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(JailError::sys("receive the sandbox terminal"))?;
+    for c in msg.cmsgs().map_err(JailError::sys("receive the sandbox terminal"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                return Ok(Some(agentbox_sys::own_received_fd(fd)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Starts the sandbox described by `plan`; returns once the command has been exec'd inside.
+pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
+    let seccomp = plan.seccomp.compile()?;
+    let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
+    let program = std::ffi::CString::new(first.as_encoded_bytes())
+        .map_err(|_| JailError::Exec { command: first.to_string_lossy().into(), reason: "contains a NUL byte".into(), not_found: false })?;
+    let (argv, envp) = child::c_strings(&plan.process.argv, &plan.process.env)
+        .map_err(|reason| JailError::Exec { command: first.to_string_lossy().into(), reason, not_found: false })?;
+
+    // Bind sources are opened by the child, inside its mount namespace (the kernel refuses to bind
+    // a mount of another namespace); here we only check that each exists, so a missing path is
+    // reported before anything is created.
+    for op in &plan.mounts {
+        if let MountOp::Bind { source, .. } = op {
+            std::fs::symlink_metadata(source)
+                .map_err(|e| JailError::OpenSource { path: source.clone(), source: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+        }
+    }
+
+    let enforcement = enforce(&plan.limits, &unique_id())?;
+    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
+    let (pty, parent_sock) = match stdio {
+        Stdio::Inherit => (None, None),
+        Stdio::Pty { size, termios } => {
+            let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(JailError::sys("socketpair"))?;
+            (Some(PtyRequest { sock: b, size, termios }), Some(a))
+        }
+    };
+
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
+        .map_err(JailError::sys("block signals"))?;
+
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if plan.new_netns {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let pid = match clone_process(flags).map_err(JailError::Clone)? {
+        Child::Child => child::child_main(ChildContext {
+            plan,
+            go: go_read,
+            report: report_write,
+            pty,
+            seccomp: &seccomp,
+            rlimits: &enforcement.rlimits,
+            program,
+            argv,
+            envp,
+        }),
+        Child::Parent(pid) => pid,
+    };
+    drop((go_read, report_write, pty));
+
+    let abort = |e: JailError| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        e
+    };
+    write_id_maps(pid, plan.uid, plan.gid).map_err(abort)?;
+    if let Some(cg) = &enforcement.cgroup {
+        cg.add(pid).map_err(abort)?;
+    }
+    nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
+    drop(go_write);
+
+    let master = match &parent_sock {
+        Some(sock) => receive_master(sock).map_err(abort)?,
+        None => None,
+    };
+    match wire::read_outcome(report_read) {
+        Ok(None) if parent_sock.is_none() || master.is_some() => {}
+        Ok(None) => return Err(abort(JailError::Setup { step: "terminal".into(), message: "the sandbox did not send its terminal".into() })),
+        Ok(Some(f)) => {
+            let _ = waitpid(pid, None);
+            return Err(failure_to_error(f, plan));
+        }
+        Err(source) => return Err(abort(JailError::Io { what: "read the sandbox's setup report", source })),
+    }
+    Ok(Running { pid, master, limit_notes: enforcement.notes, cgroup: enforcement.cgroup })
+}

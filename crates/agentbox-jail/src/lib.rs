@@ -1,0 +1,33 @@
+//! The namespace sandbox ("ns" backend).
+//!
+//! A [`SandboxSpec`](agentbox_core::SandboxSpec) becomes a [`Plan`] (plain data: namespaces, mount
+//! steps, Landlock paths, seccomp rules, limits), which the launcher ([`start`]) executes: it
+//! prepares everything that can fail outside, clones a child into new namespaces, and the child
+//! builds the root filesystem, restricts itself and execs the command. [`wait_foreground`] relays a
+//! foreground sandbox's terminal and signals until it ends.
+//!
+//! Everything here is synchronous and must run before any thread or async runtime exists in the
+//! process: the clone duplicates only the calling thread.
+
+mod build;
+mod child;
+mod doctor;
+mod error;
+mod hostfs;
+mod launch;
+mod limits;
+mod plan;
+mod relay;
+mod resolve;
+pub mod seccomp;
+mod wire;
+
+pub use build::build_plan;
+pub use doctor::{doctor, Check, Status};
+pub use error::JailError;
+pub use hostfs::{HostEntry, HostFs, RealFs};
+pub use launch::{start, Running, Stdio};
+pub use limits::{parse_cgroup_mounts, parse_proc_cgroup, Enforcement};
+pub use plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
+pub use relay::{wait_foreground, Outcome};
+pub use resolve::{resolve, HostContext, SandboxRequest};

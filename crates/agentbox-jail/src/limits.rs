@@ -1,0 +1,344 @@
+//! Resource limits: cgroups where agentbox may write them, rlimits otherwise, refusal when neither
+//! can enforce what was asked.
+//!
+//! | limit    | cgroup v1                   | cgroup v2        | fallback                                  |
+//! |----------|-----------------------------|------------------|-------------------------------------------|
+//! | --memory | memory.limit_in_bytes       | memory.max       | RLIMIT_DATA (per process, not the tree)   |
+//! | --pids   | pids.max                    | pids.max         | RLIMIT_NPROC (counted per user namespace since Linux 5.14; never enforced for uid 0, so refused for root) |
+//! | --cpus   | cpu.cfs_quota_us/period_us  | cpu.max          | none: refused                             |
+//!
+//! The cgroup is created before the sandbox starts, the child is moved into it by the launcher
+//! while it waits, and the child then unshares its cgroup namespace so it sees the sandbox's cgroup
+//! as its root. The directory is removed when the sandbox is gone.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use agentbox_core::Limits;
+use nix::sys::resource::Resource;
+use nix::unistd::Pid;
+
+use crate::JailError;
+
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controller {
+    Memory,
+    Pids,
+    Cpu,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Pids => "pids",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// A cgroup mount seen in /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMount {
+    pub mount_point: PathBuf,
+    /// The mount's root within the hierarchy (usually `/`).
+    pub root: PathBuf,
+    /// v1 controllers on this hierarchy; empty for v2.
+    pub controllers: Vec<String>,
+    pub v2: bool,
+}
+
+/// Parses the cgroup mounts out of /proc/self/mountinfo text.
+pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let (root, mount_point) = (unescape(pre[3]), unescape(pre[4]));
+        match post[0] {
+            "cgroup2" => out.push(CgroupMount { mount_point, root, controllers: vec![], v2: true }),
+            "cgroup" => {
+                let controllers = post[2]
+                    .split(',')
+                    .filter(|o| ["memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer"].contains(o))
+                    .map(String::from)
+                    .collect();
+                out.push(CgroupMount { mount_point, root, controllers, v2: false });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> PathBuf {
+    PathBuf::from(s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
+}
+
+/// Parses /proc/self/cgroup: `(hierarchy controllers, path)`; v2 has an empty controller list.
+pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, PathBuf)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            let ctrls = it.next()?;
+            let path = it.next()?;
+            let ctrls = if ctrls.is_empty() { vec![] } else { ctrls.split(',').map(String::from).collect() };
+            Some((ctrls, PathBuf::from(path)))
+        })
+        .collect()
+}
+
+/// The caller's cgroup directory for a controller (v1) or the unified hierarchy (`None`).
+fn own_dir(mounts: &[CgroupMount], proc_cgroup: &[(Vec<String>, PathBuf)], ctrl: Option<&str>) -> Option<PathBuf> {
+    let mount = mounts.iter().find(|m| match ctrl {
+        Some(c) => !m.v2 && m.controllers.iter().any(|x| x == c),
+        None => m.v2,
+    })?;
+    let (_, path) = proc_cgroup.iter().find(|(cs, _)| match ctrl {
+        Some(c) => cs.iter().any(|x| x == c),
+        None => cs.is_empty(),
+    })?;
+    let rel = path.strip_prefix(&mount.root).ok()?;
+    Some(mount.mount_point.join(rel))
+}
+
+/// How each requested limit is enforced.
+#[derive(Debug, Default)]
+pub struct Enforcement {
+    pub cgroup: Option<Cgroup>,
+    pub rlimits: Vec<(Resource, u64)>,
+    /// One line per limit: `memory: cgroup v1 /sys/fs/cgroup/memory/...`.
+    pub notes: Vec<String>,
+}
+
+/// A cgroup agentbox created for one sandbox: one directory per v1 controller, or one v2 directory.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Moves `pid` into the cgroup (every directory of it).
+    pub fn add(&self, pid: Pid) -> Result<(), JailError> {
+        for d in &self.dirs {
+            fs::write(d.join("cgroup.procs"), pid.to_string())
+                .map_err(|e| JailError::Limits(format!("cannot move the sandbox into {}: {e}", d.display())))?;
+        }
+        Ok(())
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            // The sandbox's processes are gone once its init is reaped, but the kernel may take a
+            // moment to release the cgroup.
+            for _ in 0..100 {
+                match fs::remove_dir(d) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), JailError> {
+    fs::write(dir.join(file), value)
+        .map_err(|e| JailError::Limits(format!("cannot set {} in {}: {e}", file, dir.display())))
+}
+
+fn create_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
+    let dir = parent.join(name);
+    fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Decides how to enforce `limits`, creating the cgroup if one is needed.
+pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
+    let mut out = Enforcement::default();
+    if limits.is_empty() {
+        return Ok(out);
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mounts = parse_cgroup_mounts(&mountinfo);
+    let own = parse_proc_cgroup(&proc_cgroup);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+
+    let wanted: Vec<Controller> = [
+        limits.memory.map(|_| Controller::Memory),
+        limits.pids.map(|_| Controller::Pids),
+        limits.cpus.map(|_| Controller::Cpu),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    // cgroup v2: one directory for all controllers, if the controllers are delegated to us.
+    let mut v2_dir: Option<PathBuf> = None;
+    let v2_missing: Vec<Controller> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !mounts.iter().any(|m| !m.v2 && m.controllers.iter().any(|x| x == c.name())))
+        .collect();
+    if !v2_missing.is_empty() {
+        if let Some(parent) = own_dir(&mounts, &own, None) {
+            let available = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+            if v2_missing.iter().all(|c| available.split_whitespace().any(|x| x == c.name())) {
+                let enable: Vec<String> = v2_missing.iter().map(|c| format!("+{}", c.name())).collect();
+                match fs::write(parent.join("cgroup.subtree_control"), enable.join(" "))
+                    .and_then(|_| create_dir(&parent, id))
+                {
+                    Ok(d) => v2_dir = Some(d),
+                    Err(e) => failures.push(format!("cgroup v2 at {}: {e}", parent.display())),
+                }
+            }
+        }
+    }
+
+    let mut cgroup_for = |ctrl: Controller, dirs: &mut Vec<PathBuf>| -> Option<(PathBuf, bool)> {
+        if let Some(parent) = own_dir(&mounts, &own, Some(ctrl.name())) {
+            // Several v1 controllers can share one hierarchy (cpu,cpuacct): reuse its directory.
+            let target = parent.join(id);
+            if dirs.contains(&target) {
+                return Some((target, false));
+            }
+            return match fs::create_dir(&target) {
+                Ok(()) => {
+                    dirs.push(target.clone());
+                    Some((target, false))
+                }
+                Err(e) => {
+                    failures.push(format!("cgroup v1 {} at {}: {e}", ctrl.name(), parent.display()));
+                    None
+                }
+            };
+        }
+        v2_dir.clone().map(|d| {
+            if !dirs.contains(&d) {
+                dirs.push(d.clone());
+            }
+            (d, true)
+        })
+    };
+
+    let root = nix::unistd::geteuid().is_root();
+    if let Some(mem) = limits.memory {
+        if let Some((dir, v2)) = cgroup_for(Controller::Memory, &mut dirs) {
+            if v2 {
+                write(&dir, "memory.max", &mem.to_string())?;
+                if dir.join("memory.swap.max").exists() {
+                    write(&dir, "memory.swap.max", "0")?;
+                }
+            } else {
+                write(&dir, "memory.limit_in_bytes", &mem.to_string())?;
+                if dir.join("memory.memsw.limit_in_bytes").exists() {
+                    write(&dir, "memory.memsw.limit_in_bytes", &mem.to_string())?;
+                }
+            }
+            out.notes.push(format!("memory: cgroup {}", dir.display()));
+        } else {
+            out.rlimits.push((Resource::RLIMIT_DATA, mem));
+            out.notes.push("memory: RLIMIT_DATA (per process; no writable memory cgroup)".into());
+        }
+    }
+    if let Some(pids) = limits.pids {
+        if let Some((dir, _)) = cgroup_for(Controller::Pids, &mut dirs) {
+            write(&dir, "pids.max", &pids.to_string())?;
+            out.notes.push(format!("pids: cgroup {}", dir.display()));
+        } else if root {
+            cleanup(&dirs);
+            return Err(JailError::Limits(format!(
+                "cannot enforce --pids: no writable pids cgroup ({}), and the process-count rlimit does not apply to root",
+                failures.join("; ")
+            )));
+        } else {
+            out.rlimits.push((Resource::RLIMIT_NPROC, pids));
+            out.notes.push("pids: RLIMIT_NPROC (counted in the sandbox's user namespace)".into());
+        }
+    }
+    if let Some(cpus) = limits.cpus {
+        if let Some((dir, v2)) = cgroup_for(Controller::Cpu, &mut dirs) {
+            let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
+            if v2 {
+                write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+            } else {
+                write(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                write(&dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+            out.notes.push(format!("cpus: cgroup {}", dir.display()));
+        } else {
+            cleanup(&dirs);
+            let why = if failures.is_empty() { "no cpu cgroup controller is mounted".to_string() } else { failures.join("; ") };
+            return Err(JailError::Limits(format!(
+                "cannot enforce --cpus: it needs a writable cpu cgroup ({why}). Run as root, or inside a delegated \
+                 cgroup (systemd-run --user --scope -p Delegate=yes agentbox ...), or drop --cpus"
+            )));
+        }
+    }
+    if !dirs.is_empty() {
+        out.cgroup = Some(Cgroup { dirs });
+    }
+    Ok(out)
+}
+
+fn cleanup(dirs: &[PathBuf]) {
+    for d in dirs.iter().rev() {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+33 30 0:29 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+34 30 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct";
+
+    #[test]
+    fn parses_hybrid_layout() {
+        let m = parse_cgroup_mounts(HYBRID);
+        assert_eq!(m.len(), 5);
+        assert!(m.iter().any(|x| x.v2 && x.mount_point == Path::new("/sys/fs/cgroup/unified")));
+        let own = parse_proc_cgroup("4:memory:/user/1\n3:pids:/\n0::/init.scope\n");
+        assert_eq!(own_dir(&m, &own, Some("memory")), Some(PathBuf::from("/sys/fs/cgroup/memory/user/1")));
+        assert_eq!(own_dir(&m, &own, Some("pids")), Some(PathBuf::from("/sys/fs/cgroup/pids/")));
+        assert_eq!(own_dir(&m, &own, None), Some(PathBuf::from("/sys/fs/cgroup/unified/init.scope")));
+        assert_eq!(own_dir(&m, &own, Some("cpu")), None);
+    }
+
+    #[test]
+    fn parses_pure_v2() {
+        let m = parse_cgroup_mounts("26 1 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate");
+        let own = parse_proc_cgroup("0::/user.slice/user-1000.slice/session-2.scope\n");
+        assert_eq!(
+            own_dir(&m, &own, None),
+            Some(PathBuf::from("/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope"))
+        );
+    }
+
+    #[test]
+    fn no_limits_no_cgroup() {
+        let e = enforce(&Limits::default(), "x").unwrap();
+        assert!(e.cgroup.is_none() && e.rlimits.is_empty());
+    }
+}

@@ -1,0 +1,96 @@
+//! The sandbox setup plan: plain data that says what the child will do, in order.
+//!
+//! `build_plan` turns a [`SandboxSpec`](agentbox_core::SandboxSpec) into a [`Plan`]; the executor in
+//! `child` interprets it. Keeping the plan as data lets unit tests check every mount, path and rule
+//! without root or namespaces, and lets `agentbox run --dry-run` print exactly what will happen.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use agentbox_core::Limits;
+use serde::Serialize;
+
+use crate::seccomp::SeccompPolicy;
+
+/// Whether a bind mount's source is a directory or a single file (device nodes, hidden files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Dir,
+    File,
+}
+
+/// One filesystem step. Every `target` is a path inside the sandbox; the executor prefixes the
+/// staging root and never follows a symlink while walking to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MountOp {
+    /// A fresh tmpfs (`mode` is the root directory's permission bits).
+    Tmpfs { target: PathBuf, mode: u32 },
+    /// Bind a host path (opened by the launcher before the sandbox exists).
+    Bind { source: PathBuf, target: PathBuf, kind: NodeKind, writable: bool },
+    /// Bind a path of the sandbox onto itself read-only (e.g. `/proc/sys`). Skipped if missing.
+    ReadonlyRebind { target: PathBuf },
+    /// A symlink `target -> points_to`.
+    Symlink { target: PathBuf, points_to: PathBuf },
+    /// A new procfs for the sandbox's PID namespace.
+    Proc { target: PathBuf },
+    /// A private devpts instance (its own pty numbering; host ptys are invisible).
+    Devpts { target: PathBuf },
+    /// Cover a secret with an empty, unreadable, read-only node.
+    Hide { target: PathBuf, kind: NodeKind },
+}
+
+impl MountOp {
+    pub fn target(&self) -> &PathBuf {
+        match self {
+            Self::Tmpfs { target, .. }
+            | Self::Bind { target, .. }
+            | Self::ReadonlyRebind { target }
+            | Self::Symlink { target, .. }
+            | Self::Proc { target }
+            | Self::Devpts { target }
+            | Self::Hide { target, .. } => target,
+        }
+    }
+}
+
+/// What Landlock allows once the sandbox is built: read and execute everywhere that is visible,
+/// write only beneath `read_write`. The scopes stop abstract-socket connections and signals that
+/// leave the sandbox's Landlock domain (ABI 6+; applied where the kernel has them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LandlockPolicy {
+    pub read_only: Vec<PathBuf>,
+    pub read_write: Vec<PathBuf>,
+}
+
+/// The process that runs inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessPlan {
+    #[serde(serialize_with = "serialize_argv")]
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+}
+
+fn serialize_argv<S: serde::Serializer>(argv: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(argv.iter().map(|a| a.to_string_lossy()))
+}
+
+/// Everything the launcher and the child do to build one sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Unshare the network namespace (only loopback inside).
+    pub new_netns: bool,
+    /// uid and gid the caller becomes inside the user namespace.
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    /// Filesystem steps, parents before children.
+    pub mounts: Vec<MountOp>,
+    pub landlock: LandlockPolicy,
+    pub seccomp: SeccompPolicy,
+    #[serde(skip)]
+    pub limits: Limits,
+    pub process: ProcessPlan,
+}

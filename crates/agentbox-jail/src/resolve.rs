@@ -1,0 +1,182 @@
+//! Request -> canonical spec: the I/O half of validation (paths that must exist, the caller's home
+//! and environment). The rules themselves live in `agentbox-core`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentbox_core::{
+    check_mount_target, check_workspace, default_env, normalize_absolute, validate_hostname, EnvArg, HomeSpec,
+    Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID,
+    SANDBOX_HOME,
+};
+
+use crate::JailError;
+
+/// What a caller asks for, before any path is resolved.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxRequest {
+    pub command: Vec<OsString>,
+    /// Defaults to the caller's current directory.
+    pub workspace: Option<PathBuf>,
+    /// Inside the sandbox; relative paths are taken from the workspace.
+    pub workdir: Option<PathBuf>,
+    pub mounts: Vec<MountArg>,
+    pub network: NetworkMode,
+    pub env: Vec<EnvArg>,
+    pub limits: Limits,
+    pub hostname: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub timeout: Option<Duration>,
+    /// Defaults to a private tmpfs.
+    pub home: Option<HomeSpec>,
+}
+
+/// The facts about the caller that resolution needs.
+#[derive(Debug, Clone)]
+pub struct HostContext {
+    pub cwd: PathBuf,
+    /// Every path that is the caller's home: $HOME and the passwd entry (both canonical).
+    pub homes: Vec<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+impl HostContext {
+    pub fn current() -> Result<Self, JailError> {
+        let cwd = std::env::current_dir().map_err(|source| JailError::Io { what: "current directory", source })?;
+        let mut homes = Vec::new();
+        if let Some(h) = std::env::var_os("HOME") {
+            homes.push(PathBuf::from(h));
+        }
+        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::getuid()) {
+            homes.push(user.dir);
+        }
+        let homes = homes
+            .into_iter()
+            .filter(|h| h.is_absolute())
+            .map(|h| std::fs::canonicalize(&h).unwrap_or(h))
+            .collect();
+        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+        Ok(Self { cwd, homes, env })
+    }
+
+    fn check(&self, check: impl Fn(Option<&Path>) -> Result<(), SpecError>) -> Result<(), SpecError> {
+        if self.homes.is_empty() {
+            return check(None);
+        }
+        self.homes.iter().try_for_each(|h| check(Some(h)))
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Resolves and validates a request into the canonical spec.
+pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, JailError> {
+    if req.command.is_empty() {
+        return Err(SpecError::NoCommand.into());
+    }
+    let ws_arg = req.workspace.unwrap_or_else(|| host.cwd.clone());
+    let ws_abs = absolute(&host.cwd, &ws_arg);
+    let workspace =
+        std::fs::canonicalize(&ws_abs).map_err(|source| JailError::Workspace { path: ws_abs.clone(), source })?;
+    if !workspace.is_dir() {
+        return Err(JailError::Workspace {
+            path: workspace,
+            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    host.check(|home| check_workspace(&workspace, home))?;
+
+    let workdir = match req.workdir {
+        Some(w) => normalize_absolute(&absolute(&workspace, &w))?,
+        None => workspace.clone(),
+    };
+
+    let mut mounts = Vec::with_capacity(req.mounts.len());
+    for m in req.mounts {
+        let abs = absolute(&host.cwd, &m.source);
+        let source = std::fs::canonicalize(&abs).map_err(|source| JailError::MountSource { path: abs, source })?;
+        let target = normalize_absolute(m.target.as_deref().unwrap_or(&source))?;
+        host.check(|home| check_mount_target(&source, &target, m.writable, home))?;
+        mounts.push(MountSpec { source, target, writable: m.writable });
+    }
+
+    let hostname = req.hostname.unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
+    validate_hostname(&hostname)?;
+    let env = default_env(SANDBOX_HOME, &host.env, &req.env)?;
+
+    Ok(SandboxSpec {
+        command: req.command,
+        workspace,
+        workdir,
+        mounts,
+        network: req.network,
+        env,
+        limits: req.limits,
+        hostname,
+        uid: req.uid.unwrap_or(DEFAULT_UID),
+        gid: req.gid.unwrap_or(DEFAULT_GID),
+        home: req.home.unwrap_or(HomeSpec::Tmpfs),
+        timeout: req.timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(cwd: &Path, home: &Path) -> HostContext {
+        HostContext { cwd: cwd.into(), homes: vec![home.into()], env: vec![("SECRET_TOKEN".into(), "x".into())] }
+    }
+
+    fn req(cmd: &str) -> SandboxRequest {
+        SandboxRequest { command: vec![cmd.into()], ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_to_cwd_and_refuses_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("proj");
+        std::fs::create_dir(&ws).unwrap();
+        let home = std::fs::canonicalize(dir.path()).unwrap();
+        let spec = resolve(req("true"), &host(&ws, &home)).unwrap();
+        assert_eq!(spec.workspace, std::fs::canonicalize(&ws).unwrap());
+        assert_eq!(spec.workdir, spec.workspace);
+        assert!(!spec.env.iter().any(|(k, _)| k == "SECRET_TOKEN"));
+
+        let err = resolve(req("true"), &host(&home, &home)).unwrap_err();
+        assert!(err.to_string().contains("home directory"), "{err}");
+        let err = resolve(req("true"), &host(&home, &home.join("proj"))).unwrap_err();
+        assert!(err.to_string().contains("contains your home"), "{err}");
+    }
+
+    #[test]
+    fn missing_paths_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = req("true");
+        r.workspace = Some(dir.path().join("nope"));
+        let err = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let mut r = req("true");
+        r.mounts = vec![MountArg { source: "missing".into(), target: None, writable: false }];
+        let err = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap_err();
+        assert!(err.to_string().contains("--mount source"), "{err}");
+        assert!(matches!(resolve(SandboxRequest::default(), &host(dir.path(), Path::new("/h"))), Err(JailError::Spec(SpecError::NoCommand))));
+    }
+
+    #[test]
+    fn relative_workdir_is_inside_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = req("true");
+        r.workdir = Some("sub/dir".into());
+        let spec = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap();
+        assert_eq!(spec.workdir, spec.workspace.join("sub/dir"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The seccomp policy: a deny list of kernel attack surface, applied after setup and before exec.
+//!
+//! agentbox allows by default and refuses listed calls with an errno, as docker's and flatpak's
+//! profiles do: agents run arbitrary toolchains, and an allow list breaks them in ways users cannot
+//! diagnose. The list covers what a process with no capabilities could still reach (user
+//! namespaces, keyrings, bpf, perf, userfaultfd, io_uring, terminal injection) plus calls that need
+//! capabilities we already dropped (defence in depth).
+//!
+//! Two extra filters are stacked on x86_64: a guard that refuses the x32 syscall numbers
+//! (nr | 0x4000_0000), which a filter written for x86_64 numbers would otherwise let through, and
+//! `clone3`, refused with ENOSYS so libc falls back to `clone`, whose flags the filter can inspect
+//! (clone3 passes them behind a pointer). seccompiler already kills on a foreign architecture
+//! (the 32-bit int 0x80 ABI).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+use serde::Serialize;
+
+/// A condition on one syscall argument: `(arg & mask) == value` on the low 32 bits (the kernel
+/// truncates `int`/`unsigned int` arguments such as ioctl's request, so high bits must not matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ArgMatch {
+    pub index: u8,
+    pub mask: u32,
+    pub value: u32,
+}
+
+/// Refuse `name` (when every condition holds; always if there are none) with `errno`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DenyRule {
+    pub name: &'static str,
+    #[serde(skip)]
+    pub nr: i64,
+    pub when: Vec<ArgMatch>,
+    pub errno: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeccompPolicy {
+    pub deny: Vec<DenyRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("unsupported architecture for the seccomp filter")]
+    Arch,
+    #[error("building the seccomp filter: {0}")]
+    Build(String),
+    #[error("installing the seccomp filter: {0}")]
+    Install(String),
+}
+
+macro_rules! always {
+    ($($name:ident),* $(,)?) => {
+        [$((stringify!($name), libc::$name as i64)),*]
+    };
+}
+
+/// Namespace flags whose creation must stay impossible inside: a new user namespace would give the
+/// agent a full capability set over new mount/net namespaces and a large kernel surface.
+const NS_FLAGS: [u32; 8] = [
+    libc::CLONE_NEWUSER as u32,
+    libc::CLONE_NEWNS as u32,
+    libc::CLONE_NEWPID as u32,
+    libc::CLONE_NEWNET as u32,
+    libc::CLONE_NEWUTS as u32,
+    libc::CLONE_NEWIPC as u32,
+    libc::CLONE_NEWCGROUP as u32,
+    0x80, // CLONE_NEWTIME
+];
+
+impl SeccompPolicy {
+    /// The policy every sandbox gets.
+    pub fn standard() -> Self {
+        let eperm = libc::EPERM;
+        let mut deny = Vec::new();
+        let simple = always![
+            // Mount table changes (the sandbox's mounts are final once built).
+            SYS_mount, SYS_umount2, SYS_pivot_root, SYS_open_tree, SYS_move_mount, SYS_fsopen,
+            SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr, SYS_chroot,
+            // Joining other namespaces.
+            SYS_setns,
+            // Kernel keyrings are not namespaced by path and hold other processes' secrets.
+            SYS_keyctl, SYS_add_key, SYS_request_key,
+            // Large, frequently exploited kernel interfaces.
+            SYS_bpf, SYS_perf_event_open, SYS_userfaultfd, SYS_io_uring_setup, SYS_io_uring_enter,
+            SYS_io_uring_register,
+            // Kernel code and system state.
+            SYS_kexec_load, SYS_kexec_file_load, SYS_init_module, SYS_finit_module,
+            SYS_delete_module, SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_syslog,
+            SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_quotactl,
+            SYS_vhangup, SYS_personality,
+            // File handles bypass the mount-based view ("shocker").
+            SYS_open_by_handle_at, SYS_name_to_handle_at,
+            SYS_fanotify_init, SYS_lookup_dcookie,
+        ];
+        for (name, nr) in simple {
+            deny.push(DenyRule { name, nr, when: vec![], errno: eperm });
+        }
+        #[cfg(target_arch = "x86_64")]
+        for (name, nr) in always![SYS_iopl, SYS_ioperm, SYS_uselib, SYS_modify_ldt] {
+            deny.push(DenyRule { name, nr, when: vec![], errno: eperm });
+        }
+        // Terminal injection: TIOCSTI pushes bytes into a terminal's input as if typed, TIOCLINUX
+        // can do the same on a virtual console, TIOCSETD switches line disciplines (a history of
+        // kernel bugs).
+        for (name, req) in [("ioctl(TIOCSTI)", libc::TIOCSTI), ("ioctl(TIOCLINUX)", libc::TIOCLINUX)]
+            .into_iter()
+            .chain([("ioctl(TIOCSETD)", libc::TIOCSETD)])
+        {
+            deny.push(DenyRule {
+                name,
+                nr: libc::SYS_ioctl,
+                when: vec![ArgMatch { index: 1, mask: u32::MAX, value: req as u32 }],
+                errno: eperm,
+            });
+        }
+        for flag in NS_FLAGS {
+            for (name, nr) in [("unshare(CLONE_NEW*)", libc::SYS_unshare), ("clone(CLONE_NEW*)", libc::SYS_clone)] {
+                deny.push(DenyRule { name, nr, when: vec![ArgMatch { index: 0, mask: flag, value: flag }], errno: eperm });
+            }
+        }
+        // Packet sockets see all traffic of the namespace; raw sockets forge it.
+        deny.push(DenyRule {
+            name: "socket(AF_PACKET)",
+            nr: libc::SYS_socket,
+            when: vec![ArgMatch { index: 0, mask: u32::MAX, value: libc::AF_PACKET as u32 }],
+            errno: eperm,
+        });
+        deny.push(DenyRule {
+            name: "socket(SOCK_RAW)",
+            nr: libc::SYS_socket,
+            when: vec![ArgMatch { index: 1, mask: 0xf, value: libc::SOCK_RAW as u32 }],
+            errno: eperm,
+        });
+        deny.push(DenyRule { name: "clone3", nr: libc::SYS_clone3, when: vec![], errno: libc::ENOSYS });
+        Self { deny }
+    }
+
+    pub fn denies(&self, name: &str) -> bool {
+        self.deny.iter().any(|r| r.name == name)
+    }
+
+    /// Compiles the policy into BPF programs, to be installed in order.
+    pub fn compile(&self) -> Result<Vec<BpfProgram>, SeccompError> {
+        let arch = target_arch()?;
+        let mut by_errno: BTreeMap<i32, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
+        for rule in &self.deny {
+            let conditions = rule
+                .when
+                .iter()
+                .map(|m| {
+                    let op = if m.mask == u32::MAX { SeccompCmpOp::Eq } else { SeccompCmpOp::MaskedEq(m.mask.into()) };
+                    SeccompCondition::new(m.index, SeccompCmpArgLen::Dword, op, m.value.into())
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SeccompError::Build(e.to_string()))?;
+            let rules = by_errno.entry(rule.errno).or_default().entry(rule.nr).or_default();
+            if !conditions.is_empty() {
+                rules.push(SeccompRule::new(conditions).map_err(|e| SeccompError::Build(e.to_string()))?);
+            }
+        }
+        let mut programs = Vec::new();
+        for (errno, rules) in by_errno {
+            let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)
+                .map_err(|e| SeccompError::Build(e.to_string()))?;
+            programs.push(BpfProgram::try_from(filter).map_err(|e| SeccompError::Build(e.to_string()))?);
+        }
+        #[cfg(target_arch = "x86_64")]
+        programs.push(x32_guard());
+        Ok(programs)
+    }
+}
+
+fn target_arch() -> Result<TargetArch, SeccompError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(TargetArch::x86_64)
+    } else if cfg!(target_arch = "aarch64") {
+        Ok(TargetArch::aarch64)
+    } else {
+        Err(SeccompError::Arch)
+    }
+}
+
+/// `if nr >= 0x4000_0000 { ENOSYS } else { ALLOW }`: the x32 ABI shares the x86_64 audit arch, so
+/// only the number tells it apart.
+#[cfg(target_arch = "x86_64")]
+fn x32_guard() -> BpfProgram {
+    const LD_W_ABS: u16 = 0x20;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    vec![
+        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 }, // seccomp_data.nr
+        sock_filter { code: JGE_K, jt: 0, jf: 1, k: 0x4000_0000 },
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: 0x0005_0000 | libc::ENOSYS as u32 }, // SECCOMP_RET_ERRNO
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: 0x7fff_0000 },                      // SECCOMP_RET_ALLOW
+    ]
+}
+
+/// Installs compiled programs on the calling thread. Requires no_new_privs (or CAP_SYS_ADMIN).
+pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
+    for p in programs {
+        seccompiler::apply_filter(p).map_err(|e| SeccompError::Install(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_the_issue_list() {
+        let p = SeccompPolicy::standard();
+        for name in [
+            "SYS_keyctl", "SYS_add_key", "SYS_bpf", "SYS_perf_event_open", "SYS_userfaultfd", "SYS_kexec_load",
+            "SYS_kexec_file_load", "SYS_init_module", "SYS_finit_module", "SYS_delete_module", "SYS_mount",
+            "SYS_umount2", "SYS_pivot_root", "SYS_fsopen", "SYS_move_mount", "SYS_open_tree",
+            "SYS_open_by_handle_at", "ioctl(TIOCSTI)", "ioctl(TIOCLINUX)", "unshare(CLONE_NEW*)", "clone3",
+        ] {
+            assert!(p.denies(name), "{name} missing from the policy");
+        }
+    }
+
+    #[test]
+    fn compiles() {
+        let programs = SeccompPolicy::standard().compile().unwrap();
+        assert!(programs.len() >= 2);
+        assert!(programs.iter().all(|p| !p.is_empty()));
+    }
+}

@@ -1,0 +1,64 @@
+//! Safe wrappers over the Linux calls that `nix` does not cover safely.
+//!
+//! This is the only agentbox crate that may contain `unsafe`. Each wrapper is small, takes typed
+//! arguments, and states in a `// SAFETY:` comment why the call cannot break Rust's invariants.
+//! Everything here returns `nix::Result` so callers map each failure to their own error variant.
+#![allow(unsafe_code)]
+
+mod fork;
+mod mount;
+mod net;
+pub mod probe;
+mod tty;
+
+pub use fork::{clone_process, fork_process, Child};
+pub use mount::{mount_setattr, MountAttr};
+pub use net::bring_loopback_up;
+pub use tty::{get_winsize, set_controlling_tty, set_winsize, WinSize};
+
+/// Marks every descriptor from `first` upwards close-on-exec (close_range(2), Linux 5.11+).
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags; it touches no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    nix::errno::Errno::result(rc).map(drop)
+}
+
+/// Closes every descriptor from `first` upwards (close_range(2)).
+pub fn close_from(first: u32) -> nix::Result<()> {
+    // SAFETY: closing descriptors cannot violate memory safety; callers own every descriptor in
+    // the range (they are in a freshly forked child that holds no Rust-owned fds above `first`
+    // that it will use again).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+    nix::errno::Errno::result(rc).map(drop)
+}
+
+/// The Landlock ABI version the running kernel offers, or the errno (ENOSYS, EOPNOTSUPP) saying
+/// why there is none.
+pub fn landlock_abi_version() -> nix::Result<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the kernel reads no memory
+    // and returns the ABI version instead of a descriptor.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
+    };
+    nix::errno::Errno::result(rc).map(|v| v as i32)
+}
+
+/// Takes ownership of a descriptor received through SCM_RIGHTS.
+///
+/// The kernel installs a received descriptor in our table and hands over its number; nothing else
+/// owns it, so wrapping it is the only way it gets closed.
+pub fn own_received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` was just installed by the kernel for this process by recvmsg and no other
+    // object refers to it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Ends the calling process at once: no destructors, no atexit handlers, no stdio flushing.
+/// The right exit for a forked child, which must not flush buffers it shares with its parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns; skipping destructors is the intent.
+    unsafe { libc::_exit(code) }
+}

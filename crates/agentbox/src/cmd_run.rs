@@ -1,0 +1,97 @@
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use agentbox_core::Limits;
+use agentbox_jail::{build_plan, resolve, start, wait_foreground, HostContext, JailError, Outcome, RealFs, SandboxRequest, Stdio};
+
+use crate::cli::RunArgs;
+use crate::exit;
+
+fn request(args: RunArgs) -> SandboxRequest {
+    SandboxRequest {
+        command: args.command,
+        workspace: args.workspace,
+        workdir: args.workdir,
+        mounts: args.mounts,
+        network: args.network,
+        env: args.env,
+        limits: Limits { memory: args.memory, pids: args.pids, cpus: args.cpus },
+        hostname: args.hostname,
+        uid: args.uid,
+        gid: args.gid,
+        timeout: args.timeout.map(Duration::from_secs),
+        home: None,
+    }
+}
+
+fn stdio(force: bool, never: bool) -> Stdio {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let interactive = stdin.is_terminal() && stdout.is_terminal();
+    if never || !(force || interactive) {
+        return Stdio::Inherit;
+    }
+    Stdio::Pty {
+        size: agentbox_sys_winsize(&stdout).or_else(|| agentbox_sys_winsize(&stdin)),
+        termios: nix::sys::termios::tcgetattr(stdin.as_fd()).ok(),
+    }
+}
+
+fn agentbox_sys_winsize(fd: &impl AsFd) -> Option<agentbox_sys::WinSize> {
+    agentbox_sys::get_winsize(fd.as_fd()).ok()
+}
+
+fn fail(e: &JailError) -> i32 {
+    eprintln!("agentbox: {e}");
+    match e {
+        JailError::Exec { not_found: true, .. } => exit::NOT_FOUND,
+        JailError::Exec { .. } => exit::CANNOT_EXECUTE,
+        _ => exit::AGENTBOX_FAILED,
+    }
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    let (tty, no_tty, dry_run, verbose) = (args.tty, args.no_tty, args.dry_run, args.verbose);
+    let host = match HostContext::current() {
+        Ok(h) => h,
+        Err(e) => return fail(&e),
+    };
+    let spec = match resolve(request(args), &host) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let plan = build_plan(&spec, &RealFs);
+    if dry_run {
+        match serde_json::to_string_pretty(&plan) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("agentbox: cannot print the plan: {e}");
+                return exit::AGENTBOX_FAILED;
+            }
+        }
+        return 0;
+    }
+    if spec.network == agentbox_core::NetworkMode::Full {
+        eprintln!("agentbox: warning: --network full shares the host's network, including services on host loopback");
+    }
+    let running = match start(&plan, stdio(tty, no_tty)) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if verbose {
+        for note in &running.limit_notes {
+            eprintln!("agentbox: limit {note}");
+        }
+    }
+    match wait_foreground(running, spec.timeout) {
+        Ok(Outcome::Exited(code)) => code,
+        Ok(Outcome::Signaled(sig)) => 128 + sig,
+        Ok(Outcome::TimedOut) => {
+            let secs = spec.timeout.map(|t| t.as_secs()).unwrap_or(0);
+            eprintln!("agentbox: timed out after {secs}s; the sandbox and everything in it was killed");
+            exit::TIMED_OUT
+        }
+        Err(e) => fail(&e),
+    }
+}
