@@ -3,17 +3,8 @@ use crate::SpecError;
 /// Host variables that pass into a sandbox unless the caller says otherwise. Everything else in the
 /// caller's environment (tokens, keys, SSH_AUTH_SOCK, DBUS addresses, ...) is dropped: a sandbox
 /// starts from an empty environment. Locale variables `LC_*` pass as a family.
-pub const ENV_ALLOWLIST: &[&str] = &[
-    "TERM",
-    "COLORTERM",
-    "LANG",
-    "LANGUAGE",
-    "TZ",
-    "NO_COLOR",
-    "FORCE_COLOR",
-    "CLICOLOR",
-    "CLICOLOR_FORCE",
-];
+pub const ENV_ALLOWLIST: &[&str] =
+    &["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR", "FORCE_COLOR", "CLICOLOR", "CLICOLOR_FORCE"];
 
 /// PATH inside the sandbox. Host PATH entries often point into the home directory, which is hidden.
 pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

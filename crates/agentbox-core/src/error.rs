@@ -5,7 +5,9 @@ use std::path::PathBuf;
 pub enum SpecError {
     #[error("invalid size '{0}': use a number with an optional unit K, M, G or T (e.g. 512M, 2G)")]
     Size(String),
-    #[error("invalid --mount '{0}': use HOST[:SANDBOX][:ro|rw] with absolute paths and no ':' inside a path")]
+    #[error(
+        "invalid --mount '{0}': use HOST[:SANDBOX][:ro|rw] with absolute paths and no ':' inside a path"
+    )]
     MountSyntax(String),
     #[error("invalid --env '{0}': use KEY=VALUE (or KEY to pass the caller's value); KEY is letters, digits and '_', not starting with a digit")]
     EnvSyntax(String),

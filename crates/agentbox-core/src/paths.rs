@@ -24,7 +24,10 @@ pub fn normalize_absolute(path: &Path) -> Result<PathBuf, SpecError> {
             Component::Normal(p) => out.push(p),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(SpecError::MountTarget { path: path.to_path_buf(), reason: "'..' is not allowed" })
+                return Err(SpecError::MountTarget {
+                    path: path.to_path_buf(),
+                    reason: "'..' is not allowed",
+                })
             }
         }
     }
@@ -77,7 +80,10 @@ pub fn check_mount_target(
     home: Option<&Path>,
 ) -> Result<(), SpecError> {
     if target == Path::new("/") {
-        return Err(SpecError::MountTarget { path: target.into(), reason: "it would replace the whole root" });
+        return Err(SpecError::MountTarget {
+            path: target.into(),
+            reason: "it would replace the whole root",
+        });
     }
     if SANDBOX_OWNED.iter().any(|d| is_within(target, d)) {
         return Err(SpecError::MountTarget {
@@ -105,7 +111,9 @@ mod tests {
 
     #[test]
     fn refuses_dangerous_workspaces() {
-        for bad in ["/", "/home", "/home/alice", "/usr", "/usr/lib", "/etc", "/proc/1", "/dev", "/tmp", "/run"] {
+        for bad in
+            ["/", "/home", "/home/alice", "/usr", "/usr/lib", "/etc", "/proc/1", "/dev", "/tmp", "/run"]
+        {
             assert!(ws(bad).is_err(), "{bad} must be refused");
         }
     }

@@ -33,7 +33,11 @@ pub fn format_size(bytes: u64) -> String {
     for (unit, scale) in UNITS {
         if bytes >= scale {
             let v = bytes as f64 / scale as f64;
-            return if bytes % scale == 0 { format!("{}{unit}", bytes / scale) } else { format!("{v:.1}{unit}") };
+            return if bytes % scale == 0 {
+                format!("{}{unit}", bytes / scale)
+            } else {
+                format!("{v:.1}{unit}")
+            };
         }
     }
     format!("{bytes}B")

@@ -45,9 +45,12 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
     for dir in SYSTEM_DIRS {
         let path = PathBuf::from(dir);
         match host.entry(&path) {
-            Some(HostEntry::Dir) => {
-                mounts.push(MountOp::Bind { source: path.clone(), target: path, kind: NodeKind::Dir, writable: false })
-            }
+            Some(HostEntry::Dir) => mounts.push(MountOp::Bind {
+                source: path.clone(),
+                target: path,
+                kind: NodeKind::Dir,
+                writable: false,
+            }),
             Some(HostEntry::Symlink(points_to)) => mounts.push(MountOp::Symlink { target: path, points_to }),
             _ => {}
         }
@@ -57,13 +60,18 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
     for node in DEV_NODES {
         let path = Path::new("/dev").join(node);
         if host.entry(&path) == Some(HostEntry::CharDevice) {
-            mounts.push(MountOp::Bind { source: path.clone(), target: path, kind: NodeKind::File, writable: true });
+            mounts.push(MountOp::Device { source: path.clone(), target: path });
         }
     }
     mounts.push(MountOp::Devpts { target: "/dev/pts".into() });
     mounts.push(MountOp::Symlink { target: "/dev/ptmx".into(), points_to: "pts/ptmx".into() });
     mounts.push(MountOp::Tmpfs { target: "/dev/shm".into(), mode: 0o1777 });
-    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         mounts.push(MountOp::Symlink { target: Path::new("/dev").join(name), points_to: to.into() });
     }
 
@@ -98,7 +106,12 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
             Some(HostEntry::Dir) => NodeKind::Dir,
             _ => NodeKind::File,
         };
-        mounts.push(MountOp::Bind { source: m.source.clone(), target: m.target.clone(), kind, writable: m.writable });
+        mounts.push(MountOp::Bind {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            kind,
+            writable: m.writable,
+        });
     }
 
     for secret in secret_paths(host) {
@@ -115,7 +128,12 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         let resolv = Path::new("/etc/resolv.conf");
         if let (Some(HostEntry::Symlink(_)), Some(real)) = (host.entry(resolv), host.canonical(resolv)) {
             if !SYSTEM_DIRS.iter().any(|d| real.starts_with(d)) {
-                mounts.push(MountOp::Bind { source: real.clone(), target: real, kind: NodeKind::File, writable: false });
+                mounts.push(MountOp::Bind {
+                    source: real.clone(),
+                    target: real,
+                    kind: NodeKind::File,
+                    writable: false,
+                });
             }
         }
     }
@@ -175,10 +193,18 @@ mod tests {
             for d in ["/usr", "/etc", "/opt", "/etc/ssh", "/etc/ssl/private", "/data"] {
                 h.0.insert(d.into(), HostEntry::Dir);
             }
-            for (l, t) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")] {
+            for (l, t) in
+                [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")]
+            {
                 h.0.insert(l.into(), HostEntry::Symlink(t.into()));
             }
-            for f in ["/etc/shadow", "/etc/gshadow", "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub", "/data/f"] {
+            for f in [
+                "/etc/shadow",
+                "/etc/gshadow",
+                "/etc/ssh/ssh_host_ed25519_key",
+                "/etc/ssh/ssh_host_ed25519_key.pub",
+                "/data/f",
+            ] {
                 h.0.insert(f.into(), HostEntry::File);
             }
             for n in DEV_NODES {
@@ -193,7 +219,11 @@ mod tests {
             self.0.get(path).cloned()
         }
         fn list(&self, dir: &Path) -> Vec<OsString> {
-            self.0.keys().filter(|p| p.parent() == Some(dir)).filter_map(|p| p.file_name().map(Into::into)).collect()
+            self.0
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .filter_map(|p| p.file_name().map(Into::into))
+                .collect()
         }
         fn canonical(&self, path: &Path) -> Option<PathBuf> {
             Some(path.into())
@@ -218,7 +248,20 @@ mod tests {
     }
 
     fn position(plan: &Plan, target: &str) -> usize {
-        plan.mounts.iter().position(|m| m.target() == Path::new(target)).unwrap_or_else(|| panic!("no op for {target}"))
+        plan.mounts
+            .iter()
+            .position(|m| m.target() == Path::new(target))
+            .unwrap_or_else(|| panic!("no op for {target}"))
+    }
+
+    #[test]
+    fn device_nodes_keep_device_access() {
+        let plan = build_plan(&spec("/srv/p"), &FakeHost::debian());
+        for n in DEV_NODES {
+            let p = Path::new("/dev").join(n);
+            assert!(plan.mounts.contains(&MountOp::Device { source: p.clone(), target: p }), "{n}");
+        }
+        assert!(position(&plan, "/dev") < position(&plan, "/dev/null"));
     }
 
     #[test]
@@ -230,7 +273,9 @@ mod tests {
             kind: NodeKind::Dir,
             writable: false
         }));
-        assert!(plan.mounts.contains(&MountOp::Symlink { target: "/bin".into(), points_to: "usr/bin".into() }));
+        assert!(plan
+            .mounts
+            .contains(&MountOp::Symlink { target: "/bin".into(), points_to: "usr/bin".into() }));
         assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/lib32")));
     }
 
@@ -253,7 +298,9 @@ mod tests {
         for t in ["/etc/shadow", "/etc/gshadow", "/etc/ssh/ssh_host_ed25519_key"] {
             assert!(plan.mounts.contains(&MountOp::Hide { target: t.into(), kind: NodeKind::File }), "{t}");
         }
-        assert!(plan.mounts.contains(&MountOp::Hide { target: "/etc/ssl/private".into(), kind: NodeKind::Dir }));
+        assert!(plan
+            .mounts
+            .contains(&MountOp::Hide { target: "/etc/ssl/private".into(), kind: NodeKind::Dir }));
         assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/etc/ssh/ssh_host_ed25519_key.pub")));
         assert!(position(&plan, "/etc") < position(&plan, "/etc/shadow"));
     }
@@ -267,7 +314,12 @@ mod tests {
         ];
         let plan = build_plan(&s, &FakeHost::debian());
         assert!(!plan.mounts.iter().any(|m| matches!(m, MountOp::Bind { source, .. } if source.starts_with("/home") || source.starts_with("/root"))));
-        assert!(plan.mounts.contains(&MountOp::Bind { source: "/data/f".into(), target: "/mnt/f".into(), kind: NodeKind::File, writable: true }));
+        assert!(plan.mounts.contains(&MountOp::Bind {
+            source: "/data/f".into(),
+            target: "/mnt/f".into(),
+            kind: NodeKind::File,
+            writable: true
+        }));
         assert!(plan.landlock.read_write.contains(&PathBuf::from("/mnt/f")));
         assert!(!plan.landlock.read_write.contains(&PathBuf::from("/mnt/data")));
         assert_eq!(plan.landlock.read_only, vec![PathBuf::from("/")]);

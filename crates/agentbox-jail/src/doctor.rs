@@ -37,22 +37,35 @@ fn read_trim(p: &str) -> Option<String> {
 }
 
 fn kernel() -> Check {
-    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let release =
+        nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
     let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
     if (major, minor) >= (5, 13) {
         check("kernel", Status::Ok, format!("Linux {release}"), None)
     } else {
-        check("kernel", Status::Fail, format!("Linux {release}"), Some("agentbox needs Linux 5.13+ (mount_setattr, Landlock)"))
+        check(
+            "kernel",
+            Status::Fail,
+            format!("Linux {release}"),
+            Some("agentbox needs Linux 5.13+ (mount_setattr, Landlock)"),
+        )
     }
 }
 
 fn user_namespaces() -> Check {
     let max = read_trim("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok());
     if max == Some(0) {
-        return check("user namespaces", Status::Fail, "user.max_user_namespaces = 0", Some("sysctl -w user.max_user_namespaces=15000"));
+        return check(
+            "user namespaces",
+            Status::Fail,
+            "user.max_user_namespaces = 0",
+            Some("sysctl -w user.max_user_namespaces=15000"),
+        );
     }
-    if read_trim("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") && !nix::unistd::geteuid().is_root() {
+    if read_trim("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0")
+        && !nix::unistd::geteuid().is_root()
+    {
         return check(
             "user namespaces",
             Status::Fail,
@@ -70,12 +83,22 @@ fn user_namespaces() -> Check {
             Some("add an AppArmor profile allowing userns for the agentbox binary, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
         );
     }
-    check("user namespaces", Status::Ok, format!("max {}", max.map(|m| m.to_string()).unwrap_or_else(|| "?".into())), None)
+    check(
+        "user namespaces",
+        Status::Ok,
+        format!("max {}", max.map(|m| m.to_string()).unwrap_or_else(|| "?".into())),
+        None,
+    )
 }
 
 fn landlock() -> Check {
     match agentbox_sys::landlock_abi_version() {
-        Ok(v) if v >= 6 => check("landlock", Status::Ok, format!("ABI {v} (filesystem, abstract-socket and signal scoping)"), None),
+        Ok(v) if v >= 6 => check(
+            "landlock",
+            Status::Ok,
+            format!("ABI {v} (filesystem, abstract-socket and signal scoping)"),
+            None,
+        ),
         Ok(v) => check(
             "landlock",
             Status::Warn,
@@ -97,7 +120,12 @@ fn seccomp() -> Check {
     if filter || Path::new("/proc/sys/kernel/seccomp/actions_avail").exists() {
         check("seccomp", Status::Ok, "filter mode available", None)
     } else {
-        check("seccomp", Status::Fail, "no seccomp filter support", Some("use a kernel built with CONFIG_SECCOMP_FILTER"))
+        check(
+            "seccomp",
+            Status::Fail,
+            "no seccomp filter support",
+            Some("use a kernel built with CONFIG_SECCOMP_FILTER"),
+        )
     }
 }
 
@@ -115,7 +143,9 @@ fn cgroups() -> Check {
     let mut writable = Vec::new();
     for ctrl in ["memory", "pids", "cpu"] {
         let dir = mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == ctrl)).and_then(|m| {
-            own.iter().find(|(cs, _)| cs.iter().any(|c| c == ctrl)).map(|(_, p)| m.mount_point.join(p.strip_prefix(&m.root).unwrap_or(p)))
+            own.iter()
+                .find(|(cs, _)| cs.iter().any(|c| c == ctrl))
+                .map(|(_, p)| m.mount_point.join(p.strip_prefix(&m.root).unwrap_or(p)))
         });
         let dir = dir.or_else(|| {
             let m = mounts.iter().find(|m| m.v2)?;
@@ -128,7 +158,10 @@ fn cgroups() -> Check {
             writable.push(ctrl);
         }
     }
-    let detail = format!("{version}; writable controllers: {}", if writable.is_empty() { "none".into() } else { writable.join(", ") });
+    let detail = format!(
+        "{version}; writable controllers: {}",
+        if writable.is_empty() { "none".into() } else { writable.join(", ") }
+    );
     if writable.len() == 3 {
         check("cgroups", Status::Ok, detail, None)
     } else {
@@ -144,7 +177,12 @@ fn cgroups() -> Check {
 fn kvm() -> Check {
     let dev = Path::new("/dev/kvm");
     if !dev.exists() {
-        return check("kvm", Status::Warn, "/dev/kvm absent", Some("the VM backend will use software emulation (slow)"));
+        return check(
+            "kvm",
+            Status::Warn,
+            "/dev/kvm absent",
+            Some("the VM backend will use software emulation (slow)"),
+        );
     }
     match nix::unistd::access(dev, nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK) {
         Ok(()) => check(
@@ -166,7 +204,11 @@ fn live_sandbox() -> Check {
     let started = Instant::now();
     let result = (|| {
         let host = HostContext::current()?;
-        let req = SandboxRequest { command: vec!["true".into()], workspace: Some(ws.clone()), ..Default::default() };
+        let req = SandboxRequest {
+            command: vec!["true".into()],
+            workspace: Some(ws.clone()),
+            ..Default::default()
+        };
         let spec = resolve(req, &host)?;
         let plan = build_plan(&spec, &RealFs);
         let running = start(&plan, Stdio::Inherit)?;
@@ -181,7 +223,12 @@ fn live_sandbox() -> Check {
             None,
         ),
         Ok(other) => check("sandbox", Status::Fail, format!("`true` ended with {other:?}"), None),
-        Err(e) => check("sandbox", Status::Fail, e.to_string(), Some("fix the failures above; agentbox refuses to run without isolation")),
+        Err(e) => check(
+            "sandbox",
+            Status::Fail,
+            e.to_string(),
+            Some("fix the failures above; agentbox refuses to run without isolation"),
+        ),
     }
 }
 

@@ -12,13 +12,14 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
-
 use agentbox_sys::{clone_process, Child, WinSize};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 use nix::sys::termios::Termios;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -63,7 +64,10 @@ pub(crate) fn handled_signals() -> SigSet {
 }
 
 fn unique_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("agentbox-{}-{nanos:x}", std::process::id())
 }
 
@@ -72,7 +76,8 @@ fn write_id_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), JailError> {
     let outer_uid = nix::unistd::geteuid();
     let outer_gid = nix::unistd::getegid();
     // An unprivileged writer may only map its own ids, and only after giving up setgroups(2).
-    std::fs::write(proc.join("setgroups"), "deny").map_err(|source| JailError::IdMap { what: "setgroups", source })?;
+    std::fs::write(proc.join("setgroups"), "deny")
+        .map_err(|source| JailError::IdMap { what: "setgroups", source })?;
     std::fs::write(proc.join("uid_map"), format!("{uid} {outer_uid} 1\n"))
         .map_err(|source| JailError::IdMap { what: "uid_map", source })?;
     std::fs::write(proc.join("gid_map"), format!("{gid} {outer_gid} 1\n"))
@@ -109,18 +114,24 @@ fn receive_master(sock: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
 pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
     let seccomp = plan.seccomp.compile()?;
     let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
-    let program = std::ffi::CString::new(first.as_encoded_bytes())
-        .map_err(|_| JailError::Exec { command: first.to_string_lossy().into(), reason: "contains a NUL byte".into(), not_found: false })?;
-    let (argv, envp) = child::c_strings(&plan.process.argv, &plan.process.env)
-        .map_err(|reason| JailError::Exec { command: first.to_string_lossy().into(), reason, not_found: false })?;
+    let program = std::ffi::CString::new(first.as_encoded_bytes()).map_err(|_| JailError::Exec {
+        command: first.to_string_lossy().into(),
+        reason: "contains a NUL byte".into(),
+        not_found: false,
+    })?;
+    let (argv, envp) = child::c_strings(&plan.process.argv, &plan.process.env).map_err(|reason| {
+        JailError::Exec { command: first.to_string_lossy().into(), reason, not_found: false }
+    })?;
 
     // Bind sources are opened by the child, inside its mount namespace (the kernel refuses to bind
     // a mount of another namespace); here we only check that each exists, so a missing path is
     // reported before anything is created.
     for op in &plan.mounts {
-        if let MountOp::Bind { source, .. } = op {
-            std::fs::symlink_metadata(source)
-                .map_err(|e| JailError::OpenSource { path: source.clone(), source: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+        if let MountOp::Bind { source, .. } | MountOp::Device { source, .. } = op {
+            std::fs::symlink_metadata(source).map_err(|e| JailError::OpenSource {
+                path: source.clone(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            })?;
         }
     }
 
@@ -181,7 +192,12 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
     };
     match wire::read_outcome(report_read) {
         Ok(None) if parent_sock.is_none() || master.is_some() => {}
-        Ok(None) => return Err(abort(JailError::Setup { step: "terminal".into(), message: "the sandbox did not send its terminal".into() })),
+        Ok(None) => {
+            return Err(abort(JailError::Setup {
+                step: "terminal".into(),
+                message: "the sandbox did not send its terminal".into(),
+            }))
+        }
         Ok(Some(f)) => {
             let _ = waitpid(pid, None);
             return Err(failure_to_error(f, plan));

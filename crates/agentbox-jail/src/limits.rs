@@ -55,7 +55,9 @@ pub struct CgroupMount {
 pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -67,7 +69,10 @@ pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
             "cgroup" => {
                 let controllers = post[2]
                     .split(',')
-                    .filter(|o| ["memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer"].contains(o))
+                    .filter(|o| {
+                        ["memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer"]
+                            .contains(o)
+                    })
                     .map(String::from)
                     .collect();
                 out.push(CgroupMount { mount_point, root, controllers, v2: false });
@@ -79,7 +84,9 @@ pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
 }
 
 fn unescape(s: &str) -> PathBuf {
-    PathBuf::from(s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
+    PathBuf::from(
+        s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"),
+    )
 }
 
 /// Parses /proc/self/cgroup: `(hierarchy controllers, path)`; v2 has an empty controller list.
@@ -97,7 +104,11 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, PathBuf)> {
 }
 
 /// The caller's cgroup directory for a controller (v1) or the unified hierarchy (`None`).
-fn own_dir(mounts: &[CgroupMount], proc_cgroup: &[(Vec<String>, PathBuf)], ctrl: Option<&str>) -> Option<PathBuf> {
+fn own_dir(
+    mounts: &[CgroupMount],
+    proc_cgroup: &[(Vec<String>, PathBuf)],
+    ctrl: Option<&str>,
+) -> Option<PathBuf> {
     let mount = mounts.iter().find(|m| match ctrl {
         Some(c) => !m.v2 && m.controllers.iter().any(|x| x == c),
         None => m.v2,
@@ -129,8 +140,9 @@ impl Cgroup {
     /// Moves `pid` into the cgroup (every directory of it).
     pub fn add(&self, pid: Pid) -> Result<(), JailError> {
         for d in &self.dirs {
-            fs::write(d.join("cgroup.procs"), pid.to_string())
-                .map_err(|e| JailError::Limits(format!("cannot move the sandbox into {}: {e}", d.display())))?;
+            fs::write(d.join("cgroup.procs"), pid.to_string()).map_err(|e| {
+                JailError::Limits(format!("cannot move the sandbox into {}: {e}", d.display()))
+            })?;
         }
         Ok(())
     }
@@ -147,7 +159,9 @@ impl Drop for Cgroup {
             // moment to release the cgroup.
             for _ in 0..100 {
                 match fs::remove_dir(d) {
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
                     _ => break,
                 }
             }
@@ -283,7 +297,11 @@ pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
             out.notes.push(format!("cpus: cgroup {}", dir.display()));
         } else {
             cleanup(&dirs);
-            let why = if failures.is_empty() { "no cpu cgroup controller is mounted".to_string() } else { failures.join("; ") };
+            let why = if failures.is_empty() {
+                "no cpu cgroup controller is mounted".to_string()
+            } else {
+                failures.join("; ")
+            };
             return Err(JailError::Limits(format!(
                 "cannot enforce --cpus: it needs a writable cpu cgroup ({why}). Run as root, or inside a delegated \
                  cgroup (systemd-run --user --scope -p Delegate=yes agentbox ...), or drop --cpus"

@@ -29,6 +29,9 @@ pub enum MountOp {
     Tmpfs { target: PathBuf, mode: u32 },
     /// Bind a host path (opened by the launcher before the sandbox exists).
     Bind { source: PathBuf, target: PathBuf, kind: NodeKind, writable: bool },
+    /// Bind a host device node (`/dev/null`, ...). Unlike every other mount it keeps device access
+    /// (no `nodev`); it is still `nosuid` and `noexec`.
+    Device { source: PathBuf, target: PathBuf },
     /// Bind a path of the sandbox onto itself read-only (e.g. `/proc/sys`). Skipped if missing.
     ReadonlyRebind { target: PathBuf },
     /// A symlink `target -> points_to`.
@@ -46,6 +49,7 @@ impl MountOp {
         match self {
             Self::Tmpfs { target, .. }
             | Self::Bind { target, .. }
+            | Self::Device { target, .. }
             | Self::ReadonlyRebind { target }
             | Self::Symlink { target, .. }
             | Self::Proc { target }

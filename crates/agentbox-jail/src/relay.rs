@@ -87,7 +87,8 @@ fn drain(master: &OwnedFd, out: &mut impl Write) {
 pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Outcome, JailError> {
     let Running { pid, master, cgroup, .. } = running;
     let deadline = timeout.map(|t| Instant::now() + t);
-    let sfd = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC).map_err(JailError::sys("signalfd"))?;
+    let sfd = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC)
+        .map_err(JailError::sys("signalfd"))?;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     let _raw = match &master {
@@ -111,7 +112,8 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
                     let _ = waitpid(pid, None);
                     break Outcome::TimedOut;
                 }
-                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1).unwrap_or(PollTimeout::MAX)
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
             }
             None => PollTimeout::NONE,
         };
@@ -171,7 +173,9 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
             }
         }
         if sig_ready {
-            let Ok(Some(info)) = sfd.read_signal() else { continue };
+            let Ok(Some(info)) = sfd.read_signal() else {
+                continue;
+            };
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => {
                     if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {

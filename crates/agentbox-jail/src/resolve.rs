@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentbox_core::{
-    check_mount_target, check_workspace, default_env, normalize_absolute, validate_hostname, EnvArg, HomeSpec,
-    Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID,
-    SANDBOX_HOME,
+    check_mount_target, check_workspace, default_env, normalize_absolute, validate_hostname, EnvArg,
+    HomeSpec, Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_GID,
+    DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME,
 };
 
 use crate::JailError;
@@ -44,7 +44,8 @@ pub struct HostContext {
 
 impl HostContext {
     pub fn current() -> Result<Self, JailError> {
-        let cwd = std::env::current_dir().map_err(|source| JailError::Io { what: "current directory", source })?;
+        let cwd =
+            std::env::current_dir().map_err(|source| JailError::Io { what: "current directory", source })?;
         let mut homes = Vec::new();
         if let Some(h) = std::env::var_os("HOME") {
             homes.push(PathBuf::from(h));
@@ -57,7 +58,9 @@ impl HostContext {
             .filter(|h| h.is_absolute())
             .map(|h| std::fs::canonicalize(&h).unwrap_or(h))
             .collect();
-        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
         Ok(Self { cwd, homes, env })
     }
 
@@ -84,8 +87,8 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
     }
     let ws_arg = req.workspace.unwrap_or_else(|| host.cwd.clone());
     let ws_abs = absolute(&host.cwd, &ws_arg);
-    let workspace =
-        std::fs::canonicalize(&ws_abs).map_err(|source| JailError::Workspace { path: ws_abs.clone(), source })?;
+    let workspace = std::fs::canonicalize(&ws_abs)
+        .map_err(|source| JailError::Workspace { path: ws_abs.clone(), source })?;
     if !workspace.is_dir() {
         return Err(JailError::Workspace {
             path: workspace,
@@ -102,7 +105,8 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
     let mut mounts = Vec::with_capacity(req.mounts.len());
     for m in req.mounts {
         let abs = absolute(&host.cwd, &m.source);
-        let source = std::fs::canonicalize(&abs).map_err(|source| JailError::MountSource { path: abs, source })?;
+        let source =
+            std::fs::canonicalize(&abs).map_err(|source| JailError::MountSource { path: abs, source })?;
         let target = normalize_absolute(m.target.as_deref().unwrap_or(&source))?;
         host.check(|home| check_mount_target(&source, &target, m.writable, home))?;
         mounts.push(MountSpec { source, target, writable: m.writable });
@@ -133,7 +137,11 @@ mod tests {
     use super::*;
 
     fn host(cwd: &Path, home: &Path) -> HostContext {
-        HostContext { cwd: cwd.into(), homes: vec![home.into()], env: vec![("SECRET_TOKEN".into(), "x".into())] }
+        HostContext {
+            cwd: cwd.into(),
+            homes: vec![home.into()],
+            env: vec![("SECRET_TOKEN".into(), "x".into())],
+        }
     }
 
     fn req(cmd: &str) -> SandboxRequest {
@@ -168,7 +176,10 @@ mod tests {
         r.mounts = vec![MountArg { source: "missing".into(), target: None, writable: false }];
         let err = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap_err();
         assert!(err.to_string().contains("--mount source"), "{err}");
-        assert!(matches!(resolve(SandboxRequest::default(), &host(dir.path(), Path::new("/h"))), Err(JailError::Spec(SpecError::NoCommand))));
+        assert!(matches!(
+            resolve(SandboxRequest::default(), &host(dir.path(), Path::new("/h"))),
+            Err(JailError::Spec(SpecError::NoCommand))
+        ));
     }
 
     #[test]

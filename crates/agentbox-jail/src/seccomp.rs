@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 use serde::Serialize;
 
@@ -80,23 +80,53 @@ impl SeccompPolicy {
         let mut deny = Vec::new();
         let simple = always![
             // Mount table changes (the sandbox's mounts are final once built).
-            SYS_mount, SYS_umount2, SYS_pivot_root, SYS_open_tree, SYS_move_mount, SYS_fsopen,
-            SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr, SYS_chroot,
+            SYS_mount,
+            SYS_umount2,
+            SYS_pivot_root,
+            SYS_open_tree,
+            SYS_move_mount,
+            SYS_fsopen,
+            SYS_fsconfig,
+            SYS_fsmount,
+            SYS_fspick,
+            SYS_mount_setattr,
+            SYS_chroot,
             // Joining other namespaces.
             SYS_setns,
             // Kernel keyrings are not namespaced by path and hold other processes' secrets.
-            SYS_keyctl, SYS_add_key, SYS_request_key,
+            SYS_keyctl,
+            SYS_add_key,
+            SYS_request_key,
             // Large, frequently exploited kernel interfaces.
-            SYS_bpf, SYS_perf_event_open, SYS_userfaultfd, SYS_io_uring_setup, SYS_io_uring_enter,
+            SYS_bpf,
+            SYS_perf_event_open,
+            SYS_userfaultfd,
+            SYS_io_uring_setup,
+            SYS_io_uring_enter,
             SYS_io_uring_register,
             // Kernel code and system state.
-            SYS_kexec_load, SYS_kexec_file_load, SYS_init_module, SYS_finit_module,
-            SYS_delete_module, SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_syslog,
-            SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_quotactl,
-            SYS_vhangup, SYS_personality,
+            SYS_kexec_load,
+            SYS_kexec_file_load,
+            SYS_init_module,
+            SYS_finit_module,
+            SYS_delete_module,
+            SYS_reboot,
+            SYS_swapon,
+            SYS_swapoff,
+            SYS_acct,
+            SYS_syslog,
+            SYS_settimeofday,
+            SYS_clock_settime,
+            SYS_clock_adjtime,
+            SYS_adjtimex,
+            SYS_quotactl,
+            SYS_vhangup,
+            SYS_personality,
             // File handles bypass the mount-based view ("shocker").
-            SYS_open_by_handle_at, SYS_name_to_handle_at,
-            SYS_fanotify_init, SYS_lookup_dcookie,
+            SYS_open_by_handle_at,
+            SYS_name_to_handle_at,
+            SYS_fanotify_init,
+            SYS_lookup_dcookie,
         ];
         for (name, nr) in simple {
             deny.push(DenyRule { name, nr, when: vec![], errno: eperm });
@@ -120,8 +150,15 @@ impl SeccompPolicy {
             });
         }
         for flag in NS_FLAGS {
-            for (name, nr) in [("unshare(CLONE_NEW*)", libc::SYS_unshare), ("clone(CLONE_NEW*)", libc::SYS_clone)] {
-                deny.push(DenyRule { name, nr, when: vec![ArgMatch { index: 0, mask: flag, value: flag }], errno: eperm });
+            for (name, nr) in
+                [("unshare(CLONE_NEW*)", libc::SYS_unshare), ("clone(CLONE_NEW*)", libc::SYS_clone)]
+            {
+                deny.push(DenyRule {
+                    name,
+                    nr,
+                    when: vec![ArgMatch { index: 0, mask: flag, value: flag }],
+                    errno: eperm,
+                });
             }
         }
         // Packet sockets see all traffic of the namespace; raw sockets forge it.
@@ -154,7 +191,11 @@ impl SeccompPolicy {
                 .when
                 .iter()
                 .map(|m| {
-                    let op = if m.mask == u32::MAX { SeccompCmpOp::Eq } else { SeccompCmpOp::MaskedEq(m.mask.into()) };
+                    let op = if m.mask == u32::MAX {
+                        SeccompCmpOp::Eq
+                    } else {
+                        SeccompCmpOp::MaskedEq(m.mask.into())
+                    };
                     SeccompCondition::new(m.index, SeccompCmpArgLen::Dword, op, m.value.into())
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -166,8 +207,9 @@ impl SeccompPolicy {
         }
         let mut programs = Vec::new();
         for (errno, rules) in by_errno {
-            let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)
-                .map_err(|e| SeccompError::Build(e.to_string()))?;
+            let filter =
+                SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)
+                    .map_err(|e| SeccompError::Build(e.to_string()))?;
             programs.push(BpfProgram::try_from(filter).map_err(|e| SeccompError::Build(e.to_string()))?);
         }
         #[cfg(target_arch = "x86_64")]
@@ -197,7 +239,7 @@ fn x32_guard() -> BpfProgram {
         sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 }, // seccomp_data.nr
         sock_filter { code: JGE_K, jt: 0, jf: 1, k: 0x4000_0000 },
         sock_filter { code: RET_K, jt: 0, jf: 0, k: 0x0005_0000 | libc::ENOSYS as u32 }, // SECCOMP_RET_ERRNO
-        sock_filter { code: RET_K, jt: 0, jf: 0, k: 0x7fff_0000 },                      // SECCOMP_RET_ALLOW
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: 0x7fff_0000 },                       // SECCOMP_RET_ALLOW
     ]
 }
 
@@ -217,10 +259,27 @@ mod tests {
     fn covers_the_issue_list() {
         let p = SeccompPolicy::standard();
         for name in [
-            "SYS_keyctl", "SYS_add_key", "SYS_bpf", "SYS_perf_event_open", "SYS_userfaultfd", "SYS_kexec_load",
-            "SYS_kexec_file_load", "SYS_init_module", "SYS_finit_module", "SYS_delete_module", "SYS_mount",
-            "SYS_umount2", "SYS_pivot_root", "SYS_fsopen", "SYS_move_mount", "SYS_open_tree",
-            "SYS_open_by_handle_at", "ioctl(TIOCSTI)", "ioctl(TIOCLINUX)", "unshare(CLONE_NEW*)", "clone3",
+            "SYS_keyctl",
+            "SYS_add_key",
+            "SYS_bpf",
+            "SYS_perf_event_open",
+            "SYS_userfaultfd",
+            "SYS_kexec_load",
+            "SYS_kexec_file_load",
+            "SYS_init_module",
+            "SYS_finit_module",
+            "SYS_delete_module",
+            "SYS_mount",
+            "SYS_umount2",
+            "SYS_pivot_root",
+            "SYS_fsopen",
+            "SYS_move_mount",
+            "SYS_open_tree",
+            "SYS_open_by_handle_at",
+            "ioctl(TIOCSTI)",
+            "ioctl(TIOCLINUX)",
+            "unshare(CLONE_NEW*)",
+            "clone3",
         ] {
             assert!(p.denies(name), "{name} missing from the policy");
         }

@@ -40,7 +40,8 @@ pub fn decode(bytes: &[u8]) -> Option<ChildFailure> {
 
 /// Writes a failure record (best effort: if the launcher is gone there is nobody to tell).
 pub fn report(pipe: &OwnedFd, step: &str, errno: Errno, message: &str) {
-    let mut record = encode(&ChildFailure { step: step.into(), errno: errno as i32, message: message.into() });
+    let mut record =
+        encode(&ChildFailure { step: step.into(), errno: errno as i32, message: message.into() });
     // One write of at most PIPE_BUF bytes is atomic, so the launcher never sees half a record.
     record.truncate(libc::PIPE_BUF);
     let _ = nix::unistd::write(pipe, &record);

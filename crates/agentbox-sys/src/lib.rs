@@ -40,7 +40,12 @@ pub fn landlock_abi_version() -> nix::Result<i32> {
     // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the kernel reads no memory
     // and returns the ABI version instead of a descriptor.
     let rc = unsafe {
-        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
     };
     nix::errno::Errno::result(rc).map(|v| v as i32)
 }
@@ -61,4 +66,37 @@ pub fn own_received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is async-signal-safe and never returns; skipping destructors is the intent.
     unsafe { libc::_exit(code) }
+}
+
+/// Replaces the calling process's command line as seen in /proc/PID/cmdline with `title`.
+///
+/// /proc/PID/cmdline is readable by every process that can see PID, dumpable or not. The
+/// sandbox's init is a fork of the launcher, so without this its cmdline would show the
+/// launcher's arguments (host paths) to the sandboxed command. The kernel reads cmdline from the
+/// argument area of the process's memory (`arg_start`..`arg_end` in /proc/self/stat); this writes
+/// `title` there through /proc/self/mem and zero-fills the rest. The process must not read its
+/// own argv afterwards.
+pub fn overwrite_cmdline(title: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    // Fields after comm start at field 3; arg_start and arg_end are fields 48 and 49.
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |n: usize| -> std::io::Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected /proc/self/stat"))
+    };
+    let (start, end) = (field(48)?, field(49)?);
+    let len = end.saturating_sub(start) as usize;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut area = vec![0u8; len];
+    let n = title.len().min(len.saturating_sub(1));
+    area[..n].copy_from_slice(&title[..n]);
+    let mut mem = std::fs::OpenOptions::new().write(true).open("/proc/self/mem")?;
+    mem.seek(SeekFrom::Start(start))?;
+    mem.write_all(&area)
 }

@@ -60,7 +60,7 @@ pub fn perf_event_open_sw() -> nix::Result<()> {
     let mut attr = [0u64; 16];
     attr[0] = 1 | (128u64 << 32); // type = PERF_TYPE_SOFTWARE, size = 128
     attr[1] = 0; // PERF_COUNT_SW_CPU_CLOCK
-    // SAFETY: `attr` is a zeroed 128-byte buffer matching the size field; the kernel only reads it.
+                 // SAFETY: `attr` is a zeroed 128-byte buffer matching the size field; the kernel only reads it.
     let rc = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
     fd_result(rc)
 }
@@ -91,15 +91,17 @@ pub fn open_by_handle_at() -> nix::Result<()> {
     // struct file_handle { u32 handle_bytes; int handle_type; unsigned char f_handle[]; }
     let handle = [8u32, 1, 0, 0];
     // SAFETY: `handle` is a valid file_handle header followed by the 8 bytes it declares.
-    let rc = unsafe { libc::syscall(libc::SYS_open_by_handle_at, libc::AT_FDCWD, handle.as_ptr(), libc::O_RDONLY) };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_open_by_handle_at, libc::AT_FDCWD, handle.as_ptr(), libc::O_RDONLY)
+    };
     fd_result(rc)
 }
 
 /// io_uring_setup with one entry.
 pub fn io_uring_setup() -> nix::Result<()> {
     let mut params = [0u32; 30]; // struct io_uring_params is 120 bytes
-    // SAFETY: `params` is a zeroed buffer of the size of struct io_uring_params that the kernel may
-    // write into; it lives until the call returns.
+                                 // SAFETY: `params` is a zeroed buffer of the size of struct io_uring_params that the kernel may
+                                 // write into; it lives until the call returns.
     fd_result(unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) })
 }
 
@@ -112,7 +114,7 @@ pub fn tiocsti(fd: BorrowedFd<'_>, byte: u8) -> nix::Result<()> {
 /// TIOCSTI with bits set above the 32-bit command: the kernel ignores them, so a filter that
 /// compares the full 64-bit value would miss this form.
 pub fn tiocsti_high_bits(fd: BorrowedFd<'_>, byte: u8) -> nix::Result<()> {
-    let cmd = (1u64 << 32) | libc::TIOCSTI as u64;
+    let cmd = (1u64 << 32) | libc::TIOCSTI;
     // SAFETY: as for `tiocsti`; the request value is passed through a raw syscall unchanged.
     let rc = unsafe { libc::syscall(libc::SYS_ioctl, fd.as_raw_fd(), cmd, &byte as *const u8) };
     Errno::result(rc).map(drop)

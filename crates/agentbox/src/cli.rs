@@ -16,7 +16,7 @@ pub enum Command {
     /// Run a command in a new sandbox on a workspace, in the foreground
     #[command(after_help = "EXIT STATUS:\n  the command's own code; 124 timeout; 125 agentbox failed; \
                             126 cannot execute; 127 not found; 128+N killed by signal N")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report which isolation features work on this machine
     Doctor(DoctorArgs),
     /// Print the version
@@ -63,16 +63,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Memory limit for the whole sandbox, e.g. 512M or 2G
-    #[arg(long, value_name = "SIZE", value_parser = memory_arg)]
+    #[arg(long, value_name = "SIZE", value_parser = memory_arg, allow_negative_numbers = true)]
     pub memory: Option<u64>,
     /// Maximum number of processes
-    #[arg(long, value_name = "N", value_parser = pids_arg)]
+    #[arg(long, value_name = "N", value_parser = pids_arg, allow_negative_numbers = true)]
     pub pids: Option<u64>,
     /// CPU bandwidth in cores, e.g. 0.5 or 2
-    #[arg(long, value_name = "N", value_parser = cpus_arg)]
+    #[arg(long, value_name = "N", value_parser = cpus_arg, allow_negative_numbers = true)]
     pub cpus: Option<f64>,
     /// Kill the sandbox after SECS seconds (exit status 124)
-    #[arg(long, value_name = "SECS", value_parser = timeout_arg)]
+    #[arg(long, value_name = "SECS", value_parser = timeout_arg, allow_negative_numbers = true)]
     pub timeout: Option<u64>,
     /// Hostname inside
     #[arg(long, value_name = "NAME")]

@@ -3,7 +3,10 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use agentbox_core::Limits;
-use agentbox_jail::{build_plan, resolve, start, wait_foreground, HostContext, JailError, Outcome, RealFs, SandboxRequest, Stdio};
+use agentbox_jail::{
+    build_plan, resolve, start, wait_foreground, HostContext, JailError, Outcome, RealFs, SandboxRequest,
+    Stdio,
+};
 
 use crate::cli::RunArgs;
 use crate::exit;

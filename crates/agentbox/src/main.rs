@@ -26,7 +26,7 @@ fn main() {
         }
     };
     let code = match cli.command {
-        cli::Command::Run(args) => cmd_run::run(args),
+        cli::Command::Run(args) => cmd_run::run(*args),
         cli::Command::Doctor(args) => cmd_doctor::run(args),
         cli::Command::Version => {
             println!("agentbox {}", env!("CARGO_PKG_VERSION"));

@@ -41,8 +41,7 @@ fn step(what: &str, target: &Path) -> String {
     format!("{what} {}", target.display())
 }
 
-const O_PATH_NOFOLLOW: OFlag =
-    OFlag::O_PATH.union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+const O_PATH_NOFOLLOW: OFlag = OFlag::O_PATH.union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
 
 /// An opened mount target: the directory that holds it and the node itself.
 struct Node {
@@ -101,7 +100,8 @@ fn walk(root: &OwnedFd, target: &Path, create: Option<NodeKind>) -> Result<Node,
     let fd = match create {
         Some(NodeKind::Dir) => open_dir(dir, leaf, true)?,
         Some(NodeKind::File) => {
-            let created = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let created =
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             match openat(dir, *leaf, created, Mode::from_bits_truncate(0o644)) {
                 Ok(_) | Err(Errno::EEXIST) => {}
                 Err(e) => return Err(e),
@@ -125,7 +125,10 @@ fn walk(root: &OwnedFd, target: &Path, create: Option<NodeKind>) -> Result<Node,
 
 fn explain(e: Errno) -> String {
     match e {
-        Errno::ELOOP => "the path crosses a symlink or a non-directory; agentbox does not follow links when mounting".into(),
+        Errno::ELOOP => {
+            "the path crosses a symlink or a non-directory; agentbox does not follow links when mounting"
+                .into()
+        }
         other => other.desc().into(),
     }
 }
@@ -136,30 +139,59 @@ fn fail(what: &str, target: &Path) -> impl Fn(Errno) -> Failure {
 }
 
 /// Sets nosuid/nodev (and read-only) on what was just mounted on `node`.
-fn set_attrs(root: &OwnedFd, node: &Node, target: &Path, writable: bool, recursive: bool) -> Result<(), Failure> {
-    let fd = node.reopen(root).map_err(fail("reopen", target))?;
+fn set_attrs(
+    root: &OwnedFd,
+    node: &Node,
+    target: &Path,
+    writable: bool,
+    recursive: bool,
+) -> Result<(), Failure> {
     let mut attrs = MountAttr::NOSUID.union(MountAttr::NODEV);
     if !writable {
         attrs = attrs.union(MountAttr::RDONLY);
     }
+    apply_attrs(root, node, target, attrs, recursive)
+}
+
+fn apply_attrs(
+    root: &OwnedFd,
+    node: &Node,
+    target: &Path,
+    attrs: MountAttr,
+    recursive: bool,
+) -> Result<(), Failure> {
+    let fd = node.reopen(root).map_err(fail("reopen", target))?;
     mount_setattr(fd.as_fd(), recursive, attrs).map_err(fail("mount_setattr", target))
 }
 
 fn new_fs(root: &OwnedFd, target: &Path, fstype: &str, flags: MsFlags, data: &str) -> Result<(), Failure> {
     let node = walk(root, target, Some(NodeKind::Dir)).map_err(fail("mkdir", target))?;
     let what = format!("mount {fstype} on");
-    mount(Some(fstype), fd_path(node.fd.as_fd()).as_str(), Some(fstype), flags, Some(data)).map_err(fail(&what, target))
+    mount(Some(fstype), fd_path(node.fd.as_fd()).as_str(), Some(fstype), flags, Some(data))
+        .map_err(fail(&what, target))
 }
 
-fn bind(root: &OwnedFd, source: BorrowedFd<'_>, target: &Path, kind: NodeKind, writable: bool) -> Result<(), Failure> {
+fn bind(root: &OwnedFd, source: BorrowedFd<'_>, target: &Path, kind: NodeKind) -> Result<Node, Failure> {
     let node = walk(root, target, Some(kind)).map_err(fail("create mount point", target))?;
     let flags = match kind {
         NodeKind::Dir => MsFlags::MS_BIND | MsFlags::MS_REC,
         NodeKind::File => MsFlags::MS_BIND,
     };
-    mount(Some(fd_path(source).as_str()), fd_path(node.fd.as_fd()).as_str(), None::<&str>, flags, None::<&str>)
+    let (src, dst) = (fd_path(source), fd_path(node.fd.as_fd()));
+    mount(Some(src.as_str()), dst.as_str(), None::<&str>, flags, None::<&str>)
         .map_err(fail("bind mount", target))?;
-    set_attrs(root, &node, target, writable, kind == NodeKind::Dir)
+    Ok(node)
+}
+
+fn source<'a>(sources: &'a [Option<OwnedFd>], i: usize, target: &Path) -> Result<BorrowedFd<'a>, Failure> {
+    match sources.get(i) {
+        Some(Some(fd)) => Ok(fd.as_fd()),
+        _ => Err(Failure {
+            step: step("bind mount", target),
+            errno: Errno::EBADF,
+            message: "source was not opened".into(),
+        }),
+    }
 }
 
 fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
@@ -168,7 +200,7 @@ fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     ops.iter()
         .map(|op| match op {
-            MountOp::Bind { source, .. } => {
+            MountOp::Bind { source, .. } | MountOp::Device { source, .. } => {
                 openat2(AT_FDCWD, source.as_path(), how).map(Some).map_err(fail("open bind source", source))
             }
             _ => Ok(None),
@@ -188,15 +220,24 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
         .map_err(fail("open", Path::new(STAGING)))?;
     // Unreadable nodes that cover secrets: mode 000, and read-only once bound, so even their owner
     // (the sandbox uid) cannot chmod them back.
-    openat(root.as_fd(), HIDDEN_FILE, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(fail("create", Path::new(HIDDEN_FILE)))?;
+    openat(
+        root.as_fd(),
+        HIDDEN_FILE,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("create", Path::new(HIDDEN_FILE)))?;
     mkdirat(root.as_fd(), HIDDEN_DIR, Mode::empty()).map_err(fail("create", Path::new(HIDDEN_DIR)))?;
 
     for (i, op) in ops.iter().enumerate() {
         match op {
-            MountOp::Tmpfs { target, mode } => {
-                new_fs(&root, target, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &format!("mode={mode:o}"))?
-            }
+            MountOp::Tmpfs { target, mode } => new_fs(
+                &root,
+                target,
+                "tmpfs",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                &format!("mode={mode:o}"),
+            )?,
             MountOp::Proc { target } => new_fs(
                 &root,
                 target,
@@ -212,18 +253,26 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
                 "newinstance,ptmxmode=0666,mode=0620",
             )?,
             MountOp::Bind { target, kind, writable, .. } => {
-                let Some(Some(src)) = sources.get(i) else {
-                    return Err(Failure { step: step("bind mount", target), errno: Errno::EBADF, message: "source was not opened".into() });
-                };
-                bind(&root, src.as_fd(), target, *kind, *writable)?
+                let node = bind(&root, source(&sources, i, target)?, target, *kind)?;
+                set_attrs(&root, &node, target, *writable, *kind == NodeKind::Dir)?;
+            }
+            MountOp::Device { target, .. } => {
+                let node = bind(&root, source(&sources, i, target)?, target, NodeKind::File)?;
+                apply_attrs(&root, &node, target, MountAttr::NOSUID.union(MountAttr::NOEXEC), false)?;
             }
             MountOp::ReadonlyRebind { target } => match walk(&root, target, None) {
                 Err(Errno::ENOENT) => {}
                 Err(e) => return Err(fail("open", target)(e)),
                 Ok(node) => {
                     let p = fd_path(node.fd.as_fd());
-                    mount(Some(p.as_str()), p.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                        .map_err(fail("bind mount", target))?;
+                    mount(
+                        Some(p.as_str()),
+                        p.as_str(),
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(fail("bind mount", target))?;
                     set_attrs(&root, &node, target, false, true)?;
                 }
             },
@@ -235,14 +284,22 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
                 } else {
                     Some(walk(&root, parent, Some(NodeKind::Dir)).map_err(fail("mkdir", parent))?.fd)
                 };
-                symlinkat(points_to.as_path(), dir.as_ref().unwrap_or(&root).as_fd(), name).map_err(fail("symlink", target))?;
+                symlinkat(points_to.as_path(), dir.as_ref().unwrap_or(&root).as_fd(), name)
+                    .map_err(fail("symlink", target))?;
             }
             MountOp::Hide { target, kind } => {
                 let cover = if *kind == NodeKind::Dir { HIDDEN_DIR } else { HIDDEN_FILE };
-                let src = openat(root.as_fd(), cover, O_PATH_NOFOLLOW, Mode::empty()).map_err(fail("open", Path::new(cover)))?;
+                let src = openat(root.as_fd(), cover, O_PATH_NOFOLLOW, Mode::empty())
+                    .map_err(fail("open", Path::new(cover)))?;
                 let dst = walk(&root, target, None).map_err(fail("open", target))?;
-                mount(Some(fd_path(src.as_fd()).as_str()), fd_path(dst.fd.as_fd()).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                    .map_err(fail("hide", target))?;
+                mount(
+                    Some(fd_path(src.as_fd()).as_str()),
+                    fd_path(dst.fd.as_fd()).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(fail("hide", target))?;
                 set_attrs(&root, &dst, target, false, false)?;
             }
         }
@@ -255,10 +312,13 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root", root_path))?;
     nix::unistd::chdir("/").map_err(fail("chdir", root_path))?;
     drop(root);
-    let new_root = nix::fcntl::open("/", O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty()).map_err(fail("open", root_path))?;
+    let new_root = nix::fcntl::open("/", O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(fail("open", root_path))?;
     // The covers stay alive through their mounts; their names in / are no longer needed.
-    unlinkat(new_root.as_fd(), HIDDEN_FILE, UnlinkatFlags::NoRemoveDir).map_err(fail("unlink", Path::new(HIDDEN_FILE)))?;
-    unlinkat(new_root.as_fd(), HIDDEN_DIR, UnlinkatFlags::RemoveDir).map_err(fail("rmdir", Path::new(HIDDEN_DIR)))?;
+    unlinkat(new_root.as_fd(), HIDDEN_FILE, UnlinkatFlags::NoRemoveDir)
+        .map_err(fail("unlink", Path::new(HIDDEN_FILE)))?;
+    unlinkat(new_root.as_fd(), HIDDEN_DIR, UnlinkatFlags::RemoveDir)
+        .map_err(fail("rmdir", Path::new(HIDDEN_DIR)))?;
     mount_setattr(new_root.as_fd(), false, MountAttr::RDONLY.union(MountAttr::NOSUID).union(MountAttr::NODEV))
         .map_err(fail("mount_setattr", root_path))
 }

@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
+use agentbox_sys::exit_now as _exit;
 use agentbox_sys::{bring_loopback_up, set_controlling_tty, set_winsize, Child, WinSize};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -32,7 +33,6 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::stat::Mode;
 use nix::sys::termios::{tcsetattr, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use agentbox_sys::exit_now as _exit;
 use nix::unistd::Pid;
 use seccompiler::BpfProgram;
 
@@ -79,14 +79,22 @@ pub(crate) struct ChildContext<'a> {
 
 /// Converts the plan's process into C strings (done by the launcher: allocation failures and NUL
 /// bytes are reported before anything is created).
-pub(crate) fn c_strings(argv: &[OsString], env: &[(String, String)]) -> Result<(Vec<CString>, Vec<CString>), String> {
+pub(crate) fn c_strings(
+    argv: &[OsString],
+    env: &[(String, String)],
+) -> Result<(Vec<CString>, Vec<CString>), String> {
     let argv = argv
         .iter()
-        .map(|a| CString::new(a.clone().into_vec()).map_err(|_| format!("argument {a:?} contains a NUL byte")))
+        .map(|a| {
+            CString::new(a.clone().into_vec()).map_err(|_| format!("argument {a:?} contains a NUL byte"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let envp = env
         .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| format!("environment variable {k} contains a NUL byte")))
+        .map(|(k, v)| {
+            CString::new(format!("{k}={v}"))
+                .map_err(|_| format!("environment variable {k} contains a NUL byte"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((argv, envp))
 }
@@ -149,6 +157,12 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
         None => None,
     };
 
+    agentbox_sys::overwrite_cmdline(b"agentbox-init").map_err(|e| Failure {
+        step: "hide the launcher's command line".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        message: e.to_string(),
+    })?;
+
     restrict::rlimits(ctx.rlimits)?;
     restrict::landlock(&ctx.plan.landlock)?;
     restrict::drop_capabilities()?;
@@ -180,8 +194,9 @@ fn open_terminal(req: PtyRequest) -> Result<OwnedFd, Failure> {
     nix::pty::grantpt(&master).map_err(|e| failure("grantpt", e))?;
     nix::pty::unlockpt(&master).map_err(|e| failure("unlockpt", e))?;
     let name = nix::pty::ptsname_r(&master).map_err(|e| failure("ptsname", e))?;
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| failure("open pty slave", e))?;
+    let slave =
+        nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| failure("open pty slave", e))?;
     if let Some(t) = &req.termios {
         tcsetattr(&slave, SetArg::TCSANOW, t).map_err(|e| failure("configure terminal", e))?;
     }
@@ -210,14 +225,20 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
         if let Err(e) = set_controlling_tty(slave.as_fd()) {
             fail("set controlling terminal", e);
         }
-        for r in [nix::unistd::dup2_stdin(slave), nix::unistd::dup2_stdout(slave), nix::unistd::dup2_stderr(slave)] {
+        for r in
+            [nix::unistd::dup2_stdin(slave), nix::unistd::dup2_stdout(slave), nix::unistd::dup2_stderr(slave)]
+        {
             if let Err(e) = r {
                 fail("attach terminal", e);
             }
         }
     }
     if let Err(e) = nix::unistd::chdir(&PathBuf::from(&ctx.plan.process.cwd)) {
-        let msg = format!("working directory {} is not available inside the sandbox: {}", ctx.plan.process.cwd.display(), e.desc());
+        let msg = format!(
+            "working directory {} is not available inside the sandbox: {}",
+            ctx.plan.process.cwd.display(),
+            e.desc()
+        );
         wire::report(&ctx.report, "chdir", e, &msg);
         _exit(SETUP_FAILED);
     }
@@ -225,7 +246,11 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
     if let Err(e) = agentbox_sys::cloexec_from(3) {
         fail("close inherited descriptors", e);
     }
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
     let program = match program {
         Ok(p) => p,
         Err(e) => {

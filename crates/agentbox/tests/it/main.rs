@@ -1,0 +1,15 @@
+//! Integration tests for `agentbox`: real sandboxes, real namespaces, real PTYs.
+//!
+//! Security tests run every attack as the invoking user (root in CI) and again as an unprivileged
+//! user (uid 65534 through `setpriv`) when the tests run as root.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod attacks_fs;
+mod attacks_kernel;
+mod attacks_net;
+mod attacks_proc;
+mod limits;
+mod run;
+mod support;

@@ -1,0 +1,289 @@
+//! `agentbox run` as a user runs it: exit codes, arguments, environment, terminals, bad input.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn exit_codes_follow_the_command() {
+    for who in modes() {
+        let ws = workspace(who);
+        for (argv, code) in [
+            (vec!["true"], 0),
+            (vec!["sh", "-c", "exit 7"], 7),
+            (vec!["sh", "-c", "kill -9 $$"], 137),
+            (vec!["no-such-command-here"], 127),
+            (vec!["/etc/passwd"], 126),
+        ] {
+            let out = run_in(who, &ws, &[], &argv);
+            assert_eq!(out.status.code(), Some(code), "as {who:?}: {argv:?}: {}", text(&out.stderr));
+        }
+        let out = run_in(who, &ws, &[], &["no-such-command-here"]);
+        assert!(text(&out.stderr).contains("command not found inside the sandbox"));
+    }
+}
+
+#[test]
+fn arguments_arrive_byte_for_byte() {
+    let ws = workspace(As::Caller);
+    let weird: Vec<std::ffi::OsString> = vec![
+        os("a b"),
+        os(""),
+        os("'single'"),
+        os("\"double\""),
+        os("$HOME"),
+        os("--network"),
+        os("-e"),
+        os("*"),
+        os("tab\there"),
+        os("new\nline"),
+        std::ffi::OsStr::from_bytes(b"\xff\xfe not utf8").to_os_string(),
+    ];
+    let mut cmd = command(As::Caller);
+    cmd.arg("run").arg("-w").arg(&ws.path).args(["--", "printf", "%s\\0"]).args(&weird);
+    let out = cmd.output().unwrap();
+    let got: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+    let expected: Vec<&[u8]> = weird.iter().map(|a| a.as_bytes()).collect();
+    assert_eq!(&got[..got.len() - 1], &expected[..]);
+}
+
+#[test]
+fn sandbox_layout() {
+    for who in modes() {
+        let ws = workspace(who);
+        let script =
+            "pwd; id -u; hostname; echo $HOME; touch $HOME/h /tmp/t /var/tmp/v /dev/shm/s && echo writable; \
+                      ls /dev | tr '\\n' ' '; echo; test -w /usr || echo usr-ro; ls /tmp";
+        let out = run_in(who, &ws, &["--hostname", "box1"], &["sh", "-c", script]);
+        let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+        assert_eq!(lines[0], ws.path.to_str().unwrap(), "as {who:?}: {}", text(&out.stderr));
+        assert_eq!(lines[1], "1000");
+        assert_eq!(lines[2], "box1");
+        assert_eq!(lines[3], "/home/agent");
+        assert_eq!(lines[4], "writable");
+        for dev in ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm"] {
+            assert!(lines[5].split(' ').any(|d| d == dev), "as {who:?}: /dev lacks {dev}: {}", lines[5]);
+        }
+        assert_eq!(lines[6], "usr-ro");
+        // The private /tmp holds only the path down to the workspace and what the command made.
+        let tmp: Vec<&str> = lines[7..].iter().map(String::as_str).collect();
+        let top = ws
+            .path
+            .strip_prefix("/tmp")
+            .unwrap()
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(tmp, vec![top.as_str(), "t"], "as {who:?}");
+    }
+}
+
+#[test]
+fn device_nodes_work() {
+    for who in modes() {
+        let ws = workspace(who);
+        let script = "echo x > /dev/null && head -c 8 /dev/zero | wc -c && head -c 8 /dev/urandom | wc -c \
+                      && head -c 8 /dev/random | wc -c && (echo x > /dev/full; test $? -ne 0) && echo done";
+        let out = run_in(who, &ws, &[], &["sh", "-c", script]);
+        assert_eq!(text(&out.stdout), "8\n8\n8\ndone\n", "as {who:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("No space left on device"),
+            "as {who:?}: /dev/full: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn workdir_and_uid_options() {
+    let ws = workspace(As::Caller);
+    std::fs::create_dir(ws.path.join("sub")).unwrap();
+    let out = run_in(
+        As::Caller,
+        &ws,
+        &["--workdir", "sub", "--uid", "4242", "--gid", "4243"],
+        &["sh", "-c", "pwd; id -u; id -g"],
+    );
+    assert_eq!(text(&out.stdout), format!("{}/sub\n4242\n4243\n", ws.path.display()));
+    let out = run_in(As::Caller, &ws, &["--workdir", "missing"], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("working directory"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn dangerous_workspaces_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let home_path = std::fs::canonicalize(home.path()).unwrap();
+    std::fs::create_dir(home_path.join("proj")).unwrap();
+    for (ws, reason) in [
+        ("/".to_string(), "root directory"),
+        (home_path.display().to_string(), "home directory"),
+        (home_path.parent().unwrap().display().to_string(), "contains your home"),
+        ("/usr".to_string(), "system directory"),
+        ("/var/tmp".to_string(), "shared temporary"),
+    ] {
+        let out = command(As::Caller)
+            .env("HOME", &home_path)
+            .args(["run", "-w", &ws, "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{ws}");
+        assert!(text(&out.stderr).contains(reason), "{ws}: {}", text(&out.stderr));
+    }
+    // The default workspace is the current directory; a project inside home is fine.
+    let out = command(As::Caller)
+        .env("HOME", &home_path)
+        .current_dir(home_path.join("proj"))
+        .args(["run", "--", "pwd"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), home_path.join("proj").to_str().unwrap(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_input_is_explained() {
+    let ws = workspace(As::Caller);
+    let ws_s = ws.path.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--memory", "12X"], "invalid size"),
+        (vec!["--memory", "1M"], "minimum"),
+        (vec!["--pids", "0"], "between 1"),
+        (vec!["--cpus", "-1"], "--cpus"),
+        (vec!["--timeout", "0"], "--timeout"),
+        (vec!["--network", "wifi"], "unknown network mode"),
+        (vec!["--mount", "/a:rel"], "invalid --mount"),
+        (vec!["--mount", "/does/not/exist"], "--mount source /does/not/exist"),
+        (vec!["--mount", "/usr:/proc/x:ro"], "builds /proc"),
+        (vec!["--env", "1BAD=x"], "invalid --env"),
+        (vec!["--env", "AGENTBOX_SURELY_UNSET_VAR"], "does not have set"),
+        (vec!["--hostname=-bad"], "invalid hostname"),
+        (vec!["--hostname", "a.b"], "invalid hostname"),
+        (vec!["--bogus"], "unexpected argument"),
+    ] {
+        let out =
+            command(As::Caller).args(["run", "-w", ws_s]).args(&args).args(["--", "true"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = command(As::Caller).args(["run", "-w", ws_s]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let out = command(As::Caller).args(["run", "-w", "/nonexistent/dir", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("/nonexistent/dir"));
+}
+
+#[test]
+fn dry_run_prints_the_plan() {
+    let ws = workspace(As::Caller);
+    let out = command(As::Caller)
+        .args(["run", "--dry-run", "-w"])
+        .arg(&ws.path)
+        .args(["--", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["process"]["argv"], serde_json::json!(["echo", "hi"]));
+    let mounts = plan["mounts"].as_array().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m["op"] == "bind" && m["target"] == ws.path.to_str().unwrap() && m["writable"] == true));
+    assert!(mounts.iter().any(|m| m["op"] == "hide" && m["target"] == "/etc/shadow"));
+    assert!(plan["seccomp"]["deny"].as_array().unwrap().iter().any(|r| r["name"] == "SYS_bpf"));
+}
+
+#[test]
+fn interactive_commands_get_a_terminal() {
+    for who in modes() {
+        let ws = workspace(who);
+        let pty = nix::pty::openpty(
+            Some(&nix::pty::Winsize { ws_row: 33, ws_col: 101, ws_xpixel: 0, ws_ypixel: 0 }),
+            None,
+        )
+        .unwrap();
+        let mut cmd = command(who);
+        cmd.arg("run").arg("-w").arg(&ws.path);
+        cmd.args([
+            "--",
+            "sh",
+            "-c",
+            "tty; stty size; printf 'name? '; read name; echo \"hello $name\"; exit 5",
+        ]);
+        cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()));
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd); // it holds copies of the slave; the master reports end-of-file only without them
+        drop(pty.slave);
+        let mut master = std::fs::File::from(pty.master);
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains("name? ") {
+            assert!(Instant::now() < deadline, "as {who:?}: no prompt: {}", String::from_utf8_lossy(&seen));
+            let n = master.read(&mut buf).unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        master.write_all(b"agent\r").unwrap();
+        let status = child.wait().unwrap();
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let screen = String::from_utf8_lossy(&seen);
+        assert_eq!(status.code(), Some(5), "as {who:?}: {screen}");
+        assert!(screen.contains("/dev/pts/0"), "as {who:?}: the sandbox has its own devpts: {screen}");
+        assert!(screen.contains("33 101"), "as {who:?}: window size not passed: {screen}");
+        assert!(screen.contains("hello agent"), "as {who:?}: {screen}");
+        let _ = master.as_fd();
+    }
+}
+
+#[test]
+fn forced_tty_and_piped_stdin() {
+    let ws = workspace(As::Caller);
+    let mut cmd = command(As::Caller);
+    cmd.arg("run").arg("-w").arg(&ws.path).args([
+        "--",
+        "sh",
+        "-c",
+        "read x; echo got:$x; test -t 0 || echo not-a-tty",
+    ]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "got:piped\nnot-a-tty\n");
+
+    let mut cmd = command(As::Caller);
+    cmd.arg("run").arg("-t").arg("-w").arg(&ws.path).args([
+        "--",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo tty",
+    ]);
+    let out = cmd.output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "tty");
+}
+
+#[test]
+fn doctor_reports_a_working_sandbox() {
+    for who in modes() {
+        let out = command(who).args(["doctor", "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "as {who:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sandbox = checks.as_array().unwrap().iter().find(|c| c["name"] == "sandbox").unwrap();
+        assert_eq!(sandbox["status"], "ok", "as {who:?}: {sandbox}");
+        for name in ["kernel", "user namespaces", "landlock", "seccomp", "cgroups", "kvm"] {
+            assert!(checks.as_array().unwrap().iter().any(|c| c["name"] == name), "{name} missing");
+        }
+    }
+}
