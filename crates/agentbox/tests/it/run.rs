@@ -94,11 +94,6 @@ fn device_nodes_work() {
                       && head -c 8 /dev/random | wc -c && (echo x > /dev/full; test $? -ne 0) && echo done";
         let out = run_in(who, &ws, &[], &["sh", "-c", script]);
         assert_eq!(text(&out.stdout), "8\n8\n8\ndone\n", "as {who:?}: {}", text(&out.stderr));
-        assert!(
-            text(&out.stderr).contains("No space left on device"),
-            "as {who:?}: /dev/full: {}",
-            text(&out.stderr)
-        );
     }
 }
 
