@@ -50,8 +50,9 @@ impl HostContext {
         if let Some(h) = std::env::var_os("HOME") {
             homes.push(PathBuf::from(h));
         }
-        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::getuid()) {
-            homes.push(user.dir);
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if let Some(home) = passwd_home(&passwd, nix::unistd::getuid().as_raw()) {
+            homes.push(home);
         }
         let homes = homes
             .into_iter()
@@ -70,6 +71,15 @@ impl HostContext {
         }
         self.homes.iter().try_for_each(|h| check(Some(h)))
     }
+}
+
+/// The home directory of `uid` in passwd(5) text. agentbox is a static binary, so it reads the
+/// file itself instead of going through NSS.
+fn passwd_home(passwd: &str, uid: u32) -> Option<PathBuf> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid)).then(|| PathBuf::from(f[5]))
+    })
 }
 
 fn absolute(base: &Path, p: &Path) -> PathBuf {
@@ -180,6 +190,14 @@ mod tests {
             resolve(SandboxRequest::default(), &host(dir.path(), Path::new("/h"))),
             Err(JailError::Spec(SpecError::NoCommand))
         ));
+    }
+
+    #[test]
+    fn passwd_lookup() {
+        let text = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nbad line\n";
+        assert_eq!(passwd_home(text, 0), Some(PathBuf::from("/root")));
+        assert_eq!(passwd_home(text, 65534), Some(PathBuf::from("/nonexistent")));
+        assert_eq!(passwd_home(text, 1000), None);
     }
 
     #[test]
