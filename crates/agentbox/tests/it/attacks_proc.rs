@@ -178,14 +178,8 @@ fn killing_agentbox_kills_the_sandbox() {
 fn signals_are_forwarded_to_the_command() {
     for who in modes() {
         let ws = workspace(who);
-        let mut cmd = command(who);
-        cmd.arg("run").arg("-w").arg(&ws.path);
-        cmd.args([
-            "--",
-            "sh",
-            "-c",
-            "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
-        ]);
+        let script = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
+        let mut cmd = run_command(who, &ws, &[], &["sh", "-c", script]);
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let mut buf = [0u8; 6];
         child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();

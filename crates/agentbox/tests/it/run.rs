@@ -204,14 +204,8 @@ fn interactive_commands_get_a_terminal() {
             None,
         )
         .unwrap();
-        let mut cmd = command(who);
-        cmd.arg("run").arg("-w").arg(&ws.path);
-        cmd.args([
-            "--",
-            "sh",
-            "-c",
-            "tty; stty size; printf 'name? '; read name; echo \"hello $name\"; exit 5",
-        ]);
+        let script = "tty; stty size; printf 'name? '; read name; echo \"hello $name\"; exit 5";
+        let mut cmd = run_command(who, &ws, &[], &["sh", "-c", script]);
         cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
             .stdout(Stdio::from(pty.slave.try_clone().unwrap()));
         let mut child = cmd.spawn().unwrap();
@@ -267,6 +261,36 @@ fn forced_tty_and_piped_stdin() {
     ]);
     let out = cmd.output().unwrap();
     assert_eq!(text(&out.stdout).trim(), "tty");
+}
+
+#[test]
+fn refuses_to_run_without_user_namespaces() {
+    // A user namespace whose own limit on nested user namespaces is 0 stands in for a host where
+    // user namespaces are disabled.
+    let ws = workspace(As::Caller);
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec {} run -w {} -- touch ran",
+        bins().agentbox.display(),
+        ws.path.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot create the sandbox namespaces"), "{stderr}");
+    assert!(stderr.contains("max_user_namespaces"), "the hint says what to check: {stderr}");
+    assert!(!ws.path.join("ran").exists(), "the command ran without a sandbox");
+
+    let script =
+        format!("echo 0 > /proc/sys/user/max_user_namespaces && exec {} doctor", bins().agentbox.display());
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("FAIL  user namespaces"), "{}", text(&out.stdout));
 }
 
 #[test]

@@ -109,12 +109,17 @@ pub fn command(who: As) -> Command {
 }
 
 /// `agentbox run -w WS [flags] -- argv...` as `who`, with the probe mounted at [`PROBE`].
-pub fn run_in(who: As, ws: &Workspace, flags: &[&str], argv: &[&str]) -> Output {
+pub fn run_command(who: As, ws: &Workspace, flags: &[&str], argv: &[&str]) -> Command {
     let mut cmd = command(who);
     cmd.arg("run").arg("-w").arg(&ws.path);
     cmd.arg("--mount").arg(format!("{}:{PROBE}:ro", bins().probe.display()));
     cmd.args(flags).arg("--").args(argv);
-    cmd.output().unwrap()
+    cmd
+}
+
+/// Runs [`run_command`] to completion.
+pub fn run_in(who: As, ws: &Workspace, flags: &[&str], argv: &[&str]) -> Output {
+    run_command(who, ws, flags, argv).output().unwrap()
 }
 
 /// Runs one probe attack in a fresh sandbox.
