@@ -25,6 +25,10 @@ pub enum SpecError {
     NotAbsolute { path: PathBuf },
     #[error("invalid {what} '{value}': {reason}")]
     Limit { what: &'static str, value: String, reason: &'static str },
+    #[error(
+        "invalid agent name '{0}': use lowercase letters, digits and '-' (not first), at most 63 characters"
+    )]
+    Name(String),
     #[error("no command given: put the command after '--', e.g. agentbox run -- bash")]
     NoCommand,
     #[error("invalid --timeout '{0}': give a whole number of seconds greater than zero")]

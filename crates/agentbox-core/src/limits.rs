@@ -1,7 +1,10 @@
+use serde::{Deserialize, Serialize};
+
 use crate::{format_size, parse_size, SpecError};
 
 /// Resource limits for the whole sandboxed process tree.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Memory in bytes.
     pub memory: Option<u64>,

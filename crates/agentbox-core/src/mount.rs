@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::SpecError;
 
 /// A `--mount` argument as the user wrote it: `HOST[:SANDBOX][:ro|rw]`.
@@ -14,7 +16,8 @@ pub struct MountArg {
 }
 
 /// A resolved bind mount: canonical host source, absolute sandbox target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MountSpec {
     pub source: PathBuf,
     pub target: PathBuf,

@@ -2,6 +2,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{Limits, MountSpec, NetworkMode};
 
 /// The home directory path inside every sandbox. It is never the caller's home.
@@ -13,7 +15,7 @@ pub const DEFAULT_UID: u32 = 1000;
 pub const DEFAULT_GID: u32 = 1000;
 
 /// Where the sandbox's home directory comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HomeSpec {
     /// A fresh, private tmpfs that disappears with the sandbox.
     Tmpfs,
@@ -23,7 +25,8 @@ pub enum HomeSpec {
 
 /// A complete, validated description of one sandbox: the single canonical form that CLI flags,
 /// profile files and API requests all resolve into. Host paths are canonical.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SandboxSpec {
     /// argv of the command; reaches `execve` byte for byte.
     pub command: Vec<OsString>,

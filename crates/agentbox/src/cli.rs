@@ -17,10 +17,231 @@ pub enum Command {
     #[command(after_help = "EXIT STATUS:\n  the command's own code; 124 timeout; 125 agentbox failed; \
                             126 cannot execute; 127 not found; 128+N killed by signal N")]
     Run(Box<RunArgs>),
+    /// Start a detached agent: a supervisor owns its terminal; the command runs in a sandbox
+    Spawn(Box<SpawnArgs>),
+    /// Spawn BASE-1 .. BASE-N with the same options
+    Swarm(Box<SwarmArgs>),
+    /// List agents
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one agent
+    Info(InfoArgs),
+    /// Print an agent's output log (ANSI stripped unless --raw)
+    Logs(LogsArgs),
+    /// Print an agent's current screen
+    Screen(ScreenArgs),
+    /// Type text into an agent's terminal (followed by Enter unless --no-enter)
+    Send(SendArgs),
+    /// Type text into every running agent (optionally only those with a tag)
+    Broadcast(BroadcastArgs),
+    /// Connect your terminal to an agent; detach with Ctrl-] (see --detach-key)
+    Attach(AttachArgs),
+    /// Kill an agent's sandbox and everything in it
+    Kill(KillArgs),
+    /// Kill every running agent (optionally only those with a tag)
+    Killall(KillAllArgs),
+    /// Wait for an agent to exit; exits with its status (124 on timeout)
+    Wait(WaitArgs),
+    /// Remove stopped agents: workspace, home, log and record
+    Rm(RmArgs),
+    /// Remove every stopped agent
+    Clean(CleanArgs),
+    /// The lifecycle journal
+    History(HistoryArgs),
+    /// Print the state directory (AGENTBOX_HOME)
+    Root,
     /// Report which isolation features work on this machine
     Doctor(DoctorArgs),
     /// Print the version
     Version,
+    /// Internal: the per-agent supervisor role
+    #[command(name = "__supervise", hide = true)]
+    Supervise { name: String },
+}
+
+fn tag_arg(s: &str) -> Result<(String, String), String> {
+    crate::agents::parse_tag(s)
+}
+
+fn network_arg(s: &str) -> Result<NetworkMode, String> {
+    s.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Agent name: lowercase letters, digits and '-'
+    pub name: String,
+    #[command(flatten)]
+    pub opts: SpawnOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SpawnOptions {
+    /// File typed into the agent once it runs
+    #[arg(long, value_name = "FILE")]
+    pub prompt: Option<PathBuf>,
+    /// Tag the agent (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
+    pub tags: Vec<(String, String)>,
+    /// Start from a copy of DIR instead of an empty workspace
+    #[arg(long, value_name = "DIR", conflicts_with = "mount")]
+    pub from_dir: Option<PathBuf>,
+    /// Use the host directory DIR itself as the workspace (read-write)
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Network: none (loopback only) or full (the host's network)
+    #[arg(long, default_value = "none", value_name = "MODE", value_parser = network_arg)]
+    pub network: NetworkMode,
+    /// Set KEY=VALUE inside, or pass the caller's KEY
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
+    pub env: Vec<EnvArg>,
+    /// Memory limit, e.g. 512M or 2G
+    #[arg(long, value_name = "SIZE", value_parser = memory_arg, allow_negative_numbers = true)]
+    pub memory: Option<u64>,
+    /// Maximum number of processes
+    #[arg(long, value_name = "N", value_parser = pids_arg, allow_negative_numbers = true)]
+    pub pids: Option<u64>,
+    /// CPU bandwidth in cores
+    #[arg(long, value_name = "N", value_parser = cpus_arg, allow_negative_numbers = true)]
+    pub cpus: Option<f64>,
+    /// The command (after --); default: a shell
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// Base name: agents are BASE-1 .. BASE-N
+    pub base: String,
+    /// How many agents
+    pub count: u32,
+    #[command(flatten)]
+    pub opts: SpawnOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only agents with this tag (repeatable: all must match)
+    #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
+    pub tags: Vec<(String, String)>,
+    /// Only running or only stopped agents
+    #[arg(long, value_parser = ["running", "exited"])]
+    pub status: Option<String>,
+    /// Names only
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Only the last N lines
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+    /// Keep printing new output until the agent exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Keep escape sequences and carriage returns
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScreenArgs {
+    pub name: String,
+    /// Include colours and attributes as escape sequences
+    #[arg(long)]
+    pub ansi: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    pub name: String,
+    /// Text to type (words are joined with spaces)
+    pub text: Vec<String>,
+    /// Type the contents of FILE instead
+    #[arg(long, value_name = "FILE", conflicts_with = "text")]
+    pub file: Option<PathBuf>,
+    /// Do not press Enter afterwards
+    #[arg(long)]
+    pub no_enter: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// Only agents with this tag (repeatable)
+    #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
+    pub tags: Vec<(String, String)>,
+    #[arg(long)]
+    pub no_enter: bool,
+    /// Text to type
+    #[arg(required = true)]
+    pub text: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    pub name: String,
+    /// Watch without typing
+    #[arg(long)]
+    pub read_only: bool,
+    /// Key that detaches, e.g. ctrl-] (default) or ctrl-q; also AGENTBOX_DETACH_KEY
+    #[arg(long, value_name = "KEY")]
+    pub detach_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KillAllArgs {
+    #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    pub name: String,
+    /// Give up after SECS seconds (exit status 124)
+    #[arg(long, value_name = "SECS", value_parser = timeout_arg)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Kill running agents first
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many events (newest)
+    #[arg(short = 'n', long = "lines", default_value_t = 50)]
+    pub lines: usize,
+    /// Only events of this kind (spawn, start, exit, killed, failed, rm)
+    #[arg(short = 'e', long = "event")]
+    pub event: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn mount_arg(s: &str) -> Result<MountArg, String> {

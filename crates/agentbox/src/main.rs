@@ -3,12 +3,30 @@
 //! The binary is single-threaded until a command needs more: `run` must clone its sandbox before
 //! any thread exists, so nothing here starts a runtime.
 
+mod agents;
 mod cli;
 mod cmd_doctor;
+mod cmd_lifecycle;
+mod cmd_query;
 mod cmd_run;
+mod cmd_session;
+mod cmd_spawn;
 mod exit;
+mod home;
+mod tree;
 
 use clap::Parser;
+
+/// Prints an error the way every agentbox command does and turns it into exit status 1.
+fn report(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentbox: {e:#}");
+            1
+        }
+    }
+}
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -28,6 +46,23 @@ fn main() {
     let code = match cli.command {
         cli::Command::Run(args) => cmd_run::run(*args),
         cli::Command::Doctor(args) => cmd_doctor::run(args),
+        cli::Command::Spawn(args) => report(cmd_spawn::spawn(*args)),
+        cli::Command::Swarm(args) => report(cmd_spawn::swarm(*args)),
+        cli::Command::Supervise { name } => report(cmd_spawn::supervise_role(&name)),
+        cli::Command::List(args) => report(cmd_query::list(args)),
+        cli::Command::Info(args) => report(cmd_query::info(args)),
+        cli::Command::History(args) => report(cmd_query::history(args)),
+        cli::Command::Root => report(cmd_query::root()),
+        cli::Command::Logs(args) => report(cmd_session::logs(args)),
+        cli::Command::Screen(args) => report(cmd_session::screen(args)),
+        cli::Command::Send(args) => report(cmd_session::send(args)),
+        cli::Command::Broadcast(args) => report(cmd_session::broadcast(args)),
+        cli::Command::Attach(args) => report(cmd_session::attach(args)),
+        cli::Command::Kill(args) => report(cmd_lifecycle::kill(args)),
+        cli::Command::Killall(args) => report(cmd_lifecycle::killall(args)),
+        cli::Command::Wait(args) => report(cmd_lifecycle::wait(args)),
+        cli::Command::Rm(args) => report(cmd_lifecycle::rm(args)),
+        cli::Command::Clean(args) => report(cmd_lifecycle::clean(args)),
         cli::Command::Version => {
             println!("agentbox {}", env!("CARGO_PKG_VERSION"));
             0

@@ -1,0 +1,302 @@
+//! agentbox's state: one SQLite file (WAL mode) shared by the CLI, every agent's supervisor and
+//! later the server, all writing at once.
+//!
+//! Holds agents (their resolved spec as JSON, state and exit status), tags, and the event journal
+//! (spawn, start, exit, kill, rm, ...). No business logic: callers decide what a transition means.
+//! Concurrency: WAL lets readers proceed during a write; writers wait up to `BUSY_TIMEOUT` for the
+//! lock instead of failing.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("agent '{0}' already exists; pick another name or remove it with `agentbox rm {0}`")]
+    Exists(String),
+    #[error("no agent named '{0}' (see `agentbox list`)")]
+    NotFound(String),
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            state_dir TEXT NOT NULL,
+            supervisor_pid INTEGER,
+            sandbox_pid INTEGER,
+            exit_code INTEGER,
+            created_at INTEGER NOT NULL,
+            started_at INTEGER,
+            finished_at INTEGER
+        );
+        CREATE TABLE tags (
+            agent TEXT NOT NULL REFERENCES agents(name) ON DELETE CASCADE ON UPDATE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (agent, key)
+        );
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            agent TEXT NOT NULL,
+            event TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX events_agent ON events(agent);",
+    )])
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// One agent as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRecord {
+    pub name: String,
+    /// `starting`, `running`, `exited`, `killed` or `failed`.
+    pub state: String,
+    /// The resolved sandbox spec, JSON.
+    pub spec: String,
+    pub state_dir: String,
+    pub supervisor_pid: Option<i64>,
+    pub sandbox_pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub agent: String,
+    pub event: String,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+const AGENT_COLUMNS: &str =
+    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at";
+
+fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        name: row.get(0)?,
+        state: row.get(1)?,
+        spec: row.get(2)?,
+        state_dir: row.get(3)?,
+        supervisor_pid: row.get(4)?,
+        sandbox_pid: row.get(5)?,
+        exit_code: row.get(6)?,
+        created_at: row.get(7)?,
+        started_at: row.get(8)?,
+        finished_at: row.get(9)?,
+        tags: Vec::new(),
+    })
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations().to_latest(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// Inserts a new agent in state `starting` with its tags, and records `spawn`.
+    pub fn create_agent(
+        &mut self,
+        name: &str,
+        spec_json: &str,
+        state_dir: &str,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO agents (name, state, spec, state_dir, created_at) VALUES (?1, 'starting', ?2, ?3, ?4)
+             ON CONFLICT(name) DO NOTHING",
+            params![name, spec_json, state_dir, now_ms()],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Exists(name.to_string()));
+        }
+        for (k, v) in tags {
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (agent, key, value) VALUES (?1, ?2, ?3)",
+                params![name, k, v],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, 'spawn', '')",
+            params![now_ms(), name],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tags_of(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT key, value FROM tags WHERE agent = ?1 ORDER BY key")?;
+        let rows = stmt.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn get(&self, name: &str) -> Result<AgentRecord> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE name = ?1");
+        let mut agent = self
+            .conn
+            .query_row(&sql, [name], agent_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        agent.tags = self.tags_of(name)?;
+        Ok(agent)
+    }
+
+    /// All agents, oldest first.
+    pub fn list(&self) -> Result<Vec<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, name");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut agents: Vec<AgentRecord> =
+            stmt.query_map([], agent_from_row)?.collect::<rusqlite::Result<_>>()?;
+        for a in &mut agents {
+            a.tags = self.tags_of(&a.name)?;
+        }
+        Ok(agents)
+    }
+
+    /// The sandbox is running under `supervisor_pid`.
+    pub fn mark_running(&self, name: &str, supervisor_pid: i64, sandbox_pid: i64) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE agents SET state = 'running', supervisor_pid = ?2, sandbox_pid = ?3, started_at = ?4,
+             exit_code = NULL, finished_at = NULL WHERE name = ?1",
+            params![name, supervisor_pid, sandbox_pid, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        self.record(name, "start", &format!("supervisor {supervisor_pid}, sandbox {sandbox_pid}"))
+    }
+
+    /// The agent ended: `state` is `exited`, `killed` or `failed`.
+    pub fn mark_finished(&self, name: &str, state: &str, exit_code: Option<i64>, detail: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE agents SET state = ?2, exit_code = ?3, finished_at = ?4 WHERE name = ?1",
+            params![name, state, exit_code, now_ms()],
+        )?;
+        let event = if state == "exited" { "exit" } else { state };
+        self.record(name, event, detail)
+    }
+
+    /// Removes the agent and its tags (the journal keeps its history) and records `rm`.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let n = self.conn.execute("DELETE FROM agents WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        self.record(name, "rm", "")
+    }
+
+    pub fn record(&self, agent: &str, event: &str, detail: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms(), agent, event, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` events (optionally of one kind), oldest first.
+    pub fn events(&self, limit: usize, event: Option<&str>) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, agent, event, detail FROM
+               (SELECT * FROM events WHERE (?1 IS NULL OR event = ?1) ORDER BY id DESC LIMIT ?2)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![event, limit as i64], |r| {
+            Ok(Event { id: r.get(0)?, at: r.get(1)?, agent: r.get(2)?, event: r.get(3)?, detail: r.get(4)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn lifecycle_and_journal() {
+        let (_d, mut s) = store();
+        s.create_agent("a1", "{}", "/x/a1", &[("team".into(), "red".into())]).unwrap();
+        assert!(matches!(s.create_agent("a1", "{}", "/x/a1", &[]), Err(StoreError::Exists(_))));
+        assert_eq!(s.get("a1").unwrap().state, "starting");
+        s.mark_running("a1", 10, 11).unwrap();
+        let a = s.get("a1").unwrap();
+        assert_eq!((a.state.as_str(), a.supervisor_pid, a.tags.len()), ("running", Some(10), 1));
+        s.mark_finished("a1", "exited", Some(3), "exit code 3").unwrap();
+        assert_eq!(s.get("a1").unwrap().exit_code, Some(3));
+        s.delete("a1").unwrap();
+        assert!(matches!(s.get("a1"), Err(StoreError::NotFound(_))));
+        let ev: Vec<String> = s.events(10, None).unwrap().into_iter().map(|e| e.event).collect();
+        assert_eq!(ev, ["spawn", "start", "exit", "rm"]);
+        assert_eq!(s.events(10, Some("exit")).unwrap().len(), 1);
+        assert_eq!(s.events(2, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn concurrent_writers_wait_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Store::open(&path).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut s = Store::open(&path).unwrap();
+                    for i in 0..25 {
+                        s.create_agent(&format!("a{t}-{i}"), "{}", "/x", &[]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(Store::open(&path).unwrap().list().unwrap().len(), 100);
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+}

@@ -1,0 +1,177 @@
+//! Client side of the attach protocol: one-shot requests and the interactive attach loop.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use agentbox_sys::get_winsize;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+
+use crate::paths;
+use crate::protocol::{read_frame, write_frame, Decoder, Frame};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the agent is not running (no supervisor answers at {0})")]
+    NotRunning(String),
+    #[error("the supervisor refused: {0}")]
+    Refused(String),
+    #[error("talking to the supervisor: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}: {1}")]
+    Sys(&'static str, Errno),
+}
+
+fn connect(state_dir: &Path) -> Result<UnixStream, ClientError> {
+    let path = paths::socket(state_dir);
+    UnixStream::connect(&path).map_err(|_| ClientError::NotRunning(path.display().to_string()))
+}
+
+fn request(state_dir: &Path, frame: Frame) -> Result<Frame, ClientError> {
+    let mut s = connect(state_dir)?;
+    write_frame(&mut s, &frame)?;
+    match read_frame(&mut s)? {
+        Some(Frame::Error(e)) => Err(ClientError::Refused(e)),
+        Some(f) => Ok(f),
+        None => Err(ClientError::Refused("the supervisor closed the connection".into())),
+    }
+}
+
+/// Types `bytes` into the agent's terminal.
+pub fn send_input(state_dir: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    request(state_dir, Frame::Input(bytes.to_vec())).map(drop)
+}
+
+/// Kills the agent's sandbox (and with it every process inside).
+pub fn kill_agent(state_dir: &Path) -> Result<(), ClientError> {
+    request(state_dir, Frame::Kill).map(drop)
+}
+
+/// The agent's current screen; the final screen once it has ended.
+pub fn screen(state_dir: &Path, formatted: bool) -> Result<String, ClientError> {
+    match request(state_dir, Frame::ScreenRequest { formatted }) {
+        Ok(Frame::Screen(s)) => Ok(s),
+        Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        Err(ClientError::NotRunning(p)) => {
+            let saved = if formatted { paths::screen_ansi(state_dir) } else { paths::screen_text(state_dir) };
+            std::fs::read_to_string(saved).map_err(|_| ClientError::NotRunning(p))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AttachOptions {
+    pub read_only: bool,
+    /// The byte that detaches (Ctrl-] = 0x1d by default).
+    pub detach_key: u8,
+}
+
+/// How an attach session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachEnd {
+    Detached,
+    Exited(i32),
+}
+
+struct Raw<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    saved: nix::sys::termios::Termios,
+}
+
+impl Drop for Raw<'_> {
+    fn drop(&mut self) {
+        let _ = tcsetattr(self.fd, SetArg::TCSAFLUSH, &self.saved);
+    }
+}
+
+/// Attaches the caller's terminal to the agent until the detach key is typed or the agent ends.
+pub fn attach(state_dir: &Path, opts: AttachOptions) -> Result<AttachEnd, ClientError> {
+    let mut sock = connect(state_dir)?;
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let _raw = tcgetattr(stdin.as_fd()).ok().and_then(|saved| {
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(Raw { fd: stdin.as_fd(), saved })
+    });
+    write_frame(&mut sock, if opts.read_only { &Frame::Observe } else { &Frame::Attach })?;
+    let send_size = |sock: &mut UnixStream| -> Result<(), ClientError> {
+        if let Ok(size) = get_winsize(std::io::stdout().as_fd()) {
+            if size.rows > 0 && size.cols > 0 && !opts.read_only {
+                write_frame(sock, &Frame::Resize { rows: size.rows, cols: size.cols })?;
+            }
+        }
+        Ok(())
+    };
+    send_size(&mut sock)?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGWINCH);
+    mask.thread_block().map_err(|e| ClientError::Sys("block SIGWINCH", e))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| ClientError::Sys("signalfd", e))?;
+
+    let mut decoder = Decoder::default();
+    let mut stdin_open = true;
+    let mut buf = [0u8; 16384];
+    loop {
+        let mut fds =
+            vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(ClientError::Sys("poll", e)),
+            Ok(_) => {}
+        }
+        let ev: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
+        drop(fds);
+        if !ev[0].is_empty() {
+            let n = sock.read(&mut buf)?;
+            if n == 0 {
+                return Err(ClientError::NotRunning("the supervisor went away".into()));
+            }
+            decoder.push(&buf[..n]);
+            while let Some(frame) = decoder.next_frame()? {
+                match frame {
+                    Frame::Output(bytes) => {
+                        stdout.write_all(&bytes)?;
+                        stdout.flush()?;
+                    }
+                    Frame::Exit(code) => return Ok(AttachEnd::Exited(code)),
+                    Frame::Error(e) => return Err(ClientError::Refused(e)),
+                    _ => {}
+                }
+            }
+        }
+        if !ev[1].is_empty() {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+            send_size(&mut sock)?;
+        }
+        if stdin_open && ev.get(2).is_some_and(|e| !e.is_empty()) {
+            let n = nix::unistd::read(stdin.as_fd(), &mut buf).unwrap_or(0);
+            if n == 0 {
+                stdin_open = false;
+                continue;
+            }
+            let input = &buf[..n];
+            let (before, detach) = match input.iter().position(|b| *b == opts.detach_key) {
+                Some(i) => (&input[..i], true),
+                None => (input, false),
+            };
+            if !before.is_empty() && !opts.read_only {
+                write_frame(&mut sock, &Frame::Input(before.to_vec()))?;
+            }
+            if detach {
+                return Ok(AttachEnd::Detached);
+            }
+        }
+    }
+}

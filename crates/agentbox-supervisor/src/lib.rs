@@ -1,0 +1,28 @@
+//! The per-agent supervisor and the clients that talk to it.
+//!
+//! `agentbox spawn` starts the same binary in the supervisor role (detached, in its own session);
+//! the supervisor starts the sandbox, owns its terminal, and serves `attach`, `send`, `screen` and
+//! `kill` over a Unix socket in the agent's state directory (mode 0600 in a 0700 directory).
+//! See `supervise` for the loop and `protocol` for the frames.
+
+mod client;
+pub mod paths;
+pub mod protocol;
+mod supervise;
+
+use std::path::PathBuf;
+
+pub use client::{attach, kill_agent, screen, send_input, AttachEnd, AttachOptions, ClientError};
+pub use supervise::{supervise, SupervisorConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Start(String),
+    #[error("attach socket {0}: {1}")]
+    Socket(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] agentbox_store::StoreError),
+    #[error("{0}: {1}")]
+    Sys(&'static str, nix::errno::Errno),
+}

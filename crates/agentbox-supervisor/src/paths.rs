@@ -1,0 +1,22 @@
+//! Where an agent's files live inside its state directory.
+
+use std::path::{Path, PathBuf};
+
+pub fn socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("sock")
+}
+pub fn log(state_dir: &Path) -> PathBuf {
+    state_dir.join("log")
+}
+pub fn screen_text(state_dir: &Path) -> PathBuf {
+    state_dir.join("screen.txt")
+}
+pub fn screen_ansi(state_dir: &Path) -> PathBuf {
+    state_dir.join("screen.ansi")
+}
+pub fn workspace(state_dir: &Path) -> PathBuf {
+    state_dir.join("workspace")
+}
+pub fn home(state_dir: &Path) -> PathBuf {
+    state_dir.join("home")
+}

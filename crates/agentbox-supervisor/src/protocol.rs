@@ -1,0 +1,196 @@
+//! The attach protocol spoken over an agent's Unix socket.
+//!
+//! Every message is a frame: one kind byte, a 4-byte big-endian length, the payload. A client
+//! either sends one request and reads one reply (`Screen`, `Input`, `Kill`), or says `Attach` /
+//! `Observe` and then receives the current screen followed by live `Output`, until `Exit`.
+
+use std::io::{self, Read, Write};
+
+/// Frames larger than this are refused (a malformed or hostile peer cannot make us allocate more).
+pub const MAX_FRAME: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Client: stream output and accept input/resize from me.
+    Attach,
+    /// Client: stream output, never take input (`attach --read-only`).
+    Observe,
+    /// Client: bytes to type into the agent's terminal.
+    Input(Vec<u8>),
+    /// Client: the terminal size changed.
+    Resize { rows: u16, cols: u16 },
+    /// Client: send the current screen, as plain text or with escape codes.
+    ScreenRequest { formatted: bool },
+    /// Client: kill the sandbox.
+    Kill,
+    /// Supervisor: terminal output.
+    Output(Vec<u8>),
+    /// Supervisor: a screen snapshot.
+    Screen(String),
+    /// Supervisor: the agent ended with this exit status.
+    Exit(i32),
+    /// Supervisor: request done.
+    Ack,
+    /// Supervisor: the request was refused.
+    Error(String),
+}
+
+impl Frame {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Attach => b'a',
+            Self::Observe => b'o',
+            Self::Input(_) => b'i',
+            Self::Resize { .. } => b'r',
+            Self::ScreenRequest { .. } => b's',
+            Self::Kill => b'k',
+            Self::Output(_) => b'O',
+            Self::Screen(_) => b'S',
+            Self::Exit(_) => b'X',
+            Self::Ack => b'A',
+            Self::Error(_) => b'E',
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let payload: Vec<u8> = match self {
+            Self::Attach | Self::Observe | Self::Kill | Self::Ack => vec![],
+            Self::Input(b) | Self::Output(b) => b.clone(),
+            Self::Resize { rows, cols } => [rows.to_be_bytes(), cols.to_be_bytes()].concat(),
+            Self::ScreenRequest { formatted } => vec![u8::from(*formatted)],
+            Self::Screen(s) | Self::Error(s) => s.as_bytes().to_vec(),
+            Self::Exit(code) => code.to_be_bytes().to_vec(),
+        };
+        let mut out = Vec::with_capacity(5 + payload.len());
+        out.push(self.kind());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    fn decode(kind: u8, p: Vec<u8>) -> io::Result<Self> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("malformed frame of kind {kind:#x}"));
+        let text = |p: Vec<u8>| String::from_utf8(p).map_err(|_| bad());
+        Ok(match kind {
+            b'a' => Self::Attach,
+            b'o' => Self::Observe,
+            b'k' => Self::Kill,
+            b'A' => Self::Ack,
+            b'i' => Self::Input(p),
+            b'O' => Self::Output(p),
+            b'r' if p.len() == 4 => Self::Resize {
+                rows: u16::from_be_bytes([p[0], p[1]]),
+                cols: u16::from_be_bytes([p[2], p[3]]),
+            },
+            b's' if p.len() == 1 => Self::ScreenRequest { formatted: p[0] != 0 },
+            b'S' => Self::Screen(text(p)?),
+            b'E' => Self::Error(text(p)?),
+            b'X' if p.len() == 4 => Self::Exit(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// Incremental decoder for non-blocking readers.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, if one has arrived.
+    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+            ));
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        let kind = self.buf[0];
+        let payload = self.buf[5..5 + len].to_vec();
+        self.buf.drain(..5 + len);
+        Frame::decode(kind, payload).map(Some)
+    }
+}
+
+pub fn write_frame(w: &mut impl Write, f: &Frame) -> io::Result<()> {
+    w.write_all(&f.encode())?;
+    w.flush()
+}
+
+/// Reads one frame; `None` at end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Frame::decode(head[0], payload).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let frames = [
+            Frame::Attach,
+            Frame::Observe,
+            Frame::Input(b"ls\r".to_vec()),
+            Frame::Resize { rows: 40, cols: 120 },
+            Frame::ScreenRequest { formatted: true },
+            Frame::Kill,
+            Frame::Output(vec![0, 1, 255]),
+            Frame::Screen("hello\n".into()),
+            Frame::Exit(-1),
+            Frame::Ack,
+            Frame::Error("no".into()),
+        ];
+        let mut dec = Decoder::default();
+        let mut all = Vec::new();
+        for f in &frames {
+            all.extend(f.encode());
+        }
+        // Byte by byte: frames split anywhere must still decode.
+        let mut got = Vec::new();
+        for b in all {
+            dec.push(&[b]);
+            while let Some(f) = dec.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let mut dec = Decoder::default();
+        dec.push(&[b'z', 0, 0, 0, 0]);
+        assert!(dec.next_frame().is_err());
+        let mut dec = Decoder::default();
+        dec.push(&[b'i', 0xff, 0xff, 0xff, 0xff]);
+        assert!(dec.next_frame().is_err());
+        let mut dec = Decoder::default();
+        dec.push(&[b'r', 0, 0, 0, 1, 7]);
+        assert!(dec.next_frame().is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! The supervisor: one per agent, detached from any terminal, alive as long as the agent.
+//!
+//! It starts the sandbox with a terminal and then runs one poll loop over a signalfd, the
+//! terminal master, the attach socket's listener, and each connected client:
+//! - every byte from the terminal is appended to the agent's log (before anything else, so nothing
+//!   is lost even for a command that exits at once), fed to a vt100 screen model, and queued to
+//!   attached clients;
+//! - client frames type into the terminal, resize it, ask for the screen, or kill the sandbox;
+//! - when the sandbox's init exits, the rest of the terminal output is drained, the exit status
+//!   and final screen are recorded, attached clients are told, and the supervisor exits.
+//!
+//! It never starts a thread (the sandbox is cloned from this process) and holds no runtime, so an
+//! idle agent costs little more than its own processes.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::num::NonZeroU16;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use agentbox_core::SandboxSpec;
+use agentbox_jail::{build_plan, start, RealFs, Stdio};
+use agentbox_store::Store;
+use agentbox_sys::{set_winsize, WinSize};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::protocol::{Decoder, Frame};
+use crate::{paths, SupervisorError};
+
+/// A client that falls this far behind is disconnected rather than buffered without bound.
+const MAX_CLIENT_BACKLOG: usize = 8 << 20;
+const DEFAULT_SIZE: WinSize = WinSize { rows: 24, cols: 80 };
+
+struct Client {
+    stream: UnixStream,
+    decoder: Decoder,
+    out: Vec<u8>,
+    attached: bool,
+    read_only: bool,
+    /// Close once `out` is flushed (one-shot requests).
+    closing: bool,
+}
+
+/// What the supervisor needs to run one agent.
+#[derive(Debug)]
+pub struct SupervisorConfig {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub store_path: PathBuf,
+    pub spec: SandboxSpec,
+}
+
+fn nonblocking(fd: impl AsFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+struct Session {
+    name: String,
+    state_dir: PathBuf,
+    store: Store,
+    sandbox: Pid,
+    master: OwnedFd,
+    log: File,
+    screen: vt100::Parser,
+    clients: HashMap<u64, Client>,
+    next_id: u64,
+    pending_input: Vec<u8>,
+    killed: bool,
+}
+
+impl Session {
+    fn on_output(&mut self, data: &[u8]) {
+        // The log first: it is the record of what the agent did.
+        let _ = self.log.write_all(data);
+        self.screen.process(data);
+        let frame = Frame::Output(data.to_vec()).encode();
+        for c in self.clients.values_mut().filter(|c| c.attached) {
+            c.out.extend_from_slice(&frame);
+        }
+        self.clients.retain(|_, c| c.out.len() <= MAX_CLIENT_BACKLOG);
+    }
+
+    fn read_master(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match nix::unistd::read(self.master.as_fd(), &mut buf) {
+            Ok(0) | Err(Errno::EIO) => false,
+            Ok(n) => {
+                self.on_output(&buf[..n]);
+                true
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => true,
+            Err(_) => false,
+        }
+    }
+
+    fn handle(&mut self, id: u64, frame: Frame) {
+        let mut reply: Option<Frame> = None;
+        let mut close = false;
+        match frame {
+            Frame::Attach | Frame::Observe => {
+                let replay = self.screen.screen().state_formatted().into_bytes();
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.attached = true;
+                    c.read_only = frame == Frame::Observe;
+                    c.out.extend(Frame::Output(replay).encode());
+                }
+            }
+            Frame::Input(bytes) => {
+                if self.clients.get(&id).is_some_and(|c| c.read_only) {
+                    reply = Some(Frame::Error("this client is read-only".into()));
+                } else {
+                    self.pending_input.extend_from_slice(&bytes);
+                    if !self.clients.get(&id).is_some_and(|c| c.attached) {
+                        reply = Some(Frame::Ack);
+                        close = true;
+                    }
+                }
+            }
+            Frame::Resize { rows, cols } => {
+                if let (Some(r), Some(c)) = (NonZeroU16::new(rows), NonZeroU16::new(cols)) {
+                    if !self.clients.get(&id).is_some_and(|c| c.read_only) {
+                        let _ = set_winsize(self.master.as_fd(), WinSize { rows, cols });
+                        self.screen.screen_mut().set_size(r, c);
+                    }
+                }
+            }
+            Frame::ScreenRequest { formatted } => {
+                let s = self.screen.screen();
+                reply = Some(Frame::Screen(if formatted { s.contents_formatted() } else { s.contents() }));
+                close = true;
+            }
+            Frame::Kill => {
+                self.killed = true;
+                let _ = kill(self.sandbox, Signal::SIGKILL);
+                reply = Some(Frame::Ack);
+                close = true;
+            }
+            other => {
+                reply = Some(Frame::Error(format!("unexpected frame {other:?}")));
+                close = true;
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            if let Some(r) = reply {
+                c.out.extend(r.encode());
+            }
+            c.closing |= close;
+        }
+    }
+
+    fn read_client(&mut self, id: u64) {
+        let mut buf = [0u8; 16384];
+        let mut frames = Vec::new();
+        let mut drop_it = false;
+        if let Some(c) = self.clients.get_mut(&id) {
+            match c.stream.read(&mut buf) {
+                Ok(0) => drop_it = true,
+                Ok(n) => {
+                    c.decoder.push(&buf[..n]);
+                    loop {
+                        match c.decoder.next_frame() {
+                            Ok(Some(f)) => frames.push(f),
+                            Ok(None) => break,
+                            Err(_) => {
+                                drop_it = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => drop_it = true,
+            }
+        }
+        for f in frames {
+            self.handle(id, f);
+        }
+        if drop_it {
+            self.clients.remove(&id);
+        }
+    }
+
+    fn flush_client(&mut self, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        match c.stream.write(&c.out) {
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.clients.remove(&id);
+                return;
+            }
+        }
+        if c.out.is_empty() && c.closing {
+            self.clients.remove(&id);
+        }
+    }
+
+    fn write_input(&mut self) {
+        match nix::unistd::write(self.master.as_fd(), &self.pending_input) {
+            Ok(n) => {
+                self.pending_input.drain(..n);
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => self.pending_input.clear(),
+        }
+    }
+
+    /// After the sandbox ended: record everything, tell attached clients, flush them briefly.
+    fn finish(mut self, status: WaitStatus) -> i32 {
+        while self.read_master() {}
+        let code = match status {
+            WaitStatus::Exited(_, c) => c,
+            WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+            _ => 255,
+        };
+        let state = if self.killed { "killed" } else { "exited" };
+        let _ = self.log.flush();
+        let s = self.screen.screen();
+        let _ = std::fs::write(paths::screen_text(&self.state_dir), s.contents());
+        let _ = std::fs::write(paths::screen_ansi(&self.state_dir), s.contents_formatted());
+        let _ =
+            self.store.mark_finished(&self.name, state, Some(i64::from(code)), &format!("exit code {code}"));
+        let exit = Frame::Exit(code).encode();
+        for c in self.clients.values_mut() {
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c.stream.set_write_timeout(Some(std::time::Duration::from_secs(2)));
+            c.out.extend_from_slice(&exit);
+            let _ = c.stream.write_all(&c.out);
+        }
+        let _ = std::fs::remove_file(paths::socket(&self.state_dir));
+        code
+    }
+}
+
+fn new_screen(size: WinSize) -> vt100::Parser {
+    let rows = NonZeroU16::new(size.rows).unwrap_or(NonZeroU16::MIN);
+    let cols = NonZeroU16::new(size.cols).unwrap_or(NonZeroU16::MIN);
+    vt100::Parser::new(rows, cols, 0)
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| SupervisorError::Socket(path.to_path_buf(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| SupervisorError::Socket(path.to_path_buf(), e))?;
+    listener.set_nonblocking(true).map_err(|e| SupervisorError::Socket(path.to_path_buf(), e))?;
+    Ok(listener)
+}
+
+/// Runs the agent until it ends. `ready` receives one line once the command runs inside the
+/// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
+pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
+    let store = Store::open(&cfg.store_path)?;
+    let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
+        let _ = store.mark_finished(&cfg.name, "failed", None, &msg);
+        let _ = writeln!(ready, "error: {msg}");
+        SupervisorError::Start(msg)
+    };
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(paths::log(&cfg.state_dir))
+        .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
+    let listener =
+        bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
+    let plan = build_plan(&cfg.spec, &RealFs);
+    let mut running = start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None })
+        .map_err(|e| fail(&store, e.to_string(), ready))?;
+    let Some(master) = running.master.take() else {
+        return Err(fail(&store, "the sandbox has no terminal".into(), ready));
+    };
+    nonblocking(&master).map_err(|e| fail(&store, format!("terminal: {e}"), ready))?;
+    store.mark_running(&cfg.name, i64::from(std::process::id()), i64::from(running.pid.as_raw()))?;
+    let _ = writeln!(ready, "ok");
+    let _ = ready.flush();
+
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| SupervisorError::Sys("block signals", e))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| SupervisorError::Sys("signalfd", e))?;
+
+    let mut session = Session {
+        name: cfg.name.clone(),
+        state_dir: cfg.state_dir.clone(),
+        store,
+        sandbox: running.pid,
+        master,
+        log,
+        screen: new_screen(DEFAULT_SIZE),
+        clients: HashMap::new(),
+        next_id: 0,
+        pending_input: Vec::new(),
+        killed: false,
+    };
+    // `running` keeps the sandbox's cgroup until the supervisor is done with it.
+    let _cgroup = running;
+
+    loop {
+        let ids: Vec<u64> = session.clients.keys().copied().collect();
+        let (status, master_ev, listen_ev, client_ev) = {
+            let mut fds = vec![
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(
+                    session.master.as_fd(),
+                    if session.pending_input.is_empty() {
+                        PollFlags::POLLIN
+                    } else {
+                        PollFlags::POLLIN | PollFlags::POLLOUT
+                    },
+                ),
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            ];
+            for id in &ids {
+                let c = &session.clients[id];
+                let mut ev = PollFlags::POLLIN;
+                if !c.out.is_empty() {
+                    ev |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.stream.as_fd(), ev));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(SupervisorError::Sys("poll", e)),
+                Ok(_) => {}
+            }
+            let ev = |i: usize| fds[i].revents().unwrap_or(PollFlags::empty());
+            (ev(0), ev(1), ev(2), (3..fds.len()).map(ev).collect::<Vec<_>>())
+        };
+
+        if master_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            session.read_master();
+        }
+        if master_ev.contains(PollFlags::POLLOUT) {
+            session.write_input();
+        }
+        if listen_ev.contains(PollFlags::POLLIN) {
+            while let Ok((stream, _)) = listener.accept() {
+                if stream.set_nonblocking(true).is_ok() {
+                    session.next_id += 1;
+                    let client = Client {
+                        stream,
+                        decoder: Decoder::default(),
+                        out: Vec::new(),
+                        attached: false,
+                        read_only: false,
+                        closing: false,
+                    };
+                    session.clients.insert(session.next_id, client);
+                }
+            }
+        }
+        for (id, ev) in ids.iter().zip(client_ev) {
+            if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                session.read_client(*id);
+            }
+            if session.clients.contains_key(id) {
+                session.flush_client(*id);
+            }
+        }
+        if !session.pending_input.is_empty() {
+            session.write_input();
+        }
+        if !status.is_empty() {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                if info.ssi_signo as i32 != Signal::SIGCHLD as i32 {
+                    // `kill` of the supervisor itself kills the agent.
+                    session.killed = true;
+                    let _ = kill(session.sandbox, Signal::SIGKILL);
+                }
+            }
+            match waitpid(session.sandbox, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => {}
+                Ok(st) => return Ok(session.finish(st)),
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `kill`, `killall`, `wait`, `rm`, `clean`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::agents::{self, is_live_state, matches_tags, wait_finished};
+use crate::cli::{CleanArgs, KillAllArgs, KillArgs, RmArgs, WaitArgs};
+use crate::exit;
+use crate::home::Home;
+use crate::tree::remove_tree;
+
+/// Kills an agent and returns once its sandbox is gone.
+fn kill_one(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
+    match agentbox_supervisor::kill_agent(&agents::state_dir(rec)) {
+        Ok(()) => {}
+        // The supervisor vanished between the lookup and the request: refresh records that.
+        Err(agentbox_supervisor::ClientError::NotRunning(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match wait_finished(store, &rec.name, Some(Duration::from_secs(30)))? {
+        Some(_) => Ok(()),
+        None => bail!("agent '{}' did not stop within 30s", rec.name),
+    }
+}
+
+pub fn kill(args: KillArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    if !is_live_state(&rec.state) {
+        eprintln!("agent '{}' is already {}", rec.name, rec.state);
+        return Ok(0);
+    }
+    kill_one(&store, &rec)?;
+    println!("{}", rec.name);
+    Ok(0)
+}
+
+pub fn killall(args: KillAllArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let targets: Vec<_> = agents::all(&store)?
+        .into_iter()
+        .filter(|a| is_live_state(&a.state) && matches_tags(a, &args.tags))
+        .collect();
+    for rec in &targets {
+        kill_one(&store, rec)?;
+        println!("{}", rec.name);
+    }
+    Ok(0)
+}
+
+pub fn wait(args: WaitArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    match wait_finished(&store, &args.name, args.timeout.map(Duration::from_secs))? {
+        Some(rec) => Ok(rec.exit_code.map(|c| c as i32).unwrap_or(match rec.state.as_str() {
+            "killed" => 137,
+            _ => 1,
+        })),
+        None => {
+            eprintln!("agentbox: '{}' still running after {}s", args.name, args.timeout.unwrap_or(0));
+            Ok(exit::TIMED_OUT)
+        }
+    }
+}
+
+fn remove(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
+    remove_tree(&agents::state_dir(rec))?;
+    store.delete(&rec.name)?;
+    Ok(())
+}
+
+pub fn rm(args: RmArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    for name in &args.names {
+        let rec = agents::get(&store, name)?;
+        if is_live_state(&rec.state) {
+            if !args.force {
+                bail!("agent '{name}' is running; stop it with `agentbox kill {name}` or use rm --force");
+            }
+            kill_one(&store, &rec)?;
+        }
+        remove(&store, &rec)?;
+        println!("{name}");
+    }
+    Ok(0)
+}
+
+pub fn clean(_args: CleanArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    for rec in agents::all(&store)?.into_iter().filter(|a| !is_live_state(&a.state)) {
+        remove(&store, &rec)?;
+        println!("{}", rec.name);
+    }
+    Ok(0)
+}

@@ -1,0 +1,147 @@
+//! `list`, `info`, `history`, `root`.
+
+use agentbox_core::SandboxSpec;
+use agentbox_supervisor::paths;
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::agents::{self, age, describe_state, is_live_state, matches_tags};
+use crate::cli::{HistoryArgs, InfoArgs, ListArgs};
+use crate::home::Home;
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    name: &'a str,
+    state: &'a str,
+    exit_code: Option<i64>,
+    supervisor_pid: Option<i64>,
+    created_at: i64,
+    tags: std::collections::BTreeMap<&'a str, &'a str>,
+    workspace: String,
+    command: Vec<String>,
+}
+
+fn spec_of(rec: &agentbox_store::AgentRecord) -> Option<SandboxSpec> {
+    serde_json::from_str(&rec.spec).ok()
+}
+
+fn listed(rec: &agentbox_store::AgentRecord) -> Listed<'_> {
+    let spec = spec_of(rec);
+    Listed {
+        name: &rec.name,
+        state: &rec.state,
+        exit_code: rec.exit_code,
+        supervisor_pid: rec.supervisor_pid,
+        created_at: rec.created_at,
+        tags: rec.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        workspace: spec.as_ref().map(|s| s.workspace.display().to_string()).unwrap_or_default(),
+        command: spec
+            .map(|s| s.command.iter().map(|a| a.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+pub fn list(args: ListArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let agents: Vec<_> = agents::all(&store)?
+        .into_iter()
+        .filter(|a| matches_tags(a, &args.tags))
+        .filter(|a| match args.status.as_deref() {
+            Some("running") => is_live_state(&a.state),
+            Some("exited") => !is_live_state(&a.state),
+            _ => true,
+        })
+        .collect();
+    if args.json {
+        let rows: Vec<Listed<'_>> = agents.iter().map(listed).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if args.quiet {
+        for a in &agents {
+            println!("{}", a.name);
+        }
+    } else {
+        println!("{:<20} {:<12} {:<8} {:<6} {:<24} COMMAND", "NAME", "STATE", "PID", "AGE", "TAGS");
+        for a in &agents {
+            let l = listed(a);
+            let tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let pid = a
+                .supervisor_pid
+                .filter(|_| is_live_state(&a.state))
+                .map(|p| p.to_string())
+                .unwrap_or("-".into());
+            println!(
+                "{:<20} {:<12} {:<8} {:<6} {:<24} {}",
+                a.name,
+                describe_state(a),
+                pid,
+                age(a.created_at),
+                if tags.is_empty() { "-".into() } else { tags.join(",") },
+                l.command.join(" ")
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn info(args: InfoArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    let dir = agents::state_dir(&rec);
+    let log_bytes = std::fs::metadata(paths::log(&dir)).map(|m| m.len()).unwrap_or(0);
+    let spec = spec_of(&rec);
+    if args.json {
+        let v = serde_json::json!({
+            "agent": rec,
+            "spec": spec,
+            "state_dir": dir,
+            "log": paths::log(&dir),
+            "log_bytes": log_bytes,
+            "socket": paths::socket(&dir),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("name:        {}", rec.name);
+    println!("state:       {}", describe_state(&rec));
+    if let Some(p) = rec.supervisor_pid {
+        println!("supervisor:  pid {p}");
+    }
+    println!("created:     {} ago", age(rec.created_at));
+    if let Some(s) = &spec {
+        let cmd: Vec<String> = s.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        println!("command:     {}", cmd.join(" "));
+        println!("workspace:   {}", s.workspace.display());
+        println!("network:     {}", s.network);
+        if s.network == agentbox_core::NetworkMode::Full {
+            println!("             warning: full network access, including services on host loopback");
+        }
+        if !s.limits.is_empty() {
+            println!("limits:      {}", s.limits.summary());
+        }
+    }
+    let tags: Vec<String> = rec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("tags:        {}", if tags.is_empty() { "-".into() } else { tags.join(", ") });
+    println!("state dir:   {}", dir.display());
+    println!("log:         {} ({log_bytes} bytes)", paths::log(&dir).display());
+    Ok(0)
+}
+
+pub fn history(args: HistoryArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let events = home.store()?.events(args.lines, args.event.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+    } else {
+        for e in events {
+            println!("{:>6} ago  {:<14} {:<20} {}", age(e.at), e.event, e.agent, e.detail);
+        }
+    }
+    Ok(0)
+}
+
+pub fn root() -> Result<i32> {
+    println!("{}", Home::open()?.root.display());
+    Ok(0)
+}

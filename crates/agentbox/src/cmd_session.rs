@@ -1,0 +1,201 @@
+//! `logs`, `screen`, `send`, `broadcast`, `attach`.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use agentbox_supervisor::{attach as attach_agent, paths, AttachEnd, AttachOptions};
+use anyhow::{bail, Context, Result};
+
+use crate::agents::{self, is_live_state, matches_tags};
+use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
+use crate::home::Home;
+
+/// Terminal output as plain text: escape sequences removed, CRLF as LF.
+fn plain(bytes: &[u8]) -> Vec<u8> {
+    let stripped = strip_ansi_escapes::strip(bytes);
+    let mut out = Vec::with_capacity(stripped.len());
+    for (i, b) in stripped.iter().enumerate() {
+        if *b == b'\r' && stripped.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        out.push(*b);
+    }
+    out
+}
+
+fn tail_lines(bytes: &[u8], n: usize) -> &[u8] {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let start = body
+        .iter()
+        .rev()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n.saturating_sub(1))
+        .map(|(i, _)| body.len() - i);
+    match (n, start) {
+        (0, _) => &bytes[bytes.len()..],
+        (_, Some(s)) => &bytes[s..],
+        (_, None) => bytes,
+    }
+}
+
+pub fn logs(args: LogsArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    let path = paths::log(&agents::state_dir(&rec));
+    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut all = Vec::new();
+    file.read_to_end(&mut all)?;
+    let text = if args.raw { all } else { plain(&all) };
+    let shown = match args.lines {
+        Some(n) => tail_lines(&text, n),
+        None => &text[..],
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(shown)?;
+    out.flush()?;
+    if !args.follow {
+        return Ok(0);
+    }
+    let mut offset = file.stream_position()?;
+    let mut buf = Vec::new();
+    loop {
+        let live = is_live_state(&agents::get(&store, &args.name)?.state);
+        file.seek(SeekFrom::Start(offset))?;
+        buf.clear();
+        file.read_to_end(&mut buf)?;
+        offset += buf.len() as u64;
+        if !buf.is_empty() {
+            out.write_all(&if args.raw { buf.clone() } else { plain(&buf) })?;
+            out.flush()?;
+        } else if !live {
+            return Ok(0);
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub fn screen(args: ScreenArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    let text = agentbox_supervisor::screen(&agents::state_dir(&rec), args.ansi)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "name": rec.name, "state": rec.state, "screen": text }));
+    } else {
+        print!("{text}");
+        if !args.ansi && !text.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(0)
+}
+
+fn input(text: &[String], file: Option<&std::path::Path>, enter: bool) -> Result<Vec<u8>> {
+    let mut bytes = match file {
+        Some(f) => std::fs::read(f).with_context(|| format!("--file {}", f.display()))?,
+        None => text.join(" ").into_bytes(),
+    };
+    if enter {
+        bytes.push(b'\r');
+    }
+    Ok(bytes)
+}
+
+pub fn send(args: SendArgs) -> Result<i32> {
+    if args.text.is_empty() && args.file.is_none() {
+        bail!("nothing to send: give TEXT or --file FILE");
+    }
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    if !is_live_state(&rec.state) {
+        bail!("agent '{}' is {}; nothing is reading its terminal", rec.name, rec.state);
+    }
+    agentbox_supervisor::send_input(
+        &agents::state_dir(&rec),
+        &input(&args.text, args.file.as_deref(), !args.no_enter)?,
+    )?;
+    Ok(0)
+}
+
+pub fn broadcast(args: BroadcastArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let bytes = input(&args.text, None, !args.no_enter)?;
+    let mut sent = 0;
+    for rec in
+        agents::all(&store)?.into_iter().filter(|a| is_live_state(&a.state) && matches_tags(a, &args.tags))
+    {
+        match agentbox_supervisor::send_input(&agents::state_dir(&rec), &bytes) {
+            Ok(()) => sent += 1,
+            Err(e) => eprintln!("agentbox: {}: {e}", rec.name),
+        }
+    }
+    eprintln!("sent to {sent} agent(s)");
+    Ok(0)
+}
+
+/// `ctrl-]`, `ctrl-a` ... `ctrl-z`, `ctrl-\`, `ctrl-^`, `ctrl-_` -> the control byte.
+pub fn parse_detach_key(s: &str) -> Result<u8, String> {
+    let lower = s.to_ascii_lowercase();
+    let key = lower.strip_prefix("ctrl-").or_else(|| lower.strip_prefix('^'));
+    match key.map(str::as_bytes) {
+        Some([c @ b'a'..=b'z']) => Ok(c - b'a' + 1),
+        Some([b'[']) => Err("ctrl-[ is Escape, which programs need; choose another key".into()),
+        Some([c @ (b'\\' | b']' | b'^' | b'_')]) => Ok(c - b'@'),
+        _ => Err(format!("invalid detach key '{s}': use ctrl-<letter> or ctrl-], ctrl-\\, ctrl-^, ctrl-_")),
+    }
+}
+
+pub fn attach(args: AttachArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    if !is_live_state(&rec.state) {
+        bail!("agent '{}' is {}; see its output with `agentbox logs {}`", rec.name, rec.state, rec.name);
+    }
+    let detach_key = match args.detach_key.or_else(|| std::env::var("AGENTBOX_DETACH_KEY").ok()) {
+        Some(k) => parse_detach_key(&k).map_err(anyhow::Error::msg)?,
+        None => 0x1d,
+    };
+    let end =
+        attach_agent(&agents::state_dir(&rec), AttachOptions { read_only: args.read_only, detach_key })?;
+    match end {
+        AttachEnd::Detached => {
+            // On the terminal, like tmux's "[detached]": attach's output is the terminal.
+            println!("\r\n[detached from {}]", rec.name);
+            Ok(0)
+        }
+        AttachEnd::Exited(code) => {
+            println!("\r\n[{} exited with status {code}]", rec.name);
+            Ok(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys() {
+        assert_eq!(parse_detach_key("ctrl-]"), Ok(0x1d));
+        assert_eq!(parse_detach_key("ctrl-a"), Ok(1));
+        assert_eq!(parse_detach_key("^Q"), Ok(17));
+        assert_eq!(parse_detach_key("ctrl-\\"), Ok(0x1c));
+        assert!(parse_detach_key("ctrl-[").is_err());
+        assert!(parse_detach_key("x").is_err());
+    }
+
+    #[test]
+    fn plain_text_and_tail() {
+        assert_eq!(plain(b"\x1b[1;31mred\x1b[0m\r\nnext\r\n"), b"red\nnext\n");
+        assert_eq!(tail_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail_lines(b"a\nb\nc", 1), b"c");
+        assert_eq!(tail_lines(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(tail_lines(b"a\n", 0), b"");
+    }
+}

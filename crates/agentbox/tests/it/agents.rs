@@ -1,0 +1,393 @@
+//! Agents that live on: spawn, send, screen, logs, attach through a real PTY, kill, wait, rm.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A private AGENTBOX_HOME for one test, owned by the identity that uses it.
+struct Agents {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    who: As,
+}
+
+impl Agents {
+    fn new(who: As) -> Self {
+        let dir = tempfile::Builder::new().prefix("abx-").tempdir().unwrap();
+        let home = std::fs::canonicalize(dir.path()).unwrap().join("home");
+        std::fs::create_dir(&home).unwrap();
+        if who == As::Nobody {
+            std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        Self { _dir: dir, home, who }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = command(self.who);
+        c.env("AGENTBOX_HOME", &self.home).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "as {:?}: agentbox {args:?}: {}{}",
+            self.who,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.home.join("agents").join(name)
+    }
+
+    /// Polls `agentbox screen` until it contains `needle`.
+    #[track_caller]
+    fn screen_until(&self, name: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.ok(&["screen", name]);
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "as {:?}: screen never showed {needle:?}:\n{s}", self.who);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn state(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["info", name, "--json"])).unwrap();
+        v["agent"]["state"].clone()
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        let _ = self.run(&["killall"]);
+    }
+}
+
+#[test]
+fn spawn_send_screen_logs_kill() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let prompt = "printf 'Proceed? [y/N] '; read answer; echo \"answer=$answer\"; exec sleep 300";
+        assert_eq!(a.ok(&["spawn", "q1", "-t", "team=red", "--", "sh", "-c", prompt]), "q1\n");
+        assert_eq!(a.state("q1"), "running");
+        a.screen_until("q1", "Proceed? [y/N]");
+        a.ok(&["send", "q1", "y"]);
+        let screen = a.screen_until("q1", "answer=y");
+        assert!(screen.starts_with("Proceed? [y/N] y"), "{screen}");
+        let logs = a.ok(&["logs", "q1"]);
+        assert!(logs.contains("answer=y") && !logs.contains('\r'), "as {who:?}: {logs:?}");
+        assert!(a.ok(&["logs", "q1", "--raw"]).contains("\r\n"));
+        assert_eq!(a.ok(&["logs", "q1", "-n", "1"]), "answer=y\n");
+
+        let listed: serde_json::Value = serde_json::from_str(&a.ok(&["list", "--json"])).unwrap();
+        assert_eq!(listed[0]["name"], "q1");
+        assert_eq!(listed[0]["tags"]["team"], "red");
+        assert_eq!(a.ok(&["list", "-q", "--tag", "team=red"]), "q1\n");
+        assert_eq!(a.ok(&["list", "-q", "--tag", "team=blue"]), "");
+        assert_eq!(a.ok(&["list", "-q", "--status", "exited"]), "");
+
+        // Owner-only state: the socket and the agent's directory.
+        let dir = a.dir("q1");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(dir.join("sock")).unwrap().permissions().mode() & 0o777, 0o600);
+
+        assert_eq!(a.ok(&["kill", "q1"]), "q1\n");
+        assert_eq!(a.state("q1"), "killed");
+        let out = a.run(&["wait", "q1"]);
+        assert_eq!(out.status.code(), Some(137));
+        // The screen survives the agent.
+        assert!(a.ok(&["screen", "q1"]).contains("answer=y"));
+        let events: serde_json::Value = serde_json::from_str(&a.ok(&["history", "--json"])).unwrap();
+        let kinds: Vec<&str> =
+            events.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["spawn", "start", "killed"], "as {who:?}");
+    }
+}
+
+#[test]
+fn output_of_a_command_that_exits_at_once_is_complete() {
+    for who in modes() {
+        let a = Agents::new(who);
+        a.ok(&["spawn", "burst", "--", "sh", "-c", "seq 1 20000; exit 4"]);
+        let out = a.run(&["wait", "burst", "--timeout", "60"]);
+        assert_eq!(out.status.code(), Some(4), "as {who:?}: {}", text(&out.stderr));
+        let logs = a.ok(&["logs", "burst"]);
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 20000, "as {who:?}");
+        assert_eq!(lines[19999], "20000");
+        assert!(a.ok(&["list"]).contains("exited (4)"));
+    }
+}
+
+#[test]
+fn kill_leaves_nothing_running() {
+    for (i, who) in modes().into_iter().enumerate() {
+        let a = Agents::new(who);
+        let marker = format!("31340.{}{}", std::process::id(), i);
+        let script = format!("setsid sleep {marker} & sleep {marker} & echo up; exec sleep {marker}");
+        a.ok(&["spawn", "k1", "--", "sh", "-c", &script]);
+        a.screen_until("k1", "up");
+        assert!(host_processes_matching(&format!("sleep {marker}")).len() >= 3);
+        let supervisor = a.state("k1");
+        assert_eq!(supervisor, "running");
+        a.ok(&["kill", "k1"]);
+        assert_eq!(host_processes_matching(&format!("sleep {marker}")), Vec::<i32>::new(), "as {who:?}");
+        assert_eq!(host_processes_matching("__supervise k1"), Vec::<i32>::new());
+    }
+}
+
+#[test]
+fn agents_survive_the_terminal_that_spawned_them() {
+    let a = Agents::new(As::Caller);
+    // spawn from a session whose controlling terminal then hangs up.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let spawn_cmd = format!("{} spawn hup -- sh -c 'echo alive; exec sleep 300'", bins().agentbox.display());
+    let mut cmd = Command::new("setsid");
+    cmd.args(["-c", "sh", "-c", &spawn_cmd]).env("AGENTBOX_HOME", &a.home);
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()));
+    let status = cmd.status().unwrap();
+    assert!(status.success());
+    drop(cmd);
+    drop(pty.slave);
+    drop(pty.master); // hang up
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state("hup"), "running");
+    a.screen_until("hup", "alive");
+}
+
+#[test]
+fn wait_times_out_and_rm_refuses_running_agents() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "w1", "--", "sleep", "300"]);
+    let out = a.run(&["wait", "w1", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(124));
+    let out = a.run(&["rm", "w1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is running"), "{}", text(&out.stderr));
+    assert!(a.dir("w1").exists());
+    a.ok(&["rm", "--force", "w1"]);
+    assert!(!a.dir("w1").exists());
+    let out = a.run(&["info", "w1"]);
+    assert!(text(&out.stderr).contains("no agent named 'w1'"), "{}", text(&out.stderr));
+
+    a.ok(&["spawn", "c1", "--", "true"]);
+    a.ok(&["spawn", "c2", "--", "sleep", "300"]);
+    a.run(&["wait", "c1"]);
+    assert_eq!(a.ok(&["clean"]), "c1\n");
+    assert!(!a.dir("c1").exists() && a.dir("c2").exists());
+}
+
+#[test]
+fn bad_names_and_missing_agents_are_explained() {
+    let a = Agents::new(As::Caller);
+    for bad in ["Upper", "a_b", "x/y", "..", "sp ace"] {
+        let out = a.run(&["spawn", bad, "--", "true"]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(text(&out.stderr).contains("invalid agent name"), "{bad}: {}", text(&out.stderr));
+    }
+    for verb in [
+        vec!["info", "ghost"],
+        vec!["logs", "ghost"],
+        vec!["send", "ghost", "x"],
+        vec!["kill", "ghost"],
+        vec!["attach", "ghost"],
+    ] {
+        let out = a.run(&verb);
+        assert_eq!(out.status.code(), Some(1), "{verb:?}");
+        assert!(text(&out.stderr).contains("no agent named 'ghost'"), "{verb:?}: {}", text(&out.stderr));
+    }
+    a.ok(&["spawn", "dup", "--", "sleep", "300"]);
+    let out = a.run(&["spawn", "dup", "--", "true"]);
+    assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
+    // A spawn that cannot start leaves nothing behind.
+    let out = a.run(&["spawn", "nocmd", "--", "no-such-program-x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("command not found"), "{}", text(&out.stderr));
+    assert!(!a.dir("nocmd").exists());
+    assert!(a.run(&["info", "nocmd"]).status.code() == Some(1));
+}
+
+#[test]
+fn agents_cannot_see_agentbox_state_or_each_other() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "one", "--", "sleep", "300"]);
+    std::fs::write(a.dir("one").join("workspace/secret"), "canary").unwrap();
+    let probe = format!(
+        "ls {home} 2>&1; cat {home}/agents/one/workspace/secret 2>&1; ls {home}/state.db 2>&1; echo done",
+        home = a.home.display()
+    );
+    a.ok(&["spawn", "two", "--", "sh", "-c", &probe]);
+    a.run(&["wait", "two"]);
+    let logs = a.ok(&["logs", "two"]);
+    assert!(!logs.contains("canary") && !logs.contains("state.db\n"), "{logs}");
+    assert!(logs.contains("No such file") && logs.contains("done"), "{logs}");
+}
+
+#[test]
+fn supervisor_death_is_detected_and_takes_the_sandbox_along() {
+    let a = Agents::new(As::Caller);
+    let marker = format!("31341.{}", std::process::id());
+    a.ok(&["spawn", "s1", "--", "sh", "-c", &format!("exec sleep {marker}")]);
+    let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "s1", "--json"])).unwrap();
+    let pid = info["agent"]["supervisor_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !host_processes_matching(&format!("sleep {marker}")).is_empty() {
+        assert!(Instant::now() < deadline, "sandbox outlived its supervisor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.state("s1"), "failed");
+    assert!(a.ok(&["list"]).contains("failed"));
+}
+
+fn read_until(master: &mut std::fs::File, seen: &mut Vec<u8>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        assert!(Instant::now() < deadline, "never saw {needle:?} in {:?}", String::from_utf8_lossy(seen));
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn attach_on_pty(a: &Agents, args: &[&str]) -> (std::process::Child, std::fs::File) {
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize { ws_row: 30, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 }),
+        None,
+    )
+    .unwrap();
+    let mut cmd = a.cmd(args);
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()));
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(pty.slave);
+    (child, std::fs::File::from(pty.master))
+}
+
+#[test]
+fn attach_replays_streams_types_and_detaches() {
+    for who in modes() {
+        let a = Agents::new(who);
+        a.ok(&[
+            "spawn",
+            "at",
+            "--",
+            "sh",
+            "-c",
+            "echo before-attach; while read l; do echo \"echo:$l\"; done",
+        ]);
+        a.screen_until("at", "before-attach");
+
+        let (mut controller, mut master) = attach_on_pty(&a, &["attach", "at"]);
+        let (mut observer, mut obs_master) = attach_on_pty(&a, &["attach", "at", "--read-only"]);
+        let mut seen = Vec::new();
+        read_until(&mut master, &mut seen, "before-attach"); // the screen is replayed
+        let mut obs_seen = Vec::new();
+        read_until(&mut obs_master, &mut obs_seen, "before-attach");
+
+        master.write_all(b"typed-in\r").unwrap();
+        read_until(&mut master, &mut seen, "echo:typed-in");
+        read_until(&mut obs_master, &mut obs_seen, "echo:typed-in"); // several clients see it live
+                                                                     // An observer's keys go nowhere.
+        obs_master.write_all(b"from-observer\r").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!a.ok(&["logs", "at"]).contains("from-observer"));
+        // The attach resized the agent's terminal to the client's.
+        assert!(a.ok(&["screen", "at", "--json"]).contains("echo:typed-in"));
+
+        master.write_all(&[0x1d]).unwrap(); // Ctrl-]
+        let status = controller.wait().unwrap();
+        assert!(status.success(), "as {who:?}");
+        read_until(&mut master, &mut seen, "[detached from at]");
+        obs_master.write_all(&[0x1d]).unwrap();
+        assert!(observer.wait().unwrap().success());
+        assert_eq!(a.state("at"), "running", "as {who:?}: detaching must not stop the agent");
+
+        // A custom detach key, and an attach that ends because the agent exits.
+        let (mut c2, mut m2) = attach_on_pty(&a, &["attach", "at", "--detach-key", "ctrl-q"]);
+        let mut s2 = Vec::new();
+        read_until(&mut m2, &mut s2, "echo:typed-in");
+        // Ctrl-] is no longer the detach key: it is typed into the agent like any byte.
+        m2.write_all(b"\x1d\r").unwrap();
+        read_until(&mut m2, &mut s2, "echo:\x1d");
+        m2.write_all(b"\x04").unwrap(); // EOF on an empty line ends the read loop: the agent exits 0
+        let status = c2.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "as {who:?}");
+        read_until(&mut m2, &mut s2, "exited with status 0");
+        assert_eq!(a.state("at"), "exited");
+    }
+}
+
+#[test]
+fn swarm_broadcast_and_killall() {
+    let a = Agents::new(As::Caller);
+    let script = "while read l; do echo \"heard:$l\"; done";
+    assert_eq!(
+        a.ok(&["swarm", "bee", "3", "-t", "hive=1", "--", "sh", "-c", script]),
+        "bee-1\nbee-2\nbee-3\n"
+    );
+    a.ok(&["spawn", "other", "--", "sh", "-c", script]);
+    let out = a.run(&["broadcast", "--tag", "hive=1", "buzz"]);
+    assert!(text(&out.stderr).contains("sent to 3 agent(s)"), "{}", text(&out.stderr));
+    for n in ["bee-1", "bee-2", "bee-3"] {
+        a.screen_until(n, "heard:buzz");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!a.ok(&["screen", "other"]).contains("buzz"));
+    a.ok(&["killall", "--tag", "hive=1"]);
+    assert_eq!(a.ok(&["list", "-q", "--status", "running"]), "other\n");
+}
+
+#[test]
+fn from_dir_copies_and_mount_binds() {
+    let a = Agents::new(As::Caller);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("README"), "project").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", src.path().join("link")).unwrap();
+    a.ok(&[
+        "spawn",
+        "copy",
+        "--from-dir",
+        src.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "cat README; echo x > new",
+    ]);
+    a.run(&["wait", "copy"]);
+    assert!(a.ok(&["logs", "copy"]).contains("project"));
+    assert!(!src.path().join("new").exists(), "--from-dir must copy, not bind");
+    let copied = a.dir("copy").join("workspace/link");
+    assert!(
+        std::fs::symlink_metadata(&copied).unwrap().file_type().is_symlink(),
+        "symlinks are copied as links"
+    );
+
+    let bound = workspace(As::Caller);
+    a.ok(&["spawn", "bind", "--mount", bound.path.to_str().unwrap(), "--", "sh", "-c", "echo y > made-here"]);
+    a.run(&["wait", "bind"]);
+    assert_eq!(std::fs::read_to_string(bound.path.join("made-here")).unwrap(), "y\n");
+    let out = a.run(&["spawn", "rootws", "--mount", "/", "--", "true"]);
+    assert!(text(&out.stderr).contains("refusing workspace /"), "{}", text(&out.stderr));
+    assert!(!Path::new(&a.dir("rootws")).exists());
+}
