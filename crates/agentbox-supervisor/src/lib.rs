@@ -8,6 +8,7 @@
 mod client;
 pub mod paths;
 pub mod protocol;
+mod screen;
 mod supervise;
 
 use std::path::PathBuf;

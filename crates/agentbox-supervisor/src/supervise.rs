@@ -9,8 +9,8 @@
 //! - when the sandbox's init exits, the rest of the terminal output is drained, the exit status
 //!   and final screen are recorded, attached clients are told, and the supervisor exits.
 //!
-//! It never starts a thread (the sandbox is cloned from this process) and holds no runtime, so an
-//! idle agent costs little more than its own processes.
+//! It holds no async runtime. The sandbox is cloned before its only helper thread (the screen
+//! model, see `screen`) starts, so an idle agent costs little more than its own processes.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -34,6 +34,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::protocol::{Decoder, Frame};
+use crate::screen::Screen;
 use crate::{paths, SupervisorError};
 
 /// A client that falls this far behind is disconnected rather than buffered without bound.
@@ -71,7 +72,7 @@ struct Session {
     sandbox: Pid,
     master: OwnedFd,
     log: File,
-    screen: vt100::Parser,
+    screen: Screen,
     clients: HashMap<u64, Client>,
     next_id: u64,
     pending_input: Vec<u8>,
@@ -82,25 +83,34 @@ impl Session {
     fn on_output(&mut self, data: &[u8]) {
         // The log first: it is the record of what the agent did.
         let _ = self.log.write_all(data);
-        self.screen.process(data);
-        let frame = Frame::Output(data.to_vec()).encode();
-        for c in self.clients.values_mut().filter(|c| c.attached) {
-            c.out.extend_from_slice(&frame);
+        self.screen.feed(data);
+        if self.clients.values().any(|c| c.attached) {
+            let frame = Frame::Output(data.to_vec()).encode();
+            for c in self.clients.values_mut().filter(|c| c.attached) {
+                c.out.extend_from_slice(&frame);
+            }
+            self.clients.retain(|_, c| c.out.len() <= MAX_CLIENT_BACKLOG);
         }
-        self.clients.retain(|_, c| c.out.len() <= MAX_CLIENT_BACKLOG);
     }
 
+    /// Reads what the terminal has, up to a bound so clients and signals are not starved.
+    /// Returns false once the terminal is closed.
     fn read_master(&mut self) -> bool {
         let mut buf = [0u8; 65536];
-        match nix::unistd::read(self.master.as_fd(), &mut buf) {
-            Ok(0) | Err(Errno::EIO) => false,
-            Ok(n) => {
-                self.on_output(&buf[..n]);
-                true
+        let mut total = 0;
+        while total < (1 << 20) {
+            match nix::unistd::read(self.master.as_fd(), &mut buf) {
+                Ok(0) | Err(Errno::EIO) => return false,
+                Ok(n) => {
+                    self.on_output(&buf[..n]);
+                    total += n;
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return true,
+                Err(_) => return false,
             }
-            Err(Errno::EAGAIN | Errno::EINTR) => true,
-            Err(_) => false,
         }
+        true
     }
 
     fn handle(&mut self, id: u64, frame: Frame) {
@@ -108,7 +118,7 @@ impl Session {
         let mut close = false;
         match frame {
             Frame::Attach | Frame::Observe => {
-                let replay = self.screen.screen().state_formatted().into_bytes();
+                let replay = self.screen.with(|s| s.state_formatted().into_bytes());
                 if let Some(c) = self.clients.get_mut(&id) {
                     c.attached = true;
                     c.read_only = frame == Frame::Observe;
@@ -130,13 +140,14 @@ impl Session {
                 if let (Some(r), Some(c)) = (NonZeroU16::new(rows), NonZeroU16::new(cols)) {
                     if !self.clients.get(&id).is_some_and(|c| c.read_only) {
                         let _ = set_winsize(self.master.as_fd(), WinSize { rows, cols });
-                        self.screen.screen_mut().set_size(r, c);
+                        self.screen.resize(r, c);
                     }
                 }
             }
             Frame::ScreenRequest { formatted } => {
-                let s = self.screen.screen();
-                reply = Some(Frame::Screen(if formatted { s.contents_formatted() } else { s.contents() }));
+                let text =
+                    self.screen.with(|s| if formatted { s.contents_formatted() } else { s.contents() });
+                reply = Some(Frame::Screen(text));
                 close = true;
             }
             Frame::Kill => {
@@ -227,9 +238,10 @@ impl Session {
         };
         let state = if self.killed { "killed" } else { "exited" };
         let _ = self.log.flush();
-        let s = self.screen.screen();
-        let _ = std::fs::write(paths::screen_text(&self.state_dir), s.contents());
-        let _ = std::fs::write(paths::screen_ansi(&self.state_dir), s.contents_formatted());
+        self.screen.finish();
+        let (text, ansi) = self.screen.with(|s| (s.contents(), s.contents_formatted()));
+        let _ = std::fs::write(paths::screen_text(&self.state_dir), text);
+        let _ = std::fs::write(paths::screen_ansi(&self.state_dir), ansi);
         let _ =
             self.store.mark_finished(&self.name, state, Some(i64::from(code)), &format!("exit code {code}"));
         let exit = Frame::Exit(code).encode();
@@ -242,12 +254,6 @@ impl Session {
         let _ = std::fs::remove_file(paths::socket(&self.state_dir));
         code
     }
-}
-
-fn new_screen(size: WinSize) -> vt100::Parser {
-    let rows = NonZeroU16::new(size.rows).unwrap_or(NonZeroU16::MIN);
-    let cols = NonZeroU16::new(size.cols).unwrap_or(NonZeroU16::MIN);
-    vt100::Parser::new(rows, cols, 0)
 }
 
 fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
@@ -302,7 +308,8 @@ pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, Su
         sandbox: running.pid,
         master,
         log,
-        screen: new_screen(DEFAULT_SIZE),
+        screen: Screen::new(DEFAULT_SIZE)
+            .map_err(|e| SupervisorError::Start(format!("screen model: {e}")))?,
         clients: HashMap::new(),
         next_id: 0,
         pending_input: Vec::new(),
