@@ -89,21 +89,8 @@ pub struct SpawnOptions {
     /// Use the host directory DIR itself as the workspace (read-write)
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
-    /// Network: none (loopback only) or full (the host's network)
-    #[arg(long, default_value = "none", value_name = "MODE", value_parser = network_arg)]
-    pub network: NetworkMode,
-    /// Set KEY=VALUE inside, or pass the caller's KEY
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
-    pub env: Vec<EnvArg>,
-    /// Memory limit, e.g. 512M or 2G
-    #[arg(long, value_name = "SIZE", value_parser = memory_arg, allow_negative_numbers = true)]
-    pub memory: Option<u64>,
-    /// Maximum number of processes
-    #[arg(long, value_name = "N", value_parser = pids_arg, allow_negative_numbers = true)]
-    pub pids: Option<u64>,
-    /// CPU bandwidth in cores
-    #[arg(long, value_name = "N", value_parser = cpus_arg, allow_negative_numbers = true)]
-    pub cpus: Option<f64>,
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
     /// The command (after --); default: a shell
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -266,23 +253,15 @@ fn timeout_arg(s: &str) -> Result<u64, String> {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Workspace directory, bound read-write at the same path (default: the current directory)
-    #[arg(short = 'w', long = "workspace", value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
+/// Sandbox settings shared by `run` and `spawn`.
+#[derive(Debug, Args, Clone)]
+pub struct SandboxFlags {
     /// Network: none (loopback only) or full (the host's network)
-    #[arg(long, default_value = "none", value_name = "MODE")]
+    #[arg(long, default_value = "none", value_name = "MODE", value_parser = network_arg)]
     pub network: NetworkMode,
-    /// Bind a host path: HOST[:SANDBOX][:ro|rw] (read-write unless :ro)
-    #[arg(long = "mount", value_name = "HOST[:SANDBOX][:ro]", value_parser = mount_arg)]
-    pub mounts: Vec<MountArg>,
     /// Set KEY=VALUE inside, or pass the caller's KEY (nothing else of the caller's environment passes)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
     pub env: Vec<EnvArg>,
-    /// Working directory inside (relative paths are taken from the workspace)
-    #[arg(long, value_name = "DIR")]
-    pub workdir: Option<PathBuf>,
     /// Memory limit for the whole sandbox, e.g. 512M or 2G
     #[arg(long, value_name = "SIZE", value_parser = memory_arg, allow_negative_numbers = true)]
     pub memory: Option<u64>,
@@ -292,6 +271,27 @@ pub struct RunArgs {
     /// CPU bandwidth in cores, e.g. 0.5 or 2
     #[arg(long, value_name = "N", value_parser = cpus_arg, allow_negative_numbers = true)]
     pub cpus: Option<f64>,
+}
+
+impl SandboxFlags {
+    pub fn limits(&self) -> Limits {
+        Limits { memory: self.memory, pids: self.pids, cpus: self.cpus }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Workspace directory, bound read-write at the same path (default: the current directory)
+    #[arg(short = 'w', long = "workspace", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
+    /// Bind a host path: HOST[:SANDBOX][:ro|rw] (read-write unless :ro)
+    #[arg(long = "mount", value_name = "HOST[:SANDBOX][:ro]", value_parser = mount_arg)]
+    pub mounts: Vec<MountArg>,
+    /// Working directory inside (relative paths are taken from the workspace)
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
     /// Kill the sandbox after SECS seconds (exit status 124)
     #[arg(long, value_name = "SECS", value_parser = timeout_arg, allow_negative_numbers = true)]
     pub timeout: Option<u64>,

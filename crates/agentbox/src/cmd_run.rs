@@ -2,7 +2,6 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use agentbox_core::Limits;
 use agentbox_jail::{
     build_plan, resolve, start, wait_foreground, HostContext, JailError, Outcome, RealFs, SandboxRequest,
     Stdio,
@@ -17,9 +16,9 @@ fn request(args: RunArgs) -> SandboxRequest {
         workspace: args.workspace,
         workdir: args.workdir,
         mounts: args.mounts,
-        network: args.network,
-        env: args.env,
-        limits: Limits { memory: args.memory, pids: args.pids, cpus: args.cpus },
+        limits: args.sandbox.limits(),
+        network: args.sandbox.network,
+        env: args.sandbox.env,
         hostname: args.hostname,
         uid: args.uid,
         gid: args.gid,

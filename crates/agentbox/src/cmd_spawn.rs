@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use agentbox_core::{validate_name, HomeSpec, Limits, SandboxSpec};
+use agentbox_core::{validate_name, HomeSpec, SandboxSpec};
 use agentbox_jail::{resolve, HostContext, SandboxRequest};
 use agentbox_supervisor::{paths, supervise, SupervisorConfig};
 use anyhow::{bail, Context, Result};
@@ -43,9 +43,9 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<SandboxSpec> 
     let request = SandboxRequest {
         command: if args.command.is_empty() { default_shell() } else { args.command.clone() },
         workspace: Some(workspace),
-        network: args.network,
-        env: args.env.clone(),
-        limits: Limits { memory: args.memory, pids: args.pids, cpus: args.cpus },
+        network: args.sandbox.network,
+        env: args.sandbox.env.clone(),
+        limits: args.sandbox.limits(),
         hostname: Some(name.to_string()),
         home: Some(HomeSpec::Bind(paths::home(&dir))),
         ..Default::default()

@@ -391,3 +391,17 @@ fn from_dir_copies_and_mount_binds() {
     assert!(text(&out.stderr).contains("refusing workspace /"), "{}", text(&out.stderr));
     assert!(!Path::new(&a.dir("rootws")).exists());
 }
+
+#[test]
+fn prompt_file_is_typed_once_the_agent_runs() {
+    let a = Agents::new(As::Caller);
+    let prompt = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(prompt.path(), "fix the failing test").unwrap();
+    let script = "printf 'task> '; read task; echo \"working on: $task\"; exec sleep 300";
+    a.ok(&["spawn", "p1", "--prompt", prompt.path().to_str().unwrap(), "--", "sh", "-c", script]);
+    a.screen_until("p1", "working on: fix the failing test");
+    let out = a.run(&["spawn", "p2", "--prompt", "/nonexistent/prompt", "--", "true"]);
+    assert!(text(&out.stderr).contains("--prompt /nonexistent/prompt"), "{}", text(&out.stderr));
+    assert!(!a.dir("p2").exists());
+    assert_eq!(a.ok(&["root"]).trim(), a.home.to_str().unwrap());
+}
