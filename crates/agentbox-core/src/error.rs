@@ -29,6 +29,8 @@ pub enum SpecError {
         "invalid agent name '{0}': use lowercase letters, digits and '-' (not first), at most 63 characters"
     )]
     Name(String),
+    #[error("{origin}: {message}")]
+    Profile { origin: String, message: String },
     #[error("no command given: put the command after '--', e.g. agentbox run -- bash")]
     NoCommand,
     #[error("invalid --timeout '{0}': give a whole number of seconds greater than zero")]

@@ -14,6 +14,7 @@ mod mount;
 mod name;
 mod network;
 mod paths;
+mod profile;
 mod size;
 mod spec;
 
@@ -25,5 +26,6 @@ pub use mount::{parse_mount_arg, MountArg, MountSpec};
 pub use name::validate_name;
 pub use network::NetworkMode;
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
+pub use profile::{Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
 pub use spec::{HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// How the sandbox reaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum NetworkMode {
     /// A private network namespace with only loopback: nothing outside is reachable.
     #[default]

@@ -44,4 +44,7 @@ pub struct SandboxSpec {
     pub gid: u32,
     pub home: HomeSpec,
     pub timeout: Option<Duration>,
+    /// Sandbox paths (inside mounts) covered with an unreadable node, e.g. a profile's files to hide.
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
 }

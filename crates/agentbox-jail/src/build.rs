@@ -114,6 +114,30 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         });
     }
 
+    for path in &spec.hidden {
+        // What is hidden lives inside a mount: find the host path behind it to know its kind.
+        let behind = spec
+            .mounts
+            .iter()
+            .map(|m| (m.source.clone(), m.target.clone()))
+            .chain(std::iter::once((spec.workspace.clone(), spec.workspace.clone())))
+            .chain(match &spec.home {
+                HomeSpec::Bind(h) => Some((h.clone(), PathBuf::from(SANDBOX_HOME))),
+                HomeSpec::Tmpfs => None,
+            })
+            .filter_map(|(src, dst)| path.strip_prefix(&dst).ok().map(|rest| (depth(&dst), src.join(rest))))
+            // The innermost mount is the one the path is in.
+            .max_by_key(|(d, _)| *d)
+            .map(|(_, host)| host);
+        match behind.and_then(|h| host.entry(&h)) {
+            Some(HostEntry::Dir) => mounts.push(MountOp::Hide { target: path.clone(), kind: NodeKind::Dir }),
+            Some(HostEntry::File) => {
+                mounts.push(MountOp::Hide { target: path.clone(), kind: NodeKind::File })
+            }
+            _ => {}
+        }
+    }
+
     for secret in secret_paths(host) {
         match host.entry(&secret) {
             Some(HostEntry::Dir) => mounts.push(MountOp::Hide { target: secret, kind: NodeKind::Dir }),
@@ -244,6 +268,7 @@ mod tests {
             gid: 1000,
             home: HomeSpec::Tmpfs,
             timeout: Some(Duration::from_secs(1)),
+            hidden: vec![],
         }
     }
 
@@ -323,6 +348,22 @@ mod tests {
         assert!(plan.landlock.read_write.contains(&PathBuf::from("/mnt/f")));
         assert!(!plan.landlock.read_write.contains(&PathBuf::from("/mnt/data")));
         assert_eq!(plan.landlock.read_only, vec![PathBuf::from("/")]);
+    }
+
+    #[test]
+    fn hidden_paths_inside_mounts_are_covered() {
+        let mut s = spec("/srv/p");
+        // The home is bound too: the path must be looked up in the innermost mount.
+        s.home = HomeSpec::Bind("/srv/agent-home".into());
+        s.mounts =
+            vec![MountSpec { source: "/data".into(), target: "/home/agent/.cfg".into(), writable: true }];
+        s.hidden = vec!["/home/agent/.cfg/f".into(), "/home/agent/.cfg/missing".into()];
+        let plan = build_plan(&s, &FakeHost::debian());
+        assert!(plan
+            .mounts
+            .contains(&MountOp::Hide { target: "/home/agent/.cfg/f".into(), kind: NodeKind::File }));
+        assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/home/agent/.cfg/missing")));
+        assert!(position(&plan, "/home/agent/.cfg") < position(&plan, "/home/agent/.cfg/f"));
     }
 
     #[test]

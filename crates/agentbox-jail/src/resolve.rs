@@ -31,6 +31,8 @@ pub struct SandboxRequest {
     pub timeout: Option<Duration>,
     /// Defaults to a private tmpfs.
     pub home: Option<HomeSpec>,
+    /// Sandbox paths to cover (absolute).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// The facts about the caller that resolution needs.
@@ -139,6 +141,7 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
         gid: req.gid.unwrap_or(DEFAULT_GID),
         home: req.home.unwrap_or(HomeSpec::Tmpfs),
         timeout: req.timeout,
+        hidden: req.hidden.iter().map(|p| normalize_absolute(p)).collect::<Result<_, _>>()?,
     })
 }
 

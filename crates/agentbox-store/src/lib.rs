@@ -30,8 +30,9 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE agents (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE agents (
             name TEXT PRIMARY KEY,
             state TEXT NOT NULL,
             spec TEXT NOT NULL,
@@ -57,7 +58,9 @@ fn migrations() -> Migrations<'static> {
             detail TEXT NOT NULL DEFAULT ''
         );
         CREATE INDEX events_agent ON events(agent);",
-    )])
+        ),
+        M::up("ALTER TABLE agents ADD COLUMN profile TEXT; ALTER TABLE agents ADD COLUMN prompt BLOB;"),
+    ])
 }
 
 /// Milliseconds since the Unix epoch.
@@ -81,6 +84,22 @@ pub struct AgentRecord {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub tags: Vec<(String, String)>,
+    /// The profile it was spawned with.
+    pub profile: Option<String>,
+    /// The prompt typed once it ran (replayed by `restart`).
+    #[serde(skip)]
+    pub prompt: Option<Vec<u8>>,
+}
+
+/// What `create_agent` records about a new agent.
+#[derive(Debug, Clone, Default)]
+pub struct NewAgent<'a> {
+    pub name: &'a str,
+    pub spec_json: &'a str,
+    pub state_dir: &'a str,
+    pub tags: &'a [(String, String)],
+    pub profile: Option<&'a str>,
+    pub prompt: Option<&'a [u8]>,
 }
 
 /// One journal entry.
@@ -99,7 +118,7 @@ pub struct Store {
 }
 
 const AGENT_COLUMNS: &str =
-    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at";
+    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at, profile, prompt";
 
 fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     Ok(AgentRecord {
@@ -114,6 +133,8 @@ fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
         started_at: row.get(8)?,
         finished_at: row.get(9)?,
         tags: Vec::new(),
+        profile: row.get(10)?,
+        prompt: row.get(11)?,
     })
 }
 
@@ -130,18 +151,13 @@ impl Store {
     }
 
     /// Inserts a new agent in state `starting` with its tags, and records `spawn`.
-    pub fn create_agent(
-        &mut self,
-        name: &str,
-        spec_json: &str,
-        state_dir: &str,
-        tags: &[(String, String)],
-    ) -> Result<()> {
+    pub fn create_agent(&mut self, a: &NewAgent<'_>) -> Result<()> {
+        let (name, tags) = (a.name, a.tags);
         let tx = self.conn.transaction()?;
         let inserted = tx.execute(
-            "INSERT INTO agents (name, state, spec, state_dir, created_at) VALUES (?1, 'starting', ?2, ?3, ?4)
-             ON CONFLICT(name) DO NOTHING",
-            params![name, spec_json, state_dir, now_ms()],
+            "INSERT INTO agents (name, state, spec, state_dir, created_at, profile, prompt)
+             VALUES (?1, 'starting', ?2, ?3, ?4, ?5, ?6) ON CONFLICT(name) DO NOTHING",
+            params![name, a.spec_json, a.state_dir, now_ms(), a.profile, a.prompt],
         )?;
         if inserted == 0 {
             return Err(StoreError::Exists(name.to_string()));
@@ -257,8 +273,19 @@ mod tests {
     #[test]
     fn lifecycle_and_journal() {
         let (_d, mut s) = store();
-        s.create_agent("a1", "{}", "/x/a1", &[("team".into(), "red".into())]).unwrap();
-        assert!(matches!(s.create_agent("a1", "{}", "/x/a1", &[]), Err(StoreError::Exists(_))));
+        let tags = [("team".to_string(), "red".to_string())];
+        let new = NewAgent {
+            name: "a1",
+            spec_json: "{}",
+            state_dir: "/x/a1",
+            tags: &tags,
+            profile: Some("codex"),
+            prompt: Some(b"hi"),
+        };
+        s.create_agent(&new).unwrap();
+        assert!(matches!(s.create_agent(&new), Err(StoreError::Exists(_))));
+        assert_eq!(s.get("a1").unwrap().profile.as_deref(), Some("codex"));
+        assert_eq!(s.get("a1").unwrap().prompt.as_deref(), Some(&b"hi"[..]));
         assert_eq!(s.get("a1").unwrap().state, "starting");
         s.mark_running("a1", 10, 11).unwrap();
         let a = s.get("a1").unwrap();
@@ -284,7 +311,10 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut s = Store::open(&path).unwrap();
                     for i in 0..25 {
-                        s.create_agent(&format!("a{t}-{i}"), "{}", "/x", &[]).unwrap();
+                        let name = format!("a{t}-{i}");
+                        let new =
+                            NewAgent { name: &name, spec_json: "{}", state_dir: "/x", ..Default::default() };
+                        s.create_agent(&new).unwrap();
                     }
                 })
             })

@@ -9,11 +9,13 @@ mod fork;
 mod mount;
 mod net;
 pub mod probe;
+mod signal;
 mod tty;
 
 pub use fork::{clone_process, fork_process, Child};
 pub use mount::{mount_setattr, MountAttr};
 pub use net::bring_loopback_up;
+pub use signal::{default_disposition, default_disposition_all};
 pub use tty::{get_winsize, set_controlling_tty, set_winsize, WinSize};
 
 /// Marks every descriptor from `first` upwards close-on-exec (close_range(2), Linux 5.11+).

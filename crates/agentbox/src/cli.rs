@@ -50,6 +50,14 @@ pub enum Command {
     History(HistoryArgs),
     /// Print the state directory (AGENTBOX_HOME)
     Root,
+    /// List agent profiles (built-in and AGENTBOX_HOME/profiles/*.toml)
+    Profiles(ProfilesArgs),
+    /// Which credentials each profile needs and whether they are set
+    Keys(ProfilesArgs),
+    /// Manage stored secrets (AGENTBOX_HOME/secrets.env, owner-only)
+    Env(EnvArgs),
+    /// Print a shell completion script
+    Completion(CompletionArgs),
     /// Report which isolation features work on this machine
     Doctor(DoctorArgs),
     /// Print the version
@@ -77,6 +85,9 @@ pub struct SpawnArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct SpawnOptions {
+    /// Agent profile: claude-code, codex, gemini, aider, opencode, pi or your own
+    #[arg(short = 'p', long, value_name = "PROFILE")]
+    pub profile: Option<String>,
     /// File typed into the agent once it runs
     #[arg(long, value_name = "FILE")]
     pub prompt: Option<PathBuf>,
@@ -104,6 +115,37 @@ pub struct SwarmArgs {
     pub count: u32,
     #[command(flatten)]
     pub opts: SpawnOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfilesArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[command(subcommand)]
+    pub command: EnvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Names of the stored secrets
+    List,
+    /// Print one value
+    Get { key: String },
+    /// Store KEY VALUE or KEY=VALUE
+    Set { key: String, value: Option<String> },
+    /// Remove one
+    Unset { key: String },
+    /// Print the file's path
+    Path,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -256,9 +298,9 @@ fn timeout_arg(s: &str) -> Result<u64, String> {
 /// Sandbox settings shared by `run` and `spawn`.
 #[derive(Debug, Args, Clone)]
 pub struct SandboxFlags {
-    /// Network: none (loopback only) or full (the host's network)
-    #[arg(long, default_value = "none", value_name = "MODE", value_parser = network_arg)]
-    pub network: NetworkMode,
+    /// Network: none (loopback only; the default) or full (the host's network)
+    #[arg(long, value_name = "MODE", value_parser = network_arg)]
+    pub network: Option<NetworkMode>,
     /// Set KEY=VALUE inside, or pass the caller's KEY (nothing else of the caller's environment passes)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
     pub env: Vec<EnvArg>,

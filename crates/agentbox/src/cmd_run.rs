@@ -17,13 +17,14 @@ fn request(args: RunArgs) -> SandboxRequest {
         workdir: args.workdir,
         mounts: args.mounts,
         limits: args.sandbox.limits(),
-        network: args.sandbox.network,
+        network: args.sandbox.network.unwrap_or_default(),
         env: args.sandbox.env,
         hostname: args.hostname,
         uid: args.uid,
         gid: args.gid,
         timeout: args.timeout.map(Duration::from_secs),
         home: None,
+        hidden: Vec::new(),
     }
 }
 

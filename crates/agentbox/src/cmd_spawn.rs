@@ -1,7 +1,9 @@
 //! `spawn`, `swarm` and the hidden `__supervise` role.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use agentbox_store::NewAgent;
 use std::process::{Command, Stdio};
 
 use agentbox_core::{validate_name, HomeSpec, SandboxSpec};
@@ -11,6 +13,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::{SpawnArgs, SpawnOptions, SwarmArgs};
 use crate::home::{private_dir, Home};
+use crate::profiles;
+use crate::secrets::Secrets;
 use crate::tree::{copy_tree, remove_tree};
 
 fn default_shell() -> Vec<std::ffi::OsString> {
@@ -21,11 +25,25 @@ fn default_shell() -> Vec<std::ffi::OsString> {
     }
 }
 
-/// Creates the agent's directories and spec. Nothing is recorded yet.
-fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<SandboxSpec> {
+/// Creates the agent's directories and spec. Nothing is recorded yet. Returns the spec and the
+/// keys to type once the agent runs (the profile's startup keys).
+fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec, Vec<u8>)> {
     let dir = home.agent_dir(name);
     private_dir(&dir)?;
     private_dir(&paths::home(&dir))?;
+    let profile = match &args.profile {
+        Some(p) => {
+            let profile = profiles::load(home, p)?;
+            let secrets = Secrets::load(home)?;
+            let host_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+            let applied = profiles::apply(&profile, &host_home, &secrets, &paths::home(&dir))?;
+            for w in &applied.warnings {
+                eprintln!("agentbox: warning: {w}");
+            }
+            Some((profile, applied))
+        }
+        None => None,
+    };
     let workspace = match &args.mount {
         Some(m) => m.clone(),
         None => {
@@ -40,17 +58,27 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<SandboxSpec> 
             ws
         }
     };
+    // A CMD after `--` replaces the profile's command; the profile's sandbox settings still apply.
+    // The caller's --env and --network win over the profile's.
+    let (command, mut mounts, mut env, hidden, network, keys) = match profile {
+        Some((p, a)) => (a.command, a.mounts, a.env, a.hidden, p.network, p.startup_keys.into_bytes()),
+        None => (default_shell(), vec![], vec![], vec![], None, vec![]),
+    };
+    env.extend(args.sandbox.env.iter().cloned());
+    mounts.retain(|m| m.target.as_deref() != Some(workspace.as_path()));
     let request = SandboxRequest {
-        command: if args.command.is_empty() { default_shell() } else { args.command.clone() },
+        command: if args.command.is_empty() { command } else { args.command.clone() },
         workspace: Some(workspace),
-        network: args.sandbox.network,
-        env: args.sandbox.env.clone(),
+        mounts,
+        network: args.sandbox.network.or(network).unwrap_or_default(),
+        env,
         limits: args.sandbox.limits(),
         hostname: Some(name.to_string()),
         home: Some(HomeSpec::Bind(paths::home(&dir))),
+        hidden,
         ..Default::default()
     };
-    Ok(resolve(request, &HostContext::current()?)?)
+    Ok((resolve(request, &HostContext::current()?)?, keys))
 }
 
 /// Starts one agent; returns once its command runs inside the sandbox.
@@ -74,9 +102,18 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         let _ = remove_tree(&dir);
         e
     };
-    let spec = prepare(home, name, args).map_err(undo)?;
+    let (spec, startup_keys) = prepare(home, name, args).map_err(undo)?;
     let spec_json = serde_json::to_string(&spec).context("encoding the spec").map_err(undo)?;
-    store.create_agent(name, &spec_json, &dir.to_string_lossy(), &args.tags).map_err(|e| undo(e.into()))?;
+    let state_dir = dir.to_string_lossy();
+    let new = NewAgent {
+        name,
+        spec_json: &spec_json,
+        state_dir: &state_dir,
+        tags: &args.tags,
+        profile: args.profile.as_deref(),
+        prompt: prompt.as_deref(),
+    };
+    store.create_agent(&new).map_err(|e| undo(e.into()))?;
 
     let started = start_supervisor(home, name, &dir);
     if let Err(e) = started {
@@ -84,6 +121,9 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         let _ = store.record(name, "spawn-failed", &format!("{e:#}"));
         let _ = remove_tree(&dir);
         return Err(e);
+    }
+    if !startup_keys.is_empty() {
+        agentbox_supervisor::send_input(&dir, &startup_keys).context("typing the profile's startup keys")?;
     }
     if let Some(p) = prompt {
         let mut text = p;

@@ -7,12 +7,15 @@ mod agents;
 mod cli;
 mod cmd_doctor;
 mod cmd_lifecycle;
+mod cmd_profiles;
 mod cmd_query;
 mod cmd_run;
 mod cmd_session;
 mod cmd_spawn;
 mod exit;
 mod home;
+mod profiles;
+mod secrets;
 mod tree;
 
 use clap::Parser;
@@ -43,6 +46,12 @@ fn main() {
             std::process::exit(code);
         }
     };
+    if !matches!(cli.command, cli::Command::Supervise { .. }) {
+        // A command whose reader went away (`agentbox logs x | head`) ends quietly, like any
+        // Unix tool. The supervisor keeps SIGPIPE ignored: a client that disconnects must not
+        // kill it.
+        let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
+    }
     let code = match cli.command {
         cli::Command::Run(args) => cmd_run::run(*args),
         cli::Command::Doctor(args) => cmd_doctor::run(args),
@@ -53,6 +62,10 @@ fn main() {
         cli::Command::Info(args) => report(cmd_query::info(args)),
         cli::Command::History(args) => report(cmd_query::history(args)),
         cli::Command::Root => report(cmd_query::root()),
+        cli::Command::Profiles(args) => report(cmd_profiles::profiles(args)),
+        cli::Command::Keys(args) => report(cmd_profiles::keys(args)),
+        cli::Command::Env(args) => report(cmd_profiles::env(args)),
+        cli::Command::Completion(args) => report(cmd_profiles::completion(args)),
         cli::Command::Logs(args) => report(cmd_session::logs(args)),
         cli::Command::Screen(args) => report(cmd_session::screen(args)),
         cli::Command::Send(args) => report(cmd_session::send(args)),

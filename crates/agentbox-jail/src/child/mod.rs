@@ -246,6 +246,10 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
     if let Err(e) = agentbox_sys::cloexec_from(3) {
         fail("close inherited descriptors", e);
     }
+    // The command starts with default signal actions and nothing blocked, whatever agentbox had.
+    if let Err(e) = agentbox_sys::default_disposition_all() {
+        fail("reset signal actions", e);
+    }
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&SigSet::empty()),

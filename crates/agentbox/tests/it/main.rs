@@ -12,5 +12,6 @@ mod attacks_kernel;
 mod attacks_net;
 mod attacks_proc;
 mod limits;
+mod profiles;
 mod run;
 mod support;

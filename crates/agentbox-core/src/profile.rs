@@ -1,0 +1,162 @@
+//! Agent profiles: how to run a particular coding agent in a sandbox.
+//!
+//! A profile is a TOML file (built in, or `AGENTBOX_HOME/profiles/NAME.toml`). Unknown keys are
+//! errors, reported with their line. Paths starting with `~/` mean the caller's home on the host;
+//! inside the sandbox they appear at the same place under the agent's home (`/home/agent`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{is_valid_env_key, validate_name, NetworkMode, SpecError};
+
+/// Where an agent keeps its instructions, so agentbox can add a sandbox note to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instructions {
+    /// The instructions file inside the config dir (`CLAUDE.md`, `AGENTS.md`).
+    pub file: String,
+    /// The agent's config directory (`~/.claude`).
+    pub config_dir: String,
+    /// The variable that points the agent at another config directory (`CLAUDE_CONFIG_DIR`).
+    pub config_dir_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The agent's command line; a command given after `--` replaces it.
+    pub command: Vec<String>,
+    /// Credential groups: each group is satisfied by any one of its variables, from the caller's
+    /// environment or `agentbox env`. Satisfied variables are passed to the agent.
+    #[serde(default)]
+    pub credentials: Vec<Vec<String>>,
+    #[serde(default)]
+    pub network: Option<NetworkMode>,
+    /// Host paths visible read-only / read-write.
+    #[serde(default)]
+    pub read_only: Vec<String>,
+    #[serde(default)]
+    pub read_write: Vec<String>,
+    /// Paths inside the above that the agent must not read.
+    #[serde(default)]
+    pub hide: Vec<String>,
+    /// Files whose existence means the agent is logged in without an API key.
+    #[serde(default)]
+    pub auth_markers: Vec<String>,
+    #[serde(default)]
+    pub login_hint: String,
+    /// Typed into the agent once it runs (e.g. to accept a start-up dialog).
+    #[serde(default)]
+    pub startup_keys: String,
+    #[serde(default)]
+    pub instructions: Option<Instructions>,
+}
+
+pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
+    ("claude-code", include_str!("profiles/claude-code.toml")),
+    ("codex", include_str!("profiles/codex.toml")),
+    ("gemini", include_str!("profiles/gemini.toml")),
+    ("aider", include_str!("profiles/aider.toml")),
+    ("opencode", include_str!("profiles/opencode.toml")),
+    ("pi", include_str!("profiles/pi.toml")),
+];
+
+fn check_path(field: &str, p: &str) -> Result<(), String> {
+    let ok = (p.starts_with("~/") && p.len() > 2 || p.starts_with('/'))
+        && !p.split('/').any(|c| c == "..")
+        && p != "/";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{field}: '{p}' must be an absolute path or start with ~/, without '..'"))
+    }
+}
+
+impl Profile {
+    /// Parses and validates a profile. `origin` names the file in messages.
+    pub fn parse(name: &str, text: &str, origin: &str) -> Result<Self, SpecError> {
+        let err = |msg: String| SpecError::Profile { origin: origin.to_string(), message: msg };
+        validate_name(name).map_err(|_| err(format!("invalid profile name '{name}'")))?;
+        let mut p: Profile = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
+        p.name = name.to_string();
+        if p.command.first().is_none_or(|c| c.is_empty()) {
+            return Err(err("command: must name a program".into()));
+        }
+        for group in &p.credentials {
+            if group.is_empty() {
+                return Err(err("credentials: a group must list at least one variable".into()));
+            }
+            if let Some(bad) = group.iter().find(|k| !is_valid_env_key(k)) {
+                return Err(err(format!("credentials: '{bad}' is not a valid variable name")));
+            }
+        }
+        for (field, list) in [
+            ("read_only", &p.read_only),
+            ("read_write", &p.read_write),
+            ("hide", &p.hide),
+            ("auth_markers", &p.auth_markers),
+        ] {
+            for path in list {
+                check_path(field, path).map_err(err)?;
+            }
+        }
+        if let Some(i) = &p.instructions {
+            check_path("instructions.config_dir", &i.config_dir).map_err(err)?;
+            if i.file.is_empty() || i.file.contains('/') {
+                return Err(err("instructions.file: a file name without '/'".into()));
+            }
+            if !is_valid_env_key(&i.config_dir_env) {
+                return Err(err("instructions.config_dir_env: not a valid variable name".into()));
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn builtin(name: &str) -> Option<Result<Self, SpecError>> {
+        BUILTIN_PROFILES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, text)| Self::parse(n, text, &format!("built-in profile {n}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse() {
+        for (name, _) in BUILTIN_PROFILES {
+            let p = Profile::builtin(name).unwrap().unwrap();
+            assert_eq!(&p.name, name);
+            assert!(!p.command.is_empty());
+        }
+        let claude = Profile::builtin("claude-code").unwrap().unwrap();
+        assert_eq!(claude.credentials, vec![vec!["ANTHROPIC_API_KEY".to_string()]]);
+        assert_eq!(claude.instructions.unwrap().config_dir_env, "CLAUDE_CONFIG_DIR");
+        assert!(Profile::builtin("nope").is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Profile::parse("x", "command = [\"a\"]\nbogus = 1\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("bogus") && e.contains("line 2"), "{e}");
+        let e = Profile::parse("x", "command = []", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("command"), "{e}");
+        let e = Profile::parse("x", "command = [\"a\"]\nread_write = [\"~/../etc\"]", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read_write"), "{e}");
+        let e = Profile::parse("x", "command = [\"a\"]\ncredentials = [[\"1BAD\"]]", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1BAD"), "{e}");
+        let e =
+            Profile::parse("x", "command = [\"a\"]\nnetwork = \"wifi\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("network"), "{e}");
+        assert!(Profile::parse("Bad", "command = [\"a\"]", "x").is_err());
+    }
+}

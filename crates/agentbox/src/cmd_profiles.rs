@@ -1,0 +1,120 @@
+//! `profiles`, `keys`, `env`, `completion`.
+
+use anyhow::{bail, Result};
+use clap::CommandFactory;
+
+use crate::cli::{Cli, CompletionArgs, EnvArgs, EnvCommand, ProfilesArgs};
+use crate::home::Home;
+use crate::profiles::{self, find_credential, map_path, Found};
+use crate::secrets::Secrets;
+
+pub fn profiles(args: ProfilesArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let all = profiles::all(&home)?;
+    if args.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(p, origin)| serde_json::json!({ "name": p.name, "origin": origin, "profile": p }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("{:<14} {:<26} {:<30} ORIGIN", "NAME", "COMMAND", "DESCRIPTION");
+    for (p, origin) in all {
+        println!("{:<14} {:<26} {:<30} {origin}", p.name, p.command.join(" "), p.description);
+    }
+    Ok(0)
+}
+
+pub fn keys(args: ProfilesArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let secrets = Secrets::load(&home)?;
+    let host_home = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let mut report = Vec::new();
+    for (p, _) in profiles::all(&home)? {
+        let groups: Vec<serde_json::Value> = p
+            .credentials
+            .iter()
+            .map(|group| {
+                let found = group.iter().find_map(|k| find_credential(k, &secrets).map(|f| (k.clone(), f)));
+                let source = found.as_ref().map(|(_, f)| match f {
+                    Found::Environment(_) => "environment",
+                    Found::Stored(_) => "agentbox env",
+                });
+                serde_json::json!({ "any_of": group, "found": found.as_ref().map(|(k, _)| k), "source": source })
+            })
+            .collect();
+        let logged_in = p.auth_markers.iter().any(|m| map_path(m, &host_home).0.exists());
+        let ready = logged_in || groups.iter().all(|g| !g["found"].is_null());
+        report.push(serde_json::json!({
+            "profile": p.name, "credentials": groups, "logged_in": logged_in, "ready": ready, "login_hint": p.login_hint,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    for r in &report {
+        let status = if r["ready"] == true { "ready" } else { "missing" };
+        println!("{:<14} {status}", r["profile"].as_str().unwrap_or_default());
+        for g in r["credentials"].as_array().into_iter().flatten() {
+            let names: Vec<&str> =
+                g["any_of"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            match g["found"].as_str() {
+                Some(k) => println!("    {k}: set ({})", g["source"].as_str().unwrap_or_default()),
+                None => println!("    {}: not set", names.join(" | ")),
+            }
+        }
+        if r["logged_in"] == true {
+            println!("    logged in (auth file present)");
+        } else if r["ready"] != true {
+            println!("    -> {}", r["login_hint"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(0)
+}
+
+pub fn env(args: EnvArgs) -> Result<i32> {
+    let home = Home::open()?;
+    match args.command {
+        EnvCommand::Path => {
+            println!("{}", Secrets::path(&home).display());
+        }
+        EnvCommand::List => {
+            let s = Secrets::load(&home)?;
+            for k in s.keys() {
+                println!("{k}");
+            }
+        }
+        EnvCommand::Get { key } => {
+            let s = Secrets::load(&home)?;
+            match s.get(&key) {
+                Some(v) => println!("{v}"),
+                None => bail!("{key} is not set (see `agentbox env list`)"),
+            }
+        }
+        EnvCommand::Set { key, value } => {
+            let (key, value) = match (key.split_once('='), value) {
+                (Some((k, v)), None) => (k.to_string(), v.to_string()),
+                (None, Some(v)) => (key, v),
+                (Some(_), Some(_)) => bail!("give either KEY VALUE or KEY=VALUE, not both"),
+                (None, None) => {
+                    bail!("no value: use `agentbox env set KEY VALUE` or `agentbox env set KEY=VALUE`")
+                }
+            };
+            Secrets::load(&home)?.set(&key, &value)?;
+        }
+        EnvCommand::Unset { key } => {
+            if !Secrets::load(&home)?.unset(&key)? {
+                bail!("{key} is not set");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn completion(args: CompletionArgs) -> Result<i32> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(args.shell, &mut cmd, "agentbox", &mut std::io::stdout());
+    Ok(0)
+}

@@ -1,0 +1,188 @@
+//! Profiles, stored secrets, keys and completion.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+/// A fake user home and a private AGENTBOX_HOME.
+struct Env {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    abx: PathBuf,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (home, abx) = (root.join("user"), root.join("abx"));
+        std::fs::create_dir_all(&home).unwrap();
+        Self { _dir: dir, home, abx }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = command(As::Caller);
+        c.env("HOME", &self.home).env("AGENTBOX_HOME", &self.abx).env_remove("ANTHROPIC_API_KEY").args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "agentbox {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    fn logs_after_exit(&self, name: &str) -> String {
+        self.run(&["wait", name, "--timeout", "30"]);
+        self.ok(&["logs", name])
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.run(&["killall"]);
+    }
+}
+
+#[test]
+fn stored_secrets() {
+    let e = Env::new();
+    e.ok(&["env", "set", "ANTHROPIC_API_KEY", "sk-one"]);
+    e.ok(&["env", "set", "OTHER_TOKEN=a=b"]);
+    assert_eq!(e.ok(&["env", "get", "ANTHROPIC_API_KEY"]), "sk-one\n");
+    assert_eq!(e.ok(&["env", "get", "OTHER_TOKEN"]), "a=b\n");
+    assert_eq!(e.ok(&["env", "list"]), "ANTHROPIC_API_KEY\nOTHER_TOKEN\n");
+    let path = PathBuf::from(e.ok(&["env", "path"]).trim());
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    e.ok(&["env", "unset", "OTHER_TOKEN"]);
+    assert_eq!(e.ok(&["env", "list"]), "ANTHROPIC_API_KEY\n");
+    for (args, needle) in [
+        (vec!["env", "get", "NOPE"], "not set"),
+        (vec!["env", "unset", "NOPE"], "not set"),
+        (vec!["env", "set", "1BAD", "x"], "invalid variable name"),
+        (vec!["env", "set", "K"], "no value"),
+    ] {
+        let out = e.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
+    }
+    // A secrets file others can read is refused, not used.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(text(&e.run(&["env", "list"]).stderr).contains("readable by others"));
+}
+
+#[test]
+fn keys_report_what_each_profile_needs() {
+    let e = Env::new();
+    let report: serde_json::Value = serde_json::from_str(&e.ok(&["keys", "--json"])).unwrap();
+    let claude = report.as_array().unwrap().iter().find(|r| r["profile"] == "claude-code").unwrap();
+    assert_eq!(claude["ready"], false);
+    e.ok(&["env", "set", "ANTHROPIC_API_KEY", "sk-x"]);
+    let report: serde_json::Value = serde_json::from_str(&e.ok(&["keys", "--json"])).unwrap();
+    let claude = report.as_array().unwrap().iter().find(|r| r["profile"] == "claude-code").unwrap();
+    assert_eq!(claude["ready"], true);
+    assert_eq!(claude["credentials"][0]["source"], "agentbox env");
+    // An auth file counts as logged in.
+    std::fs::create_dir_all(e.home.join(".codex")).unwrap();
+    std::fs::write(e.home.join(".codex/auth.json"), "{}").unwrap();
+    assert!(e.ok(&["keys"]).contains("logged in"));
+    let names = e.ok(&["profiles"]);
+    for p in ["claude-code", "codex", "gemini", "aider", "opencode", "pi"] {
+        assert!(names.contains(p), "{p} missing from: {names}");
+    }
+}
+
+#[test]
+fn claude_profile_passes_its_key_and_overlays_instructions() {
+    let e = Env::new();
+    let cfg = e.home.join(".claude");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("CLAUDE.md"), "# house rules\n").unwrap();
+    std::fs::write(cfg.join("settings.json"), "{\"k\":1}").unwrap();
+    e.ok(&["env", "set", "ANTHROPIC_API_KEY", "sk-canary-profile"]);
+    let script = "echo key=$ANTHROPIC_API_KEY; echo dir=$CLAUDE_CONFIG_DIR; cat $CLAUDE_CONFIG_DIR/CLAUDE.md; \
+                  cat $CLAUDE_CONFIG_DIR/settings.json; echo; cat ~/.claude/CLAUDE.md 2>&1; echo x > ~/.claude/new; env";
+    // The command after -- replaces `claude`; the profile's settings still apply.
+    e.ok(&["spawn", "c", "-p", "claude-code", "--", "sh", "-c", script]);
+    let logs = e.logs_after_exit("c");
+    assert!(logs.contains("key=sk-canary-profile"), "{logs}");
+    assert!(logs.contains("dir=/home/agent/.agentbox/config/claude-code"), "{logs}");
+    assert!(logs.contains("# house rules") && logs.contains("## Sandbox"), "merged instructions: {logs}");
+    assert!(logs.contains("{\"k\":1}"), "{logs}");
+    assert!(logs.contains("/home/agent/.claude/CLAUDE.md: Permission denied"), "original hidden: {logs}");
+    assert!(cfg.join("new").exists(), "the config dir is mounted read-write");
+    assert!(!logs.contains("OTHER"), "only declared variables pass");
+    let info: serde_json::Value = serde_json::from_str(&e.ok(&["info", "c", "--json"])).unwrap();
+    assert_eq!(info["agent"]["profile"], "claude-code");
+    assert_eq!(info["spec"]["network"], "full");
+    // The user's own instructions are untouched on the host.
+    assert_eq!(std::fs::read_to_string(cfg.join("CLAUDE.md")).unwrap(), "# house rules\n");
+}
+
+#[test]
+fn missing_credentials_warn_with_the_login_hint() {
+    let e = Env::new();
+    let out = e.run(&["spawn", "g", "-p", "gemini", "--network", "none", "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("GEMINI_API_KEY, GOOGLE_API_KEY") && stderr.contains("sign in with Google"),
+        "{stderr}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&e.ok(&["info", "g", "--json"])).unwrap();
+    assert_eq!(info["spec"]["network"], "none", "--network wins over the profile");
+}
+
+#[test]
+fn user_profiles_and_their_errors() {
+    let e = Env::new();
+    let dir = e.abx.join("profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("mytool.toml"),
+        "description = \"mine\"\ncommand = [\"sh\", \"-c\", \"echo from-profile $MYTOOL_KEY\"]\ncredentials = [[\"MYTOOL_KEY\"]]\n",
+    )
+    .unwrap();
+    e.ok(&["env", "set", "MYTOOL_KEY", "v1"]);
+    assert!(e.ok(&["profiles"]).contains("mytool"));
+    e.ok(&["spawn", "m", "-p", "mytool"]);
+    assert!(e.logs_after_exit("m").contains("from-profile v1"));
+
+    std::fs::write(dir.join("broken.toml"), "command = [\"x\"]\nnetwrok = \"full\"\n").unwrap();
+    let out = e.run(&["spawn", "b", "-p", "broken"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("netwrok") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    assert!(!Path::new(&e.abx.join("agents/b")).exists());
+    let out = e.run(&["spawn", "n", "-p", "no-such-profile"]);
+    assert!(text(&out.stderr).contains("no profile named 'no-such-profile'"));
+}
+
+#[test]
+fn completion_scripts() {
+    let e = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = e.ok(&["completion", shell]);
+        assert!(script.contains("spawn") && script.contains("attach"), "{shell}");
+    }
+    assert_eq!(e.run(&["completion", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn commands_get_default_signal_actions() {
+    // Rust ignores SIGPIPE; a command inside must not inherit that (`yes | head` stays quiet).
+    let ws = workspace(As::Caller);
+    let out = run_in(As::Caller, &ws, &[], &["sh", "-c", "yes | head -n 1; grep SigIgn /proc/self/status"]);
+    assert_eq!(text(&out.stdout), "y\nSigIgn:\t0000000000000000\n");
+    assert!(!text(&out.stderr).contains("Broken pipe"), "{}", text(&out.stderr));
+}
