@@ -100,6 +100,8 @@ pub struct NewAgent<'a> {
     pub tags: &'a [(String, String)],
     pub profile: Option<&'a str>,
     pub prompt: Option<&'a [u8]>,
+    /// `starting` (spawn) unless given; `created` for an agent that is not started (clone).
+    pub state: Option<&'a str>,
 }
 
 /// One journal entry.
@@ -159,6 +161,9 @@ impl Store {
              VALUES (?1, 'starting', ?2, ?3, ?4, ?5, ?6) ON CONFLICT(name) DO NOTHING",
             params![name, a.spec_json, a.state_dir, now_ms(), a.profile, a.prompt],
         )?;
+        if let Some(state) = a.state {
+            tx.execute("UPDATE agents SET state = ?2 WHERE name = ?1", params![name, state])?;
+        }
         if inserted == 0 {
             return Err(StoreError::Exists(name.to_string()));
         }
@@ -217,6 +222,40 @@ impl Store {
             return Err(StoreError::NotFound(name.to_string()));
         }
         self.record(name, "start", &format!("supervisor {supervisor_pid}, sandbox {sandbox_pid}"))
+    }
+
+    /// A stopped agent is being started again.
+    pub fn mark_starting(&self, name: &str, event: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE agents SET state = 'starting', supervisor_pid = NULL, sandbox_pid = NULL, exit_code = NULL,
+             finished_at = NULL, created_at = CASE WHEN state = 'created' THEN ?2 ELSE created_at END WHERE name = ?1",
+            params![name, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        self.record(name, event, "")
+    }
+
+    /// Renames an agent (tags follow), with its spec and state directory updated by the caller.
+    pub fn rename(&mut self, old: &str, new: &str, spec_json: &str, state_dir: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if tx.query_row("SELECT 1 FROM agents WHERE name = ?1", [new], |_| Ok(())).optional()?.is_some() {
+            return Err(StoreError::Exists(new.to_string()));
+        }
+        let n = tx.execute(
+            "UPDATE agents SET name = ?2, spec = ?3, state_dir = ?4 WHERE name = ?1",
+            params![old, new, spec_json, state_dir],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(old.to_string()));
+        }
+        tx.execute(
+            "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, 'rename', ?3)",
+            params![now_ms(), new, format!("from {old}")],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The agent ended: `state` is `exited`, `killed` or `failed`.
@@ -281,6 +320,7 @@ mod tests {
             tags: &tags,
             profile: Some("codex"),
             prompt: Some(b"hi"),
+            state: None,
         };
         s.create_agent(&new).unwrap();
         assert!(matches!(s.create_agent(&new), Err(StoreError::Exists(_))));
@@ -292,11 +332,21 @@ mod tests {
         assert_eq!((a.state.as_str(), a.supervisor_pid, a.tags.len()), ("running", Some(10), 1));
         s.mark_finished("a1", "exited", Some(3), "exit code 3").unwrap();
         assert_eq!(s.get("a1").unwrap().exit_code, Some(3));
+        s.mark_starting("a1", "restart").unwrap();
+        assert_eq!(s.get("a1").unwrap().exit_code, None);
+        s.mark_finished("a1", "exited", Some(0), "").unwrap();
+        s.create_agent(&NewAgent { name: "b", spec_json: "{}", state_dir: "/x/b", ..Default::default() })
+            .unwrap();
+        assert!(matches!(s.rename("a1", "b", "{}", "/x/b"), Err(StoreError::Exists(_))));
+        s.rename("a1", "a2", "{\"n\":2}", "/x/a2").unwrap();
+        let a2 = s.get("a2").unwrap();
+        assert_eq!((a2.spec.as_str(), a2.state_dir.as_str(), a2.tags.len()), ("{\"n\":2}", "/x/a2", 1));
+        s.rename("a2", "a1", "{}", "/x/a1").unwrap();
         s.delete("a1").unwrap();
         assert!(matches!(s.get("a1"), Err(StoreError::NotFound(_))));
         let ev: Vec<String> = s.events(10, None).unwrap().into_iter().map(|e| e.event).collect();
-        assert_eq!(ev, ["spawn", "start", "exit", "rm"]);
-        assert_eq!(s.events(10, Some("exit")).unwrap().len(), 1);
+        assert_eq!(ev, ["spawn", "start", "exit", "restart", "exit", "spawn", "rename", "rename", "rm"]);
+        assert_eq!(s.events(10, Some("exit")).unwrap().len(), 2);
         assert_eq!(s.events(2, None).unwrap().len(), 2);
     }
 

@@ -36,6 +36,16 @@ pub enum Command {
     Broadcast(BroadcastArgs),
     /// Connect your terminal to an agent; detach with Ctrl-] (see --detach-key)
     Attach(AttachArgs),
+    /// Start a stopped agent again (kills it first if it runs); replays its prompt
+    Restart(RestartArgs),
+    /// Copy an agent's workspace and home into a new, stopped agent
+    Clone(CloneArgs),
+    /// Rename a stopped agent
+    Rename(RenameArgs),
+    /// CPU, memory and uptime of the agents' sandboxed processes
+    Ps(PsArgs),
+    /// Counts and disk use
+    Stats(StatsArgs),
     /// Kill an agent's sandbox and everything in it
     Kill(KillArgs),
     /// Kill every running agent (optionally only those with a tag)
@@ -115,6 +125,38 @@ pub struct SwarmArgs {
     pub count: u32,
     #[command(flatten)]
     pub opts: SpawnOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    pub src: String,
+    pub dst: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    pub old: String,
+    pub new: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Include stopped agents
+    #[arg(short, long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use crate::home::Home;
 use crate::tree::remove_tree;
 
 /// Kills an agent and returns once its sandbox is gone.
-fn kill_one(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
+pub fn kill_one(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
     match agentbox_supervisor::kill_agent(&agents::state_dir(rec)) {
         Ok(()) => {}
         // The supervisor vanished between the lookup and the request: refresh records that.

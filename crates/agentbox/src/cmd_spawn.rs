@@ -94,8 +94,15 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         "{} exists but no agent '{name}' is recorded; move it away or remove it",
         dir.display()
     );
+    // Stored as typed (with Enter), so `restart` replays exactly the same keys.
     let prompt = match &args.prompt {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("--prompt {}", p.display()))?),
+        Some(p) => {
+            let mut text = std::fs::read(p).with_context(|| format!("--prompt {}", p.display()))?;
+            if !text.ends_with(b"\r") && !text.ends_with(b"\n") {
+                text.push(b'\r');
+            }
+            Some(text)
+        }
         None => None,
     };
     let undo = |e: anyhow::Error| {
@@ -112,6 +119,7 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         tags: &args.tags,
         profile: args.profile.as_deref(),
         prompt: prompt.as_deref(),
+        state: None,
     };
     store.create_agent(&new).map_err(|e| undo(e.into()))?;
 
@@ -122,20 +130,21 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         let _ = remove_tree(&dir);
         return Err(e);
     }
+    type_after_start(&dir, &startup_keys, prompt.as_deref())
+}
+
+/// Types the profile's startup keys, then the prompt, into a freshly started agent.
+pub fn type_after_start(dir: &Path, startup_keys: &[u8], prompt: Option<&[u8]>) -> Result<()> {
     if !startup_keys.is_empty() {
-        agentbox_supervisor::send_input(&dir, &startup_keys).context("typing the profile's startup keys")?;
+        agentbox_supervisor::send_input(dir, startup_keys).context("typing the profile's startup keys")?;
     }
     if let Some(p) = prompt {
-        let mut text = p;
-        if !text.ends_with(b"\r") && !text.ends_with(b"\n") {
-            text.push(b'\r');
-        }
-        agentbox_supervisor::send_input(&dir, &text).context("typing the prompt")?;
+        agentbox_supervisor::send_input(dir, p).context("typing the prompt")?;
     }
     Ok(())
 }
 
-fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
+pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("locating the agentbox binary")?;
     let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
     let mut child = Command::new(exe)

@@ -7,7 +7,9 @@ mod agents;
 mod cli;
 mod cmd_doctor;
 mod cmd_lifecycle;
+mod cmd_manage;
 mod cmd_profiles;
+mod cmd_ps;
 mod cmd_query;
 mod cmd_run;
 mod cmd_session;
@@ -71,6 +73,11 @@ fn main() {
         cli::Command::Send(args) => report(cmd_session::send(args)),
         cli::Command::Broadcast(args) => report(cmd_session::broadcast(args)),
         cli::Command::Attach(args) => report(cmd_session::attach(args)),
+        cli::Command::Restart(args) => report(cmd_manage::restart(args)),
+        cli::Command::Clone(args) => report(cmd_manage::clone(args)),
+        cli::Command::Rename(args) => report(cmd_manage::rename(args)),
+        cli::Command::Ps(args) => report(cmd_ps::ps(args)),
+        cli::Command::Stats(args) => report(cmd_ps::stats(args)),
         cli::Command::Kill(args) => report(cmd_lifecycle::kill(args)),
         cli::Command::Killall(args) => report(cmd_lifecycle::killall(args)),
         cli::Command::Wait(args) => report(cmd_lifecycle::wait(args)),

@@ -405,3 +405,87 @@ fn prompt_file_is_typed_once_the_agent_runs() {
     assert!(!a.dir("p2").exists());
     assert_eq!(a.ok(&["root"]).trim(), a.home.to_str().unwrap());
 }
+
+#[test]
+fn restart_clone_rename_keep_the_workspace() {
+    let a = Agents::new(As::Caller);
+    let prompt = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(prompt.path(), "again").unwrap();
+    let script = "read x; echo \"$x\" >> runs; echo runs=$(wc -l < runs); exec sleep 300";
+    a.ok(&[
+        "spawn",
+        "r1",
+        "--prompt",
+        prompt.path().to_str().unwrap(),
+        "-t",
+        "k=v",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    a.screen_until("r1", "runs=1");
+    // restart kills the running agent, starts it on the same workspace and replays the prompt.
+    assert_eq!(a.ok(&["restart", "r1"]), "r1\n");
+    a.screen_until("r1", "runs=2");
+    a.ok(&["kill", "r1"]);
+
+    assert_eq!(a.ok(&["clone", "r1", "r2"]), "r2\n");
+    let listed: serde_json::Value = serde_json::from_str(&a.ok(&["list", "--json"])).unwrap();
+    let r2 = listed.as_array().unwrap().iter().find(|x| x["name"] == "r2").unwrap();
+    assert_eq!(r2["state"], "created");
+    assert_eq!(r2["tags"]["k"], "v");
+    assert_eq!(std::fs::read_to_string(a.dir("r2").join("workspace/runs")).unwrap(), "again\nagain\n");
+    a.ok(&["restart", "r2"]);
+    a.screen_until("r2", "runs=3");
+    // The source is untouched by its clone.
+    assert_eq!(std::fs::read_to_string(a.dir("r1").join("workspace/runs")).unwrap(), "again\nagain\n");
+    a.ok(&["kill", "r2"]);
+
+    let out = a.run(&["rename", "r1", "r2"]);
+    assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
+    a.ok(&["restart", "r1"]);
+    let out = a.run(&["rename", "r1", "r9"]);
+    assert!(text(&out.stderr).contains("is running"), "{}", text(&out.stderr));
+    a.ok(&["kill", "r1"]);
+    assert_eq!(a.ok(&["rename", "r1", "r9"]), "r9\n");
+    assert!(!a.dir("r1").exists() && a.dir("r9").join("workspace/runs").exists());
+    a.ok(&["restart", "r9"]);
+    a.screen_until("r9", "runs=4");
+    let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "r9", "--json"])).unwrap();
+    assert_eq!(info["spec"]["hostname"], "r9");
+    assert!(info["spec"]["workspace"].as_str().unwrap().ends_with("/agents/r9/workspace"));
+    let kinds: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&a.ok(&["history", "--json", "-e", "clone"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["agent"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(kinds, ["r2"]);
+}
+
+#[test]
+fn ps_and_stats_measure_the_sandboxed_processes() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "busy", "--", "sh", "-c", "while :; do :; done"]);
+    a.ok(&["spawn", "idle", "--", "sleep", "300"]);
+    a.ok(&["spawn", "done", "--", "sh", "-c", "head -c 5000 /dev/zero > f"]);
+    a.run(&["wait", "done"]);
+    let rows: serde_json::Value = serde_json::from_str(&a.ok(&["ps", "--json"])).unwrap();
+    let row = |n: &str| rows.as_array().unwrap().iter().find(|r| r["name"] == n).cloned();
+    let busy = row("busy").unwrap();
+    assert!(busy["cpu_percent"].as_f64().unwrap() > 20.0, "{busy}");
+    assert!(busy["processes"].as_u64().unwrap() >= 2, "init and the shell: {busy}");
+    assert!(busy["rss_bytes"].as_u64().unwrap() > 0);
+    let idle = row("idle").unwrap();
+    assert!(idle["cpu_percent"].as_f64().unwrap() < 20.0, "{idle}");
+    assert!(row("done").is_none(), "stopped agents only with --all");
+    let all: serde_json::Value = serde_json::from_str(&a.ok(&["ps", "--all", "--json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let stats: serde_json::Value = serde_json::from_str(&a.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["agents"], 3);
+    assert_eq!(stats["running"], 2);
+    assert!(stats["workspace_bytes"].as_u64().unwrap() >= 5000, "{stats}");
+}
