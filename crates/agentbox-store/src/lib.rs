@@ -152,7 +152,7 @@ impl Store {
         Ok(Self { conn })
     }
 
-    /// Inserts a new agent in state `starting` with its tags, and records `spawn`.
+    /// Inserts a new agent (state `starting`, or `a.state`) with its tags; a spawn is journaled.
     pub fn create_agent(&mut self, a: &NewAgent<'_>) -> Result<()> {
         let (name, tags) = (a.name, a.tags);
         let tx = self.conn.transaction()?;
@@ -173,10 +173,13 @@ impl Store {
                 params![name, k, v],
             )?;
         }
-        tx.execute(
-            "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, 'spawn', '')",
-            params![now_ms(), name],
-        )?;
+        // A spawn is journaled here; other creations (clone) journal themselves.
+        if a.state.is_none() {
+            tx.execute(
+                "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, 'spawn', '')",
+                params![now_ms(), name],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -335,8 +338,15 @@ mod tests {
         s.mark_starting("a1", "restart").unwrap();
         assert_eq!(s.get("a1").unwrap().exit_code, None);
         s.mark_finished("a1", "exited", Some(0), "").unwrap();
-        s.create_agent(&NewAgent { name: "b", spec_json: "{}", state_dir: "/x/b", ..Default::default() })
-            .unwrap();
+        let b = NewAgent {
+            name: "b",
+            spec_json: "{}",
+            state_dir: "/x/b",
+            state: Some("created"),
+            ..Default::default()
+        };
+        s.create_agent(&b).unwrap();
+        assert_eq!(s.get("b").unwrap().state, "created");
         assert!(matches!(s.rename("a1", "b", "{}", "/x/b"), Err(StoreError::Exists(_))));
         s.rename("a1", "a2", "{\"n\":2}", "/x/a2").unwrap();
         let a2 = s.get("a2").unwrap();
@@ -345,7 +355,7 @@ mod tests {
         s.delete("a1").unwrap();
         assert!(matches!(s.get("a1"), Err(StoreError::NotFound(_))));
         let ev: Vec<String> = s.events(10, None).unwrap().into_iter().map(|e| e.event).collect();
-        assert_eq!(ev, ["spawn", "start", "exit", "restart", "exit", "spawn", "rename", "rename", "rm"]);
+        assert_eq!(ev, ["spawn", "start", "exit", "restart", "exit", "rename", "rename", "rm"]);
         assert_eq!(s.events(10, Some("exit")).unwrap().len(), 2);
         assert_eq!(s.events(2, None).unwrap().len(), 2);
     }
