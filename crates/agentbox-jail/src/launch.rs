@@ -84,7 +84,7 @@ fn write_id_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), JailError> {
         .map_err(|source| JailError::IdMap { what: "gid_map", source })
 }
 
-fn failure_to_error(f: ChildFailure, plan: &Plan) -> JailError {
+pub(crate) fn failure_to_error(f: ChildFailure, plan: &Plan) -> JailError {
     if f.step == wire::EXEC_STEP {
         let command = plan.process.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
         let not_found = f.errno == Errno::ENOENT as i32;
@@ -94,7 +94,7 @@ fn failure_to_error(f: ChildFailure, plan: &Plan) -> JailError {
     JailError::Setup { step: f.step, message: f.message }
 }
 
-fn receive_master(sock: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
+pub(crate) fn receive_master(sock: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
     let mut buf = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);

@@ -42,6 +42,8 @@ pub enum Command {
     Clone(CloneArgs),
     /// Rename a stopped agent
     Rename(RenameArgs),
+    /// Run another command inside a running agent's sandbox
+    Exec(ExecArgs),
     /// CPU, memory and uptime of the agents' sandboxed processes
     Ps(PsArgs),
     /// Counts and disk use
@@ -125,6 +127,26 @@ pub struct SwarmArgs {
     pub count: u32,
     #[command(flatten)]
     pub opts: SpawnOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub name: String,
+    /// Keep stdin attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set KEY=VALUE for this command, or pass the caller's KEY
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
+    pub env: Vec<EnvArg>,
+    /// Working directory (relative to the workspace)
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// The command (after --)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]

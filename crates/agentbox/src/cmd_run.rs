@@ -29,12 +29,17 @@ fn request(args: RunArgs) -> SandboxRequest {
 }
 
 fn stdio(force: bool, never: bool) -> Stdio {
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let interactive = stdin.is_terminal() && stdout.is_terminal();
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if never || !(force || interactive) {
         return Stdio::Inherit;
     }
+    pty_stdio()
+}
+
+/// A terminal inside the sandbox, sized and configured like the caller's.
+pub fn pty_stdio() -> Stdio {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
     Stdio::Pty {
         size: agentbox_sys_winsize(&stdout).or_else(|| agentbox_sys_winsize(&stdin)),
         termios: nix::sys::termios::tcgetattr(stdin.as_fd()).ok(),
@@ -45,7 +50,7 @@ fn agentbox_sys_winsize(fd: &impl AsFd) -> Option<agentbox_sys::WinSize> {
     agentbox_sys::get_winsize(fd.as_fd()).ok()
 }
 
-fn fail(e: &JailError) -> i32 {
+pub fn fail(e: &JailError) -> i32 {
     eprintln!("agentbox: {e}");
     match e {
         JailError::Exec { not_found: true, .. } => exit::NOT_FOUND,
@@ -87,11 +92,16 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("agentbox: limit {note}");
         }
     }
-    match wait_foreground(running, spec.timeout) {
+    exit_code(wait_foreground(running, spec.timeout), spec.timeout)
+}
+
+/// The exit status of a foreground sandbox (see `exit`).
+pub fn exit_code(outcome: Result<Outcome, JailError>, timeout: Option<Duration>) -> i32 {
+    match outcome {
         Ok(Outcome::Exited(code)) => code,
         Ok(Outcome::Signaled(sig)) => 128 + sig,
         Ok(Outcome::TimedOut) => {
-            let secs = spec.timeout.map(|t| t.as_secs()).unwrap_or(0);
+            let secs = timeout.map(|t| t.as_secs()).unwrap_or(0);
             eprintln!("agentbox: timed out after {secs}s; the sandbox and everything in it was killed");
             exit::TIMED_OUT
         }

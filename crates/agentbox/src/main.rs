@@ -6,6 +6,7 @@
 mod agents;
 mod cli;
 mod cmd_doctor;
+mod cmd_exec;
 mod cmd_lifecycle;
 mod cmd_manage;
 mod cmd_profiles;
@@ -76,6 +77,7 @@ fn main() {
         cli::Command::Restart(args) => report(cmd_manage::restart(args)),
         cli::Command::Clone(args) => report(cmd_manage::clone(args)),
         cli::Command::Rename(args) => report(cmd_manage::rename(args)),
+        cli::Command::Exec(args) => report(cmd_exec::exec(args)),
         cli::Command::Ps(args) => report(cmd_ps::ps(args)),
         cli::Command::Stats(args) => report(cmd_ps::stats(args)),
         cli::Command::Kill(args) => report(cmd_lifecycle::kill(args)),

@@ -66,6 +66,7 @@ pub(crate) struct PtyRequest {
 #[derive(Debug)]
 pub(crate) struct ChildContext<'a> {
     pub plan: &'a Plan,
+    /// Read end of the launcher's "go" pipe.
     pub go: OwnedFd,
     pub report: OwnedFd,
     pub pty: Option<PtyRequest>,
@@ -176,6 +177,70 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
         Child::Parent(pid) => {
             drop(terminal);
             // Nothing of the host may stay open in init: not the caller's stdio, not the pipes.
+            if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            let _ = agentbox_sys::close_from(3);
+            init_loop(pid)
+        }
+    }
+}
+
+/// What joining a running sandbox needs, opened by the launcher before the fork.
+#[derive(Debug)]
+pub(crate) struct Join {
+    /// Namespace descriptors of the sandbox's init, the user namespace first.
+    pub namespaces: Vec<(OwnedFd, CloneFlags)>,
+    /// The sandbox's root directory (`/proc/INIT/root`).
+    pub root: OwnedFd,
+}
+
+/// Entry point of a process that joins a running sandbox (`agentbox exec`). Never returns.
+pub(crate) fn join_main(mut ctx: ChildContext<'_>, join: Join) -> ! {
+    let report = ctx.report.try_clone().unwrap_or_else(|_| _exit(SETUP_FAILED));
+    match join_setup(&mut ctx, join) {
+        Ok(never) => match never {},
+        Err(f) => {
+            wire::report(&report, &f.step, f.errno, &f.message);
+            _exit(SETUP_FAILED)
+        }
+    }
+}
+
+fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::Infallible, Failure> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| failure("set parent-death signal", e))?;
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(ctx.go.as_fd(), &mut byte) {
+        Ok(1) => {}
+        _ => _exit(SETUP_FAILED),
+    }
+    // The user namespace first: it grants the capabilities the other setns calls and chroot need.
+    for (fd, kind) in &join.namespaces {
+        nix::sched::setns(fd, *kind)
+            .map_err(|e| failure(&format!("join the sandbox's {kind:?} namespace"), e))?;
+    }
+    nix::unistd::fchdir(&join.root).map_err(|e| failure("enter the sandbox root", e))?;
+    nix::unistd::chroot(".").map_err(|e| failure("enter the sandbox root", e))?;
+    nix::unistd::chdir("/").map_err(|e| failure("enter the sandbox root", e))?;
+    drop(join);
+    let terminal = match ctx.pty.take() {
+        Some(req) => Some(open_terminal(req)?),
+        None => None,
+    };
+    restrict::landlock(&ctx.plan.landlock)?;
+    restrict::drop_capabilities()?;
+    restrict::seccomp(ctx.seccomp)?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| failure("set non-dumpable", e))?;
+    let path_var = ctx.plan.process.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let program = resolve_program(&ctx.program, path_var);
+    // setns(PID) applies to children: the command is forked into the sandbox's PID namespace,
+    // and this process stays outside as its reaper, like the sandbox's own init.
+    match agentbox_sys::fork_process().map_err(|e| failure("fork command", e))? {
+        Child::Child => exec_command(ctx, terminal.as_ref(), program),
+        Child::Parent(pid) => {
+            drop(terminal);
             if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
                 let _ = nix::unistd::dup2_stdin(&null);
                 let _ = nix::unistd::dup2_stdout(&null);

@@ -489,3 +489,54 @@ fn ps_and_stats_measure_the_sandboxed_processes() {
     assert_eq!(stats["running"], 2);
     assert!(stats["workspace_bytes"].as_u64().unwrap() >= 5000, "{stats}");
 }
+
+#[test]
+fn exec_runs_inside_the_agents_sandbox() {
+    for (i, who) in modes().into_iter().enumerate() {
+        let a = Agents::new(who);
+        a.ok(&["spawn", "x1", "--", "sh", "-c", "echo from-agent > mark; exec sleep 300"]);
+        a.screen_until("x1", "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !a.dir("x1").join("workspace/mark").exists() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let script = "cat mark; hostname; id -u; ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr -d '\\0'; echo; \
+                      grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; cat /etc/shadow 2>&1; touch /usr/x 2>&1; true";
+        let out = a.run(&["exec", "x1", "--", "sh", "-c", script]);
+        let o = text(&out.stdout);
+        assert!(o.starts_with("from-agent\nx1\n1000\n"), "as {who:?}: {o}{}", text(&out.stderr));
+        assert!(o.contains("agentbox-init\n"), "the agent's PID namespace: {o}");
+        assert!(o.contains("CapEff:\t0000000000000000") && o.contains("NoNewPrivs:\t1"), "{o}");
+        assert!(
+            o.contains("/etc/shadow: Permission denied") && o.contains("'/usr/x': Read-only file system"),
+            "{o}"
+        );
+        // Exit codes and stdin.
+        assert_eq!(a.run(&["exec", "x1", "--", "sh", "-c", "exit 9"]).status.code(), Some(9));
+        assert_eq!(a.run(&["exec", "x1", "--", "no-such-program"]).status.code(), Some(127));
+        let mut child = a
+            .cmd(&["exec", "-i", "x1", "--", "sh", "-c", "read l; echo got:$l"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+        assert_eq!(text(&child.wait_with_output().unwrap().stdout), "got:piped\n");
+        let out = a.run(&["exec", "x1", "--", "sh", "-c", "read l; echo got:$l"]);
+        assert_eq!(text(&out.stdout), "got:\n", "without -i stdin is empty");
+        // What exec started dies with the agent.
+        let marker = format!("31342.{}{i}", std::process::id());
+        let mut bg = a.cmd(&["exec", "x1", "--", "sleep", &marker]).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while host_processes_matching(&format!("sleep {marker}")).is_empty() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.ok(&["kill", "x1"]);
+        assert_eq!(bg.wait().unwrap().code(), Some(137), "as {who:?}");
+        assert_eq!(host_processes_matching(&format!("sleep {marker}")), Vec::<i32>::new());
+        let out = a.run(&["exec", "x1", "--", "true"]);
+        assert!(text(&out.stderr).contains("is killed"), "{}", text(&out.stderr));
+    }
+}
