@@ -25,6 +25,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::child::{self, ChildContext, PtyRequest, FORWARDED};
+use crate::handles::SandboxHandles;
 use crate::limits::{enforce, Cgroup};
 use crate::plan::{MountOp, Plan};
 use crate::wire::{self, ChildFailure};
@@ -39,6 +40,12 @@ pub enum Stdio {
     Pty { size: Option<WinSize>, termios: Option<Termios> },
 }
 
+#[derive(Clone, Copy)]
+enum StdioKind {
+    Inherit,
+    Pty,
+}
+
 /// A started sandbox whose command is running.
 #[derive(Debug)]
 pub struct Running {
@@ -46,6 +53,8 @@ pub struct Running {
     pub pid: Pid,
     /// Master side of the sandbox's terminal, for `Stdio::Pty`.
     pub master: Option<OwnedFd>,
+    /// The sandbox's namespaces and root, for joining it later (`agentbox exec`).
+    pub handles: Option<SandboxHandles>,
     /// How each limit is enforced, for `--verbose` and `info`.
     pub limit_notes: Vec<String>,
     pub(crate) cgroup: Option<Cgroup>,
@@ -94,24 +103,35 @@ pub(crate) fn failure_to_error(f: ChildFailure, plan: &Plan) -> JailError {
     JailError::Setup { step: f.step, message: f.message }
 }
 
-pub(crate) fn receive_master(sock: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
+/// Receives one handoff message from the child: its tag and descriptors. `None` if the child
+/// closed the socket first (it failed; its report says why).
+pub(crate) fn receive_fds(sock: &OwnedFd, max: usize) -> Result<Option<(u8, Vec<OwnedFd>)>, JailError> {
     let mut buf = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 16]);
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(JailError::sys("receive the sandbox terminal"))?;
-    for c in msg.cmsgs().map_err(JailError::sys("receive the sandbox terminal"))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                return Ok(Some(agentbox_sys::own_received_fd(fd)));
-            }
+        .map_err(JailError::sys("receive the sandbox's descriptors"))?;
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(JailError::sys("receive the sandbox's descriptors"))? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            fds.extend(raw.into_iter().map(agentbox_sys::own_received_fd));
         }
     }
-    Ok(None)
+    if fds.len() > max {
+        return Err(JailError::Setup {
+            step: "handoff".into(),
+            message: format!("{} descriptors, expected at most {max}", fds.len()),
+        });
+    }
+    Ok(Some((buf[0], fds)))
 }
 
 /// Starts the sandbox described by `plan`; returns once the command has been exec'd inside.
 pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
+    let stdio_kind = if matches!(stdio, Stdio::Pty { .. }) { StdioKind::Pty } else { StdioKind::Inherit };
     let seccomp = plan.seccomp.compile()?;
     let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
     let program = std::ffi::CString::new(first.as_encoded_bytes()).map_err(|_| JailError::Exec {
@@ -138,14 +158,13 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
     let enforcement = enforce(&plan.limits, &unique_id())?;
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let (pty, parent_sock) = match stdio {
-        Stdio::Inherit => (None, None),
-        Stdio::Pty { size, termios } => {
-            let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(JailError::sys("socketpair"))?;
-            (Some(PtyRequest { sock: b, size, termios }), Some(a))
-        }
+    let pty = match stdio {
+        Stdio::Inherit => None,
+        Stdio::Pty { size, termios } => Some(PtyRequest { size, termios }),
     };
+    let (parent_sock, handoff) =
+        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(JailError::sys("socketpair"))?;
 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
         .map_err(JailError::sys("block signals"))?;
@@ -164,6 +183,7 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
             go: go_read,
             report: report_write,
             pty,
+            handoff,
             seccomp: &seccomp,
             rlimits: &enforcement.rlimits,
             program,
@@ -172,7 +192,7 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
         }),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty));
+    drop((go_read, report_write, pty, handoff));
 
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
@@ -186,16 +206,21 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
     nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
     drop(go_write);
 
-    let master = match &parent_sock {
-        Some(sock) => receive_master(sock).map_err(abort)?,
-        None => None,
+    let want_terminal = matches!(stdio_kind, StdioKind::Pty);
+    let handed = receive_fds(&parent_sock, SandboxHandles::COUNT + 1).map_err(abort)?;
+    let (handles, master) = match handed {
+        Some((child::HANDOFF_SANDBOX, mut fds)) => {
+            let master = if want_terminal { fds.pop() } else { None };
+            (SandboxHandles::from_fds(fds), master)
+        }
+        _ => (None, None),
     };
     match wire::read_outcome(report_read) {
-        Ok(None) if parent_sock.is_none() || master.is_some() => {}
+        Ok(None) if handles.is_some() && (master.is_some() || !want_terminal) => {}
         Ok(None) => {
             return Err(abort(JailError::Setup {
-                step: "terminal".into(),
-                message: "the sandbox did not send its terminal".into(),
+                step: "handoff".into(),
+                message: "the sandbox did not hand over its descriptors".into(),
             }))
         }
         Ok(Some(f)) => {
@@ -204,5 +229,5 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
         }
         Err(source) => return Err(abort(JailError::Io { what: "read the sandbox's setup report", source })),
     }
-    Ok(Running { pid, master, limit_notes: enforcement.notes, cgroup: enforcement.cgroup })
+    Ok(Running { pid, master, handles, limit_notes: enforcement.notes, cgroup: enforcement.cgroup })
 }

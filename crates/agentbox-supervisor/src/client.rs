@@ -65,6 +65,34 @@ pub fn screen(state_dir: &Path, formatted: bool) -> Result<String, ClientError> 
     }
 }
 
+/// The sandbox's handles, to join it (`agentbox exec`). Only the socket's owner can ask.
+pub fn sandbox_handles(state_dir: &Path) -> Result<agentbox_jail::SandboxHandles, ClientError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut s = connect(state_dir)?;
+    write_frame(&mut s, &Frame::HandlesRequest)?;
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 16]);
+    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| ClientError::Sys("receive the sandbox's handles", e))?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(|e| ClientError::Sys("receive the sandbox's handles", e))? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            fds.extend(raw.into_iter().map(agentbox_sys::own_received_fd));
+        }
+    }
+    let bytes = msg.bytes;
+    let mut decoder = Decoder::default();
+    decoder.push(&buf[..bytes]);
+    match decoder.next_frame()? {
+        Some(Frame::Handles) => agentbox_jail::SandboxHandles::from_fds(fds)
+            .ok_or_else(|| ClientError::Refused("the supervisor sent incomplete handles".into())),
+        Some(Frame::Error(e)) => Err(ClientError::Refused(e)),
+        _ => Err(ClientError::Refused("unexpected reply to a handles request".into())),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct AttachOptions {
     pub read_only: bool,

@@ -13,7 +13,9 @@ mod supervise;
 
 use std::path::PathBuf;
 
-pub use client::{attach, kill_agent, screen, send_input, AttachEnd, AttachOptions, ClientError};
+pub use client::{
+    attach, kill_agent, sandbox_handles, screen, send_input, AttachEnd, AttachOptions, ClientError,
+};
 pub use supervise::{supervise, SupervisorConfig};
 
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,10 @@ pub enum Frame {
     ScreenRequest { formatted: bool },
     /// Client: kill the sandbox.
     Kill,
+    /// Client: send me the sandbox's handles (to join it, `agentbox exec`).
+    HandlesRequest,
+    /// Supervisor: the sandbox's handles travel with this frame as SCM_RIGHTS descriptors.
+    Handles,
     /// Supervisor: terminal output.
     Output(Vec<u8>),
     /// Supervisor: a screen snapshot.
@@ -44,6 +48,8 @@ impl Frame {
             Self::Resize { .. } => b'r',
             Self::ScreenRequest { .. } => b's',
             Self::Kill => b'k',
+            Self::HandlesRequest => b'h',
+            Self::Handles => b'H',
             Self::Output(_) => b'O',
             Self::Screen(_) => b'S',
             Self::Exit(_) => b'X',
@@ -54,7 +60,9 @@ impl Frame {
 
     pub fn encode(&self) -> Vec<u8> {
         let payload: Vec<u8> = match self {
-            Self::Attach | Self::Observe | Self::Kill | Self::Ack => vec![],
+            Self::Attach | Self::Observe | Self::Kill | Self::Ack | Self::HandlesRequest | Self::Handles => {
+                vec![]
+            }
             Self::Input(b) | Self::Output(b) => b.clone(),
             Self::Resize { rows, cols } => [rows.to_be_bytes(), cols.to_be_bytes()].concat(),
             Self::ScreenRequest { formatted } => vec![u8::from(*formatted)],
@@ -75,6 +83,8 @@ impl Frame {
             b'a' => Self::Attach,
             b'o' => Self::Observe,
             b'k' => Self::Kill,
+            b'h' => Self::HandlesRequest,
+            b'H' => Self::Handles,
             b'A' => Self::Ack,
             b'i' => Self::Input(p),
             b'O' => Self::Output(p),
@@ -159,6 +169,8 @@ mod tests {
             Frame::Resize { rows: 40, cols: 120 },
             Frame::ScreenRequest { formatted: true },
             Frame::Kill,
+            Frame::HandlesRequest,
+            Frame::Handles,
             Frame::Output(vec![0, 1, 255]),
             Frame::Screen("hello\n".into()),
             Frame::Exit(-1),

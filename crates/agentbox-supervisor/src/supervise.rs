@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::num::NonZeroU16;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use agentbox_core::SandboxSpec;
-use agentbox_jail::{build_plan, start, RealFs, Stdio};
+use agentbox_jail::{build_plan, start, RealFs, SandboxHandles, Stdio};
 use agentbox_store::Store;
 use agentbox_sys::{set_winsize, WinSize};
 use nix::errno::Errno;
@@ -30,6 +30,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -77,6 +78,7 @@ struct Session {
     next_id: u64,
     pending_input: Vec<u8>,
     killed: bool,
+    handles: Option<SandboxHandles>,
 }
 
 impl Session {
@@ -148,6 +150,28 @@ impl Session {
                 let text =
                     self.screen.with(|s| if formatted { s.contents_formatted() } else { s.contents() });
                 reply = Some(Frame::Screen(text));
+                close = true;
+            }
+            Frame::HandlesRequest => {
+                let sent = match (&self.handles, self.clients.get(&id)) {
+                    (Some(h), Some(c)) => {
+                        let fds = h.raw_fds();
+                        let cmsg = [ControlMessage::ScmRights(&fds)];
+                        let frame = Frame::Handles.encode();
+                        sendmsg::<()>(
+                            c.stream.as_raw_fd(),
+                            &[std::io::IoSlice::new(&frame)],
+                            &cmsg,
+                            MsgFlags::empty(),
+                            None,
+                        )
+                        .is_ok()
+                    }
+                    _ => false,
+                };
+                if !sent {
+                    reply = Some(Frame::Error("the sandbox's handles are not available".into()));
+                }
                 close = true;
             }
             Frame::Kill => {
@@ -314,6 +338,7 @@ pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, Su
         next_id: 0,
         pending_input: Vec::new(),
         killed: false,
+        handles: running.handles.take(),
     };
     // `running` keeps the sandbox's cgroup until the supervisor is done with it.
     let _cgroup = running;

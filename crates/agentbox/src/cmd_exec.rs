@@ -37,7 +37,8 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         nix::unistd::dup2_stdin(&null)?;
     }
     let stdio = if args.tty { cmd_run::pty_stdio() } else { Stdio::Inherit };
-    let running = match exec_in(pid, &plan, stdio) {
+    let handles = agentbox_supervisor::sandbox_handles(&agents::state_dir(&rec))?;
+    let running = match exec_in(pid, handles, &plan, stdio) {
         Ok(r) => r,
         Err(e) => return Ok(cmd_run::fail(&e)),
     };

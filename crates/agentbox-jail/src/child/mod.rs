@@ -56,10 +56,32 @@ pub(crate) struct Failure {
 /// The terminal the child creates for the command.
 #[derive(Debug)]
 pub(crate) struct PtyRequest {
-    /// Unix socket on which the master side is sent to the launcher.
-    pub sock: OwnedFd,
     pub size: Option<WinSize>,
     pub termios: Option<Termios>,
+}
+
+/// The sandbox's namespaces in the order a joining process must enter them (user first: it grants
+/// the capabilities the others need), as `/proc/self/ns` names.
+pub const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("pid", CloneFlags::CLONE_NEWPID),
+];
+
+/// Tags of the handoff message from the child to the launcher.
+pub(crate) const HANDOFF_SANDBOX: u8 = b'H';
+pub(crate) const HANDOFF_TERMINAL: u8 = b'T';
+
+/// Sends descriptors over the handoff socket in one message.
+fn send_fds(sock: &OwnedFd, tag: u8, fds: &[std::os::fd::RawFd]) -> Result<(), Failure> {
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &[std::io::IoSlice::new(&[tag])], &cmsg, MsgFlags::empty(), None)
+        .map(drop)
+        .map_err(|e| failure("hand descriptors to the launcher", e))
 }
 
 /// Everything the child needs, prepared by the launcher before the fork.
@@ -70,6 +92,8 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub report: OwnedFd,
     pub pty: Option<PtyRequest>,
+    /// Socket to the launcher for the handoff message.
+    pub handoff: OwnedFd,
     pub seccomp: &'a [BpfProgram],
     pub rlimits: &'a [(Resource, u64)],
     /// Resolved program path and argv/envp, as C strings, built before the fork.
@@ -153,10 +177,32 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
     if ctx.plan.new_netns {
         bring_loopback_up().map_err(|e| failure("bring up loopback", e))?;
     }
+    // Handles to this sandbox (its namespaces and root), opened by init itself: once init is
+    // non-dumpable nobody without CAP_SYS_PTRACE could open them through /proc. The supervisor
+    // keeps them for `agentbox exec`.
+    let mut handles: Vec<OwnedFd> = Vec::with_capacity(9);
+    for (name, _) in NAMESPACES {
+        let path = format!("/proc/self/ns/{name}");
+        handles.push(
+            nix::fcntl::open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| failure(&format!("open {path}"), e))?,
+        );
+    }
+    handles.push(
+        nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| failure("open the sandbox root", e))?,
+    );
     let terminal = match ctx.pty.take() {
-        Some(req) => Some(open_terminal(req)?),
+        Some(req) => {
+            let (master, slave) = open_terminal(req)?;
+            handles.push(master);
+            Some(slave)
+        }
         None => None,
     };
+    let raw: Vec<std::os::fd::RawFd> = handles.iter().map(|h| h.as_raw_fd()).collect();
+    send_fds(&ctx.handoff, HANDOFF_SANDBOX, &raw)?;
+    drop(handles);
 
     agentbox_sys::overwrite_cmdline(b"agentbox-init").map_err(|e| Failure {
         step: "hide the launcher's command line".into(),
@@ -193,7 +239,7 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
 pub(crate) struct Join {
     /// Namespace descriptors of the sandbox's init, the user namespace first.
     pub namespaces: Vec<(OwnedFd, CloneFlags)>,
-    /// The sandbox's root directory (`/proc/INIT/root`).
+    /// The sandbox's root directory.
     pub root: OwnedFd,
 }
 
@@ -226,7 +272,11 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
     nix::unistd::chdir("/").map_err(|e| failure("enter the sandbox root", e))?;
     drop(join);
     let terminal = match ctx.pty.take() {
-        Some(req) => Some(open_terminal(req)?),
+        Some(req) => {
+            let (master, slave) = open_terminal(req)?;
+            send_fds(&ctx.handoff, HANDOFF_TERMINAL, &[master.as_raw_fd()])?;
+            Some(slave)
+        }
         None => None,
     };
     restrict::landlock(&ctx.plan.landlock)?;
@@ -252,8 +302,8 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
     }
 }
 
-/// Opens a new pty in the sandbox's devpts, sends the master to the launcher, returns the slave.
-fn open_terminal(req: PtyRequest) -> Result<OwnedFd, Failure> {
+/// Opens a new pty in the sandbox's devpts: (master, slave).
+fn open_terminal(req: PtyRequest) -> Result<(OwnedFd, OwnedFd), Failure> {
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| failure("open /dev/ptmx", e))?;
     nix::pty::grantpt(&master).map_err(|e| failure("grantpt", e))?;
@@ -268,11 +318,7 @@ fn open_terminal(req: PtyRequest) -> Result<OwnedFd, Failure> {
     if let Some(size) = req.size {
         set_winsize(slave.as_fd(), size).map_err(|e| failure("set terminal size", e))?;
     }
-    let fds = [master.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(req.sock.as_raw_fd(), &[std::io::IoSlice::new(b"T")], &cmsg, MsgFlags::empty(), None)
-        .map_err(|e| failure("send terminal to launcher", e))?;
-    Ok(slave)
+    Ok((master.into(), slave))
 }
 
 /// In the forked command process: take the terminal or stdio, reset signal state, exec.

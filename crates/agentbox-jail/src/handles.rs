@@ -1,0 +1,43 @@
+//! Handles to a running sandbox: descriptors of its namespaces and its root directory.
+//!
+//! The sandbox's init opens them itself and hands them to the launcher (the supervisor keeps them):
+//! init is not dumpable, so its /proc/PID/ns files are closed to anyone without CAP_SYS_PTRACE.
+//! Whoever holds these can join the sandbox, so they travel only over owner-only sockets.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sched::CloneFlags;
+
+use crate::child::NAMESPACES;
+
+#[derive(Debug)]
+pub struct SandboxHandles {
+    /// In joining order: user first.
+    pub(crate) namespaces: Vec<(OwnedFd, CloneFlags)>,
+    pub(crate) root: OwnedFd,
+}
+
+impl SandboxHandles {
+    /// Number of descriptors in the wire form.
+    pub const COUNT: usize = NAMESPACES.len() + 1;
+
+    /// Rebuilds handles from descriptors in wire order (namespaces, then root).
+    pub fn from_fds(fds: Vec<OwnedFd>) -> Option<Self> {
+        if fds.len() != Self::COUNT {
+            return None;
+        }
+        let mut it = fds.into_iter();
+        let namespaces =
+            NAMESPACES.iter().map(|(_, kind)| it.next().map(|fd| (fd, *kind))).collect::<Option<Vec<_>>>()?;
+        Some(Self { namespaces, root: it.next()? })
+    }
+
+    /// Raw descriptors in wire order, to send with SCM_RIGHTS.
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.namespaces
+            .iter()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .chain(std::iter::once(self.root.as_raw_fd()))
+            .collect()
+    }
+}
