@@ -211,7 +211,7 @@ fn live_sandbox() -> Check {
         };
         let spec = resolve(req, &host)?;
         let plan = build_plan(&spec, &RealFs);
-        let running = start(&plan, Stdio::Inherit)?;
+        let running = start(&plan, Stdio::Inherit, false)?;
         wait_foreground(running, None)
     })();
     let _ = fs::remove_dir(&ws);

@@ -88,6 +88,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
                 report: report_write,
                 pty,
                 handoff,
+                want_handles: false,
                 seccomp: &seccomp,
                 rlimits: &[],
                 program,

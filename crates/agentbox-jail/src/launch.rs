@@ -130,7 +130,10 @@ pub(crate) fn receive_fds(sock: &OwnedFd, max: usize) -> Result<Option<(u8, Vec<
 }
 
 /// Starts the sandbox described by `plan`; returns once the command has been exec'd inside.
-pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
+///
+/// With `keep_handles`, the sandbox's namespaces and root come back in [`Running::handles`], so
+/// that commands can be started in it later ([`crate::exec_in`]); a foreground `run` needs none.
+pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, JailError> {
     let stdio_kind = if matches!(stdio, Stdio::Pty { .. }) { StdioKind::Pty } else { StdioKind::Inherit };
     let seccomp = plan.seccomp.compile()?;
     let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
@@ -184,6 +187,7 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
             report: report_write,
             pty,
             handoff,
+            want_handles: keep_handles,
             seccomp: &seccomp,
             rlimits: &enforcement.rlimits,
             program,
@@ -207,16 +211,21 @@ pub fn start(plan: &Plan, stdio: Stdio) -> Result<Running, JailError> {
     drop(go_write);
 
     let want_terminal = matches!(stdio_kind, StdioKind::Pty);
-    let handed = receive_fds(&parent_sock, SandboxHandles::COUNT + 1).map_err(abort)?;
+    let handed = if keep_handles || want_terminal {
+        receive_fds(&parent_sock, SandboxHandles::COUNT + 1).map_err(abort)?
+    } else {
+        None
+    };
     let (handles, master) = match handed {
         Some((child::HANDOFF_SANDBOX, mut fds)) => {
             let master = if want_terminal { fds.pop() } else { None };
             (SandboxHandles::from_fds(fds), master)
         }
+        Some((child::HANDOFF_TERMINAL, mut fds)) => (None, fds.pop()),
         _ => (None, None),
     };
     match wire::read_outcome(report_read) {
-        Ok(None) if handles.is_some() && (master.is_some() || !want_terminal) => {}
+        Ok(None) if (handles.is_some() || !keep_handles) && (master.is_some() || !want_terminal) => {}
         Ok(None) => {
             return Err(abort(JailError::Setup {
                 step: "handoff".into(),

@@ -307,7 +307,7 @@ pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, Su
     let listener =
         bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
     let plan = build_plan(&cfg.spec, &RealFs);
-    let mut running = start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None })
+    let mut running = start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true)
         .map_err(|e| fail(&store, e.to_string(), ready))?;
     let Some(master) = running.master.take() else {
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));

@@ -83,7 +83,7 @@ pub fn run(args: RunArgs) -> i32 {
     if spec.network == agentbox_core::NetworkMode::Full {
         eprintln!("agentbox: warning: --network full shares the host's network, including services on host loopback");
     }
-    let running = match start(&plan, stdio(tty, no_tty)) {
+    let running = match start(&plan, stdio(tty, no_tty), false) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };

@@ -94,6 +94,8 @@ pub(crate) struct ChildContext<'a> {
     pub pty: Option<PtyRequest>,
     /// Socket to the launcher for the handoff message.
     pub handoff: OwnedFd,
+    /// Hand the sandbox's namespaces and root to the launcher (agents keep them for `exec`).
+    pub want_handles: bool,
     pub seccomp: &'a [BpfProgram],
     pub rlimits: &'a [(Resource, u64)],
     /// Resolved program path and argv/envp, as C strings, built before the fork.
@@ -180,29 +182,34 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
     // Handles to this sandbox (its namespaces and root), opened by init itself: once init is
     // non-dumpable nobody without CAP_SYS_PTRACE could open them through /proc. The supervisor
     // keeps them for `agentbox exec`.
-    let mut handles: Vec<OwnedFd> = Vec::with_capacity(9);
-    for (name, _) in NAMESPACES {
-        let path = format!("/proc/self/ns/{name}");
-        handles.push(
-            nix::fcntl::open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| failure(&format!("open {path}"), e))?,
+    let mut handed: Vec<OwnedFd> = Vec::with_capacity(9);
+    if ctx.want_handles {
+        for (name, _) in NAMESPACES {
+            let path = format!("/proc/self/ns/{name}");
+            handed.push(
+                nix::fcntl::open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| failure(&format!("open {path}"), e))?,
+            );
+        }
+        handed.push(
+            nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| failure("open the sandbox root", e))?,
         );
     }
-    handles.push(
-        nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| failure("open the sandbox root", e))?,
-    );
     let terminal = match ctx.pty.take() {
         Some(req) => {
             let (master, slave) = open_terminal(req)?;
-            handles.push(master);
+            handed.push(master);
             Some(slave)
         }
         None => None,
     };
-    let raw: Vec<std::os::fd::RawFd> = handles.iter().map(|h| h.as_raw_fd()).collect();
-    send_fds(&ctx.handoff, HANDOFF_SANDBOX, &raw)?;
-    drop(handles);
+    if !handed.is_empty() {
+        let tag = if ctx.want_handles { HANDOFF_SANDBOX } else { HANDOFF_TERMINAL };
+        let raw: Vec<std::os::fd::RawFd> = handed.iter().map(|h| h.as_raw_fd()).collect();
+        send_fds(&ctx.handoff, tag, &raw)?;
+    }
+    drop(handed);
 
     agentbox_sys::overwrite_cmdline(b"agentbox-init").map_err(|e| Failure {
         step: "hide the launcher's command line".into(),

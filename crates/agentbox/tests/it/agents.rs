@@ -529,7 +529,8 @@ fn exec_runs_inside_the_agents_sandbox() {
         let marker = format!("31342.{}{i}", std::process::id());
         let mut bg = a.cmd(&["exec", "x1", "--", "sleep", &marker]).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while host_processes_matching(&format!("sleep {marker}")).is_empty() {
+        // The exec CLI's own arguments mention the marker: wait for `sleep` itself.
+        while host_processes_starting_with(&format!("sleep {marker}")).is_empty() {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(20));
         }
