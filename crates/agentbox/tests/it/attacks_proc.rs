@@ -162,7 +162,12 @@ fn killing_agentbox_kills_the_sandbox() {
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let mut buf = [0u8; 3];
         child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
-        assert!(!host_processes_starting_with(&format!("sleep {marker}")).is_empty());
+        // "up" is printed just before `sleep` starts: wait for it.
+        let started = Instant::now();
+        while host_processes_starting_with(&format!("sleep {marker}")).is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "as {who:?}: sleep never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // SIGKILL agentbox itself (setpriv execs it, so the child is agentbox in both modes).
         child.kill().unwrap();
         child.wait().unwrap();
