@@ -44,6 +44,8 @@ pub enum Command {
     Rename(RenameArgs),
     /// Run another command inside a running agent's sandbox
     Exec(ExecArgs),
+    /// Files changed in an agent's workspace since it was spawned (git status too, run sandboxed)
+    Diff(DiffArgs),
     /// CPU, memory and uptime of the agents' sandboxed processes
     Ps(PsArgs),
     /// Counts and disk use
@@ -147,6 +149,16 @@ pub struct ExecArgs {
     /// The command (after --)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub name: String,
+    /// Skip git status even in a git repository
+    #[arg(long)]
+    pub no_git: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -87,6 +87,7 @@ pub fn clone(args: CloneArgs) -> Result<i32> {
         new_spec.workdir = rebase(&new_spec.workdir, &new_spec.workspace, &ws);
         new_spec.workspace = ws;
         new_spec.home = HomeSpec::Bind(paths::home(&dst_dir_canon));
+        crate::cmd_diff::record_snapshot(&dst_dir, &new_spec.workspace)?;
         let spec_json = serde_json::to_string(&new_spec)?;
         let state_dir = dst_dir.to_string_lossy();
         store.create_agent(&NewAgent {

@@ -110,6 +110,7 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         e
     };
     let (spec, startup_keys) = prepare(home, name, args).map_err(undo)?;
+    crate::cmd_diff::record_snapshot(&dir, &spec.workspace).map_err(undo)?;
     let spec_json = serde_json::to_string(&spec).context("encoding the spec").map_err(undo)?;
     let state_dir = dir.to_string_lossy();
     let new = NewAgent {

@@ -5,6 +5,7 @@
 
 mod agents;
 mod cli;
+mod cmd_diff;
 mod cmd_doctor;
 mod cmd_exec;
 mod cmd_lifecycle;
@@ -19,6 +20,7 @@ mod exit;
 mod home;
 mod profiles;
 mod secrets;
+mod snapshot;
 mod tree;
 
 use clap::Parser;
@@ -78,6 +80,7 @@ fn main() {
         cli::Command::Clone(args) => report(cmd_manage::clone(args)),
         cli::Command::Rename(args) => report(cmd_manage::rename(args)),
         cli::Command::Exec(args) => report(cmd_exec::exec(args)),
+        cli::Command::Diff(args) => report(cmd_diff::diff(args)),
         cli::Command::Ps(args) => report(cmd_ps::ps(args)),
         cli::Command::Stats(args) => report(cmd_ps::stats(args)),
         cli::Command::Kill(args) => report(cmd_lifecycle::kill(args)),

@@ -541,3 +541,42 @@ fn exec_runs_inside_the_agents_sandbox() {
         assert!(text(&out.stderr).contains("is killed"), "{}", text(&out.stderr));
     }
 }
+
+#[test]
+fn diff_never_runs_what_the_agent_planted() {
+    let a = Agents::new(As::Caller);
+    let src = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let st =
+            Command::new("git").args(args).current_dir(src.path()).env("HOME", src.path()).output().unwrap();
+        assert!(st.status.success(), "{}", text(&st.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::write(src.path().join("a"), "a\n").unwrap();
+    git(&["add", "a"]);
+    git(&["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
+    let marker = tempfile::tempdir().unwrap();
+    let m = marker.path().display();
+    // The agent edits a file, adds one with a terminal escape in its name, and plants code that a
+    // host-side `git status` would run: an fsmonitor, hooks, and a clean filter.
+    let script = format!(
+        "echo changed > a; touch \"$(printf 'evil\\033]0;x\\007')\"; \
+         printf '[core]\\n\\tfsmonitor = touch {m}/fsmonitor\\n[filter \"x\"]\\n\\tclean = touch {m}/filter\\n' >> .git/config; \
+         echo 'a filter=x' > .gitattributes; mkdir -p .git/hooks; \
+         printf '#!/bin/sh\\ntouch {m}/hook\\n' > .git/hooks/post-index-change; chmod +x .git/hooks/post-index-change"
+    );
+    a.ok(&["spawn", "d", "--from-dir", src.path().to_str().unwrap(), "--", "sh", "-c", &script]);
+    a.run(&["wait", "d"]);
+    let out = a.ok(&["diff", "d"]);
+    assert!(out.contains("M a\n") && out.contains("A .gitattributes\n"), "{out}");
+    assert!(out.contains("A evil\\x1b]0;x\\x07"), "names are escaped: {out:?}");
+    assert!(!out.contains('\x1b'), "no raw escape reaches the terminal: {out:?}");
+    assert!(out.contains("git status (run in a sandbox)") && out.contains(" M a"), "{out}");
+    assert!(std::fs::read_dir(marker.path()).unwrap().next().is_none(), "planted code ran on the host");
+    let json: serde_json::Value = serde_json::from_str(&a.ok(&["diff", "d", "--json"])).unwrap();
+    assert!(json.as_array().unwrap().iter().any(|c| c["change"] == "M" && c["path"] == "a"));
+    // A fresh agent has no changes.
+    a.ok(&["spawn", "clean", "--from-dir", src.path().to_str().unwrap(), "--", "true"]);
+    a.run(&["wait", "clean"]);
+    assert_eq!(a.ok(&["diff", "clean", "--no-git"]), "");
+}
