@@ -111,6 +111,7 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
     };
     let (spec, startup_keys) = prepare(home, name, args).map_err(undo)?;
     crate::cmd_diff::record_snapshot(&dir, &spec.workspace).map_err(undo)?;
+    crate::hooks::run(home, "pre-spawn", name, &spec.workspace).map_err(undo)?;
     let spec_json = serde_json::to_string(&spec).context("encoding the spec").map_err(undo)?;
     let state_dir = dir.to_string_lossy();
     let new = NewAgent {
@@ -131,7 +132,11 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         let _ = remove_tree(&dir);
         return Err(e);
     }
-    type_after_start(&dir, &startup_keys, prompt.as_deref())
+    type_after_start(&dir, &startup_keys, prompt.as_deref())?;
+    if let Err(e) = crate::hooks::run(home, "post-spawn", name, &spec.workspace) {
+        eprintln!("agentbox: warning: {e:#}");
+    }
+    Ok(())
 }
 
 /// Types the profile's startup keys, then the prompt, into a freshly started agent.

@@ -18,6 +18,7 @@ mod cmd_session;
 mod cmd_spawn;
 mod exit;
 mod home;
+mod hooks;
 mod profiles;
 mod secrets;
 mod snapshot;

@@ -580,3 +580,33 @@ fn diff_never_runs_what_the_agent_planted() {
     a.run(&["wait", "clean"]);
     assert_eq!(a.ok(&["diff", "clean", "--no-git"]), "");
 }
+
+#[test]
+fn pre_and_post_spawn_hooks() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Agents::new(As::Caller);
+    let hooks = a.home.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let log = a.home.join("hook.log");
+    for which in ["pre-spawn", "post-spawn"] {
+        let script = format!("#!/bin/sh\necho \"{which} $1 $2 $AGENTBOX_NAME\" >> {}\n", log.display());
+        std::fs::write(hooks.join(which), script).unwrap();
+        std::fs::set_permissions(hooks.join(which), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    a.ok(&["spawn", "h1", "--", "true"]);
+    let ws = a.dir("h1").join("workspace");
+    let ws = std::fs::canonicalize(ws).unwrap();
+    let got = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got, format!("pre-spawn h1 {0} h1\npost-spawn h1 {0} h1\n", ws.display()));
+    // A failing pre-spawn hook stops the spawn and leaves nothing behind.
+    std::fs::write(hooks.join("pre-spawn"), "#!/bin/sh\nexit 3\n").unwrap();
+    let out = a.run(&["spawn", "h2", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("pre-spawn hook") && text(&out.stderr).contains("exit status: 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!a.dir("h2").exists());
+    assert_eq!(a.run(&["info", "h2"]).status.code(), Some(1));
+}
