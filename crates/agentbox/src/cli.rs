@@ -46,6 +46,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Files changed in an agent's workspace since it was spawned (git status too, run sandboxed)
     Diff(DiffArgs),
+    /// A tmux session with one window per running agent, each attached
+    Grid(GridArgs),
+    /// A live table: state, CPU, memory and the last lines of every agent
+    Watch(WatchArgs),
     /// CPU, memory and uptime of the agents' sandboxed processes
     Ps(PsArgs),
     /// Counts and disk use
@@ -159,6 +163,26 @@ pub struct DiffArgs {
     pub no_git: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GridArgs {
+    /// Create the session but do not attach to it
+    #[arg(long)]
+    pub no_attach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Seconds between refreshes
+    #[arg(short = 'n', long = "interval", default_value_t = 2.0)]
+    pub interval: f64,
+    /// Output lines shown per agent
+    #[arg(long, default_value_t = 3)]
+    pub lines: usize,
+    /// Print one frame and exit
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

@@ -60,20 +60,17 @@ fn rss_kib(pid: i32) -> u64 {
 }
 
 #[derive(Serialize)]
-struct Usage {
-    name: String,
-    state: String,
-    processes: usize,
-    cpu_percent: f64,
-    rss_bytes: u64,
-    uptime_seconds: i64,
+pub struct Usage {
+    pub name: String,
+    pub state: String,
+    pub processes: usize,
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub uptime_seconds: i64,
 }
 
-pub fn ps(args: PsArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let agents: Vec<AgentRecord> =
-        agents::all(&store)?.into_iter().filter(|a| args.all || is_live_state(&a.state)).collect();
+/// Processes, CPU% (over a short sample, like top), RSS and uptime of each agent's sandbox.
+pub fn measure(agents: &[AgentRecord]) -> Vec<Usage> {
     let parents = parents();
     let trees: Vec<Vec<i32>> = agents
         .iter()
@@ -87,7 +84,7 @@ pub fn ps(args: PsArgs) -> Result<i32> {
     let before: Vec<u64> = trees.iter().map(|t| t.iter().map(|p| ticks(*p)).sum()).collect();
     std::thread::sleep(SAMPLE);
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-    let rows: Vec<Usage> = agents
+    agents
         .iter()
         .zip(&trees)
         .zip(before)
@@ -106,7 +103,15 @@ pub fn ps(args: PsArgs) -> Result<i32> {
                     .unwrap_or(0),
             }
         })
-        .collect();
+        .collect()
+}
+
+pub fn ps(args: PsArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let agents: Vec<AgentRecord> =
+        agents::all(&store)?.into_iter().filter(|a| args.all || is_live_state(&a.state)).collect();
+    let rows = measure(&agents);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);

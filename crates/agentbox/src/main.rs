@@ -16,6 +16,7 @@ mod cmd_query;
 mod cmd_run;
 mod cmd_session;
 mod cmd_spawn;
+mod cmd_watch;
 mod exit;
 mod home;
 mod hooks;
@@ -82,6 +83,8 @@ fn main() {
         cli::Command::Rename(args) => report(cmd_manage::rename(args)),
         cli::Command::Exec(args) => report(cmd_exec::exec(args)),
         cli::Command::Diff(args) => report(cmd_diff::diff(args)),
+        cli::Command::Grid(args) => report(cmd_watch::grid(args)),
+        cli::Command::Watch(args) => report(cmd_watch::watch(args)),
         cli::Command::Ps(args) => report(cmd_ps::ps(args)),
         cli::Command::Stats(args) => report(cmd_ps::stats(args)),
         cli::Command::Kill(args) => report(cmd_lifecycle::kill(args)),

@@ -610,3 +610,34 @@ fn pre_and_post_spawn_hooks() {
     assert!(!a.dir("h2").exists());
     assert_eq!(a.run(&["info", "h2"]).status.code(), Some(1));
 }
+
+#[test]
+fn grid_and_watch() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "g1", "--", "sh", "-c", "echo grid-one; exec sleep 300"]);
+    a.ok(&["spawn", "g2", "--", "sh", "-c", "echo grid-two; exec sleep 300"]);
+    a.screen_until("g1", "grid-one");
+    a.screen_until("g2", "grid-two");
+    let frame = a.ok(&["watch", "--once"]);
+    assert!(frame.contains("g1") && frame.contains("| grid-one") && frame.contains("| grid-two"), "{frame}");
+
+    // A private tmux server for the test.
+    let tmux_dir = tempfile::tempdir().unwrap();
+    let mut grid = a.cmd(&["grid", "--no-attach"]);
+    grid.env("TMUX_TMPDIR", tmux_dir.path());
+    let out = grid.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tmux = |args: &[&str]| {
+        let o = Command::new("tmux").args(args).env("TMUX_TMPDIR", tmux_dir.path()).output().unwrap();
+        text(&o.stdout)
+    };
+    assert_eq!(tmux(&["list-windows", "-t", "agentbox-grid", "-F", "#W"]), "g1\ng2\n");
+    // Each window is a live attach: the agent's screen shows in its pane.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tmux(&["capture-pane", "-p", "-t", "agentbox-grid:g2"]).contains("grid-two") {
+        assert!(Instant::now() < deadline, "{}", tmux(&["capture-pane", "-p", "-t", "agentbox-grid:g2"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tmux(&["kill-server"]);
+    assert_eq!(a.state("g1"), "running", "closing the grid leaves the agents running");
+}
