@@ -64,6 +64,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Remove every stopped agent
     Clean(CleanArgs),
+    /// Kill and remove every agent, workspaces included (asks unless --force)
+    Purge(PurgeArgs),
     /// The lifecycle journal
     History(HistoryArgs),
     /// Print the state directory (AGENTBOX_HOME)
@@ -339,6 +341,16 @@ pub struct KillArgs {
 pub struct KillAllArgs {
     #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
+    /// Do not ask (it asks on a terminal when no --tag narrows it down)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Do not ask
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

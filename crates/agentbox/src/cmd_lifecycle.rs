@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::agents::{self, is_live_state, matches_tags, wait_finished};
-use crate::cli::{CleanArgs, KillAllArgs, KillArgs, RmArgs, WaitArgs};
+use crate::cli::{CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, WaitArgs};
 use crate::exit;
 use crate::home::Home;
 use crate::tree::remove_tree;
@@ -37,6 +37,19 @@ pub fn kill(args: KillArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Asks "question [y/N]" on the terminal; false without a terminal.
+fn confirm(question: &str) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 pub fn killall(args: KillAllArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
@@ -44,6 +57,17 @@ pub fn killall(args: KillAllArgs) -> Result<i32> {
         .into_iter()
         .filter(|a| is_live_state(&a.state) && matches_tags(a, &args.tags))
         .collect();
+    // On a terminal, killing everything is confirmed first (scripts are not asked).
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if !targets.is_empty()
+        && args.tags.is_empty()
+        && !args.force
+        && interactive
+        && !confirm(&format!("kill all {} running agents?", targets.len()))?
+    {
+        eprintln!("nothing killed");
+        return Ok(1);
+    }
     for rec in &targets {
         kill_one(&store, rec)?;
         println!("{}", rec.name);
@@ -85,6 +109,26 @@ pub fn rm(args: RmArgs) -> Result<i32> {
         }
         remove(&store, &rec)?;
         println!("{name}");
+    }
+    Ok(0)
+}
+
+pub fn purge(args: PurgeArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let all = agents::all(&store)?;
+    if all.is_empty() {
+        return Ok(0);
+    }
+    if !args.force && !confirm(&format!("kill and remove all {} agents, workspaces included?", all.len()))? {
+        bail!("purge removes every agent and its workspace; confirm on a terminal or use --force");
+    }
+    for rec in &all {
+        if is_live_state(&rec.state) {
+            kill_one(&store, rec)?;
+        }
+        remove(&store, rec)?;
+        println!("{}", rec.name);
     }
     Ok(0)
 }

@@ -92,6 +92,7 @@ fn main() {
         cli::Command::Wait(args) => report(cmd_lifecycle::wait(args)),
         cli::Command::Rm(args) => report(cmd_lifecycle::rm(args)),
         cli::Command::Clean(args) => report(cmd_lifecycle::clean(args)),
+        cli::Command::Purge(args) => report(cmd_lifecycle::purge(args)),
         cli::Command::Version => {
             println!("agentbox {}", env!("CARGO_PKG_VERSION"));
             0

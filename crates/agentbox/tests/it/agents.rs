@@ -143,7 +143,12 @@ fn kill_leaves_nothing_running() {
         let script = format!("setsid sleep {marker} & sleep {marker} & echo up; exec sleep {marker}");
         a.ok(&["spawn", "k1", "--", "sh", "-c", &script]);
         a.screen_until("k1", "up");
-        assert!(host_processes_matching(&format!("sleep {marker}")).len() >= 3);
+        // "up" is printed before the last sleep is exec'd: wait for all three.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while host_processes_starting_with(&format!("sleep {marker}")).len() < 3 {
+            assert!(Instant::now() < deadline, "as {who:?}: the sleeps never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let supervisor = a.state("k1");
         assert_eq!(supervisor, "running");
         a.ok(&["kill", "k1"]);
@@ -640,4 +645,32 @@ fn grid_and_watch() {
     }
     tmux(&["kill-server"]);
     assert_eq!(a.state("g1"), "running", "closing the grid leaves the agents running");
+}
+
+#[test]
+fn purge_asks_or_needs_force() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "p1", "--", "sleep", "300"]);
+    a.ok(&["spawn", "p2", "--", "true"]);
+    let out = a.run(&["purge"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--force"), "{}", text(&out.stderr));
+    assert!(a.dir("p1").exists());
+    // On a terminal it asks; "n" keeps everything.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = a.cmd(&["purge"]);
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    read_until(&mut master, &mut seen, "[y/N]");
+    master.write_all(b"n\r").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert_eq!(a.state("p1"), "running");
+    assert_eq!(a.ok(&["purge", "--force"]), "p1\np2\n");
+    assert!(!a.dir("p1").exists() && !a.dir("p2").exists());
+    assert_eq!(a.ok(&["list", "-q"]), "");
 }
