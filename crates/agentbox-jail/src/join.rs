@@ -70,9 +70,10 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
 
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let pty = match stdio {
-        Stdio::Inherit => None,
-        Stdio::Pty { size, termios } => Some(PtyRequest { size, termios }),
+    let (pty, capture) = match stdio {
+        Stdio::Inherit => (None, None),
+        Stdio::Capture(fd) => (None, Some(fd)),
+        Stdio::Pty { size, termios } => (Some(PtyRequest { size, termios }), None),
     };
     let want_terminal = pty.is_some();
     let (parent_sock, handoff) =
@@ -87,6 +88,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
                 go: go_read,
                 report: report_write,
                 pty,
+                capture,
                 handoff,
                 want_handles: false,
                 seccomp: &seccomp,

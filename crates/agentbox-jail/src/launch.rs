@@ -32,10 +32,12 @@ use crate::wire::{self, ChildFailure};
 use crate::JailError;
 
 /// How the command's stdio is connected.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Stdio {
     /// The launcher's own stdin/stdout/stderr, passed through unchanged.
     Inherit,
+    /// stdout into this descriptor (a file), stdin and stderr inherited.
+    Capture(OwnedFd),
     /// A new terminal inside the sandbox; the launcher gets its master side.
     Pty { size: Option<WinSize>, termios: Option<Termios> },
 }
@@ -161,9 +163,10 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     let enforcement = enforce(&plan.limits, &unique_id())?;
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let pty = match stdio {
-        Stdio::Inherit => None,
-        Stdio::Pty { size, termios } => Some(PtyRequest { size, termios }),
+    let (pty, capture) = match stdio {
+        Stdio::Inherit => (None, None),
+        Stdio::Capture(fd) => (None, Some(fd)),
+        Stdio::Pty { size, termios } => (Some(PtyRequest { size, termios }), None),
     };
     let (parent_sock, handoff) =
         socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
@@ -186,6 +189,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
             go: go_read,
             report: report_write,
             pty,
+            capture,
             handoff,
             want_handles: keep_handles,
             seccomp: &seccomp,

@@ -50,6 +50,8 @@ pub enum Command {
     Grid(GridArgs),
     /// A live table: state, CPU, memory and the last lines of every agent
     Watch(WatchArgs),
+    /// Check that every commit made in an agent's workspace since spawn is signed by its identity
+    Verify(VerifyArgs),
     /// CPU, memory and uptime of the agents' sandboxed processes
     Ps(PsArgs),
     /// Counts and disk use
@@ -114,6 +116,9 @@ pub struct SpawnOptions {
     /// Tag the agent (repeatable)
     #[arg(short = 't', long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
+    /// Give the agent its own Ed25519 key; git inside signs every commit with it (see `verify`)
+    #[arg(long)]
+    pub identity: bool,
     /// Start from a copy of DIR instead of an empty workspace
     #[arg(long, value_name = "DIR", conflicts_with = "mount")]
     pub from_dir: Option<PathBuf>,
@@ -185,6 +190,11 @@ pub struct WatchArgs {
     /// Print one frame and exit
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! `diff`: what changed in an agent's workspace since it was spawned.
+//! `diff`: what changed in an agent's workspace since it was spawned; `verify`: whether the
+//! commits made since then carry the agent's signature.
 //!
 //! The agent controls everything in its workspace, `.git` included, so this never runs host code
 //! on it: the comparison reads file metadata and contents only, and git (for the git-aware part)
@@ -6,16 +7,12 @@
 //! turned off. A `.git/config` the agent wrote can then only run code inside that sandbox.
 
 use std::path::Path;
-use std::time::Duration;
 
 use agentbox_core::SandboxSpec;
-use agentbox_jail::{
-    build_plan, resolve, start, wait_foreground, HostContext, Outcome, RealFs, SandboxRequest, Stdio,
-};
 use anyhow::{bail, Context, Result};
 
 use crate::agents;
-use crate::cli::DiffArgs;
+use crate::cli::{DiffArgs, VerifyArgs};
 use crate::home::Home;
 use crate::snapshot::{self, escape};
 
@@ -24,42 +21,6 @@ pub const SNAPSHOT_FILE: &str = "snapshot.tsv";
 /// Records the workspace as it is now, as the base for `diff`.
 pub fn record_snapshot(state_dir: &Path, workspace: &Path) -> Result<()> {
     snapshot::save(&snapshot::take(workspace), &state_dir.join(SNAPSHOT_FILE))
-}
-
-fn git_status_in_sandbox(workspace: &Path) -> Result<i32> {
-    let git = |args: &[&str]| -> Vec<std::ffi::OsString> {
-        let mut argv: Vec<std::ffi::OsString> = vec!["git".into()];
-        for opt in [
-            "core.fsmonitor=false",
-            "core.hooksPath=/dev/null",
-            "diff.external=",
-            "core.pager=cat",
-            "core.quotePath=true",
-        ] {
-            argv.push("-c".into());
-            argv.push(opt.into());
-        }
-        argv.extend(args.iter().map(Into::into));
-        argv
-    };
-    let env = ["GIT_OPTIONAL_LOCKS=0", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_PAGER=cat"]
-        .iter()
-        .map(|e| agentbox_core::parse_env_arg(e))
-        .collect::<Result<Vec<_>, _>>()?;
-    let request = SandboxRequest {
-        command: git(&["--no-pager", "status", "--short", "--branch", "--no-renames"]),
-        workspace: Some(workspace.to_path_buf()),
-        env,
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let spec = resolve(request, &HostContext::current()?)?;
-    let running = start(&build_plan(&spec, &RealFs), Stdio::Inherit, false)?;
-    match wait_foreground(running, spec.timeout)? {
-        Outcome::Exited(code) => Ok(code),
-        Outcome::Signaled(s) => Ok(128 + s),
-        Outcome::TimedOut => bail!("git status did not finish within 60s"),
-    }
 }
 
 pub fn diff(args: DiffArgs) -> Result<i32> {
@@ -83,15 +44,99 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
     }
     let is_repo = std::fs::symlink_metadata(spec.workspace.join(".git")).is_ok_and(|m| m.is_dir());
     if is_repo && !args.no_git {
-        let git_inside = agentbox_core::SANDBOX_PATH.split(':').any(|d| Path::new(d).join("git").exists());
-        if git_inside {
+        if crate::sandboxed_git::available() {
             println!("\ngit status (run in a sandbox):");
             use std::io::Write;
             std::io::stdout().flush()?;
-            git_status_in_sandbox(&spec.workspace)?;
+            crate::sandboxed_git::run(
+                &spec.workspace,
+                &["--no-pager", "status", "--short", "--branch", "--no-renames"],
+                vec![],
+                None,
+            )?;
         } else {
             println!("\n(the workspace is a git repository; install git for git status here)");
         }
     }
     Ok(0)
+}
+
+/// Records the commits that exist before the agent runs, so `verify` checks only the agent's.
+pub fn record_commit_base(state_dir: &Path, workspace: &Path) -> Result<()> {
+    let is_repo = std::fs::symlink_metadata(workspace.join(".git")).is_ok_and(|m| m.is_dir());
+    let base = if is_repo && crate::sandboxed_git::available() {
+        let (_, out) = crate::sandboxed_git::run(workspace, &["rev-list", "--all"], vec![], Some(state_dir))?;
+        out
+    } else {
+        Vec::new()
+    };
+    std::fs::write(state_dir.join(crate::identity::BASE_FILE), base)?;
+    Ok(())
+}
+
+pub fn verify(args: VerifyArgs) -> Result<i32> {
+    use crate::identity;
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    let dir = agents::state_dir(&rec);
+    let Some(did) = identity::did(&dir) else {
+        bail!("agent '{}' has no identity: spawn it with --identity", rec.name);
+    };
+    if !crate::sandboxed_git::available() {
+        bail!("verify needs git (apt-get install git)");
+    }
+    if !std::fs::symlink_metadata(spec.workspace.join(".git")).is_ok_and(|m| m.is_dir()) {
+        bail!("{} is not a git repository", spec.workspace.display());
+    }
+    let base = std::fs::read_to_string(dir.join(identity::BASE_FILE)).unwrap_or_default();
+    let base: std::collections::HashSet<&str> = base.lines().collect();
+    // The allowed-signers file is the host-side copy: the agent cannot change whose key counts.
+    let signers = agentbox_core::MountArg {
+        source: dir.join(identity::SIGNERS_FILE),
+        target: Some("/run/agentbox-signers".into()),
+        writable: false,
+    };
+    let (code, out) = crate::sandboxed_git::run(
+        &spec.workspace,
+        &[
+            "-c",
+            "gpg.ssh.allowedSignersFile=/run/agentbox-signers",
+            "log",
+            "--format=%H%x09%G?%x09%GS%x09%s",
+            "HEAD",
+        ],
+        vec![signers],
+        Some(&dir),
+    )?;
+    if code != 0 {
+        bail!("git log failed in the workspace (exit status {code}); is there a commit?");
+    }
+    let me = identity::email(&rec.name);
+    let (mut good, mut bad) = (0, 0);
+    for line in String::from_utf8_lossy(&out).lines() {
+        let f: Vec<&str> = line.splitn(4, '\t').collect();
+        let [hash, status, signer, subject] = f.as_slice() else { continue };
+        if base.contains(hash) {
+            continue;
+        }
+        let short = &hash[..hash.len().min(12)];
+        let subject = escape(Path::new(subject));
+        if (*status == "G" || *status == "U") && *signer == me {
+            good += 1;
+            println!("ok        {short} {subject}");
+        } else {
+            bad += 1;
+            let why = match *status {
+                "N" => "not signed",
+                "B" => "bad signature",
+                "E" => "signature cannot be checked",
+                _ => "signed by someone else",
+            };
+            println!("NOT OURS  {short} {subject} ({why})");
+        }
+    }
+    println!("{good} commit(s) signed by {} ({did}), {bad} not", rec.name);
+    Ok(if bad == 0 { 0 } else { 1 })
 }

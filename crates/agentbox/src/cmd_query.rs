@@ -99,6 +99,7 @@ pub fn info(args: InfoArgs) -> Result<i32> {
             "log": paths::log(&dir),
             "log_bytes": log_bytes,
             "socket": paths::socket(&dir),
+            "identity": crate::identity::did(&dir),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
@@ -120,6 +121,9 @@ pub fn info(args: InfoArgs) -> Result<i32> {
         if !s.limits.is_empty() {
             println!("limits:      {}", s.limits.summary());
         }
+    }
+    if let Some(did) = crate::identity::did(&dir) {
+        println!("identity:    {did}");
     }
     let tags: Vec<String> = rec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("tags:        {}", if tags.is_empty() { "-".into() } else { tags.join(", ") });

@@ -64,6 +64,11 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         Some((p, a)) => (a.command, a.mounts, a.env, a.hidden, p.network, p.startup_keys.into_bytes()),
         None => (default_shell(), vec![], vec![], vec![], None, vec![]),
     };
+    if args.identity {
+        let did = crate::identity::create(&dir, &paths::home(&dir), name)?;
+        eprintln!("agentbox: {name} is {did}");
+        env.extend(crate::identity::git_env(name));
+    }
     env.extend(args.sandbox.env.iter().cloned());
     mounts.retain(|m| m.target.as_deref() != Some(workspace.as_path()));
     let request = SandboxRequest {
@@ -111,6 +116,9 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
     };
     let (spec, startup_keys) = prepare(home, name, args).map_err(undo)?;
     crate::cmd_diff::record_snapshot(&dir, &spec.workspace).map_err(undo)?;
+    if args.identity {
+        crate::cmd_diff::record_commit_base(&dir, &spec.workspace).map_err(undo)?;
+    }
     crate::hooks::run(home, "pre-spawn", name, &spec.workspace).map_err(undo)?;
     let spec_json = serde_json::to_string(&spec).context("encoding the spec").map_err(undo)?;
     let state_dir = dir.to_string_lossy();

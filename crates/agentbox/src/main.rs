@@ -20,7 +20,9 @@ mod cmd_watch;
 mod exit;
 mod home;
 mod hooks;
+mod identity;
 mod profiles;
+mod sandboxed_git;
 mod secrets;
 mod snapshot;
 mod tree;
@@ -83,6 +85,7 @@ fn main() {
         cli::Command::Rename(args) => report(cmd_manage::rename(args)),
         cli::Command::Exec(args) => report(cmd_exec::exec(args)),
         cli::Command::Diff(args) => report(cmd_diff::diff(args)),
+        cli::Command::Verify(args) => report(cmd_diff::verify(args)),
         cli::Command::Grid(args) => report(cmd_watch::grid(args)),
         cli::Command::Watch(args) => report(cmd_watch::watch(args)),
         cli::Command::Ps(args) => report(cmd_ps::ps(args)),

@@ -92,6 +92,8 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub report: OwnedFd,
     pub pty: Option<PtyRequest>,
+    /// Where the command's stdout goes instead of the inherited one.
+    pub capture: Option<OwnedFd>,
     /// Socket to the launcher for the handoff message.
     pub handoff: OwnedFd,
     /// Hand the sandbox's namespaces and root to the launcher (agents keep them for `exec`).
@@ -349,6 +351,11 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
             if let Err(e) = r {
                 fail("attach terminal", e);
             }
+        }
+    }
+    if let Some(out) = &ctx.capture {
+        if let Err(e) = nix::unistd::dup2_stdout(out) {
+            fail("redirect stdout", e);
         }
     }
     if let Err(e) = nix::unistd::chdir(&PathBuf::from(&ctx.plan.process.cwd)) {

@@ -674,3 +674,78 @@ fn purge_asks_or_needs_force() {
     assert!(!a.dir("p1").exists() && !a.dir("p2").exists());
     assert_eq!(a.ok(&["list", "-q"]), "");
 }
+
+#[test]
+fn identity_signs_commits_and_verify_checks_them() {
+    let a = Agents::new(As::Caller);
+    let src = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let st =
+            Command::new("git").args(args).current_dir(src.path()).env("HOME", src.path()).output().unwrap();
+        assert!(st.status.success(), "{}", text(&st.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::write(src.path().join("a"), "a\n").unwrap();
+    git(&["add", "a"]);
+    git(&["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "before the agent"]);
+    let out = a.run(&[
+        "spawn",
+        "id1",
+        "--identity",
+        "--from-dir",
+        src.path().to_str().unwrap(),
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("id1 is did:key:z6Mk"), "{}", text(&out.stderr));
+    let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "id1", "--json"])).unwrap();
+    assert!(info["identity"].as_str().unwrap().starts_with("did:key:z6Mk"));
+
+    // The agent commits: git inside signs with the agent's key, unasked.
+    let shown = a.ok(&[
+        "exec",
+        "id1",
+        "--",
+        "sh",
+        "-c",
+        "echo b > b && git add b && git commit -qm 'agent work' && git log --show-signature -1",
+    ]);
+    assert!(shown.contains("Good \"git\" signature for id1@agentbox.local"), "{shown}");
+    let out = a.ok(&["verify", "id1"]);
+    assert!(
+        out.contains("ok ") && out.contains("agent work") && out.contains("1 commit(s) signed by id1"),
+        "{out}"
+    );
+    assert!(!out.contains("before the agent"), "commits from before the spawn are not the agent's: {out}");
+
+    // An unsigned commit, and one signed with a key the agent swapped in: verify fails on both.
+    a.ok(&[
+        "exec",
+        "id1",
+        "--",
+        "git",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "unsigned",
+    ]);
+    let swap = "rm -f ~/.ssh/agentbox_ed25519 ~/.ssh/agentbox_ed25519.pub && \
+                ssh-keygen -q -t ed25519 -N '' -C forger -f ~/.ssh/agentbox_ed25519 && \
+                git commit -q --allow-empty -m forged";
+    a.ok(&["exec", "id1", "--", "sh", "-c", swap]);
+    let out = a.run(&["verify", "id1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let o = text(&out.stdout);
+    assert!(o.contains("unsigned (not signed)"), "{o}");
+    assert!(o.lines().any(|l| l.starts_with("NOT OURS") && l.contains("forged")), "{o}");
+    assert!(o.contains("1 commit(s) signed by id1") && o.contains("2 not"), "{o}");
+    // An agent without an identity says so.
+    a.ok(&["spawn", "plain", "--", "true"]);
+    let out = a.run(&["verify", "plain"]);
+    assert!(text(&out.stderr).contains("has no identity"), "{}", text(&out.stderr));
+}
