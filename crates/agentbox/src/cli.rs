@@ -120,8 +120,14 @@ pub struct SpawnOptions {
     #[arg(long)]
     pub identity: bool,
     /// Start from a copy of DIR instead of an empty workspace
-    #[arg(long, value_name = "DIR", conflicts_with = "mount")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["mount", "from_git"])]
     pub from_dir: Option<PathBuf>,
+    /// Start from a clone of a git repository (URL or local path), made inside a sandbox
+    #[arg(long, value_name = "URL", conflicts_with = "mount")]
+    pub from_git: Option<String>,
+    /// With --from-git: the branch, tag or commit to check out
+    #[arg(long = "ref", value_name = "REF", requires = "from_git")]
+    pub git_ref: Option<String>,
     /// Use the host directory DIR itself as the workspace (read-write)
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,

@@ -48,12 +48,16 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         Some(m) => m.clone(),
         None => {
             let ws = paths::workspace(&dir);
-            match &args.from_dir {
-                Some(src) => {
+            match (&args.from_dir, &args.from_git) {
+                (Some(src), _) => {
                     anyhow::ensure!(src.is_dir(), "--from-dir {}: not a directory", src.display());
                     copy_tree(src, &ws)?
                 }
-                None => private_dir(&ws)?,
+                (None, Some(url)) => {
+                    private_dir(&ws)?;
+                    crate::sandboxed_git::clone(url, args.git_ref.as_deref(), &ws)?;
+                }
+                (None, None) => private_dir(&ws)?,
             }
             ws
         }

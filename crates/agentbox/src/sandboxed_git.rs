@@ -12,11 +12,63 @@ use agentbox_core::MountArg;
 use agentbox_jail::{
     build_plan, resolve, start, wait_foreground, HostContext, Outcome, RealFs, SandboxRequest, Stdio,
 };
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// Whether git can run inside a sandbox (it must be on the sandbox's PATH).
 pub fn available() -> bool {
     agentbox_core::SANDBOX_PATH.split(':').any(|d| Path::new(d).join("git").exists())
+}
+
+/// Clones `url` into the empty directory `workspace` (and checks out `git_ref`), in a sandbox: a
+/// local repository is mounted read-only with no network; a remote URL gets the host network.
+pub fn clone(url: &str, git_ref: Option<&str>, workspace: &Path) -> Result<()> {
+    let local = Path::new(url).is_absolute()
+        || url.starts_with("file://")
+        || url.starts_with("./")
+        || url.starts_with("../");
+    let remote =
+        ["https://", "http://", "ssh://", "git://"].iter().any(|p| url.starts_with(p)) || url.contains('@');
+    if !local && !remote {
+        bail!("--from-git {url}: use an https://, ssh:// or git:// URL, user@host:path, or an absolute local path");
+    }
+    let (mounts, network) = if local {
+        let path = std::fs::canonicalize(url.trim_start_matches("file://"))
+            .with_context(|| format!("--from-git {url}"))?;
+        (vec![MountArg { source: path, target: None, writable: false }], agentbox_core::NetworkMode::None)
+    } else {
+        (vec![], agentbox_core::NetworkMode::Full)
+    };
+    let source = match &mounts.first() {
+        Some(m) => m.source.to_string_lossy().into_owned(),
+        None => url.to_string(),
+    };
+    // Arguments travel as positional parameters: no quoting of user input into the script.
+    let script = "git -c protocol.ext.allow=never -c core.hooksPath=/dev/null clone --quiet -- \"$1\" . \
+                  && if [ -n \"$2\" ]; then git -c core.hooksPath=/dev/null -c advice.detachedHead=false checkout --quiet \"$2\" --; fi";
+    let request = SandboxRequest {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+            "clone".into(),
+            source.into(),
+            git_ref.unwrap_or("").into(),
+        ],
+        workspace: Some(workspace.to_path_buf()),
+        mounts,
+        network,
+        env: vec![agentbox_core::parse_env_arg("GIT_TERMINAL_PROMPT=0")?],
+        timeout: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let spec = resolve(request, &HostContext::current()?)?;
+    let running = start(&build_plan(&spec, &RealFs), Stdio::Inherit, false)?;
+    match wait_foreground(running, spec.timeout)? {
+        Outcome::Exited(0) => Ok(()),
+        Outcome::Exited(code) => bail!("git clone of {url} failed (exit status {code})"),
+        Outcome::Signaled(s) => bail!("git clone of {url} was killed by signal {s}"),
+        Outcome::TimedOut => bail!("git clone of {url} did not finish within 10 minutes"),
+    }
 }
 
 /// Runs `git ARGS` on `workspace`. With `scratch`, stdout is captured through a file created

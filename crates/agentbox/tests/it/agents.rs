@@ -749,3 +749,49 @@ fn identity_signs_commits_and_verify_checks_them() {
     let out = a.run(&["verify", "plain"]);
     assert!(text(&out.stderr).contains("has no identity"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn from_git_clones_at_a_ref_inside_a_sandbox() {
+    let a = Agents::new(As::Caller);
+    let src = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(src.path())
+            .env("HOME", src.path())
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", text(&st.stderr));
+        text(&st.stdout)
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(src.path().join("f"), "v1\n").unwrap();
+    git(&["add", "f"]);
+    git(&["commit", "-qm", "one"]);
+    git(&["tag", "v1"]);
+    std::fs::write(src.path().join("f"), "v2\n").unwrap();
+    git(&["commit", "-qam", "two"]);
+    let url = src.path().to_str().unwrap();
+    a.ok(&["spawn", "g-head", "--from-git", url, "--", "cat", "f"]);
+    a.ok(&["spawn", "g-tag", "--from-git", url, "--ref", "v1", "--", "cat", "f"]);
+    a.run(&["wait", "g-head"]);
+    a.run(&["wait", "g-tag"]);
+    assert_eq!(a.ok(&["logs", "g-head"]), "v2\n");
+    assert_eq!(a.ok(&["logs", "g-tag"]), "v1\n");
+    assert!(a.dir("g-tag").join("workspace/.git").is_dir());
+    for (args, needle) in [
+        (vec!["--from-git", "/nonexistent/repo"], "--from-git /nonexistent/repo"),
+        (vec!["--from-git", url, "--ref", "no-such-ref"], "failed"),
+        (vec!["--from-git", "relative/path"], "absolute local path"),
+        (vec!["--ref", "v1"], "--from-git"),
+    ] {
+        let mut full = vec!["spawn", "bad"];
+        full.extend(args.iter());
+        full.extend(["--", "true"]);
+        let out = a.run(&full);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
+        assert!(!a.dir("bad").exists(), "{args:?} left state behind");
+    }
+}
