@@ -22,10 +22,9 @@ use agentbox_sys::{fork_process, Child};
 
 use crate::child::{self, ChildContext, Join, PtyRequest};
 use crate::handles::SandboxHandles;
-use crate::launch::{failure_to_error, handled_signals, receive_fds, Running, Stdio};
+use crate::launch::{await_exec, handled_signals, receive_fds, Running, Stdio};
 use crate::limits::{parse_cgroup_mounts, parse_proc_cgroup};
 use crate::plan::Plan;
-use crate::wire;
 use crate::JailError;
 
 /// The cgroup directories a process is in, if agentbox created them (`agentbox-*`).
@@ -125,19 +124,6 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
     } else {
         None
     };
-    match wire::read_outcome(report_read) {
-        Ok(None) if master.is_some() || !want_terminal => {}
-        Ok(None) => {
-            return Err(abort(JailError::Setup {
-                step: "terminal".into(),
-                message: "the command's terminal was not handed over".into(),
-            }))
-        }
-        Ok(Some(f)) => {
-            let _ = waitpid(pid, None);
-            return Err(failure_to_error(f, plan));
-        }
-        Err(source) => return Err(abort(JailError::Io { what: "read the setup report", source })),
-    }
+    await_exec(pid, report_read, master.is_some() || !want_terminal, plan)?;
     Ok(Running { pid, master, handles: None, limit_notes: vec![], cgroup: None })
 }

@@ -95,6 +95,29 @@ fn write_id_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), JailError> {
         .map_err(|source| JailError::IdMap { what: "gid_map", source })
 }
 
+/// Reads the child's report to end-of-file: returns once the command was exec'd. On any failure
+/// the child is killed and reaped, so nothing is left behind. `handed_over`: the handoff message
+/// the launcher expected did arrive.
+pub(crate) fn await_exec(pid: Pid, report: OwnedFd, handed_over: bool, plan: &Plan) -> Result<(), JailError> {
+    let abort = |e: JailError| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        e
+    };
+    match wire::read_outcome(report) {
+        Ok(None) if handed_over => Ok(()),
+        Ok(None) => Err(abort(JailError::Setup {
+            step: "handoff".into(),
+            message: "the sandbox did not hand over its descriptors".into(),
+        })),
+        Ok(Some(f)) => {
+            let _ = waitpid(pid, None);
+            Err(failure_to_error(f, plan))
+        }
+        Err(source) => Err(abort(JailError::Io { what: "read the sandbox's setup report", source })),
+    }
+}
+
 pub(crate) fn failure_to_error(f: ChildFailure, plan: &Plan) -> JailError {
     if f.step == wire::EXEC_STEP {
         let command = plan.process.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
@@ -228,19 +251,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         Some((child::HANDOFF_TERMINAL, mut fds)) => (None, fds.pop()),
         _ => (None, None),
     };
-    match wire::read_outcome(report_read) {
-        Ok(None) if (handles.is_some() || !keep_handles) && (master.is_some() || !want_terminal) => {}
-        Ok(None) => {
-            return Err(abort(JailError::Setup {
-                step: "handoff".into(),
-                message: "the sandbox did not hand over its descriptors".into(),
-            }))
-        }
-        Ok(Some(f)) => {
-            let _ = waitpid(pid, None);
-            return Err(failure_to_error(f, plan));
-        }
-        Err(source) => return Err(abort(JailError::Io { what: "read the sandbox's setup report", source })),
-    }
+    let handed_over = (handles.is_some() || !keep_handles) && (master.is_some() || !want_terminal);
+    await_exec(pid, report_read, handed_over, plan)?;
     Ok(Running { pid, master, handles, limit_notes: enforcement.notes, cgroup: enforcement.cgroup })
 }

@@ -219,6 +219,15 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
         message: e.to_string(),
     })?;
 
+    restrict_and_run(ctx, terminal)
+}
+
+/// The last steps of every sandboxed start (a new sandbox or `exec` into one): restrict this
+/// process, fork the command, and stay behind as its reaper.
+fn restrict_and_run(
+    ctx: &ChildContext<'_>,
+    terminal: Option<OwnedFd>,
+) -> Result<std::convert::Infallible, Failure> {
     restrict::rlimits(ctx.rlimits)?;
     restrict::landlock(&ctx.plan.landlock)?;
     restrict::drop_capabilities()?;
@@ -227,11 +236,13 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
 
     let path_var = ctx.plan.process.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
     let program = resolve_program(&ctx.program, path_var);
+    // For `exec`, setns(PID) applies to children: the command is forked into the sandbox's PID
+    // namespace while this process stays outside as its reaper, like the sandbox's own init.
     match agentbox_sys::fork_process().map_err(|e| failure("fork command", e))? {
         Child::Child => exec_command(ctx, terminal.as_ref(), program),
         Child::Parent(pid) => {
             drop(terminal);
-            // Nothing of the host may stay open in init: not the caller's stdio, not the pipes.
+            // Nothing of the host may stay open here: not the caller's stdio, not the pipes.
             if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
                 let _ = nix::unistd::dup2_stdin(&null);
                 let _ = nix::unistd::dup2_stdout(&null);
@@ -288,27 +299,7 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
         }
         None => None,
     };
-    restrict::landlock(&ctx.plan.landlock)?;
-    restrict::drop_capabilities()?;
-    restrict::seccomp(ctx.seccomp)?;
-    nix::sys::prctl::set_dumpable(false).map_err(|e| failure("set non-dumpable", e))?;
-    let path_var = ctx.plan.process.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-    let program = resolve_program(&ctx.program, path_var);
-    // setns(PID) applies to children: the command is forked into the sandbox's PID namespace,
-    // and this process stays outside as its reaper, like the sandbox's own init.
-    match agentbox_sys::fork_process().map_err(|e| failure("fork command", e))? {
-        Child::Child => exec_command(ctx, terminal.as_ref(), program),
-        Child::Parent(pid) => {
-            drop(terminal);
-            if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
-                let _ = nix::unistd::dup2_stdin(&null);
-                let _ = nix::unistd::dup2_stdout(&null);
-                let _ = nix::unistd::dup2_stderr(&null);
-            }
-            let _ = agentbox_sys::close_from(3);
-            init_loop(pid)
-        }
-    }
+    restrict_and_run(ctx, terminal)
 }
 
 /// Opens a new pty in the sandbox's devpts: (master, slave).

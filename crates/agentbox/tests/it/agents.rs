@@ -550,16 +550,8 @@ fn exec_runs_inside_the_agents_sandbox() {
 #[test]
 fn diff_never_runs_what_the_agent_planted() {
     let a = Agents::new(As::Caller);
-    let src = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let st =
-            Command::new("git").args(args).current_dir(src.path()).env("HOME", src.path()).output().unwrap();
-        assert!(st.status.success(), "{}", text(&st.stderr));
-    };
-    git(&["init", "-q"]);
-    std::fs::write(src.path().join("a"), "a\n").unwrap();
-    git(&["add", "a"]);
-    git(&["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
+    let src = Repo::new();
+    src.commit("a", "a\n", "init");
     let marker = tempfile::tempdir().unwrap();
     let m = marker.path().display();
     // The agent edits a file, adds one with a terminal escape in its name, and plants code that a
@@ -678,16 +670,8 @@ fn purge_asks_or_needs_force() {
 #[test]
 fn identity_signs_commits_and_verify_checks_them() {
     let a = Agents::new(As::Caller);
-    let src = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let st =
-            Command::new("git").args(args).current_dir(src.path()).env("HOME", src.path()).output().unwrap();
-        assert!(st.status.success(), "{}", text(&st.stderr));
-    };
-    git(&["init", "-q"]);
-    std::fs::write(src.path().join("a"), "a\n").unwrap();
-    git(&["add", "a"]);
-    git(&["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "before the agent"]);
+    let src = Repo::new();
+    src.commit("a", "a\n", "before the agent");
     let out = a.run(&[
         "spawn",
         "id1",
@@ -753,25 +737,10 @@ fn identity_signs_commits_and_verify_checks_them() {
 #[test]
 fn from_git_clones_at_a_ref_inside_a_sandbox() {
     let a = Agents::new(As::Caller);
-    let src = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let st = Command::new("git")
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(src.path())
-            .env("HOME", src.path())
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "{}", text(&st.stderr));
-        text(&st.stdout)
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(src.path().join("f"), "v1\n").unwrap();
-    git(&["add", "f"]);
-    git(&["commit", "-qm", "one"]);
-    git(&["tag", "v1"]);
-    std::fs::write(src.path().join("f"), "v2\n").unwrap();
-    git(&["commit", "-qam", "two"]);
+    let src = Repo::new();
+    src.commit("f", "v1\n", "one");
+    src.git(&["tag", "v1"]);
+    src.commit("f", "v2\n", "two");
     let url = src.path().to_str().unwrap();
     a.ok(&["spawn", "g-head", "--from-git", url, "--", "cat", "f"]);
     a.ok(&["spawn", "g-tag", "--from-git", url, "--ref", "v1", "--", "cat", "f"]);

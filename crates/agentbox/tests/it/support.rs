@@ -176,3 +176,39 @@ pub fn host_processes_matching(needle: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// A git repository in a temporary directory; `git(args)` runs git there and returns stdout.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        let repo = Self { dir: tempfile::tempdir().unwrap() };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Writes `file` and commits it.
+    pub fn commit(&self, file: &str, content: &str, message: &str) {
+        std::fs::write(self.dir.path().join(file), content).unwrap();
+        self.git(&["add", file]);
+        self.git(&["commit", "-qm", message]);
+    }
+}
