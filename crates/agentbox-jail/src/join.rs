@@ -12,17 +12,15 @@
 
 use std::path::PathBuf;
 
-use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, SigmaskHow, Signal};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use agentbox_sys::{fork_process, Child};
 
-use crate::child::{self, ChildContext, Join, PtyRequest};
+use crate::child::{self, ChildContext, Join};
 use crate::handles::SandboxHandles;
-use crate::launch::{await_exec, handled_signals, receive_fds, Running, Stdio};
+use crate::launch::{await_exec, handled_signals, receive_fds, Channels, Running, Stdio};
 use crate::limits::{parse_cgroup_mounts, parse_proc_cgroup};
 use crate::plan::Plan;
 use crate::JailError;
@@ -67,17 +65,10 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
     let program = argv[0].clone();
     let cgroups = agentbox_cgroups(init);
 
-    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let (pty, capture) = match stdio {
-        Stdio::Inherit => (None, None),
-        Stdio::Capture(fd) => (None, Some(fd)),
-        Stdio::Pty { size, termios } => (Some(PtyRequest { size, termios }), None),
-    };
+    let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
+    let (pty, capture) = stdio.split();
     let want_terminal = pty.is_some();
-    let (parent_sock, handoff) =
-        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(JailError::sys("socketpair"))?;
+
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
         .map_err(JailError::sys("block signals"))?;
     let pid = match fork_process().map_err(JailError::sys("fork"))? {

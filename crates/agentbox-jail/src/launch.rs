@@ -42,6 +42,40 @@ pub enum Stdio {
     Pty { size: Option<WinSize>, termios: Option<Termios> },
 }
 
+impl Stdio {
+    /// The terminal to create and the descriptor to capture stdout into.
+    pub(crate) fn split(self) -> (Option<PtyRequest>, Option<OwnedFd>) {
+        match self {
+            Stdio::Inherit => (None, None),
+            Stdio::Capture(fd) => (None, Some(fd)),
+            Stdio::Pty { size, termios } => (Some(PtyRequest { size, termios }), None),
+        }
+    }
+}
+
+/// The pipes and socket between a launcher and its child: "go" (launcher to child), the setup
+/// report (child to launcher, close-on-exec), and the handoff socket for descriptors.
+pub(crate) struct Channels {
+    pub go_read: OwnedFd,
+    pub go_write: OwnedFd,
+    pub report_read: OwnedFd,
+    pub report_write: OwnedFd,
+    pub parent_sock: OwnedFd,
+    pub handoff: OwnedFd,
+}
+
+impl Channels {
+    pub(crate) fn new() -> Result<Self, JailError> {
+        let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
+        let (report_read, report_write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
+        let (parent_sock, handoff) =
+            socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(JailError::sys("socketpair"))?;
+        Ok(Self { go_read, go_write, report_read, report_write, parent_sock, handoff })
+    }
+}
+
 #[derive(Clone, Copy)]
 enum StdioKind {
     Inherit,
@@ -184,16 +218,8 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     }
 
     let enforcement = enforce(&plan.limits, &unique_id())?;
-    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
-    let (pty, capture) = match stdio {
-        Stdio::Inherit => (None, None),
-        Stdio::Capture(fd) => (None, Some(fd)),
-        Stdio::Pty { size, termios } => (Some(PtyRequest { size, termios }), None),
-    };
-    let (parent_sock, handoff) =
-        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(JailError::sys("socketpair"))?;
+    let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
+    let (pty, capture) = stdio.split();
 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
         .map_err(JailError::sys("block signals"))?;
