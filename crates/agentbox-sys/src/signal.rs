@@ -18,14 +18,23 @@ pub fn default_disposition(signals: impl IntoIterator<Item = Signal>) -> nix::Re
     Ok(())
 }
 
-/// Restores the default action of every signal, real-time ones included (glibc's wrapper refuses
-/// to touch the two it reserves, so this uses the raw system call). Used right before `execve`:
-/// a caller may have left any signal ignored.
+/// Restores the default action of every ignored signal, real-time ones included (glibc's wrapper
+/// refuses to touch the two it reserves, so this uses the raw system call). Used right before
+/// `execve`: handlers are reset by exec itself, but ignored signals stay ignored, and a caller
+/// may have left any signal ignored. Only the signals /proc/self/status lists in `SigIgn` are
+/// touched, which is usually one or two.
 pub fn default_disposition_all() -> nix::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| nix::errno::Errno::EIO)?;
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .ok_or(nix::errno::Errno::EIO)?;
     // struct sigaction for the kernel, all zero: SIG_DFL, no flags, no restorer, empty mask.
     let action = [0u64; 4];
-    for sig in 1..=libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+    for bit in 0..64 {
+        let sig = bit + 1;
+        if ignored & (1 << bit) == 0 || sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
         // SAFETY: `action` is a zeroed kernel sigaction (SIG_DFL) that outlives the call; the old

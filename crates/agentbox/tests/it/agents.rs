@@ -532,7 +532,7 @@ fn exec_runs_inside_the_agents_sandbox() {
         assert_eq!(text(&out.stdout), "got:\n", "without -i stdin is empty");
         // What exec started dies with the agent.
         let marker = format!("31342.{}{i}", std::process::id());
-        let mut bg = a.cmd(&["exec", "x1", "--", "sleep", &marker]).spawn().unwrap();
+        let mut bg = KillOnDrop(a.cmd(&["exec", "x1", "--", "sleep", &marker]).spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         // The exec CLI's own arguments mention the marker: wait for `sleep` itself.
         while host_processes_starting_with(&format!("sleep {marker}")).is_empty() {
@@ -540,7 +540,7 @@ fn exec_runs_inside_the_agents_sandbox() {
             std::thread::sleep(Duration::from_millis(20));
         }
         a.ok(&["kill", "x1"]);
-        assert_eq!(bg.wait().unwrap().code(), Some(137), "as {who:?}");
+        assert_eq!(bg.0.wait().unwrap().code(), Some(137), "as {who:?}");
         assert_eq!(host_processes_matching(&format!("sleep {marker}")), Vec::<i32>::new());
         let out = a.run(&["exec", "x1", "--", "true"]);
         assert!(text(&out.stderr).contains("is killed"), "{}", text(&out.stderr));

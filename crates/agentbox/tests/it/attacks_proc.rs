@@ -12,8 +12,8 @@ use crate::support::*;
 #[test]
 fn host_processes_are_invisible_and_untouchable() {
     for who in modes() {
-        let mut victim = Command::new("sleep").arg("300").spawn().unwrap();
-        let pid = victim.id().to_string();
+        let mut victim = KillOnDrop(Command::new("sleep").arg("300").spawn().unwrap());
+        let pid = victim.0.id().to_string();
         assert_blocked(who, &attack(who, &[], &["kill", &pid]));
         assert_blocked(who, &attack(who, &[], &["ptrace", &pid]));
         // The sandbox's init cannot be traced either: it is not dumpable.
@@ -26,9 +26,7 @@ fn host_processes_are_invisible_and_untouchable() {
         // init shows no trace of the launcher's command line (host paths, flags).
         let out = run_in(who, &ws, &[], &["cat", "/proc/1/cmdline"]);
         assert_eq!(text(&out.stdout).trim_end_matches('\0'), "agentbox-init", "as {who:?}");
-        assert!(victim.try_wait().unwrap().is_none(), "victim was killed");
-        victim.kill().unwrap();
-        victim.wait().unwrap();
+        assert!(victim.0.try_wait().unwrap().is_none(), "victim was killed");
     }
 }
 
@@ -159,9 +157,9 @@ fn killing_agentbox_kills_the_sandbox() {
         let ws = workspace(who);
         let mut cmd = command(who);
         cmd.arg("run").arg("-w").arg(&ws.path).args(["--", "sh", "-c", &format!("echo up; sleep {marker}")]);
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = KillOnDrop(cmd.stdout(Stdio::piped()).spawn().unwrap());
         let mut buf = [0u8; 3];
-        child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+        child.0.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
         // "up" is printed just before `sleep` starts: wait for it.
         let started = Instant::now();
         while host_processes_starting_with(&format!("sleep {marker}")).is_empty() {
@@ -169,8 +167,8 @@ fn killing_agentbox_kills_the_sandbox() {
             std::thread::sleep(Duration::from_millis(10));
         }
         // SIGKILL agentbox itself (setpriv execs it, so the child is agentbox in both modes).
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !host_processes_matching(&format!("sleep {marker}")).is_empty() {
             assert!(Instant::now() < deadline, "as {who:?}: sandbox outlived agentbox");
@@ -185,16 +183,17 @@ fn signals_are_forwarded_to_the_command() {
         let ws = workspace(who);
         let script = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
         let mut cmd = run_command(who, &ws, &[], &["sh", "-c", script]);
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = KillOnDrop(cmd.stdout(Stdio::piped()).spawn().unwrap());
         let mut buf = [0u8; 6];
-        child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+        child.0.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::unistd::Pid::from_raw(child.0.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(3), "as {who:?}");
-        assert_eq!(text(&out.stdout), "got-term\n");
+        let mut rest = String::new();
+        child.0.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
+        assert_eq!(child.0.wait().unwrap().code(), Some(3), "as {who:?}");
+        assert_eq!(rest, "got-term\n");
     }
 }

@@ -177,6 +177,16 @@ pub fn host_processes_matching(needle: &str) -> Vec<i32> {
         .collect()
 }
 
+/// A child process killed when the guard drops, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A git repository in a temporary directory; `git(args)` runs git there and returns stdout.
 pub struct Repo {
     pub dir: tempfile::TempDir,
