@@ -66,6 +66,38 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_grammars() {
+        let alphabet = b":/ro rwa.-0K\x00";
+        let mut state: u64 = 0xdead_beef_cafe_f00d;
+        for _ in 0..50_000 {
+            let len = {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 14) as usize
+            };
+            let s: String = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize] as char
+                })
+                .collect();
+            if let Ok(m) = parse_mount_arg(&s) {
+                assert!(!m.source.as_os_str().is_empty());
+                assert!(m.target.as_ref().is_none_or(|t| t.is_absolute()));
+            }
+            if let Ok(n) = crate::parse_size(&s) {
+                assert!(n >= 1);
+            }
+            let _ = crate::parse_env_arg(&s);
+            let _ = crate::validate_name(&s);
+            let _ = crate::validate_hostname(&s);
+        }
+    }
+
+    #[test]
     fn rejects() {
         for bad in ["", ":/x", "/a:", "/a:rel", "/a:/b:rx", "/a:/b:ro:x", "/a::ro"] {
             assert!(parse_mount_arg(bad).is_err(), "{bad:?} should be rejected");

@@ -140,6 +140,39 @@ mod tests {
         assert!(Profile::builtin("nope").is_none());
     }
 
+    /// Mutations of real profiles (bytes dropped, duplicated, replaced) never panic the parser;
+    /// whatever parses still satisfies the validation rules.
+    #[test]
+    fn fuzz_parse() {
+        let mut state: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (name, text) in BUILTIN_PROFILES {
+            for _ in 0..1500 {
+                let mut b = text.as_bytes().to_vec();
+                for _ in 0..(1 + next() % 4) {
+                    let i = (next() % b.len() as u64) as usize;
+                    match next() % 3 {
+                        0 => {
+                            b.remove(i);
+                        }
+                        1 => b.insert(i, b[i]),
+                        _ => b[i] = b"[]=\"~/.,\n#x"[(next() % 12) as usize],
+                    }
+                }
+                let Ok(t) = std::str::from_utf8(&b) else { continue };
+                if let Ok(p) = Profile::parse(name, t, "fuzz") {
+                    assert!(!p.command.is_empty() && !p.command[0].is_empty());
+                    assert!(p.read_write.iter().chain(&p.read_only).all(|x| !x.contains("..")));
+                }
+            }
+        }
+    }
+
     #[test]
     fn errors_name_the_field() {
         let e = Profile::parse("x", "command = [\"a\"]\nbogus = 1\n", "x.toml").unwrap_err().to_string();

@@ -66,6 +66,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fuzz_decode() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let len = {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 40) as usize
+            };
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Bias toward separators and digits, the interesting bytes.
+                    [0u8, b'1', b'-', b'x', (state >> 8) as u8][(state % 5) as usize]
+                })
+                .collect();
+            if let Some(f) = decode(&bytes) {
+                assert_eq!(decode(&encode(&f)), Some(f));
+            }
+        }
+    }
+
+    #[test]
     fn round_trip() {
         let f = ChildFailure { step: "mount /usr".into(), errno: 13, message: "Permission denied".into() };
         assert_eq!(decode(&encode(&f)), Some(f));
