@@ -144,6 +144,7 @@ mod tests {
     /// whatever parses still satisfies the validation rules.
     #[test]
     fn fuzz_parse() {
+        const MUTATIONS: &[u8] = b"[]=\"~/.,\n#x";
         let mut state: u64 = 0x1234_5678_9abc_def1;
         let mut next = || {
             state ^= state << 13;
@@ -161,7 +162,7 @@ mod tests {
                             b.remove(i);
                         }
                         1 => b.insert(i, b[i]),
-                        _ => b[i] = b"[]=\"~/.,\n#x"[(next() % 12) as usize],
+                        _ => b[i] = MUTATIONS[(next() % MUTATIONS.len() as u64) as usize],
                     }
                 }
                 let Ok(t) = std::str::from_utf8(&b) else { continue };
