@@ -80,12 +80,13 @@ impl Frame {
         let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("malformed frame of kind {kind:#x}"));
         let text = |p: Vec<u8>| String::from_utf8(p).map_err(|_| bad());
         Ok(match kind {
-            b'a' => Self::Attach,
-            b'o' => Self::Observe,
-            b'k' => Self::Kill,
-            b'h' => Self::HandlesRequest,
-            b'H' => Self::Handles,
-            b'A' => Self::Ack,
+            // Frames without a payload must not carry one.
+            b'a' if p.is_empty() => Self::Attach,
+            b'o' if p.is_empty() => Self::Observe,
+            b'k' if p.is_empty() => Self::Kill,
+            b'h' if p.is_empty() => Self::HandlesRequest,
+            b'H' if p.is_empty() => Self::Handles,
+            b'A' if p.is_empty() => Self::Ack,
             b'i' => Self::Input(p),
             b'O' => Self::Output(p),
             b'r' if p.len() == 4 => Self::Resize {
@@ -236,6 +237,10 @@ mod tests {
         assert!(dec.next_frame().is_err());
         let mut dec = Decoder::default();
         dec.push(&[b'r', 0, 0, 0, 1, 7]);
+        assert!(dec.next_frame().is_err());
+        // A payload on a frame that has none (found by fuzz_decoder).
+        let mut dec = Decoder::default();
+        dec.push(&[b'k', 0, 0, 0, 1, 7]);
         assert!(dec.next_frame().is_err());
     }
 }
