@@ -93,7 +93,7 @@ impl Frame {
                 rows: u16::from_be_bytes([p[0], p[1]]),
                 cols: u16::from_be_bytes([p[2], p[3]]),
             },
-            b's' if p.len() == 1 => Self::ScreenRequest { formatted: p[0] != 0 },
+            b's' if p.len() == 1 && p[0] <= 1 => Self::ScreenRequest { formatted: p[0] == 1 },
             b'S' => Self::Screen(text(p)?),
             b'E' => Self::Error(text(p)?),
             b'X' if p.len() == 4 => Self::Exit(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
