@@ -65,8 +65,8 @@ impl Screen {
         }
     }
 
-    pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        self.send(Msg::Output(bytes.to_vec()));
+    pub(crate) fn feed(&mut self, bytes: Vec<u8>) {
+        self.send(Msg::Output(bytes));
     }
 
     pub(crate) fn resize(&mut self, rows: NonZeroU16, cols: NonZeroU16) {

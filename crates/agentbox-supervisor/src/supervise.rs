@@ -82,37 +82,45 @@ struct Session {
 }
 
 impl Session {
-    fn on_output(&mut self, data: &[u8]) {
+    fn on_output(&mut self, data: Vec<u8>) {
         // The log first: it is the record of what the agent did.
-        let _ = self.log.write_all(data);
-        self.screen.feed(data);
+        let _ = self.log.write_all(&data);
         if self.clients.values().any(|c| c.attached) {
-            let frame = Frame::Output(data.to_vec()).encode();
+            let frame = Frame::Output(data.clone()).encode();
             for c in self.clients.values_mut().filter(|c| c.attached) {
                 c.out.extend_from_slice(&frame);
             }
             self.clients.retain(|_, c| c.out.len() <= MAX_CLIENT_BACKLOG);
         }
+        self.screen.feed(data);
     }
 
-    /// Reads what the terminal has, up to a bound so clients and signals are not starved.
-    /// Returns false once the terminal is closed.
+    /// Reads what the terminal has (up to a bound, so clients and signals are not starved) and
+    /// hands it on as one batch: one log write, one screen-model message, one frame per client,
+    /// however many small reads the terminal needed. Returns false once the terminal is closed.
     fn read_master(&mut self) -> bool {
         let mut buf = [0u8; 65536];
-        let mut total = 0;
-        while total < (1 << 20) {
+        let mut batch = Vec::new();
+        let mut open = true;
+        while batch.len() < (1 << 20) {
             match nix::unistd::read(self.master.as_fd(), &mut buf) {
-                Ok(0) | Err(Errno::EIO) => return false,
-                Ok(n) => {
-                    self.on_output(&buf[..n]);
-                    total += n;
+                Ok(0) | Err(Errno::EIO) => {
+                    open = false;
+                    break;
                 }
+                Ok(n) => batch.extend_from_slice(&buf[..n]),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return true,
-                Err(_) => return false,
+                Err(Errno::EAGAIN) => break,
+                Err(_) => {
+                    open = false;
+                    break;
+                }
             }
         }
-        true
+        if !batch.is_empty() {
+            self.on_output(batch);
+        }
+        open
     }
 
     fn handle(&mut self, id: u64, frame: Frame) {
