@@ -17,6 +17,8 @@ mod paths;
 mod profile;
 mod size;
 mod spec;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use env::{default_env, is_valid_env_key, parse_env_arg, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
 pub use error::SpecError;

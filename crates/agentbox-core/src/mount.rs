@@ -67,23 +67,10 @@ mod tests {
 
     #[test]
     fn fuzz_grammars() {
-        let alphabet = b":/ro rwa.-0K\x00";
-        let mut state: u64 = 0xdead_beef_cafe_f00d;
+        let mut rng = crate::testing::XorShift::new(0xdead_beef_cafe_f00d);
         for _ in 0..50_000 {
-            let len = {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 14) as usize
-            };
-            let s: String = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    alphabet[(state % alphabet.len() as u64) as usize] as char
-                })
-                .collect();
+            let len = rng.below(14);
+            let s: String = (0..len).map(|_| char::from(rng.pick(b":/ro rwa.-0K\x00"))).collect();
             if let Ok(m) = parse_mount_arg(&s) {
                 assert!(!m.source.as_os_str().is_empty());
                 assert!(m.target.as_ref().is_none_or(|t| t.is_absolute()));

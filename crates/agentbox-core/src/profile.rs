@@ -144,25 +144,18 @@ mod tests {
     /// whatever parses still satisfies the validation rules.
     #[test]
     fn fuzz_parse() {
-        const MUTATIONS: &[u8] = b"[]=\"~/.,\n#x";
-        let mut state: u64 = 0x1234_5678_9abc_def1;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::testing::XorShift::new(0x1234_5678_9abc_def1);
         for (name, text) in BUILTIN_PROFILES {
             for _ in 0..1500 {
                 let mut b = text.as_bytes().to_vec();
-                for _ in 0..(1 + next() % 4) {
-                    let i = (next() % b.len() as u64) as usize;
-                    match next() % 3 {
+                for _ in 0..1 + rng.below(4) {
+                    let i = rng.below(b.len());
+                    match rng.below(3) {
                         0 => {
                             b.remove(i);
                         }
                         1 => b.insert(i, b[i]),
-                        _ => b[i] = MUTATIONS[(next() % MUTATIONS.len() as u64) as usize],
+                        _ => b[i] = rng.pick(b"[]=\"~/.,\n#x"),
                     }
                 }
                 let Ok(t) = std::str::from_utf8(&b) else { continue };

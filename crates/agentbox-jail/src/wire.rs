@@ -67,23 +67,11 @@ mod tests {
 
     #[test]
     fn fuzz_decode() {
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rng = agentbox_core::testing::XorShift::new(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            let len = {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 40) as usize
-            };
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    // Bias toward separators and digits, the interesting bytes.
-                    [0u8, b'1', b'-', b'x', (state >> 8) as u8][(state % 5) as usize]
-                })
-                .collect();
+            let len = rng.below(40);
+            // Biased toward separators and digits, the interesting bytes.
+            let bytes: Vec<u8> = (0..len).map(|_| rng.pick(b"\x001-x\xff")).collect();
             if let Some(f) = decode(&bytes) {
                 assert_eq!(decode(&encode(&f)), Some(f));
             }

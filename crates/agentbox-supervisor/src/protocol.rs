@@ -198,23 +198,16 @@ mod tests {
     /// everything it returns re-encodes to the bytes it consumed.
     #[test]
     fn fuzz_decoder() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = agentbox_core::testing::XorShift::new(0x9e37_79b9_7f4a_7c15);
         let kinds = b"aoirskhHOSXAEz\0";
         for _ in 0..20_000 {
             let mut bytes = Vec::new();
-            for _ in 0..(next() % 4) {
-                let kind = kinds[(next() % kinds.len() as u64) as usize];
-                let len = (next() % 12) as u32;
-                let claimed = if next() % 8 == 0 { next() as u32 } else { len };
-                bytes.push(kind);
+            for _ in 0..rng.below(4) {
+                let len = rng.below(12) as u32;
+                let claimed = if rng.below(8) == 0 { rng.next_u64() as u32 } else { len };
+                bytes.push(rng.pick(kinds));
                 bytes.extend_from_slice(&claimed.to_be_bytes());
-                bytes.extend((0..len).map(|_| next() as u8));
+                bytes.extend((0..len).map(|_| rng.next_u64() as u8));
             }
             let mut dec = Decoder::default();
             dec.push(&bytes);

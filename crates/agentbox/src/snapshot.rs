@@ -183,24 +183,14 @@ mod tests {
     /// Any path survives escape/unescape, and a corrupted manifest is an error, not a panic.
     #[test]
     fn fuzz_manifest() {
-        let mut state: u64 = 0x0bad_5eed_1234_4321;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = agentbox_core::testing::XorShift::new(0x0bad_5eed_1234_4321);
         let d = tempfile::tempdir().unwrap();
-        let name_bytes: &[u8] = b"a\\\t\n x\x1b/7";
-        let junk_bytes: &[u8] = b"f\t12\\x\n-";
         for _ in 0..3000 {
-            let n = 1 + next() % 10;
-            let name: String =
-                (0..n).map(|_| char::from(name_bytes[(next() % name_bytes.len() as u64) as usize])).collect();
+            let n = 1 + rng.below(10);
+            let name: String = (0..n).map(|_| char::from(rng.pick(b"a\\\t\n x\x1b/7"))).collect();
             assert_eq!(unescape(&escape(Path::new(&name))), PathBuf::from(&name));
-            let j = next() % 30;
-            let junk: String =
-                (0..j).map(|_| char::from(junk_bytes[(next() % junk_bytes.len() as u64) as usize])).collect();
+            let j = rng.below(30);
+            let junk: String = (0..j).map(|_| char::from(rng.pick(b"f\t12\\x\n-"))).collect();
             std::fs::write(d.path().join("m"), junk).unwrap();
             let _ = load(&d.path().join("m"));
         }
