@@ -764,3 +764,35 @@ fn from_git_clones_at_a_ref_inside_a_sandbox() {
         assert!(!a.dir("bad").exists(), "{args:?} left state behind");
     }
 }
+
+#[test]
+fn send_file_no_enter_follow_logs_and_ansi_screen() {
+    let a = Agents::new(As::Caller);
+    let script = "printf '\\033[1;31mred\\033[0m\\n'; while read l; do echo \"line:$l\"; [ \"$l\" = end ] && exit 0; done";
+    a.ok(&["spawn", "s1", "--", "sh", "-c", script]);
+    a.screen_until("s1", "red");
+    // --no-enter types without Enter: nothing is read until the line is finished.
+    a.ok(&["send", "s1", "--no-enter", "par"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!a.ok(&["screen", "s1"]).contains("line:par"));
+    a.ok(&["send", "s1", "tial"]);
+    a.screen_until("s1", "line:partial");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "from-file\r").unwrap();
+    a.ok(&["send", "s1", "--file", file.path().to_str().unwrap(), "--no-enter"]);
+    a.screen_until("s1", "line:from-file");
+    // The formatted screen keeps colours; the plain one does not.
+    let ansi = a.ok(&["screen", "s1", "--ansi"]);
+    assert!(ansi.contains("\x1b[") && ansi.contains("red"), "{ansi:?}");
+    assert!(!a.ok(&["screen", "s1"]).contains('\x1b'));
+    // logs -f follows until the agent exits, then returns.
+    let mut follow = KillOnDrop(a.cmd(&["logs", "-f", "s1"]).stdout(Stdio::piped()).spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    a.ok(&["send", "s1", "end"]);
+    let mut out = String::new();
+    follow.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(follow.0.wait().unwrap().success());
+    assert!(out.contains("line:partial") && out.ends_with("line:end\n"), "{out:?}");
+    let out = a.run(&["send", "s1", "late"]);
+    assert!(text(&out.stderr).contains("nothing is reading its terminal"), "{}", text(&out.stderr));
+}
