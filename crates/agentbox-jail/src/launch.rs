@@ -76,12 +76,6 @@ impl Channels {
     }
 }
 
-#[derive(Clone, Copy)]
-enum StdioKind {
-    Inherit,
-    Pty,
-}
-
 /// A started sandbox whose command is running.
 #[derive(Debug)]
 pub struct Running {
@@ -193,7 +187,6 @@ pub(crate) fn receive_fds(sock: &OwnedFd, max: usize) -> Result<Option<(u8, Vec<
 /// With `keep_handles`, the sandbox's namespaces and root come back in [`Running::handles`], so
 /// that commands can be started in it later ([`crate::exec_in`]); a foreground `run` needs none.
 pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, JailError> {
-    let stdio_kind = if matches!(stdio, Stdio::Pty { .. }) { StdioKind::Pty } else { StdioKind::Inherit };
     let seccomp = plan.seccomp.compile()?;
     let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
     let program = std::ffi::CString::new(first.as_encoded_bytes()).map_err(|_| JailError::Exec {
@@ -220,6 +213,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     let enforcement = enforce(&plan.limits, &unique_id())?;
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, capture) = stdio.split();
+    let want_terminal = pty.is_some();
 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
         .map_err(JailError::sys("block signals"))?;
@@ -263,7 +257,6 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
     drop(go_write);
 
-    let want_terminal = matches!(stdio_kind, StdioKind::Pty);
     let handed = if keep_handles || want_terminal {
         receive_fds(&parent_sock, SandboxHandles::COUNT + 1).map_err(abort)?
     } else {

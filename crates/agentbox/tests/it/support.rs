@@ -150,31 +150,28 @@ pub fn os(s: &str) -> OsString {
     s.into()
 }
 
-/// Host processes whose command line starts with `prefix`: the program itself, not a process
-/// that merely mentions it in its arguments.
-pub fn host_processes_starting_with(prefix: &str) -> Vec<i32> {
+/// Host processes whose command line (arguments joined by spaces) satisfies `pred`.
+fn host_processes(pred: impl Fn(&str) -> bool) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").starts_with(prefix))
+                .map(|c| pred(&String::from_utf8_lossy(&c).replace('\0', " ")))
                 .unwrap_or(false)
         })
         .collect()
 }
 
-/// Host processes whose command line contains `needle` (reads /proc directly).
+/// Host processes whose command line starts with `prefix`: the program itself, not a process
+/// that merely mentions it in its arguments.
+pub fn host_processes_starting_with(prefix: &str) -> Vec<i32> {
+    host_processes(|cmd| cmd.starts_with(prefix))
+}
+
+/// Host processes whose command line contains `needle`.
 pub fn host_processes_matching(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
+    host_processes(|cmd| cmd.contains(needle))
 }
 
 /// A child process killed when the guard drops, so a failing test leaves nothing running.
