@@ -41,13 +41,11 @@ pub fn pty_stdio() -> Stdio {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     Stdio::Pty {
-        size: agentbox_sys_winsize(&stdout).or_else(|| agentbox_sys_winsize(&stdin)),
+        size: agentbox_sys::get_winsize(stdout.as_fd())
+            .or_else(|_| agentbox_sys::get_winsize(stdin.as_fd()))
+            .ok(),
         termios: nix::sys::termios::tcgetattr(stdin.as_fd()).ok(),
     }
-}
-
-fn agentbox_sys_winsize(fd: &impl AsFd) -> Option<agentbox_sys::WinSize> {
-    agentbox_sys::get_winsize(fd.as_fd()).ok()
 }
 
 pub fn fail(e: &JailError) -> i32 {
