@@ -33,6 +33,8 @@ pub enum SpecError {
     Profile { origin: String, message: String },
     #[error("no command given: put the command after '--', e.g. agentbox run -- bash")]
     NoCommand,
+    #[error("{0}")]
+    EgressWithoutProxy(&'static str),
     #[error("invalid --timeout '{0}': give a whole number of seconds greater than zero")]
     Timeout(String),
 }

@@ -6,6 +6,7 @@
 //! refused, which environment variables may pass). Anything that touches the host lives elsewhere:
 //! `agentbox-jail` resolves paths and builds the setup plan from a spec.
 
+mod egress;
 mod env;
 mod error;
 mod hostname;
@@ -20,13 +21,16 @@ mod spec;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use egress::{
+    canonical_ip, check_secret_hosts, parse_secret_arg, EgressSpec, Host, HostRule, SecretBinding,
+};
 pub use env::{default_env, is_valid_env_key, parse_env_arg, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
 pub use error::SpecError;
 pub use hostname::validate_hostname;
 pub use limits::Limits;
 pub use mount::{parse_mount_arg, MountArg, MountSpec};
 pub use name::validate_name;
-pub use network::NetworkMode;
+pub use network::{NetworkMode, PROXY_PORT};
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
 pub use profile::{Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};

@@ -4,9 +4,11 @@
 //! errors, reported with their line. Paths starting with `~/` mean the caller's home on the host;
 //! inside the sandbox they appear at the same place under the agent's home (`/home/agent`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{is_valid_env_key, validate_name, NetworkMode, SpecError};
+use crate::{check_secret_hosts, is_valid_env_key, validate_name, HostRule, NetworkMode, SpecError};
 
 /// Where an agent keeps its instructions, so agentbox can add a sandbox note to them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +37,12 @@ pub struct Profile {
     pub credentials: Vec<Vec<String>>,
     #[serde(default)]
     pub network: Option<NetworkMode>,
+    /// Hosts the agent may reach in `proxy` mode, besides those its credentials are bound to.
+    #[serde(default)]
+    pub allow: Vec<HostRule>,
+    /// The hosts each credential is sent to; the proxy swaps it in toward these hosts only.
+    #[serde(default)]
+    pub secret_hosts: BTreeMap<String, Vec<HostRule>>,
     /// Host paths visible read-only / read-write.
     #[serde(default)]
     pub read_only: Vec<String>,
@@ -54,6 +62,10 @@ pub struct Profile {
     #[serde(default)]
     pub instructions: Option<Instructions>,
 }
+
+/// Secrets that agents commonly use besides their provider's key, and where they may be sent.
+pub const KNOWN_SECRETS: &[(&str, &[&str])] =
+    &[("GITHUB_TOKEN", &["github.com", "api.github.com"]), ("GH_TOKEN", &["github.com", "api.github.com"])];
 
 pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ("claude-code", include_str!("profiles/claude-code.toml")),
@@ -93,6 +105,12 @@ impl Profile {
                 return Err(err(format!("credentials: '{bad}' is not a valid variable name")));
             }
         }
+        for (key, hosts) in &p.secret_hosts {
+            if !is_valid_env_key(key) {
+                return Err(err(format!("secret_hosts: '{key}' is not a valid variable name")));
+            }
+            check_secret_hosts(key, hosts).map_err(|e| err(format!("secret_hosts: {e}")))?;
+        }
         for (field, list) in [
             ("read_only", &p.read_only),
             ("read_write", &p.read_write),
@@ -113,6 +131,19 @@ impl Profile {
             }
         }
         Ok(p)
+    }
+
+    /// The hosts a credential is bound to by the first built-in profile that names it, or by
+    /// the table of other well-known secrets.
+    pub fn builtin_secret_hosts(key: &str) -> Option<Vec<HostRule>> {
+        BUILTIN_PROFILES
+            .iter()
+            .filter_map(|(n, _)| Self::builtin(n)?.ok())
+            .find_map(|p| p.secret_hosts.get(key).cloned())
+            .or_else(|| {
+                let (_, hosts) = KNOWN_SECRETS.iter().find(|(k, _)| *k == key)?;
+                hosts.iter().map(|h| h.parse().ok()).collect()
+            })
     }
 
     pub fn builtin(name: &str) -> Option<Result<Self, SpecError>> {
@@ -138,6 +169,18 @@ mod tests {
         assert_eq!(claude.credentials, vec![vec!["ANTHROPIC_API_KEY".to_string()]]);
         assert_eq!(claude.instructions.unwrap().config_dir_env, "CLAUDE_CONFIG_DIR");
         assert!(Profile::builtin("nope").is_none());
+        // Every credential a built-in profile asks for is bound to its provider's hosts.
+        for (name, _) in BUILTIN_PROFILES {
+            let p = Profile::builtin(name).unwrap().unwrap();
+            assert_eq!(p.network, Some(NetworkMode::Proxy), "{name}");
+            for key in p.credentials.iter().flatten() {
+                assert!(p.secret_hosts.contains_key(key), "{name}: {key} has no hosts");
+            }
+        }
+        let hosts = Profile::builtin_secret_hosts("ANTHROPIC_API_KEY").unwrap();
+        assert_eq!(hosts, vec![HostRule::Exact("api.anthropic.com".into())]);
+        assert!(Profile::builtin_secret_hosts("NOPE").is_none());
+        assert_eq!(Profile::builtin_secret_hosts("GITHUB_TOKEN").unwrap().len(), 2);
     }
 
     /// Mutations of real profiles (bytes dropped, duplicated, replaced) never panic the parser;
@@ -189,6 +232,12 @@ mod tests {
         let e =
             Profile::parse("x", "command = [\"a\"]\nnetwork = \"wifi\"", "x.toml").unwrap_err().to_string();
         assert!(e.contains("network"), "{e}");
+        let e = Profile::parse("x", "command = [\"a\"]\nallow = [\"*\"]", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("allow") && e.contains("--network full"), "{e}");
+        let e = Profile::parse("x", "command = [\"a\"]\n[secret_hosts]\nK = [\"10.0.0.1\"]", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret_hosts") && e.contains("address"), "{e}");
         assert!(Profile::parse("Bad", "command = [\"a\"]", "x").is_err());
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Limits, MountSpec, NetworkMode};
+use crate::{EgressSpec, Limits, MountSpec, NetworkMode};
 
 /// The home directory path inside every sandbox. It is never the caller's home.
 pub const SANDBOX_HOME: &str = "/home/agent";
@@ -36,6 +36,9 @@ pub struct SandboxSpec {
     pub workdir: PathBuf,
     pub mounts: Vec<MountSpec>,
     pub network: NetworkMode,
+    /// What a `proxy`-mode sandbox may reach, and the secrets swapped in on the way.
+    #[serde(default)]
+    pub egress: EgressSpec,
     /// The complete environment of the command.
     pub env: Vec<(String, String)>,
     pub limits: Limits,

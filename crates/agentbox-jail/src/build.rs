@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agentbox_core::{HomeSpec, NetworkMode, SandboxSpec, SANDBOX_HOME, SYSTEM_DIRS};
+use agentbox_core::{HomeSpec, NetworkMode, SandboxSpec, PROXY_PORT, SANDBOX_HOME, SYSTEM_DIRS};
 
 use crate::hostfs::{HostEntry, HostFs};
 use crate::plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
@@ -172,6 +172,7 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
 
     Plan {
         new_netns: spec.network != NetworkMode::Full,
+        proxy_port: (spec.network == NetworkMode::Proxy).then_some(PROXY_PORT),
         uid: spec.uid,
         gid: spec.gid,
         hostname: spec.hostname.clone(),
@@ -261,6 +262,7 @@ mod tests {
             workdir: workspace.into(),
             mounts: vec![],
             network: NetworkMode::None,
+            egress: Default::default(),
             env: vec![],
             limits: Limits::default(),
             hostname: "agentbox".into(),
@@ -372,5 +374,18 @@ mod tests {
         let mut s = spec("/srv/p");
         s.network = NetworkMode::Full;
         assert!(!build_plan(&s, &FakeHost::debian()).new_netns);
+    }
+
+    #[test]
+    fn proxy_mode_listens_inside_a_private_netns() {
+        let mut s = spec("/work/p");
+        assert_eq!(build_plan(&s, &FakeHost::debian()).proxy_port, None);
+        s.network = NetworkMode::Proxy;
+        let plan = build_plan(&s, &FakeHost::debian());
+        assert!(plan.new_netns);
+        assert_eq!(plan.proxy_port, Some(PROXY_PORT));
+        s.network = NetworkMode::Full;
+        let plan = build_plan(&s, &FakeHost::debian());
+        assert!(!plan.new_netns && plan.proxy_port.is_none());
     }
 }

@@ -116,5 +116,5 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         None
     };
     await_exec(pid, report_read, master.is_some() || !want_terminal, plan)?;
-    Ok(Running { pid, master, handles: None, limit_notes: vec![], cgroup: None })
+    Ok(Running { pid, master, handles: None, proxy_listener: None, limit_notes: vec![], cgroup: None })
 }

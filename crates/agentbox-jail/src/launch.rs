@@ -85,6 +85,8 @@ pub struct Running {
     pub master: Option<OwnedFd>,
     /// The sandbox's namespaces and root, for joining it later (`agentbox exec`).
     pub handles: Option<SandboxHandles>,
+    /// The socket listening on the sandbox's own loopback, for the egress proxy (`proxy` mode).
+    pub proxy_listener: Option<std::net::TcpListener>,
     /// How each limit is enforced, for `--verbose` and `info`.
     pub limit_notes: Vec<String>,
     pub(crate) cgroup: Option<Cgroup>,
@@ -257,20 +259,33 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
     drop(go_write);
 
-    let handed = if keep_handles || want_terminal {
-        receive_fds(&parent_sock, SandboxHandles::COUNT + 1).map_err(abort)?
+    // The handoff carries, in order: the namespace handles and root, the terminal's master, the
+    // proxy listener; each only when asked for.
+    let want_listener = plan.proxy_port.is_some();
+    let handed = if keep_handles || want_terminal || want_listener {
+        receive_fds(&parent_sock, SandboxHandles::COUNT + 2).map_err(abort)?
     } else {
         None
     };
-    let (handles, master) = match handed {
-        Some((child::HANDOFF_SANDBOX, mut fds)) => {
+    let (handles, master, listener) = match handed {
+        Some((tag, mut fds)) => {
+            let listener = if want_listener { fds.pop() } else { None };
             let master = if want_terminal { fds.pop() } else { None };
-            (SandboxHandles::from_fds(fds), master)
+            let handles = if tag == child::HANDOFF_SANDBOX { SandboxHandles::from_fds(fds) } else { None };
+            (handles, master, listener)
         }
-        Some((child::HANDOFF_TERMINAL, mut fds)) => (None, fds.pop()),
-        _ => (None, None),
+        None => (None, None, None),
     };
-    let handed_over = (handles.is_some() || !keep_handles) && (master.is_some() || !want_terminal);
+    let handed_over = (handles.is_some() || !keep_handles)
+        && (master.is_some() || !want_terminal)
+        && (listener.is_some() || !want_listener);
     await_exec(pid, report_read, handed_over, plan)?;
-    Ok(Running { pid, master, handles, limit_notes: enforcement.notes, cgroup: enforcement.cgroup })
+    Ok(Running {
+        pid,
+        master,
+        handles,
+        proxy_listener: listener.map(std::net::TcpListener::from),
+        limit_notes: enforcement.notes,
+        cgroup: enforcement.cgroup,
+    })
 }

@@ -34,4 +34,6 @@ pub use launch::{start, Running, Stdio};
 pub use limits::{parse_cgroup_mounts, parse_proc_cgroup, Enforcement};
 pub use plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
 pub use relay::{wait_foreground, Outcome};
-pub use resolve::{resolve, HostContext, SandboxRequest};
+pub use resolve::{
+    resolve, CaFiles, HostContext, SandboxRequest, SANDBOX_CA_BUNDLE, SANDBOX_CA_CERT, SYSTEM_CA_BUNDLES,
+};

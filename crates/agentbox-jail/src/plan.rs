@@ -86,6 +86,9 @@ fn serialize_argv<S: serde::Serializer>(argv: &[OsString], s: S) -> Result<S::Ok
 pub struct Plan {
     /// Unshare the network namespace (only loopback inside).
     pub new_netns: bool,
+    /// In the new network namespace, listen on 127.0.0.1:PORT and hand the socket to the
+    /// launcher, which serves the egress proxy on it from outside.
+    pub proxy_port: Option<u16>,
     /// uid and gid the caller becomes inside the user namespace.
     pub uid: u32,
     pub gid: u32,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentbox_core::{
-    check_mount_target, check_workspace, default_env, normalize_absolute, validate_hostname, EnvArg,
-    HomeSpec, Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_GID,
-    DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME,
+    check_mount_target, check_workspace, default_env, normalize_absolute, validate_hostname, EgressSpec,
+    EnvArg, HomeSpec, Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_GID,
+    DEFAULT_HOSTNAME, DEFAULT_UID, PROXY_PORT, SANDBOX_HOME,
 };
 
 use crate::JailError;
@@ -33,6 +33,71 @@ pub struct SandboxRequest {
     pub home: Option<HomeSpec>,
     /// Sandbox paths to cover (absolute).
     pub hidden: Vec<PathBuf>,
+    /// The egress policy (`proxy` mode only).
+    pub egress: EgressSpec,
+    /// The local CA the proxy intercepts with, to be trusted inside (`proxy` mode).
+    pub ca: Option<CaFiles>,
+}
+
+/// Host files of the local CA: its certificate, and the system bundle with it appended.
+#[derive(Debug, Clone)]
+pub struct CaFiles {
+    pub cert: PathBuf,
+    pub bundle: PathBuf,
+}
+
+/// Where the CA files appear inside a sandbox.
+pub const SANDBOX_CA_CERT: &str = "/run/agentbox/ca.crt";
+pub const SANDBOX_CA_BUNDLE: &str = "/run/agentbox/ca-bundle.crt";
+
+/// System trust bundles of the common distributions; those present on the host are covered by
+/// the bundle that includes the local CA, so programs that ignore the variables trust it too.
+pub const SYSTEM_CA_BUNDLES: &[&str] =
+    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_string(), value.to_string()));
+}
+
+/// What a `proxy`-mode sandbox gets: proxy variables pointing at its own loopback, the CA's
+/// files and the variables that make common runtimes trust it, and a placeholder per secret.
+fn add_proxy_setup(
+    env: &mut Vec<(String, String)>,
+    mounts: &mut Vec<MountSpec>,
+    egress: &EgressSpec,
+    ca: Option<&CaFiles>,
+) {
+    let url = format!("http://127.0.0.1:{PROXY_PORT}");
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        set_env(env, k, &url);
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        set_env(env, k, "localhost,127.0.0.1,::1");
+    }
+    // Node's built-in fetch follows the proxy variables only when told to (Node 22.18+/24+).
+    set_env(env, "NODE_USE_ENV_PROXY", "1");
+    if let Some(ca) = ca {
+        mounts.push(MountSpec { source: ca.cert.clone(), target: SANDBOX_CA_CERT.into(), writable: false });
+        mounts.push(MountSpec {
+            source: ca.bundle.clone(),
+            target: SANDBOX_CA_BUNDLE.into(),
+            writable: false,
+        });
+        for system in SYSTEM_CA_BUNDLES {
+            let is_file = std::fs::symlink_metadata(system).map(|m| m.is_file()).unwrap_or(false);
+            if is_file {
+                mounts.push(MountSpec { source: ca.bundle.clone(), target: system.into(), writable: false });
+            }
+        }
+        for k in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+            set_env(env, k, SANDBOX_CA_BUNDLE);
+        }
+        set_env(env, "NODE_EXTRA_CA_CERTS", SANDBOX_CA_CERT);
+    }
+    for s in &egress.secrets {
+        set_env(env, &s.env, &s.placeholder);
+    }
 }
 
 /// The facts about the caller that resolution needs.
@@ -126,7 +191,18 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
 
     let hostname = req.hostname.unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
     validate_hostname(&hostname)?;
-    let env = default_env(SANDBOX_HOME, &host.env, &req.env)?;
+    let mut env = default_env(SANDBOX_HOME, &host.env, &req.env)?;
+    let egress = if req.network == NetworkMode::Proxy {
+        if !req.egress.secrets.is_empty() && req.ca.is_none() {
+            return Err(SpecError::EgressWithoutProxy("secrets need the local CA").into());
+        }
+        add_proxy_setup(&mut env, &mut mounts, &req.egress, req.ca.as_ref());
+        req.egress
+    } else if req.egress != EgressSpec::default() {
+        return Err(SpecError::EgressWithoutProxy("--allow, --secret and --ask need --network proxy").into());
+    } else {
+        EgressSpec::default()
+    };
 
     Ok(SandboxSpec {
         command: req.command,
@@ -134,6 +210,7 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
         workdir,
         mounts,
         network: req.network,
+        egress,
         env,
         limits: req.limits,
         hostname,
@@ -210,5 +287,45 @@ mod tests {
         r.workdir = Some("sub/dir".into());
         let spec = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap();
         assert_eq!(spec.workdir, spec.workspace.join("sub/dir"));
+    }
+
+    #[test]
+    fn proxy_mode_gets_placeholders_and_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CaFiles { cert: dir.path().join("ca.crt"), bundle: dir.path().join("bundle.pem") };
+        std::fs::write(&ca.cert, "c").unwrap();
+        std::fs::write(&ca.bundle, "b").unwrap();
+        let egress = EgressSpec {
+            allow: vec!["*.example.org".parse().unwrap()],
+            secrets: vec![agentbox_core::SecretBinding {
+                env: "API_KEY".into(),
+                hosts: vec!["api.example.com".parse().unwrap()],
+                placeholder: "agentbox-placeholder-x".into(),
+            }],
+            ask: false,
+        };
+        let mut r = req("true");
+        r.network = NetworkMode::Proxy;
+        r.egress = egress.clone();
+        r.env = vec![EnvArg::Set("API_KEY".into(), "real".into())];
+        r.ca = Some(ca.clone());
+        let spec = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap();
+        let get = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("API_KEY").as_deref(), Some("agentbox-placeholder-x"), "the placeholder wins");
+        assert_eq!(get("HTTPS_PROXY").as_deref(), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("SSL_CERT_FILE").as_deref(), Some(SANDBOX_CA_BUNDLE));
+        assert_eq!(get("NODE_EXTRA_CA_CERTS").as_deref(), Some(SANDBOX_CA_CERT));
+        assert!(spec.mounts.iter().any(|m| m.target == Path::new(SANDBOX_CA_CERT) && !m.writable));
+        assert_eq!(spec.egress, egress);
+
+        // Secrets without the CA, and a policy without proxy mode, are refused.
+        let mut r = req("true");
+        r.network = NetworkMode::Proxy;
+        r.egress = egress.clone();
+        assert!(resolve(r, &host(dir.path(), Path::new("/home/x"))).is_err());
+        let mut r = req("true");
+        r.egress = egress;
+        let e = resolve(r, &host(dir.path(), Path::new("/home/x"))).unwrap_err().to_string();
+        assert!(e.contains("--network proxy"), "{e}");
     }
 }

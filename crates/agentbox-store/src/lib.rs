@@ -241,6 +241,15 @@ impl Store {
     }
 
     /// Renames an agent (tags follow), with its spec and state directory updated by the caller.
+    /// Replaces an agent's spec (e.g. a host allowed while it runs, kept for its restarts).
+    pub fn set_spec(&self, name: &str, spec_json: &str) -> Result<()> {
+        let n = self.conn.execute("UPDATE agents SET spec = ?2 WHERE name = ?1", params![name, spec_json])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
     pub fn rename(&mut self, old: &str, new: &str, spec_json: &str, state_dir: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         if tx.query_row("SELECT 1 FROM agents WHERE name = ?1", [new], |_| Ok(())).optional()?.is_some() {

@@ -47,6 +47,11 @@ pub fn send_input(state_dir: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     request(state_dir, Frame::Input(bytes.to_vec())).map(drop)
 }
 
+/// Lets the agent's egress proxy reach `rule` (a host rule), once or from now on.
+pub fn allow_host(state_dir: &Path, rule: &str, once: bool) -> Result<(), ClientError> {
+    request(state_dir, Frame::Allow { rule: rule.to_string(), once }).map(drop)
+}
+
 /// Kills the agent's sandbox (and with it every process inside).
 pub fn kill_agent(state_dir: &Path) -> Result<(), ClientError> {
     request(state_dir, Frame::Kill).map(drop)

@@ -14,9 +14,10 @@ mod supervise;
 use std::path::PathBuf;
 
 pub use client::{
-    attach, kill_agent, sandbox_handles, screen, send_input, AttachEnd, AttachOptions, ClientError,
+    allow_host, attach, kill_agent, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
+    ClientError,
 };
-pub use supervise::{supervise, SupervisorConfig};
+pub use supervise::{supervise, ProxySetup, SupervisorConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -20,3 +20,7 @@ pub fn workspace(state_dir: &Path) -> PathBuf {
 pub fn home(state_dir: &Path) -> PathBuf {
     state_dir.join("home")
 }
+/// The network audit of the agent's egress proxy (JSON lines).
+pub fn net_log(state_dir: &Path) -> PathBuf {
+    state_dir.join("net.jsonl")
+}

@@ -23,6 +23,8 @@ pub enum Frame {
     ScreenRequest { formatted: bool },
     /// Client: kill the sandbox.
     Kill,
+    /// Client: let the agent's proxy reach a host (a host rule), for one connection or from now on.
+    Allow { rule: String, once: bool },
     /// Client: send me the sandbox's handles (to join it, `agentbox exec`).
     HandlesRequest,
     /// Supervisor: the sandbox's handles travel with this frame as SCM_RIGHTS descriptors.
@@ -49,6 +51,7 @@ impl Frame {
             Self::ScreenRequest { .. } => b's',
             Self::Kill => b'k',
             Self::HandlesRequest => b'h',
+            Self::Allow { .. } => b'w',
             Self::Handles => b'H',
             Self::Output(_) => b'O',
             Self::Screen(_) => b'S',
@@ -68,6 +71,7 @@ impl Frame {
             Self::ScreenRequest { formatted } => vec![u8::from(*formatted)],
             Self::Screen(s) | Self::Error(s) => s.as_bytes().to_vec(),
             Self::Exit(code) => code.to_be_bytes().to_vec(),
+            Self::Allow { rule, once } => [&[u8::from(*once)], rule.as_bytes()].concat(),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
         out.push(self.kind());
@@ -96,6 +100,7 @@ impl Frame {
             b's' if p.len() == 1 && p[0] <= 1 => Self::ScreenRequest { formatted: p[0] == 1 },
             b'S' => Self::Screen(text(p)?),
             b'E' => Self::Error(text(p)?),
+            b'w' if p.len() > 1 && p[0] <= 1 => Self::Allow { once: p[0] == 1, rule: text(p[1..].to_vec())? },
             b'X' if p.len() == 4 => Self::Exit(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
             _ => return Err(bad()),
         })
@@ -170,6 +175,7 @@ mod tests {
             Frame::Resize { rows: 40, cols: 120 },
             Frame::ScreenRequest { formatted: true },
             Frame::Kill,
+            Frame::Allow { rule: "*.example.com".into(), once: true },
             Frame::HandlesRequest,
             Frame::Handles,
             Frame::Output(vec![0, 1, 255]),

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use agentbox_core::SandboxSpec;
 use agentbox_jail::{build_plan, start, RealFs, SandboxHandles, Stdio};
+use agentbox_proxy::{ProxyConfig, ProxyHandle};
 use agentbox_store::Store;
 use agentbox_sys::{set_winsize, WinSize};
 use nix::errno::Errno;
@@ -59,6 +60,18 @@ pub struct SupervisorConfig {
     pub state_dir: PathBuf,
     pub store_path: PathBuf,
     pub spec: SandboxSpec,
+    /// Builds the egress proxy's configuration (`proxy` mode). Called once the sandbox runs, so
+    /// the secrets it loads were never in the memory the sandbox was cloned from.
+    pub proxy: Option<ProxySetup>,
+}
+
+/// See [`SupervisorConfig::proxy`].
+pub struct ProxySetup(pub Box<dyn FnOnce() -> Result<ProxyConfig, String> + Send>);
+
+impl std::fmt::Debug for ProxySetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxySetup")
+    }
 }
 
 fn nonblocking(fd: impl AsFd) -> nix::Result<()> {
@@ -79,6 +92,7 @@ struct Session {
     pending_input: Vec<u8>,
     killed: bool,
     handles: Option<SandboxHandles>,
+    proxy: Option<ProxyHandle>,
 }
 
 impl Session {
@@ -180,6 +194,21 @@ impl Session {
                 if !sent {
                     reply = Some(Frame::Error("the sandbox's handles are not available".into()));
                 }
+                close = true;
+            }
+            Frame::Allow { rule, once } => {
+                reply = Some(match (&self.proxy, rule.parse::<agentbox_core::HostRule>()) {
+                    (None, _) => {
+                        Frame::Error("the agent does not use the egress proxy (--network proxy)".into())
+                    }
+                    (_, Err(e)) => Frame::Error(e),
+                    (Some(proxy), Ok(r)) => {
+                        proxy.allow(r, once);
+                        let how = if once { "once" } else { "from now on" };
+                        let _ = self.store.record(&self.name, "allow", &format!("{rule} ({how})"));
+                        Frame::Ack
+                    }
+                });
                 close = true;
             }
             Frame::Kill => {
@@ -299,7 +328,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
 
 /// Runs the agent until it ends. `ready` receives one line once the command runs inside the
 /// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
-pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
+pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
     let store = Store::open(&cfg.store_path)?;
     let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
         let _ = store.mark_finished(&cfg.name, "failed", None, &msg);
@@ -321,6 +350,26 @@ pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, Su
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));
     };
     nonblocking(&master).map_err(|e| fail(&store, format!("terminal: {e}"), ready))?;
+    let proxy = match (running.proxy_listener.take(), cfg.proxy.take()) {
+        (Some(listener), Some(setup)) => {
+            let started =
+                (setup.0)().and_then(|c| agentbox_proxy::start(listener, c).map_err(|e| e.to_string()));
+            match started {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    let _ = kill(running.pid, Signal::SIGKILL);
+                    let _ = waitpid(running.pid, None);
+                    return Err(fail(&store, format!("cannot start the egress proxy: {e}"), ready));
+                }
+            }
+        }
+        (Some(_), None) => {
+            let _ = kill(running.pid, Signal::SIGKILL);
+            let _ = waitpid(running.pid, None);
+            return Err(fail(&store, "proxy mode without a proxy configuration".into(), ready));
+        }
+        _ => None,
+    };
     store.mark_running(&cfg.name, i64::from(std::process::id()), i64::from(running.pid.as_raw()))?;
     let _ = writeln!(ready, "ok");
     let _ = ready.flush();
@@ -347,6 +396,7 @@ pub fn supervise(cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, Su
         pending_input: Vec::new(),
         killed: false,
         handles: running.handles.take(),
+        proxy,
     };
     // `running` keeps the sandbox's cgroup until the supervisor is done with it.
     let _cgroup = running;

@@ -79,25 +79,40 @@ pub fn exit_now(code: i32) -> ! {
 /// `title` there through /proc/self/mem and zero-fills the rest. The process must not read its
 /// own argv afterwards.
 pub fn overwrite_cmdline(title: &[u8]) -> std::io::Result<()> {
+    // arg_start and arg_end are fields 48 and 49 of /proc/self/stat.
+    overwrite_area(48, title)
+}
+
+/// Zeroes this process's initial environment strings in place. A process cloned from a launcher
+/// (the sandbox's init) carries a copy of the launcher's environment, which may hold the caller's
+/// secrets; nothing reads them after the clone.
+pub fn clear_environ_area() -> std::io::Result<()> {
+    // env_start and env_end are fields 50 and 51 of /proc/self/stat.
+    overwrite_area(50, b"")
+}
+
+/// Overwrites the memory between the addresses in /proc/self/stat fields `field` and `field + 1`
+/// with `text`, then zeroes.
+fn overwrite_area(field: usize, text: &[u8]) -> std::io::Result<()> {
     use std::io::{Seek, SeekFrom, Write};
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    // Fields after comm start at field 3; arg_start and arg_end are fields 48 and 49.
+    // Fields after comm start at field 3.
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let field = |n: usize| -> std::io::Result<u64> {
+    let get = |n: usize| -> std::io::Result<u64> {
         fields
             .get(n - 3)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected /proc/self/stat"))
     };
-    let (start, end) = (field(48)?, field(49)?);
+    let (start, end) = (get(field)?, get(field + 1)?);
     let len = end.saturating_sub(start) as usize;
     if len == 0 {
         return Ok(());
     }
     let mut area = vec![0u8; len];
-    let n = title.len().min(len.saturating_sub(1));
-    area[..n].copy_from_slice(&title[..n]);
+    let n = text.len().min(len.saturating_sub(1));
+    area[..n].copy_from_slice(&text[..n]);
     let mut mem = std::fs::OpenOptions::new().write(true).open("/proc/self/mem")?;
     mem.seek(SeekFrom::Start(start))?;
     mem.write_all(&area)

@@ -1,7 +1,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use agentbox_core::{parse_env_arg, parse_mount_arg, EnvArg, Limits, MountArg, NetworkMode};
+use agentbox_core::{parse_env_arg, parse_mount_arg, EnvArg, HostRule, Limits, MountArg, NetworkMode};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -70,6 +70,10 @@ pub enum Command {
     Purge(PurgeArgs),
     /// The lifecycle journal
     History(HistoryArgs),
+    /// An agent's network audit: every connection its proxy decided, with bytes each way
+    Net(NetArgs),
+    /// Let a running agent's proxy reach HOST without restarting it
+    Allow(AllowArgs),
     /// Print the state directory (AGENTBOX_HOME)
     Root,
     /// List agent profiles (built-in and AGENTBOX_HOME/profiles/*.toml)
@@ -289,6 +293,31 @@ pub struct InfoArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct NetArgs {
+    pub name: String,
+    /// Keep printing new records until the agent exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON record per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    pub name: String,
+    /// A host (api.example.com), a domain (*.example.com) or an IP address
+    #[arg(value_parser = host_rule_arg)]
+    pub host: HostRule,
+    /// For the next connection only
+    #[arg(long, conflicts_with = "always")]
+    pub once: bool,
+    /// Also for every agent from now on (adds it to [network] allow of the config)
+    #[arg(long)]
+    pub always: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LogsArgs {
     pub name: String,
     /// Only the last N lines
@@ -404,6 +433,12 @@ pub struct HistoryArgs {
 fn mount_arg(s: &str) -> Result<MountArg, String> {
     parse_mount_arg(s).map_err(|e| e.to_string())
 }
+fn host_rule_arg(s: &str) -> Result<HostRule, String> {
+    s.parse()
+}
+fn secret_arg(s: &str) -> Result<(String, Option<Vec<HostRule>>), String> {
+    agentbox_core::parse_secret_arg(s)
+}
 fn env_arg(s: &str) -> Result<EnvArg, String> {
     parse_env_arg(s).map_err(|e| e.to_string())
 }
@@ -426,9 +461,20 @@ fn timeout_arg(s: &str) -> Result<u64, String> {
 /// Sandbox settings shared by `run` and `spawn`.
 #[derive(Debug, Args, Clone)]
 pub struct SandboxFlags {
-    /// Network: none (loopback only; the default) or full (the host's network)
+    /// Network: none (loopback only), proxy (only allowed hosts, through agentbox's egress proxy)
+    /// or full (the host's network). Default: none, or proxy with --allow/--secret/--ask
     #[arg(long, value_name = "MODE", value_parser = network_arg)]
     pub network: Option<NetworkMode>,
+    /// Let the proxy reach HOST (exact, *.domain, or an IP address); repeatable
+    #[arg(long = "allow", value_name = "HOST", value_parser = host_rule_arg)]
+    pub allow: Vec<HostRule>,
+    /// Keep secret NAME on the host: the sandbox sees a placeholder that the proxy swaps for the
+    /// real value toward HOSTs only (default hosts: config, then built-in profiles); repeatable
+    #[arg(long = "secret", value_name = "NAME[=HOST,...]", value_parser = secret_arg)]
+    pub secrets: Vec<(String, Option<Vec<HostRule>>)>,
+    /// Hold requests to hosts outside the policy until `agentbox allow` (or a timeout)
+    #[arg(long)]
+    pub ask: bool,
     /// Set KEY=VALUE inside, or pass the caller's KEY (nothing else of the caller's environment passes)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
     pub env: Vec<EnvArg>,
@@ -446,6 +492,17 @@ pub struct SandboxFlags {
 impl SandboxFlags {
     pub fn limits(&self) -> Limits {
         Limits { memory: self.memory, pids: self.pids, cpus: self.cpus }
+    }
+
+    pub fn egress(&self) -> crate::egress::EgressFlags {
+        crate::egress::EgressFlags { allow: self.allow.clone(), secrets: self.secrets.clone(), ask: self.ask }
+    }
+
+    /// The network mode asked for: explicit, or `proxy` when a policy flag implies it.
+    pub fn network_mode(&self, fallback: Option<NetworkMode>) -> NetworkMode {
+        let implied =
+            (!self.allow.is_empty() || !self.secrets.is_empty() || self.ask).then_some(NetworkMode::Proxy);
+        self.network.or(implied).or(fallback).unwrap_or_default()
     }
 }
 

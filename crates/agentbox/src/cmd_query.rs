@@ -116,7 +116,20 @@ pub fn info(args: InfoArgs) -> Result<i32> {
         println!("workspace:   {}", s.workspace.display());
         println!("network:     {}", s.network);
         if s.network == agentbox_core::NetworkMode::Full {
-            println!("             warning: full network access, including services on host loopback");
+            println!("             warning: full network access, including services on host loopback;");
+            println!("             credentials are passed to the agent as they are");
+        }
+        if s.network == agentbox_core::NetworkMode::Proxy {
+            let allow: Vec<String> = s.egress.allow.iter().map(|r| r.to_string()).collect();
+            println!("allow:       {}", if allow.is_empty() { "-".into() } else { allow.join(", ") });
+            for b in &s.egress.secrets {
+                let hosts: Vec<String> = b.hosts.iter().map(|r| r.to_string()).collect();
+                println!("secret:      {} -> {} (placeholder inside)", b.env, hosts.join(", "));
+            }
+            if s.egress.ask {
+                println!("ask:         requests to other hosts wait for `agentbox allow`");
+            }
+            println!("audit:       {}", paths::net_log(&dir).display());
         }
         if !s.limits.is_empty() {
             println!("limits:      {}", s.limits.summary());

@@ -7,17 +7,35 @@ use agentbox_jail::{
     Stdio,
 };
 
-use crate::cli::RunArgs;
-use crate::exit;
+use agentbox_core::{EgressSpec, NetworkMode};
 
-fn request(args: RunArgs) -> SandboxRequest {
-    SandboxRequest {
+use crate::cli::RunArgs;
+use crate::egress::Config;
+use crate::exit;
+use crate::home::Home;
+use crate::secrets::Secrets;
+
+fn request(args: RunArgs, home: Option<&Home>) -> anyhow::Result<SandboxRequest> {
+    let network = args.sandbox.network_mode(None);
+    let (egress, ca) = match (network, home) {
+        (NetworkMode::Proxy, Some(home)) => {
+            let flags = args.sandbox.egress();
+            crate::egress::check_flag_secrets(&flags, &Secrets::load(home)?)?;
+            let spec = crate::egress::build_spec(&Config::load(home)?, None, &[], &flags)?;
+            let ca = if spec.secrets.is_empty() { None } else { Some(crate::egress::ca_files(home)?) };
+            (spec, ca)
+        }
+        _ => (EgressSpec::default(), None),
+    };
+    Ok(SandboxRequest {
         command: args.command,
         workspace: args.workspace,
         workdir: args.workdir,
         mounts: args.mounts,
         limits: args.sandbox.limits(),
-        network: args.sandbox.network.unwrap_or_default(),
+        network,
+        egress,
+        ca,
         env: args.sandbox.env,
         hostname: args.hostname,
         uid: args.uid,
@@ -25,7 +43,7 @@ fn request(args: RunArgs) -> SandboxRequest {
         timeout: args.timeout.map(Duration::from_secs),
         home: None,
         hidden: Vec::new(),
-    }
+    })
 }
 
 fn stdio(force: bool, never: bool) -> Stdio {
@@ -48,6 +66,11 @@ pub fn pty_stdio() -> Stdio {
     }
 }
 
+fn fail_msg(msg: &str) -> i32 {
+    eprintln!("agentbox: {msg}");
+    exit::AGENTBOX_FAILED
+}
+
 pub fn fail(e: &JailError) -> i32 {
     eprintln!("agentbox: {e}");
     match e {
@@ -63,7 +86,19 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(h) => h,
         Err(e) => return fail(&e),
     };
-    let spec = match resolve(request(args), &host) {
+    // AGENTBOX_HOME (config, CA, stored secrets) matters only to the proxy mode.
+    let home = match args.sandbox.network_mode(None) {
+        NetworkMode::Proxy => match Home::open() {
+            Ok(h) => Some(h),
+            Err(e) => return fail_msg(&format!("{e:#}")),
+        },
+        _ => None,
+    };
+    let req = match request(args, home.as_ref()) {
+        Ok(r) => r,
+        Err(e) => return fail_msg(&format!("{e:#}")),
+    };
+    let spec = match resolve(req, &host) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -78,13 +113,23 @@ pub fn run(args: RunArgs) -> i32 {
         }
         return 0;
     }
-    if spec.network == agentbox_core::NetworkMode::Full {
+    if spec.network == NetworkMode::Full {
         eprintln!("agentbox: warning: --network full shares the host's network, including services on host loopback");
     }
-    let running = match start(&plan, stdio(tty, no_tty), false) {
+    let mut running = match start(&plan, stdio(tty, no_tty), false) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    // The proxy (and the secrets it loads) only now that the sandbox exists.
+    if let (Some(listener), Some(home)) = (running.proxy_listener.take(), &home) {
+        let started = crate::egress::proxy_config(home, "run", &spec.egress, None)
+            .and_then(|cfg| Ok(agentbox_proxy::start(listener, cfg)?));
+        if let Err(e) = started {
+            let _ = nix::sys::signal::kill(running.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(running.pid, None);
+            return fail_msg(&format!("cannot start the egress proxy: {e:#}"));
+        }
+    }
     if verbose {
         for note in &running.limit_notes {
             eprintln!("agentbox: limit {note}");

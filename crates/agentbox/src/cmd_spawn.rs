@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use agentbox_store::NewAgent;
 use std::process::{Command, Stdio};
 
-use agentbox_core::{validate_name, HomeSpec, SandboxSpec};
+use agentbox_core::{validate_name, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
 use agentbox_jail::{resolve, HostContext, SandboxRequest};
-use agentbox_supervisor::{paths, supervise, SupervisorConfig};
+use agentbox_supervisor::{paths, supervise, ProxySetup, SupervisorConfig};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{SpawnArgs, SpawnOptions, SwarmArgs};
+use crate::egress::Config;
 use crate::home::{private_dir, Home};
-use crate::profiles;
+use crate::profiles::{self, Found};
 use crate::secrets::Secrets;
 use crate::tree::{copy_tree, remove_tree};
 
@@ -64,9 +65,36 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
     };
     // A CMD after `--` replaces the profile's command; the profile's sandbox settings still apply.
     // The caller's --env and --network win over the profile's.
-    let (command, mut mounts, mut env, hidden, network, keys) = match profile {
-        Some((p, a)) => (a.command, a.mounts, a.env, a.hidden, p.network, p.startup_keys.into_bytes()),
-        None => (default_shell(), vec![], vec![], vec![], None, vec![]),
+    let (command, mut mounts, mut env, hidden, found, keys, profile) = match profile {
+        Some((p, a)) => {
+            let keys = p.startup_keys.clone().into_bytes();
+            (a.command, a.mounts, a.env, a.hidden, a.credentials, keys, Some(p))
+        }
+        None => (default_shell(), vec![], vec![], vec![], vec![], vec![], None),
+    };
+    let network = args.sandbox.network_mode(profile.as_ref().and_then(|p| p.network));
+    let flags = args.sandbox.egress();
+    let secrets = Secrets::load(home)?;
+    crate::egress::check_flag_secrets(&flags, &secrets)?;
+    let (egress, ca) = match network {
+        NetworkMode::Proxy => {
+            let spec = crate::egress::build_spec(&Config::load(home)?, profile.as_ref(), &found, &flags)?;
+            let ca = if spec.secrets.is_empty() { None } else { Some(crate::egress::ca_files(home)?) };
+            (spec, ca)
+        }
+        NetworkMode::Full => {
+            // No proxy to swap placeholders: the agent gets the values themselves.
+            let names = found.iter().chain(flags.secrets.iter().map(|(n, _)| n));
+            for name in names {
+                if let Some(Found::Environment(v) | Found::Stored(v)) =
+                    profiles::find_credential(name, &secrets)
+                {
+                    env.push(EnvArg::Set(name.clone(), v));
+                }
+            }
+            (EgressSpec::default(), None)
+        }
+        NetworkMode::None => (EgressSpec::default(), None),
     };
     if args.identity {
         let did = crate::identity::create(&dir, &paths::home(&dir), name)?;
@@ -79,7 +107,9 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         command: if args.command.is_empty() { command } else { args.command.clone() },
         workspace: Some(workspace),
         mounts,
-        network: args.sandbox.network.or(network).unwrap_or_default(),
+        network,
+        egress,
+        ca,
         env,
         limits: args.sandbox.limits(),
         hostname: Some(name.to_string()),
@@ -216,12 +246,16 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let store = home.store()?;
     let rec = store.get(name)?;
     let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
-    let cfg = SupervisorConfig {
-        name: name.to_string(),
-        state_dir: rec.state_dir.into(),
-        store_path: home.store_path(),
-        spec,
-    };
+    let state_dir = PathBuf::from(rec.state_dir);
+    let proxy = (spec.network == NetworkMode::Proxy).then(|| {
+        let (home, agent, egress) = (home.clone(), name.to_string(), spec.egress.clone());
+        let audit = paths::net_log(&state_dir);
+        ProxySetup(Box::new(move || {
+            crate::egress::proxy_config(&home, &agent, &egress, Some(&audit)).map_err(|e| format!("{e:#}"))
+        }))
+    });
+    let cfg =
+        SupervisorConfig { name: name.to_string(), state_dir, store_path: home.store_path(), spec, proxy };
     drop(store);
     let mut stdout = std::io::stdout();
     Ok(supervise(cfg, &mut stdout)?)

@@ -10,6 +10,7 @@ mod cmd_doctor;
 mod cmd_exec;
 mod cmd_lifecycle;
 mod cmd_manage;
+mod cmd_net;
 mod cmd_profiles;
 mod cmd_ps;
 mod cmd_query;
@@ -17,6 +18,7 @@ mod cmd_run;
 mod cmd_session;
 mod cmd_spawn;
 mod cmd_watch;
+mod egress;
 mod exit;
 mod home;
 mod hooks;
@@ -70,6 +72,8 @@ fn main() {
         cli::Command::List(args) => report(cmd_query::list(args)),
         cli::Command::Info(args) => report(cmd_query::info(args)),
         cli::Command::History(args) => report(cmd_query::history(args)),
+        cli::Command::Net(args) => report(cmd_net::net(args)),
+        cli::Command::Allow(args) => report(cmd_net::allow(args)),
         cli::Command::Root => report(cmd_query::root()),
         cli::Command::Profiles(args) => report(cmd_profiles::profiles(args)),
         cli::Command::Keys(args) => report(cmd_profiles::keys(args)),

@@ -91,6 +91,9 @@ pub struct Applied {
     pub mounts: Vec<MountArg>,
     pub env: Vec<EnvArg>,
     pub hidden: Vec<PathBuf>,
+    /// The credentials found on this host, one per satisfied group (names only: in `proxy` mode
+    /// the sandbox gets placeholders, in `full` mode the caller's values).
+    pub credentials: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -114,9 +117,8 @@ pub fn apply(profile: &Profile, host_home: &Path, secrets: &Secrets, agent_home:
 
     let markers = profile.auth_markers.iter().any(|m| map_path(m, host_home).0.exists());
     for group in &profile.credentials {
-        let hit = group.iter().find_map(|k| find_credential(k, secrets).map(|f| (k, f)));
-        match hit {
-            Some((k, Found::Environment(v) | Found::Stored(v))) => out.env.push(EnvArg::Set(k.clone(), v)),
+        match group.iter().find(|k| crate::egress::secret_present(k, secrets)) {
+            Some(k) => out.credentials.push(k.clone()),
             None if markers => {}
             None => out.warnings.push(format!(
                 "profile {} needs one of {} and finds none (nor a login): {}",

@@ -206,6 +206,16 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
         }
         None => None,
     };
+    if let Some(port) = ctx.plan.proxy_port {
+        // Created here so it lives in the sandbox's network namespace; served from outside.
+        let listener =
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).map_err(|e| Failure {
+                step: format!("listen on 127.0.0.1:{port} for the egress proxy"),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                message: e.to_string(),
+            })?;
+        handed.push(OwnedFd::from(listener));
+    }
     if !handed.is_empty() {
         let tag = if ctx.want_handles { HANDOFF_SANDBOX } else { HANDOFF_TERMINAL };
         let raw: Vec<std::os::fd::RawFd> = handed.iter().map(|h| h.as_raw_fd()).collect();
@@ -215,6 +225,12 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
 
     agentbox_sys::overwrite_cmdline(b"agentbox-init").map_err(|e| Failure {
         step: "hide the launcher's command line".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        message: e.to_string(),
+    })?;
+    // init is a copy of the launcher, whose environment may hold the caller's secrets: clear it.
+    agentbox_sys::clear_environ_area().map_err(|e| Failure {
+        step: "clear the launcher's environment".into(),
         errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
         message: e.to_string(),
     })?;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A private AGENTBOX_HOME for one test, owned by the identity that uses it.
-struct Agents {
+pub(crate) struct Agents {
     _dir: tempfile::TempDir,
-    home: PathBuf,
-    who: As,
+    pub(crate) home: PathBuf,
+    pub(crate) who: As,
 }
 
 impl Agents {
-    fn new(who: As) -> Self {
+    pub(crate) fn new(who: As) -> Self {
         let dir = tempfile::Builder::new().prefix("abx-").tempdir().unwrap();
         let home = std::fs::canonicalize(dir.path()).unwrap().join("home");
         std::fs::create_dir(&home).unwrap();
@@ -26,18 +26,18 @@ impl Agents {
         Self { _dir: dir, home, who }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = command(self.who);
         c.env("AGENTBOX_HOME", &self.home).args(args);
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
 
     #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -49,13 +49,13 @@ impl Agents {
         text(&out.stdout)
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         self.home.join("agents").join(name)
     }
 
     /// Polls `agentbox screen` until it contains `needle`.
     #[track_caller]
-    fn screen_until(&self, name: &str, needle: &str) -> String {
+    pub(crate) fn screen_until(&self, name: &str, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let s = self.ok(&["screen", name]);
@@ -67,7 +67,7 @@ impl Agents {
         }
     }
 
-    fn state(&self, name: &str) -> serde_json::Value {
+    pub(crate) fn state(&self, name: &str) -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(&self.ok(&["info", name, "--json"])).unwrap();
         v["agent"]["state"].clone()
     }

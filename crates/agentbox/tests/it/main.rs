@@ -11,6 +11,7 @@ mod attacks_fs;
 mod attacks_kernel;
 mod attacks_net;
 mod attacks_proc;
+mod egress;
 mod limits;
 mod profiles;
 mod run;
