@@ -72,7 +72,9 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         }
         None => (default_shell(), vec![], vec![], vec![], vec![], vec![], None),
     };
-    let network = args.sandbox.network_mode(profile.as_ref().and_then(|p| p.network));
+    // Agent profiles default to the proxy: their provider is reachable, their keys stay here.
+    let network =
+        args.sandbox.network_mode(profile.as_ref().map(|p| p.network.unwrap_or(NetworkMode::Proxy)));
     let flags = args.sandbox.egress();
     let secrets = Secrets::load(home)?;
     crate::egress::check_flag_secrets(&flags, &secrets)?;
@@ -94,7 +96,12 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
             }
             (EgressSpec::default(), None)
         }
-        NetworkMode::None => (EgressSpec::default(), None),
+        NetworkMode::None => {
+            if !found.is_empty() {
+                eprintln!("agentbox: warning: --network none: {} not passed to the agent", found.join(", "));
+            }
+            (EgressSpec::default(), None)
+        }
     };
     if args.identity {
         let did = crate::identity::create(&dir, &paths::home(&dir), name)?;

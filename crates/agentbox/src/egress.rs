@@ -147,8 +147,8 @@ pub fn build_spec(
         let hosts = match hosts.or_else(|| cfg.secret_hosts(&name, profile)) {
             Some(h) => h,
             None => bail!(
-                "no hosts are known for secret {name}: name them with --secret {name}=HOST[,HOST] \
-                 or in [secrets.{name}] of the config"
+                "no hosts are known for secret {name}: name them with --secret {name}=HOST[,HOST], \
+                 in [secrets.{name}] of the config, or in [secret_hosts] of the profile"
             ),
         };
         secrets.retain(|s| s.env != name);

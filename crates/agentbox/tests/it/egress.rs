@@ -14,7 +14,7 @@ use crate::agents::Agents;
 use crate::support::*;
 
 /// Hosts the test servers answer for.
-const NAMES: &[&str] = &["api.anthropic.com", "github.com", "other.test", "asked.test"];
+const NAMES: &[&str] = &["api.anthropic.com", "api.openai.com", "github.com", "other.test", "asked.test"];
 pub const REAL_KEY: &str = "sk-ant-real-0d7e1c2b9a";
 pub const REAL_TOKEN: &str = "ghp_real_token_5f4e3d";
 
@@ -110,7 +110,8 @@ impl Upstream {
         cmd.env("AGENTBOX_PROXY_RESOLVE", self.resolve_env())
             .env("SSL_CERT_FILE", self.ca())
             .env("ANTHROPIC_API_KEY", REAL_KEY)
-            .env("GITHUB_TOKEN", REAL_TOKEN);
+            .env("GITHUB_TOKEN", REAL_TOKEN)
+            .env("CODEX_API_KEY", REAL_KEY);
     }
 }
 
@@ -494,5 +495,74 @@ print("SCANNED", scanned > 0, "HITS", hits if hits else "none")
             );
         }
         a.ok(&["kill", "canary"]);
+    }
+}
+
+/// The npm packages of the real clients (`tests/node`, installed by CI with `npm ci`).
+fn node_modules() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/node_modules");
+    assert!(dir.join("undici").is_dir(), "run `npm ci --prefix tests/node` first (CI does)");
+    std::fs::canonicalize(dir).unwrap()
+}
+
+/// Node's fetch (undici, following the proxy variables) reaches the provider with the real key
+/// while the script only ever held the placeholder.
+#[test]
+fn node_fetch_through_the_proxy() {
+    let up = Upstream::start();
+    let modules = node_modules();
+    let script = r#"
+const { fetch, EnvHttpProxyAgent, setGlobalDispatcher } = require("undici");
+setGlobalDispatcher(new EnvHttpProxyAgent());
+fetch("https://api.anthropic.com/echo?via=node", { headers: { "x-api-key": process.env.ANTHROPIC_API_KEY } })
+  .then((r) => r.text())
+  .then((t) => console.log("node", t.trim(), process.env.ANTHROPIC_API_KEY.startsWith("agentbox-placeholder-")));
+"#;
+    let mount = format!("{}:/run/node_modules:ro", modules.display());
+    let out = run_proxied(
+        As::Caller,
+        &up,
+        &["--secret", "ANTHROPIC_API_KEY", "--mount", &mount, "-e", "NODE_PATH=/run/node_modules"],
+        &format!("node -e '{script}'"),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("node {\"ok\": true} true"), "{stdout}");
+    let reqs = up.requests();
+    let node: Vec<_> =
+        reqs.iter().filter(|r| r["path"].as_str().unwrap_or("").contains("via=node")).collect();
+    assert_eq!(node.len(), 1, "{reqs:?}");
+    assert_eq!(node[0]["headers"]["x-api-key"], REAL_KEY);
+}
+
+/// A real agent CLI from the npm registry (OpenAI's Codex) works inside the sandbox through the
+/// proxy with only a placeholder key: its request reaches a local server that speaks the
+/// provider's API, carrying the real key.
+#[test]
+fn codex_cli_works_with_a_placeholder_key() {
+    let up = Upstream::start();
+    let modules = node_modules();
+    let bin = modules.join("@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin");
+    assert!(bin.join("codex").exists(), "the codex package has no linux-x64 binary at {}", bin.display());
+    let mount = format!("{}:/run/codex:ro", bin.display());
+    let out = run_proxied(
+        As::Caller,
+        &up,
+        &["--secret", "CODEX_API_KEY", "--mount", &mount],
+        "cd /tmp && /run/codex/codex exec --skip-git-repo-check 'say hello' 2>&1; echo \"exit=$?\"",
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("hello from the local provider"), "{stdout}\n{}", text(&out.stderr));
+    assert!(!stdout.contains(REAL_KEY), "{stdout}");
+    let reqs = up.requests();
+    // Codex first tries a WebSocket upgrade, which the proxy does not carry for intercepted
+    // hosts, and falls back to plain HTTPS requests.
+    let calls: Vec<_> = reqs
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or("").starts_with("/v1/responses"))
+        .collect();
+    assert!(!calls.is_empty(), "codex never called the provider: {reqs:#?}");
+    for c in calls {
+        assert_eq!(c["headers"]["authorization"], format!("Bearer {REAL_KEY}"), "{c:#}");
     }
 }

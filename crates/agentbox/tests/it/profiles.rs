@@ -112,7 +112,9 @@ fn claude_profile_passes_its_key_and_overlays_instructions() {
     // The command after -- replaces `claude`; the profile's settings still apply.
     e.ok(&["spawn", "c", "-p", "claude-code", "--", "sh", "-c", script]);
     let logs = e.logs_after_exit("c");
-    assert!(logs.contains("key=sk-canary-profile"), "{logs}");
+    // Proxy mode by default: the agent holds a placeholder, never the key.
+    assert!(logs.contains("key=agentbox-placeholder-anthropic-api-key-"), "{logs}");
+    assert!(!logs.contains("sk-canary-profile"), "{logs}");
     assert!(logs.contains("dir=/home/agent/.agentbox/config/claude-code"), "{logs}");
     assert!(logs.contains("# house rules") && logs.contains("## Sandbox"), "merged instructions: {logs}");
     assert!(logs.contains("{\"k\":1}"), "{logs}");
@@ -121,7 +123,23 @@ fn claude_profile_passes_its_key_and_overlays_instructions() {
     assert!(!logs.contains("OTHER"), "only declared variables pass");
     let info: serde_json::Value = serde_json::from_str(&e.ok(&["info", "c", "--json"])).unwrap();
     assert_eq!(info["agent"]["profile"], "claude-code");
-    assert_eq!(info["spec"]["network"], "full");
+    assert_eq!(info["spec"]["network"], "proxy");
+    assert_eq!(info["spec"]["egress"]["secrets"][0]["hosts"][0], "api.anthropic.com");
+    // With --network full there is no proxy to swap a placeholder: the agent gets the key.
+    e.ok(&[
+        "spawn",
+        "f",
+        "-p",
+        "claude-code",
+        "--network",
+        "full",
+        "--",
+        "sh",
+        "-c",
+        "echo key=$ANTHROPIC_API_KEY",
+    ]);
+    assert!(e.logs_after_exit("f").contains("key=sk-canary-profile"));
+    assert!(e.ok(&["info", "f"]).contains("credentials are passed to the agent as they are"));
     // The user's own instructions are untouched on the host.
     assert_eq!(std::fs::read_to_string(cfg.join("CLAUDE.md")).unwrap(), "# house rules\n");
 }
@@ -147,13 +165,23 @@ fn user_profiles_and_their_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("mytool.toml"),
-        "description = \"mine\"\ncommand = [\"sh\", \"-c\", \"echo from-profile $MYTOOL_KEY\"]\ncredentials = [[\"MYTOOL_KEY\"]]\n",
+        "description = \"mine\"\ncommand = [\"sh\", \"-c\", \"echo from-profile $MYTOOL_KEY\"]\ncredentials = [[\"MYTOOL_KEY\"]]\n[secret_hosts]\nMYTOOL_KEY = [\"api.mytool.dev\"]\n",
     )
     .unwrap();
     e.ok(&["env", "set", "MYTOOL_KEY", "v1"]);
     assert!(e.ok(&["profiles"]).contains("mytool"));
+    // Profiles default to the proxy: the agent holds a placeholder, the value stays on the host.
     e.ok(&["spawn", "m", "-p", "mytool"]);
-    assert!(e.logs_after_exit("m").contains("from-profile v1"));
+    let logs = e.logs_after_exit("m");
+    assert!(logs.contains("from-profile agentbox-placeholder-mytool-key-") && !logs.contains("v1"), "{logs}");
+    let info: serde_json::Value = serde_json::from_str(&e.ok(&["info", "m", "--json"])).unwrap();
+    assert_eq!(info["spec"]["network"], "proxy");
+    assert_eq!(info["spec"]["egress"]["secrets"][0]["hosts"][0], "api.mytool.dev");
+    // A credential with nowhere to go is refused with where to say it.
+    std::fs::write(dir.join("nohosts.toml"), "command = [\"true\"]\ncredentials = [[\"MYTOOL_KEY\"]]\n")
+        .unwrap();
+    let out = e.run(&["spawn", "n", "-p", "nohosts"]);
+    assert!(text(&out.stderr).contains("[secret_hosts]"), "{}", text(&out.stderr));
 
     std::fs::write(dir.join("broken.toml"), "command = [\"x\"]\nnetwrok = \"full\"\n").unwrap();
     let out = e.run(&["spawn", "b", "-p", "broken"]);
