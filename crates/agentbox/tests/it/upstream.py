@@ -25,6 +25,8 @@ LOG_LOCK = threading.Lock()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Like production servers: a response written in several pieces is not held back by Nagle.
+    disable_nagle_algorithm = True
 
     def log_message(self, *a):
         pass

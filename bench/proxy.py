@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Egress proxy benchmarks: the same client in a sandbox, direct vs through the proxy, in one run.
+
+1. added latency per HTTPS request (new connection and TLS handshake each time, as most clients
+   do): direct (--network full, straight to the server) vs tunnelled (an allowed host, CONNECT
+   relayed untouched) vs intercepted (a host a secret is bound to: TLS terminated with the local
+   CA, the placeholder swapped, a new TLS connection to the server).
+2. bulk throughput of one large download, same three paths.
+
+Rounds are interleaved so machine noise hits all paths alike; medians are reported.
+
+Usage: bench/proxy.py [--requests 200] [--bytes 500000000] [--rounds 3]
+Needs: python3, openssl, a release build (the script builds it).
+"""
+import argparse, json, os, statistics, subprocess, sys, tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_BUILD_TARGET", "x86_64-unknown-linux-gnu")
+BIN = os.path.join(ROOT, "target", TARGET, "release", "agentbox")
+UPSTREAM = os.path.join(ROOT, "crates", "agentbox", "tests", "it", "upstream.py")
+CLIENT = os.path.join(ROOT, "bench", "proxy_client.py")
+
+
+def certs(work):
+    """A test CA and a certificate for the two benchmark host names."""
+    def ssl_(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True)
+    ca_key, ca, key, csr, crt = (os.path.join(work, f) for f in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem"))
+    ssl_("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
+         "-out", ca, "-days", "2", "-subj", "/CN=bench CA")
+    ssl_("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=bench")
+    ext = os.path.join(work, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:api.anthropic.com,DNS:tunnel.test\n")
+    ssl_("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt, "-days", "2",
+         "-extfile", ext)
+    for p in (ca, crt, key):
+        os.chmod(p, 0o644)
+    return ca, crt, key
+
+
+def client(mode, env, flags, host, port, args, cafile, work):
+    cmd = [BIN, "run", "--mount", f"{CLIENT}:/run/client.py:ro", "--mount", f"{work}:/run/bench:ro",
+           *flags, "--", "python3", "/run/client.py", mode, host, str(port), str(args.requests), str(args.bytes),
+           cafile]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--bytes", type=int, default=500_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "agentbox"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="abx-bench-proxy-")
+    os.chmod(work, 0o755)
+    ca, crt, key = certs(work)
+    server = subprocess.Popen([sys.executable, UPSTREAM, "--cert", crt, "--key", key], stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())
+    home = os.path.join(work, "home")
+    env = dict(os.environ, AGENTBOX_HOME=home, SSL_CERT_FILE=ca, BENCH_KEY="real-key",
+               AGENTBOX_PROXY_RESOLVE=f"api.anthropic.com=127.0.0.1:{port},tunnel.test=127.0.0.1:{port}")
+    inside_ca = "/run/bench/ca.pem"
+    paths = {
+        "direct": ("direct", ["--network", "full", "-e", "BENCH_KEY=none"], "api.anthropic.com", inside_ca),
+        "tunnel": ("proxy", ["--allow", "tunnel.test"], "tunnel.test", inside_ca),
+        "intercept": ("proxy", ["--secret", "BENCH_KEY=api.anthropic.com"], "api.anthropic.com",
+                      "/run/agentbox/ca-bundle.crt"),
+    }
+    results = {k: [] for k in paths}
+    try:
+        for _ in range(args.rounds):
+            for name, (mode, flags, host, cafile) in paths.items():
+                results[name].append(client(mode, env, flags, host, port, args, cafile, work))
+    finally:
+        server.kill()
+    med = lambda name: statistics.median(statistics.median(r["lat"]) for r in results[name]) * 1e3
+    p90 = lambda name: statistics.median(sorted(r["lat"])[int(len(r["lat"]) * 0.9)] for r in results[name]) * 1e3
+    mbps = lambda name: statistics.median(r["mbps"] for r in results[name])
+    print(f"HTTPS request, new connection each ({args.requests} requests x {args.rounds} rounds, median of round medians)")
+    for name in paths:
+        print(f"  {name:<10} median {med(name):6.2f} ms  p90 {p90(name):6.2f} ms  added {med(name) - med('direct'):+.2f} ms")
+    print(f"Bulk download of {args.bytes / 1e6:.0f} MB (median of {args.rounds})")
+    for name in paths:
+        print(f"  {name:<10} {mbps(name):7.0f} MB/s  ratio to direct {mbps(name) / mbps('direct'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
