@@ -140,6 +140,16 @@ impl HostContext {
     }
 }
 
+/// The caller's environment may hold secrets; the copy is wiped when the context goes, so a
+/// sandbox cloned afterwards does not inherit it in freed memory.
+impl Drop for HostContext {
+    fn drop(&mut self) {
+        for (_, value) in &mut self.env {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
 /// The home directory of `uid` in passwd(5) text. agentbox is a static binary, so it reads the
 /// file itself instead of going through NSS.
 fn passwd_home(passwd: &str, uid: u32) -> Option<PathBuf> {

@@ -102,6 +102,7 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    drop(host);
     let plan = build_plan(&spec, &RealFs);
     if dry_run {
         match serde_json::to_string_pretty(&plan) {

@@ -495,6 +495,32 @@ print("SCANNED", scanned > 0, "HITS", hits if hits else "none")
             );
         }
         a.ok(&["kill", "canary"]);
+
+        // The same for a foreground `run`, whose launcher holds the secret for its proxy.
+        let ws = workspace(who);
+        let home = home_for(who);
+        let mut cmd = run_command(
+            who,
+            &ws,
+            &["--secret", "CANARY_TOKEN_X=api.anthropic.com"],
+            &["sh", "-c", "echo ready; exec sleep 600"],
+        );
+        cmd.env("AGENTBOX_HOME", home.path()).env("CANARY_TOKEN_X", &canary).stdout(Stdio::piped());
+        let mut child = KillOnDrop(cmd.spawn().unwrap());
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        // With setpriv in between, the launcher is the process that exec'd agentbox.
+        let launcher = child.0.id() as i32;
+        assert!(memory_contains(launcher, canary.as_bytes()), "the launcher's proxy holds it");
+        let sandbox: Vec<i32> = tree(launcher).into_iter().filter(|p| *p != launcher).collect();
+        assert!(!sandbox.is_empty());
+        for pid in sandbox {
+            assert!(
+                !memory_contains(pid, canary.as_bytes()),
+                "as {who:?}: the secret is in sandbox pid {pid} (run)"
+            );
+        }
     }
 }
 
