@@ -162,6 +162,7 @@ print("python", urllib.request.urlopen(req).read().decode().strip())
 '
 git clone -q "https://x-access-token:$GITHUB_TOKEN@github.com/git/repo.git" /tmp/clone
 cat /tmp/clone/README
+echo "private keys inside: $(grep -rl 'PRIVATE KEY' /run/agentbox /etc/ssl/certs 2>/dev/null | wc -l)"
 "#;
         let out = run_proxied(
             who,
@@ -173,6 +174,7 @@ cat /tmp/clone/README
         assert!(out.status.success(), "as {who:?}: {stdout}\n{}", text(&out.stderr));
         assert!(stdout.contains("python {\"ok\": true}"), "{stdout}");
         assert!(stdout.contains("fetched through the proxy"), "{stdout}");
+        assert!(stdout.contains("private keys inside: 0"), "the CA's key stays outside: {stdout}");
         let placeholder = stdout.split("key=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
         assert!(placeholder.starts_with("agentbox-placeholder-anthropic-api-key-"), "{placeholder}");
         for secret in [REAL_KEY, REAL_TOKEN] {
@@ -340,6 +342,10 @@ fn audit_ask_and_live_allow() {
         // A lasting grant is kept with the agent; bad input is explained.
         a.ok(&["allow", "net1", "*.example.org"]);
         assert!(a.ok(&["info", "net1"]).contains("*.example.org"));
+        // --always also goes into the config, for every agent.
+        a.ok(&["allow", "net1", "always.example.org", "--always"]);
+        let cfg = std::fs::read_to_string(a.home.join("config.toml")).unwrap();
+        assert!(cfg.contains("always.example.org") && cfg.contains("ask_timeout = 3"), "{cfg}");
         let bad = a.run(&["allow", "net1", "*"]);
         assert!(
             !bad.status.success() && text(&bad.stderr).contains("--network full"),
