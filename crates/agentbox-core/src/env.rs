@@ -42,6 +42,14 @@ fn is_allowlisted(key: &str) -> bool {
     ENV_ALLOWLIST.contains(&key) || (key.starts_with("LC_") && is_valid_env_key(key))
 }
 
+/// Sets `key` in `env`, replacing an earlier value.
+pub fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => env.push((key.to_string(), value.to_string())),
+    }
+}
+
 /// The environment a sandbox starts with: agentbox's own variables, then the allowlisted ones the
 /// caller has, then the `--env` arguments (which win). `host` is the caller's environment.
 pub fn default_env(
@@ -57,10 +65,7 @@ pub fn default_env(
         ("SHELL".into(), "/bin/sh".into()),
         ("AGENTBOX".into(), "1".into()),
     ];
-    let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value.to_string(),
-        None => env.push((key.to_string(), value.to_string())),
-    };
+    let mut set = |key: &str, value: &str| set_env(&mut env, key, value);
     for (k, v) in host.iter().filter(|(k, _)| is_allowlisted(k)) {
         set(k, v);
     }

@@ -24,7 +24,7 @@ pub mod testing;
 pub use egress::{
     canonical_ip, check_secret_hosts, parse_secret_arg, EgressSpec, Host, HostRule, SecretBinding,
 };
-pub use env::{default_env, is_valid_env_key, parse_env_arg, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
+pub use env::{default_env, is_valid_env_key, parse_env_arg, set_env, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
 pub use error::SpecError;
 pub use hostname::validate_hostname;
 pub use limits::Limits;

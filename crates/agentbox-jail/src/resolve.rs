@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentbox_core::{
-    check_mount_target, check_workspace, default_env, normalize_absolute, validate_hostname, EgressSpec,
-    EnvArg, HomeSpec, Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_GID,
-    DEFAULT_HOSTNAME, DEFAULT_UID, PROXY_PORT, SANDBOX_HOME,
+    check_mount_target, check_workspace, default_env, normalize_absolute, set_env, validate_hostname,
+    EgressSpec, EnvArg, HomeSpec, Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError,
+    DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, PROXY_PORT, SANDBOX_HOME,
 };
 
 use crate::JailError;
@@ -54,11 +54,6 @@ pub const SANDBOX_CA_BUNDLE: &str = "/run/agentbox/ca-bundle.crt";
 /// the bundle that includes the local CA, so programs that ignore the variables trust it too.
 pub const SYSTEM_CA_BUNDLES: &[&str] =
     &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
-
-fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_string(), value.to_string()));
-}
 
 /// What a `proxy`-mode sandbox gets: proxy variables pointing at its own loopback, the CA's
 /// files and the variables that make common runtimes trust it, and a placeholder per secret.

@@ -351,24 +351,20 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
     };
     nonblocking(&master).map_err(|e| fail(&store, format!("terminal: {e}"), ready))?;
     let proxy = match (running.proxy_listener.take(), cfg.proxy.take()) {
-        (Some(listener), Some(setup)) => {
-            let started =
-                (setup.0)().and_then(|c| agentbox_proxy::start(listener, c).map_err(|e| e.to_string()));
-            match started {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    let _ = kill(running.pid, Signal::SIGKILL);
-                    let _ = waitpid(running.pid, None);
-                    return Err(fail(&store, format!("cannot start the egress proxy: {e}"), ready));
-                }
-            }
-        }
-        (Some(_), None) => {
+        (Some(listener), Some(setup)) => (setup.0)()
+            .and_then(|c| agentbox_proxy::start(listener, c).map_err(|e| e.to_string()))
+            .map(Some)
+            .map_err(|e| format!("cannot start the egress proxy: {e}")),
+        (Some(_), None) => Err("proxy mode without a proxy configuration".to_string()),
+        _ => Ok(None),
+    };
+    let proxy = match proxy {
+        Ok(p) => p,
+        Err(msg) => {
             let _ = kill(running.pid, Signal::SIGKILL);
             let _ = waitpid(running.pid, None);
-            return Err(fail(&store, "proxy mode without a proxy configuration".into(), ready));
+            return Err(fail(&store, msg, ready));
         }
-        _ => None,
     };
     store.mark_running(&cfg.name, i64::from(std::process::id()), i64::from(running.pid.as_raw()))?;
     let _ = writeln!(ready, "ok");
