@@ -297,6 +297,43 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces an agent's tags with `tags` and journals the change.
+    pub fn set_tags(&mut self, name: &str, tags: &[(String, String)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if tx.query_row("SELECT 1 FROM agents WHERE name = ?1", [name], |_| Ok(())).optional()?.is_none() {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        tx.execute("DELETE FROM tags WHERE agent = ?1", [name])?;
+        for (k, v) in tags {
+            tx.execute("INSERT INTO tags (agent, key, value) VALUES (?1, ?2, ?3)", params![name, k, v])?;
+        }
+        let text: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tx.execute(
+            "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, 'tags', ?3)",
+            params![now_ms(), name, text.join(",")],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events with an id greater than `after`, oldest first, at most `limit` (for streaming).
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, agent, event, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok(Event { id: r.get(0)?, at: r.get(1)?, agent: r.get(2)?, event: r.get(3)?, detail: r.get(4)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many journal entries of each kind there are (the totals behind the server's counters).
+    pub fn event_counts(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT event, COUNT(*) FROM events GROUP BY event")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The newest `limit` events (optionally of one kind), oldest first.
     pub fn events(&self, limit: usize, event: Option<&str>) -> Result<Vec<Event>> {
         let mut stmt = self.conn.prepare(
@@ -319,6 +356,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("state.db")).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn tags_replace_and_events_stream() {
+        let (_d, mut s) = store();
+        let new = NewAgent { name: "t1", spec_json: "{}", state_dir: "/x", ..Default::default() };
+        s.create_agent(&new).unwrap();
+        s.set_tags("t1", &[("a".into(), "1".into()), ("b".into(), "2".into())]).unwrap();
+        s.set_tags("t1", &[("b".into(), "3".into())]).unwrap();
+        assert_eq!(s.get("t1").unwrap().tags, vec![("b".to_string(), "3".to_string())]);
+        assert!(matches!(s.set_tags("nope", &[]), Err(StoreError::NotFound(_))));
+        let all = s.events_after(0, 100).unwrap();
+        assert_eq!(all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["spawn", "tags", "tags"]);
+        let later = s.events_after(all[0].id, 1).unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].detail, "a=1,b=2");
+        let counts = s.event_counts().unwrap();
+        assert!(counts.contains(&("tags".to_string(), 2)));
     }
 
     #[test]

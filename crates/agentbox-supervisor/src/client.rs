@@ -47,6 +47,13 @@ pub fn send_input(state_dir: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     request(state_dir, Frame::Input(bytes.to_vec())).map(drop)
 }
 
+/// Sets the agent's terminal size (what a controlling client's Resize does, without attaching).
+pub fn resize(state_dir: &Path, rows: u16, cols: u16) -> Result<(), ClientError> {
+    let mut s = connect(state_dir)?;
+    write_frame(&mut s, &Frame::Resize { rows, cols })?;
+    Ok(())
+}
+
 /// Lets the agent's egress proxy reach `rule` (a host rule), once or from now on.
 pub fn allow_host(state_dir: &Path, rule: &str, once: bool) -> Result<(), ClientError> {
     request(state_dir, Frame::Allow { rule: rule.to_string(), once }).map(drop)

@@ -14,7 +14,7 @@ mod supervise;
 use std::path::PathBuf;
 
 pub use client::{
-    allow_host, attach, kill_agent, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
+    allow_host, attach, kill_agent, resize, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
     ClientError,
 };
 pub use supervise::{supervise, ProxySetup, SupervisorConfig};

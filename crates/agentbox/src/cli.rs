@@ -86,11 +86,16 @@ pub enum Command {
     Completion(CompletionArgs),
     /// Report which isolation features work on this machine
     Doctor(DoctorArgs),
+    /// Serve the REST/WebSocket API, metrics and the web dashboard (agents keep running without it)
+    Serve(ServeArgs),
     /// Print the version
     Version,
     /// Internal: the per-agent supervisor role
     #[command(name = "__supervise", hide = true)]
     Supervise { name: String },
+    /// Internal: spawn one agent from a JSON request on stdin (used by the server)
+    #[command(name = "__spawn", hide = true)]
+    SpawnRole,
 }
 
 fn tag_arg(s: &str) -> Result<(String, String), String> {
@@ -117,6 +122,9 @@ pub struct SpawnOptions {
     /// File typed into the agent once it runs
     #[arg(long, value_name = "FILE")]
     pub prompt: Option<PathBuf>,
+    /// The prompt's text itself (the API's `prompt`)
+    #[arg(skip)]
+    pub prompt_text: Option<String>,
     /// Tag the agent (repeatable)
     #[arg(short = 't', long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
@@ -553,4 +561,23 @@ pub struct DoctorArgs {
     /// Print the checks as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8122")]
+    pub listen: String,
+    /// TLS certificate chain (PEM); required with a non-loopback --listen
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address: the token and everything else cross the network unencrypted
+    #[arg(long)]
+    pub insecure_plain_http_on_network: bool,
+    /// Worker threads (default 2)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }

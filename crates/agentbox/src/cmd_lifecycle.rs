@@ -8,20 +8,10 @@ use crate::agents::{self, is_live_state, matches_tags, wait_finished};
 use crate::cli::{CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, WaitArgs};
 use crate::exit;
 use crate::home::Home;
-use crate::tree::remove_tree;
 
 /// Kills an agent and returns once its sandbox is gone.
 pub fn kill_one(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
-    match agentbox_supervisor::kill_agent(&agents::state_dir(rec)) {
-        Ok(()) => {}
-        // The supervisor vanished between the lookup and the request: refresh records that.
-        Err(agentbox_supervisor::ClientError::NotRunning(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    match wait_finished(store, &rec.name, Some(Duration::from_secs(30)))? {
-        Some(_) => Ok(()),
-        None => bail!("agent '{}' did not stop within 30s", rec.name),
-    }
+    crate::service::kill(store, &rec.name).map(drop)
 }
 
 pub fn kill(args: KillArgs) -> Result<i32> {
@@ -91,23 +81,14 @@ pub fn wait(args: WaitArgs) -> Result<i32> {
 }
 
 fn remove(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
-    remove_tree(&agents::state_dir(rec))?;
-    store.delete(&rec.name)?;
-    Ok(())
+    crate::service::remove(store, &rec.name, true)
 }
 
 pub fn rm(args: RmArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     for name in &args.names {
-        let rec = agents::get(&store, name)?;
-        if is_live_state(&rec.state) {
-            if !args.force {
-                bail!("agent '{name}' is running; stop it with `agentbox kill {name}` or use rm --force");
-            }
-            kill_one(&store, &rec)?;
-        }
-        remove(&store, &rec)?;
+        crate::service::remove(&store, name, args.force)?;
         println!("{name}");
     }
     Ok(0)

@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::agents::{self, is_live_state};
 use crate::cli::{CloneArgs, RenameArgs, RestartArgs};
-use crate::cmd_spawn::{start_supervisor, type_after_start};
 use crate::home::{private_dir, Home};
 use crate::tree::{copy_tree, remove_tree};
 
@@ -43,21 +42,7 @@ fn moved_spec(mut spec: SandboxSpec, from: &Path, to: &Path, name: &str) -> Sand
 pub fn restart(args: RestartArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    if is_live_state(&rec.state) {
-        crate::cmd_lifecycle::kill_one(&store, &rec)?;
-    }
-    let dir = agents::state_dir(&rec);
-    let keys = match &rec.profile {
-        Some(p) => crate::profiles::load(&home, p)?.startup_keys.into_bytes(),
-        None => Vec::new(),
-    };
-    store.mark_starting(&rec.name, "restart")?;
-    if let Err(e) = start_supervisor(&home, &rec.name, &dir) {
-        let _ = store.mark_finished(&rec.name, "failed", None, &format!("{e:#}"));
-        return Err(e);
-    }
-    type_after_start(&dir, &keys, rec.prompt.as_deref())?;
+    let rec = crate::service::restart(&home, &store, &args.name)?;
     println!("{}", rec.name);
     Ok(0)
 }

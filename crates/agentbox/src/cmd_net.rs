@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentbox_core::{NetworkMode, SandboxSpec};
 use agentbox_proxy::{format_utc, read_records, AuditRecord};
 use agentbox_supervisor::paths;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::agents;
 use crate::cli::{AllowArgs, NetArgs};
@@ -106,36 +106,11 @@ pub fn net(args: NetArgs) -> Result<i32> {
 pub fn allow(args: AllowArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    let mut spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
-    if spec.network != NetworkMode::Proxy {
-        bail!(
-            "{} runs with --network {}; only agents with --network proxy have an allowlist",
-            args.name,
-            spec.network
-        );
-    }
-    let rule = args.host.to_string();
-    let running = agents::is_live_state(&rec.state);
-    if running {
-        agentbox_supervisor::allow_host(&agents::state_dir(&rec), &rule, args.once)?;
-    } else if args.once {
-        bail!("{} is not running; --once applies to a running agent", args.name);
-    }
-    if !args.once {
-        // Kept with the agent, so a restart keeps it.
-        if !spec.egress.allow.contains(&args.host) {
-            spec.egress.allow.push(args.host.clone());
-            store.set_spec(&args.name, &serde_json::to_string(&spec)?)?;
-        }
-        if !running {
-            store.record(&args.name, "allow", &format!("{rule} (from the next start)"))?;
-        }
-    }
+    crate::service::allow(&home, &store, &args.name, &args.host, args.once, args.always)?;
     if args.always {
-        Config::add_allow(&home, args.host)?;
         eprintln!(
-            "agentbox: {rule} is allowed for every agent from now on ({})",
+            "agentbox: {} is allowed for every agent from now on ({})",
+            args.host,
             Config::path(&home).display()
         );
     }

@@ -3,58 +3,24 @@
 use agentbox_core::SandboxSpec;
 use agentbox_supervisor::paths;
 use anyhow::Result;
-use serde::Serialize;
 
-use crate::agents::{self, age, describe_state, is_live_state, matches_tags};
+use crate::agents::{self, age, describe_state, is_live_state};
 use crate::cli::{HistoryArgs, InfoArgs, ListArgs};
 use crate::home::Home;
-
-#[derive(Serialize)]
-struct Listed<'a> {
-    name: &'a str,
-    state: &'a str,
-    exit_code: Option<i64>,
-    supervisor_pid: Option<i64>,
-    created_at: i64,
-    tags: std::collections::BTreeMap<&'a str, &'a str>,
-    workspace: String,
-    command: Vec<String>,
-}
+use crate::service::{AgentView, Filter};
 
 fn spec_of(rec: &agentbox_store::AgentRecord) -> Option<SandboxSpec> {
     serde_json::from_str(&rec.spec).ok()
 }
 
-fn listed(rec: &agentbox_store::AgentRecord) -> Listed<'_> {
-    let spec = spec_of(rec);
-    Listed {
-        name: &rec.name,
-        state: &rec.state,
-        exit_code: rec.exit_code,
-        supervisor_pid: rec.supervisor_pid,
-        created_at: rec.created_at,
-        tags: rec.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-        workspace: spec.as_ref().map(|s| s.workspace.display().to_string()).unwrap_or_default(),
-        command: spec
-            .map(|s| s.command.iter().map(|a| a.to_string_lossy().into_owned()).collect())
-            .unwrap_or_default(),
-    }
-}
-
 pub fn list(args: ListArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
-    let agents: Vec<_> = agents::all(&store)?
-        .into_iter()
-        .filter(|a| matches_tags(a, &args.tags))
-        .filter(|a| match args.status.as_deref() {
-            Some("running") => is_live_state(&a.state),
-            Some("exited") => !is_live_state(&a.state),
-            _ => true,
-        })
-        .collect();
+    let filter = Filter { tags: args.tags.clone(), status: args.status.clone() };
+    let agents: Vec<_> =
+        agents::all(&store)?.into_iter().filter(|a| filter.matches(&AgentView::of(a))).collect();
     if args.json {
-        let rows: Vec<Listed<'_>> = agents.iter().map(listed).collect();
+        let rows: Vec<AgentView> = agents.iter().map(AgentView::of).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if args.quiet {
         for a in &agents {
@@ -63,7 +29,7 @@ pub fn list(args: ListArgs) -> Result<i32> {
     } else {
         println!("{:<20} {:<12} {:<8} {:<6} {:<24} COMMAND", "NAME", "STATE", "PID", "AGE", "TAGS");
         for a in &agents {
-            let l = listed(a);
+            let l = AgentView::of(a);
             let tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let pid = a
                 .supervisor_pid

@@ -11,7 +11,7 @@ use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
 use crate::home::Home;
 
 /// Terminal output as plain text: escape sequences removed, CRLF as LF.
-fn plain(bytes: &[u8]) -> Vec<u8> {
+pub fn plain(bytes: &[u8]) -> Vec<u8> {
     let stripped = strip_ansi_escapes::strip(bytes);
     let mut out = Vec::with_capacity(stripped.len());
     for (i, b) in stripped.iter().enumerate() {
@@ -80,8 +80,7 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
 pub fn screen(args: ScreenArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    let text = agentbox_supervisor::screen(&agents::state_dir(&rec), args.ansi)?;
+    let (rec, text) = crate::service::screen(&store, &args.name, args.ansi)?;
     if args.json {
         println!("{}", serde_json::json!({ "name": rec.name, "state": rec.state, "screen": text }));
     } else {
@@ -110,14 +109,7 @@ pub fn send(args: SendArgs) -> Result<i32> {
     }
     let home = Home::open()?;
     let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    if !is_live_state(&rec.state) {
-        bail!("agent '{}' is {}; nothing is reading its terminal", rec.name, rec.state);
-    }
-    agentbox_supervisor::send_input(
-        &agents::state_dir(&rec),
-        &input(&args.text, args.file.as_deref(), !args.no_enter)?,
-    )?;
+    crate::service::send(&store, &args.name, &input(&args.text, args.file.as_deref(), !args.no_enter)?)?;
     Ok(0)
 }
 

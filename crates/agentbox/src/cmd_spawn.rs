@@ -141,16 +141,17 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         dir.display()
     );
     // Stored as typed (with Enter), so `restart` replays exactly the same keys.
-    let prompt = match &args.prompt {
-        Some(p) => {
-            let mut text = std::fs::read(p).with_context(|| format!("--prompt {}", p.display()))?;
-            if !text.ends_with(b"\r") && !text.ends_with(b"\n") {
-                text.push(b'\r');
-            }
-            Some(text)
-        }
-        None => None,
+    let text = match (&args.prompt, &args.prompt_text) {
+        (Some(p), _) => Some(std::fs::read(p).with_context(|| format!("--prompt {}", p.display()))?),
+        (None, Some(t)) => Some(t.clone().into_bytes()),
+        (None, None) => None,
     };
+    let prompt = text.map(|mut text| {
+        if !text.ends_with(b"\r") && !text.ends_with(b"\n") {
+            text.push(b'\r');
+        }
+        text
+    });
     let undo = |e: anyhow::Error| {
         let _ = remove_tree(&dir);
         e

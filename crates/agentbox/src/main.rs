@@ -26,6 +26,8 @@ mod identity;
 mod profiles;
 mod sandboxed_git;
 mod secrets;
+mod server;
+mod service;
 mod snapshot;
 mod tree;
 
@@ -69,6 +71,8 @@ fn main() {
         cli::Command::Spawn(args) => report(cmd_spawn::spawn(*args)),
         cli::Command::Swarm(args) => report(cmd_spawn::swarm(*args)),
         cli::Command::Supervise { name } => report(cmd_spawn::supervise_role(&name)),
+        cli::Command::SpawnRole => report(server::spawn_role()),
+        cli::Command::Serve(args) => report(server::serve(args)),
         cli::Command::List(args) => report(cmd_query::list(args)),
         cli::Command::Info(args) => report(cmd_query::info(args)),
         cli::Command::History(args) => report(cmd_query::history(args)),

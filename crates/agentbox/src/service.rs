@@ -1,0 +1,496 @@
+//! The operations behind both the CLI and the server's API: one place that validates requests,
+//! changes agents and says what went wrong, so `agentbox kill x` and `POST
+//! /api/v1/agents/x/kill` cannot drift apart.
+//!
+//! Errors stay `anyhow::Error`; [`status_of`] reads the typed causes inside (a missing agent, a
+//! name taken, a bad spec, [`Invalid`] input) to give the API its status code. Anything it does
+//! not recognise is the server's fault (500).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentbox_core::{EnvArg, HostRule, NetworkMode, SandboxSpec, SpecError};
+use agentbox_store::{AgentRecord, Store, StoreError};
+use agentbox_supervisor::{paths, ClientError};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::agents::{self, is_live_state, wait_finished};
+use crate::cli::{SandboxFlags, SpawnOptions};
+use crate::home::Home;
+use crate::tree::remove_tree;
+
+/// Input that is wrong in a way the caller can fix; the message says how.
+#[derive(Debug)]
+pub struct Invalid(pub String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// The request conflicts with the agent's state (it is running, or not running).
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+pub fn invalid(msg: impl Into<String>) -> anyhow::Error {
+    Invalid(msg.into()).into()
+}
+
+pub fn conflict(msg: impl Into<String>) -> anyhow::Error {
+    Conflict(msg.into()).into()
+}
+
+/// The HTTP status an error stands for.
+pub fn status_of(e: &anyhow::Error) -> u16 {
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
+            match s {
+                StoreError::NotFound(_) => return 404,
+                StoreError::Exists(_) => return 409,
+                _ => {}
+            }
+        }
+        if cause.is::<Invalid>() || cause.is::<SpecError>() {
+            return 400;
+        }
+        if let Some(agentbox_jail::JailError::Spec(_)) = cause.downcast_ref::<agentbox_jail::JailError>() {
+            return 400;
+        }
+        if cause.is::<Conflict>() || matches!(cause.downcast_ref(), Some(ClientError::NotRunning(_))) {
+            return 409;
+        }
+    }
+    500
+}
+
+/// A new agent, as the API and the dashboard's form give it. Every field means what the
+/// `agentbox spawn` flag of the same name means, and goes through the same parsers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// Lowercase letters, digits and '-', at most 63 characters.
+    pub name: String,
+    /// claude-code, codex, gemini, aider, opencode, pi or a profile of your own.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The command; empty: the profile's, or a shell.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Text typed into the agent once it runs (Enter is added).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// A host directory used as the workspace itself, read-write.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Start from a copy of this host directory.
+    #[serde(default)]
+    pub from_dir: Option<String>,
+    /// Start from a clone of this git repository (URL or host path).
+    #[serde(default)]
+    pub from_git: Option<String>,
+    /// With from_git: the branch, tag or commit.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// none, proxy or full.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Hosts the proxy may reach: host, *.domain or an IP address.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Secrets kept on the host: NAME or NAME=HOST,HOST.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Hold requests to other hosts until allowed.
+    #[serde(default)]
+    pub ask: bool,
+    /// KEY=VALUE pairs.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Memory limit such as 512M or 2G.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Maximum number of processes.
+    #[serde(default)]
+    pub pids: Option<u64>,
+    /// CPU bandwidth in cores, such as 0.5.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Give the agent its own signing identity.
+    #[serde(default)]
+    pub identity: bool,
+}
+
+fn host_dir(field: &str, value: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(value);
+    if !p.is_absolute() {
+        bail!(invalid(format!("{field} '{value}' is not an absolute path")));
+    }
+    if !p.is_dir() {
+        bail!(invalid(format!("{field} '{value}' is not a directory on the server")));
+    }
+    Ok(p)
+}
+
+impl SpawnRequest {
+    /// The same options `agentbox spawn` builds from its flags, checked the same way.
+    pub fn to_options(&self, home: &Home) -> Result<SpawnOptions> {
+        agentbox_core::validate_name(&self.name)?;
+        let bad = |e: String| invalid(e);
+        if let Some(p) = &self.profile {
+            crate::profiles::load(home, p).map_err(|e| invalid(format!("{e:#}")))?;
+        }
+        if self.workspace.is_some() && (self.from_dir.is_some() || self.from_git.is_some()) {
+            bail!(invalid("give one of workspace, from_dir and from_git"));
+        }
+        if self.from_dir.is_some() && self.from_git.is_some() {
+            bail!(invalid("give one of from_dir and from_git"));
+        }
+        if self.git_ref.is_some() && self.from_git.is_none() {
+            bail!(invalid("ref needs from_git"));
+        }
+        let mut tags = Vec::new();
+        for (k, v) in &self.tags {
+            tags.push(agents::parse_tag(&format!("{k}={v}")).map_err(bad)?);
+        }
+        let mut env = Vec::new();
+        for e in &self.env {
+            match agentbox_core::parse_env_arg(e)? {
+                EnvArg::Inherit(k) => bail!(invalid(format!("env '{k}': give KEY=VALUE"))),
+                set => env.push(set),
+            }
+        }
+        let network = match &self.network {
+            Some(n) => Some(n.parse::<NetworkMode>().map_err(bad)?),
+            None => None,
+        };
+        let allow =
+            self.allow.iter().map(|a| a.parse::<HostRule>()).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|s| agentbox_core::parse_secret_arg(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let memory = match &self.memory {
+            Some(m) => Some(agentbox_core::Limits::parse_memory(m)?),
+            None => None,
+        };
+        let pids = match self.pids {
+            Some(n) => Some(agentbox_core::Limits::parse_pids(&n.to_string())?),
+            None => None,
+        };
+        let cpus = match self.cpus {
+            Some(n) => Some(agentbox_core::Limits::parse_cpus(&n.to_string())?),
+            None => None,
+        };
+        if self.command.iter().any(|a| a.contains('\0'))
+            || self.prompt.as_ref().is_some_and(|p| p.contains('\0'))
+        {
+            bail!(invalid("command and prompt may not contain NUL bytes"));
+        }
+        Ok(SpawnOptions {
+            profile: self.profile.clone(),
+            prompt: None,
+            prompt_text: self.prompt.clone(),
+            tags,
+            identity: self.identity,
+            from_dir: self.from_dir.as_deref().map(|d| host_dir("from_dir", d)).transpose()?,
+            from_git: self.from_git.clone(),
+            git_ref: self.git_ref.clone(),
+            mount: self.workspace.as_deref().map(|d| host_dir("workspace", d)).transpose()?,
+            sandbox: SandboxFlags { network, allow, secrets, ask: self.ask, env, memory, pids, cpus },
+            command: self.command.iter().map(OsString::from).collect(),
+        })
+    }
+}
+
+/// An agent as `list --json` and the API show it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct AgentView {
+    pub name: String,
+    /// starting, running, exited, killed, failed or created.
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub supervisor_pid: Option<i64>,
+    pub profile: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+    pub workspace: String,
+    pub command: Vec<String>,
+    /// none, proxy or full.
+    pub network: String,
+}
+
+impl AgentView {
+    pub fn of(rec: &AgentRecord) -> Self {
+        let spec: Option<SandboxSpec> = serde_json::from_str(&rec.spec).ok();
+        Self {
+            name: rec.name.clone(),
+            state: rec.state.clone(),
+            exit_code: rec.exit_code,
+            supervisor_pid: rec.supervisor_pid,
+            profile: rec.profile.clone(),
+            created_at: rec.created_at,
+            started_at: rec.started_at,
+            finished_at: rec.finished_at,
+            tags: rec.tags.iter().cloned().collect(),
+            workspace: spec.as_ref().map(|s| s.workspace.display().to_string()).unwrap_or_default(),
+            command: spec
+                .as_ref()
+                .map(|s| s.command.iter().map(|a| a.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default(),
+            network: spec.map(|s| s.network.to_string()).unwrap_or_default(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        is_live_state(&self.state)
+    }
+}
+
+/// Which agents a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub tags: Vec<(String, String)>,
+    /// `running` (starting or running) or `exited` (anything else).
+    pub status: Option<String>,
+}
+
+impl Filter {
+    pub fn parse_status(s: &str) -> Result<String> {
+        match s {
+            "running" | "exited" => Ok(s.to_string()),
+            _ => bail!(invalid(format!("invalid status '{s}': use running or exited"))),
+        }
+    }
+
+    pub fn matches(&self, a: &AgentView) -> bool {
+        self.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
+            && match self.status.as_deref() {
+                Some("running") => a.is_live(),
+                Some("exited") => !a.is_live(),
+                _ => true,
+            }
+    }
+}
+
+pub fn list(store: &Store, filter: &Filter) -> Result<Vec<AgentView>> {
+    Ok(agents::all(store)?.iter().map(AgentView::of).filter(|a| filter.matches(a)).collect())
+}
+
+/// Spawns one agent from a request (validated here, whoever calls).
+pub fn spawn(home: &Home, req: &SpawnRequest) -> Result<AgentView> {
+    let opts = req.to_options(home)?;
+    crate::cmd_spawn::spawn_one(home, &req.name, &opts)?;
+    Ok(AgentView::of(&agents::get(&home.store()?, &req.name)?))
+}
+
+/// Kills an agent and returns once its sandbox is gone. Killing a stopped agent changes nothing.
+pub fn kill(store: &Store, name: &str) -> Result<AgentRecord> {
+    let rec = agents::get(store, name)?;
+    if !is_live_state(&rec.state) {
+        return Ok(rec);
+    }
+    match agentbox_supervisor::kill_agent(&agents::state_dir(&rec)) {
+        Ok(()) => {}
+        // The supervisor vanished between the lookup and the request: refresh records that.
+        Err(ClientError::NotRunning(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match wait_finished(store, &rec.name, Some(Duration::from_secs(30)))? {
+        Some(rec) => Ok(rec),
+        None => bail!("agent '{}' did not stop within 30s", rec.name),
+    }
+}
+
+/// Removes a stopped agent (workspace, home, log, record); `force` kills a running one first.
+pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
+    let rec = agents::get(store, name)?;
+    if is_live_state(&rec.state) {
+        if !force {
+            bail!(conflict(format!(
+                "agent '{name}' is running; stop it with `agentbox kill {name}` or use rm --force"
+            )));
+        }
+        kill(store, name)?;
+    }
+    remove_tree(&agents::state_dir(&rec))?;
+    store.delete(&rec.name)?;
+    Ok(())
+}
+
+/// Starts an agent again (killing it first if it runs) and replays its prompt.
+pub fn restart(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
+    let rec = kill(store, name)?;
+    let dir = agents::state_dir(&rec);
+    let keys = match &rec.profile {
+        Some(p) => crate::profiles::load(home, p)?.startup_keys.into_bytes(),
+        None => Vec::new(),
+    };
+    store.mark_starting(&rec.name, "restart")?;
+    if let Err(e) = crate::cmd_spawn::start_supervisor(home, &rec.name, &dir) {
+        let _ = store.mark_finished(&rec.name, "failed", None, &format!("{e:#}"));
+        return Err(e);
+    }
+    crate::cmd_spawn::type_after_start(&dir, &keys, rec.prompt.as_deref())?;
+    agents::get(store, name)
+}
+
+pub fn set_tags(store: &mut Store, name: &str, tags: &BTreeMap<String, String>) -> Result<AgentRecord> {
+    agentbox_core::validate_name(name)?;
+    let mut pairs = Vec::new();
+    for (k, v) in tags {
+        pairs.push(agents::parse_tag(&format!("{k}={v}")).map_err(invalid)?);
+    }
+    store.set_tags(name, &pairs)?;
+    agents::get(store, name)
+}
+
+fn live(store: &Store, name: &str) -> Result<AgentRecord> {
+    let rec = agents::get(store, name)?;
+    if !is_live_state(&rec.state) {
+        bail!(conflict(format!("agent '{}' is {}; nothing is reading its terminal", rec.name, rec.state)));
+    }
+    Ok(rec)
+}
+
+/// Types bytes into a running agent's terminal.
+pub fn send(store: &Store, name: &str, bytes: &[u8]) -> Result<()> {
+    let rec = live(store, name)?;
+    agentbox_supervisor::send_input(&agents::state_dir(&rec), bytes)?;
+    Ok(())
+}
+
+/// The current screen of an agent (its last screen once it ended).
+pub fn screen(store: &Store, name: &str, ansi: bool) -> Result<(AgentRecord, String)> {
+    let rec = agents::get(store, name)?;
+    let text = agentbox_supervisor::screen(&agents::state_dir(&rec), ansi)?;
+    Ok((rec, text))
+}
+
+/// Resizes a running agent's terminal.
+pub fn resize(store: &Store, name: &str, rows: u16, cols: u16) -> Result<()> {
+    if !(1..=1000).contains(&rows) || !(1..=1000).contains(&cols) {
+        bail!(invalid(format!("terminal size {rows}x{cols}: rows and cols must be between 1 and 1000")));
+    }
+    let rec = live(store, name)?;
+    agentbox_supervisor::resize(&agents::state_dir(&rec), rows, cols)?;
+    Ok(())
+}
+
+/// A byte range of an agent's output log: from `offset`, at most `limit` bytes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogChunk {
+    pub offset: u64,
+    /// Where the next read starts.
+    pub next_offset: u64,
+    /// The log's size now.
+    pub size: u64,
+    /// The bytes, as text (invalid UTF-8 replaced); ANSI stripped unless raw.
+    pub data: String,
+}
+
+pub const MAX_LOG_CHUNK: u64 = 4 << 20;
+
+pub fn log_range(
+    store: &Store,
+    name: &str,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    raw: bool,
+) -> Result<LogChunk> {
+    let rec = agents::get(store, name)?;
+    let path = paths::log(&agents::state_dir(&rec));
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogChunk { offset: 0, next_offset: 0, size: 0, data: String::new() })
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let size = file.metadata()?.len();
+    let limit = limit.unwrap_or(MAX_LOG_CHUNK).min(MAX_LOG_CHUNK);
+    // Without an offset: the last `limit` bytes, like `tail`.
+    let offset = offset.unwrap_or(size.saturating_sub(limit)).min(size);
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    let next_offset = offset + bytes.len() as u64;
+    let text = if raw { bytes } else { crate::cmd_session::plain(&bytes) };
+    Ok(LogChunk { offset, next_offset, size, data: String::from_utf8_lossy(&text).into_owned() })
+}
+
+/// Lets a proxy-mode agent reach `host`: now (if it runs) and, unless `once`, after restarts.
+pub fn allow(
+    home: &Home,
+    store: &Store,
+    name: &str,
+    host: &HostRule,
+    once: bool,
+    always: bool,
+) -> Result<()> {
+    let rec = agents::get(store, name)?;
+    let mut spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    if spec.network != NetworkMode::Proxy {
+        bail!(conflict(format!(
+            "{name} runs with --network {}; only agents with --network proxy have an allowlist",
+            spec.network
+        )));
+    }
+    if once && always {
+        bail!(invalid("once and always exclude each other"));
+    }
+    let rule = host.to_string();
+    let running = is_live_state(&rec.state);
+    if running {
+        agentbox_supervisor::allow_host(&agents::state_dir(&rec), &rule, once)?;
+    } else if once {
+        bail!(conflict(format!("{name} is not running; --once applies to a running agent")));
+    }
+    if !once {
+        // Kept with the agent, so a restart keeps it.
+        if !spec.egress.allow.contains(host) {
+            spec.egress.allow.push(host.clone());
+            store.set_spec(name, &serde_json::to_string(&spec)?)?;
+        }
+        if !running {
+            store.record(name, "allow", &format!("{rule} (from the next start)"))?;
+        }
+    }
+    if always {
+        crate::egress::Config::add_allow(home, host.clone())?;
+    }
+    Ok(())
+}
+
+/// An agent's audit records, oldest first (the last `limit`).
+pub fn net_records(store: &Store, name: &str, limit: usize) -> Result<Vec<agentbox_proxy::AuditRecord>> {
+    let rec = agents::get(store, name)?;
+    let path = paths::net_log(&agents::state_dir(&rec));
+    let mut records =
+        agentbox_proxy::read_records(&path).with_context(|| format!("reading {}", path.display()))?;
+    let skip = records.len().saturating_sub(limit);
+    records.drain(..skip);
+    Ok(records)
+}
