@@ -15,4 +15,6 @@ mod egress;
 mod limits;
 mod profiles;
 mod run;
+mod server;
+mod server_api;
 mod support;

@@ -1,0 +1,396 @@
+//! `agentbox serve` over real HTTP: a real store, real agents, real supervisors.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::agents::Agents;
+use crate::server::Server;
+use crate::support::*;
+
+const READ_LINES: &str = r#"["sh","-c","echo ready; while read l; do echo \"got:$l\"; done"]"#;
+
+fn spawn_body(name: &str) -> String {
+    format!(r#"{{"name":"{name}","command":{READ_LINES},"tags":{{"team":"red"}}}}"#)
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn api_drives_agents_end_to_end() {
+    for who in modes() {
+        let agents = Agents::new(who);
+        let srv = Server::start(&agents);
+
+        // Spawned through the API, seen by the CLI, and the other way round.
+        let (status, a) = srv.call("POST", "/api/v1/agents", Some(&spawn_body("api-one")));
+        assert_eq!(status, 201, "as {who:?}: {a}");
+        assert_eq!(a["state"], "running");
+        assert_eq!(a["tags"]["team"], "red");
+        assert!(agents.ok(&["list", "-q"]).contains("api-one"));
+        agents.ok(&["spawn", "cli-one", "--", "sh", "-c", "echo from-cli; sleep 600"]);
+        srv.until("/api/v1/agents", "the CLI's agent", |v| names(v).contains(&"cli-one".to_string()));
+
+        // Sessions: screen, input, resize, logs.
+        srv.screen_until("api-one", "ready");
+        let (status, _) = srv.call("POST", "/api/v1/agents/api-one/input", Some(r#"{"text":"hello api"}"#));
+        assert_eq!(status, 204);
+        srv.screen_until("api-one", "got:hello api");
+        assert_eq!(srv.call("POST", "/api/v1/agents/cli-one/resize", Some(r#"{"rows":33,"cols":101}"#)).0, 204);
+        let logs = srv.until("/api/v1/agents/api-one/logs", "the input's echo", |v| {
+            v["data"].as_str().is_some_and(|d| d.contains("got:hello api"))
+        });
+        let size = logs["size"].as_u64().unwrap();
+        let tail = srv.ok("GET", &format!("/api/v1/agents/api-one/logs?offset={}&limit=3&raw=true", size - 3), None);
+        assert_eq!(tail["data"].as_str().unwrap().len(), 3, "{tail}");
+        assert_eq!(tail["next_offset"], size);
+
+        // Filters and tags.
+        let red = srv.ok("GET", "/api/v1/agents?tag=team=red", None);
+        assert_eq!(names(&red), ["api-one"]);
+        let tagged = srv.ok("PUT", "/api/v1/agents/cli-one/tags", Some(r#"{"team":"blue","tier":"1"}"#));
+        assert_eq!(tagged["tags"], json!({"team": "blue", "tier": "1"}));
+        assert!(agents.ok(&["list", "--tag", "team=blue", "-q"]).contains("cli-one"));
+
+        // Lifecycle: kill, restart, rm (refused while running, then forced).
+        let killed = srv.ok("POST", "/api/v1/agents/api-one/kill", None);
+        assert_eq!(killed["state"], "killed");
+        assert_eq!(srv.ok("GET", "/api/v1/agents?status=exited", None).as_array().unwrap().len(), 1);
+        let (status, e) = srv.call("POST", "/api/v1/agents/api-one/input", Some(r#"{"text":"x"}"#));
+        assert_eq!(status, 409, "{e}");
+        let restarted = srv.ok("POST", "/api/v1/agents/api-one/restart", None);
+        assert_eq!(restarted["state"], "running");
+        srv.screen_until("api-one", "ready");
+        let (status, e) = srv.call("DELETE", "/api/v1/agents/api-one", None);
+        assert_eq!(status, 409, "{e}");
+        assert!(e["error"].as_str().unwrap().contains("running"), "{e}");
+        assert_eq!(srv.call("DELETE", "/api/v1/agents/api-one?force=true", None).0, 204);
+        assert_eq!(srv.call("GET", "/api/v1/agents/api-one", None).0, 404);
+        assert!(!agents.dir("api-one").exists());
+
+        // The journal, as JSON.
+        let events = srv.ok("GET", "/api/v1/events?limit=1000", None);
+        let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+        for k in ["spawn", "start", "killed", "restart", "rm", "tags"] {
+            assert!(kinds.contains(&k), "as {who:?}: no {k} in {kinds:?}");
+        }
+        let detail = srv.ok("GET", "/api/v1/agents/cli-one", None);
+        assert_eq!(detail["spec"]["hostname"], "cli-one");
+        srv.ok("POST", "/api/v1/agents/cli-one/kill", None);
+    }
+}
+
+#[test]
+fn api_requires_a_token_and_the_viewer_token_only_reads() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    assert_eq!(srv.call_as(None, "GET", "/healthz", None).0, 200);
+    for path in ["/api/v1/agents", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/events", "/"] {
+        let (status, body) = srv.call_as(None, "GET", path, None);
+        assert_eq!(status, 401, "{path} without a token: {body}");
+        assert_eq!(srv.call_as(Some("wrong"), "GET", path, None).0, 401, "{path} with a wrong token");
+        assert_eq!(srv.call_as(Some(&srv.viewer), "GET", path, None).0, 200, "{path} with the viewer token");
+    }
+    let (status, body) = srv.call_as(None, "POST", "/api/v1/agents", Some(&spawn_body("x")));
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = srv.call_as(Some(&srv.viewer), "POST", "/api/v1/agents", Some(&spawn_body("x")));
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("only read"), "{body}");
+    assert!(agents.ok(&["list", "-q"]).trim().is_empty(), "a refused request spawned something");
+
+    // The token files are the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["api-token", "api-token-viewer"] {
+        let mode = std::fs::metadata(agents.home.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+
+    // A cookie alone does not let another site change anything.
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = http
+        .post(&format!("{}/api/v1/agents/nope/kill", srv.url))
+        .header("Cookie", &format!("agentbox_token={}", srv.token))
+        .send_empty()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}
+
+#[test]
+fn api_rejects_bad_input_with_clear_4xx() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    let not_dir = format!(r#"{{"name":"w","workspace":"{}"}}"#, file.display());
+    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        ("POST", "/api/v1/agents", Some("{".into()), 400, "invalid request body"),
+        ("POST", "/api/v1/agents", Some("[]".into()), 400, "invalid request body"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","bogus":1}"#.into()), 400, "unknown field `bogus`"),
+        ("POST", "/api/v1/agents", Some(r#"{"command":["x"]}"#.into()), 400, "missing field `name`"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"Bad_Name"}"#.into()), 400, "invalid agent name"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","network":"wide"}"#.into()), 400, "wide"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","memory":"lots"}"#.into()), 400, "invalid size"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","pids":0}"#.into()), 400, "--pids"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","cpus":-1}"#.into()), 400, "--cpus"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","profile":"no-such"}"#.into()), 400, "no profile named"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","allow":["not a host"]}"#.into()), 400, "not a host"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","env":["HOME"]}"#.into()), 400, "KEY=VALUE"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","workspace":"relative"}"#.into()), 400, "absolute"),
+        ("POST", "/api/v1/agents", Some(not_dir), 400, "not a directory"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","ref":"main"}"#.into()), 400, "ref needs from_git"),
+        ("GET", "/api/v1/agents?status=sleeping", None, 400, "invalid status"),
+        ("GET", "/api/v1/agents?tag=novalue", None, 400, "KEY=VALUE"),
+        ("GET", "/api/v1/agents/ghost", None, 404, "no agent named 'ghost'"),
+        ("DELETE", "/api/v1/agents/ghost", None, 404, "ghost"),
+        ("POST", "/api/v1/agents/ghost/kill", None, 404, "ghost"),
+        ("POST", "/api/v1/agents/ghost/restart", None, 404, "ghost"),
+        ("GET", "/api/v1/agents/ghost/screen", None, 404, "ghost"),
+        ("GET", "/api/v1/agents/ghost/logs", None, 404, "ghost"),
+        ("GET", "/api/v1/agents/ghost/net", None, 404, "ghost"),
+        ("POST", "/api/v1/agents/ghost/input", Some(r#"{"text":"x"}"#.into()), 404, "ghost"),
+        ("POST", "/api/v1/agents/ghost/resize", Some(r#"{"rows":1,"cols":1}"#.into()), 404, "ghost"),
+        ("POST", "/api/v1/agents/ghost/allow", Some(r#"{"host":"example.com"}"#.into()), 404, "ghost"),
+        ("PUT", "/api/v1/agents/ghost/tags", Some(r#"{"a":"b"}"#.into()), 404, "ghost"),
+        ("GET", "/api/v1/agents/UPPER", None, 400, "invalid agent name"),
+        ("POST", "/api/v1/agents/x/input", Some(r#"{"text":1}"#.into()), 400, "invalid type"),
+        ("POST", "/api/v1/agents/x/resize", Some(r#"{"rows":-1,"cols":2}"#.into()), 400, "invalid value"),
+        ("POST", "/api/v1/agents/x/allow", Some(r#"{"host":"a b"}"#.into()), 400, "a b"),
+        ("PUT", "/api/v1/agents/x/tags", Some(r#"{"":"b"}"#.into()), 400, "invalid tag"),
+        ("GET", "/api/v1/events?limit=many", None, 400, "invalid query"),
+        ("GET", "/api/v1/nothing-here", None, 404, "no such endpoint"),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (status, v) = srv.call(method, path, body.as_deref());
+        assert_eq!(status, want, "{method} {path} {body:?}: {v}");
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{method} {path}: no error message in {v}"));
+        assert!(msg.contains(needle), "{method} {path} {body:?}: {msg:?} does not say {needle:?}");
+    }
+    // A body that is not JSON at all.
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = http
+        .post(&format!("{}/api/v1/agents", srv.url))
+        .header("Authorization", &format!("Bearer {}", srv.token))
+        .content_type("text/plain")
+        .send("name=a")
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+
+    // A name taken is a conflict, and nothing is half-created by any of the above.
+    srv.ok("POST", "/api/v1/agents", Some(&spawn_body("taken")));
+    let (status, v) = srv.call("POST", "/api/v1/agents", Some(&spawn_body("taken")));
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(agents.ok(&["list", "-q"]).trim(), "taken");
+    let dirs: Vec<_> = std::fs::read_dir(agents.home.join("agents")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(dirs, ["taken"]);
+}
+
+#[test]
+fn websocket_viewers_and_a_controller() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    srv.ok("POST", "/api/v1/agents", Some(&spawn_body("term")));
+    srv.screen_until("term", "ready");
+
+    // Screen replay on connect, then live output to every viewer.
+    let mut viewers: Vec<_> = (0..3).map(|_| srv.ws("term", None, &srv.viewer).unwrap()).collect();
+    for v in &mut viewers {
+        v.read_until("ready");
+    }
+    let mut ctl = srv.ws("term", Some("controller"), &srv.token).unwrap();
+    ctl.read_until("ready");
+    // An observer's keys go nowhere.
+    viewers[0].type_text("from-observer\r");
+    ctl.type_text("from-controller\r");
+    for v in viewers.iter_mut().chain(std::iter::once(&mut ctl)) {
+        v.read_until("got:from-controller");
+    }
+    let screen = srv.screen_until("term", "got:from-controller");
+    assert!(!screen.contains("got:from-observer"), "an observer typed into the agent:\n{screen}");
+
+    // The viewer token cannot take control; an unknown role is refused.
+    match srv.ws("term", Some("controller"), &srv.viewer) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 403),
+        other => panic!("viewer token got control: {:?}", other.map(|_| ())),
+    }
+    match srv.ws("term", Some("boss"), &srv.token) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 400),
+        other => panic!("unknown role accepted: {:?}", other.map(|_| ())),
+    }
+    match srv.ws("term", None, "wrong") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("wrong token accepted: {:?}", other.map(|_| ())),
+    }
+
+    // Resizing from the controller reaches the terminal.
+    ctl.socket
+        .send(tungstenite::Message::Text(r#"{"type":"resize","rows":31,"cols":97}"#.into()))
+        .unwrap();
+    srv.ok("POST", "/api/v1/agents", Some(r#"{"name":"sizer","command":["sh","-c","sleep 0.5; stty size; sleep 600"]}"#));
+    let mut s = srv.ws("sizer", Some("controller"), &srv.token).unwrap();
+    s.socket.send(tungstenite::Message::Text(r#"{"type":"resize","rows":31,"cols":97}"#.into())).unwrap();
+    s.read_until("31 97");
+
+    // The end of the agent reaches every viewer as an exit message.
+    ctl.type_text("\x04");
+    let exit = ctl.next_text().expect("an exit message");
+    assert_eq!(serde_json::from_str::<Value>(&exit).unwrap(), json!({"type": "exit", "code": 0}));
+    assert_eq!(viewers[1].next_text().as_deref(), Some(exit.as_str()));
+    srv.ok("POST", "/api/v1/agents/sizer/kill", None);
+}
+
+/// Reads SSE events from a stream until `stop` returns true for one; returns (event, data) pairs.
+fn read_sse(srv: &Server, path: &str, stop: impl Fn(&str, &Value) -> bool) -> Vec<(String, Value)> {
+    use std::io::BufRead;
+    let http: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+    let resp = http
+        .get(&format!("{}{path}", srv.url))
+        .header("Authorization", &format!("Bearer {}", srv.token))
+        .header("Accept", "text/event-stream")
+        .call()
+        .unwrap();
+    assert_eq!(resp.headers().get("content-type").unwrap(), "text/event-stream");
+    let reader = std::io::BufReader::new(resp.into_body().into_reader());
+    let (mut event, mut out) = (String::new(), Vec::new());
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(d).unwrap_or(Value::String(d.into()));
+            let done = stop(&event, &v);
+            out.push((event.clone(), v));
+            if done {
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sse_streams_events_and_follows_logs() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let watcher = {
+        let (url, token) = (srv.url.clone(), srv.token.clone());
+        std::thread::spawn(move || {
+            let me = Server::client_only(&url, &token);
+            read_sse(&me, "/api/v1/events", |ev, v| ev == "exit" && v["agent"] == "sse-a")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    agents.ok(&["spawn", "sse-a", "--", "sh", "-c", "for i in 1 2 3; do echo line-$i; sleep 0.3; done"]);
+    let events = watcher.join().unwrap();
+    let kinds: Vec<&str> = events.iter().filter(|(_, v)| v["agent"] == "sse-a").map(|(e, _)| e.as_str()).collect();
+    assert_eq!(kinds, ["spawn", "start", "exit"], "{events:?}");
+
+    agents.ok(&["spawn", "sse-b", "--", "sh", "-c", "for i in 1 2 3 4 5; do echo out-$i; sleep 0.3; done"]);
+    let chunks = read_sse(&srv, "/api/v1/agents/sse-b/logs?offset=0", |ev, _| ev == "end");
+    let text: String = chunks.iter().filter(|(e, _)| e == "log").map(|(_, v)| v["data"].as_str().unwrap()).collect();
+    assert_eq!(text.matches("out-").count(), 5, "{chunks:?}");
+    assert!(chunks.iter().filter(|(e, _)| e == "log").count() >= 2, "not streamed but read at once: {chunks:?}");
+    assert_eq!(chunks.last().unwrap().0, "end");
+}
+
+#[test]
+fn metrics_count_agents_spawns_exits_and_latency() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    srv.ok("POST", "/api/v1/agents", Some(&spawn_body("m1")));
+    srv.ok("POST", "/api/v1/agents", Some(&spawn_body("m2")));
+    srv.ok("POST", "/api/v1/agents/m2/kill", None);
+    srv.ok("GET", "/api/v1/agents", None);
+    let (status, text) = srv.call("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_string();
+    for line in [
+        "agentbox_agents{state=\"running\"} 1",
+        "agentbox_agents{state=\"killed\"} 1",
+        "agentbox_spawns_total 2",
+        "agentbox_exits_total{state=\"killed\"} 1",
+        "agentbox_api_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/agents\",status=\"200\"} 1",
+        "agentbox_api_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/agents\",status=\"201\"} 2",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    assert!(text.contains("agentbox_output_bytes "), "{text}");
+}
+
+#[test]
+fn a_killed_server_loses_no_agent_and_attach_works_again() {
+    let agents = Agents::new(As::Caller);
+    let mut srv = Server::start(&agents);
+    for n in ["keep-1", "keep-2"] {
+        srv.ok("POST", "/api/v1/agents", Some(&spawn_body(n)));
+    }
+    srv.screen_until("keep-1", "ready");
+    let mut ws = srv.ws("keep-1", Some("controller"), &srv.token).unwrap();
+    ws.read_until("ready");
+    srv.crash();
+    // The agents do not notice.
+    for n in ["keep-1", "keep-2"] {
+        assert_eq!(agents.state(n), "running", "{n} after the server died");
+    }
+    agents.ok(&["send", "keep-1", "while-down"]);
+    agents.screen_until("keep-1", "got:while-down");
+
+    let srv = Server::start(&agents);
+    let list = srv.ok("GET", "/api/v1/agents", None);
+    let states: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("keep-1", "running"), ("keep-2", "running")]);
+    let mut ws = srv.ws("keep-1", Some("controller"), &srv.token).unwrap();
+    ws.read_until("got:while-down");
+    ws.type_text("after-restart\r");
+    ws.read_until("got:after-restart");
+}
+
+#[test]
+fn serve_refuses_a_network_address_without_tls() {
+    let agents = Agents::new(As::Caller);
+    let out = agents.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--tls-cert") && err.contains("--insecure-plain-http-on-network"), "{err}");
+    assert!(!agents.home.join("api-token").exists() || err.contains("reachable"));
+    let out = agents.run(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // With an explicit opt-out it serves, and says so.
+    let srv = Server::start_with(&agents, &["--insecure-plain-http-on-network"]);
+    assert_eq!(srv.call("GET", "/readyz", None).0, 200);
+    drop(srv);
+
+    // With a certificate it speaks TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    let mut child = agents
+        .cmd(&["serve", "--listen", "0.0.0.0:0", "--tls-cert", c.to_str().unwrap(), "--tls-key", k.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _guard = KillOnDrop(child);
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let token = std::fs::read_to_string(agents.home.join("api-token")).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", c.to_str().unwrap(), "--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .arg(format!("https://localhost:{port}/readyz"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "ready\n", "{}", text(&out.stderr));
+}
