@@ -135,7 +135,7 @@ fn deny(status: StatusCode, msg: &str) -> Response {
 
 /// Paths anyone may fetch: the liveness probe and what the login page needs.
 fn public(path: &str) -> bool {
-    path == "/healthz" || path == "/login" || path.starts_with("/assets/")
+    path == "/healthz" || path == "/login" || path == "/favicon.ico" || path.starts_with("/assets/")
 }
 
 /// Checks the token on every request but the public ones and records its scope.

@@ -31,6 +31,7 @@ pub fn router() -> Router<Shared> {
         .route("/ui/agents/{name}/net", get(net_fragment))
         .route("/ui/agents/{name}/screen", get(screen_fragment))
         .route("/assets/{file}", get(asset))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
@@ -91,7 +92,7 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
             @if scope == Scope::Controller {
                 h2 { "New agent" }
                 form #spawn hx-post="/ui/spawn" hx-target="#spawn-result" {
-                    label { "name " input name="name" required pattern="[a-z0-9][a-z0-9-]{0,62}" placeholder="fix-tests"; }
+                    label { "name " input name="name" required pattern="[a-z0-9][a-z0-9\\-]{0,62}" placeholder="fix-tests"; }
                     label { "profile "
                         select name="profile" {
                             option value="" { "(none: a shell)" }

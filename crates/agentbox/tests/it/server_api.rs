@@ -394,3 +394,32 @@ fn serve_refuses_a_network_address_without_tls() {
         .unwrap();
     assert_eq!(text(&out.stdout), "ready\n", "{}", text(&out.stderr));
 }
+
+/// The dashboard in a real browser: Debian's chromium driven by Playwright (tests/node).
+#[test]
+fn dashboard_in_headless_chromium() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/dashboard.mjs");
+    let modules = script.parent().unwrap().join("node_modules/playwright-core");
+    assert!(modules.is_dir(), "playwright-core is missing: run `npm ci --prefix tests/node`");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium");
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .args([&srv.url, &srv.token, "from-browser"])
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success() && stdout.trim_end().ends_with("ok"), "{stdout}\n{}", text(&out.stderr));
+    for step in ["created from-browser", "typed into the terminal", "sent text with the form", "grid thumbnail", "listed as killed"] {
+        assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
+    }
+    // What the browser did happened to a real agent.
+    let a = srv.ok("GET", "/api/v1/agents/from-browser", None);
+    assert_eq!(a["state"], "killed");
+    assert_eq!(a["spec"]["limits"]["memory"], 512 << 20);
+    let logs = srv.ok("GET", "/api/v1/agents/from-browser/logs?offset=0", None);
+    assert!(logs["data"].as_str().unwrap().contains("42-typed"), "{logs}");
+}
