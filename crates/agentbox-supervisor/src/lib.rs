@@ -17,7 +17,7 @@ pub use client::{
     allow_host, attach, kill_agent, resize, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
     ClientError,
 };
-pub use supervise::{supervise, ProxySetup, SupervisorConfig};
+pub use supervise::{supervise, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

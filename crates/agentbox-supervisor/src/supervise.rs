@@ -326,6 +326,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
     Ok(listener)
 }
 
+/// The second line `ready` receives after `error: ...` when the command itself cannot run.
+pub const INVALID_COMMAND: &str = "invalid-command";
+
 /// Runs the agent until it ends. `ready` receives one line once the command runs inside the
 /// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
 pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
@@ -344,8 +347,15 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
     let listener =
         bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
     let plan = build_plan(&cfg.spec, &RealFs);
-    let mut running = start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true)
-        .map_err(|e| fail(&store, e.to_string(), ready))?;
+    let mut running = start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true).map_err(|e| {
+        // A command that cannot run is the caller's to fix; say so, for the API's status code.
+        let msg = e.to_string();
+        let err = fail(&store, msg.clone(), ready);
+        if matches!(e, agentbox_jail::JailError::Exec { .. }) {
+            let _ = writeln!(ready, "{INVALID_COMMAND}");
+        }
+        err
+    })?;
     let Some(master) = running.master.take() else {
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));
     };

@@ -44,12 +44,18 @@ pub fn state_dir(rec: &AgentRecord) -> PathBuf {
 }
 
 /// Parses `KEY=VALUE` for `--tag`.
+/// Control characters are refused in both: tags are printed on terminals (`list`).
 pub fn parse_tag(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+        Some((k, v))
+            if !k.is_empty()
+                && !k.contains(char::is_whitespace)
+                && !k.contains(char::is_control)
+                && !v.contains(char::is_control) =>
+        {
             Ok((k.to_string(), v.to_string()))
         }
-        _ => Err(format!("invalid tag '{s}': use KEY=VALUE")),
+        _ => Err(format!("invalid tag {s:?}: use KEY=VALUE without spaces in KEY or control characters")),
     }
 }
 

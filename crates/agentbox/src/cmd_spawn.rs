@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use agentbox_store::NewAgent;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use agentbox_core::{validate_name, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
 use agentbox_jail::{resolve, HostContext, SandboxRequest};
@@ -56,7 +56,9 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
                 }
                 (None, Some(url)) => {
                     private_dir(&ws)?;
-                    crate::sandboxed_git::clone(url, args.git_ref.as_deref(), &ws)?;
+                    // A repository that cannot be cloned is the request's problem, not the server's.
+                    crate::sandboxed_git::clone(url, args.git_ref.as_deref(), &ws)
+                        .map_err(|e| crate::service::invalid(format!("{e:#}")))?;
                 }
                 (None, None) => private_dir(&ws)?,
             }
@@ -201,9 +203,8 @@ pub fn type_after_start(dir: &Path, startup_keys: &[u8], prompt: Option<&[u8]>) 
 }
 
 pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
-    let exe = std::env::current_exe().context("locating the agentbox binary")?;
     let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
-    let mut child = Command::new(exe)
+    let mut child = crate::home::self_command()
         .arg("__supervise")
         .arg(name)
         .env("AGENTBOX_HOME", &home.root)
@@ -214,12 +215,22 @@ pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
         .spawn()
         .context("starting the supervisor")?;
     let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out).read_line(&mut line).context("waiting for the supervisor")?;
+    let mut reader = child.stdout.take().map(BufReader::new);
+    if let Some(out) = reader.as_mut() {
+        out.read_line(&mut line).context("waiting for the supervisor")?;
     }
     match line.trim_end().strip_prefix("error: ") {
         None if line.trim_end() == "ok" => Ok(()),
-        Some(msg) => bail!("{msg}"),
+        Some(msg) => {
+            let mut second = String::new();
+            if let Some(out) = reader.as_mut() {
+                let _ = out.read_line(&mut second);
+            }
+            if second.trim_end() == agentbox_supervisor::INVALID_COMMAND {
+                bail!(crate::service::invalid(msg));
+            }
+            bail!("{msg}")
+        }
         None => {
             let _ = child.wait();
             let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();

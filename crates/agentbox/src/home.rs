@@ -61,3 +61,18 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("securing {}", dir.display()))
 }
+
+/// A command that runs this very agentbox binary again, in another role.
+///
+/// It execs `/proc/self/exe`, not the path the binary was started from: a long-running process
+/// (the server) keeps working when its file is replaced by an upgrade, and every agent it
+/// starts runs the same code as itself. `argv[0]` stays the binary's path for `ps`.
+pub fn self_command() -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new("/proc/self/exe");
+    if let Ok(path) = std::env::current_exe() {
+        let shown = path.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+        c.arg0(shown);
+    }
+    c
+}

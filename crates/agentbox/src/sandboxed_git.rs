@@ -19,18 +19,26 @@ pub fn available() -> bool {
     agentbox_core::SANDBOX_PATH.split(':').any(|d| Path::new(d).join("git").exists())
 }
 
-/// Clones `url` into the empty directory `workspace` (and checks out `git_ref`), in a sandbox: a
-/// local repository is mounted read-only with no network; a remote URL gets the host network.
-pub fn clone(url: &str, git_ref: Option<&str>, workspace: &Path) -> Result<()> {
+/// Whether `url` names a local repository (true) or a remote one (false); an error if neither.
+pub fn check_url(url: &str) -> Result<bool> {
     let local = Path::new(url).is_absolute()
         || url.starts_with("file://")
         || url.starts_with("./")
         || url.starts_with("../");
     let remote =
         ["https://", "http://", "ssh://", "git://"].iter().any(|p| url.starts_with(p)) || url.contains('@');
-    if !local && !remote {
-        bail!("--from-git {url}: use an https://, ssh:// or git:// URL, user@host:path, or an absolute local path");
+    if (!local && !remote) || url.chars().any(char::is_control) {
+        bail!(crate::service::invalid(format!(
+            "--from-git {url:?}: use an https://, ssh:// or git:// URL, user@host:path, or an absolute local path"
+        )));
     }
+    Ok(local)
+}
+
+/// Clones `url` into the empty directory `workspace` (and checks out `git_ref`), in a sandbox: a
+/// local repository is mounted read-only with no network; a remote URL gets the host network.
+pub fn clone(url: &str, git_ref: Option<&str>, workspace: &Path) -> Result<()> {
+    let local = check_url(url)?;
     let (mounts, network) = if local {
         let path = std::fs::canonicalize(url.trim_start_matches("file://"))
             .with_context(|| format!("--from-git {url}"))?;

@@ -85,6 +85,7 @@ pub fn status_of(e: &anyhow::Error) -> u16 {
 #[serde(deny_unknown_fields)]
 pub struct SpawnRequest {
     /// Lowercase letters, digits and '-', at most 63 characters.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
     /// claude-code, codex, gemini, aider, opencode, pi or a profile of your own.
     #[serde(default)]
@@ -165,6 +166,9 @@ impl SpawnRequest {
         }
         if self.git_ref.is_some() && self.from_git.is_none() {
             bail!(invalid("ref needs from_git"));
+        }
+        if let Some(url) = &self.from_git {
+            crate::sandboxed_git::check_url(url)?;
         }
         let mut tags = Vec::new();
         for (k, v) in &self.tags {

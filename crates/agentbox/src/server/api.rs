@@ -46,7 +46,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API's routes and its OpenAPI document, built together.
 pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_agents, spawn_agent))
         .routes(routes!(get_agent, remove_agent))
         .routes(routes!(kill_agent))
@@ -62,7 +62,38 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_profiles))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .split_for_parts()
+        .split_for_parts();
+    (router, with_common_errors(doc))
+}
+
+/// Adds the answers every operation can give, which the middleware (not the handler) produces:
+/// 401 without a valid token, 403 for a change with the viewer token, 415 for a body that is not
+/// JSON.
+fn with_common_errors(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+        for (i, op) in ops.into_iter().enumerate() {
+            let Some(op) = op.as_mut() else { continue };
+            let public = op.security.as_ref().is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+            if !public {
+                op.responses.responses.entry("401".into()).or_insert_with(|| error("missing or wrong token").into());
+            }
+            if i > 0 {
+                op.responses.responses.entry("403".into()).or_insert_with(|| error("the token may only read").into());
+            }
+            if op.request_body.is_some() {
+                op.responses.responses.entry("415".into()).or_insert_with(|| error("the body is not JSON").into());
+            }
+        }
+    }
+    doc
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -134,7 +165,7 @@ pub struct AgentDetail {
 }
 
 /// Get one agent.
-#[utoipa::path(get, path = "/api/v1/agents/{name}", tag = "agents", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/agents/{name}", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     responses((status = 200, body = AgentDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_agent(
     State(state): State<Shared>,
@@ -159,7 +190,7 @@ pub struct RemoveQuery {
 }
 
 /// Remove an agent: its workspace, home, logs and record.
-#[utoipa::path(delete, path = "/api/v1/agents/{name}", tag = "agents", params(("name" = String, Path), RemoveQuery),
+#[utoipa::path(delete, path = "/api/v1/agents/{name}", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), RemoveQuery),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove_agent(
     State(state): State<Shared>,
@@ -173,7 +204,7 @@ pub async fn remove_agent(
 }
 
 /// Kill an agent's sandbox; answers once it is gone.
-#[utoipa::path(post, path = "/api/v1/agents/{name}/kill", tag = "agents", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/agents/{name}/kill", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn kill_agent(State(state): State<Shared>, Path(name): Path<String>) -> ApiResult<Json<AgentView>> {
     let home = state.home.clone();
@@ -183,7 +214,7 @@ pub async fn kill_agent(State(state): State<Shared>, Path(name): Path<String>) -
 }
 
 /// Start an agent again (killing it first if it runs); its prompt is typed again.
-#[utoipa::path(post, path = "/api/v1/agents/{name}/restart", tag = "agents", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/agents/{name}/restart", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn restart_agent(
     State(state): State<Shared>,
@@ -196,7 +227,7 @@ pub async fn restart_agent(
 }
 
 /// Replace an agent's tags.
-#[utoipa::path(put, path = "/api/v1/agents/{name}/tags", tag = "agents", params(("name" = String, Path)),
+#[utoipa::path(put, path = "/api/v1/agents/{name}/tags", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     request_body = BTreeMap<String, String>,
     responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_tags(
@@ -225,7 +256,7 @@ pub struct ScreenBody {
 }
 
 /// The agent's screen as it is now (its last screen once it ended).
-#[utoipa::path(get, path = "/api/v1/agents/{name}/screen", tag = "sessions", params(("name" = String, Path), ScreenQuery),
+#[utoipa::path(get, path = "/api/v1/agents/{name}/screen", tag = "sessions", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), ScreenQuery),
     responses((status = 200, body = ScreenBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn get_screen(
     State(state): State<Shared>,
@@ -249,7 +280,7 @@ pub struct InputBody {
 }
 
 /// Type text into a running agent's terminal.
-#[utoipa::path(post, path = "/api/v1/agents/{name}/input", tag = "sessions", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/agents/{name}/input", tag = "sessions", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     request_body = InputBody,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn send_input(
@@ -277,7 +308,7 @@ pub struct ResizeBody {
 }
 
 /// Resize a running agent's terminal.
-#[utoipa::path(post, path = "/api/v1/agents/{name}/resize", tag = "sessions", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/agents/{name}/resize", tag = "sessions", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     request_body = ResizeBody,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resize(
@@ -298,7 +329,7 @@ pub struct NetQuery {
 }
 
 /// The agent's network audit: one record per proxy decision and per closed connection.
-#[utoipa::path(get, path = "/api/v1/agents/{name}/net", tag = "network", params(("name" = String, Path), NetQuery),
+#[utoipa::path(get, path = "/api/v1/agents/{name}/net", tag = "network", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), NetQuery),
     responses((status = 200, body = Vec<Object>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_net(
     State(state): State<Shared>,
@@ -324,7 +355,7 @@ pub struct AllowBody {
 }
 
 /// Let a proxy-mode agent reach a host.
-#[utoipa::path(post, path = "/api/v1/agents/{name}/allow", tag = "network", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/agents/{name}/allow", tag = "network", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     request_body = AllowBody,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn allow_host(

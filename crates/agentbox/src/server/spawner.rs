@@ -6,7 +6,7 @@
 //! `agentbox spawn`, its answer one JSON line on stdout.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use axum::http::StatusCode;
@@ -39,8 +39,7 @@ pub fn spawn_role() -> Result<i32> {
 }
 
 fn run_child(home: &Home, req: &SpawnRequest) -> Result<Answer> {
-    let exe = std::env::current_exe().context("locating the agentbox binary")?;
-    let mut child = Command::new(exe)
+    let mut child = crate::home::self_command()
         .arg("__spawn")
         .env("AGENTBOX_HOME", &home.root)
         .current_dir("/")

@@ -36,7 +36,7 @@ pub struct LogsQuery {
 
 /// An agent's output log: a byte range, or with `Accept: text/event-stream` every new chunk as a
 /// `log` event until the agent ends (then one `end` event).
-#[utoipa::path(get, path = "/api/v1/agents/{name}/logs", tag = "sessions", params(("name" = String, Path), LogsQuery),
+#[utoipa::path(get, path = "/api/v1/agents/{name}/logs", tag = "sessions", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), LogsQuery),
     responses((status = 200, body = LogChunk, content_type = "application/json"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_logs(

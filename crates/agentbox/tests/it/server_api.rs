@@ -141,6 +141,10 @@ fn api_rejects_bad_input_with_clear_4xx() {
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","workspace":"relative"}"#.into()), 400, "absolute"),
         ("POST", "/api/v1/agents", Some(not_dir), 400, "not a directory"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","ref":"main"}"#.into()), 400, "ref needs from_git"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","from_git":"nowhere"}"#.into()), 400, "--from-git"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","from_git":"/no/such/repo"}"#.into()), 400, "/no/such/repo"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","command":["/no/such/program"]}"#.into()), 400, "command not found"),
+        ("POST", "/api/v1/agents", Some(r#"{"name":"a","tags":{"k":"\u001b[31m"}}"#.into()), 400, "invalid tag"),
         ("GET", "/api/v1/agents?status=sleeping", None, 400, "invalid status"),
         ("GET", "/api/v1/agents?tag=novalue", None, 400, "KEY=VALUE"),
         ("GET", "/api/v1/agents/ghost", None, 404, "no agent named 'ghost'"),
@@ -422,4 +426,26 @@ fn dashboard_in_headless_chromium() {
     assert_eq!(a["spec"]["limits"]["memory"], 512 << 20);
     let logs = srv.ok("GET", "/api/v1/agents/from-browser/logs?offset=0", None);
     assert!(logs["data"].as_str().unwrap().contains("42-typed"), "{logs}");
+}
+
+/// Schemathesis (tests/python) generates requests from the OpenAPI document, including stateful
+/// sequences that spawn agents and use them: no 5xx, every status and body as documented.
+#[test]
+fn api_fuzzed_by_schemathesis() {
+    let st = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/.venv/bin/st");
+    assert!(st.exists(), "schemathesis is missing: see tests/python/README.md (CI installs it)");
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261122".into());
+    let out = std::process::Command::new(&st)
+        .args(["run", &format!("{}/api/v1/openapi.json", srv.url)])
+        .args(["-H", &format!("Authorization: Bearer {}", srv.token)])
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+        .args(["--max-examples", "40", "--request-timeout", "30", "--seed", &seed, "--no-color"])
+        .current_dir(&agents.home)
+        .output()
+        .unwrap();
+    let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "schemathesis found failures:\n{report}");
+    assert!(report.contains("Tested: 17"), "not every operation was tested:\n{report}");
 }
