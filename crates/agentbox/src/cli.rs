@@ -7,6 +7,12 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "agentbox", version, about = "Run AI coding agents in sandboxes they cannot leave")]
 pub struct Cli {
+    /// Drive the agentbox server at URL instead of this machine (also AGENTBOX_SERVER)
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Use a saved server context (see `agentbox context`; also AGENTBOX_CONTEXT)
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "server")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -86,6 +92,8 @@ pub enum Command {
     Completion(CompletionArgs),
     /// Report which isolation features work on this machine
     Doctor(DoctorArgs),
+    /// Saved servers for --server: add, use, list, rm
+    Context(ContextArgs),
     /// Serve the REST/WebSocket API, metrics and the web dashboard (agents keep running without it)
     Serve(ServeArgs),
     /// Print the version
@@ -580,4 +588,30 @@ pub struct ServeArgs {
     /// Worker threads (default 2)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ContextArgs {
+    #[command(subcommand)]
+    pub command: ContextCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Save a server as NAME
+    Add {
+        name: String,
+        /// The server's URL, e.g. https://agents.example.com:8122
+        url: String,
+        /// A file holding the token (default: AGENTBOX_TOKEN, then AGENTBOX_HOME/api-token)
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Make NAME the default for every command (`none`: this machine again)
+    Use { name: String },
+    /// List saved contexts
+    #[command(visible_alias = "ls")]
+    List,
+    /// Forget NAME
+    Rm { name: String },
 }

@@ -24,6 +24,7 @@ mod home;
 mod hooks;
 mod identity;
 mod profiles;
+mod remote;
 mod sandboxed_git;
 mod secrets;
 mod server;
@@ -65,6 +66,28 @@ fn main() {
         // kill it.
         let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
     }
+    // Commands about this machine itself always run here; the rest go to a server if one is
+    // selected (--server, --context, AGENTBOX_SERVER, AGENTBOX_CONTEXT, `context use`).
+    let local_only = matches!(
+        cli.command,
+        cli::Command::Run(_)
+            | cli::Command::Doctor(_)
+            | cli::Command::Supervise { .. }
+            | cli::Command::SpawnRole
+            | cli::Command::Serve(_)
+            | cli::Command::Context(_)
+            | cli::Command::Version
+            | cli::Command::Completion(_)
+            | cli::Command::Env(_)
+            | cli::Command::Root
+    );
+    if !local_only {
+        match remote::selected(&cli) {
+            Ok(Some(server)) => std::process::exit(report(remote::run(&server, cli.command))),
+            Ok(None) => {}
+            Err(e) => std::process::exit(report(Err(e))),
+        }
+    }
     let code = match cli.command {
         cli::Command::Run(args) => cmd_run::run(*args),
         cli::Command::Doctor(args) => cmd_doctor::run(args),
@@ -73,6 +96,7 @@ fn main() {
         cli::Command::Supervise { name } => report(cmd_spawn::supervise_role(&name)),
         cli::Command::SpawnRole => report(server::spawn_role()),
         cli::Command::Serve(args) => report(server::serve(args)),
+        cli::Command::Context(args) => report(remote::context(args)),
         cli::Command::List(args) => report(cmd_query::list(args)),
         cli::Command::Info(args) => report(cmd_query::info(args)),
         cli::Command::History(args) => report(cmd_query::history(args)),

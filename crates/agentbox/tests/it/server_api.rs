@@ -449,3 +449,78 @@ fn api_fuzzed_by_schemathesis() {
     assert!(out.status.success(), "schemathesis found failures:\n{report}");
     assert!(report.contains("Tested: 17"), "not every operation was tested:\n{report}");
 }
+
+/// `agentbox --server URL` (and saved contexts) drives a server with the usual verbs, from a
+/// machine that has no agents of its own.
+#[test]
+fn remote_cli_drives_a_server() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let client = Agents::new(As::Caller);
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", srv.url.as_str()];
+        all.extend_from_slice(args);
+        let out = client.cmd(&all).env("AGENTBOX_TOKEN", &srv.token).output().unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) =
+        remote(&["spawn", "far", "--tag", "where=remote", "--memory", "256M", "--", "sh", "-c", READ_LINES_SH]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "far");
+    // It exists on the server, not on the client.
+    assert!(agents.ok(&["list", "-q"]).contains("far"));
+    assert!(client.ok(&["list", "-q"]).trim().is_empty());
+    let (_, out, _) = remote(&["list", "--tag", "where=remote"]);
+    assert!(out.contains("far") && out.contains("running"), "{out}");
+    srv.screen_until("far", "ready");
+    assert_eq!(remote(&["send", "far", "over", "http"]).0, Some(0));
+    srv.screen_until("far", "got:over http");
+    let (_, out, _) = remote(&["screen", "far"]);
+    assert!(out.contains("got:over http"), "{out}");
+    let (_, out, _) = remote(&["logs", "far", "-n", "1"]);
+    assert_eq!(out.trim(), "got:over http");
+    let (_, out, _) = remote(&["info", "far"]);
+    assert!(out.contains("\"memory\": 268435456"), "{out}");
+
+    // Attach over the WebSocket: typed keys reach the agent, Ctrl-] detaches.
+    let mut child = client
+        .cmd(&["--server", &srv.url, "attach", "far"])
+        .env("AGENTBOX_TOKEN", &srv.token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    stdin.write_all(b"via-attach\r").unwrap();
+    srv.screen_until("far", "got:via-attach");
+    stdin.write_all(b"\x1d").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("[detached from far]"), "{}", text(&out.stdout));
+
+    // Errors come back as the server says them.
+    let (code, _, err) = remote(&["kill", "ghost"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no agent named 'ghost'") && err.contains("404"), "{err}");
+    let (code, _, err) = remote(&["diff", "far"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not available with --server"), "{err}");
+
+    // A saved context instead of --server; the token from a file.
+    let token_file = client.home.join("far-token");
+    std::fs::write(&token_file, &srv.token).unwrap();
+    client.ok(&["context", "add", "lab", &srv.url, "--token-file", token_file.to_str().unwrap()]);
+    client.ok(&["context", "use", "lab"]);
+    assert!(client.ok(&["context", "list"]).contains("* lab"));
+    assert_eq!(client.ok(&["kill", "far"]).trim(), "far");
+    assert_eq!(agents.state("far"), "killed");
+    assert_eq!(client.ok(&["rm", "far"]).trim(), "far");
+    assert!(!agents.ok(&["list", "-q"]).contains("far"));
+    client.ok(&["context", "use", "none"]);
+    assert!(client.ok(&["list", "-q"]).trim().is_empty());
+    let out = client.run(&["context", "add", "bad", "ftp://x"]);
+    assert!(text(&out.stderr).contains("invalid server URL"), "{}", text(&out.stderr));
+}
+
+const READ_LINES_SH: &str = r#"echo ready; while read l; do echo "got:$l"; done"#;
