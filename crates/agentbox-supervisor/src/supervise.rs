@@ -43,10 +43,52 @@ use crate::{paths, SupervisorError};
 const MAX_CLIENT_BACKLOG: usize = 8 << 20;
 const DEFAULT_SIZE: WinSize = WinSize { rows: 24, cols: 80 };
 
+/// Bytes queued for a client. Written from a moving start and compacted only once most of it is
+/// sent, so a fast agent and a client that takes a socket buffer at a time cost one copy per
+/// byte, not one shift of the whole queue per write.
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+impl Outbox {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn extend(&mut self, bytes: Vec<u8>) {
+        self.buf.extend(bytes);
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.sent..]
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.sent += n;
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        } else if self.sent >= (1 << 20) && self.sent * 2 >= self.buf.len() {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+}
+
 struct Client {
     stream: UnixStream,
     decoder: Decoder,
-    out: Vec<u8>,
+    out: Outbox,
     attached: bool,
     read_only: bool,
     /// Close once `out` is flushed (one-shot requests).
@@ -264,10 +306,8 @@ impl Session {
 
     fn flush_client(&mut self, id: u64) {
         let Some(c) = self.clients.get_mut(&id) else { return };
-        match c.stream.write(&c.out) {
-            Ok(n) => {
-                c.out.drain(..n);
-            }
+        match c.stream.write(c.out.pending()) {
+            Ok(n) => c.out.consume(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => {
                 self.clients.remove(&id);
@@ -310,7 +350,7 @@ impl Session {
             let _ = c.stream.set_nonblocking(false);
             let _ = c.stream.set_write_timeout(Some(std::time::Duration::from_secs(2)));
             c.out.extend_from_slice(&exit);
-            let _ = c.stream.write_all(&c.out);
+            let _ = c.stream.write_all(c.out.pending());
         }
         let _ = std::fs::remove_file(paths::socket(&self.state_dir));
         code
@@ -347,15 +387,16 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
     let listener =
         bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
     let plan = build_plan(&cfg.spec, &RealFs);
-    let mut running = start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true).map_err(|e| {
-        // A command that cannot run is the caller's to fix; say so, for the API's status code.
-        let msg = e.to_string();
-        let err = fail(&store, msg.clone(), ready);
-        if matches!(e, agentbox_jail::JailError::Exec { .. }) {
-            let _ = writeln!(ready, "{INVALID_COMMAND}");
-        }
-        err
-    })?;
+    let mut running =
+        start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true).map_err(|e| {
+            // A command that cannot run is the caller's to fix; say so, for the API's status code.
+            let msg = e.to_string();
+            let err = fail(&store, msg.clone(), ready);
+            if matches!(e, agentbox_jail::JailError::Exec { .. }) {
+                let _ = writeln!(ready, "{INVALID_COMMAND}");
+            }
+            err
+        })?;
     let Some(master) = running.master.take() else {
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));
     };
@@ -452,7 +493,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                     let client = Client {
                         stream,
                         decoder: Decoder::default(),
-                        out: Vec::new(),
+                        out: Outbox::default(),
                         attached: false,
                         read_only: false,
                         closing: false,

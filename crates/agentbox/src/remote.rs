@@ -45,7 +45,9 @@ impl Contexts {
     fn load(home: &Home) -> Result<Self> {
         let path = Self::path(home);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("{}: fix or remove it", path.display())),
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("{}: fix or remove it", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -126,7 +128,8 @@ pub fn selected(cli: &Cli) -> Result<Option<Remote>> {
         (url, None)
     } else {
         let all = Contexts::load(&home)?;
-        let Some(name) = cli.context.clone().or_else(|| env("AGENTBOX_CONTEXT")).or(all.current.clone()) else {
+        let Some(name) = cli.context.clone().or_else(|| env("AGENTBOX_CONTEXT")).or(all.current.clone())
+        else {
             return Ok(None);
         };
         match all.contexts.get(&name) {
@@ -139,7 +142,9 @@ pub fn selected(cli: &Cli) -> Result<Option<Remote>> {
         None => {
             let file = token_file.unwrap_or_else(|| crate::server::token_path(&home));
             std::fs::read_to_string(&file)
-                .with_context(|| format!("reading the token from {} (or set AGENTBOX_TOKEN)", file.display()))?
+                .with_context(|| {
+                    format!("reading the token from {} (or set AGENTBOX_TOKEN)", file.display())
+                })?
                 .trim()
                 .to_string()
         }
@@ -236,7 +241,9 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
             let o = a.opts;
             let s = o.sandbox;
             let prompt = match &o.prompt {
-                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("--prompt {}", p.display()))?),
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).with_context(|| format!("--prompt {}", p.display()))?)
+                }
                 None => None,
             };
             let mut env = Vec::new();
@@ -266,7 +273,9 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
                     .secrets
                     .iter()
                     .map(|(n, h)| match h {
-                        Some(h) => format!("{n}={}", h.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")),
+                        Some(h) => {
+                            format!("{n}={}", h.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","))
+                        }
                         None => n.clone(),
                     })
                     .collect(),
@@ -324,7 +333,12 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
             } else {
                 for e in v.as_array().into_iter().flatten() {
                     let at = agentbox_proxy::format_utc(e["at"].as_u64().unwrap_or(0));
-                    println!("{at}  {:<14} {:<20} {}", str_of(&e["event"]), str_of(&e["agent"]), str_of(&e["detail"]));
+                    println!(
+                        "{at}  {:<14} {:<20} {}",
+                        str_of(&e["event"]),
+                        str_of(&e["agent"]),
+                        str_of(&e["detail"])
+                    );
                 }
             }
         }
@@ -414,11 +428,14 @@ fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
     let url = format!("ws://{hostport}/ws/agents/{}/attach?role={role}", a.name);
     let mut req = tungstenite::client::IntoClientRequest::into_client_request(url.as_str())?;
     req.headers_mut().insert("Authorization", format!("Bearer {}", remote.token).parse()?);
-    let stream = std::net::TcpStream::connect(hostport).with_context(|| format!("connecting to {hostport}"))?;
+    let stream =
+        std::net::TcpStream::connect(hostport).with_context(|| format!("connecting to {hostport}"))?;
     let (mut ws, _) = tungstenite::client(req, stream).map_err(|e| match e {
         tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => {
             let body = r.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-            let msg = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_string));
+            let msg = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string));
             anyhow::anyhow!("{} (server: {})", msg.unwrap_or(body), r.status())
         }
         other => anyhow::anyhow!("attaching: {other}"),

@@ -74,7 +74,10 @@ fn with_common_errors(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Ope
     let error = |what: &str| {
         ResponseBuilder::new()
             .description(what)
-            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
             .build()
     };
     for item in doc.paths.paths.values_mut() {
@@ -83,13 +86,22 @@ fn with_common_errors(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Ope
             let Some(op) = op.as_mut() else { continue };
             let public = op.security.as_ref().is_some_and(|s| s.iter().all(|r| r == &Default::default()));
             if !public {
-                op.responses.responses.entry("401".into()).or_insert_with(|| error("missing or wrong token").into());
+                op.responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| error("missing or wrong token").into());
             }
             if i > 0 {
-                op.responses.responses.entry("403".into()).or_insert_with(|| error("the token may only read").into());
+                op.responses
+                    .responses
+                    .entry("403".into())
+                    .or_insert_with(|| error("the token may only read").into());
             }
             if op.request_body.is_some() {
-                op.responses.responses.entry("415".into()).or_insert_with(|| error("the body is not JSON").into());
+                op.responses
+                    .responses
+                    .entry("415".into())
+                    .or_insert_with(|| error("the body is not JSON").into());
             }
         }
     }

@@ -30,7 +30,8 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert!(line.starts_with("http"), "serve printed {line:?}");
         let token = std::fs::read_to_string(agents.home.join("api-token")).unwrap().trim().to_string();
-        let viewer = std::fs::read_to_string(agents.home.join("api-token-viewer")).unwrap().trim().to_string();
+        let viewer =
+            std::fs::read_to_string(agents.home.join("api-token-viewer")).unwrap().trim().to_string();
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -59,7 +60,13 @@ impl Server {
 
     /// A request with `token` (None: no Authorization header); returns the status and the body
     /// (JSON when it parses, else a string).
-    pub(crate) fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    pub(crate) fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut resp = match method {
@@ -163,7 +170,10 @@ impl Ws {
                 Ok(tungstenite::Message::Binary(b)) => self.seen.extend_from_slice(&b),
                 Ok(tungstenite::Message::Text(t)) => texts.push(t.to_string()),
                 Ok(_) => {}
-                Err(e) => panic!("websocket ended before {needle:?} ({e}); got {:?}", String::from_utf8_lossy(&self.seen)),
+                Err(e) => panic!(
+                    "websocket ended before {needle:?} ({e}); got {:?}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
             }
         }
         texts

@@ -38,12 +38,16 @@ fn api_drives_agents_end_to_end() {
         let (status, _) = srv.call("POST", "/api/v1/agents/api-one/input", Some(r#"{"text":"hello api"}"#));
         assert_eq!(status, 204);
         srv.screen_until("api-one", "got:hello api");
-        assert_eq!(srv.call("POST", "/api/v1/agents/cli-one/resize", Some(r#"{"rows":33,"cols":101}"#)).0, 204);
+        assert_eq!(
+            srv.call("POST", "/api/v1/agents/cli-one/resize", Some(r#"{"rows":33,"cols":101}"#)).0,
+            204
+        );
         let logs = srv.until("/api/v1/agents/api-one/logs", "the input's echo", |v| {
             v["data"].as_str().is_some_and(|d| d.contains("got:hello api"))
         });
         let size = logs["size"].as_u64().unwrap();
-        let tail = srv.ok("GET", &format!("/api/v1/agents/api-one/logs?offset={}&limit=3&raw=true", size - 3), None);
+        let tail =
+            srv.ok("GET", &format!("/api/v1/agents/api-one/logs?offset={}&limit=3&raw=true", size - 3), None);
         assert_eq!(tail["data"].as_str().unwrap().len(), 3, "{tail}");
         assert_eq!(tail["next_offset"], size);
 
@@ -72,7 +76,8 @@ fn api_drives_agents_end_to_end() {
 
         // The journal, as JSON.
         let events = srv.ok("GET", "/api/v1/events?limit=1000", None);
-        let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> =
+            events.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
         for k in ["spawn", "start", "killed", "restart", "rm", "tags"] {
             assert!(kinds.contains(&k), "as {who:?}: no {k} in {kinds:?}");
         }
@@ -135,16 +140,40 @@ fn api_rejects_bad_input_with_clear_4xx() {
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","memory":"lots"}"#.into()), 400, "invalid size"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","pids":0}"#.into()), 400, "--pids"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","cpus":-1}"#.into()), 400, "--cpus"),
-        ("POST", "/api/v1/agents", Some(r#"{"name":"a","profile":"no-such"}"#.into()), 400, "no profile named"),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","profile":"no-such"}"#.into()),
+            400,
+            "no profile named",
+        ),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","allow":["not a host"]}"#.into()), 400, "not a host"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","env":["HOME"]}"#.into()), 400, "KEY=VALUE"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","workspace":"relative"}"#.into()), 400, "absolute"),
         ("POST", "/api/v1/agents", Some(not_dir), 400, "not a directory"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","ref":"main"}"#.into()), 400, "ref needs from_git"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","from_git":"nowhere"}"#.into()), 400, "--from-git"),
-        ("POST", "/api/v1/agents", Some(r#"{"name":"a","from_git":"/no/such/repo"}"#.into()), 400, "/no/such/repo"),
-        ("POST", "/api/v1/agents", Some(r#"{"name":"a","command":["/no/such/program"]}"#.into()), 400, "command not found"),
-        ("POST", "/api/v1/agents", Some(r#"{"name":"a","tags":{"k":"\u001b[31m"}}"#.into()), 400, "invalid tag"),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","from_git":"/no/such/repo"}"#.into()),
+            400,
+            "/no/such/repo",
+        ),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","command":["/no/such/program"]}"#.into()),
+            400,
+            "command not found",
+        ),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","tags":{"k":"\u001b[31m"}}"#.into()),
+            400,
+            "invalid tag",
+        ),
         ("GET", "/api/v1/agents?status=sleeping", None, 400, "invalid status"),
         ("GET", "/api/v1/agents?tag=novalue", None, 400, "KEY=VALUE"),
         ("GET", "/api/v1/agents/ghost", None, 404, "no agent named 'ghost'"),
@@ -187,7 +216,8 @@ fn api_rejects_bad_input_with_clear_4xx() {
     let (status, v) = srv.call("POST", "/api/v1/agents", Some(&spawn_body("taken")));
     assert_eq!(status, 409, "{v}");
     assert_eq!(agents.ok(&["list", "-q"]).trim(), "taken");
-    let dirs: Vec<_> = std::fs::read_dir(agents.home.join("agents")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let dirs: Vec<_> =
+        std::fs::read_dir(agents.home.join("agents")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(dirs, ["taken"]);
 }
 
@@ -229,10 +259,12 @@ fn websocket_viewers_and_a_controller() {
     }
 
     // Resizing from the controller reaches the terminal.
-    ctl.socket
-        .send(tungstenite::Message::Text(r#"{"type":"resize","rows":31,"cols":97}"#.into()))
-        .unwrap();
-    srv.ok("POST", "/api/v1/agents", Some(r#"{"name":"sizer","command":["sh","-c","sleep 0.5; stty size; sleep 600"]}"#));
+    ctl.socket.send(tungstenite::Message::Text(r#"{"type":"resize","rows":31,"cols":97}"#.into())).unwrap();
+    srv.ok(
+        "POST",
+        "/api/v1/agents",
+        Some(r#"{"name":"sizer","command":["sh","-c","sleep 0.5; stty size; sleep 600"]}"#),
+    );
     let mut s = srv.ws("sizer", Some("controller"), &srv.token).unwrap();
     s.socket.send(tungstenite::Message::Text(r#"{"type":"resize","rows":31,"cols":97}"#.into())).unwrap();
     s.read_until("31 97");
@@ -289,14 +321,19 @@ fn sse_streams_events_and_follows_logs() {
     std::thread::sleep(Duration::from_millis(500));
     agents.ok(&["spawn", "sse-a", "--", "sh", "-c", "for i in 1 2 3; do echo line-$i; sleep 0.3; done"]);
     let events = watcher.join().unwrap();
-    let kinds: Vec<&str> = events.iter().filter(|(_, v)| v["agent"] == "sse-a").map(|(e, _)| e.as_str()).collect();
+    let kinds: Vec<&str> =
+        events.iter().filter(|(_, v)| v["agent"] == "sse-a").map(|(e, _)| e.as_str()).collect();
     assert_eq!(kinds, ["spawn", "start", "exit"], "{events:?}");
 
     agents.ok(&["spawn", "sse-b", "--", "sh", "-c", "for i in 1 2 3 4 5; do echo out-$i; sleep 0.3; done"]);
     let chunks = read_sse(&srv, "/api/v1/agents/sse-b/logs?offset=0", |ev, _| ev == "end");
-    let text: String = chunks.iter().filter(|(e, _)| e == "log").map(|(_, v)| v["data"].as_str().unwrap()).collect();
+    let text: String =
+        chunks.iter().filter(|(e, _)| e == "log").map(|(_, v)| v["data"].as_str().unwrap()).collect();
     assert_eq!(text.matches("out-").count(), 5, "{chunks:?}");
-    assert!(chunks.iter().filter(|(e, _)| e == "log").count() >= 2, "not streamed but read at once: {chunks:?}");
+    assert!(
+        chunks.iter().filter(|(e, _)| e == "log").count() >= 2,
+        "not streamed but read at once: {chunks:?}"
+    );
     assert_eq!(chunks.last().unwrap().0, "end");
 }
 
@@ -380,13 +417,22 @@ fn serve_refuses_a_network_address_without_tls() {
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
     let mut child = agents
-        .cmd(&["serve", "--listen", "0.0.0.0:0", "--tls-cert", c.to_str().unwrap(), "--tls-key", k.to_str().unwrap()])
+        .cmd(&[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            c.to_str().unwrap(),
+            "--tls-key",
+            k.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
     let _guard = KillOnDrop(child);
     let port = line.trim().rsplit(':').next().unwrap().to_string();
     let token = std::fs::read_to_string(agents.home.join("api-token")).unwrap();
@@ -417,7 +463,13 @@ fn dashboard_in_headless_chromium() {
         .unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success() && stdout.trim_end().ends_with("ok"), "{stdout}\n{}", text(&out.stderr));
-    for step in ["created from-browser", "typed into the terminal", "sent text with the form", "grid thumbnail", "listed as killed"] {
+    for step in [
+        "created from-browser",
+        "typed into the terminal",
+        "sent text with the form",
+        "grid thumbnail",
+        "listed as killed",
+    ] {
         assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
     }
     // What the browser did happened to a real agent.
@@ -440,7 +492,10 @@ fn api_fuzzed_by_schemathesis() {
     let out = std::process::Command::new(&st)
         .args(["run", &format!("{}/api/v1/openapi.json", srv.url)])
         .args(["-H", &format!("Authorization: Bearer {}", srv.token)])
-        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        ])
         .args(["--max-examples", "40", "--request-timeout", "30", "--seed", &seed, "--no-color"])
         .current_dir(&agents.home)
         .output()
@@ -463,8 +518,18 @@ fn remote_cli_drives_a_server() {
         let out = client.cmd(&all).env("AGENTBOX_TOKEN", &srv.token).output().unwrap();
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
-    let (code, out, err) =
-        remote(&["spawn", "far", "--tag", "where=remote", "--memory", "256M", "--", "sh", "-c", READ_LINES_SH]);
+    let (code, out, err) = remote(&[
+        "spawn",
+        "far",
+        "--tag",
+        "where=remote",
+        "--memory",
+        "256M",
+        "--",
+        "sh",
+        "-c",
+        READ_LINES_SH,
+    ]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), "far");
     // It exists on the server, not on the client.
