@@ -19,7 +19,7 @@ use crate::service::{self, AgentView, SpawnRequest};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Answer {
-    Agent(AgentView),
+    Agent(Box<AgentView>),
     Error { status: u16, message: String },
 }
 
@@ -29,7 +29,7 @@ pub fn spawn_role() -> Result<i32> {
     let req: Result<SpawnRequest> =
         serde_json::from_reader(std::io::stdin().lock()).context("reading the spawn request");
     let answer = match req.and_then(|r| service::spawn(&home, &r)) {
-        Ok(view) => Answer::Agent(view),
+        Ok(view) => Answer::Agent(Box::new(view)),
         Err(e) => Answer::Error { status: service::status_of(&e), message: format!("{e:#}") },
     };
     let mut out = std::io::stdout().lock();
@@ -66,7 +66,7 @@ fn run_child(home: &Home, req: &SpawnRequest) -> Result<Answer> {
 pub async fn spawn(home: &Home, req: &SpawnRequest) -> ApiResult<AgentView> {
     let (home, req) = (home.clone(), req.clone());
     match blocking(move || run_child(&home, &req)).await? {
-        Answer::Agent(v) => Ok(v),
+        Answer::Agent(v) => Ok(*v),
         Answer::Error { status, message } => Err(ApiError::new(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message,
