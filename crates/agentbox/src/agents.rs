@@ -80,7 +80,11 @@ pub fn wait_finished(store: &Store, name: &str, timeout: Option<Duration>) -> Re
 
 /// Human form of an agent's state: `running`, `exited (0)`, `killed`, `failed`.
 pub fn describe_state(rec: &AgentRecord) -> String {
-    match (rec.state.as_str(), rec.exit_code) {
+    describe(&rec.state, rec.exit_code)
+}
+
+pub fn describe(state: &str, exit_code: Option<i64>) -> String {
+    match (state, exit_code) {
         ("exited", Some(c)) => format!("exited ({c})"),
         (s, _) => s.to_string(),
     }

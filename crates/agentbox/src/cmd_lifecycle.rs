@@ -8,11 +8,7 @@ use crate::agents::{self, is_live_state, matches_tags, wait_finished};
 use crate::cli::{CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, WaitArgs};
 use crate::exit;
 use crate::home::Home;
-
-/// Kills an agent and returns once its sandbox is gone.
-pub fn kill_one(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
-    crate::service::kill(store, &rec.name).map(drop)
-}
+use crate::service;
 
 pub fn kill(args: KillArgs) -> Result<i32> {
     let home = Home::open()?;
@@ -22,7 +18,7 @@ pub fn kill(args: KillArgs) -> Result<i32> {
         eprintln!("agent '{}' is already {}", rec.name, rec.state);
         return Ok(0);
     }
-    kill_one(&store, &rec)?;
+    service::kill(&store, &rec.name)?;
     println!("{}", rec.name);
     Ok(0)
 }
@@ -59,7 +55,7 @@ pub fn killall(args: KillAllArgs) -> Result<i32> {
         return Ok(1);
     }
     for rec in &targets {
-        kill_one(&store, rec)?;
+        service::kill(&store, &rec.name)?;
         println!("{}", rec.name);
     }
     Ok(0)
@@ -80,15 +76,11 @@ pub fn wait(args: WaitArgs) -> Result<i32> {
     }
 }
 
-fn remove(store: &agentbox_store::Store, rec: &agentbox_store::AgentRecord) -> Result<()> {
-    crate::service::remove(store, &rec.name, true)
-}
-
 pub fn rm(args: RmArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     for name in &args.names {
-        crate::service::remove(&store, name, args.force)?;
+        service::remove(&store, name, args.force)?;
         println!("{name}");
     }
     Ok(0)
@@ -105,10 +97,8 @@ pub fn purge(args: PurgeArgs) -> Result<i32> {
         bail!("purge removes every agent and its workspace; confirm on a terminal or use --force");
     }
     for rec in &all {
-        if is_live_state(&rec.state) {
-            kill_one(&store, rec)?;
-        }
-        remove(&store, rec)?;
+        // Killed first if it runs.
+        service::remove(&store, &rec.name, true)?;
         println!("{}", rec.name);
     }
     Ok(0)
@@ -118,7 +108,7 @@ pub fn clean(_args: CleanArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     for rec in agents::all(&store)?.into_iter().filter(|a| !is_live_state(&a.state)) {
-        remove(&store, &rec)?;
+        service::remove(&store, &rec.name, false)?;
         println!("{}", rec.name);
     }
     Ok(0)

@@ -4,10 +4,10 @@ use agentbox_core::SandboxSpec;
 use agentbox_supervisor::paths;
 use anyhow::Result;
 
-use crate::agents::{self, age, describe_state, is_live_state};
+use crate::agents::{self, age, describe_state};
 use crate::cli::{HistoryArgs, InfoArgs, ListArgs};
 use crate::home::Home;
-use crate::service::{AgentView, Filter};
+use crate::service::Filter;
 
 fn spec_of(rec: &agentbox_store::AgentRecord) -> Option<SandboxSpec> {
     serde_json::from_str(&rec.spec).ok()
@@ -17,11 +17,9 @@ pub fn list(args: ListArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let filter = Filter { tags: args.tags.clone(), status: args.status.clone() };
-    let agents: Vec<_> =
-        agents::all(&store)?.into_iter().filter(|a| filter.matches(&AgentView::of(a))).collect();
+    let agents = crate::service::list(&store, &filter)?;
     if args.json {
-        let rows: Vec<AgentView> = agents.iter().map(AgentView::of).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&agents)?);
     } else if args.quiet {
         for a in &agents {
             println!("{}", a.name);
@@ -29,21 +27,16 @@ pub fn list(args: ListArgs) -> Result<i32> {
     } else {
         println!("{:<20} {:<12} {:<8} {:<6} {:<24} COMMAND", "NAME", "STATE", "PID", "AGE", "TAGS");
         for a in &agents {
-            let l = AgentView::of(a);
             let tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let pid = a
-                .supervisor_pid
-                .filter(|_| is_live_state(&a.state))
-                .map(|p| p.to_string())
-                .unwrap_or("-".into());
+            let pid = a.supervisor_pid.filter(|_| a.is_live()).map(|p| p.to_string()).unwrap_or("-".into());
             println!(
                 "{:<20} {:<12} {:<8} {:<6} {:<24} {}",
                 a.name,
-                describe_state(a),
+                a.describe_state(),
                 pid,
                 age(a.created_at),
                 if tags.is_empty() { "-".into() } else { tags.join(",") },
-                l.command.join(" ")
+                a.command.join(" ")
             );
         }
     }

@@ -23,7 +23,7 @@ pub fn plain(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn tail_lines(bytes: &[u8], n: usize) -> &[u8] {
+pub fn tail_lines(bytes: &[u8], n: usize) -> &[u8] {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let start = body
         .iter()
@@ -81,15 +81,20 @@ pub fn screen(args: ScreenArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let (rec, text) = crate::service::screen(&store, &args.name, args.ansi)?;
+    print_screen(&args, &rec.name, &rec.state, &text);
+    Ok(0)
+}
+
+/// Prints a screen the way `screen` does, whether it came from a supervisor or a server.
+pub fn print_screen(args: &ScreenArgs, name: &str, state: &str, text: &str) {
     if args.json {
-        println!("{}", serde_json::json!({ "name": rec.name, "state": rec.state, "screen": text }));
+        println!("{}", serde_json::json!({ "name": name, "state": state, "screen": text }));
     } else {
         print!("{text}");
         if !args.ansi && !text.ends_with('\n') {
             println!();
         }
     }
-    Ok(0)
 }
 
 fn input(text: &[String], file: Option<&std::path::Path>, enter: bool) -> Result<Vec<u8>> {
@@ -142,6 +147,14 @@ pub fn parse_detach_key(s: &str) -> Result<u8, String> {
     }
 }
 
+/// The detach byte: --detach-key, else AGENTBOX_DETACH_KEY, else Ctrl-].
+pub fn detach_key(args: &AttachArgs) -> Result<u8> {
+    match args.detach_key.clone().or_else(|| std::env::var("AGENTBOX_DETACH_KEY").ok()) {
+        Some(k) => parse_detach_key(&k).map_err(anyhow::Error::msg),
+        None => Ok(0x1d),
+    }
+}
+
 pub fn attach(args: AttachArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
@@ -149,10 +162,7 @@ pub fn attach(args: AttachArgs) -> Result<i32> {
     if !is_live_state(&rec.state) {
         bail!("agent '{}' is {}; see its output with `agentbox logs {}`", rec.name, rec.state, rec.name);
     }
-    let detach_key = match args.detach_key.or_else(|| std::env::var("AGENTBOX_DETACH_KEY").ok()) {
-        Some(k) => parse_detach_key(&k).map_err(anyhow::Error::msg)?,
-        None => 0x1d,
-    };
+    let detach_key = detach_key(&args)?;
     let end =
         attach_agent(&agents::state_dir(&rec), AttachOptions { read_only: args.read_only, detach_key })?;
     match end {

@@ -225,10 +225,7 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
             } else {
                 println!("{:<20} {:<12} {:<8} COMMAND", "NAME", "STATE", "NETWORK");
                 for x in &agents {
-                    let state = match x.exit_code {
-                        Some(c) if x.state == "exited" => format!("exited ({c})"),
-                        _ => x.state.clone(),
-                    };
+                    let state = x.describe_state();
                     println!("{:<20} {:<12} {:<8} {}", x.name, state, x.network, x.command.join(" "));
                 }
             }
@@ -305,15 +302,12 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
         }
         Command::Screen(a) => {
             let v = remote.get(&format!("/api/v1/agents/{}/screen?ansi={}", a.name, a.ansi))?;
-            let text = v["screen"].as_str().unwrap_or_default();
-            if a.json {
-                println!("{v}");
-            } else {
-                print!("{text}");
-                if !a.ansi && !text.ends_with('\n') {
-                    println!();
-                }
-            }
+            crate::cmd_session::print_screen(
+                &a,
+                str_of(&v["name"]),
+                str_of(&v["state"]),
+                str_of(&v["screen"]),
+            );
         }
         Command::Send(a) => {
             let text = match &a.file {
@@ -369,15 +363,11 @@ fn logs(remote: &Remote, a: &crate::cli::LogsArgs) -> Result<()> {
     let raw = a.raw;
     let first = remote.get(&format!("/api/v1/agents/{}/logs?offset=0&raw={raw}", a.name))?;
     let mut out = std::io::stdout().lock();
-    let data = str_of(&first["data"]).to_string();
-    let shown = match a.lines {
-        Some(n) => {
-            let lines: Vec<&str> = data.split_inclusive('\n').collect();
-            lines[lines.len().saturating_sub(n)..].concat()
-        }
+    let data = str_of(&first["data"]).as_bytes();
+    out.write_all(match a.lines {
+        Some(n) => crate::cmd_session::tail_lines(data, n),
         None => data,
-    };
-    out.write_all(shown.as_bytes())?;
+    })?;
     out.flush()?;
     if !a.follow {
         return Ok(());
@@ -420,10 +410,7 @@ fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
     let Some(hostport) = remote.base.strip_prefix("http://") else {
         bail!("attach over --server needs an http:// server for now; attach on the server's machine");
     };
-    let detach_key = match a.detach_key.clone().or_else(|| std::env::var("AGENTBOX_DETACH_KEY").ok()) {
-        Some(k) => crate::cmd_session::parse_detach_key(&k).map_err(anyhow::Error::msg)?,
-        None => 0x1d,
-    };
+    let detach_key = crate::cmd_session::detach_key(a)?;
     let role = if a.read_only { "observer" } else { "controller" };
     let url = format!("ws://{hostport}/ws/agents/{}/attach?role={role}", a.name);
     let mut req = tungstenite::client::IntoClientRequest::into_client_request(url.as_str())?;

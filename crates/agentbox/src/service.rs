@@ -3,7 +3,7 @@
 //! /api/v1/agents/x/kill` cannot drift apart.
 //!
 //! Errors stay `anyhow::Error`; [`status_of`] reads the typed causes inside (a missing agent, a
-//! name taken, a bad spec, [`Invalid`] input) to give the API its status code. Anything it does
+//! name taken, a bad spec, a [`Refused`] request) to give the API its status code. Anything it does
 //! not recognise is the server's fault (500).
 
 use std::collections::BTreeMap;
@@ -24,36 +24,29 @@ use crate::cli::{SandboxFlags, SpawnOptions};
 use crate::home::Home;
 use crate::tree::remove_tree;
 
-/// Input that is wrong in a way the caller can fix; the message says how.
+/// A request refused for a reason the caller can fix (the message says how), with the status it
+/// stands for: 400 for input that is wrong, 409 for a request that conflicts with the agent's
+/// state (it is running, or not running).
 #[derive(Debug)]
-pub struct Invalid(pub String);
+pub struct Refused {
+    status: u16,
+    message: String,
+}
 
-impl std::fmt::Display for Invalid {
+impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Invalid {}
-
-/// The request conflicts with the agent's state (it is running, or not running).
-#[derive(Debug)]
-pub struct Conflict(pub String);
-
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Conflict {}
+impl std::error::Error for Refused {}
 
 pub fn invalid(msg: impl Into<String>) -> anyhow::Error {
-    Invalid(msg.into()).into()
+    Refused { status: 400, message: msg.into() }.into()
 }
 
 pub fn conflict(msg: impl Into<String>) -> anyhow::Error {
-    Conflict(msg.into()).into()
+    Refused { status: 409, message: msg.into() }.into()
 }
 
 /// The HTTP status an error stands for.
@@ -66,13 +59,16 @@ pub fn status_of(e: &anyhow::Error) -> u16 {
                 _ => {}
             }
         }
-        if cause.is::<Invalid>() || cause.is::<SpecError>() {
+        if let Some(r) = cause.downcast_ref::<Refused>() {
+            return r.status;
+        }
+        if cause.is::<SpecError>() {
             return 400;
         }
         if let Some(agentbox_jail::JailError::Spec(_)) = cause.downcast_ref::<agentbox_jail::JailError>() {
             return 400;
         }
-        if cause.is::<Conflict>() || matches!(cause.downcast_ref(), Some(ClientError::NotRunning(_))) {
+        if matches!(cause.downcast_ref(), Some(ClientError::NotRunning(_))) {
             return 409;
         }
     }
@@ -271,6 +267,11 @@ impl AgentView {
     pub fn is_live(&self) -> bool {
         is_live_state(&self.state)
     }
+
+    /// `running`, `exited (0)`, `killed`, ...
+    pub fn describe_state(&self) -> String {
+        agents::describe(&self.state, self.exit_code)
+    }
 }
 
 /// Which agents a listing shows.
@@ -424,8 +425,17 @@ pub fn log_range(
     limit: Option<u64>,
     raw: bool,
 ) -> Result<LogChunk> {
-    let rec = agents::get(store, name)?;
-    let path = paths::log(&agents::state_dir(&rec));
+    log_range_of(&agents::get(store, name)?, offset, limit, raw)
+}
+
+/// `log_range` of an agent already looked up.
+pub fn log_range_of(
+    rec: &AgentRecord,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    raw: bool,
+) -> Result<LogChunk> {
+    let path = paths::log(&agents::state_dir(rec));
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -154,10 +154,6 @@ pub async fn spawn_agent(
     State(state): State<Shared>,
     ApiJson(req): ApiJson<SpawnRequest>,
 ) -> ApiResult<Response> {
-    let home = state.home.clone();
-    let checked = req.clone();
-    // Checked here first, so bad input never costs a process.
-    blocking(move || checked.to_options(&home).map(drop)).await?;
     let view = super::spawner::spawn(&state.home, &req).await?;
     state.refresh().await;
     Ok((StatusCode::CREATED, Json(view)).into_response())

@@ -63,9 +63,15 @@ fn run_child(home: &Home, req: &SpawnRequest) -> Result<Answer> {
     }
 }
 
+/// Spawns an agent: checked here first, so bad input never costs a process, then built by a
+/// child process.
 pub async fn spawn(home: &Home, req: &SpawnRequest) -> ApiResult<AgentView> {
     let (home, req) = (home.clone(), req.clone());
-    match blocking(move || run_child(&home, &req)).await? {
+    let answer = blocking(move || {
+        req.to_options(&home)?;
+        run_child(&home, &req)
+    });
+    match answer.await? {
         Answer::Agent(v) => Ok(*v),
         Answer::Error { status, message } => Err(ApiError::new(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -88,9 +88,9 @@ fn log_stream(
             // Read the state before the log: output written before the agent ended is not lost.
             let live = blocking(move || {
                 with_store(&home, |s| {
-                    let live =
-                        crate::agents::get(s, &name).map(|r| crate::agents::is_live_state(&r.state))?;
-                    Ok((live, service::log_range(s, &name, Some(offset), None, raw)?))
+                    let rec = crate::agents::get(s, &name)?;
+                    let live = crate::agents::is_live_state(&rec.state);
+                    Ok((live, service::log_range_of(&rec, Some(offset), None, raw)?))
                 })
             })
             .await;

@@ -195,11 +195,6 @@ async fn spawn_form(State(state): State<Shared>, Form(form): Form<SpawnForm>) ->
         Ok(r) => r,
         Err(e) => return error_fragment(&e),
     };
-    let home = state.home.clone();
-    let checked = req.clone();
-    if let Err(e) = blocking(move || checked.to_options(&home).map(drop)).await {
-        return error_fragment(&e);
-    }
     match super::spawner::spawn(&state.home, &req).await {
         Ok(v) => {
             state.refresh().await;
