@@ -18,6 +18,7 @@ mod paths;
 mod profile;
 mod size;
 mod spec;
+mod task;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -35,3 +36,7 @@ pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_
 pub use profile::{Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
 pub use spec::{HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME};
+pub use task::{
+    check_relative, format_duration, parse_duration, AgentSection, ManifestError, ManifestFormat, Metadata,
+    Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,
+};

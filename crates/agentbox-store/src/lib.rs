@@ -13,6 +13,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
+mod hitl;
+mod tasks;
+
+pub use hitl::HitlRecord;
+pub use tasks::{is_final_task_state, TaskChange, TaskRecord, TASK_STATES};
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +27,12 @@ pub enum StoreError {
     Exists(String),
     #[error("no agent named '{0}' (see `agentbox list`)")]
     NotFound(String),
+    #[error("no task '{0}' (see `agentbox task list`)")]
+    NoTask(String),
+    #[error("more than one task id starts with '{0}'; give more of it")]
+    AmbiguousTask(String),
+    #[error("no open request #{0} (see `agentbox hitl list`)")]
+    NoHitl(i64),
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database migration: {0}")]
@@ -60,6 +72,37 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX events_agent ON events(agent);",
         ),
         M::up("ALTER TABLE agents ADD COLUMN profile TEXT; ALTER TABLE agents ADD COLUMN prompt BLOB;"),
+        M::up(
+            "CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            manifest TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            agent TEXT,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            started_at INTEGER,
+            finished_at INTEGER,
+            exit_code INTEGER
+        );
+        CREATE TABLE hitl (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent TEXT NOT NULL,
+            state TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            score REAL NOT NULL,
+            prompt TEXT NOT NULL,
+            screen TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            closed_at INTEGER,
+            answer TEXT
+        );
+        CREATE UNIQUE INDEX hitl_one_open ON hitl(agent) WHERE state = 'open';
+        ALTER TABLE agents ADD COLUMN restart TEXT;",
+        ),
     ])
 }
 
@@ -89,6 +132,8 @@ pub struct AgentRecord {
     /// The prompt typed once it ran (replayed by `restart`).
     #[serde(skip)]
     pub prompt: Option<Vec<u8>>,
+    /// Restart policy: `on-failure:N` (see the supervisor role), or none.
+    pub restart: Option<String>,
 }
 
 /// What `create_agent` records about a new agent.
@@ -102,6 +147,7 @@ pub struct NewAgent<'a> {
     pub prompt: Option<&'a [u8]>,
     /// `starting` (spawn) unless given; `created` for an agent that is not started (clone).
     pub state: Option<&'a str>,
+    pub restart: Option<&'a str>,
 }
 
 /// One journal entry.
@@ -114,13 +160,17 @@ pub struct Event {
     pub detail: String,
 }
 
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event { id: r.get(0)?, at: r.get(1)?, agent: r.get(2)?, event: r.get(3)?, detail: r.get(4)? })
+}
+
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
 }
 
 const AGENT_COLUMNS: &str =
-    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at, profile, prompt";
+    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at, profile, prompt, restart";
 
 fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     Ok(AgentRecord {
@@ -137,6 +187,7 @@ fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
         tags: Vec::new(),
         profile: row.get(10)?,
         prompt: row.get(11)?,
+        restart: row.get(12)?,
     })
 }
 
@@ -157,9 +208,9 @@ impl Store {
         let (name, tags) = (a.name, a.tags);
         let tx = self.conn.transaction()?;
         let inserted = tx.execute(
-            "INSERT INTO agents (name, state, spec, state_dir, created_at, profile, prompt)
-             VALUES (?1, 'starting', ?2, ?3, ?4, ?5, ?6) ON CONFLICT(name) DO NOTHING",
-            params![name, a.spec_json, a.state_dir, now_ms(), a.profile, a.prompt],
+            "INSERT INTO agents (name, state, spec, state_dir, created_at, profile, prompt, restart)
+             VALUES (?1, 'starting', ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO NOTHING",
+            params![name, a.spec_json, a.state_dir, now_ms(), a.profile, a.prompt, a.restart],
         )?;
         if let Some(state) = a.state {
             tx.execute("UPDATE agents SET state = ?2 WHERE name = ?1", params![name, state])?;
@@ -321,9 +372,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, at, agent, event, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            Ok(Event { id: r.get(0)?, at: r.get(1)?, agent: r.get(2)?, event: r.get(3)?, detail: r.get(4)? })
-        })?;
+        let rows = stmt.query_map(params![after, limit as i64], event_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -341,9 +390,7 @@ impl Store {
                (SELECT * FROM events WHERE (?1 IS NULL OR event = ?1) ORDER BY id DESC LIMIT ?2)
              ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![event, limit as i64], |r| {
-            Ok(Event { id: r.get(0)?, at: r.get(1)?, agent: r.get(2)?, event: r.get(3)?, detail: r.get(4)? })
-        })?;
+        let rows = stmt.query_map(params![event, limit as i64], event_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
@@ -388,6 +435,7 @@ mod tests {
             profile: Some("codex"),
             prompt: Some(b"hi"),
             state: None,
+            restart: None,
         };
         s.create_agent(&new).unwrap();
         assert!(matches!(s.create_agent(&new), Err(StoreError::Exists(_))));

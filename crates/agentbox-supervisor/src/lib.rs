@@ -6,6 +6,7 @@
 //! See `supervise` for the loop and `protocol` for the frames.
 
 mod client;
+pub mod hitl;
 pub mod paths;
 pub mod protocol;
 mod screen;
@@ -17,7 +18,7 @@ pub use client::{
     allow_host, attach, kill_agent, resize, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
     ClientError,
 };
-pub use supervise::{supervise, ProxySetup, SupervisorConfig, INVALID_COMMAND};
+pub use supervise::{supervise, Notice, Notifier, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use agentbox_core::SandboxSpec;
 use agentbox_jail::{build_plan, start, RealFs, SandboxHandles, Stdio};
@@ -35,6 +36,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::hitl::{detect, HitlConfig};
 use crate::protocol::{Decoder, Frame};
 use crate::screen::Screen;
 use crate::{paths, SupervisorError};
@@ -105,6 +107,31 @@ pub struct SupervisorConfig {
     /// Builds the egress proxy's configuration (`proxy` mode). Called once the sandbox runs, so
     /// the secrets it loads were never in the memory the sandbox was cloned from.
     pub proxy: Option<ProxySetup>,
+    /// Watch the screen for prompts that wait on a person; none: do not.
+    pub hitl: Option<HitlConfig>,
+    /// Told when a request opens and when the agent ends (bell, desktop, webhook).
+    pub notify: Option<Notifier>,
+}
+
+/// Something worth telling a person about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A HITL request opened.
+    Hitl { id: i64, kind: String, prompt: String },
+    /// The agent ended: `exited` or `killed`, with its exit status.
+    Ended { state: String, code: i32 },
+}
+
+/// A notice handler: the agent's name and what happened.
+pub type NoticeFn = dyn Fn(&str, &Notice) + Send;
+
+/// See [`SupervisorConfig::notify`].
+pub struct Notifier(pub Box<NoticeFn>);
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
 }
 
 /// See [`SupervisorConfig::proxy`].
@@ -135,12 +162,44 @@ struct Session {
     killed: bool,
     handles: Option<SandboxHandles>,
     proxy: Option<ProxyHandle>,
+    watch: Option<Watch>,
+    notify: Option<Notifier>,
+}
+
+/// The HITL watch: when the screen was last judged, and what it showed when a request opened.
+struct Watch {
+    cfg: HitlConfig,
+    last_output: Instant,
+    /// Output arrived since the screen was last judged.
+    unjudged: bool,
+    /// The screen has been judged after the idle time too.
+    idle_judged: bool,
+    /// The screen when the last request opened: the same screen does not open another.
+    asked_on: Option<String>,
+}
+
+impl Watch {
+    /// When the screen should next be judged.
+    fn due(&self) -> Option<Instant> {
+        if self.unjudged {
+            Some(self.last_output + self.cfg.settle)
+        } else if !self.idle_judged {
+            Some(self.last_output + self.cfg.idle)
+        } else {
+            None
+        }
+    }
 }
 
 impl Session {
     fn on_output(&mut self, data: Vec<u8>) {
         // The log first: it is the record of what the agent did.
         let _ = self.log.write_all(&data);
+        if let Some(w) = &mut self.watch {
+            w.last_output = Instant::now();
+            w.unjudged = true;
+            w.idle_judged = false;
+        }
         if self.clients.values().any(|c| c.attached) {
             let frame = Frame::Output(data.clone()).encode();
             for c in self.clients.values_mut().filter(|c| c.attached) {
@@ -329,6 +388,48 @@ impl Session {
         }
     }
 
+    /// Looks at the screen once output settled (and again after the idle time): opens a HITL
+    /// request for a prompt that waits on a person, closes the open one once its prompt is gone.
+    fn judge(&mut self) {
+        let Some(w) = &mut self.watch else { return };
+        let now = Instant::now();
+        let idle = now.saturating_duration_since(w.last_output);
+        if idle >= w.cfg.idle {
+            w.idle_judged = true;
+        }
+        w.unjudged = false;
+        let cfg = w.cfg;
+        let text = self.screen.with(|s| s.contents());
+        let found = detect(&text, idle, &cfg).filter(|d| d.score >= cfg.threshold);
+        let open = self.store.open_hitl_of(&self.name).ok().flatten();
+        if let Some(req) = &open {
+            let same = found.as_ref().is_some_and(|d| d.prompt == req.prompt);
+            if same || text == req.screen {
+                return;
+            }
+            // Answered at a terminal, or the agent moved on: the request is moot.
+            let _ = self.store.close_hitl(req.id, "gone", None, "the prompt left the screen");
+        }
+        let Some(d) = found else { return };
+        if self.watch.as_ref().and_then(|w| w.asked_on.as_ref()) == Some(&text) {
+            return;
+        }
+        let Ok(Some(id)) = self.store.open_hitl(&self.name, d.kind, d.score, &d.prompt, &text) else {
+            return;
+        };
+        if let Some(w) = &mut self.watch {
+            w.asked_on = Some(text);
+        }
+        // The terminal bell: `grid` panes and attached terminals flag the agent.
+        let bell = Frame::Output(b"\x07".to_vec()).encode();
+        for c in self.clients.values_mut().filter(|c| c.attached) {
+            c.out.extend_from_slice(&bell);
+        }
+        if let Some(n) = &self.notify {
+            (n.0)(&self.name, &Notice::Hitl { id, kind: d.kind.to_string(), prompt: d.prompt });
+        }
+    }
+
     /// After the sandbox ended: record everything, tell attached clients, flush them briefly.
     fn finish(mut self, status: WaitStatus) -> i32 {
         while self.read_master() {}
@@ -345,6 +446,12 @@ impl Session {
         let _ = std::fs::write(paths::screen_ansi(&self.state_dir), ansi);
         let _ =
             self.store.mark_finished(&self.name, state, Some(i64::from(code)), &format!("exit code {code}"));
+        if let Ok(Some(req)) = self.store.open_hitl_of(&self.name) {
+            let _ = self.store.close_hitl(req.id, "gone", None, "the agent ended");
+        }
+        if let Some(n) = &self.notify {
+            (n.0)(&self.name, &Notice::Ended { state: state.to_string(), code });
+        }
         let exit = Frame::Exit(code).encode();
         for c in self.clients.values_mut() {
             let _ = c.stream.set_nonblocking(false);
@@ -444,6 +551,14 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         killed: false,
         handles: running.handles.take(),
         proxy,
+        watch: cfg.hitl.map(|cfg| Watch {
+            cfg,
+            last_output: Instant::now(),
+            unjudged: false,
+            idle_judged: false,
+            asked_on: None,
+        }),
+        notify: cfg.notify.take(),
     };
     // `running` keeps the sandbox's cgroup until the supervisor is done with it.
     let _cgroup = running;
@@ -471,7 +586,14 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                 }
                 fds.push(PollFd::new(c.stream.as_fd(), ev));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = match session.watch.as_ref().and_then(Watch::due) {
+                None => PollTimeout::NONE,
+                Some(at) => {
+                    let ms = at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
+                    PollTimeout::from(ms)
+                }
+            };
+            match poll(&mut fds, timeout) {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(SupervisorError::Sys("poll", e)),
                 Ok(_) => {}
@@ -512,6 +634,9 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         }
         if !session.pending_input.is_empty() {
             session.write_input();
+        }
+        if session.watch.as_ref().and_then(Watch::due).is_some_and(|at| at <= Instant::now()) {
+            session.judge();
         }
         if !status.is_empty() {
             while let Ok(Some(info)) = sfd.read_signal() {

@@ -96,6 +96,10 @@ pub enum Command {
     Context(ContextArgs),
     /// Serve the REST/WebSocket API, metrics and the web dashboard (agents keep running without it)
     Serve(ServeArgs),
+    /// Long-running tasks from a manifest: submit, list, show, logs, cancel, artifacts
+    Task(TaskArgs),
+    /// Agents waiting on a person (HITL requests): list, answer
+    Hitl(HitlArgs),
     /// Print the version
     Version,
     /// Internal: the per-agent supervisor role
@@ -104,10 +108,105 @@ pub enum Command {
     /// Internal: spawn one agent from a JSON request on stdin (used by the server)
     #[command(name = "__spawn", hide = true)]
     SpawnRole,
+    /// Internal: the task runner
+    #[command(name = "__tasks", hide = true)]
+    TasksRole,
+    /// Internal: clone a repository in a sandbox (for the task runner)
+    #[command(name = "__clone", hide = true)]
+    CloneRole {
+        url: String,
+        dir: PathBuf,
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    #[command(subcommand)]
+    pub command: TaskCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task manifest (YAML or JSON); prints the task id
+    #[command(
+        after_help = "EXIT STATUS (--wait):\n  0 completed; 1 failed or cancelled (the state and reason are printed)"
+    )]
+    Submit {
+        /// The manifest (.yaml, .yml or .json; `-` reads YAML from stdin)
+        #[arg(short, long, value_name = "FILE")]
+        file: PathBuf,
+        /// Wait until the task ends
+        #[arg(long)]
+        wait: bool,
+        /// Print the task as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task: state, reason, directories, events
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the agent's log of the task's current attempt
+    Logs {
+        id: String,
+        /// Keep printing until the task ends
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a task in any state (its agent is killed)
+    Cancel { id: String },
+    /// List a task's artifacts, or copy them into DIR
+    Artifacts {
+        id: String,
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HitlArgs {
+    #[command(subcommand)]
+    pub command: HitlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HitlCommand {
+    /// Open requests (with --all: answered and closed ones too)
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Type TEXT (and Enter) into the agent that asked, and close the request
+    Answer {
+        id: i64,
+        text: String,
+        /// Do not press Enter after TEXT
+        #[arg(long)]
+        no_enter: bool,
+    },
 }
 
 fn tag_arg(s: &str) -> Result<(String, String), String> {
     crate::agents::parse_tag(s)
+}
+
+fn restart_arg(s: &str) -> Result<crate::crashloop::RestartPolicy, String> {
+    s.parse()
 }
 
 fn network_arg(s: &str) -> Result<NetworkMode, String> {
@@ -151,6 +250,16 @@ pub struct SpawnOptions {
     /// Use the host directory DIR itself as the workspace (read-write)
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+    /// Bind another host path: HOST[:SANDBOX][:ro|rw] (read-write unless :ro); repeatable
+    #[arg(short = 'v', long = "volume", value_name = "HOST[:SANDBOX][:ro]", value_parser = mount_arg)]
+    pub volumes: Vec<MountArg>,
+    /// Working directory inside (relative paths are taken from the workspace)
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Start the agent again when it exits non-zero: on-failure[:N[:WINDOW]]; N failures within
+    /// WINDOW (default 5 in 60s) stop it as a crash loop
+    #[arg(long, value_name = "POLICY", value_parser = restart_arg)]
+    pub restart: Option<crate::crashloop::RestartPolicy>,
     #[command(flatten)]
     pub sandbox: SandboxFlags,
     /// The command (after --); default: a shell

@@ -83,6 +83,7 @@ pub fn clone(args: CloneArgs) -> Result<i32> {
             profile: src.profile.as_deref(),
             prompt: src.prompt.as_deref(),
             state: Some("created"),
+            restart: src.restart.as_deref(),
         })?;
         store.record(&args.dst, "clone", &format!("from {}", src.name))?;
         Ok(())

@@ -8,7 +8,13 @@ use std::process::Stdio;
 
 use agentbox_core::{validate_name, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
 use agentbox_jail::{resolve, HostContext, SandboxRequest};
-use agentbox_supervisor::{paths, supervise, ProxySetup, SupervisorConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
+use serde_json::json;
+
+use crate::crashloop::RestartPolicy;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{SpawnArgs, SpawnOptions, SwarmArgs};
@@ -112,6 +118,7 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
     }
     env.extend(args.sandbox.env.iter().cloned());
     mounts.retain(|m| m.target.as_deref() != Some(workspace.as_path()));
+    mounts.extend(args.volumes.iter().cloned());
     let request = SandboxRequest {
         command: if args.command.is_empty() { command } else { args.command.clone() },
         workspace: Some(workspace),
@@ -124,6 +131,7 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         hostname: Some(name.to_string()),
         home: Some(HomeSpec::Bind(paths::home(&dir))),
         hidden,
+        workdir: args.workdir.clone(),
         ..Default::default()
     };
     Ok((resolve(request, &HostContext::current()?)?, keys))
@@ -166,7 +174,9 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
     crate::hooks::run(home, "pre-spawn", name, &spec.workspace).map_err(undo)?;
     let spec_json = serde_json::to_string(&spec).context("encoding the spec").map_err(undo)?;
     let state_dir = dir.to_string_lossy();
+    let restart = args.restart.map(|r| r.to_string());
     let new = NewAgent {
+        restart: restart.as_deref(),
         name,
         spec_json: &spec_json,
         state_dir: &state_dir,
@@ -273,9 +283,56 @@ pub fn supervise_role(name: &str) -> Result<i32> {
             crate::egress::proxy_config(&home, &agent, &egress, Some(&audit)).map_err(|e| format!("{e:#}"))
         }))
     });
-    let cfg =
-        SupervisorConfig { name: name.to_string(), state_dir, store_path: home.store_path(), spec, proxy };
+    // A broken config.toml must not keep the agent from running: it runs with the defaults, and
+    // the problem is in its supervisor.log.
+    let config = Config::load(&home).unwrap_or_else(|e| {
+        eprintln!("agentbox: {e:#}; HITL and notifications use their defaults");
+        Config::default()
+    });
+    let hitl = config.hitl.config().unwrap_or_else(|e| {
+        eprintln!("agentbox: {e:#}; using the default HITL settings");
+        Some(Default::default())
+    });
+    let notifier = Arc::new(crate::notify::Notifier::new(&config.notify).unwrap_or_else(|e| {
+        eprintln!("agentbox: {e:#}; the webhook is not used");
+        crate::notify::Notifier::default()
+    }));
+    let agent_exits = config.notify.agent_exits != Some(false);
+    let n = Arc::clone(&notifier);
+    let notify = Notifier(Box::new(move |agent: &str, notice: &Notice| match notice {
+        Notice::Hitl { id, kind, prompt } => n.send(
+            "hitl.opened",
+            &format!("{agent} is waiting for an answer"),
+            prompt,
+            json!({"agent": agent, "hitl_id": id, "kind": kind, "prompt": prompt,
+                   "answer": format!("agentbox hitl answer {id} TEXT")}),
+        ),
+        Notice::Ended { state, code } if agent_exits => n.send(
+            "agent.ended",
+            &format!("{agent} {state}"),
+            &format!("exit code {code}"),
+            json!({"agent": agent, "state": state, "exit_code": code}),
+        ),
+        Notice::Ended { .. } => {}
+    }));
+    let restart = rec.restart.as_deref().and_then(|r| r.parse::<RestartPolicy>().ok());
+    let cfg = SupervisorConfig {
+        name: name.to_string(),
+        state_dir,
+        store_path: home.store_path(),
+        spec,
+        proxy,
+        hitl,
+        notify: Some(notify),
+    };
     drop(store);
     let mut stdout = std::io::stdout();
-    Ok(supervise(cfg, &mut stdout)?)
+    let code = supervise(cfg, &mut stdout)?;
+    if let Some(policy) = restart {
+        if let Err(e) = crate::crashloop::after_exit(&home, name, policy, &notifier) {
+            eprintln!("agentbox: restarting {name}: {e:#}");
+        }
+    }
+    notifier.finish(Duration::from_secs(20));
+    Ok(code)
 }

@@ -52,6 +52,12 @@ pub struct Config {
     pub network: NetworkConfig,
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretConfig>,
+    #[serde(default)]
+    pub hitl: crate::settings::HitlSettings,
+    #[serde(default)]
+    pub notify: crate::settings::NotifySettings,
+    #[serde(default)]
+    pub tasks: crate::settings::TaskSettings,
 }
 
 impl Config {

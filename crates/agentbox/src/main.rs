@@ -8,6 +8,7 @@ mod cli;
 mod cmd_diff;
 mod cmd_doctor;
 mod cmd_exec;
+mod cmd_hitl;
 mod cmd_lifecycle;
 mod cmd_manage;
 mod cmd_net;
@@ -17,19 +18,24 @@ mod cmd_query;
 mod cmd_run;
 mod cmd_session;
 mod cmd_spawn;
+mod cmd_task;
 mod cmd_watch;
+mod crashloop;
 mod egress;
 mod exit;
 mod home;
 mod hooks;
 mod identity;
+mod notify;
 mod profiles;
 mod remote;
 mod sandboxed_git;
 mod secrets;
 mod server;
 mod service;
+mod settings;
 mod snapshot;
+mod tasks;
 mod tree;
 
 use clap::Parser;
@@ -74,6 +80,8 @@ fn main() {
             | cli::Command::Doctor(_)
             | cli::Command::Supervise { .. }
             | cli::Command::SpawnRole
+            | cli::Command::TasksRole
+            | cli::Command::CloneRole { .. }
             | cli::Command::Serve(_)
             | cli::Command::Context(_)
             | cli::Command::Version
@@ -95,6 +103,12 @@ fn main() {
         cli::Command::Swarm(args) => report(cmd_spawn::swarm(*args)),
         cli::Command::Supervise { name } => report(cmd_spawn::supervise_role(&name)),
         cli::Command::SpawnRole => report(server::spawn_role()),
+        cli::Command::TasksRole => report(tasks::runner::runner_role()),
+        cli::Command::CloneRole { url, dir, git_ref } => {
+            report(tasks::runner::clone_role(&url, &dir, git_ref.as_deref()))
+        }
+        cli::Command::Task(args) => report(cmd_task::task(args)),
+        cli::Command::Hitl(args) => report(cmd_hitl::hitl(args)),
         cli::Command::Serve(args) => report(server::serve(args)),
         cli::Command::Context(args) => report(remote::context(args)),
         cli::Command::List(args) => report(cmd_query::list(args)),

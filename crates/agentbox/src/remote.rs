@@ -282,6 +282,18 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
                 pids: s.pids,
                 cpus: s.cpus,
                 identity: o.identity,
+                volumes: o
+                    .volumes
+                    .iter()
+                    .map(|m| {
+                        let target =
+                            m.target.as_ref().map(|t| format!(":{}", t.display())).unwrap_or_default();
+                        let mode = if m.writable { "" } else { ":ro" };
+                        format!("{}{target}{mode}", m.source.display())
+                    })
+                    .collect(),
+                workdir: path(&o.workdir),
+                restart: o.restart.map(|r| r.to_string()),
             };
             let v = remote.post("/api/v1/agents", Some(&serde_json::to_value(&req)?))?;
             println!("{}", v["name"].as_str().unwrap_or(&a.name));

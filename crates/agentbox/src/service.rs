@@ -49,12 +49,22 @@ pub fn conflict(msg: impl Into<String>) -> anyhow::Error {
     Refused { status: 409, message: msg.into() }.into()
 }
 
+/// A refusal with the status another process reported.
+pub fn refused(status: u16, msg: impl Into<String>) -> anyhow::Error {
+    Refused { status, message: msg.into() }.into()
+}
+
+pub fn not_found(msg: impl Into<String>) -> anyhow::Error {
+    Refused { status: 404, message: msg.into() }.into()
+}
+
 /// The HTTP status an error stands for.
 pub fn status_of(e: &anyhow::Error) -> u16 {
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             match s {
-                StoreError::NotFound(_) => return 404,
+                StoreError::NotFound(_) | StoreError::NoTask(_) | StoreError::NoHitl(_) => return 404,
+                StoreError::AmbiguousTask(_) => return 400,
                 StoreError::Exists(_) => return 409,
                 _ => {}
             }
@@ -133,6 +143,15 @@ pub struct SpawnRequest {
     /// Give the agent its own signing identity.
     #[serde(default)]
     pub identity: bool,
+    /// More host paths bound inside: HOST[:SANDBOX][:ro|rw].
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Working directory inside (relative: from the workspace).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// on-failure[:N[:WINDOW]]: start it again when it exits non-zero.
+    #[serde(default)]
+    pub restart: Option<String>,
 }
 
 fn host_dir(field: &str, value: &str) -> Result<PathBuf> {
@@ -206,7 +225,19 @@ impl SpawnRequest {
         {
             bail!(invalid("command and prompt may not contain NUL bytes"));
         }
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| agentbox_core::parse_mount_arg(v).map_err(|e| invalid(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let restart = self.restart.as_deref().map(str::parse).transpose().map_err(bad)?;
+        if self.workdir.as_ref().is_some_and(|w| w.contains('\0') || w.is_empty()) {
+            bail!(invalid("workdir must be a non-empty path"));
+        }
         Ok(SpawnOptions {
+            volumes,
+            workdir: self.workdir.as_deref().map(PathBuf::from),
+            restart,
             profile: self.profile.clone(),
             prompt: None,
             prompt_text: self.prompt.clone(),
@@ -378,6 +409,28 @@ fn live(store: &Store, name: &str) -> Result<AgentRecord> {
         bail!(conflict(format!("agent '{}' is {}; nothing is reading its terminal", rec.name, rec.state)));
     }
     Ok(rec)
+}
+
+/// Answers an open HITL request: claims it (so two people answering at once cannot both type),
+/// then types the text (and Enter) into the agent.
+pub fn answer_hitl(store: &Store, id: i64, text: &str, enter: bool) -> Result<agentbox_store::HitlRecord> {
+    let req = store.hitl(id)?;
+    if req.state != "open" {
+        bail!(conflict(format!("request #{id} is {} already", req.state)));
+    }
+    if text.contains('\0') || text.len() > 64 * 1024 {
+        bail!(invalid("the answer must be text without NUL bytes, at most 64 KiB"));
+    }
+    let rec = live(store, &req.agent)?;
+    if !store.close_hitl(id, "answered", Some(text), &format!("answered: {text}"))? {
+        bail!(conflict(format!("request #{id} was closed meanwhile")));
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    if enter {
+        bytes.push(b'\r');
+    }
+    agentbox_supervisor::send_input(&agents::state_dir(&rec), &bytes)?;
+    Ok(store.hitl(id)?)
 }
 
 /// Types bytes into a running agent's terminal.

@@ -29,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 
 pub use auth::{token_path, viewer_token_path};
-pub use spawner::spawn_role;
+pub use spawner::{spawn_blocking, spawn_role};
 use state::{AppState, Shared};
 
 use crate::cli::ServeArgs;

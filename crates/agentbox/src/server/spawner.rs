@@ -63,6 +63,16 @@ fn run_child(home: &Home, req: &SpawnRequest) -> Result<Answer> {
     }
 }
 
+/// Spawns an agent from a thread of any process: checked here, built by a child process.
+pub fn spawn_blocking(home: &Home, req: &SpawnRequest) -> Result<AgentView> {
+    req.to_options(home)?;
+    match run_child(home, req)? {
+        Answer::Agent(v) => Ok(*v),
+        Answer::Error { status: 500, message } => anyhow::bail!(message),
+        Answer::Error { status, message } => Err(service::refused(status, message)),
+    }
+}
+
 /// Spawns an agent: checked here first, so bad input never costs a process, then built by a
 /// child process.
 pub async fn spawn(home: &Home, req: &SpawnRequest) -> ApiResult<AgentView> {

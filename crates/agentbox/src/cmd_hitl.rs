@@ -1,0 +1,39 @@
+//! `agentbox hitl list|answer`.
+
+use anyhow::Result;
+
+use crate::agents::age;
+use crate::cli::{HitlArgs, HitlCommand};
+use crate::home::Home;
+
+pub fn hitl(args: HitlArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    match args.command {
+        HitlCommand::List { json, all } => {
+            let list = store.hitl_list(!all, 500)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<6} {:<20} {:<9} {:<8} {:<6} PROMPT", "ID", "AGENT", "STATE", "KIND", "AGE");
+                for r in &list {
+                    println!(
+                        "{:<6} {:<20} {:<9} {:<8} {:<6} {}",
+                        r.id,
+                        r.agent,
+                        r.state,
+                        r.kind,
+                        age(r.created_at),
+                        r.prompt
+                    );
+                }
+            }
+            Ok(0)
+        }
+        HitlCommand::Answer { id, text, no_enter } => {
+            let r = crate::service::answer_hitl(&store, id, &text, !no_enter)?;
+            println!("answered #{} ({})", r.id, r.agent);
+            Ok(0)
+        }
+    }
+}

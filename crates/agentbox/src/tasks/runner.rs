@@ -1,0 +1,516 @@
+//! The task runner: `agentbox __tasks`, detached, at most one per AGENTBOX_HOME.
+//!
+//! Its loop adopts tasks that are in progress without a driver (left by a runner that died) and
+//! starts pending ones, oldest first, while fewer than `[tasks] max_concurrent` run. Each task is
+//! driven by a thread of its own through staging (the clone, in a sandbox, by a child process),
+//! provisioning (the agent, spawned by a child process: no sandbox is cloned from this threaded
+//! process), running (timeout and cancel watched), and completing (artifacts collected). Every
+//! move is a conditional update in the store, so a cancel or a second runner can never be
+//! overwritten. The runner exits once nothing is left to do; whoever submits starts it again.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agentbox_core::{format_duration, TaskManifest};
+use agentbox_store::{is_final_task_state, now_ms, Store, TaskChange, TaskRecord};
+use anyhow::{anyhow, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::json;
+
+use super::{agent_name, artifacts, task_dir, tasks_dir};
+use crate::egress::Config;
+use crate::home::{private_dir, Home};
+use crate::notify::Notifier;
+use crate::service::{self, SpawnRequest};
+
+const TICK: Duration = Duration::from_millis(200);
+/// How long an idle runner stays before it exits.
+const LINGER: Duration = Duration::from_secs(3);
+
+fn lock_path(home: &Home) -> std::path::PathBuf {
+    tasks_dir(home).join("runner.lock")
+}
+
+fn try_lock(home: &Home) -> Result<Option<Flock<File>>> {
+    private_dir(&tasks_dir(home))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(lock_path(home))
+        .context("opening the runner lock")?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(anyhow!("locking the runner lock: {e}")),
+    }
+}
+
+/// The pid of the live runner, if one holds the lock.
+pub fn runner_pid(home: &Home) -> Option<i32> {
+    if try_lock(home).ok()?.is_some() {
+        return None;
+    }
+    std::fs::read_to_string(lock_path(home)).ok()?.trim().parse().ok()
+}
+
+/// Starts a runner unless one is running.
+pub fn ensure_running(home: &Home) -> Result<()> {
+    match try_lock(home)? {
+        None => Ok(()),
+        Some(lock) => {
+            drop(lock);
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(tasks_dir(home).join("runner.log"))
+                .context("opening runner.log")?;
+            crate::home::self_command()
+                .arg("__tasks")
+                .env("AGENTBOX_HOME", &home.root)
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting the task runner")?;
+            Ok(())
+        }
+    }
+}
+
+/// The `__tasks` role.
+pub fn runner_role() -> Result<i32> {
+    let _ = nix::unistd::setsid();
+    let home = Home::open()?;
+    let Some(mut lock) = try_lock(&home)? else { return Ok(0) };
+    lock.set_len(0)?;
+    writeln!(lock, "{}", std::process::id())?;
+    let store = home.store()?;
+    let mut drivers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut idle_since = Instant::now();
+    loop {
+        drivers.retain(|_, h| !h.is_finished());
+        let max = Config::load(&home).map(|c| c.tasks.max_concurrent()).unwrap_or(2);
+        let tasks = store.tasks()?;
+        for t in tasks.iter().filter(|t| t.state != "pending" && !is_final_task_state(&t.state)) {
+            if !drivers.contains_key(&t.id) {
+                drivers.insert(t.id.clone(), drive(&home, &t.id, true));
+            }
+        }
+        for t in tasks.iter().filter(|t| t.state == "pending") {
+            if drivers.len() >= max {
+                break;
+            }
+            drivers.insert(t.id.clone(), drive(&home, &t.id, false));
+        }
+        if drivers.is_empty() {
+            if idle_since.elapsed() > LINGER {
+                return Ok(0);
+            }
+        } else {
+            idle_since = Instant::now();
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+fn drive(home: &Home, id: &str, resumed: bool) -> JoinHandle<()> {
+    let (home, id) = (home.clone(), id.to_string());
+    std::thread::spawn(move || {
+        let mut d = match Driver::new(&home, &id) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("agentbox: task {id}: {e:#}");
+                return;
+            }
+        };
+        if let Err(e) = d.run(resumed) {
+            // Whatever went wrong, the task does not stay in limbo.
+            let reason = format!("{e:#}");
+            eprintln!("agentbox: task {id}: {reason}");
+            if let Ok(t) = d.store.task(&id) {
+                if !is_final_task_state(&t.state) {
+                    let _ = d.finish(&t.state, "failed", &reason, None);
+                }
+            }
+        }
+    })
+}
+
+/// Why a step stopped early.
+enum Stop {
+    Cancelled,
+    /// Failed, and recorded so.
+    Failed,
+}
+
+struct Driver {
+    home: Home,
+    store: Store,
+    id: String,
+    m: TaskManifest,
+    notifier: Notifier,
+}
+
+impl Driver {
+    fn new(home: &Home, id: &str) -> Result<Self> {
+        let store = home.store()?;
+        let t = store.task(id)?;
+        let m: TaskManifest = serde_json::from_str(&t.manifest).context("decoding the stored manifest")?;
+        let notifier =
+            Notifier::new(&Config::load(home).map(|c| c.notify).unwrap_or_default()).unwrap_or_default();
+        Ok(Self { home: home.clone(), store, id: id.to_string(), m, notifier })
+    }
+
+    fn task(&self) -> Result<TaskRecord> {
+        Ok(self.store.task(&self.id)?)
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        task_dir(&self.home, &self.id)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.task().map(|t| t.cancel_requested).unwrap_or(false)
+    }
+
+    fn step(&self, from: &str, to: &str, reason: &str, change: &TaskChange<'_>) -> Result<()> {
+        if !self.store.move_task(&self.id, from, to, reason, change)? {
+            let now = self.task()?;
+            anyhow::bail!("the task left {from} (it is {}); leaving it", now.state);
+        }
+        Ok(())
+    }
+
+    /// Moves to a final state and tells people.
+    fn finish(&self, from: &str, to: &str, reason: &str, exit_code: Option<i64>) -> Result<()> {
+        let change = TaskChange { exit_code, ..Default::default() };
+        if self.store.move_task(&self.id, from, to, reason, &change)? {
+            let t = self.task()?;
+            self.notifier.send(
+                "task.finished",
+                &format!("task {} {to}", t.name),
+                reason,
+                json!({"task": self.id, "name": t.name, "state": to, "reason": reason,
+                       "agent": t.agent, "exit_code": exit_code}),
+            );
+            self.notifier.finish(Duration::from_secs(20));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, resumed: bool) -> Result<()> {
+        let mut state = self.task()?.state;
+        if resumed {
+            self.store.record(&self.id, "task-resumed", &format!("a new runner took it over in {state}"))?;
+        }
+        loop {
+            if is_final_task_state(&state) {
+                return Ok(());
+            }
+            if self.cancelled() {
+                return self.cancel(&state);
+            }
+            let next = match state.as_str() {
+                "pending" => {
+                    self.step("pending", "staging", "preparing the workspace", &TaskChange::default())?;
+                    "staging"
+                }
+                "staging" => match self.stage()? {
+                    Ok(()) => "provisioning",
+                    Err(Stop::Cancelled) => return self.cancel("staging"),
+                    Err(Stop::Failed) => return Ok(()),
+                },
+                "provisioning" => self.provision()?,
+                "running" => self.watch()?,
+                "completing" => self.complete()?,
+                other => anyhow::bail!("unknown task state {other}"),
+            };
+            state = next.to_string();
+            if is_final_task_state(&state) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn cancel(&self, from: &str) -> Result<()> {
+        let t = self.task()?;
+        if let Some(agent) = &t.agent {
+            if let Ok(rec) = service::kill(&self.store, agent) {
+                self.keep_log(&rec.name, t.attempt);
+            }
+        }
+        self.finish(from, "cancelled", "cancelled on request", None)
+    }
+
+    /// Waits for a child, killing it if the task is cancelled meanwhile.
+    fn wait_child(&self, mut child: Child) -> Result<std::result::Result<(bool, String), Stop>> {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Ok(Ok((status.success(), err)));
+            }
+            if self.cancelled() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(Err(Stop::Cancelled));
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// Staging: the task's directories, its input, and the repository clone.
+    fn stage(&self) -> Result<std::result::Result<(), Stop>> {
+        let dir = self.dir();
+        let ws = dir.join("workspace");
+        // A staging interrupted half-way starts over.
+        if ws.exists() {
+            crate::tree::remove_tree(&ws)?;
+        }
+        for sub in ["input", "output", "workspace"] {
+            private_dir(&dir.join(sub))?;
+        }
+        if let Some(p) = &self.m.agent.prompt {
+            std::fs::write(dir.join("input/prompt.md"), p).context("writing the prompt")?;
+        }
+        std::fs::copy(dir.join("manifest.json"), dir.join("input/manifest.json"))
+            .context("copying the manifest")?;
+        if let Some(repo) = &self.m.repository {
+            let mut cmd = crate::home::self_command();
+            cmd.arg("__clone").arg(&repo.url).arg(&ws);
+            if let Some(r) = repo.git_ref.as_ref().or(repo.branch.as_ref()) {
+                cmd.arg("--ref").arg(r);
+            }
+            let child = cmd
+                .env("AGENTBOX_HOME", &self.home.root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting the clone")?;
+            match self.wait_child(child)? {
+                Err(stop) => return Ok(Err(stop)),
+                Ok((true, _)) => {}
+                Ok((false, err)) => {
+                    let reason =
+                        format!("cloning {}: {}", repo.url, err.trim().trim_start_matches("agentbox: "));
+                    self.finish("staging", "failed", &reason, None)?;
+                    return Ok(Err(Stop::Failed));
+                }
+            }
+            if let Some(sub) = &repo.subdir {
+                if !ws.join(sub).is_dir() {
+                    let reason = format!("repository.subdir '{sub}' is not a directory of the repository");
+                    self.finish("staging", "failed", &reason, None)?;
+                    return Ok(Err(Stop::Failed));
+                }
+            }
+        }
+        let what = match &self.m.repository {
+            Some(r) => format!("cloned {}", r.url),
+            None => "workspace ready".to_string(),
+        };
+        self.step("staging", "provisioning", &what, &TaskChange::default())?;
+        Ok(Ok(()))
+    }
+
+    fn request(&self) -> Result<SpawnRequest> {
+        let dir = self.dir();
+        let a = &self.m.agent;
+        let mut command = a.command.clone();
+        if command.is_empty() && (a.model.is_some() || !a.args.is_empty()) {
+            if let Some(p) = &a.profile {
+                command = crate::profiles::load(&self.home, p)?.command;
+            }
+        }
+        if let Some(model) = &a.model {
+            command.extend(["--model".to_string(), model.clone()]);
+        }
+        command.extend(a.args.iter().cloned());
+        let mut env: Vec<String> = self.m.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("AGENTBOX_TASK_ID={}", self.id));
+        env.push("AGENTBOX_TASK_INPUT=/task/input".into());
+        env.push("AGENTBOX_TASK_OUTPUT=/task/output".into());
+        let mut tags = std::collections::BTreeMap::new();
+        tags.insert("task".to_string(), self.id.clone());
+        Ok(SpawnRequest {
+            name: agent_name(&self.id),
+            profile: a.profile.clone(),
+            command,
+            prompt: a.prompt.clone(),
+            tags,
+            workspace: Some(dir.join("workspace").display().to_string()),
+            network: self.m.network.map(|n| n.to_string()),
+            allow: self.m.allow.clone(),
+            env,
+            memory: self.m.limits.memory.map(|m| m.to_string()),
+            pids: self.m.limits.pids,
+            cpus: self.m.limits.cpus,
+            volumes: vec![
+                format!("{}:/task/input:ro", dir.join("input").display()),
+                format!("{}:/task/output", dir.join("output").display()),
+            ],
+            workdir: self.m.repository.as_ref().and_then(|r| r.subdir.clone()),
+            ..Default::default()
+        })
+    }
+
+    /// Saves the agent's log as `attempt-N.log` in the task's directory.
+    fn keep_log(&self, agent: &str, attempt: i64) {
+        if let Ok(rec) = self.store.get(agent) {
+            let log = agentbox_supervisor::paths::log(&crate::agents::state_dir(&rec));
+            let _ = std::fs::copy(log, self.dir().join(format!("attempt-{attempt}.log")));
+        }
+    }
+
+    /// Provisioning: the agent of the next attempt (or the one a previous runner started).
+    fn provision(&self) -> Result<&'static str> {
+        let t = self.task()?;
+        let name = agent_name(&self.id);
+        if let Ok(rec) = self.store.get(&name) {
+            if t.attempt > 0 && crate::agents::is_live_state(&rec.state) {
+                // Started by a runner that died before it recorded so.
+                let change = TaskChange { started: true, ..Default::default() };
+                self.step("provisioning", "running", "the agent runs (adopted)", &change)?;
+                return Ok("running");
+            }
+            service::remove(&self.store, &name, true)?;
+        }
+        let attempt = t.attempt + 1;
+        let req = self.request()?;
+        match crate::server::spawn_blocking(&self.home, &req) {
+            Ok(_) => {
+                let change = TaskChange {
+                    agent: Some(&name),
+                    attempt: Some(attempt),
+                    started: true,
+                    ..Default::default()
+                };
+                let what = if attempt == 1 {
+                    "the agent runs".to_string()
+                } else {
+                    format!("attempt {attempt} runs")
+                };
+                self.step("provisioning", "running", &what, &change)?;
+                Ok("running")
+            }
+            Err(e) => {
+                self.finish("provisioning", "failed", &format!("the agent could not start: {e:#}"), None)?;
+                Ok("failed")
+            }
+        }
+    }
+
+    /// Running: until the agent ends, the timeout passes, or a cancel.
+    fn watch(&self) -> Result<&'static str> {
+        let t = self.task()?;
+        let agent = t.agent.clone().unwrap_or_else(|| agent_name(&self.id));
+        let deadline = self.m.timeout_secs.map(|s| t.started_at.unwrap_or_else(now_ms) + (s as i64) * 1000);
+        loop {
+            if self.cancelled() {
+                self.cancel("running")?;
+                return Ok("cancelled");
+            }
+            let rec = match self.store.get(&agent) {
+                Ok(r) => r,
+                Err(_) => {
+                    self.finish("running", "failed", &format!("its agent {agent} was removed"), None)?;
+                    return Ok("failed");
+                }
+            };
+            // A supervisor that died without recording the end counts as ended.
+            let rec = crate::agents::refresh(&self.store, rec)?;
+            if !crate::agents::is_live_state(&rec.state) {
+                return self.ended(&t, &rec);
+            }
+            if let Some(d) = deadline {
+                if now_ms() >= d {
+                    let rec = service::kill(&self.store, &agent)?;
+                    self.keep_log(&agent, t.attempt);
+                    let limit = format_duration(Duration::from_secs(self.m.timeout_secs.unwrap_or(0)));
+                    self.collect().ok();
+                    self.finish(
+                        "running",
+                        "failed",
+                        &format!("timed out after {limit}; the agent was killed"),
+                        rec.exit_code,
+                    )?;
+                    return Ok("failed");
+                }
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    fn ended(&self, t: &TaskRecord, rec: &agentbox_store::AgentRecord) -> Result<&'static str> {
+        self.keep_log(&rec.name, t.attempt);
+        let code = rec.exit_code;
+        if rec.state == "exited" && code == Some(0) {
+            self.step(
+                "running",
+                "completing",
+                "the agent exited 0; collecting artifacts",
+                &TaskChange { exit_code: code, ..Default::default() },
+            )?;
+            return Ok("completing");
+        }
+        let how = match (rec.state.as_str(), code) {
+            ("exited", Some(c)) => format!("the agent exited with code {c}"),
+            (s, _) => format!("the agent {s}"),
+        };
+        if t.attempt <= i64::from(self.m.retries) {
+            let reason = format!("{how}; retrying (attempt {} of {})", t.attempt + 1, self.m.retries + 1);
+            self.step(
+                "running",
+                "provisioning",
+                &reason,
+                &TaskChange { exit_code: code, ..Default::default() },
+            )?;
+            return Ok("provisioning");
+        }
+        self.collect().ok();
+        self.finish("running", "failed", &how, code)?;
+        Ok("failed")
+    }
+
+    fn collect(&self) -> Result<(usize, Vec<String>)> {
+        let dir = self.dir();
+        artifacts::collect(&dir.join("workspace"), &dir.join("output"), &self.m.artifacts)
+    }
+
+    /// Completing: artifacts into the output directory.
+    fn complete(&self) -> Result<&'static str> {
+        let t = self.task()?;
+        let (copied, missing) = match self.collect() {
+            Ok(r) => r,
+            Err(e) => {
+                self.finish("completing", "failed", &format!("collecting artifacts: {e:#}"), t.exit_code)?;
+                return Ok("failed");
+            }
+        };
+        let total = artifacts::list(&self.dir().join("output")).map(|l| l.len()).unwrap_or(copied);
+        let mut reason = format!("{total} artifact(s)");
+        if !missing.is_empty() {
+            reason.push_str(&format!("; not collected: {}", missing.join(", ")));
+        }
+        self.finish("completing", "completed", &reason, t.exit_code)?;
+        Ok("completed")
+    }
+}
+
+/// The `__clone URL DIR [--ref REF]` role: a clone in a sandbox, from a single-threaded process.
+pub fn clone_role(url: &str, dir: &Path, git_ref: Option<&str>) -> Result<i32> {
+    crate::sandboxed_git::check_url(url)?;
+    crate::sandboxed_git::clone(url, git_ref, dir)?;
+    Ok(0)
+}
