@@ -269,8 +269,14 @@ impl TaskManifest {
 fn path_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ManifestError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
-    let inner = e.inner().to_string();
-    // YAML errors end with their position; keep it, it helps find the line.
+    let mut inner = e.inner().to_string();
+    // The YAML parser names the enclosing path itself ("agent: unknown field ..."); said once.
+    if let Some((head, rest)) = inner.split_once(": ") {
+        if !path.is_empty() && !head.contains(' ') && path.starts_with(head) {
+            inner = rest.to_string();
+        }
+    }
+    // YAML errors end with their position; kept, it helps find the line.
     bad(path, inner)
 }
 

@@ -115,7 +115,9 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             if !agentbox_store::is_final_task_state(&t.state) {
                 match tasks::runner::runner_pid(&home) {
                     Some(pid) => println!("runner:    pid {pid}"),
-                    None => println!("runner:    not running (starts with the next submit, cancel or `agentbox serve`)"),
+                    None => println!(
+                        "runner:    not running (starts with the next submit, cancel or `agentbox serve`)"
+                    ),
                 }
             }
             println!("events:");

@@ -51,7 +51,10 @@ pub fn clone(url: &str, git_ref: Option<&str>, workspace: &Path) -> Result<()> {
         None => url.to_string(),
     };
     // Arguments travel as positional parameters: no quoting of user input into the script.
-    let script = "git -c protocol.ext.allow=never -c core.hooksPath=/dev/null clone --quiet -- \"$1\" . \
+    // `safe.directory`: the source may belong to another user (a task runner cloning a shared
+    // repository); git's ownership check guards the host against that repository's config, and
+    // here there is no host to guard: a throwaway sandbox with a private home and no hooks.
+    let script = "git config --global --add safe.directory '*' && git -c protocol.ext.allow=never -c core.hooksPath=/dev/null clone --quiet -- \"$1\" . \
                   && if [ -n \"$2\" ]; then git -c core.hooksPath=/dev/null -c advice.detachedHead=false checkout --quiet \"$2\" --; fi";
     let request = SandboxRequest {
         command: vec![

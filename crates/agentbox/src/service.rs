@@ -411,6 +411,40 @@ fn live(store: &Store, name: &str) -> Result<AgentRecord> {
     Ok(rec)
 }
 
+/// A HITL request as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct HitlView {
+    pub id: i64,
+    pub agent: String,
+    /// open, answered or gone.
+    pub state: String,
+    /// yes-no, choices, confirm or question.
+    pub kind: String,
+    pub score: f64,
+    pub prompt: String,
+    pub screen: String,
+    pub created_at: i64,
+    pub closed_at: Option<i64>,
+    pub answer: Option<String>,
+}
+
+impl HitlView {
+    pub fn of(r: &agentbox_store::HitlRecord) -> Self {
+        Self {
+            id: r.id,
+            agent: r.agent.clone(),
+            state: r.state.clone(),
+            kind: r.kind.clone(),
+            score: r.score,
+            prompt: r.prompt.clone(),
+            screen: r.screen.clone(),
+            created_at: r.created_at,
+            closed_at: r.closed_at,
+            answer: r.answer.clone(),
+        }
+    }
+}
+
 /// Answers an open HITL request: claims it (so two people answering at once cannot both type),
 /// then types the text (and Enter) into the agent.
 pub fn answer_hitl(store: &Store, id: i64, text: &str, enter: bool) -> Result<agentbox_store::HitlRecord> {

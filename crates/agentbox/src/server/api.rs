@@ -27,7 +27,7 @@ use crate::service::{self, AgentView, Filter, SpawnRequest};
     info(title = "agentbox", description = "Sandboxed AI coding agents: spawn, watch and steer them."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "agents"), (name = "sessions"), (name = "network"), (name = "events"), (name = "server"))
+    tags((name = "agents"), (name = "sessions"), (name = "network"), (name = "events"), (name = "tasks"), (name = "hitl"), (name = "server"))
 )]
 pub struct ApiDoc;
 
@@ -60,6 +60,13 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(allow_host))
         .routes(routes!(stream::get_events))
         .routes(routes!(list_profiles))
+        .routes(routes!(super::api_tasks::list_tasks, super::api_tasks::submit_task))
+        .routes(routes!(super::api_tasks::get_task, super::api_tasks::cancel_task))
+        .routes(routes!(super::api_tasks::list_artifacts))
+        .routes(routes!(super::api_tasks::get_artifact))
+        .routes(routes!(super::api_tasks::task_logs))
+        .routes(routes!(super::api_tasks::list_hitl))
+        .routes(routes!(super::api_tasks::answer_hitl))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .split_for_parts();

@@ -6,6 +6,7 @@
 //! agent as the store and the supervisors say they are.
 
 mod api;
+mod api_tasks;
 mod auth;
 mod extract;
 mod metrics;
@@ -107,6 +108,8 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     check_exposure(&addr, &args)?;
     let home = Home::open()?;
     home.store()?;
+    // Tasks a runner left half-done (a crash, a reboot) are taken over now, not at the next submit.
+    crate::tasks::runner::ensure_running(&home)?;
     let tokens = auth::Tokens::load_or_create(&home)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(load_tls(c, k)?),

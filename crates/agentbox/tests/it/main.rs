@@ -18,3 +18,4 @@ mod run;
 mod server;
 mod server_api;
 mod support;
+mod tasks;
