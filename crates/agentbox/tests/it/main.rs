@@ -12,6 +12,7 @@ mod attacks_kernel;
 mod attacks_net;
 mod attacks_proc;
 mod egress;
+mod hitl;
 mod limits;
 mod profiles;
 mod run;
