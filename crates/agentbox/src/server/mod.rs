@@ -14,6 +14,7 @@ mod spawner;
 mod state;
 mod stream;
 mod ui;
+mod ui_tasks;
 mod ws;
 
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ fn app(state: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ws/agents/{name}/attach", get(ws::attach))
         .merge(ui::router())
+        .merge(ui_tasks::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::observe))

@@ -37,7 +37,7 @@ pub fn router() -> Router<Shared> {
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
                    connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'";
 
-fn page(title: &str, body: Markup) -> Response {
+pub(super) fn page(title: &str, body: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -50,7 +50,7 @@ fn page(title: &str, body: Markup) -> Response {
                 script src="/assets/htmx.min.js" {}
             }
             body {
-                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } }
+                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } " " a href="/tasks" { "tasks" } " " a href="/hitl" { "waiting" } }
                 main { (body) }
             }
         }
@@ -65,7 +65,7 @@ fn fragment(m: Markup) -> Response {
     m.into_response()
 }
 
-fn error_fragment(e: &ApiError) -> Response {
+pub(super) fn error_fragment(e: &ApiError) -> Response {
     html! { p.error role="alert" { (e.message) } }.into_response()
 }
 

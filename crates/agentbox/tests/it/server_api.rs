@@ -589,3 +589,36 @@ fn remote_cli_drives_a_server() {
 }
 
 const READ_LINES_SH: &str = r#"echo ready; while read l; do echo "got:$l"; done"#;
+
+/// Tasks and the HITL queue in a real browser (tests/node/tasks.mjs).
+#[test]
+fn task_pages_and_hitl_queue_in_headless_chromium() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/tasks.mjs");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium");
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .args([&srv.url, &srv.token])
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success() && stdout.trim_end().ends_with("ok"), "{stdout}\n{}", text(&out.stderr));
+    for step in [
+        "refused with the field's path",
+        "in the queue",
+        "answered from the queue",
+        "the artifact holds the answer",
+        "cancelled from the task page",
+    ] {
+        assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
+    }
+    // What the browser did happened to real tasks.
+    let tasks = srv.ok("GET", "/api/v1/tasks", None);
+    let states: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["completed", "cancelled"]);
+    let answered = srv.ok("GET", "/api/v1/hitl?all=true", None);
+    assert_eq!(answered[0]["answer"], "y");
+}
