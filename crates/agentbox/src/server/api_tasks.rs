@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::api::wants_stream;
-use super::extract::{blocking, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use super::extract::{blocking, ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use super::state::{with_store, Shared};
 use crate::service::{self, HitlView};
 use crate::tasks::artifacts::{self, Artifact};
@@ -284,14 +284,17 @@ pub struct AnswerRequest {
 }
 
 /// Answer a HITL request: the text (and Enter) is typed into the agent, the request closes.
-#[utoipa::path(post, path = "/api/v1/hitl/{id}/answer", tag = "hitl", params(("id" = i64, Path)), request_body = AnswerRequest,
+#[utoipa::path(post, path = "/api/v1/hitl/{id}/answer", tag = "hitl", params(("id" = String, Path, pattern = r"^[0-9]{1,18}$")), request_body = AnswerRequest,
     responses((status = 200, body = HitlView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn answer_hitl(
     State(state): State<Shared>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     ApiJson(req): ApiJson<AnswerRequest>,
 ) -> ApiResult<Json<HitlView>> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("'{id}' is not a request id (see GET /api/v1/hitl)")))?;
     let home = state.home.clone();
     let r = blocking(move || {
         with_store(&home, |s| service::answer_hitl(s, id, &req.text, req.enter.unwrap_or(true)))
