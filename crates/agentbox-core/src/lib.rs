@@ -37,6 +37,6 @@ pub use profile::{Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
 pub use spec::{HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME};
 pub use task::{
-    check_relative, format_duration, parse_duration, AgentSection, ManifestError, ManifestFormat, Metadata,
-    Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,
+    check_relative, format_duration, manifest_document, parse_duration, AgentSection, ManifestError,
+    ManifestFormat, Metadata, Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,
 };

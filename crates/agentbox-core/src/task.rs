@@ -280,6 +280,15 @@ fn path_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> Manife
     bad(path, inner)
 }
 
+/// The manifest document itself as JSON, unvalidated (for sending a YAML file to the API, which
+/// takes the same document as JSON).
+pub fn manifest_document(text: &str, format: ManifestFormat) -> Result<serde_json::Value, ManifestError> {
+    match format {
+        ManifestFormat::Json => serde_json::from_str(text).map_err(|e| bad("", e.to_string())),
+        ManifestFormat::Yaml => serde_norway::from_str(text).map_err(|e| bad("", e.to_string())),
+    }
+}
+
 /// Parses `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` into seconds.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let help = || {

@@ -29,6 +29,7 @@ mod identity;
 mod notify;
 mod profiles;
 mod remote;
+mod remote_tasks;
 mod sandboxed_git;
 mod secrets;
 mod server;

@@ -158,7 +158,22 @@ pub fn selected(cli: &Cli) -> Result<Option<Remote>> {
 }
 
 impl Remote {
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    /// The raw bytes of a GET (artifact downloads).
+    pub fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut resp = self
+            .http
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .with_context(|| format!("reaching {}", self.base))?;
+        if !resp.status().is_success() {
+            bail!("GET {path}: {}", resp.status());
+        }
+        Ok(resp.body_mut().with_config().limit(1 << 30).read_to_vec()?)
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let resp = match (method, body) {
@@ -187,11 +202,11 @@ impl Remote {
         Ok(value)
     }
 
-    fn get(&self, path: &str) -> Result<Value> {
+    pub fn get(&self, path: &str) -> Result<Value> {
         self.send("GET", path, None)
     }
 
-    fn post(&self, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub fn post(&self, path: &str, body: Option<&Value>) -> Result<Value> {
         self.send("POST", path, body)
     }
 }
@@ -359,6 +374,8 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
             remote.post(&format!("/api/v1/agents/{}/allow", a.name), Some(&body))?;
         }
         Command::Attach(a) => return attach(remote, &a),
+        Command::Task(a) => return crate::remote_tasks::task(remote, a),
+        Command::Hitl(a) => return crate::remote_tasks::hitl(remote, a),
         other => {
             let verb = format!("{other:?}");
             return unsupported(&verb.split(['(', ' ', '{']).next().unwrap_or("this").to_lowercase());

@@ -257,3 +257,47 @@ fn server_and_runner_killed_mid_task_then_taken_over() {
     let tasks = server.ok("GET", "/api/v1/tasks", None);
     assert_eq!(tasks.as_array().unwrap().len(), 1);
 }
+
+/// `task` and `hitl` with `--server`: submitted from a machine with no agents, answered from
+/// there, artifacts downloaded from there.
+#[test]
+fn remote_task_and_hitl() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let client = Agents::new(As::Caller);
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", srv.url.as_str()];
+        all.extend_from_slice(args);
+        let out = client.cmd(&all).env("AGENTBOX_TOKEN", &srv.token).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let file = write_manifest(
+        &client.home,
+        "ask.yaml",
+        "version: '1'\nagent:\n  command: [sh, -c, 'printf \"Proceed? [y/N] \"; read a; mkdir -p /task/output/d; echo \"$a\" > /task/output/d/a.txt']\n",
+    );
+    let id = remote(&["task", "submit", "-f", &file]).trim().to_string();
+    let req = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list: Vec<Value> = serde_json::from_str(&remote(&["hitl", "list", "--json"])).unwrap();
+            if let Some(r) = list.into_iter().next() {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no request");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(req["agent"], format!("task-{id}"));
+    remote(&["hitl", "answer", &req["id"].to_string(), "sure"]);
+    let logs = remote(&["task", "logs", &id, "-f"]);
+    assert!(logs.contains("Proceed? [y/N] sure"), "{logs}");
+    assert!(remote(&["task", "show", &id]).contains("completed"));
+    let dl = client.home.join("dl");
+    remote(&["task", "artifacts", &id, "--download", dl.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(dl.join("d/a.txt")).unwrap(), "sure\n");
+    assert!(remote(&["task", "list"]).contains(&id));
+    // Nothing of it on the client's machine.
+    assert!(!client.home.join("tasks").join(&id).exists());
+}
