@@ -58,7 +58,7 @@ pub fn wait_final(home: &Home, id: &str) -> Result<TaskView> {
         if agentbox_store::is_final_task_state(&t.state) {
             return Ok(t);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
