@@ -116,6 +116,8 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                 serde_json::from_value(remote.get(&format!("/api/v1/tasks/{id}/artifacts"))?)?;
             if let Some(dest) = &download {
                 for a in &list {
+                    // The names come from the server: nothing outside DIR.
+                    crate::tasks::artifacts::check_rel(&a.path)?;
                     let bytes = remote
                         .download(&format!("/api/v1/tasks/{id}/artifacts/{}", a.path.replace('/', "%2F")))?;
                     let to = dest.join(&a.path);

@@ -51,7 +51,7 @@ fn open_root(dir: &Path) -> Result<OwnedFd> {
 }
 
 /// A relative path with no `..`, no root, nothing odd.
-fn check_rel(rel: &str) -> Result<()> {
+pub fn check_rel(rel: &str) -> Result<()> {
     let p = Path::new(rel);
     if rel.is_empty()
         || p.is_absolute()
@@ -97,6 +97,40 @@ fn open_beneath(root: &OwnedFd, rel: &str) -> Result<Option<(OwnedFd, Kind)>> {
     Ok(Some((fd, k)))
 }
 
+/// Creates `rel` as a new file under `root`: each directory on the way made or opened one
+/// component at a time, never through a link (the agent shaped the output directory too, and a
+/// `dist -> ~/.ssh` planted there must not make the host write into `~/.ssh`). `None` when a link
+/// or a non-directory is in the way.
+fn create_beneath(root: &OwnedFd, rel: &str) -> Result<Option<File>> {
+    use nix::errno::Errno;
+    let path = Path::new(rel);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(None) };
+    let mut dir = root.try_clone().context("duplicating a descriptor")?;
+    for comp in parent.components() {
+        let Component::Normal(c) = comp else { continue };
+        match nix::sys::stat::mkdirat(dir.as_fd(), c, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", c.to_string_lossy())),
+        }
+        dir = match openat2(dir.as_fd(), c, how(true)) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", c.to_string_lossy())),
+        };
+    }
+    // A file already there (an earlier collection) is replaced; a link or directory is not.
+    let _ = nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let create = OpenHow::new()
+        .flags(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .mode(nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(dir.as_fd(), name, create) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(Errno::EEXIST | Errno::ELOOP | Errno::EISDIR) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("writing {rel}")),
+    }
+}
+
 /// Entry names of an open directory (no `.`/`..`).
 fn entries(dir: OwnedFd) -> Result<Vec<String>> {
     let d = nix::dir::Dir::from_fd(dir).context("reading a directory")?;
@@ -116,6 +150,7 @@ fn entries(dir: OwnedFd) -> Result<Vec<String>> {
 /// were copied and which paths were missing (or were links, or too large).
 pub fn collect(workspace: &Path, output: &Path, paths: &[String]) -> Result<(usize, Vec<String>)> {
     let src = open_root(workspace)?;
+    let dst = open_root(output)?;
     let (mut copied, mut skipped) = (0, Vec::new());
     for p in paths {
         let rel = p.trim_end_matches('/');
@@ -144,21 +179,11 @@ pub fn collect(workspace: &Path, output: &Path, paths: &[String]) -> Result<(usi
                         skipped.push(format!("{rel} (larger than 1G)"));
                         continue;
                     }
-                    let dest = output.join(&rel);
-                    if let Some(parent) = dest.parent() {
-                        std::fs::create_dir_all(parent)
-                            .with_context(|| format!("creating {}", parent.display()))?;
-                    }
                     let mut from = File::from(fd).take(MAX_ARTIFACT_BYTES);
-                    // The destination is ours, but the agent may have made it a link meanwhile.
-                    let _ = std::fs::remove_file(&dest);
-                    let mut to = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .custom_flags(OFlag::O_NOFOLLOW.bits())
-                        .mode(0o600)
-                        .open(&dest)
-                        .with_context(|| format!("writing {}", dest.display()))?;
+                    let Some(mut to) = create_beneath(&dst, &rel)? else {
+                        skipped.push(format!("{rel} (the output has a link or file in its way)"));
+                        continue;
+                    };
                     std::io::copy(&mut from, &mut to).with_context(|| format!("copying {rel}"))?;
                     to.flush()?;
                     copied += 1;
@@ -237,11 +262,24 @@ mod tests {
         std::os::unix::fs::symlink(&secret, ws.join("dist/leak")).unwrap();
         std::os::unix::fs::symlink(&secret, ws.join("link.md")).unwrap();
         std::os::unix::fs::symlink(t.path(), ws.join("up")).unwrap();
-        let paths: Vec<String> =
-            ["report.md", "dist/", "link.md", "up/secret", "missing"].iter().map(|s| s.to_string()).collect();
+        // The agent also shaped the output: a link where an artifact's directory goes.
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::create_dir_all(ws.join("docs")).unwrap();
+        std::fs::write(ws.join("docs/.bashrc"), "evil").unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("docs")).unwrap();
+        let paths: Vec<String> = ["report.md", "dist/", "link.md", "up/secret", "missing", "docs/.bashrc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (copied, skipped) = collect(&ws, &out, &paths).unwrap();
         assert_eq!(copied, 2);
-        assert_eq!(skipped, ["link.md", "up/secret", "missing"]);
+        assert_eq!(
+            skipped,
+            ["link.md", "up/secret", "missing", "docs/.bashrc (the output has a link or file in its way)"]
+        );
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "wrote through a planted link");
+        std::fs::remove_file(out.join("docs")).unwrap();
         let listed: Vec<String> = list(&out).unwrap().into_iter().map(|a| a.path).collect();
         assert_eq!(listed, ["dist/sub/a.bin", "report.md"]);
         // A link planted in the output is not served either.

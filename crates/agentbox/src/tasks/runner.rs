@@ -129,7 +129,15 @@ fn drive(home: &Home, id: &str, resumed: bool) -> JoinHandle<()> {
         let mut d = match Driver::new(&home, &id) {
             Ok(d) => d,
             Err(e) => {
+                // A task that cannot even be read (a damaged manifest) fails, or the loop would
+                // adopt it again at every tick.
                 eprintln!("agentbox: task {id}: {e:#}");
+                if let Ok(t) = home.store().and_then(|s| Ok(s.task(&id)?)) {
+                    if let Ok(s) = home.store() {
+                        let _ =
+                            s.move_task(&id, &t.state, "failed", &format!("{e:#}"), &TaskChange::default());
+                    }
+                }
                 return;
             }
         };

@@ -50,6 +50,13 @@ impl Server {
         self.url.trim_start_matches("http://").to_string()
     }
 
+    /// `agentbox --server URL ARGS` run by `client` (another AGENTBOX_HOME: a machine of its own).
+    pub(crate) fn remote(&self, client: &Agents, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--server", self.url.as_str()];
+        all.extend_from_slice(args);
+        client.cmd(&all).env("AGENTBOX_TOKEN", &self.token).output().unwrap()
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub(crate) fn crash(&mut self) {
         if let Some(mut c) = self.child.take() {

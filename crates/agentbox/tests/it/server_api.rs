@@ -445,24 +445,31 @@ fn serve_refuses_a_network_address_without_tls() {
     assert_eq!(text(&out.stdout), "ready\n", "{}", text(&out.stderr));
 }
 
-/// The dashboard in a real browser: Debian's chromium driven by Playwright (tests/node).
-#[test]
-fn dashboard_in_headless_chromium() {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/dashboard.mjs");
+/// Runs a Playwright script of tests/node in Debian's chromium; its output once it said "ok".
+#[track_caller]
+fn browser(script: &str, args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node").join(script);
     let modules = script.parent().unwrap().join("node_modules/playwright-core");
     assert!(modules.is_dir(), "playwright-core is missing: run `npm ci --prefix tests/node`");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium");
-    let agents = Agents::new(As::Caller);
-    let srv = Server::start(&agents);
     let out = std::process::Command::new("node")
         .arg(&script)
-        .args([&srv.url, &srv.token, "from-browser"])
+        .args(args)
         .env("CHROMIUM", &chromium)
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success() && stdout.trim_end().ends_with("ok"), "{stdout}\n{}", text(&out.stderr));
+    stdout
+}
+
+/// The dashboard in a real browser: Debian's chromium driven by Playwright (tests/node).
+#[test]
+fn dashboard_in_headless_chromium() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let stdout = browser("dashboard.mjs", &[&srv.url, &srv.token, "from-browser"]);
     for step in [
         "created from-browser",
         "typed into the terminal",
@@ -513,9 +520,7 @@ fn remote_cli_drives_a_server() {
     let srv = Server::start(&agents);
     let client = Agents::new(As::Caller);
     let remote = |args: &[&str]| {
-        let mut all = vec!["--server", srv.url.as_str()];
-        all.extend_from_slice(args);
-        let out = client.cmd(&all).env("AGENTBOX_TOKEN", &srv.token).output().unwrap();
+        let out = srv.remote(&client, args);
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
     let (code, out, err) = remote(&[
@@ -593,19 +598,9 @@ const READ_LINES_SH: &str = r#"echo ready; while read l; do echo "got:$l"; done"
 /// Tasks and the HITL queue in a real browser (tests/node/tasks.mjs).
 #[test]
 fn task_pages_and_hitl_queue_in_headless_chromium() {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/tasks.mjs");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium");
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
-    let out = std::process::Command::new("node")
-        .arg(&script)
-        .args([&srv.url, &srv.token])
-        .env("CHROMIUM", &chromium)
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert!(out.status.success() && stdout.trim_end().ends_with("ok"), "{stdout}\n{}", text(&out.stderr));
+    let stdout = browser("tasks.mjs", &[&srv.url, &srv.token]);
     for step in [
         "refused with the field's path",
         "in the queue",

@@ -266,9 +266,7 @@ fn remote_task_and_hitl() {
     let srv = Server::start(&agents);
     let client = Agents::new(As::Caller);
     let remote = |args: &[&str]| {
-        let mut all = vec!["--server", srv.url.as_str()];
-        all.extend_from_slice(args);
-        let out = client.cmd(&all).env("AGENTBOX_TOKEN", &srv.token).output().unwrap();
+        let out = srv.remote(&client, args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
