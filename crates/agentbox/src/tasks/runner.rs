@@ -114,7 +114,20 @@ pub fn runner_role() -> Result<i32> {
         }
         if drivers.is_empty() {
             if idle_since.elapsed() > LINGER {
-                return Ok(0);
+                // A submit that found the lock still held just now counts on this runner: after
+                // letting go, look once more, and stay if there is work and no other runner.
+                drop(lock);
+                let work = store.tasks()?.iter().any(|t| !is_final_task_state(&t.state));
+                match try_lock(&home)? {
+                    Some(again) if work => {
+                        lock = again;
+                        lock.set_len(0)?;
+                        writeln!(lock, "{}", std::process::id())?;
+                        idle_since = Instant::now();
+                        continue;
+                    }
+                    _ => return Ok(0),
+                }
             }
         } else {
             idle_since = Instant::now();
