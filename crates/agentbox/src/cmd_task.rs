@@ -1,6 +1,6 @@
 //! `agentbox task ...`.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 
 use crate::agents::age;
 use crate::cli::{TaskArgs, TaskCommand};
-use crate::cmd_session::plain;
 use crate::home::Home;
 use crate::tasks::{self, artifacts, TaskView};
 
@@ -160,25 +159,19 @@ pub fn task(args: TaskArgs) -> Result<i32> {
 fn logs(home: &Home, id: &str, follow: bool) -> Result<i32> {
     let store = home.store()?;
     let mut out = std::io::stdout().lock();
-    let mut current: Option<(std::path::PathBuf, u64)> = None;
+    let mut cursor = tasks::LogCursor::default();
     loop {
         let t = tasks::get(home, &store, id)?;
         let done = agentbox_store::is_final_task_state(&t.state);
-        if let Some(path) = tasks::log_path(home, &store, &t) {
-            if current.as_ref().is_none_or(|(p, _)| *p != path) {
-                current = Some((path, 0));
+        // Everything there is, chunk by chunk, before deciding whether to wait.
+        loop {
+            let text = cursor.next(home, &store, &t)?;
+            if text.is_empty() {
+                break;
             }
+            out.write_all(text.as_bytes())?;
         }
-        if let Some((path, offset)) = &mut current {
-            if let Ok(mut f) = std::fs::File::open(&*path) {
-                f.seek(SeekFrom::Start(*offset))?;
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
-                *offset += buf.len() as u64;
-                out.write_all(&plain(&buf))?;
-                out.flush()?;
-            }
-        }
+        out.flush()?;
         if !follow || done {
             return Ok(0);
         }

@@ -522,8 +522,17 @@ pub fn log_range_of(
     limit: Option<u64>,
     raw: bool,
 ) -> Result<LogChunk> {
-    let path = paths::log(&agents::state_dir(rec));
-    let mut file = match std::fs::File::open(&path) {
+    log_range_at(&paths::log(&agents::state_dir(rec)), offset, limit, raw)
+}
+
+/// `log_range` of a log file by its path (an agent's, or a log a task kept).
+pub fn log_range_at(
+    path: &std::path::Path,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    raw: bool,
+) -> Result<LogChunk> {
+    let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(LogChunk { offset: 0, next_offset: 0, size: 0, data: String::new() })

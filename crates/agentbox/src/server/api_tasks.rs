@@ -3,7 +3,7 @@
 #![allow(unused_qualifications)] // from the path attributes
 
 use std::convert::Infallible;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::time::Duration;
 
 use agentbox_core::ManifestFormat;
@@ -187,13 +187,20 @@ struct TaskFollow {
     state: Shared,
     id: String,
     last_state: String,
-    log: Option<(std::path::PathBuf, u64)>,
+    log: tasks::LogCursor,
     queue: Vec<SseEvent>,
     done: bool,
 }
 
 fn task_stream(state: Shared, id: String) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let f = TaskFollow { state, id, last_state: String::new(), log: None, queue: Vec::new(), done: false };
+    let f = TaskFollow {
+        state,
+        id,
+        last_state: String::new(),
+        log: tasks::LogCursor::default(),
+        queue: Vec::new(),
+        done: false,
+    };
     futures_util::stream::unfold(f, |mut f| async move {
         loop {
             if !f.queue.is_empty() {
@@ -203,24 +210,11 @@ fn task_stream(state: Shared, id: String) -> impl Stream<Item = Result<SseEvent,
             if f.done {
                 return None;
             }
-            let (home, id, log) = (f.state.home.clone(), f.id.clone(), f.log.clone());
+            let (home, id, mut log) = (f.state.home.clone(), f.id.clone(), f.log.clone());
             let polled = blocking(move || {
                 with_store(&home, |s| {
                     let t = tasks::get(&home, s, &id)?;
-                    let mut log = log;
-                    if let Some(p) = tasks::log_path(&home, s, &t) {
-                        if log.as_ref().is_none_or(|(q, _)| *q != p) {
-                            log = Some((p, 0));
-                        }
-                    }
-                    let mut text = Vec::new();
-                    if let Some((p, off)) = &mut log {
-                        if let Ok(mut file) = std::fs::File::open(&*p) {
-                            file.seek(SeekFrom::Start(*off))?;
-                            file.take(1 << 20).read_to_end(&mut text)?;
-                            *off += text.len() as u64;
-                        }
-                    }
+                    let text = log.next(&home, s, &t)?;
                     Ok((t, log, text))
                 })
             })
@@ -229,7 +223,7 @@ fn task_stream(state: Shared, id: String) -> impl Stream<Item = Result<SseEvent,
                 Ok((t, log, text)) => {
                     f.log = log;
                     if !text.is_empty() {
-                        let body = serde_json::json!({"text": String::from_utf8_lossy(&crate::cmd_session::plain(&text))});
+                        let body = serde_json::json!({ "text": text });
                         f.queue.push(SseEvent::default().event("log").json_data(body).unwrap_or_default());
                     }
                     if t.state != f.last_state {

@@ -122,16 +122,13 @@ async fn task_fragment(State(state): State<Shared>, Path(id): Path<String>) -> R
             let t: TaskView = tasks::get(&home, s, &id)?;
             let arts = artifacts::list(std::path::Path::new(&t.output_dir))?;
             let events = s.events_of(&t.id, 200)?;
-            let log = tasks::log_path(&home, s, &t)
-                .and_then(|p| std::fs::read(p).ok())
-                .map(|b| {
-                    String::from_utf8_lossy(crate::cmd_session::tail_lines(
-                        &crate::cmd_session::plain(&b),
-                        40,
-                    ))
-                    .into_owned()
-                })
-                .unwrap_or_default();
+            // The last 16 KiB, as the agent page shows: enough for the last 40 lines.
+            let log = match tasks::log_path(&home, s, &t) {
+                Some(p) => service::log_range_at(&p, None, Some(16384), false)?.data,
+                None => String::new(),
+            };
+            let log =
+                String::from_utf8_lossy(crate::cmd_session::tail_lines(log.as_bytes(), 40)).into_owned();
             Ok((t, arts, events, log))
         })
     })

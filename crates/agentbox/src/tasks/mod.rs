@@ -178,3 +178,25 @@ pub fn log_path(home: &Home, store: &Store, t: &TaskView) -> Option<PathBuf> {
     let kept = task_dir(home, &t.id).join(format!("attempt-{}.log", t.attempt));
     kept.exists().then_some(kept)
 }
+
+/// Where a reader of a task's log is: which attempt's log, and how far into it.
+#[derive(Debug, Default, Clone)]
+pub struct LogCursor {
+    path: Option<PathBuf>,
+    offset: u64,
+}
+
+impl LogCursor {
+    /// The text added since the last call (ANSI stripped, at most one chunk); the log of a new
+    /// attempt is read from its start.
+    pub fn next(&mut self, home: &Home, store: &Store, t: &TaskView) -> Result<String> {
+        let Some(path) = log_path(home, store, t) else { return Ok(String::new()) };
+        if self.path.as_ref() != Some(&path) {
+            self.offset = 0;
+        }
+        let chunk = crate::service::log_range_at(&path, Some(self.offset), None, false)?;
+        self.path = Some(path);
+        self.offset = chunk.next_offset;
+        Ok(chunk.data)
+    }
+}

@@ -278,7 +278,11 @@ fn websocket_viewers_and_a_controller() {
 }
 
 /// Reads SSE events from a stream until `stop` returns true for one; returns (event, data) pairs.
-fn read_sse(srv: &Server, path: &str, stop: impl Fn(&str, &Value) -> bool) -> Vec<(String, Value)> {
+pub(crate) fn read_sse(
+    srv: &Server,
+    path: &str,
+    stop: impl Fn(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
     use std::io::BufRead;
     let http: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::agents::Agents;
 use crate::server::Server;
+use crate::server_api::read_sse;
 use crate::support::*;
 
 fn write_manifest(dir: &Path, name: &str, text: &str) -> String {
@@ -234,8 +235,25 @@ fn server_and_runner_killed_mid_task_then_taken_over() {
     assert_eq!(task_json(&a, &id)["task"]["state"], "running");
     // A new server takes the task over; it finishes once the agent does.
     let server = Server::start(&a);
+    // Someone follows the task's log (SSE) while it finishes.
+    let follower = {
+        let (url, token, path) =
+            (server.url.clone(), server.token.clone(), format!("/api/v1/tasks/{id}/logs"));
+        std::thread::spawn(move || read_sse(&Server::client_only(&url, &token), &path, |ev, _| ev == "end"))
+    };
     std::fs::write(a.home.join("tasks").join(&id).join("input/go"), "").unwrap();
     let v = server.until(&format!("/api/v1/tasks/{id}"), "completed", |v| v["state"] == "completed");
+    let streamed = follower.join().unwrap();
+    let text: String =
+        streamed.iter().filter(|(e, _)| e == "log").map(|(_, v)| v["text"].as_str().unwrap()).collect();
+    assert!(text.contains("started") && text.contains("finished"), "{streamed:?}");
+    let states: Vec<&str> =
+        streamed.iter().filter(|(e, _)| e == "state").map(|(_, v)| v["state"].as_str().unwrap()).collect();
+    assert_eq!(states.last(), Some(&"completed"), "{streamed:?}");
+    assert_eq!(
+        streamed.last().map(|(e, v)| (e.as_str(), v["state"].as_str())),
+        Some(("end", Some("completed")))
+    );
     let kinds: Vec<&str> =
         v["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"task-resumed"), "{kinds:?}");
