@@ -376,6 +376,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// How many `event` entries about `subject` were journaled at or after `since` (ms).
+    pub fn count_events_since(&self, subject: &str, event: &str, since: i64) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE agent = ?1 AND event = ?2 AND at >= ?3",
+            params![subject, event, since],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// How many journal entries of each kind there are (the totals behind the server's counters).
     pub fn event_counts(&self) -> Result<Vec<(String, u64)>> {
         let mut stmt = self.conn.prepare_cached("SELECT event, COUNT(*) FROM events GROUP BY event")?;
@@ -421,6 +431,9 @@ mod tests {
         assert_eq!(later[0].detail, "a=1,b=2");
         let counts = s.event_counts().unwrap();
         assert!(counts.contains(&("tags".to_string(), 2)));
+        assert_eq!(s.count_events_since("t1", "tags", 0).unwrap(), 2);
+        assert_eq!(s.count_events_since("t1", "tags", now_ms() + 60_000).unwrap(), 0);
+        assert_eq!(s.count_events_since("other", "tags", 0).unwrap(), 0);
     }
 
     #[test]

@@ -2,22 +2,19 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-
-use agentbox_store::NewAgent;
 use std::process::Stdio;
-
-use agentbox_core::{validate_name, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
-use agentbox_jail::{resolve, HostContext, SandboxRequest};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentbox_core::{validate_name, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
+use agentbox_jail::{resolve, HostContext, SandboxRequest};
+use agentbox_store::NewAgent;
 use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::crashloop::RestartPolicy;
-use anyhow::{bail, Context, Result};
-
 use crate::cli::{SpawnArgs, SpawnOptions, SwarmArgs};
+use crate::crashloop::RestartPolicy;
 use crate::egress::Config;
 use crate::home::{private_dir, Home};
 use crate::profiles::{self, Found};

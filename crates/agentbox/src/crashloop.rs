@@ -73,8 +73,7 @@ pub fn after_exit(home: &Home, name: &str, policy: RestartPolicy, notifier: &Not
     };
     store.record(name, "crash", &format!("exit code {code}"))?;
     let since = agentbox_store::now_ms() - policy.window.as_millis() as i64;
-    let failures =
-        store.events_of(name, 10_000)?.iter().filter(|e| e.event == "crash" && e.at >= since).count() as u32;
+    let failures = u32::try_from(store.count_events_since(name, "crash", since)?).unwrap_or(u32::MAX);
     if failures >= policy.max_failures {
         let why = format!("{failures} failures within {}s; not restarted again", policy.window.as_secs());
         store.mark_finished(name, "crashloop", Some(code), &why)?;

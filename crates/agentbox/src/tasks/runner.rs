@@ -27,6 +27,7 @@ use crate::egress::Config;
 use crate::home::{private_dir, Home};
 use crate::notify::Notifier;
 use crate::service::{self, SpawnRequest};
+use crate::settings::DEFAULT_MAX_TASKS;
 
 /// How often the runner and its drivers look at the store and their children. A look is one
 /// indexed SQLite read; at 50 ms a task's steps follow each other without visible lag.
@@ -99,14 +100,19 @@ pub fn runner_role() -> Result<i32> {
     let mut idle_since = Instant::now();
     loop {
         drivers.retain(|_, h| !h.is_finished());
-        let max = Config::load(&home).map(|c| c.tasks.max_concurrent()).unwrap_or(2);
         let tasks = store.tasks()?;
         for t in tasks.iter().filter(|t| t.state != "pending" && !is_final_task_state(&t.state)) {
             if !drivers.contains_key(&t.id) {
                 drivers.insert(t.id.clone(), drive(&home, &t.id, true));
             }
         }
-        for t in tasks.iter().filter(|t| t.state == "pending") {
+        let mut pending = tasks.iter().filter(|t| t.state == "pending").peekable();
+        // The limit is read when there is something to start (the file may have changed).
+        let max = match pending.peek() {
+            Some(_) => Config::load(&home).map(|c| c.tasks.max_concurrent()).unwrap_or(DEFAULT_MAX_TASKS),
+            None => 0,
+        };
+        for t in pending {
             if drivers.len() >= max {
                 break;
             }
@@ -145,10 +151,15 @@ fn drive(home: &Home, id: &str, resumed: bool) -> JoinHandle<()> {
                 // A task that cannot even be read (a damaged manifest) fails, or the loop would
                 // adopt it again at every tick.
                 eprintln!("agentbox: task {id}: {e:#}");
-                if let Ok(t) = home.store().and_then(|s| Ok(s.task(&id)?)) {
-                    if let Ok(s) = home.store() {
-                        let _ =
-                            s.move_task(&id, &t.state, "failed", &format!("{e:#}"), &TaskChange::default());
+                if let Ok(store) = home.store() {
+                    if let Ok(t) = store.task(&id) {
+                        let _ = store.move_task(
+                            &id,
+                            &t.state,
+                            "failed",
+                            &format!("{e:#}"),
+                            &TaskChange::default(),
+                        );
                     }
                 }
                 return;
