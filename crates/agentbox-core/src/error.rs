@@ -34,6 +34,8 @@ pub enum SpecError {
     #[error("no command given: put the command after '--', e.g. agentbox run -- bash")]
     NoCommand,
     #[error("{0}")]
+    Backend(String),
+    #[error("{0}")]
     EgressWithoutProxy(&'static str),
     #[error("invalid --timeout '{0}': give a whole number of seconds greater than zero")]
     Timeout(String),

@@ -6,6 +6,7 @@
 //! refused, which environment variables may pass). Anything that touches the host lives elsewhere:
 //! `agentbox-jail` resolves paths and builds the setup plan from a spec.
 
+mod backend;
 mod egress;
 mod env;
 mod error;
@@ -22,6 +23,7 @@ mod task;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use backend::{Backend, VM_DEFAULT_MEMORY, VM_MIN_MEMORY};
 pub use egress::{
     canonical_ip, check_secret_hosts, parse_secret_arg, EgressSpec, Host, HostRule, SecretBinding,
 };

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{check_secret_hosts, is_valid_env_key, validate_name, HostRule, NetworkMode, SpecError};
+use crate::{check_secret_hosts, is_valid_env_key, validate_name, Backend, HostRule, NetworkMode, SpecError};
 
 /// Where an agent keeps its instructions, so agentbox can add a sandbox note to them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,9 @@ pub struct Profile {
     pub credentials: Vec<Vec<String>>,
     #[serde(default)]
     pub network: Option<NetworkMode>,
+    /// `ns` or `vm`; the caller's --backend wins.
+    #[serde(default)]
+    pub backend: Option<Backend>,
     /// Hosts the agent may reach in `proxy` mode, besides those its credentials are bound to.
     #[serde(default)]
     pub allow: Vec<HostRule>,

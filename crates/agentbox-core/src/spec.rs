@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EgressSpec, Limits, MountSpec, NetworkMode};
+use crate::{Backend, EgressSpec, Limits, MountSpec, NetworkMode};
 
 /// The home directory path inside every sandbox. It is never the caller's home.
 pub const SANDBOX_HOME: &str = "/home/agent";
@@ -50,4 +50,7 @@ pub struct SandboxSpec {
     /// Sandbox paths (inside mounts) covered with an unreadable node, e.g. a profile's files to hide.
     #[serde(default)]
     pub hidden: Vec<PathBuf>,
+    /// Namespaces (`ns`) or a virtual machine (`vm`).
+    #[serde(default)]
+    pub backend: Backend,
 }

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentbox_core::{
-    check_mount_target, check_workspace, default_env, normalize_absolute, set_env, validate_hostname,
-    EgressSpec, EnvArg, HomeSpec, Limits, MountArg, MountSpec, NetworkMode, SandboxSpec, SpecError,
-    DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, PROXY_PORT, SANDBOX_HOME,
+    check_mount_target, check_workspace, default_env, format_size, normalize_absolute, set_env,
+    validate_hostname, Backend, EgressSpec, EnvArg, HomeSpec, Limits, MountArg, MountSpec, NetworkMode,
+    SandboxSpec, SpecError, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, PROXY_PORT, SANDBOX_HOME,
+    VM_MIN_MEMORY,
 };
 
 use crate::JailError;
@@ -37,6 +38,7 @@ pub struct SandboxRequest {
     pub egress: EgressSpec,
     /// The local CA the proxy intercepts with, to be trusted inside (`proxy` mode).
     pub ca: Option<CaFiles>,
+    pub backend: Backend,
 }
 
 /// Host files of the local CA: its certificate, and the system bundle with it appended.
@@ -167,6 +169,9 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
     if req.command.is_empty() {
         return Err(SpecError::NoCommand.into());
     }
+    if req.backend == Backend::Vm {
+        check_vm(&req)?;
+    }
     let ws_arg = req.workspace.unwrap_or_else(|| host.cwd.clone());
     let ws_abs = absolute(&host.cwd, &ws_arg);
     let workspace = std::fs::canonicalize(&ws_abs)
@@ -224,7 +229,33 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
         home: req.home.unwrap_or(HomeSpec::Tmpfs),
         timeout: req.timeout,
         hidden: req.hidden.iter().map(|p| normalize_absolute(p)).collect::<Result<_, _>>()?,
+        backend: req.backend,
     })
+}
+
+/// What a virtual machine cannot honour, refused before anything is created.
+fn check_vm(req: &SandboxRequest) -> Result<(), SpecError> {
+    let bad = |msg: String| Err(SpecError::Backend(msg));
+    if req.network == NetworkMode::Full {
+        return bad("--backend vm takes --network none or proxy: the guest's only way out is the \
+                    egress proxy (use --network proxy with --allow HOST)"
+            .into());
+    }
+    if let Some(m) = req.limits.memory {
+        if m < VM_MIN_MEMORY {
+            return bad(format!(
+                "--memory {} is too small for a virtual machine: give at least {}",
+                format_size(m),
+                format_size(VM_MIN_MEMORY)
+            ));
+        }
+    }
+    if let Some(c) = req.limits.cpus {
+        if c > 64.0 {
+            return bad(format!("--cpus {c} is more virtual CPUs than a guest gets (at most 64)"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

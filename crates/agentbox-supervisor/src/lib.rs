@@ -11,6 +11,7 @@ pub mod paths;
 pub mod protocol;
 mod screen;
 mod supervise;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ pub use client::{
     ClientError,
 };
 pub use supervise::{supervise, Notice, Notifier, ProxySetup, SupervisorConfig, INVALID_COMMAND};
+pub use vm::{vm_plan, VmAssets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -111,6 +111,8 @@ pub struct SupervisorConfig {
     pub hitl: Option<HitlConfig>,
     /// Told when a request opens and when the agent ends (bell, desktop, webhook).
     pub notify: Option<Notifier>,
+    /// The guest kernel, initramfs and accelerator (`--backend vm`).
+    pub vm: Option<crate::VmAssets>,
 }
 
 /// Something worth telling a person about.
@@ -493,7 +495,15 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
     let listener =
         bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
-    let plan = build_plan(&cfg.spec, &RealFs);
+    let plan = match (cfg.spec.backend, &cfg.vm) {
+        (agentbox_core::Backend::Ns, _) => build_plan(&cfg.spec, &RealFs),
+        (agentbox_core::Backend::Vm, Some(assets)) => {
+            crate::vm_plan(&cfg.spec, assets).map_err(|e| fail(&store, e, ready))?
+        }
+        (agentbox_core::Backend::Vm, None) => {
+            return Err(fail(&store, "the VM backend was asked for without a guest image".into(), ready))
+        }
+    };
     let mut running =
         start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true).map_err(|e| {
             // A command that cannot run is the caller's to fix; say so, for the API's status code.

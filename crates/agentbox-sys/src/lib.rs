@@ -14,9 +14,9 @@ mod tty;
 
 pub use fork::{clone_process, fork_process, Child};
 pub use mount::{mount_setattr, MountAttr};
-pub use net::bring_loopback_up;
+pub use net::{bring_loopback_up, configure_ipv4};
 pub use signal::{default_disposition, default_disposition_all};
-pub use tty::{get_winsize, set_controlling_tty, set_winsize, WinSize};
+pub use tty::{get_winsize, new_session_on_spawn, set_controlling_tty, set_winsize, WinSize};
 
 /// Marks every descriptor from `first` upwards close-on-exec (close_range(2), Linux 5.11+).
 pub fn cloexec_from(first: u32) -> nix::Result<()> {

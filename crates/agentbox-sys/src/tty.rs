@@ -30,3 +30,22 @@ pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> nix::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and touches no user memory.
     Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) }).map(drop)
 }
+
+/// Makes `cmd` start in a new session; with `controlling_tty`, its stdin (a terminal) becomes the
+/// session's controlling terminal, as a login or `ssh -t` gives one.
+pub fn new_session_on_spawn(cmd: &mut std::process::Command, controlling_tty: bool) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only setsid(2) and
+    // ioctl(2), both async-signal-safe; it allocates nothing and touches no shared state.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,7 +1,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use agentbox_core::{parse_env_arg, parse_mount_arg, EnvArg, HostRule, Limits, MountArg, NetworkMode};
+use agentbox_core::{
+    parse_env_arg, parse_mount_arg, Backend, EnvArg, HostRule, Limits, MountArg, NetworkMode,
+};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -100,6 +102,8 @@ pub enum Command {
     Task(TaskArgs),
     /// Agents waiting on a person (HITL requests): list, answer
     Hitl(HitlArgs),
+    /// The microVM backend: fetch the guest kernel, show what VMs would run with
+    Vm(VmArgs),
     /// Print the version
     Version,
     /// Internal: the per-agent supervisor role
@@ -119,6 +123,53 @@ pub enum Command {
         #[arg(long = "ref")]
         git_ref: Option<String>,
     },
+    /// Internal: the host side of a VM (QEMU's sandbox command)
+    #[command(name = "__vmm", hide = true)]
+    VmHostRole,
+    /// Internal: run a command in a VM agent's guest (for exec)
+    #[command(name = "__vmexec", hide = true)]
+    VmExecRole {
+        #[arg(long)]
+        tty: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<OsString>,
+    },
+    /// Internal: one guest connection to the egress proxy (run by QEMU)
+    #[command(name = "__vmfwd", hide = true)]
+    VmForwardRole { port: u16 },
+}
+
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    #[command(subcommand)]
+    pub command: VmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Fetch the distribution's kernel package into the cache (or install a kernel you give)
+    Setup(VmSetupArgs),
+    /// Show the guest image, QEMU and the accelerator VMs use here (probing KVM if not yet known)
+    Status(VmStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmSetupArgs {
+    /// Use this kernel image instead of fetching one (e.g. /boot/vmlinuz-6.1.0-28-amd64)
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The kernel's modules directory (default: /lib/modules/RELEASE for /boot/vmlinuz-RELEASE)
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    pub modules: Option<PathBuf>,
+    /// Fetch this kernel package instead of the one behind linux-image-ARCH
+    #[arg(long, value_name = "NAME", conflicts_with = "kernel")]
+    pub package: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VmStatusArgs {
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -573,6 +624,10 @@ fn memory_arg(s: &str) -> Result<u64, String> {
 fn pids_arg(s: &str) -> Result<u64, String> {
     Limits::parse_pids(s).map_err(|e| e.to_string())
 }
+fn backend_arg(s: &str) -> Result<Backend, String> {
+    s.parse()
+}
+
 fn cpus_arg(s: &str) -> Result<f64, String> {
     Limits::parse_cpus(s).map_err(|e| e.to_string())
 }
@@ -603,15 +658,20 @@ pub struct SandboxFlags {
     /// Set KEY=VALUE inside, or pass the caller's KEY (nothing else of the caller's environment passes)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
     pub env: Vec<EnvArg>,
-    /// Memory limit for the whole sandbox, e.g. 512M or 2G
+    /// Memory limit for the whole sandbox, e.g. 512M or 2G (with --backend vm: the guest's
+    /// memory, default 1G)
     #[arg(long, value_name = "SIZE", value_parser = memory_arg, allow_negative_numbers = true)]
     pub memory: Option<u64>,
     /// Maximum number of processes
     #[arg(long, value_name = "N", value_parser = pids_arg, allow_negative_numbers = true)]
     pub pids: Option<u64>,
-    /// CPU bandwidth in cores, e.g. 0.5 or 2
+    /// CPU bandwidth in cores, e.g. 0.5 or 2 (with --backend vm: virtual CPUs, rounded up)
     #[arg(long, value_name = "N", value_parser = cpus_arg, allow_negative_numbers = true)]
     pub cpus: Option<f64>,
+    /// Isolation: ns (namespaces, Landlock, seccomp; the default) or vm (a QEMU microVM with its
+    /// own kernel; set it up once with `agentbox vm setup`)
+    #[arg(long, value_name = "BACKEND", value_parser = backend_arg)]
+    pub backend: Option<Backend>,
 }
 
 impl SandboxFlags {

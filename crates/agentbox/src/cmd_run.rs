@@ -43,6 +43,7 @@ fn request(args: RunArgs, home: Option<&Home>) -> anyhow::Result<SandboxRequest>
         timeout: args.timeout.map(Duration::from_secs),
         home: None,
         hidden: Vec::new(),
+        backend: args.sandbox.backend.unwrap_or_default(),
     })
 }
 
@@ -86,9 +87,11 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(h) => h,
         Err(e) => return fail(&e),
     };
-    // AGENTBOX_HOME (config, CA, stored secrets) matters only to the proxy mode.
-    let home = match args.sandbox.network_mode(None) {
-        NetworkMode::Proxy => match Home::open() {
+    // AGENTBOX_HOME (config, CA, stored secrets; the VM's initramfs) matters only to the proxy
+    // mode and the VM backend.
+    let vm = args.sandbox.backend == Some(agentbox_core::Backend::Vm);
+    let home = match (args.sandbox.network_mode(None), vm) {
+        (NetworkMode::Proxy, _) | (_, true) => match Home::open() {
             Ok(h) => Some(h),
             Err(e) => return fail_msg(&format!("{e:#}")),
         },
@@ -103,7 +106,17 @@ pub fn run(args: RunArgs) -> i32 {
         Err(e) => return fail(&e),
     };
     drop(host);
-    let plan = build_plan(&spec, &RealFs);
+    let plan = match (&home, spec.backend) {
+        (Some(home), agentbox_core::Backend::Vm) => {
+            match crate::cmd_vm::assets(home)
+                .and_then(|a| Ok(agentbox_supervisor::vm_plan(&spec, &a).map_err(anyhow::Error::msg)?))
+            {
+                Ok(p) => p,
+                Err(e) => return fail_msg(&format!("{e:#}")),
+            }
+        }
+        _ => build_plan(&spec, &RealFs),
+    };
     if dry_run {
         match serde_json::to_string_pretty(&plan) {
             Ok(json) => println!("{json}"),

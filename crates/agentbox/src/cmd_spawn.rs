@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentbox_core::{validate_name, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
+use agentbox_core::{validate_name, Backend, EgressSpec, EnvArg, HomeSpec, NetworkMode, SandboxSpec};
 use agentbox_jail::{resolve, HostContext, SandboxRequest};
 use agentbox_store::NewAgent;
 use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
@@ -77,6 +77,7 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         }
         None => (default_shell(), vec![], vec![], vec![], vec![], vec![], None),
     };
+    let backend = args.sandbox.backend.or(profile.as_ref().and_then(|p| p.backend)).unwrap_or_default();
     // Agent profiles default to the proxy: their provider is reachable, their keys stay here.
     let network =
         args.sandbox.network_mode(profile.as_ref().map(|p| p.network.unwrap_or(NetworkMode::Proxy)));
@@ -129,8 +130,12 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
         home: Some(HomeSpec::Bind(paths::home(&dir))),
         hidden,
         workdir: args.workdir.clone(),
+        backend,
         ..Default::default()
     };
+    if backend == Backend::Vm {
+        crate::cmd_vm::check_ready()?;
+    }
     Ok((resolve(request, &HostContext::current()?)?, keys))
 }
 
@@ -313,6 +318,12 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         Notice::Ended { .. } => {}
     }));
     let restart = rec.restart.as_deref().and_then(|r| r.parse::<RestartPolicy>().ok());
+    // The guest image and accelerator are resolved here, before the sandbox is cloned: building
+    // the initramfs or probing KVM must not happen in the sandbox's memory.
+    let vm = match spec.backend {
+        Backend::Vm => Some(crate::cmd_vm::assets(&home)?),
+        Backend::Ns => None,
+    };
     let cfg = SupervisorConfig {
         name: name.to_string(),
         state_dir,
@@ -321,6 +332,7 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         proxy,
         hitl,
         notify: Some(notify),
+        vm,
     };
     drop(store);
     let mut stdout = std::io::stdout();

@@ -37,6 +37,11 @@ impl Home {
         Ok(Self { root })
     }
 
+    /// Per-home VM files: the initramfs built for this binary and the accelerator probe's answer.
+    pub fn vm_work_dir(&self) -> PathBuf {
+        self.root.join("vm")
+    }
+
     pub fn store_path(&self) -> PathBuf {
         self.root.join("state.db")
     }
@@ -60,6 +65,23 @@ pub fn private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("securing {}", dir.display()))
+}
+
+/// The guest image written by `agentbox vm setup`: `$AGENTBOX_CACHE_DIR/vm` (default
+/// `$XDG_CACHE_HOME/agentbox/vm` or `~/.cache/agentbox/vm`). A cache: it can be fetched again.
+pub fn vm_image_dir() -> Result<PathBuf> {
+    let base = match (std::env::var_os("AGENTBOX_CACHE_DIR"), std::env::var_os("XDG_CACHE_HOME")) {
+        (Some(c), _) if !c.is_empty() => PathBuf::from(c),
+        (_, Some(x)) if !x.is_empty() => PathBuf::from(x).join("agentbox"),
+        _ => PathBuf::from(std::env::var_os("HOME").context("neither AGENTBOX_CACHE_DIR nor HOME is set")?)
+            .join(".cache/agentbox"),
+    };
+    anyhow::ensure!(
+        base.is_absolute(),
+        "AGENTBOX_CACHE_DIR must be an absolute path, not {}",
+        base.display()
+    );
+    Ok(base.join("vm"))
 }
 
 /// A command that runs this very agentbox binary again, in another role.

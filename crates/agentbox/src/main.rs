@@ -19,6 +19,7 @@ mod cmd_run;
 mod cmd_session;
 mod cmd_spawn;
 mod cmd_task;
+mod cmd_vm;
 mod cmd_watch;
 mod crashloop;
 mod egress;
@@ -54,6 +55,10 @@ fn report(result: anyhow::Result<i32>) -> i32 {
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // In a VM's initramfs this binary is the kernel's /init: the guest agent.
+    if std::process::id() == 1 && args.first().is_some_and(|a| a == "/init") {
+        agentbox_vm::guest::run_guest();
+    }
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -83,6 +88,10 @@ fn main() {
             | cli::Command::SpawnRole
             | cli::Command::TasksRole
             | cli::Command::CloneRole { .. }
+            | cli::Command::VmHostRole
+            | cli::Command::VmExecRole { .. }
+            | cli::Command::VmForwardRole { .. }
+            | cli::Command::Vm(_)
             | cli::Command::Serve(_)
             | cli::Command::Context(_)
             | cli::Command::Version
@@ -108,6 +117,10 @@ fn main() {
         cli::Command::CloneRole { url, dir, git_ref } => {
             report(tasks::runner::clone_role(&url, &dir, git_ref.as_deref()))
         }
+        cli::Command::VmHostRole => cmd_vm::host_role(),
+        cli::Command::VmExecRole { tty, command } => agentbox_vm::exec_client::run_exec(command, tty),
+        cli::Command::VmForwardRole { port } => agentbox_vm::fwd::run_forward(port),
+        cli::Command::Vm(args) => report(cmd_vm::vm(args)),
         cli::Command::Task(args) => report(cmd_task::task(args)),
         cli::Command::Hitl(args) => report(cmd_hitl::hitl(args)),
         cli::Command::Serve(args) => report(server::serve(args)),

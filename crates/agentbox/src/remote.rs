@@ -296,6 +296,7 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
                 memory: s.memory.map(|m| m.to_string()),
                 pids: s.pids,
                 cpus: s.cpus,
+                backend: s.backend.map(|b| b.to_string()),
                 identity: o.identity,
                 volumes: o
                     .volumes

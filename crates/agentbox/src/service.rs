@@ -137,9 +137,13 @@ pub struct SpawnRequest {
     /// Maximum number of processes.
     #[serde(default)]
     pub pids: Option<u64>,
-    /// CPU bandwidth in cores, such as 0.5.
+    /// CPU bandwidth in cores, such as 0.5 (with backend vm: virtual CPUs, rounded up).
     #[serde(default)]
     pub cpus: Option<f64>,
+    /// ns (namespaces, the default) or vm (a QEMU microVM; memory and cpus size the guest).
+    #[serde(default)]
+    #[schema(pattern = r"^(ns|vm)$")]
+    pub backend: Option<String>,
     /// Give the agent its own signing identity.
     #[serde(default)]
     pub identity: bool,
@@ -220,6 +224,8 @@ impl SpawnRequest {
             Some(n) => Some(agentbox_core::Limits::parse_cpus(&n.to_string())?),
             None => None,
         };
+        let backend =
+            self.backend.as_deref().map(str::parse::<agentbox_core::Backend>).transpose().map_err(bad)?;
         if self.command.iter().any(|a| a.contains('\0'))
             || self.prompt.as_ref().is_some_and(|p| p.contains('\0'))
         {
@@ -247,7 +253,17 @@ impl SpawnRequest {
             from_git: self.from_git.clone(),
             git_ref: self.git_ref.clone(),
             mount: self.workspace.as_deref().map(|d| host_dir("workspace", d)).transpose()?,
-            sandbox: SandboxFlags { network, allow, secrets, ask: self.ask, env, memory, pids, cpus },
+            sandbox: SandboxFlags {
+                network,
+                allow,
+                secrets,
+                ask: self.ask,
+                env,
+                memory,
+                pids,
+                cpus,
+                backend,
+            },
             command: self.command.iter().map(OsString::from).collect(),
         })
     }

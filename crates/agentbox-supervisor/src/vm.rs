@@ -1,0 +1,269 @@
+//! `--backend vm`: the `ns` plan of the agent's own spec, turned into the plan of a sandbox that
+//! runs QEMU instead of the agent.
+//!
+//! What QEMU may see is what the agent would have seen in an `ns` sandbox, because QEMU runs in
+//! exactly that sandbox: the guest gets that view as a read-only 9p root, each writable bind
+//! (workspace, persistent home, `-v ...:rw`) as a writable share, fresh tmpfs where the sandbox
+//! has tmpfs, and nothing else. The sandbox's proxy listener on its loopback is the guest's only
+//! way out (`proxy` mode); in `none` the guest has no network device.
+
+use std::path::{Path, PathBuf};
+
+use agentbox_core::{Limits, NetworkMode, SandboxSpec, PROXY_PORT, VM_DEFAULT_MEMORY};
+use agentbox_jail::{build_plan, MountOp, NodeKind, Plan, ProcessPlan, RealFs};
+use agentbox_vm::qemu::{QemuConfig, Share};
+use agentbox_vm::{
+    Accel, GuestImage, GuestMount, GuestSetup, ProcSpec, VmError, VmLaunch, GUEST_PROXY_ADDR, INFRA_DIR,
+    LAUNCH_ENV,
+};
+
+/// QEMU's own memory beyond the guest's (translation cache, device buffers, the 9p server).
+const QEMU_OVERHEAD: u64 = 512 << 20;
+
+/// What a VM needs from the host, resolved before the sandbox is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmAssets {
+    pub qemu: PathBuf,
+    pub exe: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: Accel,
+}
+
+impl VmAssets {
+    /// The guest image from `image_dir`, its initramfs (built into `work_dir` if needed) and the
+    /// accelerator (probed once, remembered in `work_dir`).
+    pub fn resolve(image_dir: &Path, work_dir: &Path) -> Result<Self, VmError> {
+        let image = GuestImage::load(image_dir)?;
+        let qemu = agentbox_vm::accel::qemu_binary()?;
+        let exe = std::env::current_exe()
+            .map_err(|e| VmError::Setup(format!("locating the agentbox binary: {e}")))?;
+        let initramfs = image.initramfs(Path::new("/proc/self/exe"), work_dir)?;
+        let accel = agentbox_vm::accel::detect(&qemu, &image, &initramfs, &work_dir.join("accel.json"));
+        Ok(Self { qemu, exe, kernel: image.kernel_path(), initramfs, accel })
+    }
+}
+
+fn infra(name: &str) -> PathBuf {
+    Path::new(INFRA_DIR).join(name)
+}
+
+fn under(p: &Path, dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|d| p != d && p.starts_with(d))
+}
+
+/// The guest's mounts and QEMU's shares for the `ns` plan `plan` of the agent.
+fn guest_view(plan: &Plan, spec: &SandboxSpec) -> Result<(Vec<GuestMount>, Vec<Share>), String> {
+    let mut mounts = Vec::new();
+    let mut shares = vec![Share { tag: "root".into(), path: "/".into(), writable: false }];
+    let mut tmpfs: Vec<PathBuf> = Vec::new();
+    for op in &plan.mounts {
+        let target = op.target();
+        if target.starts_with("/dev") || target.starts_with("/proc") {
+            continue;
+        }
+        match op {
+            MountOp::Tmpfs { mode, .. } => {
+                let (uid, gid) = if mode & 0o1000 != 0 { (0, 0) } else { (spec.uid, spec.gid) };
+                mounts.push(GuestMount::Tmpfs { target: target.clone(), mode: *mode, uid, gid });
+                tmpfs.push(target.clone());
+            }
+            MountOp::Bind { writable: true, kind: NodeKind::Dir, .. } => {
+                let tag = format!("s{}", shares.len());
+                shares.push(Share { tag: tag.clone(), path: target.clone(), writable: true });
+                mounts.push(GuestMount::Share { tag, target: target.clone(), writable: true });
+            }
+            MountOp::Bind { writable: true, kind: NodeKind::File, .. } => {
+                return Err(format!(
+                    "--backend vm cannot share the single file {} writable: mount its directory instead",
+                    target.display()
+                ));
+            }
+            MountOp::Bind { writable: false, .. } | MountOp::Hide { .. } if under(target, &tmpfs) => {
+                mounts.push(GuestMount::Rebind { target: target.clone() });
+            }
+            _ => {}
+        }
+    }
+    Ok((mounts, shares))
+}
+
+/// The plan of the sandbox that runs the agent's VM.
+pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
+    let mut plan = build_plan(spec, &RealFs);
+    let (mounts, shares) = guest_view(&plan, spec)?;
+    let proxy = spec.network == NetworkMode::Proxy;
+    let memory = spec.limits.memory.unwrap_or(VM_DEFAULT_MEMORY);
+    let qemu = QemuConfig {
+        binary: assets.qemu.clone(),
+        accel: assets.accel.clone(),
+        memory_mib: memory >> 20,
+        cpus: spec.limits.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+        kernel: infra("vmlinuz"),
+        initramfs: infra("initramfs"),
+        shares,
+        proxy_forward: proxy,
+        forward_command: vec![
+            infra("agentbox").to_string_lossy().into_owned(),
+            "__vmfwd".into(),
+            PROXY_PORT.to_string(),
+        ],
+    };
+    let launch = VmLaunch {
+        qemu: qemu.argv(),
+        accel: assets.accel.clone(),
+        boot_timeout_secs: if assets.accel == Accel::Kvm { 60 } else { 240 },
+        setup: GuestSetup {
+            hostname: spec.hostname.clone(),
+            root_tag: "root".into(),
+            mounts,
+            network: proxy,
+            proxy_rewrite: proxy
+                .then(|| (format!("127.0.0.1:{PROXY_PORT}"), format!("{GUEST_PROXY_ADDR}:{PROXY_PORT}"))),
+            pids: spec.limits.pids,
+        },
+        main: ProcSpec {
+            argv: spec.command.clone(),
+            env: spec.env.clone(),
+            cwd: spec.workdir.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            tty: true,
+            rows: 24,
+            cols: 80,
+        },
+    };
+    let json = serde_json::to_string(&launch).map_err(|e| e.to_string())?;
+    for (source, name) in
+        [(&assets.exe, "agentbox"), (&assets.kernel, "vmlinuz"), (&assets.initramfs, "initramfs")]
+    {
+        plan.mounts.push(MountOp::Bind {
+            source: source.clone(),
+            target: infra(name),
+            kind: NodeKind::File,
+            writable: false,
+        });
+    }
+    if assets.accel == Accel::Kvm {
+        plan.mounts.push(MountOp::Device { source: "/dev/kvm".into(), target: "/dev/kvm".into() });
+    }
+    plan.mounts.sort_by_key(|op| op.target().components().count());
+    plan.process = ProcessPlan {
+        argv: vec![infra("agentbox").into_os_string(), "__vmm".into()],
+        env: vec![(LAUNCH_ENV.into(), json), ("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "/".into(),
+    };
+    // The guest's memory and CPUs are sized by QEMU; the sandbox only bounds QEMU itself. The
+    // pids limit applies inside the guest (a cgroup there), since QEMU's threads are not the
+    // agent's processes.
+    plan.limits = Limits { memory: spec.limits.memory.map(|m| m + QEMU_OVERHEAD), pids: None, cpus: None };
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentbox_core::{HomeSpec, MountSpec};
+
+    fn spec(network: NetworkMode) -> SandboxSpec {
+        let ws = std::env::temp_dir();
+        SandboxSpec {
+            command: vec!["bash".into()],
+            workspace: ws.clone(),
+            workdir: ws,
+            mounts: vec![MountSpec {
+                source: "/usr/share".into(),
+                target: "/home/agent/share".into(),
+                writable: false,
+            }],
+            network,
+            egress: Default::default(),
+            env: vec![("HTTPS_PROXY".into(), "http://127.0.0.1:3128".into())],
+            limits: Limits { memory: Some(512 << 20), pids: Some(100), cpus: Some(1.5) },
+            hostname: "h".into(),
+            uid: 1000,
+            gid: 1000,
+            home: HomeSpec::Tmpfs,
+            timeout: None,
+            hidden: vec![],
+            backend: agentbox_core::Backend::Vm,
+        }
+    }
+
+    fn assets() -> VmAssets {
+        VmAssets {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            exe: "/usr/bin/true".into(),
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            accel: Accel::Tcg { reason: "test".into() },
+        }
+    }
+
+    fn launch(plan: &Plan) -> VmLaunch {
+        let json = &plan.process.env.iter().find(|(k, _)| k == LAUNCH_ENV).unwrap().1;
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn qemu_runs_in_the_agents_sandbox_with_the_workspace_shared_writable() {
+        let s = spec(NetworkMode::None);
+        let plan = vm_plan(&s, &assets()).unwrap();
+        assert_eq!(
+            plan.process.argv,
+            vec![std::ffi::OsString::from("/run/agentbox-vm/agentbox"), "__vmm".into()]
+        );
+        assert!(plan.new_netns && plan.proxy_port.is_none());
+        assert_eq!(plan.limits.memory, Some((512 << 20) + QEMU_OVERHEAD));
+        assert_eq!(plan.limits.pids, None);
+        let l = launch(&plan);
+        let q = l.qemu.join(" ");
+        assert!(q.contains("-m 512 -smp 2"), "{q}");
+        assert!(
+            q.contains(&format!(
+                "path={},security_model=none,multidevs=remap,readonly=off",
+                s.workspace.display()
+            )),
+            "{q}"
+        );
+        assert!(q.contains("-nic none"), "{q}");
+        assert_eq!(l.setup.pids, Some(100));
+        assert!(!l.setup.network);
+        // The home tmpfs belongs to the agent; /tmp is sticky and root's.
+        assert!(l.setup.mounts.contains(&GuestMount::Tmpfs {
+            target: "/home/agent".into(),
+            mode: 0o700,
+            uid: 1000,
+            gid: 1000
+        }));
+        assert!(l.setup.mounts.contains(&GuestMount::Tmpfs {
+            target: "/tmp".into(),
+            mode: 0o1777,
+            uid: 0,
+            gid: 0
+        }));
+        // A read-only mount under the home tmpfs is bound back from the root share.
+        assert!(l.setup.mounts.contains(&GuestMount::Rebind { target: "/home/agent/share".into() }));
+        // The kernel, initramfs and binary are bound in; no /dev/kvm under TCG.
+        assert!(plan.mounts.iter().any(|m| m.target() == Path::new("/run/agentbox-vm/initramfs")));
+        assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/dev/kvm")));
+    }
+
+    #[test]
+    fn proxy_mode_forwards_to_the_sandbox_loopback_and_kvm_gets_the_device() {
+        let mut a = assets();
+        a.accel = Accel::Kvm;
+        let plan = vm_plan(&spec(NetworkMode::Proxy), &a).unwrap();
+        assert_eq!(plan.proxy_port, Some(PROXY_PORT));
+        let l = launch(&plan);
+        assert!(l
+            .qemu
+            .join(" ")
+            .contains("restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:/run/agentbox-vm/agentbox __vmfwd 3128"));
+        assert_eq!(l.setup.proxy_rewrite, Some(("127.0.0.1:3128".into(), "10.0.2.100:3128".into())));
+        assert!(plan
+            .mounts
+            .iter()
+            .any(|m| matches!(m, MountOp::Device { target, .. } if target == Path::new("/dev/kvm"))));
+    }
+}

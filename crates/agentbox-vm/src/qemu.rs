@@ -1,0 +1,161 @@
+//! QEMU's command line, built as data from what the VM needs.
+//!
+//! - Machine: `microvm` (no PCI, no firmware, virtio-mmio devices described by ACPI). With KVM
+//!   it runs on the host CPU model with the in-kernel timers; under software emulation (TCG) the
+//!   legacy PIT/PIC/RTC are switched on, because a distribution kernel calibrates its clock
+//!   against them and otherwise stalls at boot.
+//! - Filesystems: 9p (`virtio-9p-device`), served by QEMU itself. virtiofs would need a separate
+//!   daemon per share (another privileged helper outside QEMU's sandbox) and guest memory shared
+//!   with it; 9p needs neither, and QEMU runs inside an `ns` sandbox whose filesystem view is
+//!   exactly what the guest may see. `security_model=none` makes guest writes land as the user
+//!   who runs agentbox, and `multidevs=remap` keeps inode numbers unique across the host mounts
+//!   inside one share.
+//! - Network: user-mode (slirp) with `restrict=on`, so the guest reaches nothing, plus one
+//!   `guestfwd` that hands each connection to the proxy address to `agentbox __vmfwd`, which dials
+//!   the supervisor's proxy on the sandbox's loopback. `none` adds no network device at all.
+
+use std::path::PathBuf;
+
+use agentbox_core::PROXY_PORT;
+
+use crate::config::{Accel, CHANNEL_SOCKET, CONSOLE_LOG, GUEST_PROXY_ADDR, PORT_NAME};
+
+/// A directory QEMU exports to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    /// The directory as QEMU sees it (inside its sandbox).
+    pub path: PathBuf,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QemuConfig {
+    pub binary: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub shares: Vec<Share>,
+    /// Add the network device whose only way out is the forward to the proxy.
+    pub proxy_forward: bool,
+    /// The program QEMU runs for each forwarded connection (argv, joined with spaces; QEMU splits
+    /// it like a shell would, so no element may contain a space).
+    pub forward_command: Vec<String>,
+}
+
+/// The kernel command line: quiet boot, the console on the serial port (its log is shown when a
+/// boot fails), and a panic powers the machine off instead of hanging it.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init";
+
+/// TCG's translation cache: QEMU's default (1 GiB) would count against the sandbox's memory.
+const TCG_TB_MIB: u32 = 64;
+
+impl QemuConfig {
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![self.binary.to_string_lossy().into_owned()];
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        match &self.accel {
+            Accel::Kvm => push(&["-machine", "microvm", "-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg { .. } => {
+                let tcg = format!("tcg,thread=multi,tb-size={TCG_TB_MIB}");
+                push(&["-machine", "microvm,pit=on,pic=on,rtc=on", "-accel", &tcg, "-cpu", "max"]);
+            }
+        }
+        let mem = self.memory_mib.to_string();
+        let smp = self.cpus.max(1).to_string();
+        let kernel = self.kernel.to_string_lossy().into_owned();
+        let initrd = self.initramfs.to_string_lossy().into_owned();
+        push(&["-m", &mem, "-smp", &smp, "-kernel", &kernel, "-initrd", &initrd, "-append", KERNEL_CMDLINE]);
+        let serial = format!("file:{CONSOLE_LOG}");
+        push(&["-serial", &serial]);
+        let chardev = format!("socket,id=channel,path={CHANNEL_SOCKET},server=on,wait=off");
+        let port = format!("virtserialport,chardev=channel,name={PORT_NAME}");
+        push(&["-chardev", &chardev, "-device", "virtio-serial-device", "-device", &port]);
+        for (i, s) in self.shares.iter().enumerate() {
+            let fsdev = format!(
+                "local,id=fs{i},path={},security_model=none,multidevs=remap,readonly={}",
+                s.path.display(),
+                if s.writable { "off" } else { "on" }
+            );
+            let dev = format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", s.tag);
+            push(&["-fsdev", &fsdev, "-device", &dev]);
+        }
+        if self.proxy_forward {
+            let netdev = format!(
+                "user,id=net0,restrict=on,guestfwd=tcp:{GUEST_PROXY_ADDR}:{PROXY_PORT}-cmd:{}",
+                self.forward_command.join(" ")
+            );
+            push(&["-netdev", &netdev, "-device", "virtio-net-device,netdev=net0"]);
+        } else {
+            push(&["-nic", "none"]);
+        }
+        a
+    }
+}
+
+/// The kernel modules a guest needs, by name; `modules::resolve` adds their dependencies.
+pub const GUEST_MODULES: &[&str] = &["virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtio_net"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(accel: Accel, proxy: bool) -> QemuConfig {
+        QemuConfig {
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            accel,
+            memory_mib: 512,
+            cpus: 2,
+            kernel: "/run/agentbox-vm/vmlinuz".into(),
+            initramfs: "/run/agentbox-vm/initramfs".into(),
+            shares: vec![
+                Share { tag: "root".into(), path: "/".into(), writable: false },
+                Share { tag: "s1".into(), path: "/work/p".into(), writable: true },
+            ],
+            proxy_forward: proxy,
+            forward_command: vec!["/run/agentbox-vm/agentbox".into(), "__vmfwd".into()],
+        }
+    }
+
+    fn joined(c: &QemuConfig) -> String {
+        c.argv().join(" ")
+    }
+
+    #[test]
+    fn tcg_gets_legacy_timers_and_a_small_translation_cache() {
+        let s = joined(&config(Accel::Tcg { reason: "x".into() }, false));
+        assert!(
+            s.contains("-machine microvm,pit=on,pic=on,rtc=on -accel tcg,thread=multi,tb-size=64"),
+            "{s}"
+        );
+        assert!(s.contains("-m 512 -smp 2"), "{s}");
+        let k = joined(&config(Accel::Kvm, false));
+        assert!(k.contains("-machine microvm -accel kvm -cpu host"), "{k}");
+    }
+
+    #[test]
+    fn shares_are_read_only_unless_writable() {
+        let s = joined(&config(Accel::Kvm, false));
+        assert!(s.contains("path=/,security_model=none,multidevs=remap,readonly=on"), "{s}");
+        assert!(s.contains("path=/work/p,security_model=none,multidevs=remap,readonly=off"), "{s}");
+        assert!(s.contains("mount_tag=s1"), "{s}");
+    }
+
+    #[test]
+    fn no_network_device_without_proxy() {
+        let none = config(Accel::Kvm, false).argv();
+        assert!(!none.iter().any(|a| a.contains("netdev")), "{none:?}");
+        assert!(none.windows(2).any(|w| w == ["-nic", "none"]));
+        let proxy = joined(&config(Accel::Kvm, true));
+        assert!(
+            proxy.contains(
+                "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:/run/agentbox-vm/agentbox __vmfwd"
+            ),
+            "{proxy}"
+        );
+        assert_eq!(proxy.matches("-netdev").count(), 1);
+    }
+}

@@ -1,0 +1,123 @@
+//! `agentbox vm setup|status` and the `__vmm` role.
+
+use std::time::Duration;
+
+use agentbox_supervisor::VmAssets;
+use agentbox_vm::fetch::{self, Progress};
+use agentbox_vm::{Accel, GuestImage, VmLaunch, LAUNCH_ENV};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{VmArgs, VmCommand, VmSetupArgs, VmStatusArgs};
+use crate::home::{vm_image_dir, Home};
+
+/// The host side of a VM, as the command of QEMU's sandbox.
+pub fn host_role() -> i32 {
+    let launch = std::env::var(LAUNCH_ENV)
+        .map_err(|e| e.to_string())
+        .and_then(|j| serde_json::from_str::<VmLaunch>(&j).map_err(|e| e.to_string()));
+    match launch {
+        Ok(l) => agentbox_vm::host::run_host(l),
+        Err(e) => {
+            eprintln!("agentbox: __vmm needs {LAUNCH_ENV}: {e}");
+            agentbox_vm::host::VM_FAILED
+        }
+    }
+}
+
+/// The guest image, initramfs and accelerator for a VM agent of `home`.
+pub fn assets(home: &Home) -> Result<VmAssets> {
+    Ok(VmAssets::resolve(&vm_image_dir()?, &home.vm_work_dir())?)
+}
+
+/// Refuses early (before anything is created) when VMs cannot start here.
+pub fn check_ready() -> Result<()> {
+    GuestImage::load(&vm_image_dir()?)?;
+    agentbox_vm::accel::qemu_binary()?;
+    Ok(())
+}
+
+pub fn vm(args: VmArgs) -> Result<i32> {
+    match args.command {
+        VmCommand::Setup(a) => setup(a),
+        VmCommand::Status(a) => status(a),
+    }
+}
+
+fn setup(args: VmSetupArgs) -> Result<i32> {
+    let dir = vm_image_dir()?;
+    let image = match &args.kernel {
+        Some(k) => fetch::setup_from_path(&dir, k, args.modules.as_deref())?,
+        None => {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar.set_message("resolving the kernel package");
+            let mut on = |p: Progress| match p {
+                Progress::Resolved { package, version, size } => {
+                    bar.set_length(size);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(format!("{package} {version}"));
+                }
+                Progress::Downloaded(n) => bar.set_position(n),
+                Progress::Unpacking => bar.set_message("unpacking"),
+            };
+            let image = fetch::setup_from_package(&dir, args.package.as_deref(), &mut on);
+            bar.finish_and_clear();
+            image?
+        }
+    };
+    println!("guest kernel: {} ({} modules) in {}", image.source, image.modules.len(), dir.display());
+    let home = Home::open()?;
+    eprintln!("agentbox: checking whether KVM can boot it (software emulation is used if not)...");
+    let a = assets(&home).context("preparing the guest")?;
+    println!("accelerator: {}", describe(&a.accel));
+    Ok(0)
+}
+
+pub fn describe(accel: &Accel) -> String {
+    match accel {
+        Accel::Kvm => "kvm (hardware virtualisation)".into(),
+        Accel::Tcg { reason } => format!("tcg (software emulation: {reason})"),
+    }
+}
+
+fn status(args: VmStatusArgs) -> Result<i32> {
+    let dir = vm_image_dir()?;
+    let image = GuestImage::load(&dir);
+    let qemu = agentbox_vm::accel::qemu_binary();
+    let accel = match (&image, &qemu) {
+        (Ok(_), Ok(_)) => Some(assets(&Home::open()?)?.accel),
+        _ => None,
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "image_dir": dir,
+            "kernel": image.as_ref().ok().map(|i| &i.source),
+            "modules": image.as_ref().ok().map(|i| i.modules.len()),
+            "qemu": qemu.as_ref().ok(),
+            "accel": accel.as_ref().map(|a| a.name()),
+            "reason": match &accel { Some(Accel::Tcg { reason }) => Some(reason.clone()), _ => None },
+            "ready": accel.is_some(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if accel.is_some() { 0 } else { 1 });
+    }
+    match &image {
+        Ok(i) => println!("guest kernel: {} ({} modules) in {}", i.source, i.modules.len(), dir.display()),
+        Err(e) => println!("guest kernel: {e}"),
+    }
+    match &qemu {
+        Ok(q) => println!("qemu: {}", q.display()),
+        Err(e) => println!("qemu: {e}"),
+    }
+    if let Some(a) = &accel {
+        println!("accelerator: {}", describe(a));
+    }
+    Ok(if accel.is_some() { 0 } else { 1 })
+}
