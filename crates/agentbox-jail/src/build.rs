@@ -271,6 +271,7 @@ mod tests {
             home: HomeSpec::Tmpfs,
             timeout: Some(Duration::from_secs(1)),
             hidden: vec![],
+            backend: Default::default(),
         }
     }
 

@@ -39,7 +39,8 @@ impl VmAssets {
         let exe = std::env::current_exe()
             .map_err(|e| VmError::Setup(format!("locating the agentbox binary: {e}")))?;
         let initramfs = image.initramfs(Path::new("/proc/self/exe"), work_dir)?;
-        let accel = agentbox_vm::accel::detect(&qemu, &image, &initramfs, &work_dir.join("accel.json"));
+        let caches = [image_dir.join("accel.json"), work_dir.join("accel.json")];
+        let accel = agentbox_vm::accel::detect(&qemu, &image, &initramfs, &caches);
         Ok(Self { qemu, exe, kernel: image.kernel_path(), initramfs, accel })
     }
 }
@@ -103,6 +104,7 @@ pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
         initramfs: infra("initramfs"),
         shares,
         proxy_forward: proxy,
+        tsc_khz: agentbox_vm::qemu::host_tsc_khz(),
         forward_command: vec![
             infra("agentbox").to_string_lossy().into_owned(),
             "__vmfwd".into(),

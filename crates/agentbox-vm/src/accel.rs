@@ -68,8 +68,9 @@ fn kvm_device() -> Result<(), String> {
     }
 }
 
-/// The accelerator to use: forced by [`ACCEL_ENV`], cached in `cache_file`, or probed now.
-pub fn detect(qemu: &Path, image: &GuestImage, initramfs: &Path, cache_file: &Path) -> Accel {
+/// The accelerator to use: forced by [`ACCEL_ENV`], cached in one of `cache_files` (the first
+/// writable one gets a new answer), or probed now.
+pub fn detect(qemu: &Path, image: &GuestImage, initramfs: &Path, cache_files: &[PathBuf]) -> Accel {
     match std::env::var(ACCEL_ENV).as_deref() {
         Ok("tcg") => return Accel::Tcg { reason: format!("{ACCEL_ENV}=tcg") },
         Ok("kvm") => return Accel::Kvm,
@@ -79,10 +80,11 @@ pub fn detect(qemu: &Path, image: &GuestImage, initramfs: &Path, cache_file: &Pa
         return Accel::Tcg { reason };
     }
     let key = cache_key(qemu, image);
-    if let Some(c) = std::fs::read_to_string(cache_file)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Cached>(&t).ok())
-        .filter(|c| c.key == key)
+    if let Some(c) = cache_files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|t| serde_json::from_str::<Cached>(&t).ok())
+        .find(|c| c.key == key)
     {
         return c.accel;
     }
@@ -96,7 +98,7 @@ pub fn detect(qemu: &Path, image: &GuestImage, initramfs: &Path, cache_file: &Pa
         },
     };
     if let Ok(json) = serde_json::to_string(&Cached { key, accel: accel.clone() }) {
-        let _ = std::fs::write(cache_file, json);
+        let _ = cache_files.iter().find(|f| std::fs::write(f, &json).is_ok());
     }
     accel
 }

@@ -94,12 +94,9 @@ fn relay(argv: Vec<std::ffi::OsString>, tty: bool) -> Result<i32, String> {
                 }
             }
         }
-        if conn.flush().is_err() {
-            break Err("the VM went away".into());
-        }
-        if ev[0].intersects(PollFlags::POLLIN | PollFlags::POLLHUP) && conn.read() == ReadOutcome::Closed {
-            break Err("the VM went away before the command ended".into());
-        }
+        let _ = conn.flush();
+        let closed =
+            ev[0].intersects(PollFlags::POLLIN | PollFlags::POLLHUP) && conn.read() == ReadOutcome::Closed;
         let mut done = None;
         while let Some(f) = conn.next_frame()? {
             match f {
@@ -116,6 +113,9 @@ fn relay(argv: Vec<std::ffi::OsString>, tty: bool) -> Result<i32, String> {
         }
         if let Some((code, signal)) = done {
             break Ok((code, signal));
+        }
+        if closed {
+            break Err("the VM went away before the command ended".into());
         }
     };
     if let Some(t) = saved {

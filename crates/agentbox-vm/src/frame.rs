@@ -361,7 +361,8 @@ mod tests {
             }
             // Keep lengths small so the decoder reaches the payload parsers.
             if bytes.len() >= HEADER {
-                bytes[5..9].copy_from_slice(&((bytes.len() - HEADER) as u32).to_le_bytes());
+                let len = (bytes.len() - HEADER) as u32;
+                bytes[5..9].copy_from_slice(&len.to_le_bytes());
             }
             d.push(&bytes);
             let _ = d.next_frame();

@@ -40,6 +40,10 @@ pub struct QemuConfig {
     pub shares: Vec<Share>,
     /// Add the network device whose only way out is the forward to the proxy.
     pub proxy_forward: bool,
+    /// Under TCG, the guest's TSC frequency, given so the kernel skips calibrating it: a
+    /// microvm has no HPET or PM timer to calibrate against, and calibrating against the PIT
+    /// fails (and the boot stalls) whenever the host is busy.
+    pub tsc_khz: u64,
     /// The program QEMU runs for each forwarded connection (argv, joined with spaces; QEMU splits
     /// it like a shell would, so no element may contain a space).
     pub forward_command: Vec<String>,
@@ -48,6 +52,21 @@ pub struct QemuConfig {
 /// The kernel command line: quiet boot, the console on the serial port (its log is shown when a
 /// boot fails), and a panic powers the machine off instead of hanging it.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init";
+
+/// The host's CPU clock in kHz (emulated TSC reads follow the host's), from /proc/cpuinfo.
+pub fn host_tsc_khz() -> u64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map(|mhz| (mhz * 1000.0) as u64)
+        .filter(|k| *k > 0)
+        .unwrap_or(2_000_000)
+}
 
 /// TCG's translation cache: QEMU's default (1 GiB) would count against the sandbox's memory.
 const TCG_TB_MIB: u32 = 64;
@@ -68,7 +87,11 @@ impl QemuConfig {
         let smp = self.cpus.max(1).to_string();
         let kernel = self.kernel.to_string_lossy().into_owned();
         let initrd = self.initramfs.to_string_lossy().into_owned();
-        push(&["-m", &mem, "-smp", &smp, "-kernel", &kernel, "-initrd", &initrd, "-append", KERNEL_CMDLINE]);
+        let cmdline = match &self.accel {
+            Accel::Kvm => KERNEL_CMDLINE.to_string(),
+            Accel::Tcg { .. } => format!("{KERNEL_CMDLINE} tsc_early_khz={}", self.tsc_khz),
+        };
+        push(&["-m", &mem, "-smp", &smp, "-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
         let serial = format!("file:{CONSOLE_LOG}");
         push(&["-serial", &serial]);
         let chardev = format!("socket,id=channel,path={CHANNEL_SOCKET},server=on,wait=off");
@@ -116,6 +139,7 @@ mod tests {
                 Share { tag: "s1".into(), path: "/work/p".into(), writable: true },
             ],
             proxy_forward: proxy,
+            tsc_khz: 2_300_000,
             forward_command: vec!["/run/agentbox-vm/agentbox".into(), "__vmfwd".into()],
         }
     }
@@ -132,8 +156,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("-m 512 -smp 2"), "{s}");
+        assert!(s.contains("panic=-1 rdinit=/init tsc_early_khz=2300000"), "{s}");
         let k = joined(&config(Accel::Kvm, false));
         assert!(k.contains("-machine microvm -accel kvm -cpu host"), "{k}");
+        assert!(!k.contains("tsc_early_khz"), "{k}");
     }
 
     #[test]

@@ -3,7 +3,8 @@ use agentbox_jail::{doctor, Status};
 use crate::cli::DoctorArgs;
 
 pub fn run(args: DoctorArgs) -> i32 {
-    let checks = doctor();
+    let mut checks = doctor();
+    checks.push(crate::cmd_vm::doctor_check());
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
         match serde_json::to_string_pretty(&checks) {

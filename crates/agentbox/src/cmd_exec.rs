@@ -20,7 +20,21 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
     };
     let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
     let mut plan = build_plan(&spec, &RealFs);
-    plan.process.argv = args.command;
+    plan.process.argv = match spec.backend {
+        agentbox_core::Backend::Ns => args.command,
+        // In a VM agent, the command joins QEMU's sandbox as a client that asks the guest agent to
+        // run it (same environment, directory and user as it would have in an `ns` sandbox).
+        agentbox_core::Backend::Vm => {
+            let mut argv: Vec<std::ffi::OsString> =
+                vec![std::path::Path::new(agentbox_vm::INFRA_DIR).join("agentbox").into(), "__vmexec".into()];
+            if args.tty {
+                argv.push("--tty".into());
+            }
+            argv.push("--".into());
+            argv.extend(args.command);
+            argv
+        }
+    };
     if let Some(dir) = args.workdir {
         plan.process.cwd = agentbox_core::normalize_absolute(&spec.workspace.join(dir))?;
     }

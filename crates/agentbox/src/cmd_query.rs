@@ -50,10 +50,18 @@ pub fn info(args: InfoArgs) -> Result<i32> {
     let dir = agents::state_dir(&rec);
     let log_bytes = std::fs::metadata(paths::log(&dir)).map(|m| m.len()).unwrap_or(0);
     let spec = spec_of(&rec);
+    // A VM agent: which accelerator its VM runs with here (remembered from the first probe).
+    let accel = match spec.as_ref().map(|s| s.backend) {
+        Some(agentbox_core::Backend::Vm) => crate::cmd_vm::assets(&home).ok().map(|a| a.accel),
+        _ => None,
+    };
     if args.json {
         let v = serde_json::json!({
             "agent": rec,
             "spec": spec,
+            "backend": spec.as_ref().map(|s| s.backend.to_string()),
+            "accel": accel.as_ref().map(|a| a.name()),
+            "accel_reason": match &accel { Some(agentbox_vm::Accel::Tcg { reason }) => Some(reason.clone()), _ => None },
             "state_dir": dir,
             "log": paths::log(&dir),
             "log_bytes": log_bytes,
@@ -73,6 +81,10 @@ pub fn info(args: InfoArgs) -> Result<i32> {
         let cmd: Vec<String> = s.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         println!("command:     {}", cmd.join(" "));
         println!("workspace:   {}", s.workspace.display());
+        match &accel {
+            Some(a) => println!("backend:     vm, {}", crate::cmd_vm::describe(a)),
+            None => println!("backend:     {}", s.backend),
+        }
         println!("network:     {}", s.network);
         if s.network == agentbox_core::NetworkMode::Full {
             println!("             warning: full network access, including services on host loopback;");

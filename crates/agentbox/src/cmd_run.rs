@@ -109,7 +109,7 @@ pub fn run(args: RunArgs) -> i32 {
     let plan = match (&home, spec.backend) {
         (Some(home), agentbox_core::Backend::Vm) => {
             match crate::cmd_vm::assets(home)
-                .and_then(|a| Ok(agentbox_supervisor::vm_plan(&spec, &a).map_err(anyhow::Error::msg)?))
+                .and_then(|a| agentbox_supervisor::vm_plan(&spec, &a).map_err(anyhow::Error::msg))
             {
                 Ok(p) => p,
                 Err(e) => return fail_msg(&format!("{e:#}")),

@@ -121,3 +121,29 @@ fn status(args: VmStatusArgs) -> Result<i32> {
     }
     Ok(if accel.is_some() { 0 } else { 1 })
 }
+
+/// The `doctor` line for `--backend vm`: which accelerator and why, or what is missing. Not
+/// being set up is a warning: the `ns` backend does not need it.
+pub fn doctor_check() -> agentbox_jail::Check {
+    use agentbox_jail::{Check, Status};
+    let warn = |detail: String, fix: &str| Check {
+        name: "vm backend",
+        status: Status::Warn,
+        detail,
+        fix: Some(fix.to_string()),
+    };
+    let dir = match vm_image_dir() {
+        Ok(d) => d,
+        Err(e) => return warn(format!("{e:#}"), "set HOME or AGENTBOX_CACHE_DIR"),
+    };
+    if let Err(e) = agentbox_vm::accel::qemu_binary() {
+        return warn(e.to_string(), "apt-get install qemu-system-x86");
+    }
+    if let Err(e) = GuestImage::load(&dir) {
+        return warn(e.to_string(), "agentbox vm setup");
+    }
+    match Home::open().and_then(|h| assets(&h)) {
+        Ok(a) => Check { name: "vm backend", status: Status::Ok, detail: describe(&a.accel), fix: None },
+        Err(e) => warn(format!("{e:#}"), "agentbox vm setup"),
+    }
+}

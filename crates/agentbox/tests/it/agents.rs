@@ -262,7 +262,7 @@ fn supervisor_death_is_detected_and_takes_the_sandbox_along() {
     assert!(a.ok(&["list"]).contains("failed"));
 }
 
-fn read_until(master: &mut std::fs::File, seen: &mut Vec<u8>, needle: &str) {
+pub(crate) fn read_until(master: &mut std::fs::File, seen: &mut Vec<u8>, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(seen).contains(needle) {
@@ -274,7 +274,7 @@ fn read_until(master: &mut std::fs::File, seen: &mut Vec<u8>, needle: &str) {
     }
 }
 
-fn attach_on_pty(a: &Agents, args: &[&str]) -> (std::process::Child, std::fs::File) {
+pub(crate) fn attach_on_pty(a: &Agents, args: &[&str]) -> (std::process::Child, std::fs::File) {
     let pty = nix::pty::openpty(
         Some(&nix::pty::Winsize { ws_row: 30, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 }),
         None,

@@ -124,7 +124,7 @@ fn home_for(who: As) -> tempfile::TempDir {
     dir
 }
 
-fn run_proxied(who: As, up: &Upstream, flags: &[&str], script: &str) -> Output {
+pub(crate) fn run_proxied(who: As, up: &Upstream, flags: &[&str], script: &str) -> Output {
     let ws = workspace(who);
     let home = home_for(who);
     let mut all = vec!["--mount".to_string(), format!("{}:/run/test-ca.pem:ro", up.ca().display())];
@@ -136,7 +136,7 @@ fn run_proxied(who: As, up: &Upstream, flags: &[&str], script: &str) -> Output {
     cmd.output().unwrap()
 }
 
-fn header_values(reqs: &[serde_json::Value], host: &str, header: &str) -> Vec<String> {
+pub(crate) fn header_values(reqs: &[serde_json::Value], host: &str, header: &str) -> Vec<String> {
     reqs.iter()
         .filter(|r| r["host"].as_str().unwrap_or("").starts_with(host))
         .filter_map(|r| r["headers"][header].as_str().map(String::from))

@@ -20,3 +20,4 @@ mod server;
 mod server_api;
 mod support;
 mod tasks;
+mod vm;

@@ -1,0 +1,224 @@
+//! `--backend vm`: real QEMU (software emulation here, bounded by timeouts), the distribution's
+//! kernel fetched by `agentbox vm setup`, the guest agent in the initramfs.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::agents::{attach_on_pty, read_until, Agents};
+use crate::egress::{header_values, run_proxied, Upstream, REAL_KEY};
+use crate::support::{
+    bins, host_processes_matching, modes, run_command, run_in, text, workspace, As, NOBODY,
+};
+
+/// The guest image shared by every VM test (and test process): set up once, under a lock.
+fn vm_ready() {
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    let dir = READY.get_or_init(|| {
+        let dir = std::env::var_os("AGENTBOX_TEST_VM_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("agentbox-it-vm-cache"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map(drop).unwrap();
+        if !dir.join("vm/image.json").exists() {
+            let home = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(&bins().agentbox)
+                .args(["vm", "setup"])
+                .env("AGENTBOX_CACHE_DIR", &dir)
+                .env("AGENTBOX_HOME", home.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "vm setup: {}{}", text(&out.stdout), text(&out.stderr));
+        }
+        dir
+    });
+    std::env::set_var("AGENTBOX_CACHE_DIR", dir);
+}
+
+/// `vm status` reports the accelerator and why, and returns (the KVM probe is bounded).
+#[test]
+fn status_names_the_accelerator() {
+    vm_ready();
+    let a = Agents::new(As::Caller);
+    let started = Instant::now();
+    let out = a.ok(&["vm", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ready"], true, "{out}");
+    match v["accel"].as_str() {
+        Some("kvm") => {}
+        Some("tcg") => assert!(!v["reason"].as_str().unwrap_or("").is_empty(), "{out}"),
+        other => panic!("accelerator {other:?}: {out}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let doctor = a.run(&["doctor"]);
+    assert!(text(&doctor.stdout).contains("vm backend"), "{}", text(&doctor.stdout));
+}
+
+/// A command runs in the guest's own kernel: its exit status comes back, workspace writes reach
+/// the host owned by the caller, the host root is read-only, and `none` has no network device.
+#[test]
+fn run_in_a_vm() {
+    vm_ready();
+    for who in modes() {
+        let ws = workspace(who);
+        let script = format!(
+            "set -u; echo kernel=$(uname -r); echo pid1=$(cat /proc/1/cmdline); \
+             echo made > {ws}/from-guest.txt; \
+             touch /usr/agentbox-x 2>/dev/null && echo usr-writable || echo usr-readonly; \
+             ls /sys/class/net 2>/dev/null | tr '\\n' ' '; echo; \
+             grep -c : /proc/net/dev; \
+             test -e /etc/shadow && cat /etc/shadow 2>&1 | head -c 40; echo; exit 7",
+            ws = ws.path.display()
+        );
+        let home = Agents::new(who);
+        let out = run_command(who, &ws, &["--backend", "vm", "--memory", "512M"], &["sh", "-c", &script])
+            .env("AGENTBOX_HOME", &home.home)
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(7), "as {who:?}: {stdout}{}", text(&out.stderr));
+        let host_kernel = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
+        assert!(stdout.contains("kernel=") && !stdout.contains(&format!("kernel={host_kernel}")), "{stdout}");
+        assert!(stdout.contains("pid1=/init"), "{stdout}");
+        assert!(stdout.contains("usr-readonly"), "{stdout}");
+        // Only loopback: /proc/net/dev lists `lo` after its two header lines.
+        assert!(stdout.lines().any(|l| l.trim() == "1"), "network devices: {stdout}");
+        assert!(!stdout.contains("root:"), "{stdout}");
+        let made = ws.path.join("from-guest.txt");
+        assert_eq!(std::fs::read_to_string(&made).unwrap(), "made\n");
+        let owner = std::fs::metadata(&made).unwrap().uid();
+        assert_eq!(owner, if who == As::Nobody { NOBODY } else { nix::unistd::getuid().as_raw() });
+        assert!(!PathBuf::from("/usr/agentbox-x").exists());
+    }
+}
+
+/// Bad input is refused before anything starts.
+#[test]
+fn refuses_what_a_vm_cannot_do() {
+    vm_ready();
+    let ws = workspace(As::Caller);
+    let out = run_in(As::Caller, &ws, &["--backend", "vm", "--network", "full"], &["true"]);
+    assert!(
+        text(&out.stderr).contains("--backend vm takes --network none or proxy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_in(As::Caller, &ws, &["--backend", "vm", "--memory", "16M"], &["true"]);
+    assert!(text(&out.stderr).contains("too small for a virtual machine"), "{}", text(&out.stderr));
+    let out = run_in(As::Caller, &ws, &["--backend", "kvm"], &["true"]);
+    assert!(text(&out.stderr).contains("unknown backend 'kvm'"), "{}", text(&out.stderr));
+    let a = Agents::new(As::Caller);
+    let out = a
+        .cmd(&["spawn", "nokernel", "--backend", "vm", "--", "sh"])
+        .env("AGENTBOX_CACHE_DIR", ws.path.join("empty"))
+        .output()
+        .unwrap();
+    assert!(text(&out.stderr).contains("agentbox vm setup"), "{}", text(&out.stderr));
+    assert!(!a.ok(&["list"]).contains("nokernel"), "a refused spawn leaves no agent");
+}
+
+fn screen_until(a: &Agents, name: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let s = a.ok(&["screen", name]);
+        if s.contains(needle) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "screen never showed {needle:?}:\n{s}\nlogs: {}",
+            a.ok(&["logs", name])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A VM agent behaves like any other: screen, send, attach, logs, exec with its exit status,
+/// wait; kill leaves no QEMU or helper behind.
+#[test]
+fn vm_agent_session() {
+    vm_ready();
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "vm1", "--backend", "vm", "--", "bash", "--norc", "-i"]);
+    a.ok(&["send", "vm1", "echo ready-$((6*7))"]);
+    screen_until(&a, "vm1", "ready-42");
+    let pid = a.state("vm1");
+    assert_eq!(pid, "running");
+    let qemu = host_processes_matching("qemu-system");
+    assert!(!qemu.is_empty());
+
+    // exec runs in the guest, with its own exit status and stdin.
+    let out =
+        a.cmd(&["exec", "vm1", "--", "sh", "-c", "cat /proc/1/cmdline; echo; exit 5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("/init"), "{}", text(&out.stdout));
+    let mut child = a
+        .cmd(&["exec", "-i", "vm1", "--", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "SHOUT\n");
+
+    // attach: the screen is replayed, keys go to the guest's terminal, Ctrl-] detaches.
+    let (mut controller, mut master) = attach_on_pty(&a, &["attach", "vm1"]);
+    let mut seen = Vec::new();
+    read_until(&mut master, &mut seen, "ready-42");
+    master.write_all(b"stty size; echo typed-$((2+3))\r").unwrap();
+    read_until(&mut master, &mut seen, "typed-5");
+    read_until(&mut master, &mut seen, "30 100");
+    master.write_all(&[0x1d]).unwrap();
+    assert!(controller.wait().unwrap().success());
+    assert!(a.ok(&["logs", "vm1"]).contains("typed-5"));
+
+    a.ok(&["kill", "vm1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while qemu.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+        assert!(Instant::now() < deadline, "QEMU outlived the kill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.state("vm1"), "killed");
+
+    // An agent that ends by itself: wait returns its status.
+    a.ok(&["spawn", "vm2", "--backend", "vm", "--", "sh", "-c", "echo bye; exit 3"]);
+    let out = a.run(&["wait", "vm2"]);
+    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(a.ok(&["logs", "vm2"]).contains("bye"));
+}
+
+/// `proxy` mode: the guest's only way out is the supervisor's proxy, with the same policy,
+/// the secret swapped in toward its host only, and nothing else reachable.
+#[test]
+fn proxy_is_the_only_way_out() {
+    vm_ready();
+    let up = Upstream::start();
+    let script = r#"
+curl -sS --fail http://plain.test/echo; echo
+curl -sS --fail -H "x-api-key: $ANTHROPIC_API_KEY" https://api.anthropic.com/echo; echo
+curl -sS http://evil.test/ 2>&1 | head -c 300; echo
+curl -sS --noproxy '*' --connect-timeout 3 http://10.0.2.2:80/ >/dev/null 2>&1 && echo direct-open || echo direct-refused
+echo key=$ANTHROPIC_API_KEY
+"#;
+    let out = run_proxied(
+        As::Caller,
+        &up,
+        &["--backend", "vm", "--secret", "ANTHROPIC_API_KEY", "--allow", "plain.test"],
+        script,
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("{\"ok\": true}"), "{stdout}");
+    assert!(stdout.contains("evil.test"), "the refusal names the host: {stdout}");
+    assert!(stdout.contains("direct-refused"), "{stdout}");
+    assert!(stdout.contains("key=agentbox-placeholder-"), "{stdout}");
+    assert!(!stdout.contains(REAL_KEY) && !stderr.contains(REAL_KEY), "the guest saw the real key");
+    let reqs = up.requests();
+    assert_eq!(header_values(&reqs, "api.anthropic.com", "x-api-key"), vec![REAL_KEY.to_string()]);
+    assert!(!reqs.iter().any(|r| r.to_string().contains("evil.test")));
+}
