@@ -33,8 +33,9 @@ impl Limits {
     pub fn parse_pids(s: &str) -> Result<u64, SpecError> {
         let err = |reason| SpecError::Limit { what: "--pids", value: s.to_string(), reason };
         let n: u64 = s.trim().parse().map_err(|_| err("give a whole number of processes"))?;
-        if n == 0 || n > MAX_PIDS {
-            return Err(err("must be between 1 and 4194304"));
+        // The sandbox's init is one process and the command another: 1 could never start it.
+        if !(2..=MAX_PIDS).contains(&n) {
+            return Err(err("must be between 2 (the sandbox's init and the command) and 4194304"));
         }
         Ok(n)
     }
@@ -78,6 +79,7 @@ mod tests {
         assert!(Limits::parse_memory("1M").is_err());
         assert_eq!(Limits::parse_pids("100").unwrap(), 100);
         assert!(Limits::parse_pids("0").is_err());
+        assert!(Limits::parse_pids("1").unwrap_err().to_string().contains("between 2"));
         assert!(Limits::parse_pids("-3").is_err());
         assert_eq!(Limits::parse_cpus("0.5").unwrap(), 0.5);
         assert!(Limits::parse_cpus("0").is_err());

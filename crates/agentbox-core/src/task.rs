@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{HostRule, Limits, NetworkMode};
+use crate::{Backend, HostRule, Limits, NetworkMode};
 
 /// The manifest versions this build understands.
 pub const MANIFEST_VERSIONS: &[&str] = &["1"];
@@ -146,6 +146,9 @@ pub struct Environment {
     /// none, proxy or full. Default: the profile's (proxy for agent profiles), else none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// ns (namespaces, the default) or vm (a QEMU microVM; limits.memory and limits.cpus size it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Hosts the egress proxy lets the agent reach.
     #[serde(default, alias = "allowed_hosts", skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
@@ -227,6 +230,7 @@ pub struct TaskManifest {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub limits: Limits,
+    pub backend: Backend,
     /// Seconds the agent may run; none: no limit.
     pub timeout_secs: Option<u64>,
     /// Further attempts after the agent fails (exits non-zero).
@@ -441,6 +445,10 @@ impl RawManifest {
             None => None,
             Some(n) => Some(n.parse::<NetworkMode>().map_err(|e| bad("environment.network", e))?),
         };
+        let backend = match &env.backend {
+            None => Backend::Ns,
+            Some(b) => b.parse::<Backend>().map_err(|e| bad("environment.backend", e))?,
+        };
         for (i, h) in env.allow.iter().enumerate() {
             h.parse::<HostRule>().map_err(|e| bad(format!("environment.allow[{i}]"), e))?;
         }
@@ -509,6 +517,7 @@ impl RawManifest {
             allow: env.allow.clone(),
             env: env.env.clone(),
             limits,
+            backend,
             timeout_secs,
             retries,
             artifacts: self.artifacts.paths,
@@ -561,6 +570,7 @@ agent:
   args: ["--full-auto"]
 environment:
   network: proxy
+  backend: vm
   allow: [api.openai.com, "*.pypi.org"]
   env: {CI: "1"}
   limits: {memory: 2G, cpus: 1.5, pids: 256}
@@ -578,6 +588,7 @@ artifacts:
         assert_eq!(m.limits.cpus, Some(1.5));
         assert_eq!(m.limits.pids, Some(256));
         assert_eq!(m.network, Some(NetworkMode::Proxy));
+        assert_eq!(m.backend, Backend::Vm);
         assert_eq!(m.artifacts, ["dist", "report.md"]);
     }
 
@@ -624,6 +635,7 @@ artifacts:
             ("environment: {network: wifi}", "environment.network"),
             ("environment: {allow: ['exa mple.com']}", "environment.allow[0]"),
             ("environment: {network: none, allow: [a.com]}", "environment.allow"),
+            ("environment: {backend: kvm}", "environment.backend"),
             ("environment: {limits: {memory: lots}}", "environment.limits.memory"),
             ("environment: {limits: {cpus: 0}}", "environment.limits.cpus"),
             ("environment: {env: {'1A': x}}", "environment.env.1A"),

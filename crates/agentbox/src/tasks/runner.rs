@@ -390,6 +390,7 @@ impl Driver {
             memory: self.m.limits.memory.map(|m| m.to_string()),
             pids: self.m.limits.pids,
             cpus: self.m.limits.cpus,
+            backend: Some(self.m.backend.to_string()),
             volumes: vec![
                 format!("{}:/task/input:ro", dir.join("input").display()),
                 format!("{}:/task/output", dir.join("output").display()),
