@@ -150,7 +150,7 @@ fn bad_input_is_explained() {
     for (args, needle) in [
         (vec!["--memory", "12X"], "invalid size"),
         (vec!["--memory", "1M"], "minimum"),
-        (vec!["--pids", "0"], "between 1"),
+        (vec!["--pids", "0"], "between 2"),
         (vec!["--cpus", "-1"], "--cpus"),
         (vec!["--timeout", "0"], "--timeout"),
         (vec!["--network", "wifi"], "unknown network mode"),
