@@ -32,17 +32,30 @@ pub struct VmAssets {
 
 impl VmAssets {
     /// The guest image from `image_dir`, its initramfs (built into `work_dir` if needed) and the
-    /// accelerator (probed once, remembered in `work_dir`).
+    /// accelerator (probed once, remembered beside the image or in `work_dir`).
     pub fn resolve(image_dir: &Path, work_dir: &Path) -> Result<Self, VmError> {
         let image = GuestImage::load(image_dir)?;
         let qemu = agentbox_vm::accel::qemu_binary()?;
         let exe = std::env::current_exe()
             .map_err(|e| VmError::Setup(format!("locating the agentbox binary: {e}")))?;
         let initramfs = image.initramfs(Path::new("/proc/self/exe"), work_dir)?;
-        let caches = [image_dir.join("accel.json"), work_dir.join("accel.json")];
-        let accel = agentbox_vm::accel::detect(&qemu, &image, &initramfs, &caches);
+        let accel = agentbox_vm::accel::detect(&qemu, &image, &initramfs, &accel_caches(image_dir, work_dir));
         Ok(Self { qemu, exe, kernel: image.kernel_path(), initramfs, accel })
     }
+
+    /// The accelerator VMs get here if it is already decided: no initramfs is built and no KVM
+    /// probe runs (for `info`).
+    pub fn known_accel(image_dir: &Path, work_dir: &Path) -> Option<Accel> {
+        let image = GuestImage::load(image_dir).ok()?;
+        let qemu = agentbox_vm::accel::qemu_binary().ok()?;
+        agentbox_vm::accel::known(&qemu, &image, &accel_caches(image_dir, work_dir))
+    }
+}
+
+/// Where the probe's answer is remembered: beside the shared image (written by `vm setup`), or
+/// in this AGENTBOX_HOME when the image directory is not writable.
+fn accel_caches(image_dir: &Path, work_dir: &Path) -> [PathBuf; 2] {
+    [image_dir.join("accel.json"), work_dir.join("accel.json")]
 }
 
 fn infra(name: &str) -> PathBuf {

@@ -68,26 +68,33 @@ fn kvm_device() -> Result<(), String> {
     }
 }
 
-/// The accelerator to use: forced by [`ACCEL_ENV`], cached in one of `cache_files` (the first
-/// writable one gets a new answer), or probed now.
-pub fn detect(qemu: &Path, image: &GuestImage, initramfs: &Path, cache_files: &[PathBuf]) -> Accel {
+/// The accelerator already decided, without probing: forced by [`ACCEL_ENV`], implied by an
+/// unusable /dev/kvm, or remembered in one of `cache_files`. `None`: only a probe can tell.
+pub fn known(qemu: &Path, image: &GuestImage, cache_files: &[PathBuf]) -> Option<Accel> {
     match std::env::var(ACCEL_ENV).as_deref() {
-        Ok("tcg") => return Accel::Tcg { reason: format!("{ACCEL_ENV}=tcg") },
-        Ok("kvm") => return Accel::Kvm,
+        Ok("tcg") => return Some(Accel::Tcg { reason: format!("{ACCEL_ENV}=tcg") }),
+        Ok("kvm") => return Some(Accel::Kvm),
         _ => {}
     }
     if let Err(reason) = kvm_device() {
-        return Accel::Tcg { reason };
+        return Some(Accel::Tcg { reason });
     }
     let key = cache_key(qemu, image);
-    if let Some(c) = cache_files
+    cache_files
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .filter_map(|t| serde_json::from_str::<Cached>(&t).ok())
         .find(|c| c.key == key)
-    {
-        return c.accel;
+        .map(|c| c.accel)
+}
+
+/// The accelerator to use: [`known`], or probed now (the first writable of `cache_files`
+/// remembers the answer).
+pub fn detect(qemu: &Path, image: &GuestImage, initramfs: &Path, cache_files: &[PathBuf]) -> Accel {
+    if let Some(accel) = known(qemu, image, cache_files) {
+        return accel;
     }
+    let key = cache_key(qemu, image);
     let accel = match probe_kvm(qemu, image, initramfs) {
         Ok(elapsed) if elapsed < PROBE_TIMEOUT => Accel::Kvm,
         Ok(_) | Err(_) => Accel::Tcg {

@@ -8,7 +8,10 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use std::time::Instant;
+
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::config::{GuestSetup, ProcSpec};
 
@@ -220,6 +223,31 @@ impl<F: AsFd> Conn<F> {
     pub fn discard(&mut self) {
         self.out.clear();
         self.sent = 0;
+    }
+
+    /// What to poll the descriptor for: input always, output while some is queued.
+    pub fn interest(&self) -> PollFlags {
+        if self.pending() > 0 {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        }
+    }
+
+    /// Writes everything queued, waiting for the peer until `deadline`. `Ok(false)`: the deadline
+    /// passed with bytes still queued; `Err`: the peer is gone.
+    pub fn flush_until(&mut self, deadline: Instant) -> nix::Result<bool> {
+        loop {
+            self.flush()?;
+            if self.pending() == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+            let _ = poll(&mut fds, PollTimeout::from(100u16));
+        }
     }
 
     /// Bytes queued and not yet written.

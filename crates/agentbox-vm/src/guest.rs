@@ -158,15 +158,9 @@ impl Guest {
         Ok(Self { channel: Conn::new(port), signals, sessions: HashMap::new(), setup: None })
     }
 
+    /// Best effort: the guest powers off next, whatever is left.
     fn flush_all(&mut self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        while self.channel.pending() > 0 && Instant::now() < deadline {
-            if self.channel.flush().is_err() {
-                return;
-            }
-            let mut fds = [PollFd::new(self.channel.raw_fd(), PollFlags::POLLOUT)];
-            let _ = poll(&mut fds, PollTimeout::from(100u16));
-        }
+        let _ = self.channel.flush_until(Instant::now() + wait);
     }
 
     /// The next frame, waiting as long as it takes; `None` if the channel closed.
@@ -216,14 +210,7 @@ impl Guest {
             let ids: Vec<u32> = self.sessions.keys().copied().collect();
             let backlog = self.channel.pending() > BACKLOG;
             let mut fds = vec![
-                PollFd::new(
-                    self.channel.raw_fd(),
-                    if self.channel.pending() > 0 {
-                        PollFlags::POLLIN | PollFlags::POLLOUT
-                    } else {
-                        PollFlags::POLLIN
-                    },
-                ),
+                PollFd::new(self.channel.raw_fd(), self.channel.interest()),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             ];
             let mut owners: Vec<(u32, u8)> = Vec::new();

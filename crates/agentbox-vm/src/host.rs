@@ -260,18 +260,11 @@ impl Host {
     }
 
     fn flush_channel(&mut self, deadline: Instant) -> Result<(), String> {
-        while self.channel.pending() > 0 {
-            self.channel.flush().map_err(|e| format!("channel: {e}"))?;
-            if self.channel.pending() == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err("the guest stopped reading the channel".into());
-            }
-            let mut fds = [PollFd::new(self.channel.raw_fd(), PollFlags::POLLOUT)];
-            let _ = poll(&mut fds, PollTimeout::from(100u16));
+        match self.channel.flush_until(deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the guest stopped reading the channel".into()),
+            Err(e) => Err(format!("channel: {e}")),
         }
-        Ok(())
     }
 
     /// Starts the agent; returns the terminal settings to restore.
@@ -310,14 +303,7 @@ impl Host {
             self.channel.flush().map_err(|e| format!("the channel broke: {e}"))?;
             let ids: Vec<u64> = self.clients.keys().copied().collect();
             let mut fds = vec![
-                PollFd::new(
-                    self.channel.raw_fd(),
-                    if self.channel.pending() > 0 {
-                        PollFlags::POLLIN | PollFlags::POLLOUT
-                    } else {
-                        PollFlags::POLLIN
-                    },
-                ),
+                PollFd::new(self.channel.raw_fd(), self.channel.interest()),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(stdin.as_fd(), if stdin_open { PollFlags::POLLIN } else { PollFlags::empty() }),
             ];
@@ -327,11 +313,7 @@ impl Host {
             let base = fds.len();
             for id in &ids {
                 let c = &self.clients[id];
-                let mut ev = PollFlags::POLLIN;
-                if c.conn.pending() > 0 {
-                    ev |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(c.conn.raw_fd(), ev));
+                fds.push(PollFd::new(c.conn.raw_fd(), c.conn.interest()));
             }
             match poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}

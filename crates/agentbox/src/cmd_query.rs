@@ -50,9 +50,12 @@ pub fn info(args: InfoArgs) -> Result<i32> {
     let dir = agents::state_dir(&rec);
     let log_bytes = std::fs::metadata(paths::log(&dir)).map(|m| m.len()).unwrap_or(0);
     let spec = spec_of(&rec);
-    // A VM agent: which accelerator its VM runs with here (remembered from the first probe).
+    // A VM agent: which accelerator its VM runs with here (remembered from the first probe;
+    // `info` never builds an initramfs or probes KVM itself).
     let accel = match spec.as_ref().map(|s| s.backend) {
-        Some(agentbox_core::Backend::Vm) => crate::cmd_vm::assets(&home).ok().map(|a| a.accel),
+        Some(agentbox_core::Backend::Vm) => crate::home::vm_image_dir()
+            .ok()
+            .and_then(|dir| agentbox_supervisor::VmAssets::known_accel(&dir, &home.vm_work_dir())),
         _ => None,
     };
     if args.json {

@@ -145,8 +145,13 @@ fn vm_agent_session() {
     a.ok(&["spawn", "vm1", "--backend", "vm", "--", "bash", "--norc", "-i"]);
     a.ok(&["send", "vm1", "echo ready-$((6*7))"]);
     screen_until(&a, "vm1", "ready-42");
-    let pid = a.state("vm1");
-    assert_eq!(pid, "running");
+    assert_eq!(a.state("vm1"), "running");
+    // info names the accelerator the VM runs with (known since the first VM started).
+    let info = a.ok(&["info", "vm1"]);
+    assert!(
+        info.contains("backend:     vm, kvm") || info.contains("backend:     vm, tcg (software emulation: "),
+        "{info}"
+    );
     let qemu = host_processes_matching("qemu-system");
     assert!(!qemu.is_empty());
 
