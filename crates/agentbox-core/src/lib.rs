@@ -35,9 +35,12 @@ pub use mount::{parse_mount_arg, MountArg, MountSpec};
 pub use name::validate_name;
 pub use network::{NetworkMode, PROXY_PORT};
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
-pub use profile::{Instructions, Profile, BUILTIN_PROFILES};
+pub use profile::{is_below, Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
-pub use spec::{HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, SANDBOX_HOME};
+pub use spec::{
+    host_ids_for, HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, ROOT_AGENT_ID,
+    SANDBOX_HOME,
+};
 pub use task::{
     check_relative, format_duration, manifest_document, parse_duration, AgentSection, ManifestError,
     ManifestFormat, Metadata, Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,

@@ -46,11 +46,19 @@ pub struct Profile {
     /// The hosts each credential is sent to; the proxy swaps it in toward these hosts only.
     #[serde(default)]
     pub secret_hosts: BTreeMap<String, Vec<HostRule>>,
-    /// Host paths visible read-only / read-write.
+    /// Host paths visible read-only.
     #[serde(default)]
     pub read_only: Vec<String>,
+    /// The agent's own config: each `~/` path is copied from the host into the agent's home when
+    /// it is spawned (minus `seed_skip`), and from then on is the agent's. Nothing the agent
+    /// writes there reaches the host.
     #[serde(default)]
     pub read_write: Vec<String>,
+    /// Paths under `read_write` not copied: credentials, files that run code or name programs to
+    /// run (hooks, settings, MCP servers), and other projects' sessions. A person opts a path back
+    /// in with `[profiles.NAME] seed = [...]` in config.toml.
+    #[serde(default)]
+    pub seed_skip: Vec<String>,
     /// Paths inside the above that the agent must not read.
     #[serde(default)]
     pub hide: Vec<String>,
@@ -78,6 +86,12 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ("opencode", include_str!("profiles/opencode.toml")),
     ("pi", include_str!("profiles/pi.toml")),
 ];
+
+/// Whether `path` is `dir` or below it (component-wise, `~/` notation).
+pub fn is_below(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
 
 fn check_path(field: &str, p: &str) -> Result<(), String> {
     let ok = (p.starts_with("~/") && p.len() > 2 || p.starts_with('/'))
@@ -117,12 +131,21 @@ impl Profile {
         for (field, list) in [
             ("read_only", &p.read_only),
             ("read_write", &p.read_write),
+            ("seed_skip", &p.seed_skip),
             ("hide", &p.hide),
             ("auth_markers", &p.auth_markers),
         ] {
             for path in list {
                 check_path(field, path).map_err(err)?;
             }
+        }
+        if let Some(abs) = p.read_write.iter().find(|x| !x.starts_with("~/")) {
+            return Err(err(format!(
+                "read_write: '{abs}' must start with ~/ (the agent gets its own copy in its home)"
+            )));
+        }
+        if let Some(stray) = p.seed_skip.iter().find(|x| !p.read_write.iter().any(|rw| is_below(x, rw))) {
+            return Err(err(format!("seed_skip: '{stray}' is not under any read_write path")));
         }
         if let Some(i) = &p.instructions {
             check_path("instructions.config_dir", &i.config_dir).map_err(err)?;
@@ -228,6 +251,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("read_write"), "{e}");
+        let e = Profile::parse("x", "command = [\"a\"]\nread_write = [\"/etc/x\"]", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must start with ~/"), "{e}");
+        let e = Profile::parse(
+            "x",
+            "command = [\"a\"]\nread_write = [\"~/.a\"]\nseed_skip = [\"~/.ab\"]",
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("seed_skip") && e.contains("~/.ab"), "{e}");
+        assert!(is_below("~/.a/b", "~/.a") && is_below("~/.a", "~/.a/") && !is_below("~/.ab", "~/.a"));
         let e = Profile::parse("x", "command = [\"a\"]\ncredentials = [[\"1BAD\"]]", "x.toml")
             .unwrap_err()
             .to_string();

@@ -14,6 +14,23 @@ pub const DEFAULT_HOSTNAME: &str = "agentbox";
 pub const DEFAULT_UID: u32 = 1000;
 pub const DEFAULT_GID: u32 = 1000;
 
+/// The host uid and gid a sandbox runs as when agentbox runs as root. Mapping the agent to root
+/// would make every file it creates root's, let it set the setuid bit on them, and let it write
+/// any root-owned file that a hard link brings into its workspace. This id belongs to no account,
+/// lies above the ranges that `useradd` (subordinate ids) and systemd-nspawn hand out, and below
+/// 2^31 for tools that store ids as signed numbers.
+pub const ROOT_AGENT_ID: u32 = 2_100_000_000;
+
+/// The host ids a sandbox runs as for a caller whose effective ids are `(uid, gid)`: the caller's
+/// own, or [`ROOT_AGENT_ID`] for root.
+pub fn host_ids_for(uid: u32, gid: u32) -> (u32, u32) {
+    if uid == 0 {
+        (ROOT_AGENT_ID, ROOT_AGENT_ID)
+    } else {
+        (uid, gid)
+    }
+}
+
 /// Where the sandbox's home directory comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HomeSpec {

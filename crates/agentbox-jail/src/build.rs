@@ -146,6 +146,8 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         }
     }
 
+    mounts.extend(accounts(spec, host));
+
     if spec.network == NetworkMode::Full {
         // resolv.conf is often a symlink into /run (systemd-resolved, NetworkManager), which the
         // sandbox replaces with its own tmpfs: bind the file it points at, read-only.
@@ -170,7 +172,13 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         vec![spec.workspace.clone(), SANDBOX_HOME.into(), "/tmp".into(), "/var/tmp".into(), "/dev".into()];
     read_write.extend(spec.mounts.iter().filter(|m| m.writable).map(|m| m.target.clone()));
 
+    let (host_uid, host_gid) = {
+        let (uid, gid) = host.caller_ids();
+        agentbox_core::host_ids_for(uid, gid)
+    };
     Plan {
+        host_uid,
+        host_gid,
         new_netns: spec.network != NetworkMode::Full,
         proxy_port: (spec.network == NetworkMode::Proxy).then_some(PROXY_PORT),
         uid: spec.uid,
@@ -183,6 +191,46 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         process: ProcessPlan { argv: spec.command.clone(), env: spec.env.clone(), cwd: spec.workdir.clone() },
     }
 }
+
+/// The sandbox's own /etc/passwd and /etc/group: root, the agent (as `agent`, home
+/// /home/agent) and nobody. The host's accounts (names, homes, service users) are not the
+/// sandbox's business, and `whoami`, `id` and shell prompts then name the agent.
+fn accounts(spec: &SandboxSpec, host: &dyn HostFs) -> Vec<MountOp> {
+    let shell =
+        if host.entry(Path::new("/bin/bash")).is_some() || host.entry(Path::new("/usr/bin/bash")).is_some() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        };
+    let nologin = "/usr/sbin/nologin";
+    let (uid, gid) = (spec.uid, spec.gid);
+    let mut passwd = String::new();
+    let mut group = String::new();
+    if uid == 0 {
+        passwd.push_str(&format!("root:x:0:0:root:{SANDBOX_HOME}:{shell}\n"));
+    } else {
+        passwd.push_str(&format!("root:x:0:0:root:/root:{nologin}\n"));
+        if uid != NOBODY_ID {
+            passwd.push_str(&format!("agent:x:{uid}:{gid}:agent:{SANDBOX_HOME}:{shell}\n"));
+        }
+    }
+    passwd.push_str(&format!("nobody:x:{NOBODY_ID}:{NOBODY_ID}:nobody:/nonexistent:{nologin}\n"));
+    group.push_str("root:x:0:\n");
+    if gid != 0 && gid != NOBODY_ID {
+        group.push_str(&format!("agent:x:{gid}:\n"));
+    }
+    group.push_str(&format!("nogroup:x:{NOBODY_ID}:\n"));
+    let mut ops = Vec::new();
+    for (file, contents) in [("/etc/passwd", passwd), ("/etc/group", group)] {
+        if host.entry(Path::new(file)) == Some(HostEntry::File) {
+            ops.push(MountOp::File { target: file.into(), contents });
+        }
+    }
+    ops
+}
+
+/// The overflow id: what unmapped host ids look like inside a user namespace.
+const NOBODY_ID: u32 = 65534;
 
 fn secret_paths(host: &dyn HostFs) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = SECRET_PATHS.iter().map(PathBuf::from).collect();
@@ -205,16 +253,16 @@ mod tests {
     use std::ffi::OsString;
     use std::time::Duration;
 
-    use agentbox_core::{Limits, MountSpec};
+    use agentbox_core::{Limits, MountSpec, ROOT_AGENT_ID};
 
     use super::*;
 
     #[derive(Default)]
-    struct FakeHost(HashMap<PathBuf, HostEntry>);
+    struct FakeHost(HashMap<PathBuf, HostEntry>, (u32, u32));
 
     impl FakeHost {
         fn debian() -> Self {
-            let mut h = Self::default();
+            let mut h = Self(HashMap::new(), (1000, 1000));
             for d in ["/usr", "/etc", "/opt", "/etc/ssh", "/etc/ssl/private", "/data"] {
                 h.0.insert(d.into(), HostEntry::Dir);
             }
@@ -229,6 +277,9 @@ mod tests {
                 "/etc/ssh/ssh_host_ed25519_key",
                 "/etc/ssh/ssh_host_ed25519_key.pub",
                 "/data/f",
+                "/etc/passwd",
+                "/etc/group",
+                "/usr/bin/bash",
             ] {
                 h.0.insert(f.into(), HostEntry::File);
             }
@@ -252,6 +303,9 @@ mod tests {
         }
         fn canonical(&self, path: &Path) -> Option<PathBuf> {
             Some(path.into())
+        }
+        fn caller_ids(&self) -> (u32, u32) {
+            self.1
         }
     }
 
@@ -367,6 +421,45 @@ mod tests {
             .contains(&MountOp::Hide { target: "/home/agent/.cfg/f".into(), kind: NodeKind::File }));
         assert!(!plan.mounts.iter().any(|m| m.target() == Path::new("/home/agent/.cfg/missing")));
         assert!(position(&plan, "/home/agent/.cfg") < position(&plan, "/home/agent/.cfg/f"));
+    }
+
+    #[test]
+    fn the_sandbox_lists_only_its_own_accounts() {
+        let plan = build_plan(&spec("/srv/p"), &FakeHost::debian());
+        let file = |t: &str| {
+            plan.mounts
+                .iter()
+                .find_map(|m| match m {
+                    MountOp::File { target, contents } if target == Path::new(t) => Some(contents.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            file("/etc/passwd"),
+            "root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:1000:1000:agent:/home/agent:/bin/bash\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        );
+        assert_eq!(file("/etc/group"), "root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n");
+        assert!(position(&plan, "/etc") < position(&plan, "/etc/passwd"));
+        let mut s = spec("/srv/p");
+        (s.uid, s.gid) = (0, 0);
+        let plan = build_plan(&s, &FakeHost::debian());
+        assert!(plan.mounts.iter().any(|m| matches!(m, MountOp::File { contents, .. }
+            if contents.starts_with("root:x:0:0:root:/home/agent:/bin/bash\nnobody:"))));
+    }
+
+    #[test]
+    fn root_callers_run_the_agent_as_an_unprivileged_host_id() {
+        let mut host = FakeHost::debian();
+        let plan = build_plan(&spec("/srv/p"), &host);
+        assert_eq!((plan.uid, plan.host_uid, plan.host_gid), (1000, 1000, 1000));
+        host.1 = (0, 0);
+        let plan = build_plan(&spec("/srv/p"), &host);
+        assert_eq!((plan.uid, plan.host_uid, plan.host_gid), (1000, ROOT_AGENT_ID, ROOT_AGENT_ID));
+        host.1 = (1234, 99);
+        let plan = build_plan(&spec("/srv/p"), &host);
+        assert_eq!((plan.host_uid, plan.host_gid), (1234, 99));
     }
 
     #[test]

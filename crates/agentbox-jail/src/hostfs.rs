@@ -21,6 +21,8 @@ pub trait HostFs {
     fn list(&self, dir: &Path) -> Vec<OsString>;
     /// The canonical form of `path`, if it resolves.
     fn canonical(&self, path: &Path) -> Option<PathBuf>;
+    /// The effective uid and gid of the process that will start the sandbox.
+    fn caller_ids(&self) -> (u32, u32);
 }
 
 /// The real host.
@@ -52,5 +54,9 @@ impl HostFs for RealFs {
 
     fn canonical(&self, path: &Path) -> Option<PathBuf> {
         fs::canonicalize(path).ok()
+    }
+
+    fn caller_ids(&self) -> (u32, u32) {
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
     }
 }

@@ -81,6 +81,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
                 capture,
                 handoff,
                 want_handles: false,
+                switch_ids: nix::unistd::geteuid().as_raw() != plan.host_uid,
                 seccomp: &seccomp,
                 rlimits: &[],
                 program,

@@ -112,16 +112,20 @@ fn unique_id() -> String {
     format!("agentbox-{}-{nanos:x}", std::process::id())
 }
 
-fn write_id_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), JailError> {
+/// Maps the sandbox's uid and gid to the plan's host ids, one id each.
+///
+/// An unprivileged writer may only map its own ids, and only after giving up setgroups(2). A root
+/// writer maps the sandbox to an unprivileged id instead of its own, and leaves setgroups
+/// allowed so the child can drop root's supplementary groups (nothing inside has the capability
+/// to call it afterwards).
+fn write_id_maps(pid: Pid, plan: &Plan) -> Result<(), JailError> {
     let proc = Path::new("/proc").join(pid.to_string());
-    let outer_uid = nix::unistd::geteuid();
-    let outer_gid = nix::unistd::getegid();
-    // An unprivileged writer may only map its own ids, and only after giving up setgroups(2).
-    std::fs::write(proc.join("setgroups"), "deny")
+    let root = nix::unistd::geteuid().is_root();
+    std::fs::write(proc.join("setgroups"), if root { "allow" } else { "deny" })
         .map_err(|source| JailError::IdMap { what: "setgroups", source })?;
-    std::fs::write(proc.join("uid_map"), format!("{uid} {outer_uid} 1\n"))
+    std::fs::write(proc.join("uid_map"), format!("{} {} 1\n", plan.uid, plan.host_uid))
         .map_err(|source| JailError::IdMap { what: "uid_map", source })?;
-    std::fs::write(proc.join("gid_map"), format!("{gid} {outer_gid} 1\n"))
+    std::fs::write(proc.join("gid_map"), format!("{} {} 1\n", plan.gid, plan.host_gid))
         .map_err(|source| JailError::IdMap { what: "gid_map", source })
 }
 
@@ -228,6 +232,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     if plan.new_netns {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    let switch_ids = nix::unistd::geteuid().as_raw() != plan.host_uid;
     let pid = match clone_process(flags).map_err(JailError::Clone)? {
         Child::Child => child::child_main(ChildContext {
             plan,
@@ -237,6 +242,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
             capture,
             handoff,
             want_handles: keep_handles,
+            switch_ids,
             seccomp: &seccomp,
             rlimits: &enforcement.rlimits,
             program,
@@ -252,7 +258,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         let _ = waitpid(pid, None);
         e
     };
-    write_id_maps(pid, plan.uid, plan.gid).map_err(abort)?;
+    write_id_maps(pid, plan).map_err(abort)?;
     if let Some(cg) = &enforcement.cgroup {
         cg.add(pid).map_err(abort)?;
     }

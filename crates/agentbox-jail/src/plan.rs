@@ -42,6 +42,8 @@ pub enum MountOp {
     Devpts { target: PathBuf },
     /// Cover a secret with an empty, unreadable, read-only node.
     Hide { target: PathBuf, kind: NodeKind },
+    /// Cover a file with one of these contents, read-only (the sandbox's own /etc/passwd).
+    File { target: PathBuf, contents: String },
 }
 
 impl MountOp {
@@ -54,7 +56,8 @@ impl MountOp {
             | Self::Symlink { target, .. }
             | Self::Proc { target }
             | Self::Devpts { target }
-            | Self::Hide { target, .. } => target,
+            | Self::Hide { target, .. }
+            | Self::File { target, .. } => target,
         }
     }
 }
@@ -92,6 +95,10 @@ pub struct Plan {
     /// uid and gid the caller becomes inside the user namespace.
     pub uid: u32,
     pub gid: u32,
+    /// The host uid and gid that `uid`/`gid` map to: the caller's own, or, when the caller is
+    /// root, [`agentbox_core::ROOT_AGENT_ID`], so nothing the agent does happens as host root.
+    pub host_uid: u32,
+    pub host_gid: u32,
     pub hostname: String,
     /// Filesystem steps, parents before children.
     pub mounts: Vec<MountOp>,

@@ -175,6 +175,7 @@ impl SeccompPolicy {
             errno: eperm,
         });
         deny.push(DenyRule { name: "clone3", nr: libc::SYS_clone3, when: vec![], errno: libc::ENOSYS });
+        deny.extend(setid_rules());
         Self { deny }
     }
 
@@ -215,6 +216,60 @@ impl SeccompPolicy {
         #[cfg(target_arch = "x86_64")]
         programs.push(x32_guard());
         Ok(programs)
+    }
+}
+
+/// Calls that could leave a set-user-ID or set-group-ID file on the host, with the index of their
+/// mode argument. As root the agent's files would be owned by a host account, and even an
+/// unprivileged caller's uid is worth stealing: no file made inside may carry either bit. (`mkdir`
+/// is not listed: the kernel drops both bits from its mode; a directory gets S_ISGID only by
+/// chmod, which is refused, or from a parent that has it.)
+const MODE_ARGS: &[(&str, i64, u8)] = &[
+    #[cfg(target_arch = "x86_64")]
+    ("chmod", libc::SYS_chmod, 1),
+    ("fchmod", libc::SYS_fchmod, 1),
+    ("fchmodat", libc::SYS_fchmodat, 2),
+    ("fchmodat2", libc::SYS_fchmodat2, 2),
+    #[cfg(target_arch = "x86_64")]
+    ("open", libc::SYS_open, 2),
+    ("openat", libc::SYS_openat, 3),
+    #[cfg(target_arch = "x86_64")]
+    ("creat", libc::SYS_creat, 1),
+    #[cfg(target_arch = "x86_64")]
+    ("mknod", libc::SYS_mknod, 1),
+    ("mknodat", libc::SYS_mknodat, 2),
+];
+
+/// The set-id rules: each call in [`MODE_ARGS`] is refused with EPERM when its mode has S_ISUID or
+/// S_ISGID, and `openat2`, whose mode travels behind a pointer the filter cannot read, returns
+/// ENOSYS so that callers fall back to `openat`.
+fn setid_rules() -> Vec<DenyRule> {
+    let mut rules = Vec::new();
+    for (name, nr, index) in MODE_ARGS {
+        for bit in [libc::S_ISUID, libc::S_ISGID] {
+            rules.push(DenyRule {
+                name: setid_name(name),
+                nr: *nr,
+                when: vec![ArgMatch { index: *index, mask: bit, value: bit }],
+                errno: libc::EPERM,
+            });
+        }
+    }
+    rules.push(DenyRule { name: "openat2", nr: libc::SYS_openat2, when: vec![], errno: libc::ENOSYS });
+    rules
+}
+
+fn setid_name(call: &str) -> &'static str {
+    match call {
+        "chmod" => "chmod(S_ISUID|S_ISGID)",
+        "fchmod" => "fchmod(S_ISUID|S_ISGID)",
+        "fchmodat" => "fchmodat(S_ISUID|S_ISGID)",
+        "fchmodat2" => "fchmodat2(S_ISUID|S_ISGID)",
+        "open" => "open(S_ISUID|S_ISGID)",
+        "openat" => "openat(S_ISUID|S_ISGID)",
+        "creat" => "creat(S_ISUID|S_ISGID)",
+        "mknod" => "mknod(S_ISUID|S_ISGID)",
+        _ => "mknodat(S_ISUID|S_ISGID)",
     }
 }
 
@@ -280,6 +335,12 @@ mod tests {
             "ioctl(TIOCLINUX)",
             "unshare(CLONE_NEW*)",
             "clone3",
+            "fchmod(S_ISUID|S_ISGID)",
+            "fchmodat(S_ISUID|S_ISGID)",
+            "fchmodat2(S_ISUID|S_ISGID)",
+            "openat(S_ISUID|S_ISGID)",
+            "mknodat(S_ISUID|S_ISGID)",
+            "openat2",
         ] {
             assert!(p.denies(name), "{name} missing from the policy");
         }

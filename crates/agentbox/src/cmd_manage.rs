@@ -63,7 +63,7 @@ pub fn clone(args: CloneArgs) -> Result<i32> {
         copy_tree(&spec.workspace, &paths::workspace(&dst_dir))?;
         match &spec.home {
             HomeSpec::Bind(h) => copy_tree(h, &paths::home(&dst_dir))?,
-            HomeSpec::Tmpfs => private_dir(&paths::home(&dst_dir))?,
+            HomeSpec::Tmpfs => crate::tree::agent_dir(&paths::home(&dst_dir))?,
         }
         let dst_dir_canon = std::fs::canonicalize(&dst_dir)?;
         let mut new_spec = moved_spec(spec.clone(), &src_dir, &dst_dir_canon, &args.dst);

@@ -5,7 +5,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionArgs, EnvArgs, EnvCommand, ProfilesArgs};
 use crate::home::Home;
-use crate::profiles::{self, find_credential, map_path, Found};
+use crate::profiles::{self, find_credential, Found};
 use crate::secrets::Secrets;
 
 pub fn profiles(args: ProfilesArgs) -> Result<i32> {
@@ -29,6 +29,7 @@ pub fn profiles(args: ProfilesArgs) -> Result<i32> {
 pub fn keys(args: ProfilesArgs) -> Result<i32> {
     let home = Home::open()?;
     let secrets = Secrets::load(&home)?;
+    let config = crate::egress::Config::load(&home)?;
     let host_home = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
     let mut report = Vec::new();
     for (p, _) in profiles::all(&home)? {
@@ -44,10 +45,13 @@ pub fn keys(args: ProfilesArgs) -> Result<i32> {
                 serde_json::json!({ "any_of": group, "found": found.as_ref().map(|(k, _)| k), "source": source })
             })
             .collect();
-        let logged_in = p.auth_markers.iter().any(|m| map_path(m, &host_home).0.exists());
+        let opted_in = config.profiles.get(&p.name).map(|s| s.seed.clone()).unwrap_or_default();
+        let logged_in = profiles::login_given(&p, &host_home, &opted_in);
+        let withheld = profiles::login_withheld(&p, &host_home, &opted_in);
         let ready = logged_in || groups.iter().all(|g| !g["found"].is_null());
         report.push(serde_json::json!({
-            "profile": p.name, "credentials": groups, "logged_in": logged_in, "ready": ready, "login_hint": p.login_hint,
+            "profile": p.name, "credentials": groups, "logged_in": logged_in, "ready": ready,
+            "login_hint": p.login_hint, "host_login_not_copied": withheld,
         }));
     }
     if args.json {
@@ -66,8 +70,12 @@ pub fn keys(args: ProfilesArgs) -> Result<i32> {
             }
         }
         if r["logged_in"] == true {
-            println!("    logged in (auth file present)");
-        } else if r["ready"] != true {
+            println!("    logged in (auth file present and copied into agents)");
+        } else if let Some(m) = r["host_login_not_copied"].as_str() {
+            let name = r["profile"].as_str().unwrap_or_default();
+            println!("    your login {m} is not copied into agents (opt in: [profiles.{name}] seed = [\"{m}\"] in config.toml)");
+        }
+        if r["ready"] != true {
             println!("    -> {}", r["login_hint"].as_str().unwrap_or_default());
         }
     }

@@ -34,13 +34,14 @@ fn default_shell() -> Vec<std::ffi::OsString> {
 fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec, Vec<u8>)> {
     let dir = home.agent_dir(name);
     private_dir(&dir)?;
-    private_dir(&paths::home(&dir))?;
+    crate::tree::agent_dir(&paths::home(&dir))?;
     let profile = match &args.profile {
         Some(p) => {
             let profile = profiles::load(home, p)?;
             let secrets = Secrets::load(home)?;
             let host_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
-            let applied = profiles::apply(&profile, &host_home, &secrets, &paths::home(&dir))?;
+            let opted_in = Config::load(home)?.profiles.get(p).map(|s| s.seed.clone()).unwrap_or_default();
+            let applied = profiles::apply(&profile, &host_home, &secrets, &paths::home(&dir), &opted_in)?;
             for w in &applied.warnings {
                 eprintln!("agentbox: warning: {w}");
             }
@@ -58,12 +59,12 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
                     copy_tree(src, &ws)?
                 }
                 (None, Some(url)) => {
-                    private_dir(&ws)?;
+                    crate::tree::agent_dir(&ws)?;
                     // A repository that cannot be cloned is the request's problem, not the server's.
                     crate::sandboxed_git::clone(url, args.git_ref.as_deref(), &ws)
                         .map_err(|e| crate::service::invalid(format!("{e:#}")))?;
                 }
-                (None, None) => private_dir(&ws)?,
+                (None, None) => crate::tree::agent_dir(&ws)?,
             }
             ws
         }
@@ -136,6 +137,8 @@ fn prepare(home: &Home, name: &str, args: &SpawnOptions) -> Result<(SandboxSpec,
     if backend == Backend::Vm {
         crate::cmd_vm::check_ready()?;
     }
+    // What agentbox wrote into the agent's home (instructions, identity) is the agent's.
+    crate::tree::give_to_agent(&paths::home(&dir))?;
     Ok((resolve(request, &HostContext::current()?)?, keys))
 }
 

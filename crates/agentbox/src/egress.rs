@@ -58,6 +58,9 @@ pub struct Config {
     pub notify: crate::settings::NotifySettings,
     #[serde(default)]
     pub tasks: crate::settings::TaskSettings,
+    /// `[profiles.NAME]`: what a person chose for a profile on this machine.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, crate::settings::ProfileSettings>,
 }
 
 impl Config {

@@ -76,3 +76,13 @@ impl TaskSettings {
         self.max_concurrent.unwrap_or(DEFAULT_MAX_TASKS).clamp(1, 256)
     }
 }
+
+/// `[profiles.NAME]`: a person's choices for one profile.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSettings {
+    /// Paths of the profile's `seed_skip` to copy into agents after all (`~/.claude/settings.json`):
+    /// the person accepts that the agent sees them.
+    #[serde(default)]
+    pub seed: Vec<String>,
+}

@@ -183,6 +183,18 @@ fn bind(root: &OwnedFd, source: BorrowedFd<'_>, target: &Path, kind: NodeKind) -
     Ok(node)
 }
 
+fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn source<'a>(sources: &'a [Option<OwnedFd>], i: usize, target: &Path) -> Result<BorrowedFd<'a>, Failure> {
     match sources.get(i) {
         Some(Some(fd)) => Ok(fd.as_fd()),
@@ -194,7 +206,7 @@ fn source<'a>(sources: &'a [Option<OwnedFd>], i: usize, target: &Path) -> Result
     }
 }
 
-fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
+pub(super) fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -208,14 +220,32 @@ fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
         .collect()
 }
 
-/// Builds the root and pivots into it.
-pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
+/// Staging name of the `n`th [`MountOp::File`] source.
+fn file_name(n: usize) -> String {
+    format!(".agentbox-file-{n}")
+}
+
+/// Builds the root and pivots into it. Every tmpfs (and so everything agentbox creates in the
+/// sandbox) belongs to `owner`, the sandbox's uid and gid.
+/// `sources` come from [`open_sources`], opened with the launcher's credentials before the child
+/// took the sandbox's ids.
+pub(super) fn build_root(
+    ops: &[MountOp],
+    sources: Vec<Option<OwnedFd>>,
+    owner: (u32, u32),
+) -> Result<(), Failure> {
+    let owned = format!("uid={},gid={}", owner.0, owner.1);
     let root_path = Path::new("/");
-    let sources = open_sources(ops)?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(fail("make mounts private", root_path))?;
-    mount(Some("tmpfs"), STAGING, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
-        .map_err(fail("mount staging root on", Path::new(STAGING)))?;
+    mount(
+        Some("tmpfs"),
+        STAGING,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode=0755,{owned}").as_str()),
+    )
+    .map_err(fail("mount staging root on", Path::new(STAGING)))?;
     let root = nix::fcntl::open(STAGING, O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty())
         .map_err(fail("open", Path::new(STAGING)))?;
     // Unreadable nodes that cover secrets: mode 000, and read-only once bound, so even their owner
@@ -229,6 +259,7 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
     .map_err(fail("create", Path::new(HIDDEN_FILE)))?;
     mkdirat(root.as_fd(), HIDDEN_DIR, Mode::empty()).map_err(fail("create", Path::new(HIDDEN_DIR)))?;
 
+    let mut files = 0;
     for (i, op) in ops.iter().enumerate() {
         match op {
             MountOp::Tmpfs { target, mode } => new_fs(
@@ -236,7 +267,7 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
                 target,
                 "tmpfs",
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                &format!("mode={mode:o}"),
+                &format!("mode={mode:o},{owned}"),
             )?,
             MountOp::Proc { target } => new_fs(
                 &root,
@@ -287,6 +318,31 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
                 symlinkat(points_to.as_path(), dir.as_ref().unwrap_or(&root).as_fd(), name)
                     .map_err(fail("symlink", target))?;
             }
+            MountOp::File { target, contents } => {
+                let name = file_name(files);
+                files += 1;
+                let fd = openat(
+                    root.as_fd(),
+                    name.as_str(),
+                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map_err(fail("create", Path::new(&name)))?;
+                write_all(&fd, contents.as_bytes()).map_err(fail("write", Path::new(&name)))?;
+                drop(fd);
+                let src = openat(root.as_fd(), name.as_str(), O_PATH_NOFOLLOW, Mode::empty())
+                    .map_err(fail("open", Path::new(&name)))?;
+                let dst = walk(&root, target, None).map_err(fail("open", target))?;
+                mount(
+                    Some(fd_path(src.as_fd()).as_str()),
+                    fd_path(dst.fd.as_fd()).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(fail("bind mount", target))?;
+                set_attrs(&root, &dst, target, false, false)?;
+            }
             MountOp::Hide { target, kind } => {
                 let cover = if *kind == NodeKind::Dir { HIDDEN_DIR } else { HIDDEN_FILE };
                 let src = openat(root.as_fd(), cover, O_PATH_NOFOLLOW, Mode::empty())
@@ -319,6 +375,11 @@ pub(super) fn build_root(ops: &[MountOp]) -> Result<(), Failure> {
         .map_err(fail("unlink", Path::new(HIDDEN_FILE)))?;
     unlinkat(new_root.as_fd(), HIDDEN_DIR, UnlinkatFlags::RemoveDir)
         .map_err(fail("rmdir", Path::new(HIDDEN_DIR)))?;
+    for n in 0..files {
+        let name = file_name(n);
+        unlinkat(new_root.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(fail("unlink", Path::new(&name)))?;
+    }
     mount_setattr(new_root.as_fd(), false, MountAttr::RDONLY.union(MountAttr::NOSUID).union(MountAttr::NODEV))
         .map_err(fail("mount_setattr", root_path))
 }

@@ -98,6 +98,9 @@ pub(crate) struct ChildContext<'a> {
     pub handoff: OwnedFd,
     /// Hand the sandbox's namespaces and root to the launcher (agents keep them for `exec`).
     pub want_handles: bool,
+    /// The launcher's host uid is not the one the sandbox maps (a root launcher): the child must
+    /// take the sandbox's ids itself.
+    pub switch_ids: bool,
     pub seccomp: &'a [BpfProgram],
     pub rlimits: &'a [(Resource, u64)],
     /// Resolved program path and argv/envp, as C strings, built before the fork.
@@ -176,7 +179,11 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
 
     // The launcher has moved us into the sandbox's cgroup (if any); make it our cgroup root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| failure("unshare cgroup namespace", e))?;
-    fs::build_root(&ctx.plan.mounts)?;
+    // Bind sources are opened with the launcher's credentials (a root launcher's state directories
+    // are not the sandbox user's to search); everything created afterwards belongs to that user.
+    let sources = fs::open_sources(&ctx.plan.mounts)?;
+    become_sandbox_user(ctx)?;
+    fs::build_root(&ctx.plan.mounts, sources, (ctx.plan.uid, ctx.plan.gid))?;
     nix::unistd::sethostname(&ctx.plan.hostname).map_err(|e| failure("sethostname", e))?;
     if ctx.plan.new_netns {
         bring_loopback_up().map_err(|e| failure("bring up loopback", e))?;
@@ -307,6 +314,7 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
     nix::unistd::chroot(".").map_err(|e| failure("enter the sandbox root", e))?;
     nix::unistd::chdir("/").map_err(|e| failure("enter the sandbox root", e))?;
     drop(join);
+    become_sandbox_user(ctx)?;
     let terminal = match ctx.pty.take() {
         Some(req) => {
             let (master, slave) = open_terminal(req)?;
@@ -316,6 +324,34 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
         None => None,
     };
     restrict_and_run(ctx, terminal)
+}
+
+/// Takes the sandbox's uid and gid, and no supplementary groups, when the launcher's own ids are
+/// not the ones the sandbox maps (a root launcher: the sandbox runs as an unprivileged host id).
+/// The process keeps its capabilities in the sandbox's user namespace (its old uid was not that
+/// namespace's root), so the rest of the setup works the same; they are all dropped before exec.
+fn become_sandbox_user(ctx: &ChildContext<'_>) -> Result<(), Failure> {
+    if !ctx.switch_ids {
+        // The launcher's own ids are the ones mapped (an unprivileged caller).
+        return Ok(());
+    }
+    let plan = ctx.plan;
+    nix::unistd::setgroups(&[]).map_err(|e| failure("drop supplementary groups", e))?;
+    let gid = nix::unistd::Gid::from_raw(plan.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| failure("set the sandbox's gid", e))?;
+    let uid = nix::unistd::Uid::from_raw(plan.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| failure("set the sandbox's uid", e))?;
+    // A change of credentials clears the parent-death signal: ask again, then make sure the
+    // launcher did not die in between (its end of the handoff socket, which it never writes to,
+    // would read as closed).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| failure("set parent-death signal", e))?;
+    let mut hup = [nix::poll::PollFd::new(ctx.handoff.as_fd(), nix::poll::PollFlags::POLLIN)];
+    if nix::poll::poll(&mut hup, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+        _exit(SETUP_FAILED);
+    }
+    // Changing ids made the process non-dumpable, which hands its /proc files to root; the setup
+    // still writes its own (the cmdline overwrite). It becomes non-dumpable again before exec.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| failure("set dumpable", e))
 }
 
 /// Opens a new pty in the sandbox's devpts: (master, slave).

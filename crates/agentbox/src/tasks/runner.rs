@@ -311,14 +311,16 @@ impl Driver {
         if ws.exists() {
             crate::tree::remove_tree(&ws)?;
         }
-        for sub in ["input", "output", "workspace"] {
-            private_dir(&dir.join(sub))?;
+        // The agent writes its workspace and output; it reads its input (read-only inside).
+        for sub in ["output", "workspace"] {
+            crate::tree::agent_dir(&dir.join(sub))?;
         }
+        readable_dir(&dir.join("input"))?;
         if let Some(p) = &self.m.agent.prompt {
-            std::fs::write(dir.join("input/prompt.md"), p).context("writing the prompt")?;
+            readable_file(&dir.join("input/prompt.md"), p.as_bytes()).context("writing the prompt")?;
         }
-        std::fs::copy(dir.join("manifest.json"), dir.join("input/manifest.json"))
-            .context("copying the manifest")?;
+        let manifest = std::fs::read(dir.join("manifest.json")).context("reading the manifest")?;
+        readable_file(&dir.join("input/manifest.json"), &manifest).context("copying the manifest")?;
         if let Some(repo) = &self.m.repository {
             let mut cmd = crate::home::self_command();
             cmd.arg("__clone").arg(&repo.url).arg(&ws);
@@ -548,4 +550,20 @@ pub fn clone_role(url: &str, dir: &Path, git_ref: Option<&str>) -> Result<i32> {
     crate::sandboxed_git::check_url(url)?;
     crate::sandboxed_git::clone(url, git_ref, dir)?;
     Ok(0)
+}
+
+/// A directory the agent may read but not change (0755; bound read-only inside).
+fn readable_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("securing {}", dir.display()))
+}
+
+/// A file the agent may read (0644), written afresh.
+fn readable_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
 }

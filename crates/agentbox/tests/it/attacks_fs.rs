@@ -148,10 +148,9 @@ fn read_only_mounts_are_read_only() {
         let ws = workspace(who);
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("f"), "data").unwrap();
-        if who == As::Nobody {
-            std::os::unix::fs::chown(data.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-            std::os::unix::fs::chown(data.path().join("f"), Some(NOBODY), Some(NOBODY)).unwrap();
-        }
+        let owner = agent_host_id(who);
+        std::os::unix::fs::chown(data.path(), Some(owner), Some(owner)).unwrap();
+        std::os::unix::fs::chown(data.path().join("f"), Some(owner), Some(owner)).unwrap();
         let flag = format!("{}:/mnt/data:ro", data.path().display());
         let out = run_in(who, &ws, &["--mount", &flag], &["cat", "/mnt/data/f"]);
         assert_eq!(text(&out.stdout), "data", "as {who:?}: {}", text(&out.stderr));

@@ -89,10 +89,15 @@ fn keys_report_what_each_profile_needs() {
     let claude = report.as_array().unwrap().iter().find(|r| r["profile"] == "claude-code").unwrap();
     assert_eq!(claude["ready"], true);
     assert_eq!(claude["credentials"][0]["source"], "agentbox env");
-    // An auth file counts as logged in.
+    // A login on the host is not copied into agents unless the person opts it in; then it counts.
     std::fs::create_dir_all(e.home.join(".codex")).unwrap();
     std::fs::write(e.home.join(".codex/auth.json"), "{}").unwrap();
-    assert!(e.ok(&["keys"]).contains("logged in"));
+    let keys = e.ok(&["keys"]);
+    assert!(keys.contains("~/.codex/auth.json is not copied into agents"), "{keys}");
+    std::fs::create_dir_all(&e.abx).unwrap();
+    std::fs::write(e.abx.join("config.toml"), "[profiles.codex]\nseed = [\"~/.codex/auth.json\"]\n").unwrap();
+    let keys = e.ok(&["keys"]);
+    assert!(keys.contains("logged in (auth file present and copied into agents)"), "{keys}");
     let names = e.ok(&["profiles"]);
     for p in ["claude-code", "codex", "gemini", "aider", "opencode", "pi"] {
         assert!(names.contains(p), "{p} missing from: {names}");
@@ -107,19 +112,22 @@ fn claude_profile_passes_its_key_and_overlays_instructions() {
     std::fs::write(cfg.join("CLAUDE.md"), "# house rules\n").unwrap();
     std::fs::write(cfg.join("settings.json"), "{\"k\":1}").unwrap();
     e.ok(&["env", "set", "ANTHROPIC_API_KEY", "sk-canary-profile"]);
+    std::fs::write(cfg.join("keybindings.json"), "{\"kb\":1}").unwrap();
     let script = "echo key=$ANTHROPIC_API_KEY; echo dir=$CLAUDE_CONFIG_DIR; cat $CLAUDE_CONFIG_DIR/CLAUDE.md; \
-                  cat $CLAUDE_CONFIG_DIR/settings.json; echo; cat ~/.claude/CLAUDE.md 2>&1; echo x > ~/.claude/new; env";
+                  cat ~/.claude/keybindings.json; echo; ls ~/.claude/settings.json 2>&1; echo x > ~/.claude/new; env";
     // The command after -- replaces `claude`; the profile's settings still apply.
     e.ok(&["spawn", "c", "-p", "claude-code", "--", "sh", "-c", script]);
     let logs = e.logs_after_exit("c");
     // Proxy mode by default: the agent holds a placeholder, never the key.
     assert!(logs.contains("key=agentbox-placeholder-anthropic-api-key-"), "{logs}");
     assert!(!logs.contains("sk-canary-profile"), "{logs}");
-    assert!(logs.contains("dir=/home/agent/.agentbox/config/claude-code"), "{logs}");
+    assert!(logs.contains("dir=/home/agent/.claude"), "{logs}");
     assert!(logs.contains("# house rules") && logs.contains("## Sandbox"), "merged instructions: {logs}");
-    assert!(logs.contains("{\"k\":1}"), "{logs}");
-    assert!(logs.contains("/home/agent/.claude/CLAUDE.md: Permission denied"), "original hidden: {logs}");
-    assert!(cfg.join("new").exists(), "the config dir is mounted read-write");
+    // The agent's config is a copy of the person's: ordinary files are there, settings (hooks,
+    // programs) are not, and what the agent writes stays in its own copy.
+    assert!(logs.contains("{\"kb\":1}"), "{logs}");
+    assert!(logs.contains("cannot access '/home/agent/.claude/settings.json'"), "{logs}");
+    assert!(!cfg.join("new").exists(), "the agent wrote into the host's config dir");
     assert!(!logs.contains("OTHER"), "only declared variables pass");
     let info: serde_json::Value = serde_json::from_str(&e.ok(&["info", "c", "--json"])).unwrap();
     assert_eq!(info["agent"]["profile"], "claude-code");

@@ -77,7 +77,18 @@ pub fn bins() -> &'static Bins {
     })
 }
 
-/// A scratch workspace under /tmp owned by the identity that will use it.
+/// The host uid (and gid) a sandbox started by `who` runs as: the caller's own, or agentbox's
+/// unprivileged id when the caller is root.
+pub fn agent_host_id(who: As) -> u32 {
+    match who {
+        As::Nobody => NOBODY,
+        As::Caller if is_root() => agentbox_core::ROOT_AGENT_ID,
+        As::Caller => nix::unistd::geteuid().as_raw(),
+    }
+}
+
+/// A scratch workspace under /tmp owned by the host id the sandbox will run as, as a person
+/// would prepare a directory for an agent.
 pub struct Workspace {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
@@ -86,9 +97,8 @@ pub struct Workspace {
 pub fn workspace(who: As) -> Workspace {
     let dir = tempfile::Builder::new().prefix("agentbox-it-").tempdir().unwrap();
     let path = std::fs::canonicalize(dir.path()).unwrap();
-    if who == As::Nobody {
-        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
-    }
+    let owner = agent_host_id(who);
+    std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
     Workspace { _dir: dir, path }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::agents::{attach_on_pty, read_until, Agents};
 use crate::egress::{header_values, run_proxied, Upstream, REAL_KEY};
 use crate::support::{
-    bins, host_processes_matching, modes, run_command, run_in, text, workspace, As, NOBODY,
+    agent_host_id, bins, host_processes_matching, modes, run_command, run_in, text, workspace, As,
 };
 
 /// The guest image shared by every VM test (and test process): set up once, under a lock.
@@ -58,7 +58,7 @@ fn status_names_the_accelerator() {
 }
 
 /// A command runs in the guest's own kernel: its exit status comes back, workspace writes reach
-/// the host owned by the caller, the host root is read-only, and `none` has no network device.
+/// the host owned by the sandbox's host id, the host root is read-only, and `none` has no network device.
 #[test]
 fn run_in_a_vm() {
     vm_ready();
@@ -90,7 +90,8 @@ fn run_in_a_vm() {
         let made = ws.path.join("from-guest.txt");
         assert_eq!(std::fs::read_to_string(&made).unwrap(), "made\n");
         let owner = std::fs::metadata(&made).unwrap().uid();
-        assert_eq!(owner, if who == As::Nobody { NOBODY } else { nix::unistd::getuid().as_raw() });
+        // As root the guest's writes land as agentbox's unprivileged id, never as host root.
+        assert_eq!(owner, agent_host_id(who));
         assert!(!PathBuf::from("/usr/agentbox-x").exists());
     }
 }
