@@ -20,6 +20,7 @@ mod profile;
 mod size;
 mod spec;
 mod task;
+pub mod termfilter;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -66,7 +66,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
     let cgroups = agentbox_cgroups(init);
 
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
-    let (pty, capture) = stdio.split();
+    let (pty, child_pipes, pipes) = stdio.split()?;
     let want_terminal = pty.is_some();
 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
@@ -78,7 +78,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
                 go: go_read,
                 report: report_write,
                 pty,
-                capture,
+                pipes: child_pipes,
                 handoff,
                 want_handles: false,
                 switch_ids: nix::unistd::geteuid().as_raw() != plan.host_uid,
@@ -92,7 +92,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         ),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty, handoff, namespaces, root));
+    drop((go_read, report_write, pty, handoff, namespaces, root, child_pipes));
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -117,5 +117,5 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         None
     };
     await_exec(pid, report_read, master.is_some() || !want_terminal, plan)?;
-    Ok(Running { pid, master, handles: None, proxy_listener: None, limit_notes: vec![], cgroup: None })
+    Ok(Running { pid, master, pipes, handles: None, proxy_listener: None, limit_notes: vec![], cgroup: None })
 }

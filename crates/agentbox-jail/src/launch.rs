@@ -32,23 +32,50 @@ use crate::wire::{self, ChildFailure};
 use crate::JailError;
 
 /// How the command's stdio is connected.
+///
+/// A terminal of the caller's must never be handed to sandboxed code: whoever holds it can keep
+/// it after the command returns, read what the person types later, and write to their screen.
+/// Callers use `Inherit` only when none of their stdio is a terminal.
 #[derive(Debug)]
 pub enum Stdio {
     /// The launcher's own stdin/stdout/stderr, passed through unchanged.
     Inherit,
-    /// stdout into this descriptor (a file), stdin and stderr inherited.
-    Capture(OwnedFd),
+    /// Three pipes; the launcher keeps the other ends ([`Running::pipes`]) and relays them.
+    Pipes,
     /// A new terminal inside the sandbox; the launcher gets its master side.
     Pty { size: Option<WinSize>, termios: Option<Termios> },
 }
 
+/// The launcher's ends of [`Stdio::Pipes`].
+#[derive(Debug)]
+pub struct Pipes {
+    /// Write end of the command's stdin.
+    pub stdin: OwnedFd,
+    /// Read ends of its stdout and stderr.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// What a [`Stdio`] becomes: the terminal the child creates, the child's ends of the pipes
+/// (stdin, stdout, stderr), and the launcher's.
+pub(crate) type StdioParts = (Option<PtyRequest>, Option<[OwnedFd; 3]>, Option<Pipes>);
+
 impl Stdio {
-    /// The terminal to create and the descriptor to capture stdout into.
-    pub(crate) fn split(self) -> (Option<PtyRequest>, Option<OwnedFd>) {
+    pub(crate) fn split(self) -> Result<StdioParts, JailError> {
         match self {
-            Stdio::Inherit => (None, None),
-            Stdio::Capture(fd) => (None, Some(fd)),
-            Stdio::Pty { size, termios } => (Some(PtyRequest { size, termios }), None),
+            Stdio::Inherit => Ok((None, None, None)),
+            Stdio::Pty { size, termios } => Ok((Some(PtyRequest { size, termios }), None, None)),
+            Stdio::Pipes => {
+                let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"));
+                let (in_r, in_w) = pipe()?;
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                Ok((
+                    None,
+                    Some([in_r, out_w, err_w]),
+                    Some(Pipes { stdin: in_w, stdout: out_r, stderr: err_r }),
+                ))
+            }
         }
     }
 }
@@ -83,6 +110,8 @@ pub struct Running {
     pub pid: Pid,
     /// Master side of the sandbox's terminal, for `Stdio::Pty`.
     pub master: Option<OwnedFd>,
+    /// The launcher's ends of the command's stdio, for `Stdio::Pipes`.
+    pub pipes: Option<Pipes>,
     /// The sandbox's namespaces and root, for joining it later (`agentbox exec`).
     pub handles: Option<SandboxHandles>,
     /// The socket listening on the sandbox's own loopback, for the egress proxy (`proxy` mode).
@@ -218,7 +247,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
 
     let enforcement = enforce(&plan.limits, &unique_id())?;
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
-    let (pty, capture) = stdio.split();
+    let (pty, child_pipes, pipes) = stdio.split()?;
     let want_terminal = pty.is_some();
 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
@@ -239,7 +268,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
             go: go_read,
             report: report_write,
             pty,
-            capture,
+            pipes: child_pipes,
             handoff,
             want_handles: keep_handles,
             switch_ids,
@@ -251,7 +280,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         }),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty, handoff));
+    drop((go_read, report_write, pty, handoff, child_pipes));
 
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
@@ -289,6 +318,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     Ok(Running {
         pid,
         master,
+        pipes,
         handles,
         proxy_listener: listener.map(std::net::TcpListener::from),
         limit_notes: enforcement.notes,

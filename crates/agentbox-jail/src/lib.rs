@@ -30,10 +30,10 @@ pub use error::JailError;
 pub use handles::SandboxHandles;
 pub use hostfs::{HostEntry, HostFs, RealFs};
 pub use join::exec_in;
-pub use launch::{start, Running, Stdio};
+pub use launch::{start, Pipes, Running, Stdio};
 pub use limits::{parse_cgroup_mounts, parse_proc_cgroup, Enforcement};
 pub use plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
-pub use relay::{wait_foreground, Outcome};
+pub use relay::{wait_captured, wait_foreground, Captured, Outcome};
 pub use resolve::{
     resolve, CaFiles, HostContext, SandboxRequest, SANDBOX_CA_BUNDLE, SANDBOX_CA_CERT, SYSTEM_CA_BUNDLES,
 };

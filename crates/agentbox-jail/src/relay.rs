@@ -1,24 +1,29 @@
-//! Waiting for a foreground sandbox: forwards signals, relays the terminal, enforces the timeout.
+//! Waiting for a foreground sandbox: forwards signals, relays its terminal or pipes, enforces the
+//! timeout.
 //!
 //! One thread, one poll loop over a signalfd (SIGCHLD, SIGWINCH and the forwarded signals, all
-//! blocked since before the clone), the caller's stdin, and the terminal master. Input to the
-//! master is buffered and written only when the master is writable, so a command that stops
-//! reading can never block the loop and stall its own output.
+//! blocked since before the clone), the caller's stdin, and the sandbox's terminal master or its
+//! stdio pipes. Input is buffered and written only when the sandbox side is writable, so a command
+//! that stops reading can never block the loop and stall its own output.
+//!
+//! Output that goes to a terminal passes through [`TermFilter`]: no clipboard access, file
+//! transfers or queries whose answers would be typed into the sandbox, and the modes the command
+//! set are undone when it ends. When the sandbox's process ends, what its pipes already hold is
+//! read; a process it left behind (`exec` into a running agent) keeps nothing of the caller's.
 
-use std::io::Write;
+use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use agentbox_sys::{get_winsize, set_winsize};
+use agentbox_sys::{get_winsize, set_winsize, RawTerminal, SandboxOutput};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-use crate::launch::{handled_signals, Running};
+use crate::launch::{handled_signals, Pipes, Running};
 use crate::JailError;
 
 /// How a sandbox ended.
@@ -32,26 +37,14 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Puts a terminal in raw mode and restores it when dropped.
-struct RawMode<'a> {
-    fd: BorrowedFd<'a>,
-    saved: Termios,
-}
-
-impl<'a> RawMode<'a> {
-    fn enter(fd: BorrowedFd<'a>) -> Option<Self> {
-        let saved = tcgetattr(fd).ok()?;
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
-        Some(Self { fd, saved })
-    }
-}
-
-impl Drop for RawMode<'_> {
-    fn drop(&mut self) {
-        let _ = tcsetattr(self.fd, SetArg::TCSAFLUSH, &self.saved);
-    }
+/// What [`wait_captured`] collected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub outcome: Outcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output beyond the limit was discarded.
+    pub truncated: bool,
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
@@ -67,41 +60,140 @@ fn wait_status(status: WaitStatus) -> Option<Outcome> {
     }
 }
 
-/// Copies everything still buffered in the master to stdout (after the command ended).
-fn drain(master: &OwnedFd, out: &mut impl Write) {
-    let mut buf = [0u8; 16384];
-    loop {
-        match nix::unistd::read(master.as_fd(), &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if out.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = out.flush();
+/// Where relayed output goes.
+trait Sink {
+    fn out(&mut self, data: &[u8]);
+    fn err(&mut self, data: &[u8]);
 }
 
-/// Waits for the sandbox to end, relaying its terminal to the caller's stdin/stdout when it has one.
+/// The caller's stdout and stderr; each filtered when it is a terminal, and restored when the
+/// relay ends.
+struct Caller {
+    stdout: SandboxOutput<std::io::Stdout>,
+    stderr: SandboxOutput<std::io::Stderr>,
+}
+
+impl Caller {
+    fn new() -> Self {
+        Self {
+            stdout: SandboxOutput::new(std::io::stdout(), std::io::stdout().is_terminal()),
+            stderr: SandboxOutput::new(std::io::stderr(), std::io::stderr().is_terminal()),
+        }
+    }
+}
+
+impl Sink for Caller {
+    fn out(&mut self, data: &[u8]) {
+        let _ = self.stdout.write(data);
+    }
+    fn err(&mut self, data: &[u8]) {
+        let _ = self.stderr.write(data);
+    }
+}
+
+/// Output kept in memory, up to a limit.
+struct Memory {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl Memory {
+    fn keep(buf: &mut Vec<u8>, data: &[u8], limit: usize, truncated: &mut bool) {
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+        *truncated |= data.len() > room;
+    }
+}
+
+impl Sink for Memory {
+    fn out(&mut self, data: &[u8]) {
+        Self::keep(&mut self.stdout, data, self.limit, &mut self.truncated);
+    }
+    fn err(&mut self, data: &[u8]) {
+        Self::keep(&mut self.stderr, data, self.limit, &mut self.truncated);
+    }
+}
+
+/// Waits for the sandbox to end, relaying its terminal or pipes to the caller's stdin, stdout
+/// and stderr.
 pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Outcome, JailError> {
-    let Running { pid, master, cgroup, .. } = running;
+    let stdin = std::io::stdin();
+    let _raw = match &running.master {
+        Some(_) => RawTerminal::enter(stdin.as_fd()),
+        None => None,
+    };
+    // Dropped before the terminal leaves raw mode: modes are restored first.
+    let mut caller = Caller::new();
+    relay(running, timeout, Some(stdin.as_fd()), &mut caller)
+}
+
+/// Waits for the sandbox to end, collecting what it writes to its stdout and stderr (at most
+/// `limit` bytes each; it must have been started with [`crate::Stdio::Pipes`]). Its stdin is
+/// closed: a host-side helper (git on a workspace) never reads the person's input.
+pub fn wait_captured(
+    running: Running,
+    timeout: Option<Duration>,
+    limit: usize,
+) -> Result<Captured, JailError> {
+    let mut memory = Memory { stdout: Vec::new(), stderr: Vec::new(), limit, truncated: false };
+    let outcome = relay(running, timeout, None, &mut memory)?;
+    Ok(Captured { outcome, stdout: memory.stdout, stderr: memory.stderr, truncated: memory.truncated })
+}
+
+/// The sandbox's side of the relay.
+struct Side {
+    master: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+impl Side {
+    /// Where input for the sandbox goes.
+    fn input(&self) -> Option<BorrowedFd<'_>> {
+        self.master.as_ref().or(self.stdin.as_ref()).map(|f| f.as_fd())
+    }
+}
+
+/// Reads what `fd` holds now into `sink` (a pipe or terminal of a sandbox that ended; a process
+/// it left behind may keep the other end open, so this stops at "would block" too).
+fn drain(fd: &OwnedFd, sink: &mut dyn FnMut(&[u8])) {
+    let mut buf = [0u8; 65536];
+    loop {
+        match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink(&buf[..n]),
+        }
+    }
+}
+
+fn relay(
+    running: Running,
+    timeout: Option<Duration>,
+    caller_stdin: Option<BorrowedFd<'_>>,
+    sink: &mut dyn Sink,
+) -> Result<Outcome, JailError> {
+    let Running { pid, master, pipes, cgroup, .. } = running;
+    let (stdin_pipe, stdout, stderr) = match pipes {
+        Some(Pipes { stdin, stdout, stderr }) => (Some(stdin), Some(stdout), Some(stderr)),
+        None => (None, None, None),
+    };
+    let mut side = Side { master, stdin: stdin_pipe, stdout, stderr };
+    for fd in [&side.master, &side.stdin, &side.stdout, &side.stderr].into_iter().flatten() {
+        set_nonblocking(fd.as_fd()).map_err(JailError::sys("relay"))?;
+    }
+    // Without a caller to read from, the sandbox's stdin ends at once.
+    if caller_stdin.is_none() {
+        side.stdin = None;
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let sfd = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC)
         .map_err(JailError::sys("signalfd"))?;
-    let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout().lock();
-    let _raw = match &master {
-        Some(m) => {
-            set_nonblocking(m.as_fd()).map_err(JailError::sys("terminal"))?;
-            RawMode::enter(stdin.as_fd())
-        }
-        None => None,
-    };
-    let mut stdin_open = master.is_some();
-    let mut master_open = master.is_some();
+    let mut stdin_open = caller_stdin.is_some() && side.input().is_some();
     let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 16384];
+    let mut buf = [0u8; 65536];
 
     let outcome = loop {
         let remaining = match deadline {
@@ -117,47 +209,77 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
             }
             None => PollTimeout::NONE,
         };
+        // Slots: 0 signals, then each of caller stdin, sandbox input, master, stdout, stderr if
+        // present.
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let stdin_idx = (stdin_open && pending.len() < 1 << 20).then(|| {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        fn slot<'f>(fds: &mut Vec<PollFd<'f>>, fd: BorrowedFd<'f>, ev: PollFlags) -> usize {
+            fds.push(PollFd::new(fd, ev));
             fds.len() - 1
-        });
-        let master_idx = match (&master, master_open) {
-            (Some(m), true) => {
-                let mut ev = PollFlags::POLLIN;
-                if !pending.is_empty() {
-                    ev |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(m.as_fd(), ev));
-                Some(fds.len() - 1)
-            }
+        }
+        let caller_idx = match caller_stdin {
+            Some(fd) if stdin_open && pending.len() < 1 << 20 => Some(slot(&mut fds, fd, PollFlags::POLLIN)),
             _ => None,
         };
+        let master_idx = side.master.as_ref().map(|m| {
+            let mut ev = PollFlags::POLLIN;
+            if !pending.is_empty() {
+                ev |= PollFlags::POLLOUT;
+            }
+            slot(&mut fds, m.as_fd(), ev)
+        });
+        let stdin_idx = match &side.stdin {
+            Some(p) if !pending.is_empty() => Some(slot(&mut fds, p.as_fd(), PollFlags::POLLOUT)),
+            _ => None,
+        };
+        let out_idx = side.stdout.as_ref().map(|p| slot(&mut fds, p.as_fd(), PollFlags::POLLIN));
+        let err_idx = side.stderr.as_ref().map(|p| slot(&mut fds, p.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, remaining) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(JailError::sys("poll")(e)),
             Ok(_) => {}
         }
-        let ready = |i: usize| fds[i].revents().unwrap_or(PollFlags::empty());
-        let sig_ready = !ready(0).is_empty();
-        let stdin_ready = stdin_idx.map(ready).unwrap_or(PollFlags::empty());
-        let master_ready = master_idx.map(ready).unwrap_or(PollFlags::empty());
+        let ready = |i: Option<usize>| {
+            i.map(|i| fds[i].revents().unwrap_or(PollFlags::empty())).unwrap_or(PollFlags::empty())
+        };
+        let (sig_ready, caller_ready, master_ready, stdin_ready, out_ready, err_ready) = (
+            !ready(Some(0)).is_empty(),
+            ready(caller_idx),
+            ready(master_idx),
+            ready(stdin_idx),
+            ready(out_idx),
+            ready(err_idx),
+        );
         drop(fds);
+        let readable = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
 
-        if let (Some(m), true) = (&master, master_open) {
-            if master_ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+        if master_ready.intersects(readable) {
+            if let Some(m) = &side.master {
                 match nix::unistd::read(m.as_fd(), &mut buf) {
-                    Ok(0) | Err(Errno::EIO) => master_open = false,
-                    Ok(n) => {
-                        let _ = stdout.write_all(&buf[..n]);
-                        let _ = stdout.flush();
-                    }
+                    Ok(0) | Err(Errno::EIO) => side.master = None,
+                    Ok(n) => sink.out(&buf[..n]),
                     Err(Errno::EAGAIN | Errno::EINTR) => {}
-                    Err(_) => master_open = false,
+                    Err(_) => side.master = None,
                 }
             }
-            if master_ready.contains(PollFlags::POLLOUT) && !pending.is_empty() {
-                match nix::unistd::write(m.as_fd(), &pending) {
+        }
+        for (ready, which) in [(out_ready, 1), (err_ready, 2)] {
+            if !ready.intersects(readable) {
+                continue;
+            }
+            let pipe = if which == 1 { &mut side.stdout } else { &mut side.stderr };
+            if let Some(p) = pipe.as_ref() {
+                match nix::unistd::read(p.as_fd(), &mut buf) {
+                    Ok(0) => *pipe = None,
+                    Ok(n) if which == 1 => sink.out(&buf[..n]),
+                    Ok(n) => sink.err(&buf[..n]),
+                    Err(Errno::EAGAIN | Errno::EINTR) => {}
+                    Err(_) => *pipe = None,
+                }
+            }
+        }
+        if (master_ready | stdin_ready).contains(PollFlags::POLLOUT) && !pending.is_empty() {
+            if let Some(fd) = side.input() {
+                match nix::unistd::write(fd, &pending) {
                     Ok(n) => {
                         pending.drain(..n);
                     }
@@ -165,12 +287,22 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
                     Err(_) => pending.clear(),
                 }
             }
+        } else if stdin_ready.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
+            // The command closed its stdin: nothing more will be read.
+            pending.clear();
+            side.stdin = None;
         }
-        if stdin_ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
-            match nix::unistd::read(stdin.as_fd(), &mut buf) {
-                Ok(0) | Err(_) => stdin_open = false,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
+        if caller_ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+            if let Some(fd) = caller_stdin {
+                match nix::unistd::read(fd, &mut buf) {
+                    Ok(0) | Err(_) => stdin_open = false,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
             }
+        }
+        // The caller's input ended and all of it was passed on: the command sees end-of-file.
+        if !stdin_open && pending.is_empty() {
+            side.stdin = None;
         }
         if sig_ready {
             let Ok(Some(info)) = sfd.read_signal() else {
@@ -185,7 +317,7 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
                     }
                 }
                 Ok(Signal::SIGWINCH) => {
-                    if let (Some(m), Ok(size)) = (&master, get_winsize(std::io::stdout().as_fd())) {
+                    if let (Some(m), Ok(size)) = (&side.master, get_winsize(std::io::stdout().as_fd())) {
                         let _ = set_winsize(m.as_fd(), size);
                     }
                 }
@@ -196,8 +328,14 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
             }
         }
     };
-    if let Some(m) = &master {
-        drain(m, &mut stdout);
+    if let Some(m) = &side.master {
+        drain(m, &mut |d| sink.out(d));
+    }
+    if let Some(p) = &side.stdout {
+        drain(p, &mut |d| sink.out(d));
+    }
+    if let Some(p) = &side.stderr {
+        drain(p, &mut |d| sink.err(d));
     }
     drop(cgroup);
     Ok(outcome)

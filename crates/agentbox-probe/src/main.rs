@@ -84,6 +84,62 @@ fn memory_hog(mib: usize) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Every way of leaving a set-user-ID or set-group-ID file at `dir/NAME`: chmod, fchmod,
+/// fchmodat, fchmodat2, open/openat/creat with the bits in the mode, mknod. Escaped if any of
+/// them produced a file with either bit.
+fn setid_file(dir: &str) -> ExitCode {
+    use nix::sys::stat::{fchmod, fchmodat, mknod, FchmodatFlags, Mode, SFlag};
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::path::Path::new(dir);
+    let setid = Mode::from_bits_truncate(0o6755);
+    let mut made = Vec::new();
+    let file = |name: &str| {
+        let p = base.join(name);
+        let _ = std::fs::write(&p, b"#!/bin/sh\n");
+        p
+    };
+    let p = file("chmod");
+    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o6755));
+    made.push(p);
+    let p = file("fchmod");
+    if let Ok(f) = std::fs::File::open(&p) {
+        let _ = fchmod(&f, setid);
+    }
+    made.push(p);
+    let p = file("fchmodat");
+    let _ = fchmodat(nix::fcntl::AT_FDCWD, &p, setid, FchmodatFlags::FollowSymlink);
+    made.push(p);
+    let p = file("fchmodat2");
+    let _ = probe::fchmodat2(&p, 0o6755);
+    made.push(p);
+    for (name, flags) in
+        [("open", libc::O_CREAT | libc::O_WRONLY), ("creat", libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC)]
+    {
+        let p = base.join(name);
+        let _ = nix::fcntl::open(&p, nix::fcntl::OFlag::from_bits_truncate(flags), setid);
+        made.push(p);
+    }
+    let p = base.join("mknod");
+    let _ = mknod(&p, SFlag::S_IFREG, setid, 0);
+    made.push(p);
+    let p = base.join("setgid-dir");
+    let _ = std::fs::create_dir(&p);
+    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2775));
+    made.push(p);
+    let bad: Vec<String> = made
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.permissions().mode() & 0o6000 != 0))
+        .map(|p| p.display().to_string())
+        .collect();
+    if bad.is_empty() {
+        println!("BLOCKED: no set-id file could be made");
+        ExitCode::SUCCESS
+    } else {
+        println!("ESCAPED: set-id files {}", bad.join(" "));
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let attack = arg(&args, 1);
@@ -199,6 +255,21 @@ fn main() -> ExitCode {
             "packet socket",
         ),
         "setuid-root" => verdict(nix::unistd::setuid(nix::unistd::Uid::from_raw(0)), "setuid(0)"),
+        "setid-file" => setid_file(arg(&args, 2)),
+        "swap" => {
+            // Exchanges two names in a loop until killed (a file and a link, for a host copy to
+            // race against).
+            let (a, b) = (arg(&args, 2), arg(&args, 3));
+            loop {
+                let _ = nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    a,
+                    nix::fcntl::AT_FDCWD,
+                    b,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                );
+            }
+        }
         "loopback" => {
             // A server and a client inside the sandbox: its own loopback works.
             let r = std::net::TcpListener::bind("127.0.0.1:0")

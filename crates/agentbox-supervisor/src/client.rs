@@ -1,16 +1,15 @@
 //! Client side of the attach protocol: one-shot requests and the interactive attach loop.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use agentbox_sys::get_winsize;
+use agentbox_sys::{get_winsize, RawTerminal, SandboxOutput};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 use crate::paths;
 use crate::protocol::{read_frame, write_frame, Decoder, Frame};
@@ -119,28 +118,13 @@ pub enum AttachEnd {
     Exited(i32),
 }
 
-struct Raw<'a> {
-    fd: std::os::fd::BorrowedFd<'a>,
-    saved: nix::sys::termios::Termios,
-}
-
-impl Drop for Raw<'_> {
-    fn drop(&mut self) {
-        let _ = tcsetattr(self.fd, SetArg::TCSAFLUSH, &self.saved);
-    }
-}
-
 /// Attaches the caller's terminal to the agent until the detach key is typed or the agent ends.
 pub fn attach(state_dir: &Path, opts: AttachOptions) -> Result<AttachEnd, ClientError> {
     let mut sock = connect(state_dir)?;
     let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    let _raw = tcgetattr(stdin.as_fd()).ok().and_then(|saved| {
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
-        Some(Raw { fd: stdin.as_fd(), saved })
-    });
+    let _raw = RawTerminal::enter(stdin.as_fd());
+    // Dropped first (declared last): the agent's modes are undone while the terminal is still raw.
+    let mut stdout = SandboxOutput::new(std::io::stdout(), std::io::stdout().is_terminal());
     write_frame(&mut sock, if opts.read_only { &Frame::Observe } else { &Frame::Attach })?;
     let send_size = |sock: &mut UnixStream| -> Result<(), ClientError> {
         if let Ok(size) = get_winsize(std::io::stdout().as_fd()) {
@@ -181,10 +165,7 @@ pub fn attach(state_dir: &Path, opts: AttachOptions) -> Result<AttachEnd, Client
             decoder.push(&buf[..n]);
             while let Some(frame) = decoder.next_frame()? {
                 match frame {
-                    Frame::Output(bytes) => {
-                        stdout.write_all(&bytes)?;
-                        stdout.flush()?;
-                    }
+                    Frame::Output(bytes) => stdout.write(&bytes)?,
                     Frame::Exit(code) => return Ok(AttachEnd::Exited(code)),
                     Frame::Error(e) => return Err(ClientError::Refused(e)),
                     _ => {}

@@ -10,12 +10,14 @@ mod mount;
 mod net;
 pub mod probe;
 mod signal;
+mod term;
 mod tty;
 
 pub use fork::{clone_process, fork_process, Child};
 pub use mount::{mount_setattr, MountAttr};
 pub use net::{bring_loopback_up, configure_ipv4};
 pub use signal::{default_disposition, default_disposition_all};
+pub use term::{filter_options, RawTerminal, SandboxOutput};
 pub use tty::{get_winsize, new_session_on_spawn, set_controlling_tty, set_winsize, WinSize};
 
 /// Marks every descriptor from `first` upwards close-on-exec (close_range(2), Linux 5.11+).

@@ -153,3 +153,12 @@ pub fn x32_syscall(nr: libc::c_long) -> nix::Result<()> {
     let rc = unsafe { libc::syscall(nr | 0x4000_0000) };
     Errno::result(rc).map(drop)
 }
+
+/// `fchmodat2(AT_FDCWD, path, mode, 0)` (Linux 6.6+; ENOSYS before).
+pub fn fchmodat2(path: &std::path::Path, mode: u32) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the path is a NUL-terminated string that outlives the call; the kernel only reads it.
+    Errno::result(unsafe { libc::syscall(libc::SYS_fchmodat2, libc::AT_FDCWD, c.as_ptr(), mode, 0) })
+        .map(drop)
+}

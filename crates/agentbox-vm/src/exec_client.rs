@@ -9,7 +9,6 @@ use std::os::unix::net::UnixStream;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 use crate::config::{ProcSpec, EXEC_SOCKET};
 use crate::frame::{Conn, Frame, ReadOutcome};
@@ -51,15 +50,7 @@ fn relay(argv: Vec<std::ffi::OsString>, tty: bool) -> Result<i32, String> {
     let mut conn = Conn::new(stream);
     conn.send(&Frame::Start(0, Box::new(spec)));
     conn.flush().map_err(|e| e.to_string())?;
-    let saved = if tty {
-        tcgetattr(stdin.as_fd()).ok().inspect(|t| {
-            let mut raw = t.clone();
-            cfmakeraw(&mut raw);
-            let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-        })
-    } else {
-        None
-    };
+    let raw = if tty { agentbox_sys::RawTerminal::enter(stdin.as_fd()) } else { None };
     let mut stdin_open = true;
     let result = loop {
         let mut fds = [
@@ -72,7 +63,8 @@ fn relay(argv: Vec<std::ffi::OsString>, tty: bool) -> Result<i32, String> {
             Err(e) => break Err(e.to_string()),
         }
         let ev: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
-        if ev[2].intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+        // A pipe at end-of-file reports POLLHUP whatever was asked: only an open stdin is read.
+        if stdin_open && ev[2].intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
             let mut buf = [0u8; 16384];
             match nix::unistd::read(stdin.as_fd(), &mut buf) {
                 Ok(0) | Err(_) => {
@@ -118,9 +110,7 @@ fn relay(argv: Vec<std::ffi::OsString>, tty: bool) -> Result<i32, String> {
             break Err("the VM went away before the command ended".into());
         }
     };
-    if let Some(t) = saved {
-        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &t);
-    }
+    drop(raw);
     let (code, signal) = result?;
     Ok(exit_like(code, signal))
 }

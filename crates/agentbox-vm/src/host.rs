@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 use crate::config::{Accel, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG, EXEC_SOCKET, QEMU_LOG, RUN_DIR};
 use crate::frame::{set_nonblocking, Conn, Frame, ReadOutcome};
@@ -215,12 +214,9 @@ impl Host {
                 return VM_FAILED;
             }
         }
-        let saved = self.start_main(launch);
+        let raw = self.start_main(launch);
         let result = self.relay();
-        let stdin = std::io::stdin();
-        if let Some(t) = saved {
-            let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &t);
-        }
+        drop(raw);
         match result {
             Ok((code, signal)) => {
                 // The guest powers off after the agent ends; give it a moment, then make sure.
@@ -267,8 +263,8 @@ impl Host {
         }
     }
 
-    /// Starts the agent; returns the terminal settings to restore.
-    fn start_main(&mut self, launch: &VmLaunch) -> Option<nix::sys::termios::Termios> {
+    /// Starts the agent; returns the raw-mode guard of its terminal.
+    fn start_main(&mut self, launch: &VmLaunch) -> Option<agentbox_sys::RawTerminal> {
         let mut spec = launch.main.clone();
         let stdin = std::io::stdin();
         let tty = nix::unistd::isatty(stdin.as_fd()).unwrap_or(false);
@@ -279,12 +275,7 @@ impl Host {
                 spec.rows = size.rows;
                 spec.cols = size.cols;
             }
-            if let Ok(t) = tcgetattr(stdin.as_fd()) {
-                let mut raw = t.clone();
-                cfmakeraw(&mut raw);
-                let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-                saved = Some(t);
-            }
+            saved = agentbox_sys::RawTerminal::enter(stdin.as_fd());
         }
         self.channel.send(&Frame::Start(0, Box::new(spec)));
         let _ = std::fs::remove_file(EXEC_SOCKET);

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use agentbox_core::termfilter::escape_for_terminal;
 use agentbox_core::SandboxSpec;
 use anyhow::{bail, Context, Result};
 
@@ -46,14 +47,18 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
     if is_repo && !args.no_git {
         if crate::sandboxed_git::available() {
             println!("\ngit status (run in a sandbox):");
-            use std::io::Write;
-            std::io::stdout().flush()?;
-            crate::sandboxed_git::run(
+            let out = crate::sandboxed_git::run(
                 &spec.workspace,
                 &["--no-pager", "status", "--short", "--branch", "--no-renames"],
                 vec![],
-                None,
             )?;
+            // The agent shaped everything git prints (branch names, messages): escaped.
+            for line in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+            {
+                println!("{}", escape_for_terminal(line));
+            }
         } else {
             println!("\n(the workspace is a git repository; install git for git status here)");
         }
@@ -65,8 +70,7 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
 pub fn record_commit_base(state_dir: &Path, workspace: &Path) -> Result<()> {
     let is_repo = std::fs::symlink_metadata(workspace.join(".git")).is_ok_and(|m| m.is_dir());
     let base = if is_repo && crate::sandboxed_git::available() {
-        let (_, out) = crate::sandboxed_git::run(workspace, &["rev-list", "--all"], vec![], Some(state_dir))?;
-        out
+        crate::sandboxed_git::run(workspace, &["rev-list", "--all"], vec![])?.stdout
     } else {
         Vec::new()
     };
@@ -98,7 +102,7 @@ pub fn verify(args: VerifyArgs) -> Result<i32> {
         target: Some("/run/agentbox-signers".into()),
         writable: false,
     };
-    let (code, out) = crate::sandboxed_git::run(
+    let git = crate::sandboxed_git::run(
         &spec.workspace,
         &[
             "-c",
@@ -108,8 +112,8 @@ pub fn verify(args: VerifyArgs) -> Result<i32> {
             "HEAD",
         ],
         vec![signers],
-        Some(&dir),
     )?;
+    let (code, out) = (git.code, git.stdout);
     if code != 0 {
         bail!("git log failed in the workspace (exit status {code}); is there a commit?");
     }

@@ -50,7 +50,9 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())?;
         nix::unistd::dup2_stdin(&null)?;
     }
-    let stdio = if args.tty { cmd_run::pty_stdio() } else { Stdio::Inherit };
+    // Like `docker exec`: a terminal inside the sandbox with -t, pipes relayed by agentbox
+    // without. The caller's own descriptors never enter a sandbox that outlives this command.
+    let stdio = if args.tty { cmd_run::pty_stdio() } else { Stdio::Pipes };
     let handles = agentbox_supervisor::sandbox_handles(&agents::state_dir(&rec))?;
     let running = match exec_in(pid, handles, &plan, stdio) {
         Ok(r) => r,

@@ -50,9 +50,23 @@ fn request(args: RunArgs, home: Option<&Home>) -> anyhow::Result<SandboxRequest>
 fn stdio(force: bool, never: bool) -> Stdio {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if never || !(force || interactive) {
-        return Stdio::Inherit;
+        return no_terminal_stdio();
     }
     pty_stdio()
+}
+
+/// Stdio for a command without a terminal of its own: the caller's files and pipes as they are,
+/// but never the caller's terminal (whoever holds it can read what the person types later and
+/// write to their screen): if any of stdin, stdout or stderr is one, all three go through pipes
+/// that agentbox relays.
+pub fn no_terminal_stdio() -> Stdio {
+    let any_tty =
+        std::io::stdin().is_terminal() || std::io::stdout().is_terminal() || std::io::stderr().is_terminal();
+    if any_tty {
+        Stdio::Pipes
+    } else {
+        Stdio::Inherit
+    }
 }
 
 /// A terminal inside the sandbox, sized and configured like the caller's.

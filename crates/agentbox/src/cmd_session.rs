@@ -1,6 +1,6 @@
 //! `logs`, `screen`, `send`, `broadcast`, `attach`.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use agentbox_supervisor::{attach as attach_agent, paths, AttachEnd, AttachOptions};
@@ -52,9 +52,9 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
         Some(n) => tail_lines(&text, n),
         None => &text[..],
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(shown)?;
-    out.flush()?;
+    // Raw bytes are the agent's: on a terminal they pass the same filter as attach.
+    let mut out = agentbox_sys::SandboxOutput::new(std::io::stdout().lock(), std::io::stdout().is_terminal());
+    out.write(shown)?;
     if !args.follow {
         return Ok(0);
     }
@@ -67,8 +67,7 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
         file.read_to_end(&mut buf)?;
         offset += buf.len() as u64;
         if !buf.is_empty() {
-            out.write_all(&if args.raw { buf.clone() } else { plain(&buf) })?;
-            out.flush()?;
+            out.write(&if args.raw { buf.clone() } else { plain(&buf) })?;
         } else if !live {
             return Ok(0);
         } else {
@@ -90,9 +89,11 @@ pub fn print_screen(args: &ScreenArgs, name: &str, state: &str, text: &str) {
     if args.json {
         println!("{}", serde_json::json!({ "name": name, "state": state, "screen": text }));
     } else {
-        print!("{text}");
+        let mut out =
+            agentbox_sys::SandboxOutput::new(std::io::stdout().lock(), std::io::stdout().is_terminal());
+        let _ = out.write(text.as_bytes());
         if !args.ansi && !text.ends_with('\n') {
-            println!();
+            let _ = out.write(b"\n");
         }
     }
 }

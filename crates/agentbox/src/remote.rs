@@ -435,7 +435,7 @@ fn logs(remote: &Remote, a: &crate::cli::LogsArgs) -> Result<()> {
 
 /// `attach` over the server's WebSocket: raw terminal, detach key, resize on start.
 fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::io::IsTerminal;
     use tungstenite::Message;
     let Some(hostport) = remote.base.strip_prefix("http://") else {
         bail!("attach over --server needs an http:// server for now; attach on the server's machine");
@@ -459,24 +459,16 @@ fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
     })?;
     ws.get_mut().set_read_timeout(Some(Duration::from_millis(20)))?;
     let stdin = std::io::stdin();
-    let saved = tcgetattr(stdin.as_fd()).ok();
-    if let Some(s) = &saved {
-        let mut raw = s.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-    }
+    let raw = agentbox_sys::RawTerminal::enter(stdin.as_fd());
+    let mut stdout = agentbox_sys::SandboxOutput::new(std::io::stdout(), std::io::stdout().is_terminal());
     if let (false, Ok(size)) = (a.read_only, agentbox_sys::get_winsize(std::io::stdout().as_fd())) {
         let msg = serde_json::json!({"type": "resize", "rows": size.rows, "cols": size.cols}).to_string();
         let _ = ws.send(Message::Text(msg.into()));
     }
-    let mut stdout = std::io::stdout();
     let mut buf = [0u8; 16384];
     let end = loop {
         match ws.read() {
-            Ok(Message::Binary(b)) => {
-                stdout.write_all(&b)?;
-                stdout.flush()?;
-            }
+            Ok(Message::Binary(b)) => stdout.write(&b)?,
             Ok(Message::Text(t)) => {
                 if let Ok(v) = serde_json::from_str::<Value>(&t) {
                     if v["type"] == "exit" {
@@ -488,12 +480,7 @@ fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) => {
-                if let Some(s) = &saved {
-                    let _ = tcsetattr(stdin.as_fd(), SetArg::TCSAFLUSH, s);
-                }
-                bail!("the connection to the server ended: {e}");
-            }
+            Err(e) => bail!("the connection to the server ended: {e}"),
         }
         let mut fds = [nix::poll::PollFd::new(stdin.as_fd(), nix::poll::PollFlags::POLLIN)];
         if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0 {
@@ -511,9 +498,8 @@ fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
             }
         }
     };
-    if let Some(s) = &saved {
-        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSAFLUSH, s);
-    }
+    drop(stdout);
+    drop(raw);
     let _ = ws.close(None);
     match end {
         None => {

@@ -4,13 +4,13 @@
 //! agent's code (fsmonitor, hooks, filters, external diff). agentbox runs git only here: in a
 //! fresh sandbox on the workspace, no network, with those entry points turned off as well.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+use agentbox_core::termfilter::escape_for_terminal;
 use agentbox_core::MountArg;
 use agentbox_jail::{
-    build_plan, resolve, start, wait_foreground, HostContext, Outcome, RealFs, SandboxRequest, Stdio,
+    build_plan, resolve, start, wait_captured, HostContext, Outcome, RealFs, SandboxRequest, Stdio,
 };
 use anyhow::{bail, Context, Result};
 
@@ -73,23 +73,33 @@ pub fn clone(url: &str, git_ref: Option<&str>, workspace: &Path) -> Result<()> {
         ..Default::default()
     };
     let spec = resolve(request, &HostContext::current()?)?;
-    let running = start(&build_plan(&spec, &RealFs), Stdio::Inherit, false)?;
-    match wait_foreground(running, spec.timeout)? {
+    // Pipes, never the caller's terminal: the repository's content runs here (filters in
+    // .gitattributes are the clone's own config, but git still prints what the server sends).
+    let running = start(&build_plan(&spec, &RealFs), Stdio::Pipes, false)?;
+    let done = wait_captured(running, spec.timeout, OUTPUT_LIMIT)?;
+    let said = escape_for_terminal(String::from_utf8_lossy(&done.stderr).trim());
+    match done.outcome {
         Outcome::Exited(0) => Ok(()),
-        Outcome::Exited(code) => bail!("git clone of {url} failed (exit status {code})"),
+        Outcome::Exited(code) => bail!("git clone of {url} failed (exit status {code}): {said}"),
         Outcome::Signaled(s) => bail!("git clone of {url} was killed by signal {s}"),
         Outcome::TimedOut => bail!("git clone of {url} did not finish within 10 minutes"),
     }
 }
 
-/// Runs `git ARGS` on `workspace`. With `scratch`, stdout is captured through a file created
-/// there (a directory outside the sandbox) and returned.
-pub fn run(
-    workspace: &Path,
-    args: &[&str],
-    mounts: Vec<MountArg>,
-    scratch: Option<&Path>,
-) -> Result<(i32, Vec<u8>)> {
+/// Most output kept from a sandboxed git.
+const OUTPUT_LIMIT: usize = 16 << 20;
+
+/// What a sandboxed git printed.
+#[derive(Debug)]
+pub struct GitOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `git ARGS` on `workspace` in a sandbox of its own, its output collected through pipes
+/// (never the caller's terminal: the agent's `.git/config` may name filters that run here).
+pub fn run(workspace: &Path, args: &[&str], mounts: Vec<MountArg>) -> Result<GitOutput> {
     let mut argv: Vec<std::ffi::OsString> = vec!["git".into()];
     for opt in [
         "core.fsmonitor=false",
@@ -97,6 +107,10 @@ pub fn run(
         "diff.external=",
         "core.pager=cat",
         "core.quotePath=true",
+        // As root the workspace may belong to someone else than the sandbox's user; the
+        // ownership check guards a host against a repository's config, and this sandbox is
+        // the guard here.
+        "safe.directory=*",
     ] {
         argv.push("-c".into());
         argv.push(opt.into());
@@ -115,21 +129,12 @@ pub fn run(
         ..Default::default()
     };
     let spec = resolve(request, &HostContext::current()?)?;
-    let capture = scratch.map(|dir| dir.join(format!(".git-output-{}", std::process::id())));
-    let stdio = match &capture {
-        Some(path) => Stdio::Capture(std::fs::File::create(path)?.into()),
-        None => Stdio::Inherit,
-    };
-    let running = start(&build_plan(&spec, &RealFs), stdio, false)?;
-    let code = match wait_foreground(running, spec.timeout)? {
+    let running = start(&build_plan(&spec, &RealFs), Stdio::Pipes, false)?;
+    let done = wait_captured(running, spec.timeout, OUTPUT_LIMIT)?;
+    let code = match done.outcome {
         Outcome::Exited(code) => code,
         Outcome::Signaled(s) => 128 + s,
         Outcome::TimedOut => bail!("git did not finish within 60s"),
     };
-    let mut out = Vec::new();
-    if let Some(path) = capture {
-        std::fs::File::open(&path)?.read_to_end(&mut out)?;
-        std::fs::remove_file(&path)?;
-    }
-    Ok((code, out))
+    Ok(GitOutput { code, stdout: done.stdout, stderr: done.stderr })
 }

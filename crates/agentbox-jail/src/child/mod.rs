@@ -92,8 +92,9 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub report: OwnedFd,
     pub pty: Option<PtyRequest>,
-    /// Where the command's stdout goes instead of the inherited one.
-    pub capture: Option<OwnedFd>,
+    /// Pipes the command's stdin, stdout and stderr are connected to instead of the inherited
+    /// ones (`Stdio::Pipes`).
+    pub pipes: Option<[OwnedFd; 3]>,
     /// Socket to the launcher for the handoff message.
     pub handoff: OwnedFd,
     /// Hand the sandbox's namespaces and root to the launcher (agents keep them for `exec`).
@@ -396,9 +397,15 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
             }
         }
     }
-    if let Some(out) = &ctx.capture {
-        if let Err(e) = nix::unistd::dup2_stdout(out) {
-            fail("redirect stdout", e);
+    if let Some([stdin, stdout, stderr]) = &ctx.pipes {
+        for r in [
+            nix::unistd::dup2_stdin(stdin),
+            nix::unistd::dup2_stdout(stdout),
+            nix::unistd::dup2_stderr(stderr),
+        ] {
+            if let Err(e) = r {
+                fail("connect the command's pipes", e);
+            }
         }
     }
     if let Err(e) = nix::unistd::chdir(&PathBuf::from(&ctx.plan.process.cwd)) {

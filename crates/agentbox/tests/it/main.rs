@@ -9,6 +9,7 @@
 mod agents;
 mod attacks_fs;
 mod attacks_kernel;
+mod attacks_left_behind;
 mod attacks_net;
 mod attacks_proc;
 mod egress;

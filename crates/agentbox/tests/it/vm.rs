@@ -67,6 +67,7 @@ fn run_in_a_vm() {
         let script = format!(
             "set -u; echo kernel=$(uname -r); echo pid1=$(cat /proc/1/cmdline); \
              echo made > {ws}/from-guest.txt; \
+             cp /usr/bin/env {ws}/suid; chmod 6755 {ws}/suid 2>/dev/null; \
              touch /usr/agentbox-x 2>/dev/null && echo usr-writable || echo usr-readonly; \
              ls /sys/class/net 2>/dev/null | tr '\\n' ' '; echo; \
              grep -c : /proc/net/dev; \
@@ -93,6 +94,9 @@ fn run_in_a_vm() {
         // As root the guest's writes land as agentbox's unprivileged id, never as host root.
         assert_eq!(owner, agent_host_id(who));
         assert!(!PathBuf::from("/usr/agentbox-x").exists());
+        // QEMU writes the guest's files from inside the sandbox's seccomp filter: no set-id bits.
+        let mode = std::fs::metadata(ws.path.join("suid")).unwrap().mode();
+        assert_eq!(mode & 0o6000, 0, "as {who:?}: the guest left a set-id file ({mode:o})");
     }
 }
 
