@@ -61,8 +61,11 @@ def main():
     server = subprocess.Popen([sys.executable, UPSTREAM, "--cert", crt, "--key", key], stdout=subprocess.PIPE, text=True)
     port = int(server.stdout.readline())
     home = os.path.join(work, "home")
-    env = dict(os.environ, AGENTBOX_HOME=home, SSL_CERT_FILE=ca, BENCH_KEY="real-key",
-               AGENTBOX_PROXY_RESOLVE=f"api.anthropic.com=127.0.0.1:{port},tunnel.test=127.0.0.1:{port}")
+    os.makedirs(home, mode=0o700)
+    # The provider's host and the tunnel's point at the local upstream (an operator's pin).
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(f'[network.resolve]\n"api.anthropic.com" = "127.0.0.1:{port}"\n"tunnel.test" = "127.0.0.1:{port}"\n')
+    env = dict(os.environ, AGENTBOX_HOME=home, SSL_CERT_FILE=ca, BENCH_KEY="real-key")
     inside_ca = "/run/bench/ca.pem"
     paths = {
         "direct": ("direct", ["--network", "full", "-e", "BENCH_KEY=none"], "api.anthropic.com", inside_ca),

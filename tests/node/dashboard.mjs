@@ -38,7 +38,7 @@ try {
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
 
   await page.goto(url + "/");
-  if (!page.url().endsWith("/login")) throw new Error("not sent to the login page: " + page.url());
+  await page.waitForURL(url + "/login");
   step("login page");
   await page.fill("input[name=token]", token);
   await page.click("button[type=submit]");

@@ -56,7 +56,9 @@ try {
   await page.waitForSelector("b.state[data-state=completed]", { timeout: 30000 });
   const link = await page.waitForSelector("ul.artifacts a:has-text('answer.txt')");
   const href = await link.getAttribute("href");
-  const body = await (await page.request.get(url + href)).text();
+  // The session lives in this origin's storage and travels in a header, never in a cookie.
+  const session = await page.evaluate(() => localStorage.getItem("agentbox_session"));
+  const body = await (await page.request.get(url + href, { headers: { Authorization: "Bearer " + session } })).text();
   if (body.trim() !== "got y") throw new Error("artifact says " + JSON.stringify(body));
   step("completed; the artifact holds the answer");
 

@@ -67,35 +67,62 @@ fn check_dns_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One entry of an allowlist: `example.com` (that host only), `*.example.com` (any host below
-/// it, not the domain itself) or an IP address (that address only; needed to reach IP literals
-/// and private addresses, which are refused otherwise).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum HostRule {
+/// What a rule names: `example.com` (that host only), `*.example.com` (any host below it, not
+/// the domain itself) or an IP address (that address only; needed to reach IP literals and
+/// private addresses, which are refused otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
     Exact(String),
     /// The suffix without the leading `*.`.
     Suffix(String),
     Ip(IpAddr),
 }
 
+/// One entry of an allowlist or of a secret's hosts: a [`HostPattern`] and an optional port.
+/// Without a port a rule allows the web's ports only, 443 (CONNECT) and 80 (plain HTTP); `:PORT`
+/// allows that port instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostRule {
+    pub pattern: HostPattern,
+    pub port: Option<u16>,
+}
+
+/// The ports a rule without a port allows.
+pub const DEFAULT_PORTS: [u16; 2] = [443, 80];
+
 impl HostRule {
-    pub fn matches(&self, host: &Host) -> bool {
-        match (self, host) {
-            (HostRule::Exact(r), Host::Name(h)) => r == h,
-            (HostRule::Suffix(r), Host::Name(h)) => {
+    /// A rule for exactly `name`, on the default ports.
+    pub fn exact(name: &str) -> Self {
+        Self { pattern: HostPattern::Exact(name.to_string()), port: None }
+    }
+
+    /// Whether `host:port` falls under the rule.
+    pub fn matches(&self, host: &Host, port: u16) -> bool {
+        self.matches_host(host)
+            && match self.port {
+                Some(p) => p == port,
+                None => DEFAULT_PORTS.contains(&port),
+            }
+    }
+
+    /// Whether the rule names `host`, whatever the port.
+    pub fn matches_host(&self, host: &Host) -> bool {
+        match (&self.pattern, host) {
+            (HostPattern::Exact(r), Host::Name(h)) => r == h,
+            (HostPattern::Suffix(r), Host::Name(h)) => {
                 h.len() > r.len() + 1
                     && h.ends_with(r.as_str())
                     && h.as_bytes()[h.len() - r.len() - 1] == b'.'
             }
-            (HostRule::Ip(r), Host::Ip(h)) => canonical_ip(*r) == canonical_ip(*h),
+            (HostPattern::Ip(r), Host::Ip(h)) => canonical_ip(*r) == canonical_ip(*h),
             _ => false,
         }
     }
 
     /// Whether the rule names a host (not an address): only those can carry a credential.
     pub fn is_name(&self) -> bool {
-        !matches!(self, HostRule::Ip(_))
+        !matches!(self.pattern, HostPattern::Ip(_))
     }
 }
 
@@ -118,12 +145,54 @@ impl FromStr for HostRule {
                  for unrestricted access use --network full"
             ));
         }
-        if s.contains(':') && !s.starts_with('[') && IpAddr::from_str(s).is_err() {
-            return Err(format!("invalid host rule '{s}': give a host without a port or scheme"));
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "invalid host rule '{s}': give a host and an optional port, without a scheme or path"
+            ));
         }
+        let (host, port) = split_port(s)?;
+        let pattern = HostPattern::from_str(host)?;
+        Ok(Self { pattern, port })
+    }
+}
+
+/// `host:port`, `[v6]:port`, `v6`, or `host` -> (host, port).
+fn split_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    let bad_port = |p: &str| format!("invalid host rule '{s}': '{p}' is not a port (1-65535)");
+    let parse_port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad_port(p)),
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(format!("invalid host rule '{s}': unbalanced '['"));
+        };
+        return match after {
+            "" => Ok((&s[..inside.len() + 2], None)),
+            p => match p.strip_prefix(':') {
+                Some(p) => Ok((&s[..inside.len() + 2], Some(parse_port(p)?))),
+                None => Err(format!("invalid host rule '{s}': expected ':PORT' after ']'")),
+            },
+        };
+    }
+    match s.matches(':').count() {
+        0 => Ok((s, None)),
+        1 => {
+            let (h, p) = s.split_once(':').unwrap_or((s, ""));
+            Ok((h, Some(parse_port(p)?)))
+        }
+        // A bare IPv6 address (write [v6]:port for a port).
+        _ => Ok((s, None)),
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
         if let Some(rest) = s.strip_prefix("*.") {
             return match Host::parse(rest)? {
-                Host::Name(n) if n.contains('.') => Ok(HostRule::Suffix(n)),
+                Host::Name(n) if n.contains('.') => Ok(HostPattern::Suffix(n)),
                 Host::Name(n) => Err(format!(
                     "invalid host rule '*.{n}': a wildcard needs at least two labels (*.example.com)"
                 )),
@@ -134,8 +203,8 @@ impl FromStr for HostRule {
             return Err(format!("invalid host rule '{s}': '*' is only allowed as a leading '*.'"));
         }
         match Host::parse(s) {
-            Ok(Host::Name(n)) => Ok(HostRule::Exact(n)),
-            Ok(Host::Ip(ip)) => Ok(HostRule::Ip(ip)),
+            Ok(Host::Name(n)) => Ok(HostPattern::Exact(n)),
+            Ok(Host::Ip(ip)) => Ok(HostPattern::Ip(ip)),
             Err(e) => Err(format!("invalid host rule: {e}")),
         }
     }
@@ -156,22 +225,64 @@ impl From<HostRule> for String {
 
 impl fmt::Display for HostRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostRule::Exact(h) => f.write_str(h),
-            HostRule::Suffix(h) => write!(f, "*.{h}"),
-            HostRule::Ip(ip) => write!(f, "{ip}"),
+        match (&self.pattern, self.port) {
+            (HostPattern::Exact(h), _) => f.write_str(h)?,
+            (HostPattern::Suffix(h), _) => write!(f, "*.{h}")?,
+            (HostPattern::Ip(IpAddr::V6(ip)), Some(_)) => write!(f, "[{ip}]")?,
+            (HostPattern::Ip(ip), _) => write!(f, "{ip}")?,
+        }
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
         }
     }
 }
 
 /// A host-side secret, known inside the sandbox only as `placeholder` (in variable `env`), and
-/// swapped for its real value by the proxy in requests toward `hosts` only.
+/// swapped for its real value by the proxy in requests toward `hosts` only, in the `headers`
+/// its provider reads it from only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretBinding {
     pub env: String,
     pub hosts: Vec<HostRule>,
     pub placeholder: String,
+    /// Lower-case header names; empty (specs stored before headers were declared) means
+    /// [`default_auth_headers`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+}
+
+impl SecretBinding {
+    /// The headers the placeholder may be swapped in.
+    pub fn auth_headers(&self) -> Vec<String> {
+        if self.headers.is_empty() {
+            default_auth_headers(&self.env)
+        } else {
+            self.headers.clone()
+        }
+    }
+}
+
+/// Where a provider reads a well-known key from; `authorization` for anything else.
+pub fn default_auth_headers(env: &str) -> Vec<String> {
+    let names: &[&str] = match env {
+        "ANTHROPIC_API_KEY" => &["x-api-key", "authorization"],
+        "GEMINI_API_KEY" | "GOOGLE_API_KEY" => &["x-goog-api-key"],
+        _ => &["authorization"],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Checks a declared header name (`x-api-key`): a token, returned lower-cased.
+pub fn check_header_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(format!("'{name}' is not an HTTP header name"))
+    }
 }
 
 /// The egress policy of a `proxy`-mode sandbox. Hosts that carry a secret are allowed too.
@@ -234,20 +345,29 @@ mod tests {
     fn rules_match_as_documented() {
         let exact: HostRule = "API.Example.com.".parse().unwrap();
         assert_eq!(exact.to_string(), "api.example.com");
-        assert!(exact.matches(&h("api.example.com")));
-        assert!(exact.matches(&h("API.EXAMPLE.COM.")));
-        assert!(!exact.matches(&h("x.api.example.com")));
+        assert!(exact.matches(&h("api.example.com"), 443));
+        assert!(exact.matches(&h("API.EXAMPLE.COM."), 80));
+        assert!(!exact.matches(&h("x.api.example.com"), 443));
+        // Without a port only the web's ports; with one, that port only.
+        assert!(!exact.matches(&h("api.example.com"), 22));
+        let port: HostRule = "api.example.com:8443".parse().unwrap();
+        assert_eq!(port.to_string(), "api.example.com:8443");
+        assert!(port.matches(&h("api.example.com"), 8443) && !port.matches(&h("api.example.com"), 443));
         let wild: HostRule = "*.example.com".parse().unwrap();
-        assert!(wild.matches(&h("a.example.com")));
-        assert!(wild.matches(&h("a.b.example.com")));
-        assert!(!wild.matches(&h("example.com")));
-        assert!(!wild.matches(&h("badexample.com")));
+        assert!(wild.matches(&h("a.example.com"), 443));
+        assert!(wild.matches(&h("a.b.example.com"), 443));
+        assert!(!wild.matches(&h("example.com"), 443));
+        assert!(!wild.matches(&h("badexample.com"), 443));
         let ip: HostRule = "10.0.0.1".parse().unwrap();
-        assert!(ip.matches(&h("10.0.0.1")));
-        assert!(ip.matches(&h("[::ffff:10.0.0.1]")));
-        assert!(!ip.matches(&h("10.0.0.2")));
+        assert!(ip.matches(&h("10.0.0.1"), 443));
+        assert!(ip.matches(&h("[::ffff:10.0.0.1]"), 80));
+        assert!(!ip.matches(&h("10.0.0.2"), 443));
         let v6: HostRule = "[::1]".parse().unwrap();
-        assert!(v6.matches(&h("::1")));
+        assert!(v6.matches(&h("::1"), 443));
+        let v6p: HostRule = "[::1]:8080".parse().unwrap();
+        assert_eq!(v6p.to_string(), "[::1]:8080");
+        assert!(v6p.matches(&h("::1"), 8080));
+        assert_eq!("::1".parse::<HostRule>().unwrap().port, None);
     }
 
     #[test]
@@ -257,8 +377,10 @@ mod tests {
             ("", "name a host"),
             ("*.com", "two labels"),
             ("a.*.com", "leading"),
-            ("example.com:443", "port"),
-            ("https://x.com", "port or scheme"),
+            ("example.com:0", "not a port"),
+            ("example.com:99999", "not a port"),
+            ("example.com:x", "not a port"),
+            ("https://x.com", "scheme"),
             ("127.1", "partial IP"),
             ("a..b", "bad label"),
             ("-a.com", "bad label"),
@@ -288,12 +410,21 @@ mod tests {
                 env: "K".into(),
                 hosts: vec!["api.example.com".parse().unwrap()],
                 placeholder: "p".into(),
+                headers: vec!["x-api-key".into()],
             }],
             ask: true,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<EgressSpec>(&json).unwrap(), spec);
         assert!(serde_json::from_str::<EgressSpec>(r#"{"allow":["*"]}"#).is_err());
+        // A binding stored before headers were declared decodes, with the provider's headers.
+        let old: SecretBinding = serde_json::from_str(
+            r#"{"env":"ANTHROPIC_API_KEY","hosts":["api.anthropic.com"],"placeholder":"p"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.auth_headers(), vec!["x-api-key".to_string(), "authorization".to_string()]);
+        assert_eq!(check_header_name("X-Api-Key").unwrap(), "x-api-key");
+        assert!(check_header_name("bad header").is_err());
     }
 
     /// Random strings never panic the parsers, and an accepted rule prints as a rule that parses

@@ -26,7 +26,8 @@ pub mod testing;
 
 pub use backend::{Backend, VM_DEFAULT_MEMORY, VM_MIN_MEMORY};
 pub use egress::{
-    canonical_ip, check_secret_hosts, parse_secret_arg, EgressSpec, Host, HostRule, SecretBinding,
+    canonical_ip, check_header_name, check_secret_hosts, default_auth_headers, parse_secret_arg, EgressSpec,
+    Host, HostPattern, HostRule, SecretBinding, DEFAULT_PORTS,
 };
 pub use env::{default_env, is_valid_env_key, parse_env_arg, set_env, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
 pub use error::SpecError;

@@ -46,6 +46,10 @@ pub struct Profile {
     /// The hosts each credential is sent to; the proxy swaps it in toward these hosts only.
     #[serde(default)]
     pub secret_hosts: BTreeMap<String, Vec<HostRule>>,
+    /// The request headers each credential is sent in (default: where its provider reads it,
+    /// else `authorization`); a placeholder anywhere else is refused by the proxy.
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, Vec<String>>,
     /// Host paths visible read-only.
     #[serde(default)]
     pub read_only: Vec<String>,
@@ -128,6 +132,14 @@ impl Profile {
             }
             check_secret_hosts(key, hosts).map_err(|e| err(format!("secret_hosts: {e}")))?;
         }
+        for (key, headers) in &mut p.secret_headers {
+            if !p.secret_hosts.contains_key(key) {
+                return Err(err(format!("secret_headers: '{key}' has no [secret_hosts] entry")));
+            }
+            for h in headers.iter_mut() {
+                *h = crate::check_header_name(h).map_err(|e| err(format!("secret_headers: {key}: {e}")))?;
+            }
+        }
         for (field, list) in [
             ("read_only", &p.read_only),
             ("read_write", &p.read_write),
@@ -204,7 +216,7 @@ mod tests {
             }
         }
         let hosts = Profile::builtin_secret_hosts("ANTHROPIC_API_KEY").unwrap();
-        assert_eq!(hosts, vec![HostRule::Exact("api.anthropic.com".into())]);
+        assert_eq!(hosts, vec![HostRule::exact("api.anthropic.com")]);
         assert!(Profile::builtin_secret_hosts("NOPE").is_none());
         assert_eq!(Profile::builtin_secret_hosts("GITHUB_TOKEN").unwrap().len(), 2);
     }

@@ -337,6 +337,7 @@ mod tests {
                 env: "API_KEY".into(),
                 hosts: vec!["api.example.com".parse().unwrap()],
                 placeholder: "agentbox-placeholder-x".into(),
+                headers: vec![],
             }],
             ask: false,
         };

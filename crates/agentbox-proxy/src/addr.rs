@@ -26,6 +26,10 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("shared address space (100.64.0.0/10)")
     } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
         Some("IETF protocol assignments (192.0.0.0/24)")
+    } else if a == 198 && (b == 18 || b == 19) {
+        Some("benchmarking (198.18.0.0/15)")
+    } else if matches!(ip.octets()[..3], [192, 0, 2] | [198, 51, 100] | [203, 0, 113]) {
+        Some("documentation")
     } else if ip.is_multicast() {
         Some("multicast")
     } else if a >= 240 {
@@ -48,6 +52,16 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("unique local (private)")
     } else if seg[0] & 0xffc0 == 0xfe80 {
         Some("link-local")
+    } else if seg[0] & 0xffc0 == 0xfec0 {
+        Some("site-local (fec0::/10, private)")
+    } else if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        Some("local-use NAT64 (64:ff9b:1::/48, private)")
+    } else if seg[0] == 0x2001 && seg[1] == 0 {
+        Some("Teredo (2001::/32)")
+    } else if seg[0] == 0x2001 && seg[1] == 0xdb8 {
+        Some("documentation (2001:db8::/32)")
+    } else if seg[0] == 0x100 && seg[1] == 0 && seg[2] == 0 && seg[3] == 0 {
+        Some("discard-only (100::/64)")
     } else if ip.is_multicast() {
         Some("multicast")
     } else if seg[0] == 0x64 && seg[1] == 0xff9b {
@@ -93,6 +107,14 @@ mod tests {
             "2002:7f00:1::",
             "::127.0.0.1",
             "ff02::1",
+            "fec0::1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
+            "2001::1",
+            "2001:db8::1",
+            "100::1",
+            "198.18.0.1",
+            "192.0.2.1",
         ] {
             assert!(non_public(bad.parse().unwrap()).is_some(), "{bad}");
         }

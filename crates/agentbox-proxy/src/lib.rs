@@ -30,8 +30,8 @@ pub use addr::non_public;
 pub use audit::{format_utc, now_ms, read_records, Audit, AuditRecord};
 pub use ca::{cert_path, LocalCa};
 pub use policy::{Policy, Verdict};
-pub use resolve::{Candidate, Resolver, RESOLVE_ENV};
-pub use swap::{swap_headers, Credential};
+pub use resolve::{Candidate, Resolver};
+pub use swap::{swap_headers, Credential, SwapError};
 
 /// The address the proxy listens on inside every `proxy`-mode sandbox (the sandbox's own
 /// loopback; each sandbox has its own network namespace).

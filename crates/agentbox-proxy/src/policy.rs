@@ -39,20 +39,32 @@ impl Policy {
         }
     }
 
-    /// Decides `host`; a matching one-shot grant is used up.
-    pub fn decide(&mut self, host: &Host) -> Verdict {
-        if self.spec.secrets.iter().any(|s| s.hosts.iter().any(|r| r.matches(host))) {
+    /// Whether a secret is bound to `host` (on any port).
+    pub fn carries_secret(&self, host: &Host) -> bool {
+        self.spec.secrets.iter().any(|s| s.hosts.iter().any(|r| r.matches_host(host)))
+    }
+
+    /// Decides `host:port`; a matching one-shot grant is used up.
+    pub fn decide(&mut self, host: &Host, port: u16) -> Verdict {
+        if self.spec.secrets.iter().any(|s| s.hosts.iter().any(|r| r.matches(host, port))) {
             return Verdict::Allow { intercept: true };
         }
-        if self.spec.allow.iter().any(|r| r.matches(host)) {
+        if self.spec.allow.iter().any(|r| r.matches(host, port)) {
             return Verdict::Allow { intercept: false };
         }
-        if let Some(i) = self.once.iter().position(|r| r.matches(host)) {
+        if let Some(i) = self.once.iter().position(|r| r.matches(host, port)) {
             self.once.remove(i);
             return Verdict::Allow { intercept: false };
         }
         if self.spec.ask {
             return Verdict::Ask;
+        }
+        let named = self.spec.allow.iter().chain(&self.once).any(|r| r.matches_host(host))
+            || self.carries_secret(host);
+        if named {
+            return Verdict::Deny(format!(
+                "{host} is allowed on ports 443 and 80 only, not {port} (allow this port with --allow {host}:{port})"
+            ));
         }
         Verdict::Deny(match host {
             Host::Ip(ip) => format!(
@@ -85,7 +97,7 @@ impl Policy {
     }
 
     fn names_address(&self, ip: IpAddr) -> bool {
-        self.spec.allow.iter().any(|r| r.matches(&Host::Ip(ip)))
+        self.spec.allow.iter().any(|r| r.matches_host(&Host::Ip(ip)))
     }
 }
 
@@ -102,6 +114,7 @@ mod tests {
                 env: "KEY".into(),
                 hosts: vec!["api.example.com".parse().unwrap()],
                 placeholder: "ph".into(),
+                headers: vec![],
             }],
             ask: false,
         }
@@ -118,21 +131,28 @@ mod tests {
     #[test]
     fn decisions() {
         let mut p = Policy::new(spec());
-        assert_eq!(p.decide(&host("api.example.com")), Verdict::Allow { intercept: true });
-        assert_eq!(p.decide(&host("registry.npmjs.org")), Verdict::Allow { intercept: false });
-        assert!(matches!(p.decide(&host("evil.com")), Verdict::Deny(m) if m.contains("--allow evil.com")));
-        assert!(matches!(p.decide(&host("1.2.3.4")), Verdict::Deny(m) if m.contains("IP address")));
-        assert_eq!(p.decide(&host("10.0.0.5")), Verdict::Allow { intercept: false });
+        assert_eq!(p.decide(&host("api.example.com"), 443), Verdict::Allow { intercept: true });
+        assert_eq!(p.decide(&host("registry.npmjs.org"), 443), Verdict::Allow { intercept: false });
+        assert!(
+            matches!(p.decide(&host("evil.com"), 443), Verdict::Deny(m) if m.contains("--allow evil.com"))
+        );
+        assert!(matches!(p.decide(&host("1.2.3.4"), 443), Verdict::Deny(m) if m.contains("IP address")));
+        assert_eq!(p.decide(&host("10.0.0.5"), 443), Verdict::Allow { intercept: false });
+        // An allowed host on another port is refused, with the rule that would allow it.
+        assert!(
+            matches!(p.decide(&host("registry.npmjs.org"), 22), Verdict::Deny(m) if m.contains("--allow registry.npmjs.org:22"))
+        );
+        assert!(matches!(p.decide(&host("api.example.com"), 8443), Verdict::Deny(_)));
 
         p.grant("evil.com".parse().unwrap(), true);
-        assert_eq!(p.decide(&host("evil.com")), Verdict::Allow { intercept: false });
-        assert!(matches!(p.decide(&host("evil.com")), Verdict::Deny(_)), "a one-shot grant is used up");
+        assert_eq!(p.decide(&host("evil.com"), 443), Verdict::Allow { intercept: false });
+        assert!(matches!(p.decide(&host("evil.com"), 443), Verdict::Deny(_)), "a one-shot grant is used up");
         p.grant("evil.com".parse().unwrap(), false);
-        assert_eq!(p.decide(&host("evil.com")), Verdict::Allow { intercept: false });
-        assert_eq!(p.decide(&host("evil.com")), Verdict::Allow { intercept: false });
+        assert_eq!(p.decide(&host("evil.com"), 443), Verdict::Allow { intercept: false });
+        assert_eq!(p.decide(&host("evil.com"), 443), Verdict::Allow { intercept: false });
 
         let mut asking = Policy::new(EgressSpec { ask: true, ..spec() });
-        assert_eq!(asking.decide(&host("other.org")), Verdict::Ask);
+        assert_eq!(asking.decide(&host("other.org"), 443), Verdict::Ask);
     }
 
     #[test]

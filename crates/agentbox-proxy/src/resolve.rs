@@ -1,9 +1,10 @@
 //! Name resolution for the proxy: the sandbox never resolves names itself (it has no route out);
 //! the proxy does, and checks every address it would connect to.
 //!
-//! Overrides (`AGENTBOX_PROXY_RESOLVE=host=ip:port,...`) pin a host to an address, like curl's
-//! `--connect-to`: for split-horizon setups, and for tests that point provider hosts at local
-//! servers. An override is the operator's explicit choice, so its address is not checked.
+//! Pins (`[network.resolve]` in config.toml: `"host" = "ip:port"`) fix a host's address, like
+//! curl's `--connect-to`: for split-horizon setups, and for pointing a provider's host at a local
+//! stand-in. A pin is the operator's explicit choice, made in a file only they can write, so its
+//! address is not checked.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,8 +12,6 @@ use std::net::SocketAddr;
 use agentbox_core::Host;
 
 use crate::ProxyError;
-
-pub const RESOLVE_ENV: &str = "AGENTBOX_PROXY_RESOLVE";
 
 /// A candidate address, and whether the operator pinned it (overrides skip the address check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +26,15 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Parses `host=ip:port[,host=ip:port...]`.
-    pub fn with_overrides(spec: &str) -> Result<Self, ProxyError> {
+    /// Pins from `[network.resolve]`: host name -> `ip:port`.
+    pub fn with_pins(pins: &std::collections::BTreeMap<String, String>) -> Result<Self, ProxyError> {
         let mut overrides = HashMap::new();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || ProxyError::Config(format!("{RESOLVE_ENV}: '{item}' is not HOST=IP:PORT"));
-            let (host, addr) = item.split_once('=').ok_or_else(bad)?;
+        for (host, addr) in pins {
+            let bad = || {
+                ProxyError::Config(format!(
+                    "[network.resolve] \"{host}\" = \"{addr}\": use \"NAME\" = \"IP:PORT\""
+                ))
+            };
             let host = match Host::parse(host).map_err(|_| bad())? {
                 Host::Name(n) => n,
                 Host::Ip(_) => return Err(bad()),
@@ -40,14 +42,6 @@ impl Resolver {
             overrides.insert(host, addr.parse().map_err(|_| bad())?);
         }
         Ok(Self { overrides })
-    }
-
-    /// The overrides named in the environment, if any.
-    pub fn from_env() -> Result<Self, ProxyError> {
-        match std::env::var(RESOLVE_ENV) {
-            Ok(spec) => Self::with_overrides(&spec),
-            Err(_) => Ok(Self::default()),
-        }
     }
 
     pub async fn resolve(&self, host: &Host, port: u16) -> Result<Vec<Candidate>, String> {
@@ -70,13 +64,19 @@ impl Resolver {
 mod tests {
     use super::*;
 
+    fn pins(items: &[(&str, &str)]) -> Result<Resolver, ProxyError> {
+        Resolver::with_pins(&items.iter().map(|(h, a)| (h.to_string(), a.to_string())).collect())
+    }
+
     #[test]
-    fn overrides_parse() {
-        let r = Resolver::with_overrides("api.example.com=127.0.0.1:8443, Git.Example.com.=[::1]:9").unwrap();
+    fn pins_parse() {
+        let r = pins(&[("api.example.com", "127.0.0.1:8443"), ("Git.Example.com.", "[::1]:9")]).unwrap();
         assert_eq!(r.overrides["api.example.com"], "127.0.0.1:8443".parse().unwrap());
         assert_eq!(r.overrides["git.example.com"], "[::1]:9".parse().unwrap());
-        for bad in ["x", "a.com=1.2.3.4", "1.2.3.4=1.2.3.4:5", "a.com=host:1"] {
-            assert!(Resolver::with_overrides(bad).is_err(), "{bad}");
+        for (h, a) in
+            [("x y", "1.2.3.4:5"), ("a.com", "1.2.3.4"), ("1.2.3.4", "1.2.3.4:5"), ("a.com", "host:1")]
+        {
+            assert!(pins(&[(h, a)]).is_err(), "{h} {a}");
         }
     }
 }

@@ -162,7 +162,7 @@ async fn decide(state: &ConnState, method: &str, host: &Host, port: u16) -> Verd
         let changed = shared.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let verdict = shared.policy().decide(host);
+        let verdict = shared.policy().decide(host, port);
         if verdict != Verdict::Ask {
             return verdict;
         }
@@ -194,6 +194,13 @@ async fn admit(
         state.record(method, &shown, port, "denied", Some(why.clone()));
         refusal(status, &format!("{method} {shown}:{port} refused: {why}"))
     };
+    if plain && state.shared.policy().carries_secret(host) {
+        // The placeholder would travel in clear text and be swapped nowhere: refused outright.
+        return Err(deny(
+            StatusCode::FORBIDDEN,
+            format!("plain HTTP to {shown}, which a secret is bound to, is refused; use https://{shown}"),
+        ));
+    }
     let intercept = match decide(state, method, host, port).await {
         Verdict::Allow { intercept } => intercept && !plain,
         Verdict::Deny(why) => return Err(deny(StatusCode::FORBIDDEN, why)),
@@ -259,7 +266,7 @@ async fn connect(req: Request<Incoming>, state: Arc<ConnState>) -> Response<Body
     };
     let upgrade = hyper::upgrade::on(req);
     if intercept {
-        tokio::spawn(intercepted_session(upgrade, state, host, candidates));
+        tokio::spawn(intercepted_session(upgrade, state, host, port, candidates));
     } else {
         let upstream = match dial(&candidates).await {
             Ok(s) => s,
@@ -392,6 +399,7 @@ async fn intercepted_session(
     upgrade: hyper::upgrade::OnUpgrade,
     state: Arc<ConnState>,
     host: Host,
+    port: u16,
     candidates: Vec<Candidate>,
 ) {
     let Ok(up) = upgrade.await else { return };
@@ -405,7 +413,9 @@ async fn intercepted_session(
     let svc = service_fn(move |req| {
         let (state, upstream, host, candidates) =
             (state.clone(), upstream.clone(), host.clone(), candidates.clone());
-        async move { Ok::<_, Infallible>(forward_intercepted(req, &state, &upstream, &host, &candidates).await) }
+        async move {
+            Ok::<_, Infallible>(forward_intercepted(req, &state, &upstream, &host, port, &candidates).await)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
 }
@@ -415,13 +425,15 @@ async fn forward_intercepted(
     state: &ConnState,
     upstream: &tokio::sync::Mutex<Option<SendRequest<Body>>>,
     host: &Host,
+    port: u16,
     candidates: &[Candidate],
 ) -> Response<Body> {
     let shared = &state.shared;
     let fail = |why: String| refusal(StatusCode::BAD_GATEWAY, &format!("{host}: {why}"));
     let (mut parts, body) = req.into_parts();
     let creds: Vec<&Credential> = shared.credentials.iter().filter(|c| c.bound_to(host)).collect();
-    match swap_headers(&mut parts.headers, &creds) {
+    let uri = parts.uri.to_string();
+    match swap_headers(&mut parts.headers, &uri, &creds) {
         Ok(used) => {
             let mut swapped = state.swapped.lock().unwrap_or_else(|e| e.into_inner());
             for u in used {
@@ -430,7 +442,19 @@ async fn forward_intercepted(
                 }
             }
         }
-        Err(why) => return fail(why),
+        Err(why) => {
+            let why = why.to_string();
+            state.record(parts.method.as_str(), &host.to_string(), port, "denied", Some(why.clone()));
+            return refusal(StatusCode::FORBIDDEN, &format!("request to {host} refused: {why}"));
+        }
+    }
+    // The request goes to the host the tunnel was opened for, whatever Host it names.
+    let authority = if port == 443 { host.to_string() } else { format!("{host}:{port}") };
+    match HeaderValue::from_str(&authority) {
+        Ok(v) => {
+            parts.headers.insert(HOST, v);
+        }
+        Err(_) => return fail("cannot name the host in a Host header".into()),
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.uri = origin_form(&parts.uri);

@@ -1,39 +1,126 @@
-// The dashboard's one script: a live terminal on an agent's page. Everything else is htmx.
+// The dashboard's one script. It holds the session (in this origin's localStorage: never a
+// cookie, which browsers would send to every port of this host) and sends it itself: with every
+// htmx request, and as a WebSocket subprotocol for the live terminal. Pages opened by URL arrive
+// as an empty shell and are fetched again with the session.
 (function () {
   "use strict";
-  const el = document.getElementById("terminal");
-  if (!el) return;
-  const name = el.dataset.agent;
-  const controller = el.dataset.role === "controller";
-  const status = document.getElementById("terminal-status");
-  const term = new Terminal({ fontSize: 13, scrollback: 5000, disableStdin: !controller });
-  const fit = new FitAddon.FitAddon();
-  term.loadAddon(fit);
-  term.open(el);
-  fit.fit();
-  window.agentboxTerminal = term; // for people debugging in the console, and for the browser test
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const role = controller ? "controller" : "observer";
-  const ws = new WebSocket(scheme + location.host + "/ws/agents/" + name + "/attach?role=" + role);
-  ws.binaryType = "arraybuffer";
-  const say = (text) => { if (status) status.textContent = text; };
-  const resize = () => {
-    fit.fit();
-    if (controller && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({ type: "resize", rows: term.rows, cols: term.cols }));
-    }
+  const KEY = "agentbox_session";
+  const session = () => localStorage.getItem(KEY);
+  const signIn = () => {
+    localStorage.removeItem(KEY);
+    if (location.pathname !== "/login") location.replace("/login");
   };
-  ws.onopen = () => { say(controller ? "connected (typing enabled)" : "connected (watching)"); resize(); };
-  ws.onmessage = (e) => {
-    if (typeof e.data === "string") {
-      const msg = JSON.parse(e.data);
-      if (msg.type === "exit") say("the agent exited with status " + msg.code);
+
+  // History is not kept in localStorage (it would hold page contents); going back reloads the
+  // page, which then loads through the shell like any other.
+  htmx.config.historyCacheSize = 0;
+  htmx.config.refreshOnHistoryMiss = true;
+
+  // Every htmx request (navigation with hx-boost, polling, forms) carries the session.
+  document.addEventListener("htmx:configRequest", (e) => {
+    const s = session();
+    if (s) e.detail.headers["Authorization"] = "Bearer " + s;
+  });
+  document.addEventListener("htmx:responseError", (e) => {
+    if (e.detail.xhr && e.detail.xhr.status === 401) signIn();
+  });
+
+  // The live terminal of an agent's page (one at a time; closed when the page changes).
+  let current = null;
+  const terminal = () => {
+    const el = document.getElementById("terminal");
+    if (!el || el.dataset.started) return;
+    el.dataset.started = "1";
+    if (current) current();
+    const name = el.dataset.agent;
+    const controller = el.dataset.role === "controller";
+    const status = document.getElementById("terminal-status");
+    const term = new Terminal({ fontSize: 13, scrollback: 5000, disableStdin: !controller });
+    const fit = new FitAddon.FitAddon();
+    term.loadAddon(fit);
+    term.open(el);
+    fit.fit();
+    window.agentboxTerminal = term; // for people debugging in the console, and for the browser test
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const role = controller ? "controller" : "observer";
+    const ws = new WebSocket(scheme + location.host + "/ws/agents/" + name + "/attach?role=" + role,
+      ["agentbox", "agentbox.auth." + session()]);
+    ws.binaryType = "arraybuffer";
+    const say = (text) => { if (status) status.textContent = text; };
+    const resize = () => {
+      fit.fit();
+      if (controller && ws.readyState === WebSocket.OPEN) {
+        ws.send(JSON.stringify({ type: "resize", rows: term.rows, cols: term.cols }));
+      }
+    };
+    ws.onopen = () => { say(controller ? "connected (typing enabled)" : "connected (watching)"); resize(); };
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string") {
+        const msg = JSON.parse(e.data);
+        if (msg.type === "exit") say("the agent exited with status " + msg.code);
+        return;
+      }
+      term.write(new Uint8Array(e.data));
+    };
+    ws.onclose = () => { if (status && status.textContent.indexOf("exited") < 0) say("disconnected"); };
+    const encoder = new TextEncoder();
+    term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d)); });
+    window.addEventListener("resize", resize);
+    current = () => { window.removeEventListener("resize", resize); ws.close(); term.dispose(); };
+  };
+  document.addEventListener("htmx:load", terminal);
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    if (e.detail.target === document.body && current) { current(); current = null; }
+  });
+
+  // Downloads (artifacts) are fetched with the session and saved from memory.
+  document.addEventListener("click", async (e) => {
+    const a = e.target.closest("a[data-download]");
+    const out = e.target.closest("a[data-logout]");
+    if (out) {
+      e.preventDefault();
+      signIn();
       return;
     }
-    term.write(new Uint8Array(e.data));
+    if (!a) return;
+    e.preventDefault();
+    const r = await fetch(a.getAttribute("href"), { headers: { Authorization: "Bearer " + session() } });
+    if (r.status === 401) return signIn();
+    const url = URL.createObjectURL(await r.blob());
+    const save = document.createElement("a");
+    save.href = url;
+    save.download = a.dataset.download.split("/").pop();
+    document.body.appendChild(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }, true);
+
+  const start = async () => {
+    // The answer to signing in: keep the session, go to the dashboard.
+    const given = document.querySelector("meta[name=agentbox-session]");
+    if (given) {
+      localStorage.setItem(KEY, given.content);
+      location.replace("/");
+      return;
+    }
+    if (!document.body.hasAttribute("data-shell")) {
+      terminal();
+      return;
+    }
+    if (!session()) return signIn();
+    const r = await fetch(location.pathname + location.search, {
+      headers: { Authorization: "Bearer " + session(), Accept: "text/html" },
+    });
+    if (r.status === 401) return signIn();
+    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    document.title = doc.title;
+    for (const attr of doc.body.attributes) document.body.setAttribute(attr.name, attr.value);
+    document.body.removeAttribute("data-shell");
+    document.body.replaceChildren(...doc.body.childNodes);
+    htmx.process(document.body);
+    terminal();
   };
-  ws.onclose = () => { if (status && status.textContent.indexOf("exited") < 0) say("disconnected"); };
-  const encoder = new TextEncoder();
-  term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d)); });
-  window.addEventListener("resize", resize);
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();

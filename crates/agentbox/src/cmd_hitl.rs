@@ -1,5 +1,6 @@
 //! `agentbox hitl list|answer`.
 
+use agentbox_core::termfilter::escape_for_terminal as esc;
 use anyhow::Result;
 
 use crate::agents::age;
@@ -24,7 +25,7 @@ pub fn hitl(args: HitlArgs) -> Result<i32> {
                         r.state,
                         r.kind,
                         age(r.created_at),
-                        r.prompt
+                        esc(&r.prompt)
                     );
                 }
             }

@@ -43,7 +43,7 @@ fn line(r: &AuditRecord) -> String {
         s.push_str(&format!("  secrets {}", r.swapped.join(",")));
     }
     if let Some(reason) = &r.reason {
-        s.push_str(&format!("  ({reason})"));
+        s.push_str(&format!("  ({})", agentbox_core::termfilter::escape_for_terminal(reason)));
     }
     s
 }

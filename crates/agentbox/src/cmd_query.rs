@@ -126,7 +126,13 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&events)?);
     } else {
         for e in events {
-            println!("{:>6} ago  {:<14} {:<20} {}", age(e.at), e.event, e.agent, e.detail);
+            println!(
+                "{:>6} ago  {:<14} {:<20} {}",
+                age(e.at),
+                e.event,
+                e.agent,
+                agentbox_core::termfilter::escape_for_terminal(&e.detail)
+            );
         }
     }
     Ok(0)

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use agentbox_core::termfilter::escape_for_terminal as esc;
 use agentbox_core::ManifestFormat;
 use anyhow::{Context, Result};
 
@@ -28,7 +29,7 @@ pub fn read_manifest(file: &Path) -> Result<agentbox_core::TaskManifest> {
 fn print_table(tasks: &[TaskView]) {
     println!("{:<14} {:<13} {:<6} {:<7} {:<24} REASON", "ID", "STATE", "AGE", "ATTEMPT", "NAME");
     for t in tasks {
-        let name: String = t.name.chars().take(24).collect();
+        let name: String = esc(&t.name).chars().take(24).collect();
         println!(
             "{:<14} {:<13} {:<6} {:<7} {:<24} {}",
             t.id,
@@ -36,7 +37,7 @@ fn print_table(tasks: &[TaskView]) {
             age(t.created_at),
             t.attempt,
             name,
-            t.reason
+            esc(&t.reason)
         );
     }
 }
@@ -80,7 +81,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
-                eprintln!("task {} {}", t.id, t.describe());
+                eprintln!("task {} {}", t.id, esc(&t.describe()));
             }
             Ok(final_status(&t))
         }
@@ -104,8 +105,8 @@ pub fn task(args: TaskArgs) -> Result<i32> {
                 return Ok(0);
             }
             println!("id:        {}", t.id);
-            println!("name:      {}", t.name);
-            println!("state:     {}", t.describe());
+            println!("name:      {}", esc(&t.name));
+            println!("state:     {}", esc(&t.describe()));
             println!("agent:     {} (attempt {})", t.agent.as_deref().unwrap_or("-"), t.attempt);
             println!("timeout:   {}   retries: {}", t.timeout_text(), t.retries);
             println!("input:     {}", t.input_dir);
@@ -121,7 +122,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             }
             println!("events:");
             for e in events {
-                println!("  {:>6} ago  {:<24} {}", age(e.at), e.event, e.detail);
+                println!("  {:>6} ago  {:<24} {}", age(e.at), e.event, esc(&e.detail));
             }
             Ok(0)
         }
@@ -129,7 +130,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
         TaskCommand::Cancel { id } => {
             let t = tasks::cancel(&home, &store, &id)?;
             let t = if agentbox_store::is_final_task_state(&t.state) { t } else { wait_final(&home, &t.id)? };
-            println!("task {} {}", t.id, t.describe());
+            println!("task {} {}", t.id, esc(&t.describe()));
             Ok(0)
         }
         TaskCommand::Artifacts { id, download, json } => {
@@ -143,7 +144,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for a in &list {
-                    println!("{:>10}  {}", a.size, a.path);
+                    println!("{:>10}  {}", a.size, esc(&a.path));
                 }
                 if let Some(dest) = download {
                     eprintln!("{} file(s) copied into {}", list.len(), dest.display());

@@ -16,7 +16,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agentbox_core::{check_secret_hosts, EgressSpec, HostRule, Profile, SecretBinding};
+use agentbox_core::{
+    check_header_name, check_secret_hosts, default_auth_headers, EgressSpec, HostRule, Profile, SecretBinding,
+};
 use agentbox_jail::{CaFiles, SYSTEM_CA_BUNDLES};
 use agentbox_proxy::{Audit, Credential, LocalCa, ProxyConfig, Resolver};
 use anyhow::{bail, Context, Result};
@@ -36,12 +38,20 @@ pub struct NetworkConfig {
     pub allow: Vec<HostRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ask_timeout: Option<u64>,
+    /// `[network.resolve]`: host names the proxy connects to at a fixed address (`"ip:port"`),
+    /// like curl's `--connect-to`: split-horizon names, or a provider's host pointed at a local
+    /// stand-in. The operator's choice, so the address is not checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolve: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretConfig {
     pub hosts: Vec<HostRule>,
+    /// The request headers the secret is sent in (default: where its provider reads it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
 }
 
 /// `AGENTBOX_HOME/config.toml`.
@@ -79,7 +89,12 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
         for (name, s) in &cfg.secrets {
             check_secret_hosts(name, &s.hosts).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            for h in &s.headers {
+                check_header_name(h)
+                    .map_err(|e| anyhow::anyhow!("{}: [secrets.{name}] headers: {e}", path.display()))?;
+            }
         }
+        Resolver::with_pins(&cfg.network.resolve).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 
@@ -160,8 +175,15 @@ pub fn build_spec(
                  in [secrets.{name}] of the config, or in [secret_hosts] of the profile"
             ),
         };
+        let headers = cfg
+            .secrets
+            .get(&name)
+            .map(|s| s.headers.clone())
+            .filter(|h| !h.is_empty())
+            .or_else(|| profile.and_then(|p| p.secret_headers.get(&name).cloned()))
+            .unwrap_or_else(|| default_auth_headers(&name));
         secrets.retain(|s| s.env != name);
-        secrets.push(SecretBinding { placeholder: placeholder(&name), env: name, hosts });
+        secrets.push(SecretBinding { placeholder: placeholder(&name), env: name, hosts, headers });
     }
     Ok(EgressSpec { allow, secrets, ask: flags.ask })
 }
@@ -223,6 +245,7 @@ pub fn load_credentials(home: &Home, spec: &EgressSpec) -> Result<Vec<Credential
             placeholder: b.placeholder.clone(),
             value,
             hosts: b.hosts.clone(),
+            headers: b.auth_headers(),
         });
     }
     Ok(out)
@@ -247,7 +270,7 @@ pub fn proxy_config(
         egress: spec.clone(),
         credentials,
         ca,
-        resolver: Resolver::from_env()?,
+        resolver: Resolver::with_pins(&cfg.network.resolve)?,
         audit,
         ask_timeout: cfg.ask_timeout(),
     })
@@ -281,8 +304,8 @@ mod tests {
         assert!(allow.contains(&"registry.npmjs.org".into()) && allow.contains(&"*.example.org".into()));
         assert!(allow.contains(&"claude.ai".into()), "{allow:?}");
         let hosts = |n: &str| spec.secrets.iter().find(|s| s.env == n).unwrap().hosts.clone();
-        assert_eq!(hosts("ANTHROPIC_API_KEY"), vec![HostRule::Exact("api.anthropic.com".into())]);
-        assert_eq!(hosts("GITHUB_TOKEN"), vec![HostRule::Exact("github.com".into())]);
+        assert_eq!(hosts("ANTHROPIC_API_KEY"), vec![HostRule::exact("api.anthropic.com")]);
+        assert_eq!(hosts("GITHUB_TOKEN"), vec![HostRule::exact("github.com")]);
         assert!(spec.ask);
 
         let unknown = EgressFlags { secrets: vec![("MY_TOKEN".into(), None)], ..Default::default() };

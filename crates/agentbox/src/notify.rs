@@ -55,7 +55,8 @@ impl Notifier {
     pub fn send(&self, event: &str, title: &str, body: &str, fields: Value) {
         if let Some(program) = &self.desktop {
             let child = std::process::Command::new(program)
-                .args(["--app-name=agentbox", title, body])
+                // `--`: the body is the prompt text an agent printed; it must not read as an option.
+                .args(["--app-name=agentbox", "--", title, body])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

@@ -359,7 +359,7 @@ pub fn run(remote: &Remote, command: Command) -> Result<i32> {
                         "{at}  {:<14} {:<20} {}",
                         str_of(&e["event"]),
                         str_of(&e["agent"]),
-                        str_of(&e["detail"])
+                        agentbox_core::termfilter::escape_for_terminal(str_of(&e["detail"]))
                     );
                 }
             }

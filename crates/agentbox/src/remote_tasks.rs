@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use agentbox_core::termfilter::escape_for_terminal as esc;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
@@ -43,7 +44,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                 return Ok(0);
             }
             let t = wait_final(remote, &t.id)?;
-            eprintln!("task {} {}", t.id, t.describe());
+            eprintln!("task {} {}", t.id, esc(&t.describe()));
             Ok(i32::from(t.state != "completed"))
         }
         TaskCommand::List { json } => {
@@ -52,7 +53,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for t in serde_json::from_value::<Vec<TaskView>>(v)? {
-                    println!("{:<14} {:<13} {:<24} {}", t.id, t.state, t.name, t.reason);
+                    println!("{:<14} {:<13} {:<24} {}", t.id, t.state, esc(&t.name), esc(&t.reason));
                 }
             }
             Ok(0)
@@ -66,8 +67,8 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                 println!(
                     "id:      {}\nname:    {}\nstate:   {}\nagent:   {} (attempt {})",
                     t.id,
-                    t.name,
-                    t.describe(),
+                    esc(&t.name),
+                    esc(&t.describe()),
                     t.agent.as_deref().unwrap_or("-"),
                     t.attempt
                 );
@@ -75,7 +76,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                     println!(
                         "  {:<24} {}",
                         e["event"].as_str().unwrap_or(""),
-                        e["detail"].as_str().unwrap_or("")
+                        esc(e["detail"].as_str().unwrap_or(""))
                     );
                 }
             }
@@ -108,7 +109,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
             let t = view(remote.send("DELETE", &format!("/api/v1/tasks/{id}"), None)?)?;
             let t =
                 if agentbox_store::is_final_task_state(&t.state) { t } else { wait_final(remote, &t.id)? };
-            println!("task {} {}", t.id, t.describe());
+            println!("task {} {}", t.id, esc(&t.describe()));
             Ok(0)
         }
         TaskCommand::Artifacts { id, download, json } => {
@@ -131,7 +132,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for a in &list {
-                    println!("{:>10}  {}", a.size, a.path);
+                    println!("{:>10}  {}", a.size, esc(&a.path));
                 }
             }
             Ok(0)
@@ -152,7 +153,7 @@ pub fn hitl(remote: &Remote, args: HitlArgs) -> Result<i32> {
                         r["id"],
                         r["agent"].as_str().unwrap_or(""),
                         r["state"].as_str().unwrap_or(""),
-                        r["prompt"].as_str().unwrap_or("")
+                        esc(r["prompt"].as_str().unwrap_or(""))
                     );
                 }
             }

@@ -6,13 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+
+use agentbox_engine::tree::{self, Kind, Limits};
 
 use anyhow::{Context, Result};
 
 const HASH_LIMIT: u64 = 4 << 20;
+/// Entries recorded at most (a workspace of millions of files is not diffed in full).
+const MAX_ENTRIES: u64 = 2_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -30,42 +33,34 @@ fn hash_bytes(b: &[u8]) -> u64 {
     h.finish()
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut Manifest) {
-    let Ok(rd) = std::fs::read_dir(root.join(rel)) else { return };
-    for e in rd.flatten() {
-        let rel_path = rel.join(e.file_name());
-        let full = root.join(&rel_path);
-        let Ok(meta) = std::fs::symlink_metadata(&full) else { continue };
-        let ft = meta.file_type();
-        let (kind, hash) = if ft.is_symlink() {
-            (
-                'l',
-                std::fs::read_link(&full).map(|t| hash_bytes(t.as_os_str().as_encoded_bytes())).unwrap_or(0),
-            )
-        } else if ft.is_dir() {
-            ('d', 0)
-        } else if ft.is_file() {
-            let h = if meta.len() <= HASH_LIMIT {
-                std::fs::read(&full).map(|b| hash_bytes(&b)).unwrap_or(0)
-            } else {
-                0
-            };
-            ('f', h)
-        } else {
-            ('o', 0)
-        };
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        let size = if kind == 'd' { 0 } else { meta.len() };
-        out.insert(rel_path.clone(), Entry { kind, size, mtime_ns, hash });
-        if kind == 'd' {
-            walk(root, &rel_path, out);
-        }
-    }
-}
-
+/// Records every entry below `workspace` through descriptors (the agent may swap names for
+/// links or FIFOs while this runs: nothing is followed, nothing blocks). Entries past the bound
+/// are left out of the manifest.
 pub fn take(workspace: &Path) -> Manifest {
     let mut m = Manifest::new();
-    walk(workspace, Path::new(""), &mut m);
+    let limits = Limits { max_bytes: u64::MAX, max_entries: MAX_ENTRIES };
+    let _ = tree::walk(workspace, limits, &mut |e| {
+        let (kind, hash) = match e.kind {
+            Kind::Symlink => ('l', e.link_target()?.map(|t| hash_bytes(t.as_encoded_bytes())).unwrap_or(0)),
+            Kind::Dir => ('d', 0),
+            Kind::File if (e.stat.st_size as u64) <= HASH_LIMIT => {
+                let mut bytes = Vec::new();
+                let h = match e.open()? {
+                    Some(f) => {
+                        f.take(HASH_LIMIT).read_to_end(&mut bytes).map(|_| hash_bytes(&bytes)).unwrap_or(0)
+                    }
+                    None => 0,
+                };
+                ('f', h)
+            }
+            Kind::File => ('f', 0),
+            Kind::Other => ('o', 0),
+        };
+        let mtime_ns = e.stat.st_mtime * 1_000_000_000 + e.stat.st_mtime_nsec;
+        let size = if kind == 'd' { 0 } else { e.stat.st_size as u64 };
+        m.insert(e.rel.clone(), Entry { kind, size, mtime_ns, hash });
+        Ok(())
+    });
     m
 }
 

@@ -205,10 +205,12 @@ fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
 }
 
 /// Why [`copy_file`] stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CopyError {
     /// More data than the budget allowed.
+    #[error("more data than allowed")]
     Budget,
+    #[error("{}", .0.desc())]
     Io(Errno),
 }
 

@@ -3,11 +3,16 @@
 //! Two tokens are created on the first start, each in an owner-only file in AGENTBOX_HOME:
 //! `api-token` may do everything (spawn, kill, type into agents: the `controller` scope) and
 //! `api-token-viewer` may only read (list, logs, screens, watch terminals). A request presents
-//! one as `Authorization: Bearer TOKEN`; the dashboard keeps it in a cookie set by `/login`.
+//! one as `Authorization: Bearer TOKEN`.
 //!
-//! A cookie is sent by the browser whoever asks it to, so a request that relies on the cookie
-//! and changes something must also carry a header no cross-site form can set (htmx sends
-//! `HX-Request`), and a WebSocket upgrade must come from the server's own origin.
+//! The dashboard never puts a credential in a cookie: browsers send a host's cookies to every
+//! port of it, so a dev server an agent starts on 127.0.0.1:3000 would receive it. Signing in
+//! (`POST /login`) gives the page a session token (scope, expiry, a MAC keyed by the scope's
+//! token), which the page keeps in `localStorage` (scoped to this origin: scheme, host and port)
+//! and sends itself: in the `Authorization` header of every request (htmx), and as a WebSocket
+//! subprotocol (`agentbox.auth.TOKEN`, since browsers cannot set headers on WebSockets). A page
+//! loaded without a header (typing a URL, reloading) is a shell that loads its content that way.
+//! No token ever travels in a URL.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -24,7 +29,12 @@ use super::extract::ApiError;
 use super::state::Shared;
 use crate::home::Home;
 
-pub const COOKIE: &str = "agentbox_token";
+/// The WebSocket subprotocol the dashboard selects; its credential comes as a second one,
+/// `agentbox.auth.TOKEN`.
+pub const WS_PROTOCOL: &str = "agentbox";
+const WS_AUTH_PREFIX: &str = "agentbox.auth.";
+/// How long a dashboard session lasts.
+const SESSION_SECS: u64 = 12 * 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -83,35 +93,93 @@ impl Tokens {
         })
     }
 
-    pub fn accepts(&self, presented: &str) -> bool {
-        self.scope_of(presented).is_some()
-    }
-
-    fn scope_of(&self, presented: &str) -> Option<Scope> {
+    /// The scope of an API token or of a dashboard session that has not expired.
+    pub fn scope_of(&self, presented: &str) -> Option<Scope> {
         if constant_time_eq(presented.as_bytes(), self.controller.as_bytes()) {
             Some(Scope::Controller)
         } else if constant_time_eq(presented.as_bytes(), self.viewer.as_bytes()) {
             Some(Scope::Viewer)
         } else {
-            None
+            self.session_scope(presented, now_secs())
         }
     }
+
+    fn key(&self, scope: Scope) -> ring::hmac::Key {
+        let token = match scope {
+            Scope::Controller => &self.controller,
+            Scope::Viewer => &self.viewer,
+        };
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes())
+    }
+
+    /// A dashboard session for `scope`: `abs1.SCOPE.EXPIRY.NONCE.MAC`, the MAC keyed by the
+    /// scope's API token (so rotating a token ends its sessions).
+    pub fn session(&self, scope: Scope) -> String {
+        let mut nonce = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        self.session_at(scope, now_secs() + SESSION_SECS, &hex(&nonce))
+    }
+
+    fn session_at(&self, scope: Scope, expiry: u64, nonce: &str) -> String {
+        let name = match scope {
+            Scope::Controller => "c",
+            Scope::Viewer => "v",
+        };
+        let payload = format!("abs1.{name}.{expiry}.{nonce}");
+        let mac = ring::hmac::sign(&self.key(scope), payload.as_bytes());
+        format!("{payload}.{}", hex(mac.as_ref()))
+    }
+
+    fn session_scope(&self, presented: &str, now: u64) -> Option<Scope> {
+        let mut parts = presented.split('.');
+        let (Some("abs1"), Some(name), Some(expiry), Some(nonce), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let scope = match name {
+            "c" => Scope::Controller,
+            "v" => Scope::Viewer,
+            _ => return None,
+        };
+        let expiry: u64 = expiry.parse().ok()?;
+        if expiry <= now || nonce.len() != 32 {
+            return None;
+        }
+        let mac = unhex(mac)?;
+        let payload = format!("abs1.{name}.{expiry}.{nonce}");
+        ring::hmac::verify(&self.key(scope), payload.as_bytes(), &mac).ok()?;
+        Some(scope)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The token's value from a `Cookie` header.
-pub fn cookie_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+/// The credential a browser's WebSocket offers as a subprotocol (`agentbox.auth.TOKEN`).
+fn ws_token(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
-        .get_all(header::COOKIE)
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_AUTH_PREFIX))
 }
 
 fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
@@ -138,6 +206,11 @@ fn public(path: &str) -> bool {
     path == "/healthz" || path == "/login" || path == "/favicon.ico" || path.starts_with("/assets/")
 }
 
+/// A dashboard page (not the API, a fragment or a terminal), which a browser loads by URL.
+fn dashboard_page(path: &str) -> bool {
+    !(path.starts_with("/api/") || path.starts_with("/ui/") || path.starts_with("/ws/") || path == "/metrics")
+}
+
 /// Checks the token on every request but the public ones and records its scope.
 pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
@@ -145,19 +218,20 @@ pub async fn require_token(State(state): State<Shared>, mut req: Request, next: 
         return next.run(req).await;
     }
     let headers = req.headers();
-    let (scope, by_cookie) = match (bearer(headers), cookie_token(headers)) {
-        (Some(t), _) => (state.tokens.scope_of(t), false),
-        (None, Some(t)) => (state.tokens.scope_of(t), true),
+    let (presented, by_ws_protocol) = match (bearer(headers), ws_token(headers)) {
+        (Some(t), _) => (Some(t), false),
+        (None, Some(t)) => (Some(t), true),
         (None, None) => (None, false),
     };
-    let Some(scope) = scope else {
-        // A person in a browser is sent to the login page; a program gets a 401.
+    let Some(scope) = presented.and_then(|t| state.tokens.scope_of(t)) else {
+        // A person opening a page by URL gets the shell, which signs in from this origin's own
+        // storage; a program gets a 401.
         let wants_html = headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"));
-        if wants_html && req.method() == Method::GET && !path.starts_with("/api/") {
-            return axum::response::Redirect::to("/login").into_response();
+        if presented.is_none() && wants_html && req.method() == Method::GET && dashboard_page(&path) {
+            return super::ui::shell();
         }
         return deny(
             StatusCode::UNAUTHORIZED,
@@ -171,15 +245,10 @@ pub async fn require_token(State(state): State<Shared>, mut req: Request, next: 
             "this token may only read; use the controller token (api-token) to change agents",
         );
     }
-    if by_cookie {
-        let is_ws = headers.get(header::UPGRADE).is_some();
-        let marked = headers.contains_key("hx-request") || headers.contains_key("x-agentbox-client");
-        if (unsafe_method && !marked) || ((unsafe_method || is_ws) && !same_origin(headers)) {
-            return deny(
-                StatusCode::FORBIDDEN,
-                "cross-site request refused: send the token as a Bearer header",
-            );
-        }
+    // A browser's WebSocket carries the credential its page chose to send; still, only this
+    // server's own pages may open one.
+    if by_ws_protocol && !same_origin(headers) {
+        return deny(StatusCode::FORBIDDEN, "cross-site WebSocket refused");
     }
     req.extensions_mut().insert(scope);
     next.run(req).await
@@ -190,10 +259,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cookies_and_origins() {
+    fn sessions_are_scoped_signed_and_expire() {
+        let t = Tokens { controller: "c".repeat(64), viewer: "v".repeat(64) };
+        let s = t.session(Scope::Controller);
+        assert_eq!(t.scope_of(&s), Some(Scope::Controller));
+        assert_eq!(t.scope_of(&t.session(Scope::Viewer)), Some(Scope::Viewer));
+        // Tampering with any part, or another server's token, breaks it.
+        assert_eq!(t.scope_of(&s.replacen("abs1.c.", "abs1.v.", 1)), None);
+        let other = Tokens { controller: "x".repeat(64), viewer: "v".repeat(64) };
+        assert_eq!(other.scope_of(&s), None);
+        let expired = t.session_at(Scope::Controller, now_secs() - 1, &"0".repeat(32));
+        assert_eq!(t.scope_of(&expired), None);
+        assert_eq!(t.scope_of("abs1.c.1.2.3"), None);
         let mut h = axum::http::HeaderMap::new();
-        h.insert(header::COOKIE, "a=b; agentbox_token=xyz; c=d".parse().unwrap());
-        assert_eq!(cookie_token(&h), Some("xyz"));
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "agentbox, agentbox.auth.abc".parse().unwrap());
+        assert_eq!(ws_token(&h), Some("abc"));
+    }
+
+    #[test]
+    fn origins() {
+        let mut h = axum::http::HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:8122".parse().unwrap());
         assert!(same_origin(&h));
         h.insert(header::ORIGIN, "http://127.0.0.1:8122".parse().unwrap());

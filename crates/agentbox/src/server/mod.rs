@@ -126,7 +126,7 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        let state: Shared = Arc::new(AppState::new(home.clone(), tokens, tls.is_some())?);
+        let state: Shared = Arc::new(AppState::new(home.clone(), tokens)?);
         state.refresh_blocking()?;
         state::start_refreshers(&state);
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -45,8 +45,6 @@ pub struct AppState {
     pub home: Home,
     pub tokens: Tokens,
     pub metrics: Metrics,
-    /// Whether the server speaks TLS (cookies are then marked Secure).
-    pub tls: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     usage: RwLock<Arc<HashMap<String, Usage>>>,
 }
@@ -74,11 +72,10 @@ pub fn with_store<T>(home: &Home, f: impl FnOnce(&mut Store) -> Result<T>) -> Re
 }
 
 impl AppState {
-    pub fn new(home: Home, tokens: Tokens, tls: bool) -> Result<Self> {
+    pub fn new(home: Home, tokens: Tokens) -> Result<Self> {
         Ok(Self {
             home,
             tokens,
-            tls,
             metrics: Metrics::new(),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             usage: RwLock::new(Arc::new(HashMap::new())),

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
-use super::auth::{Scope, COOKIE};
+use super::auth::Scope;
 use super::extract::{blocking, ApiError, ApiQuery};
 use super::state::{with_store, Shared};
 use crate::service::{self, AgentView, SpawnRequest};
@@ -37,28 +37,58 @@ pub fn router() -> Router<Shared> {
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
                    connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'";
 
+/// The `<head>` of every page: the vendored scripts (loaded once, kept across navigations, which
+/// htmx makes in place) and the dashboard's own script, which sends the session with requests.
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · agentbox" }
+            link rel="stylesheet" href="/assets/xterm.css";
+            link rel="stylesheet" href="/assets/dashboard.css";
+            script src="/assets/htmx.min.js" {}
+            script src="/assets/xterm.js" {}
+            script src="/assets/addon-fit.js" {}
+            script src="/assets/dashboard.js" defer {}
+        }
+    }
+}
+
+fn secure_headers(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    resp.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 pub(super) fn page(title: &str, body: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · agentbox" }
-                link rel="stylesheet" href="/assets/xterm.css";
-                link rel="stylesheet" href="/assets/dashboard.css";
-                script src="/assets/htmx.min.js" {}
-            }
-            body {
-                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } " " a href="/tasks" { "tasks" } " " a href="/hitl" { "waiting" } }
+            (head(title))
+            body hx-boost="true" {
+                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } " " a href="/tasks" { "tasks" } " " a href="/hitl" { "waiting" }
+                      " " a href="/login" data-logout { "sign out" } }
                 main { (body) }
             }
         }
     };
-    let mut resp = markup.into_response();
-    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    resp.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    resp
+    secure_headers(markup.into_response())
+}
+
+/// What a page opened without a credential gets (typing its URL, reloading it): no data, only
+/// the script, which fetches the page again with the session this origin keeps, or sends the
+/// person to sign in.
+pub(super) fn shell() -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("loading"))
+            body data-shell { p { "Loading..." } }
+        }
+    };
+    secure_headers(markup.into_response())
 }
 
 fn fragment(m: Markup) -> Response {
@@ -249,9 +279,6 @@ async fn agent_page(
             div hx-get={ (base) "/events" } hx-trigger="load, every 3s" {}
             h2 { "Network" }
             div hx-get={ (base) "/net" } hx-trigger="load, every 3s" {}
-            script src="/assets/xterm.js" {}
-            script src="/assets/addon-fit.js" {}
-            script src="/assets/dashboard.js" {}
         },
     ))
 }
@@ -351,54 +378,49 @@ struct LoginQuery {
     token: Option<String>,
 }
 
-async fn login_page(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    ApiQuery(q): ApiQuery<LoginQuery>,
-) -> Response {
-    match q.token {
-        Some(t) => login(&state, &headers, &t),
-        None => page(
-            "sign in",
-            html! {
-                h1 { "Sign in" }
-                p { "Paste the token from " code { "AGENTBOX_HOME/api-token" } " (or api-token-viewer to watch only)." }
-                form method="post" action="/login" {
-                    input type="password" name="token" size="70" autofocus;
-                    button type="submit" { "Sign in" }
-                }
-            },
-        ),
+fn login_form_page(message: Option<&str>) -> Markup {
+    html! {
+        h1 { "Sign in" }
+        @if let Some(m) = message { p.error role="alert" { (m) } }
+        p { "Paste the token from " code { "AGENTBOX_HOME/api-token" } " (or api-token-viewer to watch only)." }
+        form method="post" action="/login" hx-boost="false" {
+            input type="password" name="token" size="70" autofocus autocomplete="off";
+            button type="submit" { "Sign in" }
+        }
     }
 }
 
-async fn login_form(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Form(f): Form<BTreeMap<String, String>>,
-) -> Response {
-    login(&state, &headers, f.get("token").map(String::as_str).unwrap_or(""))
-}
-
-fn login(state: &Shared, headers: &HeaderMap, token: &str) -> Response {
-    if !state.tokens.accepts(token.trim()) {
+async fn login_page(ApiQuery(q): ApiQuery<LoginQuery>) -> Response {
+    if q.token.is_some() {
+        // A token in a URL ends up in history, logs and Referer headers.
         return (
-            StatusCode::UNAUTHORIZED,
-            page("sign in", html! { p.error { "Wrong token." } a href="/login" { "Try again" } }),
+            StatusCode::BAD_REQUEST,
+            page("sign in", login_form_page(Some("Tokens do not go in URLs: paste it into the form."))),
         )
             .into_response();
     }
-    let secure = headers.get("x-forwarded-proto").is_some_and(|v| v == "https") || state.tls;
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
-        token.trim(),
-        if secure { "; Secure" } else { "" }
-    );
-    let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
+    page("sign in", login_form_page(None))
+}
+
+/// Checks the token and hands the page a session token for this origin's storage; the response
+/// sets no cookie.
+async fn login_form(State(state): State<Shared>, Form(f): Form<BTreeMap<String, String>>) -> Response {
+    let token = f.get("token").map(String::as_str).unwrap_or("").trim();
+    let scope = match state.tokens.scope_of(token) {
+        Some(s) if !token.starts_with("abs1.") => s,
+        _ => {
+            return (StatusCode::UNAUTHORIZED, page("sign in", login_form_page(Some("Wrong token."))))
+                .into_response()
+        }
+    };
+    let session = state.tokens.session(scope);
+    page(
+        "signed in",
+        html! {
+            meta name="agentbox-session" content=(session);
+            p { "Signed in. " a href="/" { "Go to the dashboard" } }
+        },
+    )
 }
 
 const DASHBOARD_CSS: &str = "

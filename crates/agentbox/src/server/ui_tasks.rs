@@ -146,7 +146,7 @@ async fn task_fragment(State(state): State<Shared>, Path(id): Path<String>) -> R
         h2 { "Artifacts" }
         @if arts.is_empty() { p { "none yet" } }
         ul.artifacts { @for a in &arts {
-            li { a href={ "/api/v1/tasks/" (t.id) "/artifacts/" (a.path.replace('/', "%2F")) } { (a.path) } " (" (a.size) " bytes)" }
+            li { a href={ "/api/v1/tasks/" (t.id) "/artifacts/" (a.path.replace('/', "%2F")) } data-download=(a.path) { (a.path) } " (" (a.size) " bytes)" }
         } }
         h2 { "Log" }
         pre.logs { (log) }

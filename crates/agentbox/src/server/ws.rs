@@ -68,7 +68,7 @@ pub async fn attach(
     let sock = UnixStream::connect(paths::socket(&crate::agents::state_dir(&rec))).await.map_err(|_| {
         ApiError::from(crate::service::conflict(format!("agent '{}' is not running", rec.name)))
     })?;
-    Ok(upgrade.on_upgrade(move |ws| bridge(ws, sock, controller)))
+    Ok(upgrade.protocols([super::auth::WS_PROTOCOL]).on_upgrade(move |ws| bridge(ws, sock, controller)))
 }
 
 async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool) {

@@ -7,8 +7,8 @@
 //! directory itself, so the kernel refuses any path that leaves it or passes a link; links are
 //! skipped, and only regular files and directories are copied or served.
 
+use agentbox_engine::tree::{copy_file, CopyError};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path};
@@ -19,8 +19,11 @@ use nix::sys::stat::{fstat, SFlag};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Files larger than this are not collected (an agent filling the disk through its output).
+/// Files holding more data than this are not collected (an agent filling the disk through its
+/// output); holes of sparse files do not count, and are not written.
 const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+/// Data collected for one task at most.
+const MAX_TOTAL_BYTES: u64 = 4 << 30;
 /// Entries walked per collected directory at most.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -151,7 +154,7 @@ fn entries(dir: OwnedFd) -> Result<Vec<String>> {
 pub fn collect(workspace: &Path, output: &Path, paths: &[String]) -> Result<(usize, Vec<String>)> {
     let src = open_root(workspace)?;
     let dst = open_root(output)?;
-    let (mut copied, mut skipped) = (0, Vec::new());
+    let (mut copied, mut skipped, mut total) = (0, Vec::new(), 0u64);
     for p in paths {
         let rel = p.trim_end_matches('/');
         check_rel(rel)?;
@@ -175,18 +178,29 @@ pub fn collect(workspace: &Path, output: &Path, paths: &[String]) -> Result<(usi
                     }
                 }
                 Some((fd, Kind::File(size))) => {
-                    if size > MAX_ARTIFACT_BYTES {
-                        skipped.push(format!("{rel} (larger than 1G)"));
-                        continue;
-                    }
-                    let mut from = File::from(fd).take(MAX_ARTIFACT_BYTES);
-                    let Some(mut to) = create_beneath(&dst, &rel)? else {
+                    let Some(to) = create_beneath(&dst, &rel)? else {
                         skipped.push(format!("{rel} (the output has a link or file in its way)"));
                         continue;
                     };
-                    std::io::copy(&mut from, &mut to).with_context(|| format!("copying {rel}"))?;
-                    to.flush()?;
-                    copied += 1;
+                    // Sparse files stay sparse; data beyond the budgets is refused, not copied.
+                    let budget = MAX_ARTIFACT_BYTES.min(MAX_TOTAL_BYTES.saturating_sub(total));
+                    match copy_file(&File::from(fd), &to, size, budget) {
+                        Ok(n) => {
+                            total += n;
+                            copied += 1;
+                        }
+                        Err(CopyError::Budget) => {
+                            drop(to);
+                            let _ = nix::unistd::unlinkat(
+                                &dst,
+                                rel.as_str(),
+                                nix::unistd::UnlinkatFlags::NoRemoveDir,
+                            );
+                            skipped
+                                .push(format!("{rel} (more than 1 GiB of data, or past 4 GiB for the task)"));
+                        }
+                        Err(CopyError::Io(e)) => return Err(e).with_context(|| format!("copying {rel}")),
+                    }
                 }
                 Some((_, Kind::Other)) => {}
             }
@@ -235,19 +249,21 @@ pub fn open(output: &Path, rel: &str) -> Result<(File, u64)> {
 pub fn download(output: &Path, dest: &Path) -> Result<Vec<Artifact>> {
     let all = list(output)?;
     for a in &all {
-        let (mut from, _) = open(output, &a.path)?;
+        let (from, size) = open(output, &a.path)?;
         let to = dest.join(&a.path);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        let mut file = File::create(&to).with_context(|| format!("writing {}", to.display()))?;
-        std::io::copy(&mut from, &mut file).with_context(|| format!("copying {}", a.path))?;
+        let file = File::create(&to).with_context(|| format!("writing {}", to.display()))?;
+        copy_file(&from, &file, size, MAX_ARTIFACT_BYTES).with_context(|| format!("copying {}", a.path))?;
     }
     Ok(all)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     #[test]

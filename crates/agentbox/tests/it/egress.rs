@@ -89,10 +89,12 @@ impl Upstream {
     }
 
     /// The proxy's resolver override: every test name to the TLS server, plain.test to the other.
-    pub fn resolve_env(&self) -> String {
-        let mut v: Vec<String> = NAMES.iter().map(|n| format!("{n}=127.0.0.1:{}", self.tls_port)).collect();
-        v.push(format!("plain.test=127.0.0.1:{}", self.plain_port));
-        v.join(",")
+    /// The `[network.resolve]` table that points the test names at these servers.
+    pub fn resolve_table(&self) -> String {
+        let mut v: Vec<String> =
+            NAMES.iter().map(|n| format!("\"{n}\" = \"127.0.0.1:{}\"", self.tls_port)).collect();
+        v.push(format!("\"plain.test\" = \"127.0.0.1:{}\"", self.plain_port));
+        format!("\n[network.resolve]\n{}\n", v.join("\n"))
     }
 
     /// What the servers received, one JSON object per request.
@@ -104,11 +106,17 @@ impl Upstream {
             .collect()
     }
 
-    /// Points `cmd` at these servers: name overrides, trust in the test CA on the proxy's side,
-    /// and the real secrets in the caller's environment.
-    pub fn configure(&self, cmd: &mut Command) {
-        cmd.env("AGENTBOX_PROXY_RESOLVE", self.resolve_env())
-            .env("SSL_CERT_FILE", self.ca())
+    /// Points `cmd` at these servers: name pins in `home`'s config.toml (added to what is
+    /// there), trust in the test CA on the proxy's side, and the real secrets in the caller's
+    /// environment.
+    pub fn configure(&self, cmd: &mut Command, home: &Path) {
+        let config = home.join("config.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+        if !text.contains("[network.resolve]") {
+            text.push_str(&self.resolve_table());
+            std::fs::write(&config, text).unwrap();
+        }
+        cmd.env("SSL_CERT_FILE", self.ca())
             .env("ANTHROPIC_API_KEY", REAL_KEY)
             .env("GITHUB_TOKEN", REAL_TOKEN)
             .env("CODEX_API_KEY", REAL_KEY);
@@ -132,7 +140,7 @@ pub(crate) fn run_proxied(who: As, up: &Upstream, flags: &[&str], script: &str) 
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut cmd = run_command(who, &ws, &all, &["sh", "-c", script]);
     cmd.env("AGENTBOX_HOME", home.path());
-    up.configure(&mut cmd);
+    up.configure(&mut cmd, home.path());
     cmd.output().unwrap()
 }
 
@@ -208,6 +216,59 @@ echo "private keys inside: $(grep -rl 'PRIVATE KEY' /run/agentbox /etc/ssl/certs
     }
 }
 
+/// Threat model, "the key swap" row: a placeholder in any header but its secret's declared ones
+/// (a provider would quote it back in an error), in the URL, or sent over plain HTTP is refused
+/// and audited; the Host header of an intercepted request is the tunnel's target; an allowed
+/// host is reachable on the web's ports only, unless a rule names the port.
+#[test]
+fn attack_the_key_swap_stays_in_its_header() {
+    for who in modes() {
+        let up = Upstream::start();
+        let script = r#"
+try() { name=$1; shift; if out=$("$@" 2>&1); then echo "$name=ok $out"; else echo "$name=refused $out"; fi; }
+try good curl -sS --fail -H "x-api-key: $ANTHROPIC_API_KEY" https://api.anthropic.com/echo
+try beta curl -sS --fail -H "x-api-key: $ANTHROPIC_API_KEY" -H "anthropic-beta: $ANTHROPIC_API_KEY" https://api.anthropic.com/echo
+try accept curl -sS --fail -H "Accept: text/$ANTHROPIC_API_KEY" https://api.anthropic.com/echo
+try url curl -sS --fail "https://api.anthropic.com/echo?key=$ANTHROPIC_API_KEY"
+try plain curl -sS --fail -H "x-api-key: $ANTHROPIC_API_KEY" http://api.anthropic.com/echo
+try host curl -sS --fail -H "Host: attacker.example" -H "x-api-key: $ANTHROPIC_API_KEY" https://api.anthropic.com/echo?via=host
+try port curl -sS --fail --cacert /run/test-ca.pem https://other.test:8443/echo
+"#;
+        let out = run_proxied(who, &up, &["--secret", "ANTHROPIC_API_KEY", "--allow", "other.test"], script);
+        let stdout = text(&out.stdout);
+        let stderr = text(&out.stderr);
+        assert!(stdout.contains("good=ok"), "as {who:?}: {stdout}{stderr}");
+        for name in ["beta", "accept", "url", "plain", "port"] {
+            assert!(
+                stdout.contains(&format!("{name}=refused")),
+                "as {who:?}: {name} went through:\n{stdout}"
+            );
+        }
+        assert!(stderr.contains("anthropic-beta header") && stderr.contains("x-api-key"), "{stderr}");
+        assert!(stderr.contains("plain HTTP to api.anthropic.com"), "{stderr}");
+        assert!(stderr.contains("--allow other.test:8443"), "{stderr}");
+        let reqs = up.requests();
+        // The real key went out once, in x-api-key, to the real host; nowhere else, in nothing else.
+        let leaked: Vec<&serde_json::Value> =
+            reqs.iter().filter(|r| r.to_string().contains(REAL_KEY)).collect();
+        for r in &leaked {
+            let headers = r["headers"].as_object().unwrap();
+            for (k, v) in headers {
+                if v.as_str().unwrap_or("").contains(REAL_KEY) {
+                    assert_eq!(k, "x-api-key", "as {who:?}: the key went out in {k}: {r}");
+                }
+            }
+            assert!(!r["path"].as_str().unwrap_or("").contains(REAL_KEY), "{r}");
+        }
+        // The Host the agent named is not what the provider saw.
+        let via_host: Vec<&serde_json::Value> =
+            reqs.iter().filter(|r| r["path"].as_str().unwrap_or("").contains("via=host")).collect();
+        assert_eq!(via_host.len(), 1, "{reqs:?}");
+        assert_eq!(via_host[0]["host"], "api.anthropic.com", "{via_host:?}");
+        assert!(!reqs.iter().any(|r| r["host"].as_str().unwrap_or("").contains("attacker")), "{reqs:?}");
+    }
+}
+
 /// Threat model, network row: hosts outside the allowlist, IP literals, loopback, private and
 /// metadata addresses (also behind an allowed name), relaying through the proxy to itself, a
 /// Host header that names another host, direct connections and DNS from inside.
@@ -235,7 +296,9 @@ curl -sS http://evil.test/
             tls = up.tls_port,
             plain = up.plain_port
         );
-        let out = run_proxied(who, &up, &["--allow", "plain.test", "--allow", "localhost"], &script);
+        // localhost is allowed on the port it is asked for, so that its address is what refuses it.
+        let localhost = format!("localhost:{}", up.plain_port);
+        let out = run_proxied(who, &up, &["--allow", "plain.test", "--allow", &localhost], &script);
         let stdout = text(&out.stdout);
         let stderr = text(&out.stderr);
         for name in [
@@ -303,7 +366,7 @@ fn audit_ask_and_live_allow() {
             echo DONE; sleep 600";
         let mut cmd =
             a.cmd(&["spawn", "net1", "--secret", "ANTHROPIC_API_KEY", "--ask", "--", "sh", "-c", script]);
-        up.configure(&mut cmd);
+        up.configure(&mut cmd, &a.home);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
 

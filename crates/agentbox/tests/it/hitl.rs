@@ -147,7 +147,8 @@ fn a_yes_no_question_is_detected_answered_and_the_agent_continues() {
     assert_eq!(got[2]["hitl_id"].as_i64(), Some(sid));
     let desk = std::fs::read_to_string(&calls).unwrap();
     assert!(
-        desk.contains("--app-name=agentbox|asker is waiting for an answer|Deploy to production? [y/N]|"),
+        // `--` before the agent's words: a prompt starting with `-` is not an option.
+        desk.contains("--app-name=agentbox|--|asker is waiting for an answer|Deploy to production? [y/N]|"),
         "{desk}"
     );
     // The end of the agent is a notice too.

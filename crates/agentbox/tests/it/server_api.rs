@@ -112,14 +112,19 @@ fn api_requires_a_token_and_the_viewer_token_only_reads() {
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
 
-    // A cookie alone does not let another site change anything.
+    // A token in a cookie counts for nothing (browsers send cookies to every port of a host).
     let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let resp = http
         .post(&format!("{}/api/v1/agents/nope/kill", srv.url))
         .header("Cookie", &format!("agentbox_token={}", srv.token))
         .send_empty()
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(resp.status().as_u16(), 401);
+    // A page opened by URL without a credential is the shell: no data in it.
+    let mut resp = http.get(&format!("{}/", srv.url)).header("Accept", "text/html").call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let shell = resp.body_mut().read_to_string().unwrap();
+    assert!(shell.contains("data-shell") && !shell.contains("agents"), "{shell}");
 }
 
 #[test]
@@ -489,6 +494,74 @@ fn dashboard_in_headless_chromium() {
     assert_eq!(a["spec"]["limits"]["memory"], 512 << 20);
     let logs = srv.ok("GET", "/api/v1/agents/from-browser/logs?offset=0", None);
     assert!(logs["data"].as_str().unwrap().contains("42-typed"), "{logs}");
+}
+
+/// A server on another port of the same host: it answers every request and logs its headers,
+/// one JSON object per line.
+struct Eavesdropper {
+    child: KillOnDrop,
+    log: tempfile::NamedTempFile,
+    url: String,
+}
+
+impl Eavesdropper {
+    fn start() -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let code = r#"
+import http.server, json, sys
+log = open(sys.argv[1], "a")
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        log.write(json.dumps({"path": self.path, "headers": dict(self.headers)}) + "\n"); log.flush()
+        self.send_response(200); self.send_header("content-type", "text/html"); self.end_headers()
+        self.wfile.write(b"<html><body>a dev server</body></html>")
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", code])
+            .arg(log.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}", line.trim());
+        Self { child: KillOnDrop(child), log, url }
+    }
+
+    fn heard(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+}
+
+/// Threat model, "the dashboard session" row: signed in on one port, the browser then visits a
+/// server on another port of the same host (a dev server an agent started). It hears no
+/// credential: no cookie is ever set, the session lives in the dashboard origin's own storage,
+/// and no token travels in a URL.
+#[test]
+fn the_dashboard_session_stays_with_its_server_in_headless_chromium() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let other = Eavesdropper::start();
+    let stdout = browser("session.mjs", &[&srv.url, &srv.token, &other.url]);
+    for step in
+        ["signed in", "pages load by URL and on reload", "no cookie was set", "visited the other port"]
+    {
+        assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
+    }
+    let heard = other.heard();
+    assert!(heard.contains("/page") && heard.contains("/fetched"), "{heard}");
+    assert!(!heard.contains(&srv.token), "the other server got the token: {heard}");
+    assert!(!heard.contains("abs1.") && !heard.to_ascii_lowercase().contains("\"cookie\""), "{heard}");
+    drop(other.child);
+    // And a token in a URL is refused rather than used.
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = http.get(&format!("{}/login?token={}", srv.url, srv.token)).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
 }
 
 /// Schemathesis (tests/python) generates requests from the OpenAPI document, including stateful
