@@ -28,19 +28,26 @@ def timed(args, env=None):
     return time.perf_counter() - t
 
 
-def spawn_latency(n, env, tmux_sock, work):
-    ours, theirs = [], []
+def spawn_latency(n, env, tmux_sock, work, prev=None):
+    ours, theirs, before = [], [], []
+    prev_env = dict(env, AGENTBOX_HOME=env["AGENTBOX_HOME"] + "-prev")
     for i in range(n):
-        # Interleaved so machine noise hits both alike.
+        # Interleaved so machine noise hits all alike.
         ours.append(timed([BIN, "spawn", f"lat-{i}", "--", "sleep", "1000"], env))
+        if prev:
+            before.append(timed([prev, "spawn", f"lat-{i}", "--", "sleep", "1000"], prev_env))
         log = os.path.join(work, f"tmux-{i}.log")
         theirs.append(timed(["tmux", "-S", tmux_sock, "new-session", "-d", "-s", f"lat-{i}", "sleep 1000", ";",
                              "pipe-pane", "-t", f"lat-{i}", f"cat >> {log}"]))
     run(BIN, "killall", env=env, stdout=subprocess.DEVNULL)
     run(BIN, "clean", env=env, stdout=subprocess.DEVNULL)
+    if prev:
+        run(prev, "killall", env=prev_env, stdout=subprocess.DEVNULL)
+        run(prev, "clean", env=prev_env, stdout=subprocess.DEVNULL)
     for i in range(n):
         subprocess.run(["tmux", "-S", tmux_sock, "kill-session", "-t", f"lat-{i}"], stderr=subprocess.DEVNULL)
-    return statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+    med = lambda xs: statistics.median(xs) * 1e3 if xs else None
+    return med(ours), med(theirs), med(before)
 
 
 def throughput(nbytes, env, tmux_sock, work, rounds):
@@ -140,6 +147,8 @@ def main():
     ap.add_argument("--bytes", type=int, default=200_000_000)
     ap.add_argument("--density", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (median reported)")
+    ap.add_argument("--prev", help="another agentbox binary whose spawn latency is measured in the same run")
+    ap.add_argument("--spawn-only", action="store_true", help="only the spawn latency")
     a = ap.parse_args()
     run("cargo", "build", "--release", "-q", "-p", "agentbox", cwd=ROOT)
     work = tempfile.mkdtemp(prefix="agentbox-bench-")
@@ -147,12 +156,18 @@ def main():
     tmux_sock = os.path.join(work, "tmux.sock")
     run("tmux", "-S", tmux_sock, "new-session", "-d", "-s", "keepalive", "sleep 100000")
     try:
-        ours, tmux = spawn_latency(a.spawns, env, tmux_sock, work)
+        ours, tmux, before = spawn_latency(a.spawns, env, tmux_sock, work, a.prev)
         print(f"## spawn latency ({a.spawns} spawns, median)\n")
         print("| | ms |\n|---|---|")
         print(f"| `agentbox spawn X -- sleep 1000` | {ours:.1f} |")
         print(f"| `tmux new-session -d` + `pipe-pane` | {tmux:.1f} |")
+        if before:
+            print(f"| previous agentbox | {before:.1f} |")
         print(f"\nratio agentbox/tmux: {ours / tmux:.2f} (goal <= 1.0)\n")
+        if before:
+            print(f"ratio agentbox/previous: {ours / before:.3f}\n")
+        if a.spawn_only:
+            return
 
         o, r, t, ob, rb, tb = throughput(a.bytes, env, tmux_sock, work, a.rounds)
         print(f"## output throughput ({a.bytes / 1e6:.0f} MB written through a PTY into a file, median of {a.rounds} rounds)\n")

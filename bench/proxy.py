@@ -40,8 +40,8 @@ def certs(work):
     return ca, crt, key
 
 
-def client(mode, env, flags, host, port, args, cafile, work):
-    cmd = [BIN, "run", "--mount", f"{CLIENT}:/run/client.py:ro", "--mount", f"{work}:/run/bench:ro",
+def client(mode, env, flags, host, port, args, cafile, work, binary=BIN):
+    cmd = [binary, "run", "--mount", f"{CLIENT}:/run/client.py:ro", "--mount", f"{work}:/run/bench:ro",
            *flags, "--", "python3", "/run/client.py", mode, host, str(port), str(args.requests), str(args.bytes),
            cafile]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--bytes", type=int, default=500_000_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prev", help="another agentbox binary: its intercepted path is measured in the same rounds")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "agentbox"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="abx-bench-proxy-")
@@ -64,20 +65,31 @@ def main():
     os.makedirs(home, mode=0o700)
     # The provider's host and the tunnel's point at the local upstream (an operator's pin).
     with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write(f'[network.resolve]\n"api.anthropic.com" = "127.0.0.1:{port}"\n"tunnel.test" = "127.0.0.1:{port}"\n')
+        f.write(f'[network.resolve]\n"api.anthropic.com" = "127.0.0.1:{port}"\n"tunnel.test" = "127.0.0.1:{port}"\n'
+                # The client sends the key as x-api-key, the only header it is swapped in.
+                '[secrets.BENCH_KEY]\nhosts = ["api.anthropic.com"]\nheaders = ["x-api-key"]\n')
     env = dict(os.environ, AGENTBOX_HOME=home, SSL_CERT_FILE=ca, BENCH_KEY="real-key")
     inside_ca = "/run/bench/ca.pem"
     paths = {
         "direct": ("direct", ["--network", "full", "-e", "BENCH_KEY=none"], "api.anthropic.com", inside_ca),
         "tunnel": ("proxy", ["--allow", "tunnel.test"], "tunnel.test", inside_ca),
-        "intercept": ("proxy", ["--secret", "BENCH_KEY=api.anthropic.com"], "api.anthropic.com",
+        "intercept": ("proxy", ["--secret", "BENCH_KEY"], "api.anthropic.com",
                       "/run/agentbox/ca-bundle.crt"),
     }
+    binaries = {k: BIN for k in paths}
+    if args.prev:
+        # Builds before [network.resolve] read their pins from the environment.
+        paths["previous"] = ("proxy", ["--secret", "BENCH_KEY=api.anthropic.com"], "api.anthropic.com",
+                             "/run/agentbox/ca-bundle.crt")
+        binaries["previous"] = args.prev
+    prev_env = dict(env, AGENTBOX_HOME=home + "-prev",
+                    AGENTBOX_PROXY_RESOLVE=f"api.anthropic.com=127.0.0.1:{port},tunnel.test=127.0.0.1:{port}")
     results = {k: [] for k in paths}
     try:
         for _ in range(args.rounds):
             for name, (mode, flags, host, cafile) in paths.items():
-                results[name].append(client(mode, env, flags, host, port, args, cafile, work))
+                e = prev_env if name == "previous" else env
+                results[name].append(client(mode, e, flags, host, port, args, cafile, work, binaries[name]))
     finally:
         server.kill()
     med = lambda name: statistics.median(statistics.median(r["lat"]) for r in results[name]) * 1e3

@@ -119,3 +119,18 @@ fn overwrite_area(field: usize, text: &[u8]) -> std::io::Result<()> {
     mem.seek(SeekFrom::Start(start))?;
     mem.write_all(&area)
 }
+
+/// Drops every capability from the calling thread's bounding set: PR_CAPBSET_DROP for 0, 1, ...
+/// until the kernel says the number is past its last capability (EINVAL).
+pub fn drop_bounding_set() -> nix::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        match nix::errno::Errno::result(rc) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINVAL) if cap > 0 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -144,6 +144,9 @@ pub fn run(args: RunArgs) -> i32 {
     if spec.network == NetworkMode::Full {
         eprintln!("agentbox: warning: --network full shares the host's network, including services on host loopback");
     }
+    if let Some(note) = root_workspace_note(&spec.workspace, &plan) {
+        eprintln!("agentbox: note: {note}");
+    }
     let mut running = match start(&plan, stdio(tty, no_tty), false) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -164,6 +167,28 @@ pub fn run(args: RunArgs) -> i32 {
         }
     }
     exit_code(wait_foreground(running, spec.timeout), spec.timeout)
+}
+
+/// As root, the command runs as an unprivileged host uid: say so when the workspace is not that
+/// uid's to write, before the command runs into `Permission denied`.
+fn root_workspace_note(workspace: &std::path::Path, plan: &agentbox_jail::Plan) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let m = std::fs::metadata(workspace).ok()?;
+    let writable = m.uid() == plan.host_uid
+        || (m.gid() == plan.host_gid && m.mode() & 0o020 != 0)
+        || m.mode() & 0o002 != 0;
+    (!writable).then(|| {
+        format!(
+            "agentbox runs as root, so the command runs as the unprivileged host uid {uid} (never as root), \
+             which cannot write {ws}; to let it, `chown -R {uid}:{gid} {ws}` (or run agentbox as an ordinary user)",
+            uid = plan.host_uid,
+            gid = plan.host_gid,
+            ws = workspace.display()
+        )
+    })
 }
 
 /// The exit status of a foreground sandbox (see `exit`).

@@ -222,7 +222,70 @@ pub(super) fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Fail
 
 /// Staging name of the `n`th [`MountOp::File`] source.
 fn file_name(n: usize) -> String {
-    format!(".agentbox-file-{n}")
+    format!("file-{n}")
+}
+
+/// Where the nodes that [`MountOp::Hide`] and [`MountOp::File`] bind live: a small tmpfs in the
+/// staging root, made read-only once filled.
+const SOURCES: &str = ".agentbox-sources";
+const SOURCES_PATH: &str = "/.agentbox-sources";
+
+/// Creates the sources tmpfs: the covers (mode 000: unreadable even to their owner) and each
+/// file's contents; then makes it read-only, so that nothing bound from it can be written or
+/// chmod-ed back.
+fn file_sources(root: &OwnedFd, ops: &[MountOp], owned: &str) -> Result<OwnedFd, Failure> {
+    let here = Path::new(SOURCES);
+    mkdirat(root.as_fd(), SOURCES, Mode::from_bits_truncate(0o755)).map_err(fail("create", here))?;
+    let dir = openat(root.as_fd(), SOURCES, O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(fail("open", here))?;
+    mount(
+        Some("tmpfs"),
+        fd_path(dir.as_fd()).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=0755,size=1m,{owned}").as_str()),
+    )
+    .map_err(fail("mount tmpfs on", here))?;
+    let dir = openat(
+        root.as_fd(),
+        SOURCES,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("open", here))?;
+    let create = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    drop(
+        openat(dir.as_fd(), HIDDEN_FILE, create, Mode::empty())
+            .map_err(fail("create", Path::new(HIDDEN_FILE)))?,
+    );
+    mkdirat(dir.as_fd(), HIDDEN_DIR, Mode::empty()).map_err(fail("create", Path::new(HIDDEN_DIR)))?;
+    let contents = ops.iter().filter_map(|op| match op {
+        MountOp::File { contents, .. } => Some(contents),
+        _ => None,
+    });
+    for (n, text) in contents.enumerate() {
+        let name = file_name(n);
+        let fd = openat(dir.as_fd(), name.as_str(), create, Mode::from_bits_truncate(0o644))
+            .map_err(fail("create", Path::new(&name)))?;
+        write_all(&fd, text.as_bytes()).map_err(fail("write", Path::new(&name)))?;
+    }
+    mount_setattr(dir.as_fd(), false, MountAttr::RDONLY).map_err(fail("mount_setattr", here))?;
+    Ok(dir)
+}
+
+/// Binds `name` of the sources tmpfs onto `target`.
+fn bind_source(root: &OwnedFd, sources: &OwnedFd, name: &str, target: &Path) -> Result<(), Failure> {
+    let src = openat(sources.as_fd(), name, O_PATH_NOFOLLOW, Mode::empty())
+        .map_err(fail("open", Path::new(name)))?;
+    let dst = walk(root, target, None).map_err(fail("open", target))?;
+    mount(
+        Some(fd_path(src.as_fd()).as_str()),
+        fd_path(dst.fd.as_fd()).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(fail("bind mount", target))
 }
 
 /// Builds the root and pivots into it. Every tmpfs (and so everything agentbox creates in the
@@ -248,17 +311,7 @@ pub(super) fn build_root(
     .map_err(fail("mount staging root on", Path::new(STAGING)))?;
     let root = nix::fcntl::open(STAGING, O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty())
         .map_err(fail("open", Path::new(STAGING)))?;
-    // Unreadable nodes that cover secrets: mode 000, and read-only once bound, so even their owner
-    // (the sandbox uid) cannot chmod them back.
-    openat(
-        root.as_fd(),
-        HIDDEN_FILE,
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail("create", Path::new(HIDDEN_FILE)))?;
-    mkdirat(root.as_fd(), HIDDEN_DIR, Mode::empty()).map_err(fail("create", Path::new(HIDDEN_DIR)))?;
-
+    let sources_dir = file_sources(&root, ops, &owned)?;
     let mut files = 0;
     for (i, op) in ops.iter().enumerate() {
         match op {
@@ -318,45 +371,16 @@ pub(super) fn build_root(
                 symlinkat(points_to.as_path(), dir.as_ref().unwrap_or(&root).as_fd(), name)
                     .map_err(fail("symlink", target))?;
             }
-            MountOp::File { target, contents } => {
+            // Both bind a node of the read-only sources tmpfs: the bind is read-only, nosuid,
+            // nodev and noexec from birth (a bind copies its source mount's flags).
+            MountOp::File { target, .. } => {
                 let name = file_name(files);
                 files += 1;
-                let fd = openat(
-                    root.as_fd(),
-                    name.as_str(),
-                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o644),
-                )
-                .map_err(fail("create", Path::new(&name)))?;
-                write_all(&fd, contents.as_bytes()).map_err(fail("write", Path::new(&name)))?;
-                drop(fd);
-                let src = openat(root.as_fd(), name.as_str(), O_PATH_NOFOLLOW, Mode::empty())
-                    .map_err(fail("open", Path::new(&name)))?;
-                let dst = walk(&root, target, None).map_err(fail("open", target))?;
-                mount(
-                    Some(fd_path(src.as_fd()).as_str()),
-                    fd_path(dst.fd.as_fd()).as_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(fail("bind mount", target))?;
-                set_attrs(&root, &dst, target, false, false)?;
+                bind_source(&root, &sources_dir, &name, target)?;
             }
             MountOp::Hide { target, kind } => {
                 let cover = if *kind == NodeKind::Dir { HIDDEN_DIR } else { HIDDEN_FILE };
-                let src = openat(root.as_fd(), cover, O_PATH_NOFOLLOW, Mode::empty())
-                    .map_err(fail("open", Path::new(cover)))?;
-                let dst = walk(&root, target, None).map_err(fail("open", target))?;
-                mount(
-                    Some(fd_path(src.as_fd()).as_str()),
-                    fd_path(dst.fd.as_fd()).as_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(fail("hide", target))?;
-                set_attrs(&root, &dst, target, false, false)?;
+                bind_source(&root, &sources_dir, cover, target)?;
             }
         }
     }
@@ -370,16 +394,11 @@ pub(super) fn build_root(
     drop(root);
     let new_root = nix::fcntl::open("/", O_PATH_NOFOLLOW | OFlag::O_DIRECTORY, Mode::empty())
         .map_err(fail("open", root_path))?;
-    // The covers stay alive through their mounts; their names in / are no longer needed.
-    unlinkat(new_root.as_fd(), HIDDEN_FILE, UnlinkatFlags::NoRemoveDir)
-        .map_err(fail("unlink", Path::new(HIDDEN_FILE)))?;
-    unlinkat(new_root.as_fd(), HIDDEN_DIR, UnlinkatFlags::RemoveDir)
-        .map_err(fail("rmdir", Path::new(HIDDEN_DIR)))?;
-    for n in 0..files {
-        let name = file_name(n);
-        unlinkat(new_root.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir)
-            .map_err(fail("unlink", Path::new(&name)))?;
-    }
+    // The covers and files stay alive through their binds; the sources tmpfs itself goes.
+    drop(sources_dir);
+    umount2(SOURCES_PATH, MntFlags::MNT_DETACH).map_err(fail("detach", Path::new(SOURCES_PATH)))?;
+    unlinkat(new_root.as_fd(), SOURCES, UnlinkatFlags::RemoveDir)
+        .map_err(fail("rmdir", Path::new(SOURCES)))?;
     mount_setattr(new_root.as_fd(), false, MountAttr::RDONLY.union(MountAttr::NOSUID).union(MountAttr::NODEV))
         .map_err(fail("mount_setattr", root_path))
 }

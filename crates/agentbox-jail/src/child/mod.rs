@@ -409,8 +409,18 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
         }
     }
     if let Err(e) = nix::unistd::chdir(&PathBuf::from(&ctx.plan.process.cwd)) {
+        let why = if ctx.switch_ids && e == Errno::EACCES {
+            format!(
+                " (agentbox runs as root, so the command runs as the unprivileged host uid {}, which \
+                 may not enter it: give it the directory with `chown -R {}:{} DIR`, or run agentbox as \
+                 an ordinary user)",
+                ctx.plan.host_uid, ctx.plan.host_uid, ctx.plan.host_gid
+            )
+        } else {
+            String::new()
+        };
         let msg = format!(
-            "working directory {} is not available inside the sandbox: {}",
+            "working directory {} is not available inside the sandbox: {}{why}",
             ctx.plan.process.cwd.display(),
             e.desc()
         );

@@ -70,10 +70,8 @@ pub(super) fn drop_capabilities() -> Result<(), Failure> {
         let step = step.to_string();
         move |e: caps::errors::CapsError| failure(&step, Errno::EPERM, e.to_string())
     };
-    // PR_CAPBSET_DROP for every capability the kernel knows (caps::clear would read each first).
-    for cap in caps::runtime::thread_all_supported() {
-        caps::drop(None, CapSet::Bounding, cap).map_err(err("drop bounding capabilities"))?;
-    }
+    // PR_CAPBSET_DROP for every capability the kernel knows, without probing each one first.
+    agentbox_sys::drop_bounding_set().map_err(|e| failure("drop bounding capabilities", e, e.desc()))?;
     caps::clear(None, CapSet::Ambient).map_err(err("drop ambient capabilities"))?;
     caps::clear(None, CapSet::Inheritable).map_err(err("drop inheritable capabilities"))?;
     caps::clear(None, CapSet::Effective).map_err(err("drop effective capabilities"))?;

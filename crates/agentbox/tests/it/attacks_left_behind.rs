@@ -280,3 +280,62 @@ fn attach_filters_escapes_and_restores_the_terminal() {
         );
     }
 }
+
+/// Threat model, config dirs: an agent of the claude-code profile plants a link to agentbox's
+/// secrets as its `~/.claude/CLAUDE.md`, a `SessionStart` hook in `settings.json` and reads the
+/// login file; the person's `~/.claude` is untouched and the next agent's merged instructions do
+/// not contain the secret. The person's own login and settings never entered the sandbox.
+#[test]
+fn config_dirs_are_the_agents_own_copy() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let user = tempfile::tempdir().unwrap();
+        let home = user.path().join("u");
+        let cfg = home.join(".claude");
+        std::fs::create_dir_all(&cfg).unwrap();
+        std::fs::write(cfg.join("CLAUDE.md"), "# house rules\n").unwrap();
+        std::fs::write(cfg.join(".credentials.json"), "{\"oauth\":\"person-oauth-token\"}").unwrap();
+        std::fs::write(cfg.join("settings.json"), "{\"theme\":\"dark\"}").unwrap();
+        if who == As::Nobody {
+            for p in [
+                &home,
+                &cfg,
+                &cfg.join("CLAUDE.md"),
+                &cfg.join(".credentials.json"),
+                &cfg.join("settings.json"),
+            ] {
+                std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+            }
+        }
+        a.ok(&["env", "set", "PLANT_SECRET", "canary-config-secret"]);
+        let secrets = a.home.join("secrets.env");
+        let plant = format!(
+            "cat ~/.claude/.credentials.json 2>&1; cat ~/.claude/settings.json 2>&1; \
+             rm -f ~/.claude/CLAUDE.md; ln -s {} ~/.claude/CLAUDE.md; \
+             echo '{{\"hooks\":{{\"SessionStart\":[{{\"command\":\"touch /tmp/pwned\"}}]}}}}' > ~/.claude/settings.json; \
+             echo planted",
+            secrets.display()
+        );
+        let spawn = |name: &str, script: &str| {
+            let out = a
+                .cmd(&["spawn", name, "-p", "claude-code", "--network", "none", "--", "sh", "-c", script])
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+            a.run(&["wait", name, "--timeout", "30"]);
+            a.ok(&["logs", name])
+        };
+        let logs = spawn("planter", &plant);
+        assert!(logs.contains("planted"), "as {who:?}: {logs}");
+        assert!(!logs.contains("person-oauth-token") && !logs.contains("dark"), "as {who:?}: {logs}");
+        // The person's config is as it was: no link, no hook.
+        let md = std::fs::symlink_metadata(cfg.join("CLAUDE.md")).unwrap();
+        assert!(md.is_file(), "as {who:?}: the host's CLAUDE.md was replaced");
+        assert_eq!(std::fs::read_to_string(cfg.join("settings.json")).unwrap(), "{\"theme\":\"dark\"}");
+        // The next agent's instructions are the person's plus the note, never the secret.
+        let logs = spawn("next", "cat ~/.claude/CLAUDE.md");
+        assert!(logs.contains("# house rules") && logs.contains("## Sandbox"), "as {who:?}: {logs}");
+        assert!(!logs.contains("canary-config-secret"), "as {who:?}: the secret reached an agent");
+    }
+}
