@@ -39,4 +39,7 @@ pub enum SpecError {
     EgressWithoutProxy(&'static str),
     #[error("invalid --timeout '{0}': give a whole number of seconds greater than zero")]
     Timeout(String),
+    /// A stored spec that cannot be read back.
+    #[error("the stored sandbox spec cannot be read: {0}")]
+    Stored(String),
 }

@@ -19,6 +19,7 @@ mod paths;
 mod profile;
 mod size;
 mod spec;
+mod state;
 mod task;
 pub mod termfilter;
 #[cfg(any(test, feature = "testing"))]
@@ -41,8 +42,9 @@ pub use profile::{is_below, Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
 pub use spec::{
     host_ids_for, HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, ROOT_AGENT_ID,
-    SANDBOX_HOME,
+    SANDBOX_HOME, SPEC_VERSION,
 };
+pub use state::{AgentState, Decision, HitlKind, HitlState, TaskState};
 pub use task::{
     check_relative, format_duration, manifest_document, parse_duration, AgentSection, ManifestError,
     ManifestFormat, Metadata, Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Backend, EgressSpec, Limits, MountSpec, NetworkMode};
+use crate::{Backend, EgressSpec, Limits, MountSpec, NetworkMode, SpecError};
 
 /// The home directory path inside every sandbox. It is never the caller's home.
 pub const SANDBOX_HOME: &str = "/home/agent";
@@ -70,4 +70,58 @@ pub struct SandboxSpec {
     /// Namespaces (`ns`) or a virtual machine (`vm`).
     #[serde(default)]
     pub backend: Backend,
+    /// The layout version of a stored spec ([`SPEC_VERSION`]); 0 for specs stored before versions.
+    #[serde(default)]
+    pub version: u32,
+}
+
+/// The layout version [`SandboxSpec::encode`] writes. Raise it when a field changes meaning, and
+/// teach [`SandboxSpec::decode`] to read the older layouts.
+pub const SPEC_VERSION: u32 = 1;
+
+impl SandboxSpec {
+    /// Reads a spec stored by this or an earlier version of agentbox.
+    ///
+    /// Version 0 (no `version` field) is the layout before versions; it decodes as is: every field
+    /// added since has a default.
+    pub fn decode(json: &str) -> Result<Self, SpecError> {
+        let spec: Self = serde_json::from_str(json).map_err(|e| SpecError::Stored(e.to_string()))?;
+        if spec.version > SPEC_VERSION {
+            return Err(SpecError::Stored(format!(
+                "written by a newer agentbox (layout {}, this one reads up to {SPEC_VERSION}); upgrade agentbox",
+                spec.version
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// The spec as it is stored, with the current layout version.
+    pub fn encode(&self) -> Result<String, SpecError> {
+        let mut spec = self.clone();
+        spec.version = SPEC_VERSION;
+        serde_json::to_string(&spec).map_err(|e| SpecError::Stored(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row written by agentbox before specs had versions decodes, and comes back stored with
+    /// the current one.
+    #[test]
+    fn a_spec_stored_before_versions_decodes() {
+        let old = include_str!("../tests/fixtures/spec-v0.json");
+        let spec = SandboxSpec::decode(old).unwrap();
+        assert_eq!(spec.version, 0);
+        assert_eq!(spec.hostname, "old1");
+        assert_eq!(spec.limits.memory, Some(512 << 20));
+        assert_eq!(spec.egress.secrets[0].auth_headers(), vec!["x-api-key", "authorization"]);
+        let again = SandboxSpec::decode(&spec.encode().unwrap()).unwrap();
+        assert_eq!(again.version, SPEC_VERSION);
+        assert_eq!(SandboxSpec { version: 0, ..again }, spec);
+        let newer = old.replacen('{', "{\"version\":99,", 1);
+        assert!(SandboxSpec::decode(&newer).unwrap_err().to_string().contains("newer agentbox"));
+        assert!(SandboxSpec::decode("{").is_err());
+    }
 }

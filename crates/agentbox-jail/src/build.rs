@@ -326,6 +326,7 @@ mod tests {
             timeout: Some(Duration::from_secs(1)),
             hidden: vec![],
             backend: Default::default(),
+            version: 1,
         }
     }
 

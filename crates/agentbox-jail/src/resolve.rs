@@ -230,6 +230,7 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
         timeout: req.timeout,
         hidden: req.hidden.iter().map(|p| normalize_absolute(p)).collect::<Result<_, _>>()?,
         backend: req.backend,
+        version: agentbox_core::SPEC_VERSION,
     })
 }
 

@@ -2,20 +2,18 @@
 //! request per agent is open at a time (a partial unique index says so, so two detections racing
 //! cannot both open one).
 
+use agentbox_core::{HitlKind, HitlState};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use crate::{now_ms, Result, Store, StoreError};
+use crate::{now_ms, Col, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HitlRecord {
     pub id: i64,
     pub agent: String,
-    /// `open`, `answered`, or `gone` (the prompt left the screen: answered at the terminal, or
-    /// the agent ended).
-    pub state: String,
-    /// What was recognised: `yes-no`, `proceed`, `choices`, `question`, ...
-    pub kind: String,
+    pub state: HitlState,
+    pub kind: HitlKind,
     pub score: f64,
     /// The line that asks.
     pub prompt: String,
@@ -32,8 +30,8 @@ fn hitl_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HitlRecord> {
     Ok(HitlRecord {
         id: r.get(0)?,
         agent: r.get(1)?,
-        state: r.get(2)?,
-        kind: r.get(3)?,
+        state: r.get::<_, Col<HitlState>>(2)?.0,
+        kind: r.get::<_, Col<HitlKind>>(3)?.0,
         score: r.get(4)?,
         prompt: r.get(5)?,
         screen: r.get(6)?,
@@ -48,7 +46,7 @@ impl Store {
     pub fn open_hitl(
         &self,
         agent: &str,
-        kind: &str,
+        kind: HitlKind,
         score: f64,
         prompt: &str,
         screen: &str,
@@ -58,7 +56,7 @@ impl Store {
         let n = tx.execute(
             "INSERT INTO hitl (agent, state, kind, score, prompt, screen, created_at)
              VALUES (?1, 'open', ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            params![agent, kind, score, prompt, screen, now],
+            params![agent, kind.as_str(), score, prompt, screen, now],
         )?;
         if n == 0 {
             return Ok(None);
@@ -95,7 +93,7 @@ impl Store {
 
     /// Closes an open request (`answered` with the answer, or `gone` with why); false when it
     /// was not open any more.
-    pub fn close_hitl(&self, id: i64, state: &str, answer: Option<&str>, detail: &str) -> Result<bool> {
+    pub fn close_hitl(&self, id: i64, state: HitlState, answer: Option<&str>, detail: &str) -> Result<bool> {
         let now = now_ms();
         let tx = self.conn.unchecked_transaction()?;
         let agent: Option<String> = tx
@@ -104,9 +102,9 @@ impl Store {
         let Some(agent) = agent else { return Ok(false) };
         tx.execute(
             "UPDATE hitl SET state = ?2, answer = ?3, closed_at = ?4 WHERE id = ?1",
-            params![id, state, answer, now],
+            params![id, state.as_str(), answer, now],
         )?;
-        let event = if state == "answered" { "hitl-answered" } else { "hitl-closed" };
+        let event = if state == HitlState::Answered { "hitl-answered" } else { "hitl-closed" };
         tx.execute(
             "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, ?3, ?4)",
             params![now, agent, event, format!("#{id} {detail}")],
@@ -124,18 +122,18 @@ mod tests {
     fn one_open_request_per_agent() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
-        let id = s.open_hitl("a", "yes-no", 0.95, "Continue? [y/N]", "screen").unwrap().unwrap();
-        assert_eq!(s.open_hitl("a", "yes-no", 0.95, "again", "screen").unwrap(), None);
-        let other = s.open_hitl("b", "question", 0.9, "Why?", "").unwrap().unwrap();
+        let id = s.open_hitl("a", HitlKind::YesNo, 0.95, "Continue? [y/N]", "screen").unwrap().unwrap();
+        assert_eq!(s.open_hitl("a", HitlKind::YesNo, 0.95, "again", "screen").unwrap(), None);
+        let other = s.open_hitl("b", HitlKind::Question, 0.9, "Why?", "").unwrap().unwrap();
         assert_ne!(id, other);
         assert_eq!(s.open_hitl_of("a").unwrap().unwrap().prompt, "Continue? [y/N]");
         assert_eq!(s.hitl_list(true, 10).unwrap().len(), 2);
-        assert!(s.close_hitl(id, "answered", Some("y"), "answered: y").unwrap());
-        assert!(!s.close_hitl(id, "gone", None, "").unwrap());
+        assert!(s.close_hitl(id, HitlState::Answered, Some("y"), "answered: y").unwrap());
+        assert!(!s.close_hitl(id, HitlState::Gone, None, "").unwrap());
         assert_eq!(s.hitl(id).unwrap().answer.as_deref(), Some("y"));
         assert!(s.open_hitl_of("a").unwrap().is_none());
         // Answered, the slot opens again.
-        assert!(s.open_hitl("a", "yes-no", 0.95, "Next? [y/N]", "").unwrap().is_some());
+        assert!(s.open_hitl("a", HitlKind::YesNo, 0.95, "Next? [y/N]", "").unwrap().is_some());
         assert_eq!(s.hitl_list(false, 10).unwrap().len(), 3);
         assert!(matches!(s.hitl(999), Err(StoreError::NoHitl(999))));
         let kinds: Vec<String> = s.events(10, None).unwrap().into_iter().map(|e| e.event).collect();

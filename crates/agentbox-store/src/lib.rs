@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use agentbox_core::AgentState;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
@@ -17,7 +19,7 @@ mod hitl;
 mod tasks;
 
 pub use hitl::HitlRecord;
-pub use tasks::{is_final_task_state, TaskChange, TaskRecord, TASK_STATES};
+pub use tasks::{TaskChange, TaskRecord};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,6 +35,10 @@ pub enum StoreError {
     AmbiguousTask(String),
     #[error("no open request #{0} (see `agentbox hitl list`)")]
     NoHitl(i64),
+    /// A move from a state the row is not in (someone else moved it first, or the move is not
+    /// one the state allows).
+    #[error("{what} is {now}; it cannot become {to}")]
+    WrongState { what: String, now: String, to: String },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database migration: {0}")]
@@ -40,6 +46,27 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A state enum of `agentbox-core` as a TEXT column: its name.
+pub(crate) struct Col<T>(pub T);
+
+impl<T: std::str::FromStr<Err = String>> FromSql for Col<T> {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = v.as_str()?;
+        text.parse::<T>().map(Col).map_err(|e| FromSqlError::Other(e.into()))
+    }
+}
+
+/// `?` placeholders for an `IN (...)` list of states, and their names.
+pub(crate) fn state_list<T: Copy + std::fmt::Display>(states: &[T]) -> String {
+    states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+impl<T: Copy + std::fmt::Display> ToSql for Col<T> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.to_string()))
+    }
+}
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -115,8 +142,7 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentRecord {
     pub name: String,
-    /// `starting`, `running`, `exited`, `killed` or `failed`.
-    pub state: String,
+    pub state: AgentState,
     /// The resolved sandbox spec, JSON.
     pub spec: String,
     pub state_dir: String,
@@ -146,7 +172,7 @@ pub struct NewAgent<'a> {
     pub profile: Option<&'a str>,
     pub prompt: Option<&'a [u8]>,
     /// `starting` (spawn) unless given; `created` for an agent that is not started (clone).
-    pub state: Option<&'a str>,
+    pub state: Option<AgentState>,
     pub restart: Option<&'a str>,
 }
 
@@ -175,7 +201,7 @@ const AGENT_COLUMNS: &str =
 fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     Ok(AgentRecord {
         name: row.get(0)?,
-        state: row.get(1)?,
+        state: row.get::<_, Col<AgentState>>(1)?.0,
         spec: row.get(2)?,
         state_dir: row.get(3)?,
         supervisor_pid: row.get(4)?,
@@ -213,7 +239,7 @@ impl Store {
             params![name, a.spec_json, a.state_dir, now_ms(), a.profile, a.prompt, a.restart],
         )?;
         if let Some(state) = a.state {
-            tx.execute("UPDATE agents SET state = ?2 WHERE name = ?1", params![name, state])?;
+            tx.execute("UPDATE agents SET state = ?2 WHERE name = ?1", params![name, Col(state)])?;
         }
         if inserted == 0 {
             return Err(StoreError::Exists(name.to_string()));
@@ -265,33 +291,72 @@ impl Store {
         Ok(agents)
     }
 
-    /// The sandbox is running under `supervisor_pid`.
+    /// Moves `name` to `to` if it is in one of the states `to` may follow, with `set` (more
+    /// assignments, `?3`.. are `extra`) and the journal entry `event: detail`, in one transaction.
+    /// Fails with [`StoreError::WrongState`] (and changes nothing) otherwise.
+    fn move_agent(
+        &self,
+        name: &str,
+        to: AgentState,
+        set: &str,
+        extra: &[&dyn ToSql],
+        event: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        let sql = format!(
+            "UPDATE agents SET state = ?2{set} WHERE name = ?1 AND state IN ({})",
+            state_list(to.allowed_from())
+        );
+        let col = Col(to);
+        let mut args: Vec<&dyn ToSql> = vec![&name, &col];
+        args.extend_from_slice(extra);
+        let n = tx.execute(&sql, args.as_slice())?;
+        if n == 0 {
+            let now: Option<String> =
+                tx.query_row("SELECT state FROM agents WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            return Err(match now {
+                None => StoreError::NotFound(name.to_string()),
+                Some(now) => {
+                    StoreError::WrongState { what: format!("agent '{name}'"), now, to: to.to_string() }
+                }
+            });
+        }
+        tx.execute(
+            "INSERT INTO events (at, agent, event, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms(), name, event, detail],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The sandbox is running under `supervisor_pid` (only a `starting` agent can be).
     pub fn mark_running(&self, name: &str, supervisor_pid: i64, sandbox_pid: i64) -> Result<()> {
-        let n = self.conn.execute(
-            "UPDATE agents SET state = 'running', supervisor_pid = ?2, sandbox_pid = ?3, started_at = ?4,
-             exit_code = NULL, finished_at = NULL WHERE name = ?1",
-            params![name, supervisor_pid, sandbox_pid, now_ms()],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(name.to_string()));
-        }
-        self.record(name, "start", &format!("supervisor {supervisor_pid}, sandbox {sandbox_pid}"))
+        let now = now_ms();
+        self.move_agent(
+            name,
+            AgentState::Running,
+            ", supervisor_pid = ?3, sandbox_pid = ?4, started_at = ?5, exit_code = NULL, finished_at = NULL",
+            &[&supervisor_pid, &sandbox_pid, &now],
+            "start",
+            &format!("supervisor {supervisor_pid}, sandbox {sandbox_pid}"),
+        )
     }
 
-    /// A stopped agent is being started again.
+    /// A stopped agent is being started again (never one that may still run).
     pub fn mark_starting(&self, name: &str, event: &str) -> Result<()> {
-        let n = self.conn.execute(
-            "UPDATE agents SET state = 'starting', supervisor_pid = NULL, sandbox_pid = NULL, exit_code = NULL,
-             finished_at = NULL, created_at = CASE WHEN state = 'created' THEN ?2 ELSE created_at END WHERE name = ?1",
-            params![name, now_ms()],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(name.to_string()));
-        }
-        self.record(name, event, "")
+        let now = now_ms();
+        self.move_agent(
+            name,
+            AgentState::Starting,
+            ", supervisor_pid = NULL, sandbox_pid = NULL, exit_code = NULL, finished_at = NULL, \
+             created_at = CASE WHEN state = 'created' THEN ?3 ELSE created_at END",
+            &[&now],
+            event,
+            "",
+        )
     }
 
-    /// Renames an agent (tags follow), with its spec and state directory updated by the caller.
     /// Replaces an agent's spec (e.g. a host allowed while it runs, kept for its restarts).
     pub fn set_spec(&self, name: &str, spec_json: &str) -> Result<()> {
         let n = self.conn.execute("UPDATE agents SET spec = ?2 WHERE name = ?1", params![name, spec_json])?;
@@ -301,6 +366,7 @@ impl Store {
         Ok(())
     }
 
+    /// Renames an agent (tags follow), with its spec and state directory updated by the caller.
     pub fn rename(&mut self, old: &str, new: &str, spec_json: &str, state_dir: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         if tx.query_row("SELECT 1 FROM agents WHERE name = ?1", [new], |_| Ok(())).optional()?.is_some() {
@@ -321,14 +387,24 @@ impl Store {
         Ok(())
     }
 
-    /// The agent ended: `state` is `exited`, `killed` or `failed`.
-    pub fn mark_finished(&self, name: &str, state: &str, exit_code: Option<i64>, detail: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE agents SET state = ?2, exit_code = ?3, finished_at = ?4 WHERE name = ?1",
-            params![name, state, exit_code, now_ms()],
-        )?;
-        let event = if state == "exited" { "exit" } else { state };
-        self.record(name, event, detail)
+    /// The agent ended: `state` is `exited`, `killed`, `failed` or `crashloop`; only a live agent
+    /// ends (and only an ended one is put in `crashloop`).
+    pub fn mark_finished(
+        &self,
+        name: &str,
+        state: AgentState,
+        exit_code: Option<i64>,
+        detail: &str,
+    ) -> Result<()> {
+        let now = now_ms();
+        self.move_agent(
+            name,
+            state,
+            ", exit_code = ?3, finished_at = ?4",
+            &[&exit_code, &now],
+            state.event(),
+            detail,
+        )
     }
 
     /// Removes the agent and its tags (the journal keeps its history) and records `rm`.
@@ -454,24 +530,29 @@ mod tests {
         assert!(matches!(s.create_agent(&new), Err(StoreError::Exists(_))));
         assert_eq!(s.get("a1").unwrap().profile.as_deref(), Some("codex"));
         assert_eq!(s.get("a1").unwrap().prompt.as_deref(), Some(&b"hi"[..]));
-        assert_eq!(s.get("a1").unwrap().state, "starting");
+        assert_eq!(s.get("a1").unwrap().state, AgentState::Starting);
+        // A start that is not `starting -> running` is refused, and nothing changes.
+        assert!(matches!(s.mark_starting("a1", "restart"), Err(StoreError::WrongState { .. })));
         s.mark_running("a1", 10, 11).unwrap();
         let a = s.get("a1").unwrap();
-        assert_eq!((a.state.as_str(), a.supervisor_pid, a.tags.len()), ("running", Some(10), 1));
-        s.mark_finished("a1", "exited", Some(3), "exit code 3").unwrap();
+        assert_eq!((a.state, a.supervisor_pid, a.tags.len()), (AgentState::Running, Some(10), 1));
+        assert!(matches!(s.mark_running("a1", 12, 13), Err(StoreError::WrongState { .. })));
+        s.mark_finished("a1", AgentState::Exited, Some(3), "exit code 3").unwrap();
         assert_eq!(s.get("a1").unwrap().exit_code, Some(3));
+        let e = s.mark_finished("a1", AgentState::Killed, None, "").unwrap_err();
+        assert_eq!(e.to_string(), "agent 'a1' is exited; it cannot become killed");
         s.mark_starting("a1", "restart").unwrap();
         assert_eq!(s.get("a1").unwrap().exit_code, None);
-        s.mark_finished("a1", "exited", Some(0), "").unwrap();
+        s.mark_finished("a1", AgentState::Exited, Some(0), "").unwrap();
         let b = NewAgent {
             name: "b",
             spec_json: "{}",
             state_dir: "/x/b",
-            state: Some("created"),
+            state: Some(AgentState::Created),
             ..Default::default()
         };
         s.create_agent(&b).unwrap();
-        assert_eq!(s.get("b").unwrap().state, "created");
+        assert_eq!(s.get("b").unwrap().state, AgentState::Created);
         assert!(matches!(s.rename("a1", "b", "{}", "/x/b"), Err(StoreError::Exists(_))));
         s.rename("a1", "a2", "{\"n\":2}", "/x/a2").unwrap();
         let a2 = s.get("a2").unwrap();

@@ -2,19 +2,11 @@
 //! every move is one transaction that also journals it (`task-<state>` events with the reason),
 //! so a crash between the two cannot happen and a restart finds every task where it was.
 
+use agentbox_core::TaskState;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use crate::{now_ms, Result, Store, StoreError};
-
-/// The states a task can be in, in order. `failed` and `cancelled` can follow any earlier one.
-pub const TASK_STATES: &[&str] =
-    &["pending", "staging", "provisioning", "running", "completing", "completed", "failed", "cancelled"];
-
-/// States a task does not leave.
-pub fn is_final_task_state(state: &str) -> bool {
-    matches!(state, "completed" | "failed" | "cancelled")
-}
+use crate::{now_ms, Col, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskRecord {
@@ -24,7 +16,7 @@ pub struct TaskRecord {
     /// The validated manifest, JSON.
     #[serde(skip)]
     pub manifest: String,
-    pub state: String,
+    pub state: TaskState,
     /// Why it is in this state (for failed and cancelled: what went wrong or who cancelled).
     pub reason: String,
     /// The agent of the current (or last) attempt.
@@ -48,7 +40,7 @@ fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         id: r.get(0)?,
         name: r.get(1)?,
         manifest: r.get(2)?,
-        state: r.get(3)?,
+        state: r.get::<_, Col<TaskState>>(3)?.0,
         reason: r.get(4)?,
         agent: r.get(5)?,
         attempt: r.get(6)?,
@@ -119,15 +111,24 @@ impl Store {
     }
 
     /// Moves a task from `from` to `to`, journaling it; false (and nothing changed) when the task
-    /// is no longer in `from` (someone else moved it: a cancel, another runner).
+    /// is no longer in `from` (someone else moved it: a cancel, another runner). A move the states
+    /// do not allow is refused.
     pub fn move_task(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: TaskState,
+        to: TaskState,
         reason: &str,
         change: &TaskChange<'_>,
     ) -> Result<bool> {
+        if !from.can_move_to(to) {
+            return Err(StoreError::WrongState {
+                what: format!("task {id}"),
+                now: from.to_string(),
+                to: to.to_string(),
+            });
+        }
+        let (from, to) = (from.as_str(), to.as_str());
         let now = now_ms();
         let tx = self.conn.unchecked_transaction()?;
         let n = tx.execute(
@@ -163,12 +164,12 @@ impl Store {
     /// a task in progress is flagged for its runner. Returns the task as it is now.
     pub fn cancel_task(&self, id: &str, reason: &str) -> Result<TaskRecord> {
         let t = self.task(id)?;
-        if t.state == "pending"
-            && self.move_task(id, "pending", "cancelled", reason, &TaskChange::default())?
+        if t.state == TaskState::Pending
+            && self.move_task(id, TaskState::Pending, TaskState::Cancelled, reason, &TaskChange::default())?
         {
             return self.task(id);
         }
-        if !is_final_task_state(&t.state) {
+        if !t.state.is_final() {
             self.conn.execute(
                 "UPDATE tasks SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
@@ -201,21 +202,30 @@ mod tests {
         let s = Store::open(&dir.path().join("s.db")).unwrap();
         s.create_task("abc123", "t", "{}").unwrap();
         assert!(matches!(s.create_task("abc123", "t", "{}"), Err(StoreError::Sql(_))));
-        assert!(s.move_task("abc123", "pending", "staging", "", &TaskChange::default()).unwrap());
+        assert!(s
+            .move_task("abc123", TaskState::Pending, TaskState::Staging, "", &TaskChange::default())
+            .unwrap());
         // A second runner racing for the same task loses.
-        assert!(!s.move_task("abc123", "pending", "staging", "", &TaskChange::default()).unwrap());
+        assert!(!s
+            .move_task("abc123", TaskState::Pending, TaskState::Staging, "", &TaskChange::default())
+            .unwrap());
         let change = TaskChange { agent: Some("task-abc123"), attempt: Some(1), ..Default::default() };
-        assert!(s.move_task("abc123", "staging", "provisioning", "", &change).unwrap());
+        assert!(s.move_task("abc123", TaskState::Staging, TaskState::Provisioning, "", &change).unwrap());
         let started = TaskChange { started: true, ..Default::default() };
-        assert!(s.move_task("abc123", "provisioning", "running", "", &started).unwrap());
+        assert!(s.move_task("abc123", TaskState::Provisioning, TaskState::Running, "", &started).unwrap());
         let t = s.find_task("abc").unwrap();
-        assert_eq!((t.state.as_str(), t.agent.as_deref(), t.attempt), ("running", Some("task-abc123"), 1));
+        assert_eq!((t.state, t.agent.as_deref(), t.attempt), (TaskState::Running, Some("task-abc123"), 1));
         assert!(t.started_at.is_some() && t.finished_at.is_none());
         let t = s.cancel_task("abc123", "by user").unwrap();
         assert!(t.cancel_requested);
-        assert_eq!(t.state, "running");
+        assert_eq!(t.state, TaskState::Running);
+        // An illegal move is refused outright.
+        assert!(matches!(
+            s.move_task("abc123", TaskState::Running, TaskState::Staging, "", &TaskChange::default()),
+            Err(StoreError::WrongState { .. })
+        ));
         let done = TaskChange { exit_code: Some(137), ..Default::default() };
-        assert!(s.move_task("abc123", "running", "cancelled", "by user", &done).unwrap());
+        assert!(s.move_task("abc123", TaskState::Running, TaskState::Cancelled, "by user", &done).unwrap());
         let t = s.task("abc123").unwrap();
         assert_eq!((t.exit_code, t.finished_at.is_some()), (Some(137), true));
         let kinds: Vec<String> = s.events_of("abc123", 100).unwrap().into_iter().map(|e| e.event).collect();
@@ -232,7 +242,7 @@ mod tests {
         );
         // Pending tasks are cancelled on the spot.
         s.create_task("abd000", "u", "{}").unwrap();
-        assert_eq!(s.cancel_task("abd000", "x").unwrap().state, "cancelled");
+        assert_eq!(s.cancel_task("abd000", "x").unwrap().state, TaskState::Cancelled);
         assert!(matches!(s.find_task("ab"), Err(StoreError::AmbiguousTask(_))));
         assert!(matches!(s.find_task("zz"), Err(StoreError::NoTask(_))));
         assert_eq!(s.tasks().unwrap().len(), 2);

@@ -14,13 +14,14 @@
 //! it, however questioning, has been answered or was not a question. Scores are in 0..=1; the
 //! supervisor opens a request at or above its threshold (0.85 by default).
 
+use agentbox_core::HitlKind;
 use std::time::Duration;
 
 /// What the detector found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     /// `yes-no`, `choices`, `confirm` or `question`.
-    pub kind: &'static str,
+    pub kind: HitlKind,
     pub score: f64,
     /// The line that asks (the question above a menu, or the prompt line).
     pub prompt: String,
@@ -191,7 +192,7 @@ pub fn detect(screen: &str, idle: Duration, cfg: &HitlConfig) -> Option<Detectio
         rows[start..end].iter().map(|r| clean(r)).filter(|r| !r.is_empty() && !is_rule(r)).collect();
     let last = *tail.last()?;
     let mut best: Option<Detection> = None;
-    let mut offer = |kind: &'static str, score: f64, prompt: &str| {
+    let mut offer = |kind: HitlKind, score: f64, prompt: &str| {
         if best.as_ref().is_none_or(|b| score > b.score) {
             best = Some(Detection { kind, score, prompt: prompt.chars().take(300).collect() });
         }
@@ -200,7 +201,7 @@ pub fn detect(screen: &str, idle: Duration, cfg: &HitlConfig) -> Option<Detectio
     // An answer format on the last line, or close above a hint line.
     for (i, line) in tail.iter().rev().take(3).enumerate() {
         if answer_format(line) {
-            offer("yes-no", if i == 0 { 0.95 } else { 0.85 }, line);
+            offer(HitlKind::YesNo, if i == 0 { 0.95 } else { 0.85 }, line);
         }
     }
 
@@ -223,7 +224,7 @@ pub fn detect(screen: &str, idle: Duration, cfg: &HitlConfig) -> Option<Detectio
             (false, true) => 0.85,
             (false, false) => 0.4,
         };
-        offer("choices", score, prompt);
+        offer(HitlKind::Choices, score, prompt);
     }
 
     // Confirmation phrases near the bottom.
@@ -236,7 +237,7 @@ pub fn detect(screen: &str, idle: Duration, cfg: &HitlConfig) -> Option<Detectio
                 (_, true) => 0.75,
                 _ => 0.5,
             };
-            offer("confirm", score, line);
+            offer(HitlKind::Confirm, score, line);
         }
     }
 
@@ -244,7 +245,7 @@ pub fn detect(screen: &str, idle: Duration, cfg: &HitlConfig) -> Option<Detectio
     let q = last.trim_end_matches([' ', ':']);
     if q.ends_with('?') && q.len() > 2 {
         let score = if idle >= cfg.idle { 0.9 } else { 0.5 };
-        offer("question", score, last);
+        offer(HitlKind::Question, score, last);
     }
     best
 }
@@ -273,7 +274,7 @@ mod tests {
     fn menus_need_a_cursor_or_a_question() {
         let dialog = "Do you want to create hello.txt?\n ❯ 1. Yes\n   2. Yes, allow all edits\n   3. No\n\n Esc to cancel";
         let d = detect(dialog, Duration::ZERO, &HitlConfig::default()).unwrap();
-        assert_eq!((d.kind, d.prompt.as_str()), ("choices", "Do you want to create hello.txt?"));
+        assert_eq!((d.kind, d.prompt.as_str()), (HitlKind::Choices, "Do you want to create hello.txt?"));
         assert!(d.score >= 0.85);
         let readme = "Steps:\n1. Install the tools\n2. Run the build\n3. Ship it";
         assert!(score(readme, 0) < 0.85);

@@ -9,6 +9,7 @@ mod client;
 pub mod hitl;
 pub mod paths;
 pub mod protocol;
+mod recorder;
 mod screen;
 mod supervise;
 mod vm;

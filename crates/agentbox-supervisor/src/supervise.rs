@@ -22,7 +22,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use agentbox_core::SandboxSpec;
+use agentbox_core::{AgentState, SandboxSpec};
 use agentbox_jail::{build_plan, start, RealFs, SandboxHandles, Stdio};
 use agentbox_proxy::{ProxyConfig, ProxyHandle};
 use agentbox_store::Store;
@@ -38,6 +38,7 @@ use nix::unistd::Pid;
 
 use crate::hitl::{detect, HitlConfig};
 use crate::protocol::{Decoder, Frame};
+use crate::recorder::{Record, Recorder};
 use crate::screen::Screen;
 use crate::{paths, SupervisorError};
 
@@ -151,9 +152,8 @@ fn nonblocking(fd: impl AsFd) -> nix::Result<()> {
 }
 
 struct Session {
-    name: String,
     state_dir: PathBuf,
-    store: Store,
+    recorder: Recorder,
     sandbox: Pid,
     master: OwnedFd,
     log: File,
@@ -165,7 +165,6 @@ struct Session {
     handles: Option<SandboxHandles>,
     proxy: Option<ProxyHandle>,
     watch: Option<Watch>,
-    notify: Option<Notifier>,
 }
 
 /// The HITL watch: when the screen was last judged, and what it showed when a request opened.
@@ -178,6 +177,8 @@ struct Watch {
     idle_judged: bool,
     /// The screen when the last request opened: the same screen does not open another.
     asked_on: Option<String>,
+    /// The request this loop opened and has not seen leave the screen: its prompt and screen.
+    open: Option<(String, String)>,
 }
 
 impl Watch {
@@ -308,7 +309,8 @@ impl Session {
                     (Some(proxy), Ok(r)) => {
                         proxy.allow(r, once);
                         let how = if once { "once" } else { "from now on" };
-                        let _ = self.store.record(&self.name, "allow", &format!("{rule} ({how})"));
+                        self.recorder
+                            .send(Record::Journal { event: "allow", detail: format!("{rule} ({how})") });
                         Frame::Ack
                     }
                 });
@@ -403,32 +405,26 @@ impl Session {
         let cfg = w.cfg;
         let text = self.screen.with(|s| s.contents());
         let found = detect(&text, idle, &cfg).filter(|d| d.score >= cfg.threshold);
-        let open = self.store.open_hitl_of(&self.name).ok().flatten();
-        if let Some(req) = &open {
-            let same = found.as_ref().is_some_and(|d| d.prompt == req.prompt);
-            if same || text == req.screen {
+        if let Some((prompt, screen)) = &w.open {
+            let same = found.as_ref().is_some_and(|d| d.prompt == *prompt);
+            if same || text == *screen {
                 return;
             }
             // Answered at a terminal, or the agent moved on: the request is moot.
-            let _ = self.store.close_hitl(req.id, "gone", None, "the prompt left the screen");
+            self.recorder.send(Record::CloseHitl { why: "the prompt left the screen" });
+            w.open = None;
         }
         let Some(d) = found else { return };
-        if self.watch.as_ref().and_then(|w| w.asked_on.as_ref()) == Some(&text) {
+        if w.asked_on.as_ref() == Some(&text) {
             return;
         }
-        let Ok(Some(id)) = self.store.open_hitl(&self.name, d.kind, d.score, &d.prompt, &text) else {
-            return;
-        };
-        if let Some(w) = &mut self.watch {
-            w.asked_on = Some(text);
-        }
+        w.asked_on = Some(text.clone());
+        w.open = Some((d.prompt.clone(), text.clone()));
+        self.recorder.send(Record::OpenHitl { kind: d.kind, score: d.score, prompt: d.prompt, screen: text });
         // The terminal bell: `grid` panes and attached terminals flag the agent.
         let bell = Frame::Output(b"\x07".to_vec()).encode();
         for c in self.clients.values_mut().filter(|c| c.attached) {
             c.out.extend_from_slice(&bell);
-        }
-        if let Some(n) = &self.notify {
-            (n.0)(&self.name, &Notice::Hitl { id, kind: d.kind.to_string(), prompt: d.prompt });
         }
     }
 
@@ -440,20 +436,17 @@ impl Session {
             WaitStatus::Signaled(_, s, _) => 128 + s as i32,
             _ => 255,
         };
-        let state = if self.killed { "killed" } else { "exited" };
+        let state = if self.killed { AgentState::Killed } else { AgentState::Exited };
         let _ = self.log.flush();
         self.screen.finish();
         let (text, ansi) = self.screen.with(|s| (s.contents(), s.contents_formatted()));
         let _ = std::fs::write(paths::screen_text(&self.state_dir), text);
         let _ = std::fs::write(paths::screen_ansi(&self.state_dir), ansi);
-        let _ =
-            self.store.mark_finished(&self.name, state, Some(i64::from(code)), &format!("exit code {code}"));
-        if let Ok(Some(req)) = self.store.open_hitl_of(&self.name) {
-            let _ = self.store.close_hitl(req.id, "gone", None, "the agent ended");
-        }
-        if let Some(n) = &self.notify {
-            (n.0)(&self.name, &Notice::Ended { state: state.to_string(), code });
-        }
+        // Recorded (and people told) before attached clients hear the exit, so whatever they do
+        // next sees the agent ended.
+        self.recorder.send(Record::Finished { state, code });
+        let recorder = std::mem::replace(&mut self.recorder, Recorder::none());
+        recorder.finish();
         let exit = Frame::Exit(code).encode();
         for c in self.clients.values_mut() {
             let _ = c.stream.set_nonblocking(false);
@@ -483,7 +476,7 @@ pub const INVALID_COMMAND: &str = "invalid-command";
 pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
     let store = Store::open(&cfg.store_path)?;
     let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
-        let _ = store.mark_finished(&cfg.name, "failed", None, &msg);
+        let _ = store.mark_finished(&cfg.name, AgentState::Failed, None, &msg);
         let _ = writeln!(ready, "error: {msg}");
         SupervisorError::Start(msg)
     };
@@ -547,9 +540,8 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         .map_err(|e| SupervisorError::Sys("signalfd", e))?;
 
     let mut session = Session {
-        name: cfg.name.clone(),
         state_dir: cfg.state_dir.clone(),
-        store,
+        recorder: Recorder::start(store, cfg.name.clone(), cfg.notify.take()),
         sandbox: running.pid,
         master,
         log,
@@ -567,8 +559,8 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
             unjudged: false,
             idle_judged: false,
             asked_on: None,
+            open: None,
         }),
-        notify: cfg.notify.take(),
     };
     // `running` keeps the sandbox's cgroup until the supervisor is done with it.
     let _cgroup = running;

@@ -202,6 +202,7 @@ mod tests {
             timeout: None,
             hidden: vec![],
             backend: agentbox_core::Backend::Vm,
+            version: 1,
         }
     }
 

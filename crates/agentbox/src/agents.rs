@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agentbox_core::AgentState;
 use agentbox_store::{AgentRecord, Store};
 use anyhow::Result;
 
 /// A state that means the agent may still be running.
-pub fn is_live_state(state: &str) -> bool {
-    matches!(state, "starting" | "running")
+pub fn is_live_state(state: &AgentState) -> bool {
+    state.is_live()
 }
 
 /// Whether the recorded supervisor process still exists (and is that agent's supervisor).
@@ -19,24 +20,50 @@ fn supervisor_alive(rec: &AgentRecord) -> bool {
     args.contains(&&b"__supervise"[..]) && args.contains(&rec.name.as_bytes())
 }
 
-/// Reconciles a record that says "running" with reality: a supervisor that vanished (killed with
-/// SIGKILL, machine rebooted) took its sandbox with it, so the agent is recorded as failed.
-pub fn refresh(store: &Store, mut rec: AgentRecord) -> Result<AgentRecord> {
-    let stale_start = rec.state == "starting" && agentbox_store::now_ms() - rec.created_at > 60_000;
-    if (rec.state == "running" && !supervisor_alive(&rec)) || stale_start {
-        store.mark_finished(&rec.name, "failed", None, "the supervisor is gone")?;
-        rec = store.get(&rec.name)?;
+/// Whether a record that says the agent runs is stale: its supervisor vanished (killed with
+/// SIGKILL, machine rebooted) and took the sandbox with it, or it never got past starting.
+fn is_stale(rec: &AgentRecord) -> bool {
+    match rec.state {
+        AgentState::Running => !supervisor_alive(rec),
+        AgentState::Starting => agentbox_store::now_ms() - rec.created_at > 60_000 && !supervisor_alive(rec),
+        _ => false,
     }
-    Ok(rec)
+}
+
+/// The record as it really is: an agent whose supervisor is gone is shown as failed. Reading
+/// never writes; the next operation that changes the agent records it ([`reconcile`]).
+pub fn refresh(mut rec: AgentRecord) -> AgentRecord {
+    if is_stale(&rec) {
+        rec.state = AgentState::Failed;
+    }
+    rec
+}
+
+/// Records a stale agent as failed (an operation that is about to change it calls this first).
+pub fn reconcile(store: &Store, rec: AgentRecord) -> Result<AgentRecord> {
+    if !is_stale(&rec) {
+        return Ok(rec);
+    }
+    match store.mark_finished(&rec.name, AgentState::Failed, None, "the supervisor is gone") {
+        // Someone else recorded its end meanwhile.
+        Ok(()) | Err(agentbox_store::StoreError::WrongState { .. }) => Ok(store.get(&rec.name)?),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn get(store: &Store, name: &str) -> Result<AgentRecord> {
     agentbox_core::validate_name(name)?;
-    refresh(store, store.get(name)?)
+    Ok(refresh(store.get(name)?))
+}
+
+/// [`get`], with a stale record corrected in the store first (for operations that change it).
+pub fn get_for_change(store: &Store, name: &str) -> Result<AgentRecord> {
+    agentbox_core::validate_name(name)?;
+    reconcile(store, store.get(name)?)
 }
 
 pub fn all(store: &Store) -> Result<Vec<AgentRecord>> {
-    store.list()?.into_iter().map(|r| refresh(store, r)).collect()
+    Ok(store.list()?.into_iter().map(refresh).collect())
 }
 
 pub fn state_dir(rec: &AgentRecord) -> PathBuf {
@@ -83,9 +110,9 @@ pub fn describe_state(rec: &AgentRecord) -> String {
     describe(&rec.state, rec.exit_code)
 }
 
-pub fn describe(state: &str, exit_code: Option<i64>) -> String {
+pub fn describe(state: &AgentState, exit_code: Option<i64>) -> String {
     match (state, exit_code) {
-        ("exited", Some(c)) => format!("exited ({c})"),
+        (AgentState::Exited, Some(c)) => format!("exited ({c})"),
         (s, _) => s.to_string(),
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use agentbox_core::termfilter::escape_for_terminal;
 use agentbox_core::SandboxSpec;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::agents;
 use crate::cli::{DiffArgs, VerifyArgs};
@@ -28,7 +28,7 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let rec = agents::get(&store, &args.name)?;
-    let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
     let base = agents::state_dir(&rec).join(SNAPSHOT_FILE);
     if !base.exists() {
         bail!("no record of the workspace at spawn for '{}' (it was spawned by an older agentbox)", rec.name);
@@ -83,7 +83,7 @@ pub fn verify(args: VerifyArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let rec = agents::get(&store, &args.name)?;
-    let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
     let dir = agents::state_dir(&rec);
     let Some(did) = identity::did(&dir) else {
         bail!("agent '{}' has no identity: spawn it with --identity", rec.name);

@@ -2,7 +2,7 @@
 
 use agentbox_core::{default_env, SandboxSpec, SANDBOX_HOME};
 use agentbox_jail::{build_plan, exec_in, wait_foreground, RealFs, Stdio};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use nix::unistd::Pid;
 
 use crate::agents::{self, is_live_state};
@@ -18,7 +18,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         (true, Some(p)) => Pid::from_raw(p as i32),
         _ => bail!("agent '{}' is {}; start it with `agentbox restart {}`", rec.name, rec.state, rec.name),
     };
-    let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
     let mut plan = build_plan(&spec, &RealFs);
     plan.process.argv = match spec.backend {
         agentbox_core::Backend::Ns => args.command,

@@ -13,7 +13,7 @@ use crate::home::{private_dir, Home};
 use crate::tree::{copy_tree, remove_tree};
 
 fn spec_of(rec: &agentbox_store::AgentRecord) -> Result<SandboxSpec> {
-    serde_json::from_str(&rec.spec).context("decoding the stored spec")
+    Ok(SandboxSpec::decode(&rec.spec)?)
 }
 
 /// `p` with the prefix `from` replaced by `to` (unchanged when it is not under `from`).
@@ -73,7 +73,7 @@ pub fn clone(args: CloneArgs) -> Result<i32> {
         new_spec.workspace = ws;
         new_spec.home = HomeSpec::Bind(paths::home(&dst_dir_canon));
         crate::cmd_diff::record_snapshot(&dst_dir, &new_spec.workspace)?;
-        let spec_json = serde_json::to_string(&new_spec)?;
+        let spec_json = new_spec.encode()?;
         let state_dir = dst_dir.to_string_lossy();
         store.create_agent(&NewAgent {
             name: &args.dst,
@@ -82,7 +82,7 @@ pub fn clone(args: CloneArgs) -> Result<i32> {
             tags: &src.tags,
             profile: src.profile.as_deref(),
             prompt: src.prompt.as_deref(),
-            state: Some("created"),
+            state: Some(agentbox_core::AgentState::Created),
             restart: src.restart.as_deref(),
         })?;
         store.record(&args.dst, "clone", &format!("from {}", src.name))?;
@@ -100,7 +100,7 @@ pub fn rename(args: RenameArgs) -> Result<i32> {
     validate_name(&args.new)?;
     let home = Home::open()?;
     let mut store = home.store()?;
-    let rec = agents::get(&store, &args.old)?;
+    let rec = agents::get_for_change(&store, &args.old)?;
     if is_live_state(&rec.state) {
         bail!("agent '{}' is running; stop it with `agentbox kill {}` first", rec.name, rec.name);
     }
@@ -114,9 +114,7 @@ pub fn rename(args: RenameArgs) -> Result<i32> {
     std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
     let to_canon = std::fs::canonicalize(&to).unwrap_or(to.clone());
     let new_spec = moved_spec(spec, &from_canon, &to_canon, &args.new);
-    if let Err(e) =
-        store.rename(&rec.name, &args.new, &serde_json::to_string(&new_spec)?, &to.to_string_lossy())
-    {
+    if let Err(e) = store.rename(&rec.name, &args.new, &new_spec.encode()?, &to.to_string_lossy()) {
         let _ = std::fs::rename(&to, &from);
         return Err(e.into());
     }

@@ -53,7 +53,7 @@ pub fn net(args: NetArgs) -> Result<i32> {
     let store = home.store()?;
     let rec = agents::get(&store, &args.name)?;
     let dir = agents::state_dir(&rec);
-    let spec: Option<SandboxSpec> = serde_json::from_str(&rec.spec).ok();
+    let spec: Option<SandboxSpec> = SandboxSpec::decode(&rec.spec).ok();
     if spec.as_ref().is_some_and(|s| s.network != NetworkMode::Proxy) {
         eprintln!("agentbox: {} does not use the egress proxy; nothing is audited", args.name);
     }
@@ -95,7 +95,7 @@ pub fn net(args: NetArgs) -> Result<i32> {
                 pending.clear();
             }
         }
-        let rec = agents::refresh(&store, store.get(&args.name)?)?;
+        let rec = agents::get(&store, &args.name)?;
         if !agents::is_live_state(&rec.state) {
             return Ok(0);
         }

@@ -151,7 +151,7 @@ pub fn stats(args: StatsArgs) -> Result<i32> {
     let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
     let (mut ws, mut logs) = (0u64, 0u64);
     for a in &agents {
-        *by_state.entry(a.state.clone()).or_default() += 1;
+        *by_state.entry(a.state.to_string()).or_default() += 1;
         let dir = agents::state_dir(a);
         ws += disk_bytes(&paths::workspace(&dir));
         logs += disk_bytes(&paths::log(&dir));

@@ -10,7 +10,7 @@ use crate::home::Home;
 use crate::service::Filter;
 
 fn spec_of(rec: &agentbox_store::AgentRecord) -> Option<SandboxSpec> {
-    serde_json::from_str(&rec.spec).ok()
+    SandboxSpec::decode(&rec.spec).ok()
 }
 
 pub fn list(args: ListArgs) -> Result<i32> {

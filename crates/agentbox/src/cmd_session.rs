@@ -80,7 +80,7 @@ pub fn screen(args: ScreenArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let (rec, text) = crate::service::screen(&store, &args.name, args.ansi)?;
-    print_screen(&args, &rec.name, &rec.state, &text);
+    print_screen(&args, &rec.name, rec.state.as_str(), &text);
     Ok(0)
 }
 

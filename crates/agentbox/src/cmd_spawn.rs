@@ -177,7 +177,7 @@ pub fn spawn_one(home: &Home, name: &str, args: &SpawnOptions) -> Result<()> {
         crate::cmd_diff::record_commit_base(&dir, &spec.workspace).map_err(undo)?;
     }
     crate::hooks::run(home, "pre-spawn", name, &spec.workspace).map_err(undo)?;
-    let spec_json = serde_json::to_string(&spec).context("encoding the spec").map_err(undo)?;
+    let spec_json = spec.encode().map_err(|e| undo(e.into()))?;
     let state_dir = dir.to_string_lossy();
     let restart = args.restart.map(|r| r.to_string());
     let new = NewAgent {
@@ -279,7 +279,7 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let rec = store.get(name)?;
-    let spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
     let state_dir = PathBuf::from(rec.state_dir);
     let proxy = (spec.network == NetworkMode::Proxy).then(|| {
         let (home, agent, egress) = (home.clone(), name.to_string(), spec.egress.clone());

@@ -44,7 +44,7 @@ fn print_table(tasks: &[TaskView]) {
 
 /// Exit status of `submit --wait`: 0 only for a completed task.
 fn final_status(t: &TaskView) -> i32 {
-    if t.state == "completed" {
+    if t.state == agentbox_core::TaskState::Completed {
         0
     } else {
         1
@@ -55,7 +55,7 @@ pub fn wait_final(home: &Home, id: &str) -> Result<TaskView> {
     let store = home.store()?;
     loop {
         let t = tasks::get(home, &store, id)?;
-        if agentbox_store::is_final_task_state(&t.state) {
+        if t.state.is_final() {
             return Ok(t);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -112,7 +112,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             println!("input:     {}", t.input_dir);
             println!("output:    {}", t.output_dir);
             println!("workspace: {}", t.workspace);
-            if !agentbox_store::is_final_task_state(&t.state) {
+            if !t.state.is_final() {
                 match tasks::runner::runner_pid(&home) {
                     Some(pid) => println!("runner:    pid {pid}"),
                     None => println!(
@@ -129,7 +129,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
         TaskCommand::Logs { id, follow } => logs(&home, &id, follow),
         TaskCommand::Cancel { id } => {
             let t = tasks::cancel(&home, &store, &id)?;
-            let t = if agentbox_store::is_final_task_state(&t.state) { t } else { wait_final(&home, &t.id)? };
+            let t = if t.state.is_final() { t } else { wait_final(&home, &t.id)? };
             println!("task {} {}", t.id, esc(&t.describe()));
             Ok(0)
         }
@@ -163,7 +163,7 @@ fn logs(home: &Home, id: &str, follow: bool) -> Result<i32> {
     let mut cursor = tasks::LogCursor::default();
     loop {
         let t = tasks::get(home, &store, id)?;
-        let done = agentbox_store::is_final_task_state(&t.state);
+        let done = t.state.is_final();
         // Everything there is, chunk by chunk, before deciding whether to wait.
         loop {
             let text = cursor.next(home, &store, &t)?;

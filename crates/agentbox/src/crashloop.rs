@@ -76,7 +76,7 @@ pub fn after_exit(home: &Home, name: &str, policy: RestartPolicy, notifier: &Not
     let failures = u32::try_from(store.count_events_since(name, "crash", since)?).unwrap_or(u32::MAX);
     if failures >= policy.max_failures {
         let why = format!("{failures} failures within {}s; not restarted again", policy.window.as_secs());
-        store.mark_finished(name, "crashloop", Some(code), &why)?;
+        store.mark_finished(name, agentbox_core::AgentState::Crashloop, Some(code), &why)?;
         notifier.send(
             "agent.crashloop",
             &format!("{name} is in a crash loop"),
@@ -89,7 +89,7 @@ pub fn after_exit(home: &Home, name: &str, policy: RestartPolicy, notifier: &Not
     std::thread::sleep(backoff);
     // Someone may have removed or restarted it meanwhile.
     match store.get(name) {
-        Ok(r) if r.state == "exited" => {
+        Ok(r) if r.state == agentbox_core::AgentState::Exited => {
             crate::service::restart(home, &store, name)?;
         }
         _ => {}

@@ -26,7 +26,7 @@ fn view(v: Value) -> Result<TaskView> {
 fn wait_final(remote: &Remote, id: &str) -> Result<TaskView> {
     loop {
         let t = view(remote.get(&format!("/api/v1/tasks/{id}"))?)?;
-        if agentbox_store::is_final_task_state(&t.state) {
+        if t.state.is_final() {
             return Ok(t);
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -45,7 +45,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
             }
             let t = wait_final(remote, &t.id)?;
             eprintln!("task {} {}", t.id, esc(&t.describe()));
-            Ok(i32::from(t.state != "completed"))
+            Ok(i32::from(t.state != agentbox_core::TaskState::Completed))
         }
         TaskCommand::List { json } => {
             let v = remote.get("/api/v1/tasks")?;
@@ -95,11 +95,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
                 out.write_all(&text.as_bytes()[printed..])?;
                 out.flush()?;
                 printed = text.len();
-                if !follow
-                    || agentbox_store::is_final_task_state(
-                        &view(remote.get(&format!("/api/v1/tasks/{id}"))?)?.state,
-                    )
-                {
+                if !follow || view(remote.get(&format!("/api/v1/tasks/{id}"))?)?.state.is_final() {
                     return Ok(0);
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -107,8 +103,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
         }
         TaskCommand::Cancel { id } => {
             let t = view(remote.send("DELETE", &format!("/api/v1/tasks/{id}"), None)?)?;
-            let t =
-                if agentbox_store::is_final_task_state(&t.state) { t } else { wait_final(remote, &t.id)? };
+            let t = if t.state.is_final() { t } else { wait_final(remote, &t.id)? };
             println!("task {} {}", t.id, esc(&t.describe()));
             Ok(0)
         }

@@ -273,8 +273,9 @@ impl SpawnRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct AgentView {
     pub name: String,
-    /// starting, running, exited, killed, failed or created.
-    pub state: String,
+    /// starting, running, exited, killed, failed, created or crashloop.
+    #[schema(value_type = String)]
+    pub state: agentbox_core::AgentState,
     pub exit_code: Option<i64>,
     pub supervisor_pid: Option<i64>,
     pub profile: Option<String>,
@@ -291,10 +292,10 @@ pub struct AgentView {
 
 impl AgentView {
     pub fn of(rec: &AgentRecord) -> Self {
-        let spec: Option<SandboxSpec> = serde_json::from_str(&rec.spec).ok();
+        let spec: Option<SandboxSpec> = SandboxSpec::decode(&rec.spec).ok();
         Self {
             name: rec.name.clone(),
-            state: rec.state.clone(),
+            state: rec.state,
             exit_code: rec.exit_code,
             supervisor_pid: rec.supervisor_pid,
             profile: rec.profile.clone(),
@@ -360,7 +361,7 @@ pub fn spawn(home: &Home, req: &SpawnRequest) -> Result<AgentView> {
 
 /// Kills an agent and returns once its sandbox is gone. Killing a stopped agent changes nothing.
 pub fn kill(store: &Store, name: &str) -> Result<AgentRecord> {
-    let rec = agents::get(store, name)?;
+    let rec = agents::get_for_change(store, name)?;
     if !is_live_state(&rec.state) {
         return Ok(rec);
     }
@@ -378,7 +379,7 @@ pub fn kill(store: &Store, name: &str) -> Result<AgentRecord> {
 
 /// Removes a stopped agent (workspace, home, log, record); `force` kills a running one first.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
-    let rec = agents::get(store, name)?;
+    let rec = agents::get_for_change(store, name)?;
     if is_live_state(&rec.state) {
         if !force {
             bail!(conflict(format!(
@@ -402,7 +403,7 @@ pub fn restart(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
     };
     store.mark_starting(&rec.name, "restart")?;
     if let Err(e) = crate::cmd_spawn::start_supervisor(home, &rec.name, &dir) {
-        let _ = store.mark_finished(&rec.name, "failed", None, &format!("{e:#}"));
+        let _ = store.mark_finished(&rec.name, agentbox_core::AgentState::Failed, None, &format!("{e:#}"));
         return Err(e);
     }
     crate::cmd_spawn::type_after_start(&dir, &keys, rec.prompt.as_deref())?;
@@ -433,9 +434,11 @@ pub struct HitlView {
     pub id: i64,
     pub agent: String,
     /// open, answered or gone.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: agentbox_core::HitlState,
     /// yes-no, choices, confirm or question.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: agentbox_core::HitlKind,
     pub score: f64,
     pub prompt: String,
     pub screen: String,
@@ -449,8 +452,8 @@ impl HitlView {
         Self {
             id: r.id,
             agent: r.agent.clone(),
-            state: r.state.clone(),
-            kind: r.kind.clone(),
+            state: r.state,
+            kind: r.kind,
             score: r.score,
             prompt: r.prompt.clone(),
             screen: r.screen.clone(),
@@ -465,14 +468,14 @@ impl HitlView {
 /// then types the text (and Enter) into the agent.
 pub fn answer_hitl(store: &Store, id: i64, text: &str, enter: bool) -> Result<agentbox_store::HitlRecord> {
     let req = store.hitl(id)?;
-    if req.state != "open" {
+    if req.state != agentbox_core::HitlState::Open {
         bail!(conflict(format!("request #{id} is {} already", req.state)));
     }
     if text.contains('\0') || text.len() > 64 * 1024 {
         bail!(invalid("the answer must be text without NUL bytes, at most 64 KiB"));
     }
     let rec = live(store, &req.agent)?;
-    if !store.close_hitl(id, "answered", Some(text), &format!("answered: {text}"))? {
+    if !store.close_hitl(id, agentbox_core::HitlState::Answered, Some(text), &format!("answered: {text}"))? {
         bail!(conflict(format!("request #{id} was closed meanwhile")));
     }
     let mut bytes = text.as_bytes().to_vec();
@@ -577,7 +580,7 @@ pub fn allow(
     always: bool,
 ) -> Result<()> {
     let rec = agents::get(store, name)?;
-    let mut spec: SandboxSpec = serde_json::from_str(&rec.spec).context("decoding the stored spec")?;
+    let mut spec = SandboxSpec::decode(&rec.spec)?;
     if spec.network != NetworkMode::Proxy {
         bail!(conflict(format!(
             "{name} runs with --network {}; only agents with --network proxy have an allowlist",
@@ -598,7 +601,7 @@ pub fn allow(
         // Kept with the agent, so a restart keeps it.
         if !spec.egress.allow.contains(host) {
             spec.egress.allow.push(host.clone());
-            store.set_spec(name, &serde_json::to_string(&spec)?)?;
+            store.set_spec(name, &spec.encode()?)?;
         }
         if !running {
             store.record(name, "allow", &format!("{rule} (from the next start)"))?;

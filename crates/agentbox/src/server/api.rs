@@ -281,7 +281,7 @@ pub async fn get_screen(
     let home = state.home.clone();
     let (rec, screen) =
         blocking(move || with_store(&home, |s| service::screen(s, &name, q.ansi.unwrap_or(false)))).await?;
-    Ok(Json(ScreenBody { name: rec.name, state: rec.state, screen }))
+    Ok(Json(ScreenBody { name: rec.name, state: rec.state.to_string(), screen }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

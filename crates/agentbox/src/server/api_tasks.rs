@@ -186,7 +186,7 @@ pub async fn task_logs(
 struct TaskFollow {
     state: Shared,
     id: String,
-    last_state: String,
+    last_state: Option<agentbox_core::TaskState>,
     log: tasks::LogCursor,
     queue: Vec<SseEvent>,
     done: bool,
@@ -196,7 +196,7 @@ fn task_stream(state: Shared, id: String) -> impl Stream<Item = Result<SseEvent,
     let f = TaskFollow {
         state,
         id,
-        last_state: String::new(),
+        last_state: None,
         log: tasks::LogCursor::default(),
         queue: Vec::new(),
         done: false,
@@ -226,11 +226,11 @@ fn task_stream(state: Shared, id: String) -> impl Stream<Item = Result<SseEvent,
                         let body = serde_json::json!({ "text": text });
                         f.queue.push(SseEvent::default().event("log").json_data(body).unwrap_or_default());
                     }
-                    if t.state != f.last_state {
-                        f.last_state = t.state.clone();
+                    if Some(t.state) != f.last_state {
+                        f.last_state = Some(t.state);
                         f.queue.push(SseEvent::default().event("state").json_data(&t).unwrap_or_default());
                     }
-                    if agentbox_store::is_final_task_state(&t.state) && text.is_empty() {
+                    if t.state.is_final() && text.is_empty() {
                         f.queue.push(SseEvent::default().event("end").json_data(&t).unwrap_or_default());
                         f.done = true;
                     }

@@ -85,7 +85,7 @@ pub fn render(state: &Shared) -> anyhow::Result<String> {
     let mut output = 0u64;
     let mut decisions: BTreeMap<String, u64> = BTreeMap::new();
     for a in &snapshot.agents {
-        by_state.get_or_create(&StateLabel { state: a.state.clone() }).inc();
+        by_state.get_or_create(&StateLabel { state: a.state.to_string() }).inc();
         let dir = state.home.agent_dir(&a.name);
         output += std::fs::metadata(paths::log(&dir)).map(|m| m.len()).unwrap_or(0);
         if a.network == "proxy" {

@@ -104,7 +104,7 @@ async fn task_page(
         &format!("task {}", t.id),
         html! {
             h1 { "Task " code { (t.id) } " " (t.name) }
-            @if scope == Scope::Controller && !agentbox_store::is_final_task_state(&t.state) {
+            @if scope == Scope::Controller && !t.state.is_final() {
                 div.actions {
                     button hx-delete={ "/api/v1/tasks/" (t.id) } hx-swap="none" hx-confirm={ "Cancel task " (t.id) "?" } { "Cancel" }
                 }

@@ -49,7 +49,8 @@ pub struct TaskView {
     pub id: String,
     pub name: String,
     /// pending, staging, provisioning, running, completing, completed, failed or cancelled.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: agentbox_core::TaskState,
     /// Why it is in this state.
     pub reason: String,
     pub agent: Option<String>,
@@ -75,7 +76,7 @@ impl TaskView {
         Self {
             id: t.id.clone(),
             name: t.name.clone(),
-            state: t.state.clone(),
+            state: t.state,
             reason: t.reason.clone(),
             agent: t.agent.clone(),
             attempt: t.attempt,
@@ -96,8 +97,9 @@ impl TaskView {
 
     /// One line for people: the state and, where it matters, why.
     pub fn describe(&self) -> String {
-        match (self.state.as_str(), self.reason.is_empty()) {
-            ("failed" | "cancelled", false) => format!("{}: {}", self.state, self.reason),
+        use agentbox_core::TaskState;
+        match (self.state, self.reason.is_empty()) {
+            (TaskState::Failed | TaskState::Cancelled, false) => format!("{}: {}", self.state, self.reason),
             (s, _) => s.to_string(),
         }
     }
@@ -157,11 +159,11 @@ pub fn get(home: &Home, store: &Store, id: &str) -> Result<TaskView> {
 /// (started if none runs). Refused for a task that already ended.
 pub fn cancel(home: &Home, store: &Store, id: &str) -> Result<TaskView> {
     let t = store.find_task(id)?;
-    if agentbox_store::is_final_task_state(&t.state) {
+    if t.state.is_final() {
         anyhow::bail!(conflict(format!("task {} already ended ({})", t.id, t.state)));
     }
     let t = store.cancel_task(&t.id, "cancelled on request")?;
-    if !agentbox_store::is_final_task_state(&t.state) {
+    if !t.state.is_final() {
         runner::ensure_running(home)?;
     }
     Ok(TaskView::of(home, &t))

@@ -16,8 +16,9 @@ use std::process::{Child, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use agentbox_core::TaskState;
 use agentbox_core::{format_duration, TaskManifest};
-use agentbox_store::{is_final_task_state, now_ms, Store, TaskChange, TaskRecord};
+use agentbox_store::{now_ms, Store, TaskChange, TaskRecord};
 use anyhow::{anyhow, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
@@ -101,12 +102,12 @@ pub fn runner_role() -> Result<i32> {
     loop {
         drivers.retain(|_, h| !h.is_finished());
         let tasks = store.tasks()?;
-        for t in tasks.iter().filter(|t| t.state != "pending" && !is_final_task_state(&t.state)) {
+        for t in tasks.iter().filter(|t| t.state != TaskState::Pending && !t.state.is_final()) {
             if !drivers.contains_key(&t.id) {
                 drivers.insert(t.id.clone(), drive(&home, &t.id, true));
             }
         }
-        let mut pending = tasks.iter().filter(|t| t.state == "pending").peekable();
+        let mut pending = tasks.iter().filter(|t| t.state == TaskState::Pending).peekable();
         // The limit is read when there is something to start (the file may have changed).
         let max = match pending.peek() {
             Some(_) => Config::load(&home).map(|c| c.tasks.max_concurrent()).unwrap_or(DEFAULT_MAX_TASKS),
@@ -123,7 +124,7 @@ pub fn runner_role() -> Result<i32> {
                 // A submit that found the lock still held just now counts on this runner: after
                 // letting go, look once more, and stay if there is work and no other runner.
                 drop(lock);
-                let work = store.tasks()?.iter().any(|t| !is_final_task_state(&t.state));
+                let work = store.tasks()?.iter().any(|t| !t.state.is_final());
                 match try_lock(&home)? {
                     Some(again) if work => {
                         lock = again;
@@ -155,8 +156,8 @@ fn drive(home: &Home, id: &str, resumed: bool) -> JoinHandle<()> {
                     if let Ok(t) = store.task(&id) {
                         let _ = store.move_task(
                             &id,
-                            &t.state,
-                            "failed",
+                            t.state,
+                            TaskState::Failed,
                             &format!("{e:#}"),
                             &TaskChange::default(),
                         );
@@ -170,8 +171,8 @@ fn drive(home: &Home, id: &str, resumed: bool) -> JoinHandle<()> {
             let reason = format!("{e:#}");
             eprintln!("agentbox: task {id}: {reason}");
             if let Ok(t) = d.store.task(&id) {
-                if !is_final_task_state(&t.state) {
-                    let _ = d.finish(&t.state, "failed", &reason, None);
+                if !t.state.is_final() {
+                    let _ = d.finish(t.state, TaskState::Failed, &reason, None);
                 }
             }
         }
@@ -215,7 +216,7 @@ impl Driver {
         self.task().map(|t| t.cancel_requested).unwrap_or(false)
     }
 
-    fn step(&self, from: &str, to: &str, reason: &str, change: &TaskChange<'_>) -> Result<()> {
+    fn step(&self, from: TaskState, to: TaskState, reason: &str, change: &TaskChange<'_>) -> Result<()> {
         if !self.store.move_task(&self.id, from, to, reason, change)? {
             let now = self.task()?;
             anyhow::bail!("the task left {from} (it is {}); leaving it", now.state);
@@ -224,7 +225,7 @@ impl Driver {
     }
 
     /// Moves to a final state and tells people.
-    fn finish(&self, from: &str, to: &str, reason: &str, exit_code: Option<i64>) -> Result<()> {
+    fn finish(&self, from: TaskState, to: TaskState, reason: &str, exit_code: Option<i64>) -> Result<()> {
         let change = TaskChange { exit_code, ..Default::default() };
         if self.store.move_task(&self.id, from, to, reason, &change)? {
             let t = self.task()?;
@@ -246,42 +247,47 @@ impl Driver {
             self.store.record(&self.id, "task-resumed", &format!("a new runner took it over in {state}"))?;
         }
         loop {
-            if is_final_task_state(&state) {
+            if state.is_final() {
                 return Ok(());
             }
             if self.cancelled() {
-                return self.cancel(&state);
+                return self.cancel(state);
             }
-            let next = match state.as_str() {
-                "pending" => {
-                    self.step("pending", "staging", "preparing the workspace", &TaskChange::default())?;
-                    "staging"
+            let next = match state {
+                TaskState::Pending => {
+                    self.step(
+                        TaskState::Pending,
+                        TaskState::Staging,
+                        "preparing the workspace",
+                        &TaskChange::default(),
+                    )?;
+                    TaskState::Staging
                 }
-                "staging" => match self.stage()? {
-                    Ok(()) => "provisioning",
-                    Err(Stop::Cancelled) => return self.cancel("staging"),
+                TaskState::Staging => match self.stage()? {
+                    Ok(()) => TaskState::Provisioning,
+                    Err(Stop::Cancelled) => return self.cancel(TaskState::Staging),
                     Err(Stop::Failed) => return Ok(()),
                 },
-                "provisioning" => self.provision()?,
-                "running" => self.watch()?,
-                "completing" => self.complete()?,
-                other => anyhow::bail!("unknown task state {other}"),
+                TaskState::Provisioning => self.provision()?,
+                TaskState::Running => self.watch()?,
+                TaskState::Completing => self.complete()?,
+                TaskState::Completed | TaskState::Failed | TaskState::Cancelled => return Ok(()),
             };
-            state = next.to_string();
-            if is_final_task_state(&state) {
+            state = next;
+            if state.is_final() {
                 return Ok(());
             }
         }
     }
 
-    fn cancel(&self, from: &str) -> Result<()> {
+    fn cancel(&self, from: TaskState) -> Result<()> {
         let t = self.task()?;
         if let Some(agent) = &t.agent {
             if let Ok(rec) = service::kill(&self.store, agent) {
                 self.keep_log(&rec.name, t.attempt);
             }
         }
-        self.finish(from, "cancelled", "cancelled on request", None)
+        self.finish(from, TaskState::Cancelled, "cancelled on request", None)
     }
 
     /// Waits for a child, killing it if the task is cancelled meanwhile.
@@ -340,14 +346,14 @@ impl Driver {
                 Ok((false, err)) => {
                     let reason =
                         format!("cloning {}: {}", repo.url, err.trim().trim_start_matches("agentbox: "));
-                    self.finish("staging", "failed", &reason, None)?;
+                    self.finish(TaskState::Staging, TaskState::Failed, &reason, None)?;
                     return Ok(Err(Stop::Failed));
                 }
             }
             if let Some(sub) = &repo.subdir {
                 if !ws.join(sub).is_dir() {
                     let reason = format!("repository.subdir '{sub}' is not a directory of the repository");
-                    self.finish("staging", "failed", &reason, None)?;
+                    self.finish(TaskState::Staging, TaskState::Failed, &reason, None)?;
                     return Ok(Err(Stop::Failed));
                 }
             }
@@ -356,7 +362,7 @@ impl Driver {
             Some(r) => format!("cloned {}", r.url),
             None => "workspace ready".to_string(),
         };
-        self.step("staging", "provisioning", &what, &TaskChange::default())?;
+        self.step(TaskState::Staging, TaskState::Provisioning, &what, &TaskChange::default())?;
         Ok(Ok(()))
     }
 
@@ -411,15 +417,15 @@ impl Driver {
     }
 
     /// Provisioning: the agent of the next attempt (or the one a previous runner started).
-    fn provision(&self) -> Result<&'static str> {
+    fn provision(&self) -> Result<TaskState> {
         let t = self.task()?;
         let name = agent_name(&self.id);
         if let Ok(rec) = self.store.get(&name) {
             if t.attempt > 0 && crate::agents::is_live_state(&rec.state) {
                 // Started by a runner that died before it recorded so.
                 let change = TaskChange { started: true, ..Default::default() };
-                self.step("provisioning", "running", "the agent runs (adopted)", &change)?;
-                return Ok("running");
+                self.step(TaskState::Provisioning, TaskState::Running, "the agent runs (adopted)", &change)?;
+                return Ok(TaskState::Running);
             }
             service::remove(&self.store, &name, true)?;
         }
@@ -438,35 +444,45 @@ impl Driver {
                 } else {
                     format!("attempt {attempt} runs")
                 };
-                self.step("provisioning", "running", &what, &change)?;
-                Ok("running")
+                self.step(TaskState::Provisioning, TaskState::Running, &what, &change)?;
+                Ok(TaskState::Running)
             }
             Err(e) => {
-                self.finish("provisioning", "failed", &format!("the agent could not start: {e:#}"), None)?;
-                Ok("failed")
+                self.finish(
+                    TaskState::Provisioning,
+                    TaskState::Failed,
+                    &format!("the agent could not start: {e:#}"),
+                    None,
+                )?;
+                Ok(TaskState::Failed)
             }
         }
     }
 
     /// Running: until the agent ends, the timeout passes, or a cancel.
-    fn watch(&self) -> Result<&'static str> {
+    fn watch(&self) -> Result<TaskState> {
         let t = self.task()?;
         let agent = t.agent.clone().unwrap_or_else(|| agent_name(&self.id));
         let deadline = self.m.timeout_secs.map(|s| t.started_at.unwrap_or_else(now_ms) + (s as i64) * 1000);
         loop {
             if self.cancelled() {
-                self.cancel("running")?;
-                return Ok("cancelled");
+                self.cancel(TaskState::Running)?;
+                return Ok(TaskState::Cancelled);
             }
             let rec = match self.store.get(&agent) {
                 Ok(r) => r,
                 Err(_) => {
-                    self.finish("running", "failed", &format!("its agent {agent} was removed"), None)?;
-                    return Ok("failed");
+                    self.finish(
+                        TaskState::Running,
+                        TaskState::Failed,
+                        &format!("its agent {agent} was removed"),
+                        None,
+                    )?;
+                    return Ok(TaskState::Failed);
                 }
             };
             // A supervisor that died without recording the end counts as ended.
-            let rec = crate::agents::refresh(&self.store, rec)?;
+            let rec = crate::agents::refresh(rec);
             if !crate::agents::is_live_state(&rec.state) {
                 return self.ended(&t, &rec);
             }
@@ -477,29 +493,29 @@ impl Driver {
                     let limit = format_duration(Duration::from_secs(self.m.timeout_secs.unwrap_or(0)));
                     self.collect().ok();
                     self.finish(
-                        "running",
-                        "failed",
+                        TaskState::Running,
+                        TaskState::Failed,
                         &format!("timed out after {limit}; the agent was killed"),
                         rec.exit_code,
                     )?;
-                    return Ok("failed");
+                    return Ok(TaskState::Failed);
                 }
             }
             std::thread::sleep(TICK);
         }
     }
 
-    fn ended(&self, t: &TaskRecord, rec: &agentbox_store::AgentRecord) -> Result<&'static str> {
+    fn ended(&self, t: &TaskRecord, rec: &agentbox_store::AgentRecord) -> Result<TaskState> {
         self.keep_log(&rec.name, t.attempt);
         let code = rec.exit_code;
-        if rec.state == "exited" && code == Some(0) {
+        if rec.state == agentbox_core::AgentState::Exited && code == Some(0) {
             self.step(
-                "running",
-                "completing",
+                TaskState::Running,
+                TaskState::Completing,
                 "the agent exited 0; collecting artifacts",
                 &TaskChange { exit_code: code, ..Default::default() },
             )?;
-            return Ok("completing");
+            return Ok(TaskState::Completing);
         }
         let how = match (rec.state.as_str(), code) {
             ("exited", Some(c)) => format!("the agent exited with code {c}"),
@@ -508,16 +524,16 @@ impl Driver {
         if t.attempt <= i64::from(self.m.retries) {
             let reason = format!("{how}; retrying (attempt {} of {})", t.attempt + 1, self.m.retries + 1);
             self.step(
-                "running",
-                "provisioning",
+                TaskState::Running,
+                TaskState::Provisioning,
                 &reason,
                 &TaskChange { exit_code: code, ..Default::default() },
             )?;
-            return Ok("provisioning");
+            return Ok(TaskState::Provisioning);
         }
         self.collect().ok();
-        self.finish("running", "failed", &how, code)?;
-        Ok("failed")
+        self.finish(TaskState::Running, TaskState::Failed, &how, code)?;
+        Ok(TaskState::Failed)
     }
 
     fn collect(&self) -> Result<(usize, Vec<String>)> {
@@ -526,13 +542,18 @@ impl Driver {
     }
 
     /// Completing: artifacts into the output directory.
-    fn complete(&self) -> Result<&'static str> {
+    fn complete(&self) -> Result<TaskState> {
         let t = self.task()?;
         let (copied, missing) = match self.collect() {
             Ok(r) => r,
             Err(e) => {
-                self.finish("completing", "failed", &format!("collecting artifacts: {e:#}"), t.exit_code)?;
-                return Ok("failed");
+                self.finish(
+                    TaskState::Completing,
+                    TaskState::Failed,
+                    &format!("collecting artifacts: {e:#}"),
+                    t.exit_code,
+                )?;
+                return Ok(TaskState::Failed);
             }
         };
         let total = artifacts::list(&self.dir().join("output")).map(|l| l.len()).unwrap_or(copied);
@@ -540,8 +561,8 @@ impl Driver {
         if !missing.is_empty() {
             reason.push_str(&format!("; not collected: {}", missing.join(", ")));
         }
-        self.finish("completing", "completed", &reason, t.exit_code)?;
-        Ok("completed")
+        self.finish(TaskState::Completing, TaskState::Completed, &reason, t.exit_code)?;
+        Ok(TaskState::Completed)
     }
 }
 
