@@ -10,7 +10,7 @@ pub const ENV_ALLOWLIST: &[&str] =
 pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A `--env` argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EnvArg {
     /// `KEY=VALUE`: set explicitly.
     Set(String, String),

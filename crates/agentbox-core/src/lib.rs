@@ -18,6 +18,7 @@ mod network;
 mod paths;
 mod profile;
 mod size;
+mod spawn;
 mod spec;
 mod state;
 mod task;
@@ -40,6 +41,7 @@ pub use network::{NetworkMode, PROXY_PORT};
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
 pub use profile::{is_below, Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
+pub use spawn::{EgressRequest, Field, RestartPolicy, SpawnSpec, WorkspaceSource};
 pub use spec::{
     host_ids_for, HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, ROOT_AGENT_ID,
     SANDBOX_HOME, SPEC_VERSION,

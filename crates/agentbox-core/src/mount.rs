@@ -8,7 +8,7 @@ use crate::SpecError;
 ///
 /// HOST may be relative (it is resolved against the caller's directory); SANDBOX defaults to the
 /// canonical HOST path. Mounts are read-write unless `:ro` is given, like docker's `-v`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountArg {
     pub source: PathBuf,
     pub target: Option<PathBuf>,
@@ -22,6 +22,27 @@ pub struct MountSpec {
     pub source: PathBuf,
     pub target: PathBuf,
     pub writable: bool,
+}
+
+impl MountArg {
+    /// The `HOST[:SANDBOX][:ro]` form, when it can express this mount (no ':' in either path, and
+    /// both valid UTF-8); `parse_mount_arg` reads it back as the same value.
+    pub fn to_arg(&self) -> Option<String> {
+        let source = self.source.to_str().filter(|s| !s.is_empty() && !s.contains(':'))?;
+        let target = match &self.target {
+            Some(t) => Some(t.to_str().filter(|t| !t.contains(':'))?),
+            None => None,
+        };
+        let mut out = source.to_string();
+        if let Some(t) = target {
+            out.push(':');
+            out.push_str(t);
+        }
+        if !self.writable {
+            out.push_str(":ro");
+        }
+        Some(out)
+    }
 }
 
 /// Parses `HOST[:SANDBOX][:ro|rw]`. Paths that contain ':' cannot be expressed (as with docker -v).
@@ -73,6 +94,7 @@ mod tests {
             let s: String = (0..len).map(|_| char::from(rng.pick(b":/ro rwa.-0K\x00"))).collect();
             if let Ok(m) = parse_mount_arg(&s) {
                 assert!(!m.source.as_os_str().is_empty());
+                assert_eq!(m.to_arg().map(|a| parse_mount_arg(&a).unwrap()), Some(m.clone()), "{s:?}");
                 assert!(m.target.as_ref().is_none_or(|t| t.is_absolute()));
             }
             if let Ok(n) = crate::parse_size(&s) {

@@ -253,10 +253,10 @@ pub enum HitlCommand {
 }
 
 fn tag_arg(s: &str) -> Result<(String, String), String> {
-    crate::agents::parse_tag(s)
+    agentbox_engine::agents::parse_tag(s)
 }
 
-fn restart_arg(s: &str) -> Result<crate::crashloop::RestartPolicy, String> {
+fn restart_arg(s: &str) -> Result<agentbox_core::RestartPolicy, String> {
     s.parse()
 }
 
@@ -280,9 +280,6 @@ pub struct SpawnOptions {
     /// File typed into the agent once it runs
     #[arg(long, value_name = "FILE")]
     pub prompt: Option<PathBuf>,
-    /// The prompt's text itself (the API's `prompt`)
-    #[arg(skip)]
-    pub prompt_text: Option<String>,
     /// Tag the agent (repeatable)
     #[arg(short = 't', long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
@@ -310,7 +307,7 @@ pub struct SpawnOptions {
     /// Start the agent again when it exits non-zero: on-failure[:N[:WINDOW]]; N failures within
     /// WINDOW (default 5 in 60s) stop it as a crash loop
     #[arg(long, value_name = "POLICY", value_parser = restart_arg)]
-    pub restart: Option<crate::crashloop::RestartPolicy>,
+    pub restart: Option<agentbox_core::RestartPolicy>,
     #[command(flatten)]
     pub sandbox: SandboxFlags,
     /// The command (after --); default: a shell
@@ -679,14 +676,17 @@ impl SandboxFlags {
         Limits { memory: self.memory, pids: self.pids, cpus: self.cpus }
     }
 
-    pub fn egress(&self) -> crate::egress::EgressFlags {
-        crate::egress::EgressFlags { allow: self.allow.clone(), secrets: self.secrets.clone(), ask: self.ask }
+    pub fn egress(&self) -> agentbox_core::EgressRequest {
+        agentbox_core::EgressRequest {
+            allow: self.allow.clone(),
+            secrets: self.secrets.clone(),
+            ask: self.ask,
+        }
     }
 
     /// The network mode asked for: explicit, or `proxy` when a policy flag implies it.
     pub fn network_mode(&self, fallback: Option<NetworkMode>) -> NetworkMode {
-        let implied =
-            (!self.allow.is_empty() || !self.secrets.is_empty() || self.ask).then_some(NetworkMode::Proxy);
+        let implied = self.egress().implies_proxy().then_some(NetworkMode::Proxy);
         self.network.or(implied).or(fallback).unwrap_or_default()
     }
 }
@@ -757,6 +757,18 @@ pub struct ServeArgs {
     /// Worker threads (default 2)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+impl From<ServeArgs> for agentbox_server::ServeOptions {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            listen: a.listen,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            insecure_plain_http_on_network: a.insecure_plain_http_on_network,
+            threads: a.threads,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -3,9 +3,9 @@
 use agentbox_core::termfilter::escape_for_terminal as esc;
 use anyhow::Result;
 
-use crate::agents::age;
 use crate::cli::{HitlArgs, HitlCommand};
-use crate::home::Home;
+use agentbox_engine::agents::age;
+use agentbox_engine::Home;
 
 pub fn hitl(args: HitlArgs) -> Result<i32> {
     let home = Home::open()?;
@@ -32,7 +32,7 @@ pub fn hitl(args: HitlArgs) -> Result<i32> {
             Ok(0)
         }
         HitlCommand::Answer { id, text, no_enter } => {
-            let r = crate::service::answer_hitl(&store, id, &text, !no_enter)?;
+            let r = agentbox_engine::session::answer_hitl(&store, id, &text, !no_enter)?;
             println!("answered #{} ({})", r.id, r.agent);
             Ok(0)
         }

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::agents::{self, is_live_state, matches_tags, wait_finished};
 use crate::cli::{CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, WaitArgs};
 use crate::exit;
-use crate::home::Home;
-use crate::service;
+use agentbox_engine::agents::{self, is_live_state, matches_tags, wait_finished};
+use agentbox_engine::lifecycle;
+use agentbox_engine::Home;
 
 pub fn kill(args: KillArgs) -> Result<i32> {
     let home = Home::open()?;
@@ -18,7 +18,7 @@ pub fn kill(args: KillArgs) -> Result<i32> {
         eprintln!("agent '{}' is already {}", rec.name, rec.state);
         return Ok(0);
     }
-    service::kill(&store, &rec.name)?;
+    lifecycle::kill(&store, &rec.name)?;
     println!("{}", rec.name);
     Ok(0)
 }
@@ -55,7 +55,7 @@ pub fn killall(args: KillAllArgs) -> Result<i32> {
         return Ok(1);
     }
     for rec in &targets {
-        service::kill(&store, &rec.name)?;
+        lifecycle::kill(&store, &rec.name)?;
         println!("{}", rec.name);
     }
     Ok(0)
@@ -80,7 +80,7 @@ pub fn rm(args: RmArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     for name in &args.names {
-        service::remove(&store, name, args.force)?;
+        lifecycle::remove(&store, name, args.force)?;
         println!("{name}");
     }
     Ok(0)
@@ -98,7 +98,7 @@ pub fn purge(args: PurgeArgs) -> Result<i32> {
     }
     for rec in &all {
         // Killed first if it runs.
-        service::remove(&store, &rec.name, true)?;
+        lifecycle::remove(&store, &rec.name, true)?;
         println!("{}", rec.name);
     }
     Ok(0)
@@ -108,7 +108,7 @@ pub fn clean(_args: CleanArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     for rec in agents::all(&store)?.into_iter().filter(|a| !is_live_state(&a.state)) {
-        service::remove(&store, &rec.name, false)?;
+        lifecycle::remove(&store, &rec.name, false)?;
         println!("{}", rec.name);
     }
     Ok(0)

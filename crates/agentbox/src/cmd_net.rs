@@ -9,10 +9,10 @@ use agentbox_proxy::{format_utc, read_records, AuditRecord};
 use agentbox_supervisor::paths;
 use anyhow::{Context, Result};
 
-use crate::agents;
 use crate::cli::{AllowArgs, NetArgs};
-use crate::egress::Config;
-use crate::home::Home;
+use agentbox_engine::agents;
+use agentbox_engine::config::Config;
+use agentbox_engine::Home;
 
 /// One row per connection: its decision, joined with its close record (bytes) when it ended.
 fn rows(records: Vec<AuditRecord>) -> Vec<AuditRecord> {
@@ -106,7 +106,7 @@ pub fn net(args: NetArgs) -> Result<i32> {
 pub fn allow(args: AllowArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
-    crate::service::allow(&home, &store, &args.name, &args.host, args.once, args.always)?;
+    agentbox_engine::net::allow(&home, &store, &args.name, &args.host, args.once, args.always)?;
     if args.always {
         eprintln!(
             "agentbox: {} is allowed for every agent from now on ({})",

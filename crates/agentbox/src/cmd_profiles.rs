@@ -4,9 +4,9 @@ use anyhow::{bail, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionArgs, EnvArgs, EnvCommand, ProfilesArgs};
-use crate::home::Home;
-use crate::profiles::{self, find_credential, Found};
-use crate::secrets::Secrets;
+use agentbox_engine::profiles::{self, find_credential, Found};
+use agentbox_engine::secrets::Secrets;
+use agentbox_engine::Home;
 
 pub fn profiles(args: ProfilesArgs) -> Result<i32> {
     let home = Home::open()?;
@@ -29,7 +29,7 @@ pub fn profiles(args: ProfilesArgs) -> Result<i32> {
 pub fn keys(args: ProfilesArgs) -> Result<i32> {
     let home = Home::open()?;
     let secrets = Secrets::load(&home)?;
-    let config = crate::egress::Config::load(&home)?;
+    let config = agentbox_engine::config::Config::load(&home)?;
     let host_home = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
     let mut report = Vec::new();
     for (p, _) in profiles::all(&home)? {

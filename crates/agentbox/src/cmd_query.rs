@@ -4,10 +4,10 @@ use agentbox_core::SandboxSpec;
 use agentbox_supervisor::paths;
 use anyhow::Result;
 
-use crate::agents::{self, age, describe_state};
 use crate::cli::{HistoryArgs, InfoArgs, ListArgs};
-use crate::home::Home;
-use crate::service::Filter;
+use agentbox_engine::agents::{self, age, describe_state};
+use agentbox_engine::views::Filter;
+use agentbox_engine::Home;
 
 fn spec_of(rec: &agentbox_store::AgentRecord) -> Option<SandboxSpec> {
     SandboxSpec::decode(&rec.spec).ok()
@@ -17,7 +17,7 @@ pub fn list(args: ListArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
     let filter = Filter { tags: args.tags.clone(), status: args.status.clone() };
-    let agents = crate::service::list(&store, &filter)?;
+    let agents = agentbox_engine::views::list(&store, &filter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&agents)?);
     } else if args.quiet {
@@ -53,7 +53,7 @@ pub fn info(args: InfoArgs) -> Result<i32> {
     // A VM agent: which accelerator its VM runs with here (remembered from the first probe;
     // `info` never builds an initramfs or probes KVM itself).
     let accel = match spec.as_ref().map(|s| s.backend) {
-        Some(agentbox_core::Backend::Vm) => crate::home::vm_image_dir()
+        Some(agentbox_core::Backend::Vm) => agentbox_engine::home::vm_image_dir()
             .ok()
             .and_then(|dir| agentbox_supervisor::VmAssets::known_accel(&dir, &home.vm_work_dir())),
         _ => None,
@@ -69,7 +69,7 @@ pub fn info(args: InfoArgs) -> Result<i32> {
             "log": paths::log(&dir),
             "log_bytes": log_bytes,
             "socket": paths::socket(&dir),
-            "identity": crate::identity::did(&dir),
+            "identity": agentbox_engine::identity::did(&dir),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
@@ -109,7 +109,7 @@ pub fn info(args: InfoArgs) -> Result<i32> {
             println!("limits:      {}", s.limits.summary());
         }
     }
-    if let Some(did) = crate::identity::did(&dir) {
+    if let Some(did) = agentbox_engine::identity::did(&dir) {
         println!("identity:    {did}");
     }
     let tags: Vec<String> = rec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();

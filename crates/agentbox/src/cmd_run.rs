@@ -10,19 +10,20 @@ use agentbox_jail::{
 use agentbox_core::{EgressSpec, NetworkMode};
 
 use crate::cli::RunArgs;
-use crate::egress::Config;
 use crate::exit;
-use crate::home::Home;
-use crate::secrets::Secrets;
+use agentbox_engine::config::Config;
+use agentbox_engine::secrets::Secrets;
+use agentbox_engine::Home;
 
 fn request(args: RunArgs, home: Option<&Home>) -> anyhow::Result<SandboxRequest> {
     let network = args.sandbox.network_mode(None);
     let (egress, ca) = match (network, home) {
         (NetworkMode::Proxy, Some(home)) => {
             let flags = args.sandbox.egress();
-            crate::egress::check_flag_secrets(&flags, &Secrets::load(home)?)?;
-            let spec = crate::egress::build_spec(&Config::load(home)?, None, &[], &flags)?;
-            let ca = if spec.secrets.is_empty() { None } else { Some(crate::egress::ca_files(home)?) };
+            agentbox_engine::egress::check_flag_secrets(&flags, &Secrets::load(home)?)?;
+            let spec = agentbox_engine::egress::build_spec(&Config::load(home)?, None, &[], &flags)?;
+            let ca =
+                if spec.secrets.is_empty() { None } else { Some(agentbox_engine::egress::ca_files(home)?) };
             (spec, ca)
         }
         _ => (EgressSpec::default(), None),
@@ -122,9 +123,9 @@ pub fn run(args: RunArgs) -> i32 {
     drop(host);
     let plan = match (&home, spec.backend) {
         (Some(home), agentbox_core::Backend::Vm) => {
-            match crate::cmd_vm::assets(home)
-                .and_then(|a| agentbox_supervisor::vm_plan(&spec, &a).map_err(anyhow::Error::msg))
-            {
+            match agentbox_engine::vm::assets(home).and_then(|a| {
+                agentbox_supervisor::vm_plan(&spec, &a).map_err(agentbox_engine::Error::internal)
+            }) {
                 Ok(p) => p,
                 Err(e) => return fail_msg(&format!("{e:#}")),
             }
@@ -153,7 +154,7 @@ pub fn run(args: RunArgs) -> i32 {
     };
     // The proxy (and the secrets it loads) only now that the sandbox exists.
     if let (Some(listener), Some(home)) = (running.proxy_listener.take(), &home) {
-        let started = crate::egress::proxy_config(home, "run", &spec.egress, None)
+        let started = agentbox_engine::egress::proxy_config(home, "run", &spec.egress, None)
             .and_then(|cfg| Ok(agentbox_proxy::start(listener, cfg)?));
         if let Err(e) = started {
             let _ = nix::sys::signal::kill(running.pid, nix::sys::signal::Signal::SIGKILL);

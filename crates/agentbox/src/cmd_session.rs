@@ -6,38 +6,11 @@ use std::time::Duration;
 use agentbox_supervisor::{attach as attach_agent, paths, AttachEnd, AttachOptions};
 use anyhow::{bail, Context, Result};
 
-use crate::agents::{self, is_live_state, matches_tags};
+use agentbox_engine::agents::{self, is_live_state, matches_tags};
+use agentbox_engine::logs::{plain, tail_lines};
+
 use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
-use crate::home::Home;
-
-/// Terminal output as plain text: escape sequences removed, CRLF as LF.
-pub fn plain(bytes: &[u8]) -> Vec<u8> {
-    let stripped = strip_ansi_escapes::strip(bytes);
-    let mut out = Vec::with_capacity(stripped.len());
-    for (i, b) in stripped.iter().enumerate() {
-        if *b == b'\r' && stripped.get(i + 1) == Some(&b'\n') {
-            continue;
-        }
-        out.push(*b);
-    }
-    out
-}
-
-pub fn tail_lines(bytes: &[u8], n: usize) -> &[u8] {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let start = body
-        .iter()
-        .rev()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(n.saturating_sub(1))
-        .map(|(i, _)| body.len() - i);
-    match (n, start) {
-        (0, _) => &bytes[bytes.len()..],
-        (_, Some(s)) => &bytes[s..],
-        (_, None) => bytes,
-    }
-}
+use agentbox_engine::Home;
 
 pub fn logs(args: LogsArgs) -> Result<i32> {
     let home = Home::open()?;
@@ -79,7 +52,7 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
 pub fn screen(args: ScreenArgs) -> Result<i32> {
     let home = Home::open()?;
     let store = home.store()?;
-    let (rec, text) = crate::service::screen(&store, &args.name, args.ansi)?;
+    let (rec, text) = agentbox_engine::session::screen(&store, &args.name, args.ansi)?;
     print_screen(&args, &rec.name, rec.state.as_str(), &text);
     Ok(0)
 }
@@ -115,7 +88,11 @@ pub fn send(args: SendArgs) -> Result<i32> {
     }
     let home = Home::open()?;
     let store = home.store()?;
-    crate::service::send(&store, &args.name, &input(&args.text, args.file.as_deref(), !args.no_enter)?)?;
+    agentbox_engine::session::send(
+        &store,
+        &args.name,
+        &input(&args.text, args.file.as_deref(), !args.no_enter)?,
+    )?;
     Ok(0)
 }
 
@@ -191,14 +168,5 @@ mod tests {
         assert_eq!(parse_detach_key("ctrl-\\"), Ok(0x1c));
         assert!(parse_detach_key("ctrl-[").is_err());
         assert!(parse_detach_key("x").is_err());
-    }
-
-    #[test]
-    fn plain_text_and_tail() {
-        assert_eq!(plain(b"\x1b[1;31mred\x1b[0m\r\nnext\r\n"), b"red\nnext\n");
-        assert_eq!(tail_lines(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(tail_lines(b"a\nb\nc", 1), b"c");
-        assert_eq!(tail_lines(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(tail_lines(b"a\n", 0), b"");
     }
 }

@@ -8,10 +8,10 @@ use agentbox_core::termfilter::escape_for_terminal as esc;
 use agentbox_core::ManifestFormat;
 use anyhow::{Context, Result};
 
-use crate::agents::age;
 use crate::cli::{TaskArgs, TaskCommand};
-use crate::home::Home;
-use crate::tasks::{self, artifacts, TaskView};
+use agentbox_engine::agents::age;
+use agentbox_engine::tasks::{self, artifacts, TaskView};
+use agentbox_engine::Home;
 
 /// Reads a manifest file (or stdin for `-`) and validates it.
 pub fn read_manifest(file: &Path) -> Result<agentbox_core::TaskManifest> {

@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-use agentbox_supervisor::VmAssets;
 use agentbox_vm::fetch::{self, Progress};
 use agentbox_vm::{Accel, GuestImage, VmLaunch, LAUNCH_ENV};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{VmArgs, VmCommand, VmSetupArgs, VmStatusArgs};
-use crate::home::{vm_image_dir, Home};
+use agentbox_engine::home::{vm_image_dir, Home};
 
 /// The host side of a VM, as the command of QEMU's sandbox.
 pub fn host_role() -> i32 {
@@ -23,18 +22,6 @@ pub fn host_role() -> i32 {
             agentbox_vm::host::VM_FAILED
         }
     }
-}
-
-/// The guest image, initramfs and accelerator for a VM agent of `home`.
-pub fn assets(home: &Home) -> Result<VmAssets> {
-    Ok(VmAssets::resolve(&vm_image_dir()?, &home.vm_work_dir())?)
-}
-
-/// Refuses early (before anything is created) when VMs cannot start here.
-pub fn check_ready() -> Result<()> {
-    GuestImage::load(&vm_image_dir()?)?;
-    agentbox_vm::accel::qemu_binary()?;
-    Ok(())
 }
 
 pub fn vm(args: VmArgs) -> Result<i32> {
@@ -75,7 +62,7 @@ fn setup(args: VmSetupArgs) -> Result<i32> {
     println!("guest kernel: {} ({} modules) in {}", image.source, image.modules.len(), dir.display());
     let home = Home::open()?;
     eprintln!("agentbox: checking whether KVM can boot it (software emulation is used if not)...");
-    let a = assets(&home).context("preparing the guest")?;
+    let a = agentbox_engine::vm::assets(&home).context("preparing the guest")?;
     println!("accelerator: {}", describe(&a.accel));
     Ok(0)
 }
@@ -92,7 +79,7 @@ fn status(args: VmStatusArgs) -> Result<i32> {
     let image = GuestImage::load(&dir);
     let qemu = agentbox_vm::accel::qemu_binary();
     let accel = match (&image, &qemu) {
-        (Ok(_), Ok(_)) => Some(assets(&Home::open()?)?.accel),
+        (Ok(_), Ok(_)) => Some(agentbox_engine::vm::assets(&Home::open()?)?.accel),
         _ => None,
     };
     if args.json {
@@ -142,7 +129,7 @@ pub fn doctor_check() -> agentbox_jail::Check {
     if let Err(e) = GuestImage::load(&dir) {
         return warn(e.to_string(), "agentbox vm setup");
     }
-    match Home::open().and_then(|h| assets(&h)) {
+    match Home::open().and_then(|h| agentbox_engine::vm::assets(&h)) {
         Ok(a) => Check { name: "vm backend", status: Status::Ok, detail: describe(&a.accel), fix: None },
         Err(e) => warn(format!("{e:#}"), "agentbox vm setup"),
     }

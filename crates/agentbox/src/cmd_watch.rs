@@ -8,10 +8,10 @@ use std::time::Duration;
 use agentbox_supervisor::paths;
 use anyhow::{bail, Context, Result};
 
-use crate::agents::{self, is_live_state};
 use crate::cli::{GridArgs, WatchArgs};
-use crate::cmd_ps::measure;
-use crate::home::Home;
+use agentbox_engine::agents::{self, is_live_state};
+use agentbox_engine::measure::measure;
+use agentbox_engine::Home;
 
 pub const GRID_SESSION: &str = "agentbox-grid";
 
@@ -71,7 +71,7 @@ fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&strip_ansi_escapes::strip(&buf)).replace('\r', "");
+    let text = String::from_utf8_lossy(&agentbox_engine::logs::plain(&buf)).replace('\r', "");
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -3,7 +3,6 @@
 //! The binary is single-threaded until a command needs more: `run` must clone its sandbox before
 //! any thread exists, so nothing here starts a runtime.
 
-mod agents;
 mod cli;
 mod cmd_diff;
 mod cmd_doctor;
@@ -21,24 +20,9 @@ mod cmd_spawn;
 mod cmd_task;
 mod cmd_vm;
 mod cmd_watch;
-mod crashloop;
-mod egress;
 mod exit;
-mod home;
-mod hooks;
-mod identity;
-mod notify;
-mod profiles;
 mod remote;
 mod remote_tasks;
-mod sandboxed_git;
-mod secrets;
-mod server;
-mod service;
-mod settings;
-mod snapshot;
-mod tasks;
-mod tree;
 
 use clap::Parser;
 
@@ -47,7 +31,11 @@ fn report(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("agentbox: {e:#}");
+            // An engine error about one part of a spawn request names it as this CLI spells it.
+            match e.downcast_ref::<agentbox_engine::Error>().and_then(|inner| inner.field()) {
+                Some(field) => eprintln!("agentbox: {}: {e:#}", field.flag()),
+                None => eprintln!("agentbox: {e:#}"),
+            }
             1
         }
     }
@@ -111,19 +99,21 @@ fn main() {
         cli::Command::Doctor(args) => cmd_doctor::run(args),
         cli::Command::Spawn(args) => report(cmd_spawn::spawn(*args)),
         cli::Command::Swarm(args) => report(cmd_spawn::swarm(*args)),
-        cli::Command::Supervise { name } => report(cmd_spawn::supervise_role(&name)),
-        cli::Command::SpawnRole => report(server::spawn_role()),
-        cli::Command::TasksRole => report(tasks::runner::runner_role()),
-        cli::Command::CloneRole { url, dir, git_ref } => {
-            report(tasks::runner::clone_role(&url, &dir, git_ref.as_deref()))
+        cli::Command::Supervise { name } => {
+            report(agentbox_engine::spawn::supervise_role(&name).map_err(Into::into))
         }
+        cli::Command::SpawnRole => report(agentbox_engine::spawn::spawn_role().map_err(Into::into)),
+        cli::Command::TasksRole => report(agentbox_engine::tasks::runner::runner_role().map_err(Into::into)),
+        cli::Command::CloneRole { url, dir, git_ref } => report(
+            agentbox_engine::tasks::runner::clone_role(&url, &dir, git_ref.as_deref()).map_err(Into::into),
+        ),
         cli::Command::VmHostRole => cmd_vm::host_role(),
         cli::Command::VmExecRole { tty, command } => agentbox_vm::exec_client::run_exec(command, tty),
         cli::Command::VmForwardRole { port } => agentbox_vm::fwd::run_forward(port),
         cli::Command::Vm(args) => report(cmd_vm::vm(args)),
         cli::Command::Task(args) => report(cmd_task::task(args)),
         cli::Command::Hitl(args) => report(cmd_hitl::hitl(args)),
-        cli::Command::Serve(args) => report(server::serve(args)),
+        cli::Command::Serve(args) => report(agentbox_server::serve(args.into())),
         cli::Command::Context(args) => report(remote::context(args)),
         cli::Command::List(args) => report(cmd_query::list(args)),
         cli::Command::Info(args) => report(cmd_query::info(args)),

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cli::{Cli, Command, ContextArgs, ContextCommand};
-use crate::home::Home;
-use crate::service::{AgentView, SpawnRequest};
+use agentbox_engine::views::AgentView;
+use agentbox_engine::Home;
+use agentbox_server::SpawnRequest;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,7 +141,7 @@ pub fn selected(cli: &Cli) -> Result<Option<Remote>> {
     let token = match env("AGENTBOX_TOKEN") {
         Some(t) => t,
         None => {
-            let file = token_file.unwrap_or_else(|| crate::server::token_path(&home));
+            let file = token_file.unwrap_or_else(|| agentbox_server::token_path(&home));
             std::fs::read_to_string(&file)
                 .with_context(|| {
                     format!("reading the token from {} (or set AGENTBOX_TOKEN)", file.display())
@@ -395,7 +396,7 @@ fn logs(remote: &Remote, a: &crate::cli::LogsArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let data = str_of(&first["data"]).as_bytes();
     out.write_all(match a.lines {
-        Some(n) => crate::cmd_session::tail_lines(data, n),
+        Some(n) => agentbox_engine::logs::tail_lines(data, n),
         None => data,
     })?;
     out.flush()?;

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::cli::{HitlArgs, HitlCommand, TaskArgs, TaskCommand};
 use crate::remote::Remote;
-use crate::tasks::artifacts::Artifact;
-use crate::tasks::TaskView;
+use agentbox_engine::tasks::artifacts::Artifact;
+use agentbox_engine::tasks::TaskView;
 
 /// The manifest file as a JSON document (checked here first, so mistakes are named locally).
 fn manifest_value(file: &std::path::Path) -> Result<Value> {
@@ -113,7 +113,7 @@ pub fn task(remote: &Remote, args: TaskArgs) -> Result<i32> {
             if let Some(dest) = &download {
                 for a in &list {
                     // The names come from the server: nothing outside DIR.
-                    crate::tasks::artifacts::check_rel(&a.path)?;
+                    agentbox_engine::tasks::artifacts::check_rel(&a.path)?;
                     let bytes = remote
                         .download(&format!("/api/v1/tasks/{id}/artifacts/{}", a.path.replace('/', "%2F")))?;
                     let to = dest.join(&a.path);

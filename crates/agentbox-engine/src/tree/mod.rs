@@ -18,6 +18,7 @@
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` ([`Dir::open_beneath`]): the kernel refuses any path that
 //! leaves the tree or passes a link.
 
+mod agent;
 mod copy;
 mod dir;
 mod remove;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
+pub use agent::{agent_dir, agent_owner, copy_for_agent, give_to_agent};
 pub use copy::{copy_file, copy_tree, copy_tree_with, CopyError, CopyOptions, CopyStats};
 pub use dir::{check_relative, Dir, Kind};
 pub use remove::{chown_tree, remove_tree};

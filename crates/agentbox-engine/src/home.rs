@@ -1,0 +1,96 @@
+//! AGENTBOX_HOME: where agentbox keeps its state.
+//!
+//! ```text
+//! $AGENTBOX_HOME (default $XDG_DATA_HOME/agentbox or ~/.local/share/agentbox), mode 0700
+//!   state.db                 SQLite, WAL
+//!   agents/<name>/           mode 0700
+//!     workspace/  home/      bound into the sandbox (the only parts it sees)
+//!     log  sock  screen.txt  screen.ansi  supervisor.log
+//! ```
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Result};
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// Resolves and creates (owner-only) the state directory.
+    pub fn open() -> Result<Self> {
+        let root = match std::env::var_os("AGENTBOX_HOME") {
+            Some(h) if !h.is_empty() => PathBuf::from(h),
+            _ => match std::env::var_os("XDG_DATA_HOME") {
+                Some(x) if !x.is_empty() => PathBuf::from(x).join("agentbox"),
+                _ => {
+                    PathBuf::from(std::env::var_os("HOME").context("neither AGENTBOX_HOME nor HOME is set")?)
+                        .join(".local/share/agentbox")
+                }
+            },
+        };
+        crate::ensure!(root.is_absolute(), "AGENTBOX_HOME must be an absolute path, not {}", root.display());
+        private_dir(&root)?;
+        private_dir(&root.join("agents"))?;
+        Ok(Self { root })
+    }
+
+    /// Per-home VM files: the initramfs built for this binary and the accelerator probe's answer.
+    pub fn vm_work_dir(&self) -> PathBuf {
+        self.root.join("vm")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+
+    pub fn agent_dir(&self, name: &str) -> PathBuf {
+        self.root.join("agents").join(name)
+    }
+
+    pub fn store(&self) -> Result<agentbox_store::Store> {
+        agentbox_store::Store::open(&self.store_path())
+            .with_context(|| format!("opening {}", self.store_path().display()))
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 and tightens an existing one.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing {}", dir.display()))
+}
+
+/// The guest image written by `agentbox vm setup`: `$AGENTBOX_CACHE_DIR/vm` (default
+/// `$XDG_CACHE_HOME/agentbox/vm` or `~/.cache/agentbox/vm`). A cache: it can be fetched again.
+pub fn vm_image_dir() -> Result<PathBuf> {
+    let base = match (std::env::var_os("AGENTBOX_CACHE_DIR"), std::env::var_os("XDG_CACHE_HOME")) {
+        (Some(c), _) if !c.is_empty() => PathBuf::from(c),
+        (_, Some(x)) if !x.is_empty() => PathBuf::from(x).join("agentbox"),
+        _ => PathBuf::from(std::env::var_os("HOME").context("neither AGENTBOX_CACHE_DIR nor HOME is set")?)
+            .join(".cache/agentbox"),
+    };
+    crate::ensure!(base.is_absolute(), "AGENTBOX_CACHE_DIR must be an absolute path, not {}", base.display());
+    Ok(base.join("vm"))
+}
+
+/// A command that runs this very agentbox binary again, in another role.
+///
+/// It execs `/proc/self/exe`, not the path the binary was started from: a long-running process
+/// (the server) keeps working when its file is replaced by an upgrade, and every agent it
+/// starts runs the same code as itself. `argv[0]` stays the binary's path for `ps`.
+pub fn self_command() -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new("/proc/self/exe");
+    if let Ok(path) = std::env::current_exe() {
+        let shown = path.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+        c.arg0(shown);
+    }
+    c
+}

@@ -1,0 +1,64 @@
+//! A proxy-mode agent's network, from outside: allow a host, read its audit records.
+
+use agentbox_core::{HostRule, NetworkMode, SandboxSpec};
+use agentbox_store::Store;
+use agentbox_supervisor::paths;
+
+use crate::agents::{self, is_live_state};
+use crate::bail;
+use crate::error::{Context, Error, Result};
+use crate::home::Home;
+
+/// Lets a proxy-mode agent reach `host`: now (if it runs) and, unless `once`, after restarts.
+pub fn allow(
+    home: &Home,
+    store: &Store,
+    name: &str,
+    host: &HostRule,
+    once: bool,
+    always: bool,
+) -> Result<()> {
+    let rec = agents::get(store, name)?;
+    let mut spec = SandboxSpec::decode(&rec.spec)?;
+    if spec.network != NetworkMode::Proxy {
+        bail!(Error::conflict(format!(
+            "{name} runs with --network {}; only agents with --network proxy have an allowlist",
+            spec.network
+        )));
+    }
+    if once && always {
+        bail!(Error::invalid("once and always exclude each other"));
+    }
+    let rule = host.to_string();
+    let running = is_live_state(&rec.state);
+    if running {
+        agentbox_supervisor::allow_host(&agents::state_dir(&rec), &rule, once)?;
+    } else if once {
+        bail!(Error::conflict(format!("{name} is not running; --once applies to a running agent")));
+    }
+    if !once {
+        // Kept with the agent, so a restart keeps it.
+        if !spec.egress.allow.contains(host) {
+            spec.egress.allow.push(host.clone());
+            store.set_spec(name, &spec.encode()?)?;
+        }
+        if !running {
+            store.record(name, "allow", &format!("{rule} (from the next start)"))?;
+        }
+    }
+    if always {
+        crate::config::Config::add_allow(home, host.clone())?;
+    }
+    Ok(())
+}
+
+/// An agent's audit records, oldest first (the last `limit`).
+pub fn net_records(store: &Store, name: &str, limit: usize) -> Result<Vec<agentbox_proxy::AuditRecord>> {
+    let rec = agents::get(store, name)?;
+    let path = paths::net_log(&agents::state_dir(&rec));
+    let mut records =
+        agentbox_proxy::read_records(&path).with_context(|| format!("reading {}", path.display()))?;
+    let skip = records.len().saturating_sub(limit);
+    records.drain(..skip);
+    Ok(records)
+}

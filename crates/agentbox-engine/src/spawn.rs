@@ -1,0 +1,461 @@
+//! Spawning an agent: its directories and spec from a [`SpawnSpec`], its record, and its
+//! supervisor (`__supervise`, the same binary, detached); and the `__spawn` role that does this
+//! for a process with threads (the server, the task runner), since a sandbox must be cloned from
+//! a single-threaded process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentbox_core::{
+    validate_name, Backend, EgressSpec, EnvArg, Field, HomeSpec, NetworkMode, SandboxSpec, SpawnSpec,
+    WorkspaceSource,
+};
+use agentbox_jail::{resolve, HostContext, SandboxRequest};
+use agentbox_store::NewAgent;
+use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::error::{Context, Error, Kind, Result};
+use crate::home::{private_dir, Home};
+use crate::profiles::{self, Found};
+use crate::secrets::Secrets;
+use crate::tree;
+use crate::views::AgentView;
+use crate::{bail, ensure};
+
+fn default_shell() -> Vec<std::ffi::OsString> {
+    if Path::new("/bin/bash").exists() {
+        vec!["/bin/bash".into()]
+    } else {
+        vec!["/bin/sh".into()]
+    }
+}
+
+/// An error about one field of the request (each front end names the field its own way).
+pub fn field_error(field: Field, message: impl Into<String>) -> Error {
+    Error::invalid(message).for_field(field)
+}
+
+/// Checks what the spec names on the host, before anything is made: a profile that exists, a
+/// directory that exists, a repository URL that can be cloned. Errors name their [`Field`].
+pub fn check(home: &Home, spec: &SpawnSpec) -> Result<()> {
+    validate_name(&spec.name).map_err(|e| Error::from(e).with_kind(Kind::Invalid))?;
+    if let Some(p) = &spec.profile {
+        profiles::load(home, p).map_err(|e| field_error(Field::Profile, e.to_string()))?;
+    }
+    match &spec.workspace {
+        WorkspaceSource::CopyOf { dir } => host_dir(Field::FromDir, dir)?,
+        WorkspaceSource::HostDir { dir } => host_dir(Field::Workspace, dir)?,
+        WorkspaceSource::Git { url, .. } => {
+            crate::git::check_url(url).map_err(|e| field_error(Field::FromGit, e.root_message()))?;
+        }
+        WorkspaceSource::Empty => {}
+    }
+    if spec.command.iter().any(|a| a.as_encoded_bytes().contains(&0)) {
+        bail!(field_error(Field::Command, "the command may not contain NUL bytes"));
+    }
+    if spec.prompt.as_ref().is_some_and(|p| p.contains(&0)) {
+        bail!(field_error(Field::Prompt, "the prompt may not contain NUL bytes"));
+    }
+    for v in &spec.volumes {
+        if !v.source.is_absolute() {
+            bail!(field_error(
+                Field::Volumes,
+                format!("{} is not an absolute path on the host", v.source.display())
+            ));
+        }
+        if std::fs::symlink_metadata(&v.source).is_err() {
+            bail!(field_error(Field::Volumes, format!("{} does not exist on the host", v.source.display())));
+        }
+    }
+    if let Some(w) = &spec.workdir {
+        if w.as_os_str().is_empty() || w.as_os_str().as_encoded_bytes().contains(&0) {
+            bail!(field_error(Field::Workdir, "the working directory must be a non-empty path"));
+        }
+    }
+    Ok(())
+}
+
+fn host_dir(field: Field, dir: &Path) -> Result<()> {
+    if !dir.is_absolute() {
+        bail!(field_error(field, format!("'{}' is not an absolute path", dir.display())));
+    }
+    if !dir.is_dir() {
+        bail!(field_error(field, format!("'{}' is not a directory on this host", dir.display())));
+    }
+    Ok(())
+}
+
+/// Creates the agent's directories and spec. Nothing is recorded yet. Returns the spec and the
+/// keys to type once the agent runs (the profile's startup keys).
+fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
+    let name = spec.name.as_str();
+    let dir = home.agent_dir(name);
+    private_dir(&dir)?;
+    tree::agent_dir(&paths::home(&dir))?;
+    let profile = match &spec.profile {
+        Some(p) => {
+            let profile = profiles::load(home, p)?;
+            let secrets = Secrets::load(home)?;
+            let host_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+            let opted_in = Config::load(home)?.profiles.get(p).map(|s| s.seed.clone()).unwrap_or_default();
+            let applied = profiles::apply(&profile, &host_home, &secrets, &paths::home(&dir), &opted_in)?;
+            for w in &applied.warnings {
+                eprintln!("agentbox: warning: {w}");
+            }
+            Some((profile, applied))
+        }
+        None => None,
+    };
+    let workspace = match &spec.workspace {
+        WorkspaceSource::HostDir { dir } => dir.clone(),
+        source => {
+            let ws = paths::workspace(&dir);
+            match source {
+                WorkspaceSource::CopyOf { dir: src } => tree::copy_for_agent(src, &ws)?,
+                WorkspaceSource::Git { url, git_ref } => {
+                    tree::agent_dir(&ws)?;
+                    // A repository that cannot be cloned is the request's problem, not the server's.
+                    crate::git::clone(url, git_ref.as_deref(), &ws)
+                        .map_err(|e| field_error(Field::FromGit, e.to_string()))?;
+                }
+                _ => tree::agent_dir(&ws)?,
+            }
+            ws
+        }
+    };
+    // A CMD replaces the profile's command; the profile's sandbox settings still apply. The
+    // request's env and network win over the profile's.
+    let (command, mut mounts, mut env, hidden, found, keys, profile) = match profile {
+        Some((p, a)) => {
+            let keys = p.startup_keys.clone().into_bytes();
+            (a.command, a.mounts, a.env, a.hidden, a.credentials, keys, Some(p))
+        }
+        None => (default_shell(), vec![], vec![], vec![], vec![], vec![], None),
+    };
+    let backend = spec.backend.or(profile.as_ref().and_then(|p| p.backend)).unwrap_or_default();
+    // Agent profiles default to the proxy: their provider is reachable, their keys stay here.
+    let network = spec.network_mode(profile.as_ref().map(|p| p.network.unwrap_or(NetworkMode::Proxy)));
+    let secrets = Secrets::load(home)?;
+    crate::egress::check_flag_secrets(&spec.egress, &secrets)
+        .map_err(|e| field_error(Field::Secrets, e.to_string()))?;
+    let (egress, ca) = match network {
+        NetworkMode::Proxy => {
+            let built =
+                crate::egress::build_spec(&Config::load(home)?, profile.as_ref(), &found, &spec.egress)?;
+            let ca = if built.secrets.is_empty() { None } else { Some(crate::egress::ca_files(home)?) };
+            (built, ca)
+        }
+        NetworkMode::Full => {
+            // No proxy to swap placeholders: the agent gets the values themselves.
+            let names = found.iter().chain(spec.egress.secrets.iter().map(|(n, _)| n));
+            for name in names {
+                if let Some(Found::Environment(v) | Found::Stored(v)) =
+                    profiles::find_credential(name, &secrets)
+                {
+                    env.push(EnvArg::Set(name.clone(), v));
+                }
+            }
+            (EgressSpec::default(), None)
+        }
+        NetworkMode::None => {
+            if !found.is_empty() {
+                eprintln!("agentbox: warning: --network none: {} not passed to the agent", found.join(", "));
+            }
+            (EgressSpec::default(), None)
+        }
+    };
+    if spec.identity {
+        let did = crate::identity::create(&dir, &paths::home(&dir), name)?;
+        eprintln!("agentbox: {name} is {did}");
+        env.extend(crate::identity::git_env(name));
+    }
+    env.extend(spec.env.iter().cloned());
+    mounts.retain(|m| m.target.as_deref() != Some(workspace.as_path()));
+    mounts.extend(spec.volumes.iter().cloned());
+    let request = SandboxRequest {
+        command: if spec.command.is_empty() { command } else { spec.command.clone() },
+        workspace: Some(workspace),
+        mounts,
+        network,
+        egress,
+        ca,
+        env,
+        limits: spec.limits,
+        hostname: Some(name.to_string()),
+        home: Some(HomeSpec::Bind(paths::home(&dir))),
+        hidden,
+        workdir: spec.workdir.clone(),
+        backend,
+        ..Default::default()
+    };
+    if backend == Backend::Vm {
+        crate::vm::check_ready()?;
+    }
+    // What agentbox wrote into the agent's home (instructions, identity) is the agent's.
+    tree::give_to_agent(&paths::home(&dir))?;
+    Ok((resolve(request, &HostContext::current()?)?, keys))
+}
+
+/// Starts one agent; returns once its command runs inside the sandbox. Call it from a
+/// single-threaded process (the CLI, `__spawn`); others use [`spawn_in_child`].
+pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
+    check(home, spec)?;
+    let name = spec.name.as_str();
+    let mut store = home.store()?;
+    if store.get(name).is_ok() {
+        return Err(agentbox_store::StoreError::Exists(name.to_string()).into());
+    }
+    let dir = home.agent_dir(name);
+    ensure!(
+        !dir.exists(),
+        Error::conflict(format!(
+            "{} exists but no agent '{name}' is recorded; move it away or remove it",
+            dir.display()
+        ))
+    );
+    // Stored as typed (with Enter), so `restart` replays exactly the same keys.
+    let prompt = spec.prompt.clone().map(|mut text| {
+        if !text.ends_with(b"\r") && !text.ends_with(b"\n") {
+            text.push(b'\r');
+        }
+        text
+    });
+    let undo = |e: Error| {
+        let _ = tree::remove_tree(&dir);
+        e
+    };
+    let (sandbox, startup_keys) = prepare(home, spec).map_err(undo)?;
+    crate::diff::record_snapshot(&dir, &sandbox.workspace).map_err(undo)?;
+    if spec.identity {
+        crate::diff::record_commit_base(&dir, &sandbox.workspace).map_err(undo)?;
+    }
+    crate::hooks::run(home, "pre-spawn", name, &sandbox.workspace).map_err(undo)?;
+    let spec_json = sandbox.encode().map_err(|e| undo(e.into()))?;
+    let state_dir = dir.to_string_lossy();
+    let restart = spec.restart.map(|r| r.to_string());
+    let new = NewAgent {
+        restart: restart.as_deref(),
+        name,
+        spec_json: &spec_json,
+        state_dir: &state_dir,
+        tags: &spec.tags,
+        profile: spec.profile.as_deref(),
+        prompt: prompt.as_deref(),
+        state: None,
+    };
+    store.create_agent(&new).map_err(|e| undo(e.into()))?;
+
+    if let Err(e) = start_supervisor(home, name, &dir) {
+        let _ = store.delete(name);
+        let _ = store.record(name, "spawn-failed", &e.to_string());
+        let _ = tree::remove_tree(&dir);
+        return Err(e);
+    }
+    type_after_start(&dir, &startup_keys, prompt.as_deref())?;
+    if let Err(e) = crate::hooks::run(home, "post-spawn", name, &sandbox.workspace) {
+        eprintln!("agentbox: warning: {e}");
+    }
+    Ok(())
+}
+
+/// Types the profile's startup keys, then the prompt, into a freshly started agent.
+pub fn type_after_start(dir: &Path, startup_keys: &[u8], prompt: Option<&[u8]>) -> Result<()> {
+    if !startup_keys.is_empty() {
+        agentbox_supervisor::send_input(dir, startup_keys).context("typing the profile's startup keys")?;
+    }
+    if let Some(p) = prompt {
+        agentbox_supervisor::send_input(dir, p).context("typing the prompt")?;
+    }
+    Ok(())
+}
+
+/// Starts the agent's supervisor and waits for its first line: `ok`, or why it could not start.
+pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
+    let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
+    let mut child = crate::home::self_command()
+        .arg("__supervise")
+        .arg(name)
+        .env("AGENTBOX_HOME", &home.root)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting the supervisor")?;
+    let mut line = String::new();
+    let mut reader = child.stdout.take().map(BufReader::new);
+    if let Some(out) = reader.as_mut() {
+        out.read_line(&mut line).context("waiting for the supervisor")?;
+    }
+    match line.trim_end().strip_prefix("error: ") {
+        None if line.trim_end() == "ok" => Ok(()),
+        Some(msg) => {
+            let mut second = String::new();
+            if let Some(out) = reader.as_mut() {
+                let _ = out.read_line(&mut second);
+            }
+            if second.trim_end() == agentbox_supervisor::INVALID_COMMAND {
+                bail!(field_error(Field::Command, msg));
+            }
+            bail!("{msg}")
+        }
+        None => {
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+            bail!("the supervisor exited before the agent started: {}", log.trim())
+        }
+    }
+}
+
+/// The supervisor role (`__supervise NAME`): detached from the caller's session, runs until the
+/// agent ends. Returns the agent's exit status.
+pub fn supervise_role(name: &str) -> Result<i32> {
+    let _ = nix::unistd::setsid();
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = store.get(name)?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
+    let state_dir = PathBuf::from(rec.state_dir);
+    let proxy = (spec.network == NetworkMode::Proxy).then(|| {
+        let (home, agent, egress) = (home.clone(), name.to_string(), spec.egress.clone());
+        let audit = paths::net_log(&state_dir);
+        ProxySetup(Box::new(move || {
+            crate::egress::proxy_config(&home, &agent, &egress, Some(&audit)).map_err(|e| e.to_string())
+        }))
+    });
+    // A broken config.toml must not keep the agent from running: it runs with the defaults, and
+    // the problem is in its supervisor.log.
+    let config = Config::load(&home).unwrap_or_else(|e| {
+        eprintln!("agentbox: {e}; HITL and notifications use their defaults");
+        Config::default()
+    });
+    let hitl = config.hitl.config().unwrap_or_else(|e| {
+        eprintln!("agentbox: {e}; using the default HITL settings");
+        Some(Default::default())
+    });
+    let notifier = Arc::new(crate::notify::Notifier::new(&config.notify).unwrap_or_else(|e| {
+        eprintln!("agentbox: {e}; the webhook is not used");
+        crate::notify::Notifier::default()
+    }));
+    let agent_exits = config.notify.agent_exits != Some(false);
+    let n = Arc::clone(&notifier);
+    let notify = Notifier(Box::new(move |agent: &str, notice: &Notice| match notice {
+        Notice::Hitl { id, kind, prompt } => n.send(
+            "hitl.opened",
+            &format!("{agent} is waiting for an answer"),
+            prompt,
+            json!({"agent": agent, "hitl_id": id, "kind": kind, "prompt": prompt,
+                   "answer": format!("agentbox hitl answer {id} TEXT")}),
+        ),
+        Notice::Ended { state, code } if agent_exits => n.send(
+            "agent.ended",
+            &format!("{agent} {state}"),
+            &format!("exit code {code}"),
+            json!({"agent": agent, "state": state, "exit_code": code}),
+        ),
+        Notice::Ended { .. } => {}
+    }));
+    let restart = rec.restart.as_deref().and_then(|r| r.parse::<agentbox_core::RestartPolicy>().ok());
+    // The guest image and accelerator are resolved here, before the sandbox is cloned: building
+    // the initramfs or probing KVM must not happen in the sandbox's memory.
+    let vm = match spec.backend {
+        Backend::Vm => Some(crate::vm::assets(&home)?),
+        Backend::Ns => None,
+    };
+    let cfg = SupervisorConfig {
+        name: name.to_string(),
+        state_dir,
+        store_path: home.store_path(),
+        spec,
+        proxy,
+        hitl,
+        notify: Some(notify),
+        vm,
+    };
+    drop(store);
+    let mut stdout = std::io::stdout();
+    let code = supervise(cfg, &mut stdout)?;
+    if let Some(policy) = restart {
+        if let Err(e) = crate::crashloop::after_exit(&home, name, policy, &notifier) {
+            eprintln!("agentbox: restarting {name}: {e}");
+        }
+    }
+    notifier.finish(Duration::from_secs(20));
+    Ok(code)
+}
+
+/// What `__spawn` answers: the agent, or the error with its kind.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Answer {
+    Agent(Box<AgentView>),
+    Error { kind: String, message: String, field: Option<Field> },
+}
+
+impl Answer {
+    fn error(e: &Error) -> Self {
+        // The field travels apart from the message, for the caller to name in its own words.
+        Answer::Error { kind: e.kind().as_str().into(), message: e.to_string(), field: e.field() }
+    }
+}
+
+/// The `__spawn` role: one [`SpawnSpec`] (JSON) on stdin, one answer on stdout.
+pub fn spawn_role() -> Result<i32> {
+    let home = Home::open()?;
+    let spec: Result<SpawnSpec> =
+        serde_json::from_reader(std::io::stdin().lock()).context("reading the spawn request");
+    let answer = match spec.and_then(|s| spawn_one(&home, &s).map(|()| s)) {
+        Ok(s) => match crate::agents::get(&home.store()?, &s.name) {
+            Ok(rec) => Answer::Agent(Box::new(AgentView::of(&rec))),
+            Err(e) => Answer::error(&e),
+        },
+        Err(e) => Answer::error(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &answer)?;
+    out.write_all(b"\n")?;
+    Ok(0)
+}
+
+/// Spawns an agent from any process, threads and all: checked here (bad input never costs a
+/// process), built by a fresh `agentbox __spawn` process, which is single-threaded and takes the
+/// same path as `agentbox spawn`. `/proc/self/exe` keeps it working when the binary is replaced by
+/// an upgrade while the server runs.
+pub fn spawn_in_child(home: &Home, spec: &SpawnSpec) -> Result<AgentView> {
+    check(home, spec)?;
+    let mut child = crate::home::self_command()
+        .arg("__spawn")
+        .env("AGENTBOX_HOME", &home.root)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting agentbox to spawn the agent")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        serde_json::to_writer(&mut stdin, spec)?;
+    }
+    let out = child.wait_with_output().context("waiting for the spawn")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str::<Answer>(text.trim()) {
+        Ok(Answer::Agent(v)) => Ok(*v),
+        Ok(Answer::Error { kind, message, field }) => {
+            let e = Error::new(Kind::parse(&kind).unwrap_or(Kind::Internal), message);
+            Err(match field {
+                Some(f) => e.for_field(f),
+                None => e,
+            })
+        }
+        Err(_) => bail!(
+            "the spawn process ended without an answer ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}

@@ -1,0 +1,153 @@
+//! What the server shares between requests: the state directory, the tokens, the metrics and a
+//! snapshot of every agent.
+//!
+//! The snapshot is the server's answer to "list the agents": a background task reads the store
+//! (and reconciles agents whose supervisor vanished) a few times a second, and every list request
+//! is served from it, pre-serialised. Mutations made through the API refresh it before they
+//! answer; changes made by the CLI show within one refresh period.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentbox_engine::Result;
+use agentbox_store::Store;
+use axum::body::Bytes;
+
+use super::auth::Tokens;
+use super::metrics::Metrics;
+use agentbox_engine::views::{self, AgentView, Filter};
+use agentbox_engine::Home;
+
+/// How often the snapshot is rebuilt from the store.
+pub const REFRESH: Duration = Duration::from_millis(500);
+/// How often CPU and memory are sampled.
+pub const USAGE_REFRESH: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub agents: Vec<AgentView>,
+    /// `agents` as the JSON body of an unfiltered list.
+    pub json: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub processes: usize,
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub home: Home,
+    pub tokens: Tokens,
+    pub metrics: Metrics,
+    snapshot: RwLock<Arc<Snapshot>>,
+    usage: RwLock<Arc<HashMap<String, Usage>>>,
+}
+
+pub type Shared = Arc<AppState>;
+
+thread_local! {
+    /// One store connection per blocking thread, opened on first use.
+    static STORE: RefCell<Option<(PathBuf, Store)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with a store connection on the calling (blocking) thread.
+pub fn with_store<T>(home: &Home, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+    STORE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let path = home.store_path();
+        if slot.as_ref().is_none_or(|(p, _)| *p != path) {
+            *slot = Some((path.clone(), home.store()?));
+        }
+        match slot.as_mut() {
+            Some((_, store)) => f(store),
+            None => Err(agentbox_engine::Error::internal("no store connection")),
+        }
+    })
+}
+
+impl AppState {
+    pub fn new(home: Home, tokens: Tokens) -> Result<Self> {
+        Ok(Self {
+            home,
+            tokens,
+            metrics: Metrics::new(),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            usage: RwLock::new(Arc::new(HashMap::new())),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn usage(&self) -> Arc<HashMap<String, Usage>> {
+        self.usage.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Rebuilds the snapshot from the store (blocking).
+    pub fn refresh_blocking(&self) -> Result<()> {
+        let agents = with_store(&self.home, |s| views::list(s, &Filter::default()))?;
+        let json = Bytes::from(serde_json::to_vec(&agents)?);
+        if let Ok(mut slot) = self.snapshot.write() {
+            *slot = Arc::new(Snapshot { agents, json });
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the snapshot, off the async threads.
+    pub async fn refresh(self: &Arc<Self>) {
+        let me = self.clone();
+        let done = tokio::task::spawn_blocking(move || me.refresh_blocking()).await;
+        if let Ok(Err(e)) = done {
+            tracing_warn(&format!("refreshing the agent list: {e:#}"));
+        }
+    }
+
+    fn sample_usage(&self) {
+        let running: Vec<_> = match with_store(&self.home, |s| agentbox_engine::agents::all(s)) {
+            Ok(all) => all.into_iter().filter(|a| agentbox_engine::agents::is_live_state(&a.state)).collect(),
+            Err(_) => return,
+        };
+        let map = agentbox_engine::measure::measure(&running)
+            .into_iter()
+            .map(|u| {
+                let v = Usage { cpu_percent: u.cpu_percent, rss_bytes: u.rss_bytes, processes: u.processes };
+                (u.name, v)
+            })
+            .collect();
+        if let Ok(mut slot) = self.usage.write() {
+            *slot = Arc::new(map);
+        }
+    }
+}
+
+/// Keeps the snapshot and the usage figures fresh for as long as the server runs.
+pub fn start_refreshers(state: &Shared) {
+    let s = state.clone();
+    tokio::spawn(async move {
+        loop {
+            s.refresh().await;
+            tokio::time::sleep(REFRESH).await;
+        }
+    });
+    let s = state.clone();
+    std::thread::Builder::new()
+        .name("usage".into())
+        .spawn(move || loop {
+            s.sample_usage();
+            std::thread::sleep(USAGE_REFRESH);
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing_warn(&format!("no CPU/memory sampling: {e}")));
+}
+
+/// The server logs to stderr, one line per noteworthy event.
+pub fn tracing_warn(msg: &str) {
+    eprintln!("agentbox serve: {msg}");
+}

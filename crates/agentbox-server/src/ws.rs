@@ -1,0 +1,139 @@
+//! `/ws/agents/{name}/attach`: a terminal over a WebSocket.
+//!
+//! Each viewer gets its own connection to the agent's supervisor, which replays the screen and
+//! then streams output, exactly as `agentbox attach` does; many viewers therefore cost the
+//! server nothing but copying. Binary messages carry terminal bytes both ways. Text messages are
+//! JSON: the client may send `{"type":"resize","rows":R,"cols":C}`; the server sends
+//! `{"type":"exit","code":N}` when the agent ends.
+//!
+//! Viewers observe; `?role=controller` types and resizes, and needs the controller token.
+
+use agentbox_supervisor::paths;
+use agentbox_supervisor::protocol::{Decoder, Frame};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Extension;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::auth::Scope;
+use super::extract::{blocking, ApiError, ApiQuery, ApiResult};
+use super::state::{with_store, Shared};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachQuery {
+    /// `observer` (default) or `controller`.
+    role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Control {
+    Resize { rows: u16, cols: u16 },
+}
+
+pub async fn attach(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Extension(scope): Extension<Scope>,
+    ApiQuery(q): ApiQuery<AttachQuery>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let controller = match q.role.as_deref() {
+        None | Some("observer") => false,
+        Some("controller") if scope == Scope::Controller => true,
+        Some("controller") => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "role=controller needs the controller token (api-token)",
+            ))
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("invalid role '{other}': use observer or controller")))
+        }
+    };
+    let home = state.home.clone();
+    let rec = blocking(move || with_store(&home, |s| agentbox_engine::agents::get(s, &name))).await?;
+    if !agentbox_engine::agents::is_live_state(&rec.state) {
+        return Err(agentbox_engine::Error::conflict(format!(
+            "agent '{}' is {}; see its logs instead",
+            rec.name, rec.state
+        ))
+        .into());
+    }
+    let sock = UnixStream::connect(paths::socket(&agentbox_engine::agents::state_dir(&rec))).await.map_err(
+        |_| ApiError::from(agentbox_engine::Error::conflict(format!("agent '{}' is not running", rec.name))),
+    )?;
+    Ok(upgrade.protocols([super::auth::WS_PROTOCOL]).on_upgrade(move |ws| bridge(ws, sock, controller)))
+}
+
+async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool) {
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = if controller { Frame::Attach } else { Frame::Observe };
+    if wr.write_all(&hello.encode()).await.is_err() {
+        return;
+    }
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let to_browser = async move {
+        let mut decoder = Decoder::default();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            decoder.push(&buf[..n]);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(Frame::Output(bytes))) => {
+                        if ws_tx.send(Message::Binary(bytes.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(Frame::Exit(code))) => {
+                        let msg = serde_json::json!({"type": "exit", "code": code}).to_string();
+                        let _ = ws_tx.send(Message::Text(msg.into())).await;
+                        let _ = ws_tx.close().await;
+                        return;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+        let _ = ws_tx.close().await;
+    };
+    let from_browser = async move {
+        while let Some(Ok(msg)) = ws_rx.next().await {
+            let frames: Vec<Frame> = match msg {
+                // Pasted text can be large; the supervisor takes frames of at most 1 MiB.
+                Message::Binary(b) if controller => {
+                    b.chunks(64 * 1024).map(|c| Frame::Input(c.to_vec())).collect()
+                }
+                Message::Text(t) if controller => match serde_json::from_str::<Control>(&t) {
+                    Ok(Control::Resize { rows, cols }) if rows > 0 && cols > 0 => {
+                        vec![Frame::Resize { rows, cols }]
+                    }
+                    _ => continue,
+                },
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            for frame in frames {
+                if wr.write_all(&frame.encode()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    // Whichever side ends first ends the session; the other is dropped with it.
+    tokio::select! {
+        _ = to_browser => {}
+        _ = from_browser => {}
+    }
+}
