@@ -20,6 +20,7 @@ pub mod error;
 
 pub mod agents;
 pub mod config;
+pub mod control;
 pub mod crashloop;
 pub mod diff;
 pub mod egress;
@@ -38,6 +39,8 @@ pub mod secrets;
 pub mod session;
 pub mod snapshot;
 pub mod spawn;
+pub mod start;
+pub mod supervise;
 pub mod tasks;
 pub mod tree;
 pub mod views;

@@ -57,11 +57,11 @@ pub fn restart(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
         None => Vec::new(),
     };
     store.mark_starting(&rec.name, "restart")?;
-    if let Err(e) = crate::spawn::start_supervisor(home, &rec.name, &dir) {
+    if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir) {
         let _ = store.mark_finished(&rec.name, AgentState::Failed, None, &e.to_string());
         return Err(e);
     }
-    crate::spawn::type_after_start(&dir, &keys, rec.prompt.as_deref())?;
+    crate::start::type_after_start(&dir, &keys, rec.prompt.as_deref())?;
     agents::get(store, name)
 }
 

@@ -1,13 +1,11 @@
 //! Spawning an agent: its directories and spec from a [`SpawnSpec`], its record, and its
-//! supervisor (`__supervise`, the same binary, detached); and the `__spawn` role that does this
+//! supervisor (see [`crate::start`]); and the `__spawn` role that does this
 //! for a process with threads (the server, the task runner), since a sandbox must be cloned from
 //! a single-threaded process.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
 
 use agentbox_core::{
     validate_name, Backend, EgressSpec, EnvArg, Field, HomeSpec, NetworkMode, SandboxSpec, SpawnSpec,
@@ -15,9 +13,8 @@ use agentbox_core::{
 };
 use agentbox_jail::{resolve, HostContext, SandboxRequest};
 use agentbox_store::NewAgent;
-use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
+use agentbox_supervisor::paths;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::config::Config;
 use crate::error::{Context, Error, Kind, Result};
@@ -251,143 +248,17 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
     };
     store.create_agent(&new).map_err(|e| undo(e.into()))?;
 
-    if let Err(e) = start_supervisor(home, name, &dir) {
+    if let Err(e) = crate::start::start_supervisor(home, name, &dir) {
         let _ = store.delete(name);
         let _ = store.record(name, "spawn-failed", &e.to_string());
         let _ = tree::remove_tree(&dir);
         return Err(e);
     }
-    type_after_start(&dir, &startup_keys, prompt.as_deref())?;
+    crate::start::type_after_start(&dir, &startup_keys, prompt.as_deref())?;
     if let Err(e) = crate::hooks::run(home, "post-spawn", name, &sandbox.workspace) {
         eprintln!("agentbox: warning: {e}");
     }
     Ok(())
-}
-
-/// Types the profile's startup keys, then the prompt, into a freshly started agent.
-pub fn type_after_start(dir: &Path, startup_keys: &[u8], prompt: Option<&[u8]>) -> Result<()> {
-    if !startup_keys.is_empty() {
-        agentbox_supervisor::send_input(dir, startup_keys).context("typing the profile's startup keys")?;
-    }
-    if let Some(p) = prompt {
-        agentbox_supervisor::send_input(dir, p).context("typing the prompt")?;
-    }
-    Ok(())
-}
-
-/// Starts the agent's supervisor and waits for its first line: `ok`, or why it could not start.
-pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
-    let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
-    let mut child = crate::home::self_command()
-        .arg("__supervise")
-        .arg(name)
-        .env("AGENTBOX_HOME", &home.root)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("starting the supervisor")?;
-    let mut line = String::new();
-    let mut reader = child.stdout.take().map(BufReader::new);
-    if let Some(out) = reader.as_mut() {
-        out.read_line(&mut line).context("waiting for the supervisor")?;
-    }
-    match line.trim_end().strip_prefix("error: ") {
-        None if line.trim_end() == "ok" => Ok(()),
-        Some(msg) => {
-            let mut second = String::new();
-            if let Some(out) = reader.as_mut() {
-                let _ = out.read_line(&mut second);
-            }
-            if second.trim_end() == agentbox_supervisor::INVALID_COMMAND {
-                bail!(field_error(Field::Command, msg));
-            }
-            bail!("{msg}")
-        }
-        None => {
-            let _ = child.wait();
-            let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-            bail!("the supervisor exited before the agent started: {}", log.trim())
-        }
-    }
-}
-
-/// The supervisor role (`__supervise NAME`): detached from the caller's session, runs until the
-/// agent ends. Returns the agent's exit status.
-pub fn supervise_role(name: &str) -> Result<i32> {
-    let _ = nix::unistd::setsid();
-    let home = Home::open()?;
-    let store = home.store()?;
-    let rec = store.get(name)?;
-    let spec = SandboxSpec::decode(&rec.spec)?;
-    let state_dir = PathBuf::from(rec.state_dir);
-    let proxy = (spec.network == NetworkMode::Proxy).then(|| {
-        let (home, agent, egress) = (home.clone(), name.to_string(), spec.egress.clone());
-        let audit = paths::net_log(&state_dir);
-        ProxySetup(Box::new(move || {
-            crate::egress::proxy_config(&home, &agent, &egress, Some(&audit)).map_err(|e| e.to_string())
-        }))
-    });
-    // A broken config.toml must not keep the agent from running: it runs with the defaults, and
-    // the problem is in its supervisor.log.
-    let config = Config::load(&home).unwrap_or_else(|e| {
-        eprintln!("agentbox: {e}; HITL and notifications use their defaults");
-        Config::default()
-    });
-    let hitl = config.hitl.config().unwrap_or_else(|e| {
-        eprintln!("agentbox: {e}; using the default HITL settings");
-        Some(Default::default())
-    });
-    let notifier = Arc::new(crate::notify::Notifier::new(&config.notify).unwrap_or_else(|e| {
-        eprintln!("agentbox: {e}; the webhook is not used");
-        crate::notify::Notifier::default()
-    }));
-    let agent_exits = config.notify.agent_exits != Some(false);
-    let n = Arc::clone(&notifier);
-    let notify = Notifier(Box::new(move |agent: &str, notice: &Notice| match notice {
-        Notice::Hitl { id, kind, prompt } => n.send(
-            "hitl.opened",
-            &format!("{agent} is waiting for an answer"),
-            prompt,
-            json!({"agent": agent, "hitl_id": id, "kind": kind, "prompt": prompt,
-                   "answer": format!("agentbox hitl answer {id} TEXT")}),
-        ),
-        Notice::Ended { state, code } if agent_exits => n.send(
-            "agent.ended",
-            &format!("{agent} {state}"),
-            &format!("exit code {code}"),
-            json!({"agent": agent, "state": state, "exit_code": code}),
-        ),
-        Notice::Ended { .. } => {}
-    }));
-    let restart = rec.restart.as_deref().and_then(|r| r.parse::<agentbox_core::RestartPolicy>().ok());
-    // The guest image and accelerator are resolved here, before the sandbox is cloned: building
-    // the initramfs or probing KVM must not happen in the sandbox's memory.
-    let vm = match spec.backend {
-        Backend::Vm => Some(crate::vm::assets(&home)?),
-        Backend::Ns => None,
-    };
-    let cfg = SupervisorConfig {
-        name: name.to_string(),
-        state_dir,
-        store_path: home.store_path(),
-        spec,
-        proxy,
-        hitl,
-        notify: Some(notify),
-        vm,
-    };
-    drop(store);
-    let mut stdout = std::io::stdout();
-    let code = supervise(cfg, &mut stdout)?;
-    if let Some(policy) = restart {
-        if let Err(e) = crate::crashloop::after_exit(&home, name, policy, &notifier) {
-            eprintln!("agentbox: restarting {name}: {e}");
-        }
-    }
-    notifier.finish(Duration::from_secs(20));
-    Ok(code)
 }
 
 /// What `__spawn` answers: the agent, or the error with its kind.

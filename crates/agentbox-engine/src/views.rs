@@ -141,3 +141,11 @@ pub struct LogChunk {
     /// The bytes, as text (invalid UTF-8 replaced); ANSI stripped unless raw.
     pub data: String,
 }
+
+/// An agent's screen as text (`screen`, `GET /api/v1/agents/NAME/screen`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ScreenView {
+    pub name: String,
+    pub state: String,
+    pub screen: String,
+}

@@ -15,6 +15,8 @@ pub enum JailError {
     MountSource { path: PathBuf, source: io::Error },
     #[error("cannot open {path} to mount it into the sandbox: {source}")]
     OpenSource { path: PathBuf, source: Errno },
+    #[error("a sandbox is started only from a process with one thread (a fork would copy locks other threads hold): {0}")]
+    Threads(Errno),
     #[error("cannot create the sandbox namespaces: {0}{hint}", hint = clone_hint(*.0))]
     Clone(Errno),
     #[error("cannot write the user namespace map ({what}): {source}")]

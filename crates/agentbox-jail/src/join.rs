@@ -16,7 +16,7 @@ use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use agentbox_sys::{fork_process, Child};
+use agentbox_sys::{fork_process, Child, SingleThreaded};
 
 use crate::child::{self, ChildContext, Join};
 use crate::handles::SandboxHandles;
@@ -71,10 +71,12 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
         .map_err(JailError::sys("block signals"))?;
-    let pid = match fork_process().map_err(JailError::sys("fork"))? {
+    let one = SingleThreaded::check().map_err(JailError::Threads)?;
+    let pid = match fork_process(&one).map_err(JailError::sys("fork"))? {
         Child::Child => child::join_main(
             ChildContext {
                 plan,
+                one: &one,
                 go: go_read,
                 report: report_write,
                 pty,

@@ -12,7 +12,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
-use agentbox_sys::{clone_process, Child, WinSize};
+use agentbox_sys::{clone_process, Child, SingleThreaded, WinSize};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -262,9 +262,11 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         flags |= CloneFlags::CLONE_NEWNET;
     }
     let switch_ids = nix::unistd::geteuid().as_raw() != plan.host_uid;
-    let pid = match clone_process(flags).map_err(JailError::Clone)? {
+    let one = SingleThreaded::check().map_err(JailError::Threads)?;
+    let pid = match clone_process(&one, flags).map_err(JailError::Clone)? {
         Child::Child => child::child_main(ChildContext {
             plan,
+            one: &one,
             go: go_read,
             report: report_write,
             pty,

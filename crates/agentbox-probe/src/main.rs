@@ -45,8 +45,10 @@ fn pid(s: &str) -> Pid {
 fn fork_bomb(max: usize) -> ExitCode {
     let mut children = Vec::new();
     let mut last_err = String::new();
+    let one = agentbox_sys::SingleThreaded::check();
     for _ in 0..max {
-        match agentbox_sys::fork_process() {
+        let Ok(one) = &one else { break };
+        match agentbox_sys::fork_process(one) {
             Ok(agentbox_sys::Child::Child) => {
                 std::thread::sleep(std::time::Duration::from_secs(30));
                 agentbox_sys::exit_now(0)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use agentbox_core::HostRule;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -18,9 +18,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{blocking, ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use super::state::{with_store, Shared, Usage};
+use super::state::{Shared, Usage};
+use super::store::with_store;
 use super::stream;
-use agentbox_engine::views::{AgentView, Filter};
+use agentbox_engine::views::{AgentView, Filter, ScreenView};
 use agentbox_engine::{lifecycle, net, session};
 
 use crate::spawn_request::SpawnRequest;
@@ -266,25 +267,18 @@ pub struct ScreenQuery {
     ansi: Option<bool>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ScreenBody {
-    pub name: String,
-    pub state: String,
-    pub screen: String,
-}
-
 /// The agent's screen as it is now (its last screen once it ended).
 #[utoipa::path(get, path = "/api/v1/agents/{name}/screen", tag = "sessions", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), ScreenQuery),
-    responses((status = 200, body = ScreenBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ScreenView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn get_screen(
     State(state): State<Shared>,
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<ScreenQuery>,
-) -> ApiResult<Json<ScreenBody>> {
+) -> ApiResult<Json<ScreenView>> {
     let home = state.home.clone();
     let (rec, screen) =
         blocking(move || with_store(&home, |s| session::screen(s, &name, q.ansi.unwrap_or(false)))).await?;
-    Ok(Json(ScreenBody { name: rec.name, state: rec.state.to_string(), screen }))
+    Ok(Json(ScreenView { name: rec.name, state: rec.state.to_string(), screen }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -417,12 +411,4 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         Ok(_) => "ready\n".into_response(),
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
     }
-}
-
-/// Whether a request asked for an event stream.
-pub fn wants_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"))
 }

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use agentbox_core::ManifestFormat;
-use agentbox_store::Event;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,15 +15,16 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::wants_stream;
+use super::extract::wants_stream;
 use super::extract::{blocking, ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use super::state::{with_store, Shared};
+use super::state::Shared;
+use super::store::with_store;
 use agentbox_engine::session;
 use agentbox_engine::tasks::artifacts::{self, Artifact};
-use agentbox_engine::tasks::{self, TaskView};
+use agentbox_engine::tasks::{self, TaskDetail, TaskView};
 use agentbox_engine::views::HitlView;
 
 /// A task to run: the manifest as a JSON object (the same document a YAML file holds).
@@ -58,37 +59,12 @@ pub async fn submit_task(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// A task with its manifest, its journal and its artifacts.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TaskDetail {
-    #[serde(flatten)]
-    pub task: TaskView,
-    #[schema(value_type = Object)]
-    pub manifest: serde_json::Value,
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<Event>,
-    pub artifacts: Vec<Artifact>,
-}
-
 /// Get one task (a unique prefix of its id will do).
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, pattern = r"^[0-9a-f]{1,12}$")),
     responses((status = 200, body = TaskDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_task(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<TaskDetail>> {
     let home = state.home.clone();
-    let detail = blocking(move || {
-        with_store(&home, |s| {
-            let rec = s.find_task(&id)?;
-            let task = TaskView::of(&home, &rec);
-            let artifacts = artifacts::list(std::path::Path::new(&task.output_dir))?;
-            Ok(TaskDetail {
-                manifest: serde_json::from_str(&rec.manifest).unwrap_or_default(),
-                events: s.events_of(&rec.id, 500)?,
-                artifacts,
-                task,
-            })
-        })
-    })
-    .await?;
+    let detail = blocking(move || with_store(&home, |s| tasks::detail(&home, s, &id))).await?;
     Ok(Json(detail))
 }
 

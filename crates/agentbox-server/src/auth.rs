@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use agentbox_engine::{Context, Result};
 use axum::extract::{Request, State};
@@ -26,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use rand_core::RngCore;
 
 use super::extract::ApiError;
-use super::state::Shared;
 use agentbox_engine::Home;
 
 /// The WebSocket subprotocol the dashboard selects; its credential comes as a second one,
@@ -217,7 +217,7 @@ fn dashboard_page(path: &str) -> bool {
 }
 
 /// Checks the token on every request but the public ones and records its scope.
-pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+pub async fn require_token(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if public(&path) {
         return next.run(req).await;
@@ -228,7 +228,7 @@ pub async fn require_token(State(state): State<Shared>, mut req: Request, next: 
         (None, Some(t)) => (Some(t), true),
         (None, None) => (None, false),
     };
-    let Some(scope) = presented.and_then(|t| state.tokens.scope_of(t)) else {
+    let Some(scope) = presented.and_then(|t| tokens.scope_of(t)) else {
         // A person opening a page by URL gets the shell, which signs in from this origin's own
         // storage; a program gets a 401.
         let wants_html = headers
@@ -236,7 +236,7 @@ pub async fn require_token(State(state): State<Shared>, mut req: Request, next: 
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"));
         if presented.is_none() && wants_html && req.method() == Method::GET && dashboard_page(&path) {
-            return super::ui::shell();
+            return super::layout::shell();
         }
         return deny(
             StatusCode::UNAUTHORIZED,

@@ -4,7 +4,7 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -51,7 +51,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = status_of(e.kind());
         if status.is_server_error() {
-            super::state::tracing_warn(&e.to_string());
+            warn(&e.to_string());
         }
         let message = match e.field() {
             Some(field) => format!("{}: {e}", field.json()),
@@ -123,4 +123,17 @@ pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> agentbox_engine::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+/// The server logs to stderr, one line per noteworthy event.
+pub fn warn(msg: &str) {
+    eprintln!("agentbox serve: {msg}");
+}
+
+/// Whether the client asked for a stream of server-sent events.
+pub fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"))
 }

@@ -9,10 +9,12 @@ mod api;
 mod api_tasks;
 mod auth;
 mod extract;
+mod layout;
 mod metrics;
 mod spawn_request;
 mod spawner;
 mod state;
+mod store;
 mod stream;
 mod ui;
 mod ui_tasks;
@@ -66,8 +68,8 @@ fn app(state: Shared) -> Router {
         .merge(ui::router())
         .merge(ui_tasks::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::observe))
+        .layer(axum::middleware::from_fn_with_state(state.tokens.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
         .with_state(state)
 }
 
@@ -76,7 +78,9 @@ async fn not_found() -> extract::ApiError {
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {
-    match extract::blocking(move || metrics::render(&state)).await {
+    match extract::blocking(move || metrics::render(&state.metrics, &state.snapshot().agents, &state.home))
+        .await
+    {
         Ok(text) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
         }

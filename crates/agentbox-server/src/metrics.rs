@@ -6,6 +6,7 @@
 //! logs, proxy decisions from their audit logs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use agentbox_supervisor::paths;
@@ -20,7 +21,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::state::{with_store, Shared};
+use agentbox_engine::views::AgentView;
+use agentbox_engine::Home;
+
+use super::store::with_store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -49,7 +53,7 @@ impl Metrics {
 
 /// Times every request, labelled by its route pattern (never the raw path: names would make
 /// one series per agent).
-pub async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Response {
+pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
     let route = req
@@ -59,7 +63,7 @@ pub async fn observe(State(state): State<Shared>, req: Request, next: Next) -> R
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
     let labels = RouteLabels { method, route, status: resp.status().as_u16() };
-    state.metrics.latency.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    metrics.latency.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -74,9 +78,8 @@ struct DecisionLabel {
 }
 
 /// The text exposition, built from the current state (blocking: reads the store and logs).
-pub fn render(state: &Shared) -> agentbox_engine::Result<String> {
+pub fn render(metrics: &Metrics, agents: &[AgentView], home: &Home) -> agentbox_engine::Result<String> {
     let mut reg = Registry::with_prefix("agentbox");
-    let snapshot = state.snapshot();
 
     let by_state: Family<StateLabel, Gauge> = Family::default();
     for s in ["starting", "running", "exited", "killed", "failed", "created"] {
@@ -84,9 +87,9 @@ pub fn render(state: &Shared) -> agentbox_engine::Result<String> {
     }
     let mut output = 0u64;
     let mut decisions: BTreeMap<String, u64> = BTreeMap::new();
-    for a in &snapshot.agents {
+    for a in agents {
         by_state.get_or_create(&StateLabel { state: a.state.to_string() }).inc();
-        let dir = state.home.agent_dir(&a.name);
+        let dir = home.agent_dir(&a.name);
         output += std::fs::metadata(paths::log(&dir)).map(|m| m.len()).unwrap_or(0);
         if a.network == "proxy" {
             for r in agentbox_proxy::read_records(&paths::net_log(&dir)).unwrap_or_default() {
@@ -98,7 +101,7 @@ pub fn render(state: &Shared) -> agentbox_engine::Result<String> {
     }
     reg.register("agents", "Agents by state", by_state);
 
-    let counts = with_store(&state.home, |s| Ok(s.event_counts()?))?;
+    let counts = with_store(home, |s| Ok(s.event_counts()?))?;
     let count = |kind: &str| counts.iter().find(|(k, _)| k == kind).map(|(_, n)| *n).unwrap_or(0);
     let spawns: Counter = Counter::default();
     spawns.inc_by(count("spawn"));
@@ -119,7 +122,7 @@ pub fn render(state: &Shared) -> agentbox_engine::Result<String> {
     }
     reg.register("proxy_decisions", "Egress proxy decisions of the agents present", proxy);
 
-    reg.register("api_request_duration_seconds", "API latency by route", state.metrics.latency.clone());
+    reg.register("api_request_duration_seconds", "API latency by route", metrics.latency.clone());
     let mut text = String::new();
     encode(&mut text, &reg).map_err(|_| agentbox_engine::Error::internal("encoding the metrics"))?;
     Ok(text)

@@ -6,18 +6,17 @@
 //! is served from it, pre-serialised. Mutations made through the API refresh it before they
 //! answer; changes made by the CLI show within one refresh period.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentbox_engine::Result;
-use agentbox_store::Store;
 use axum::body::Bytes;
 
 use super::auth::Tokens;
+use super::extract::warn;
 use super::metrics::Metrics;
+use super::store::with_store;
 use agentbox_engine::views::{self, AgentView, Filter};
 use agentbox_engine::Home;
 
@@ -43,40 +42,20 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct AppState {
     pub home: Home,
-    pub tokens: Tokens,
-    pub metrics: Metrics,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<Metrics>,
     snapshot: RwLock<Arc<Snapshot>>,
     usage: RwLock<Arc<HashMap<String, Usage>>>,
 }
 
 pub type Shared = Arc<AppState>;
 
-thread_local! {
-    /// One store connection per blocking thread, opened on first use.
-    static STORE: RefCell<Option<(PathBuf, Store)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with a store connection on the calling (blocking) thread.
-pub fn with_store<T>(home: &Home, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
-    STORE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let path = home.store_path();
-        if slot.as_ref().is_none_or(|(p, _)| *p != path) {
-            *slot = Some((path.clone(), home.store()?));
-        }
-        match slot.as_mut() {
-            Some((_, store)) => f(store),
-            None => Err(agentbox_engine::Error::internal("no store connection")),
-        }
-    })
-}
-
 impl AppState {
     pub fn new(home: Home, tokens: Tokens) -> Result<Self> {
         Ok(Self {
             home,
-            tokens,
-            metrics: Metrics::new(),
+            tokens: Arc::new(tokens),
+            metrics: Arc::new(Metrics::new()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             usage: RwLock::new(Arc::new(HashMap::new())),
         })
@@ -105,7 +84,7 @@ impl AppState {
         let me = self.clone();
         let done = tokio::task::spawn_blocking(move || me.refresh_blocking()).await;
         if let Ok(Err(e)) = done {
-            tracing_warn(&format!("refreshing the agent list: {e:#}"));
+            warn(&format!("refreshing the agent list: {e:#}"));
         }
     }
 
@@ -144,10 +123,5 @@ pub fn start_refreshers(state: &Shared) {
             std::thread::sleep(USAGE_REFRESH);
         })
         .map(drop)
-        .unwrap_or_else(|e| tracing_warn(&format!("no CPU/memory sampling: {e}")));
-}
-
-/// The server logs to stderr, one line per noteworthy event.
-pub fn tracing_warn(msg: &str) {
-    eprintln!("agentbox serve: {msg}");
+        .unwrap_or_else(|e| warn(&format!("no CPU/memory sampling: {e}")));
 }

@@ -16,9 +16,10 @@ use futures_util::Stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::api::wants_stream;
+use super::extract::wants_stream;
 use super::extract::{blocking, ApiQuery, ApiResult, ErrorBody};
-use super::state::{with_store, Shared};
+use super::state::Shared;
+use super::store::with_store;
 use agentbox_engine::logs;
 use agentbox_engine::views::LogChunk;
 

@@ -9,12 +9,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::auth::Scope;
 use super::extract::{blocking, ApiError, ApiQuery};
-use super::state::{with_store, Shared};
+use super::layout::{error_fragment, fragment, page};
+use super::state::Shared;
+use super::store::with_store;
 use agentbox_engine::views::AgentView;
 use agentbox_engine::{logs, net, session};
 
@@ -35,71 +37,6 @@ pub fn router() -> Router<Shared> {
         .route("/ui/agents/{name}/screen", get(screen_fragment))
         .route("/assets/{file}", get(asset))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-}
-
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-                   connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'";
-
-/// The `<head>` of every page: the vendored scripts (loaded once, kept across navigations, which
-/// htmx makes in place) and the dashboard's own script, which sends the session with requests.
-fn head(title: &str) -> Markup {
-    html! {
-        head {
-            meta charset="utf-8";
-            meta name="viewport" content="width=device-width, initial-scale=1";
-            title { (title) " · agentbox" }
-            link rel="stylesheet" href="/assets/xterm.css";
-            link rel="stylesheet" href="/assets/dashboard.css";
-            script src="/assets/htmx.min.js" {}
-            script src="/assets/xterm.js" {}
-            script src="/assets/addon-fit.js" {}
-            script src="/assets/dashboard.js" defer {}
-        }
-    }
-}
-
-fn secure_headers(mut resp: Response) -> Response {
-    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    resp.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-pub(super) fn page(title: &str, body: Markup) -> Response {
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            (head(title))
-            body hx-boost="true" {
-                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } " " a href="/tasks" { "tasks" } " " a href="/hitl" { "waiting" }
-                      " " a href="/login" data-logout { "sign out" } }
-                main { (body) }
-            }
-        }
-    };
-    secure_headers(markup.into_response())
-}
-
-/// What a page opened without a credential gets (typing its URL, reloading it): no data, only
-/// the script, which fetches the page again with the session this origin keeps, or sends the
-/// person to sign in.
-pub(super) fn shell() -> Response {
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            (head("loading"))
-            body data-shell { p { "Loading..." } }
-        }
-    };
-    secure_headers(markup.into_response())
-}
-
-fn fragment(m: Markup) -> Response {
-    m.into_response()
-}
-
-pub(super) fn error_fragment(e: &ApiError) -> Response {
-    html! { p.error role="alert" { (e.message) } }.into_response()
 }
 
 fn human_bytes(n: u64) -> String {

@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use super::auth::Scope;
 use super::extract::{blocking, ApiError};
-use super::state::{with_store, Shared};
-use super::ui::{error_fragment, page};
+use super::layout::{error_fragment, page};
+use super::state::Shared;
+use super::store::with_store;
 use agentbox_engine::tasks::{self, artifacts, TaskView};
 use agentbox_engine::views::HitlView;
 use agentbox_engine::{logs, session};

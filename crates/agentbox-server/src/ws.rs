@@ -21,7 +21,8 @@ use tokio::net::UnixStream;
 
 use super::auth::Scope;
 use super::extract::{blocking, ApiError, ApiQuery, ApiResult};
-use super::state::{with_store, Shared};
+use super::state::Shared;
+use super::store::with_store;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -177,7 +177,7 @@ pub struct NewAgent<'a> {
 }
 
 /// One journal entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Event {
     pub id: i64,
     pub at: i64,

@@ -20,7 +20,8 @@ pub use client::{
     allow_host, attach, kill_agent, resize, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
     ClientError,
 };
-pub use supervise::{supervise, Notice, Notifier, ProxySetup, SupervisorConfig, INVALID_COMMAND};
+pub use recorder::{Notice, Notifier};
+pub use supervise::{supervise, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 pub use vm::{vm_plan, VmAssets};
 
 #[derive(Debug, thiserror::Error)]

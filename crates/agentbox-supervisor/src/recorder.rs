@@ -12,7 +12,26 @@ use std::thread::JoinHandle;
 use agentbox_core::{AgentState, HitlKind, HitlState};
 use agentbox_store::Store;
 
-use crate::supervise::{Notice, Notifier};
+/// Something worth telling a person about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A HITL request opened.
+    Hitl { id: i64, kind: String, prompt: String },
+    /// The agent ended: `exited` or `killed`, with its exit status.
+    Ended { state: String, code: i32 },
+}
+
+/// A notice handler: the agent's name and what happened.
+pub type NoticeFn = dyn Fn(&str, &Notice) + Send;
+
+/// Who hears about notices (`SupervisorConfig::notify`).
+pub struct Notifier(pub Box<NoticeFn>);
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
+}
 
 /// One write of the loop's.
 pub(crate) enum Record {

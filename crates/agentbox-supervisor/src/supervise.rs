@@ -38,7 +38,7 @@ use nix::unistd::Pid;
 
 use crate::hitl::{detect, HitlConfig};
 use crate::protocol::{Decoder, Frame};
-use crate::recorder::{Record, Recorder};
+use crate::recorder::{Notifier, Record, Recorder};
 use crate::screen::Screen;
 use crate::{paths, SupervisorError};
 
@@ -114,27 +114,6 @@ pub struct SupervisorConfig {
     pub notify: Option<Notifier>,
     /// The guest kernel, initramfs and accelerator (`--backend vm`).
     pub vm: Option<crate::VmAssets>,
-}
-
-/// Something worth telling a person about.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notice {
-    /// A HITL request opened.
-    Hitl { id: i64, kind: String, prompt: String },
-    /// The agent ended: `exited` or `killed`, with its exit status.
-    Ended { state: String, code: i32 },
-}
-
-/// A notice handler: the agent's name and what happened.
-pub type NoticeFn = dyn Fn(&str, &Notice) + Send;
-
-/// See [`SupervisorConfig::notify`].
-pub struct Notifier(pub Box<NoticeFn>);
-
-impl std::fmt::Debug for Notifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Notifier")
-    }
 }
 
 /// See [`SupervisorConfig::proxy`].

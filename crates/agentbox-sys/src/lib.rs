@@ -13,7 +13,7 @@ mod signal;
 mod term;
 mod tty;
 
-pub use fork::{clone_process, fork_process, Child};
+pub use fork::{clone_process, fork_process, thread_count, Child, SingleThreaded};
 pub use mount::{mount_setattr, MountAttr};
 pub use net::{bring_loopback_up, configure_ipv4};
 pub use signal::{default_disposition, default_disposition_all};
@@ -28,11 +28,12 @@ pub fn cloexec_from(first: u32) -> nix::Result<()> {
     nix::errno::Errno::result(rc).map(drop)
 }
 
-/// Closes every descriptor from `first` upwards (close_range(2)).
-pub fn close_from(first: u32) -> nix::Result<()> {
-    // SAFETY: closing descriptors cannot violate memory safety; callers own every descriptor in
-    // the range (they are in a freshly forked child that holds no Rust-owned fds above `first`
-    // that it will use again).
+/// Closes every descriptor from `first` upwards (close_range(2)), in a process that will not use
+/// any of them again. `_one` proves no other thread uses them.
+pub fn close_from(_one: &SingleThreaded, first: u32) -> nix::Result<()> {
+    // SAFETY: closing descriptors cannot violate memory safety; no other thread exists to use one
+    // (`_one`), and the caller uses none of them again (it is a sandbox's init about to wait for
+    // its command until it exits).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
     nix::errno::Errno::result(rc).map(drop)
 }

@@ -106,37 +106,6 @@ pub enum Command {
     Vm(VmArgs),
     /// Print the version
     Version,
-    /// Internal: the per-agent supervisor role
-    #[command(name = "__supervise", hide = true)]
-    Supervise { name: String },
-    /// Internal: spawn one agent from a JSON request on stdin (used by the server)
-    #[command(name = "__spawn", hide = true)]
-    SpawnRole,
-    /// Internal: the task runner
-    #[command(name = "__tasks", hide = true)]
-    TasksRole,
-    /// Internal: clone a repository in a sandbox (for the task runner)
-    #[command(name = "__clone", hide = true)]
-    CloneRole {
-        url: String,
-        dir: PathBuf,
-        #[arg(long = "ref")]
-        git_ref: Option<String>,
-    },
-    /// Internal: the host side of a VM (QEMU's sandbox command)
-    #[command(name = "__vmm", hide = true)]
-    VmHostRole,
-    /// Internal: run a command in a VM agent's guest (for exec)
-    #[command(name = "__vmexec", hide = true)]
-    VmExecRole {
-        #[arg(long)]
-        tty: bool,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        command: Vec<OsString>,
-    },
-    /// Internal: one guest connection to the egress proxy (run by QEMU)
-    #[command(name = "__vmfwd", hide = true)]
-    VmForwardRole { port: u16 },
 }
 
 #[derive(Debug, Args)]

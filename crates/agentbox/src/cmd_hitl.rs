@@ -1,18 +1,16 @@
-//! `agentbox hitl list|answer`.
+//! `agentbox hitl list|answer`, here or on a server.
 
 use agentbox_core::termfilter::escape_for_terminal as esc;
+use agentbox_engine::agents::age;
+use agentbox_engine::control::Control;
 use anyhow::Result;
 
 use crate::cli::{HitlArgs, HitlCommand};
-use agentbox_engine::agents::age;
-use agentbox_engine::Home;
 
-pub fn hitl(args: HitlArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
+pub fn hitl(c: &dyn Control, args: HitlArgs) -> Result<i32> {
     match args.command {
         HitlCommand::List { json, all } => {
-            let list = store.hitl_list(!all, 500)?;
+            let list = c.hitl_list(all)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -32,7 +30,7 @@ pub fn hitl(args: HitlArgs) -> Result<i32> {
             Ok(0)
         }
         HitlCommand::Answer { id, text, no_enter } => {
-            let r = agentbox_engine::session::answer_hitl(&store, id, &text, !no_enter)?;
+            let r = c.answer_hitl(id, &text, !no_enter)?;
             println!("answered #{} ({})", r.id, r.agent);
             Ok(0)
         }

@@ -1,25 +1,23 @@
-//! `kill`, `killall`, `wait`, `rm`, `clean`.
+//! `kill`, `killall`, `wait`, `rm`, `purge`, `clean`, here or on a server.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use agentbox_core::AgentState;
+use agentbox_engine::control::Control;
+use agentbox_engine::views::Filter;
 use anyhow::{bail, Result};
 
 use crate::cli::{CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, WaitArgs};
 use crate::exit;
-use agentbox_engine::agents::{self, is_live_state, matches_tags, wait_finished};
-use agentbox_engine::lifecycle;
-use agentbox_engine::Home;
 
-pub fn kill(args: KillArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    if !is_live_state(&rec.state) {
-        eprintln!("agent '{}' is already {}", rec.name, rec.state);
+pub fn kill(c: &dyn Control, args: KillArgs) -> Result<i32> {
+    let a = c.get(&args.name)?;
+    if !a.is_live() {
+        eprintln!("agent '{}' is already {}", a.name, a.state);
         return Ok(0);
     }
-    lifecycle::kill(&store, &rec.name)?;
-    println!("{}", rec.name);
+    c.kill(&a.name)?;
+    println!("{}", a.name);
     Ok(0)
 }
 
@@ -36,13 +34,8 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-pub fn killall(args: KillAllArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let targets: Vec<_> = agents::all(&store)?
-        .into_iter()
-        .filter(|a| is_live_state(&a.state) && matches_tags(a, &args.tags))
-        .collect();
+pub fn killall(c: &dyn Control, args: KillAllArgs) -> Result<i32> {
+    let targets = c.list(&Filter { tags: args.tags.clone(), status: Some("running".into()) })?;
     // On a terminal, killing everything is confirmed first (scripts are not asked).
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     if !targets.is_empty()
@@ -54,62 +47,59 @@ pub fn killall(args: KillAllArgs) -> Result<i32> {
         eprintln!("nothing killed");
         return Ok(1);
     }
-    for rec in &targets {
-        lifecycle::kill(&store, &rec.name)?;
-        println!("{}", rec.name);
+    for a in &targets {
+        c.kill(&a.name)?;
+        println!("{}", a.name);
     }
     Ok(0)
 }
 
-pub fn wait(args: WaitArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    match wait_finished(&store, &args.name, args.timeout.map(Duration::from_secs))? {
-        Some(rec) => Ok(rec.exit_code.map(|c| c as i32).unwrap_or(match rec.state.as_str() {
-            "killed" => 137,
-            _ => 1,
-        })),
-        None => {
-            eprintln!("agentbox: '{}' still running after {}s", args.name, args.timeout.unwrap_or(0));
-            Ok(exit::TIMED_OUT)
+pub fn wait(c: &dyn Control, args: WaitArgs) -> Result<i32> {
+    let deadline = args.timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    loop {
+        let a = c.get(&args.name)?;
+        if !a.is_live() {
+            return Ok(a.exit_code.map(|c| c as i32).unwrap_or(match a.state {
+                AgentState::Killed => 137,
+                _ => 1,
+            }));
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            eprintln!("agentbox: '{}' still running after {}s", args.name, args.timeout.unwrap_or(0));
+            return Ok(exit::TIMED_OUT);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-pub fn rm(args: RmArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
+pub fn rm(c: &dyn Control, args: RmArgs) -> Result<i32> {
     for name in &args.names {
-        lifecycle::remove(&store, name, args.force)?;
+        c.remove(name, args.force)?;
         println!("{name}");
     }
     Ok(0)
 }
 
-pub fn purge(args: PurgeArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let all = agents::all(&store)?;
+pub fn purge(c: &dyn Control, args: PurgeArgs) -> Result<i32> {
+    let all = c.list(&Filter::default())?;
     if all.is_empty() {
         return Ok(0);
     }
     if !args.force && !confirm(&format!("kill and remove all {} agents, workspaces included?", all.len()))? {
         bail!("purge removes every agent and its workspace; confirm on a terminal or use --force");
     }
-    for rec in &all {
+    for a in &all {
         // Killed first if it runs.
-        lifecycle::remove(&store, &rec.name, true)?;
-        println!("{}", rec.name);
+        c.remove(&a.name, true)?;
+        println!("{}", a.name);
     }
     Ok(0)
 }
 
-pub fn clean(_args: CleanArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    for rec in agents::all(&store)?.into_iter().filter(|a| !is_live_state(&a.state)) {
-        lifecycle::remove(&store, &rec.name, false)?;
-        println!("{}", rec.name);
+pub fn clean(c: &dyn Control, _args: CleanArgs) -> Result<i32> {
+    for a in c.list(&Filter { tags: vec![], status: Some("exited".into()) })? {
+        c.remove(&a.name, false)?;
+        println!("{}", a.name);
     }
     Ok(0)
 }

@@ -1,15 +1,13 @@
-//! `restart`, `clone`, `rename`.
+//! `restart` (here or on a server), `clone`, `rename` (here).
 
+use agentbox_engine::control::Control;
 use agentbox_engine::{lifecycle, Home};
 use anyhow::Result;
 
 use crate::cli::{CloneArgs, RenameArgs, RestartArgs};
 
-pub fn restart(args: RestartArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let rec = lifecycle::restart(&home, &store, &args.name)?;
-    println!("{}", rec.name);
+pub fn restart(c: &dyn Control, args: RestartArgs) -> Result<i32> {
+    println!("{}", c.restart(&args.name)?.name);
     Ok(0)
 }
 

@@ -1,18 +1,15 @@
-//! `net` (an agent's network audit) and `allow` (widen a running agent's policy).
+//! `net` (an agent's network audit) and `allow` (widen a running agent's policy), here or on a
+//! server.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::time::Duration;
 
-use agentbox_core::{NetworkMode, SandboxSpec};
-use agentbox_proxy::{format_utc, read_records, AuditRecord};
-use agentbox_supervisor::paths;
-use anyhow::{Context, Result};
+use agentbox_core::NetworkMode;
+use agentbox_engine::control::Control;
+use agentbox_proxy::{format_utc, AuditRecord};
+use anyhow::Result;
 
 use crate::cli::{AllowArgs, NetArgs};
-use agentbox_engine::agents;
-use agentbox_engine::config::Config;
-use agentbox_engine::Home;
 
 /// One row per connection: its decision, joined with its close record (bytes) when it ended.
 fn rows(records: Vec<AuditRecord>) -> Vec<AuditRecord> {
@@ -48,18 +45,16 @@ fn line(r: &AuditRecord) -> String {
     s
 }
 
-pub fn net(args: NetArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    let dir = agents::state_dir(&rec);
-    let spec: Option<SandboxSpec> = SandboxSpec::decode(&rec.spec).ok();
-    if spec.as_ref().is_some_and(|s| s.network != NetworkMode::Proxy) {
+/// Records read at once: an audit log's whole history, for practical purposes.
+const ALL: usize = 1_000_000;
+
+pub fn net(c: &dyn Control, args: NetArgs) -> Result<i32> {
+    let agent = c.get(&args.name)?;
+    if agent.network != NetworkMode::Proxy.to_string() {
         eprintln!("agentbox: {} does not use the egress proxy; nothing is audited", args.name);
     }
-    let path = paths::net_log(&dir);
+    let records = c.net_records(&args.name, ALL)?;
     if !args.follow {
-        let records = read_records(&path).with_context(|| format!("reading {}", path.display()))?;
         if args.json {
             for r in records {
                 println!("{}", serde_json::to_string(&r)?);
@@ -73,45 +68,31 @@ pub fn net(args: NetArgs) -> Result<i32> {
         return Ok(0);
     }
     // Follow: every record as it is written (decisions, then closes with their bytes).
-    let mut offset = 0u64;
-    let mut pending = String::new();
+    let mut seen = 0;
+    let mut records = records;
     loop {
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            f.seek(SeekFrom::Start(offset))?;
-            let mut reader = BufReader::new(f);
-            loop {
-                let n = reader.read_line(&mut pending)?;
-                if n == 0 || !pending.ends_with('\n') {
-                    break;
-                }
-                offset += pending.len() as u64;
-                if let Ok(r) = serde_json::from_str::<AuditRecord>(&pending) {
-                    if args.json {
-                        print!("{pending}");
-                    } else {
-                        println!("{}{}", line(&r), if r.event == "close" { "  closed" } else { "" });
-                    }
-                }
-                pending.clear();
+        for r in records.iter().skip(seen) {
+            if args.json {
+                println!("{}", serde_json::to_string(r)?);
+            } else {
+                println!("{}{}", line(r), if r.event == "close" { "  closed" } else { "" });
             }
         }
-        let rec = agents::get(&store, &args.name)?;
-        if !agents::is_live_state(&rec.state) {
+        seen = seen.max(records.len());
+        if !c.get(&args.name)?.is_live() {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(200));
+        records = c.net_records(&args.name, ALL)?;
     }
 }
 
-pub fn allow(args: AllowArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    agentbox_engine::net::allow(&home, &store, &args.name, &args.host, args.once, args.always)?;
+pub fn allow(c: &dyn Control, args: AllowArgs) -> Result<i32> {
+    c.allow(&args.name, &args.host, args.once, args.always)?;
     if args.always {
         eprintln!(
-            "agentbox: {} is allowed for every agent from now on ({})",
-            args.host,
-            Config::path(&home).display()
+            "agentbox: {} is allowed for every agent from now on ([network] allow in config.toml)",
+            args.host
         );
     }
     Ok(0)

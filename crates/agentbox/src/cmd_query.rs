@@ -1,4 +1,4 @@
-//! `list`, `info`, `history`, `root`.
+//! `list` and `history` (here or on a server), `info` and `root` (this machine).
 
 use agentbox_core::SandboxSpec;
 use agentbox_supervisor::paths;
@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cli::{HistoryArgs, InfoArgs, ListArgs};
 use agentbox_engine::agents::{self, age, describe_state};
+use agentbox_engine::control::Control;
 use agentbox_engine::views::Filter;
 use agentbox_engine::Home;
 
@@ -13,11 +14,9 @@ fn spec_of(rec: &agentbox_store::AgentRecord) -> Option<SandboxSpec> {
     SandboxSpec::decode(&rec.spec).ok()
 }
 
-pub fn list(args: ListArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
+pub fn list(c: &dyn Control, args: ListArgs) -> Result<i32> {
     let filter = Filter { tags: args.tags.clone(), status: args.status.clone() };
-    let agents = agentbox_engine::views::list(&store, &filter)?;
+    let agents = c.list(&filter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&agents)?);
     } else if args.quiet {
@@ -119,9 +118,8 @@ pub fn info(args: InfoArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub fn history(args: HistoryArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let events = home.store()?.events(args.lines, args.event.as_deref())?;
+pub fn history(c: &dyn Control, args: HistoryArgs) -> Result<i32> {
+    let events = c.events(args.lines, args.event.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
     } else {

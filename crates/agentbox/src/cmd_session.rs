@@ -1,26 +1,31 @@
-//! `logs`, `screen`, `send`, `broadcast`, `attach`.
+//! `logs`, `screen`, `send`, `broadcast` (here or on a server) and `attach` (here; see
+//! `remote_attach` for a server).
 
-use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::io::IsTerminal;
 use std::time::Duration;
 
-use agentbox_supervisor::{attach as attach_agent, paths, AttachEnd, AttachOptions};
+use agentbox_engine::agents::{self, is_live_state};
+use agentbox_engine::control::Control;
+use agentbox_engine::logs::tail_lines;
+use agentbox_engine::views::Filter;
+use agentbox_engine::Home;
+use agentbox_supervisor::{attach as attach_agent, AttachEnd, AttachOptions};
 use anyhow::{bail, Context, Result};
 
-use agentbox_engine::agents::{self, is_live_state, matches_tags};
-use agentbox_engine::logs::{plain, tail_lines};
-
 use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
-use agentbox_engine::Home;
 
-pub fn logs(args: LogsArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let rec = agents::get(&store, &args.name)?;
-    let path = paths::log(&agents::state_dir(&rec));
-    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let mut all = Vec::new();
-    file.read_to_end(&mut all)?;
-    let text = if args.raw { all } else { plain(&all) };
+pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
+    // Everything logged so far, chunk by chunk.
+    let mut text = Vec::new();
+    let mut offset = 0;
+    loop {
+        let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
+        text.extend_from_slice(chunk.data.as_bytes());
+        offset = chunk.next_offset;
+        if chunk.data.is_empty() || offset >= chunk.size {
+            break;
+        }
+    }
     let shown = match args.lines {
         Some(n) => tail_lines(&text, n),
         None => &text[..],
@@ -31,16 +36,12 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
     if !args.follow {
         return Ok(0);
     }
-    let mut offset = file.stream_position()?;
-    let mut buf = Vec::new();
     loop {
-        let live = is_live_state(&agents::get(&store, &args.name)?.state);
-        file.seek(SeekFrom::Start(offset))?;
-        buf.clear();
-        file.read_to_end(&mut buf)?;
-        offset += buf.len() as u64;
-        if !buf.is_empty() {
-            out.write(&if args.raw { buf.clone() } else { plain(&buf) })?;
+        let live = c.get(&args.name)?.is_live();
+        let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
+        offset = chunk.next_offset;
+        if !chunk.data.is_empty() {
+            out.write(chunk.data.as_bytes())?;
         } else if !live {
             return Ok(0);
         } else {
@@ -49,11 +50,9 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
     }
 }
 
-pub fn screen(args: ScreenArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
-    let (rec, text) = agentbox_engine::session::screen(&store, &args.name, args.ansi)?;
-    print_screen(&args, &rec.name, rec.state.as_str(), &text);
+pub fn screen(c: &dyn Control, args: ScreenArgs) -> Result<i32> {
+    let s = c.screen(&args.name, args.ansi)?;
+    print_screen(&args, &s.name, &s.state, &s.screen);
     Ok(0)
 }
 
@@ -82,31 +81,22 @@ fn input(text: &[String], file: Option<&std::path::Path>, enter: bool) -> Result
     Ok(bytes)
 }
 
-pub fn send(args: SendArgs) -> Result<i32> {
+pub fn send(c: &dyn Control, args: SendArgs) -> Result<i32> {
     if args.text.is_empty() && args.file.is_none() {
         bail!("nothing to send: give TEXT or --file FILE");
     }
-    let home = Home::open()?;
-    let store = home.store()?;
-    agentbox_engine::session::send(
-        &store,
-        &args.name,
-        &input(&args.text, args.file.as_deref(), !args.no_enter)?,
-    )?;
+    c.send(&args.name, &input(&args.text, args.file.as_deref(), !args.no_enter)?)?;
     Ok(0)
 }
 
-pub fn broadcast(args: BroadcastArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
+pub fn broadcast(c: &dyn Control, args: BroadcastArgs) -> Result<i32> {
     let bytes = input(&args.text, None, !args.no_enter)?;
     let mut sent = 0;
-    for rec in
-        agents::all(&store)?.into_iter().filter(|a| is_live_state(&a.state) && matches_tags(a, &args.tags))
-    {
-        match agentbox_supervisor::send_input(&agents::state_dir(&rec), &bytes) {
+    let running = Filter { tags: args.tags.clone(), status: Some("running".into()) };
+    for a in c.list(&running)? {
+        match c.send(&a.name, &bytes) {
             Ok(()) => sent += 1,
-            Err(e) => eprintln!("agentbox: {}: {e}", rec.name),
+            Err(e) => eprintln!("agentbox: {}: {e}", a.name),
         }
     }
     eprintln!("sent to {sent} agent(s)");

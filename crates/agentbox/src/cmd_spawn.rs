@@ -1,9 +1,9 @@
 //! `spawn` and `swarm`: the flags as the engine's [`SpawnSpec`], spawned here (this process is
-//! single-threaded, so the sandbox is cloned from it directly).
+//! single-threaded, so the sandbox is cloned from it directly) or by a server.
 
 use agentbox_core::{validate_name, EgressRequest, Limits, SpawnSpec, WorkspaceSource};
-use agentbox_engine::spawn::spawn_one;
-use agentbox_engine::{Context, Home};
+use agentbox_engine::control::Control;
+use agentbox_engine::Context;
 use anyhow::Result;
 
 use crate::cli::{SpawnArgs, SpawnOptions, SwarmArgs};
@@ -49,20 +49,17 @@ fn absolute(dir: &std::path::Path) -> agentbox_engine::Result<std::path::PathBuf
     std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))
 }
 
-pub fn spawn(args: SpawnArgs) -> Result<i32> {
-    let home = Home::open()?;
-    spawn_one(&home, &args.opts.to_spec(&args.name)?)?;
-    println!("{}", args.name);
+pub fn spawn(c: &dyn Control, args: SpawnArgs) -> Result<i32> {
+    println!("{}", c.spawn(&args.opts.to_spec(&args.name)?)?.name);
     Ok(0)
 }
 
-pub fn swarm(args: SwarmArgs) -> Result<i32> {
+pub fn swarm(c: &dyn Control, args: SwarmArgs) -> Result<i32> {
     validate_name(&args.base)?;
     anyhow::ensure!((1..=1000).contains(&args.count), "swarm size must be between 1 and 1000");
-    let home = Home::open()?;
     for i in 1..=args.count {
         let name = format!("{}-{i}", args.base);
-        spawn_one(&home, &args.opts.to_spec(&name)?).with_context(|| format!("spawning {name}"))?;
+        c.spawn(&args.opts.to_spec(&name)?).with_context(|| format!("spawning {name}"))?;
         println!("{name}");
     }
     Ok(0)

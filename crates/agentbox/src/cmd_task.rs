@@ -1,4 +1,4 @@
-//! `agentbox task ...`.
+//! `agentbox task ...`, here or on a server.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -8,23 +8,11 @@ use agentbox_core::termfilter::escape_for_terminal as esc;
 use agentbox_core::ManifestFormat;
 use anyhow::{Context, Result};
 
-use crate::cli::{TaskArgs, TaskCommand};
 use agentbox_engine::agents::age;
-use agentbox_engine::tasks::{self, artifacts, TaskView};
-use agentbox_engine::Home;
+use agentbox_engine::control::Control;
+use agentbox_engine::tasks::{self, TaskView};
 
-/// Reads a manifest file (or stdin for `-`) and validates it.
-pub fn read_manifest(file: &Path) -> Result<agentbox_core::TaskManifest> {
-    let (text, format) = if file == Path::new("-") {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading the manifest from stdin")?;
-        (s, ManifestFormat::Yaml)
-    } else {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        (text, ManifestFormat::of_path(file))
-    };
-    tasks::parse_manifest(&text, format).with_context(|| file.display().to_string())
-}
+use crate::cli::{TaskArgs, TaskCommand};
 
 fn print_table(tasks: &[TaskView]) {
     println!("{:<14} {:<13} {:<6} {:<7} {:<24} REASON", "ID", "STATE", "AGE", "ATTEMPT", "NAME");
@@ -51,24 +39,37 @@ fn final_status(t: &TaskView) -> i32 {
     }
 }
 
-pub fn wait_final(home: &Home, id: &str) -> Result<TaskView> {
-    let store = home.store()?;
+/// Waits until the task has ended.
+pub fn wait_final(c: &dyn Control, id: &str) -> Result<TaskView> {
     loop {
-        let t = tasks::get(home, &store, id)?;
+        let t = c.task(id)?.task;
         if t.state.is_final() {
             return Ok(t);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-pub fn task(args: TaskArgs) -> Result<i32> {
-    let home = Home::open()?;
-    let store = home.store()?;
+/// The manifest as written, from a file or stdin (`-`): validated where the task runs, after a
+/// local check so that mistakes are named here.
+fn manifest_text(file: &Path) -> Result<(String, ManifestFormat)> {
+    let (text, format) = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading the manifest from stdin")?;
+        (s, ManifestFormat::Yaml)
+    } else {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        (text, ManifestFormat::of_path(file))
+    };
+    tasks::parse_manifest(&text, format).with_context(|| file.display().to_string())?;
+    Ok((text, format))
+}
+
+pub fn task(c: &dyn Control, args: TaskArgs) -> Result<i32> {
     match args.command {
         TaskCommand::Submit { file, wait, json } => {
-            let manifest = read_manifest(&file)?;
-            let t = tasks::submit(&home, &store, &manifest)?;
+            let (text, format) = manifest_text(&file)?;
+            let t = c.submit_task(&text, format)?;
             if json && !wait {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
@@ -77,7 +78,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             if !wait {
                 return Ok(0);
             }
-            let t = wait_final(&home, &t.id)?;
+            let t = wait_final(c, &t.id)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
@@ -86,7 +87,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             Ok(final_status(&t))
         }
         TaskCommand::List { json } => {
-            let all = tasks::list(&home, &store)?;
+            let all = c.tasks()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
@@ -95,15 +96,13 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             Ok(0)
         }
         TaskCommand::Show { id, json } => {
-            let t = tasks::get(&home, &store, &id)?;
-            let events = store.events_of(&t.id, 200)?;
+            let d = c.task(&id)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"task": t, "events": events}))?
-                );
+                let v = serde_json::json!({"task": d.task, "events": d.events, "artifacts": d.artifacts});
+                println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
             }
+            let t = &d.task;
             println!("id:        {}", t.id);
             println!("name:      {}", esc(&t.name));
             println!("state:     {}", esc(&t.describe()));
@@ -113,7 +112,7 @@ pub fn task(args: TaskArgs) -> Result<i32> {
             println!("output:    {}", t.output_dir);
             println!("workspace: {}", t.workspace);
             if !t.state.is_final() {
-                match tasks::runner::runner_pid(&home) {
+                match d.runner {
                     Some(pid) => println!("runner:    pid {pid}"),
                     None => println!(
                         "runner:    not running (starts with the next submit, cancel or `agentbox serve`)"
@@ -121,24 +120,22 @@ pub fn task(args: TaskArgs) -> Result<i32> {
                 }
             }
             println!("events:");
-            for e in events {
+            for e in &d.events {
                 println!("  {:>6} ago  {:<24} {}", age(e.at), e.event, esc(&e.detail));
             }
             Ok(0)
         }
-        TaskCommand::Logs { id, follow } => logs(&home, &id, follow),
+        TaskCommand::Logs { id, follow } => logs(c, &id, follow),
         TaskCommand::Cancel { id } => {
-            let t = tasks::cancel(&home, &store, &id)?;
-            let t = if t.state.is_final() { t } else { wait_final(&home, &t.id)? };
+            let t = c.cancel_task(&id)?;
+            let t = if t.state.is_final() { t } else { wait_final(c, &t.id)? };
             println!("task {} {}", t.id, esc(&t.describe()));
             Ok(0)
         }
         TaskCommand::Artifacts { id, download, json } => {
-            let t = tasks::get(&home, &store, &id)?;
-            let output = Path::new(&t.output_dir);
             let list = match &download {
-                Some(dest) => artifacts::download(output, dest)?,
-                None => artifacts::list(output)?,
+                Some(dest) => c.download_artifacts(&id, dest)?,
+                None => c.task(&id)?.artifacts,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -157,23 +154,21 @@ pub fn task(args: TaskArgs) -> Result<i32> {
 
 /// Prints the current attempt's log; with `follow`, keeps printing (across retries) until the
 /// task ends.
-fn logs(home: &Home, id: &str, follow: bool) -> Result<i32> {
-    let store = home.store()?;
+fn logs(c: &dyn Control, id: &str, follow: bool) -> Result<i32> {
     let mut out = std::io::stdout().lock();
-    let mut cursor = tasks::LogCursor::default();
+    let (mut attempt, mut printed) = (None, 0);
     loop {
-        let t = tasks::get(home, &store, id)?;
-        let done = t.state.is_final();
-        // Everything there is, chunk by chunk, before deciding whether to wait.
-        loop {
-            let text = cursor.next(home, &store, &t)?;
-            if text.is_empty() {
-                break;
-            }
-            out.write_all(text.as_bytes())?;
+        let t = c.task(id)?.task;
+        let text = c.task_log(id)?;
+        // A retry starts a new log: print it from its start.
+        if attempt != Some(t.attempt) || text.len() < printed {
+            attempt = Some(t.attempt);
+            printed = 0;
         }
+        out.write_all(&text.as_bytes()[printed..])?;
         out.flush()?;
-        if !follow || done {
+        printed = text.len();
+        if !follow || t.state.is_final() {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(200));

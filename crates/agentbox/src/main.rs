@@ -1,7 +1,9 @@
-//! The `agentbox` command line.
+//! The `agentbox` command line: flags in, engine requests out, results printed.
 //!
 //! The binary is single-threaded until a command needs more: `run` must clone its sandbox before
-//! any thread exists, so nothing here starts a runtime.
+//! any thread exists, so nothing here starts a runtime. The verbs that mean the same here and on
+//! a server are rendered from one [`Control`], the local engine or a server's API, so their
+//! output is the same either way.
 
 mod cli;
 mod cmd_diff;
@@ -20,14 +22,19 @@ mod cmd_spawn;
 mod cmd_task;
 mod cmd_vm;
 mod cmd_watch;
+mod contexts;
 mod exit;
 mod remote;
-mod remote_tasks;
+mod remote_verbs;
+mod roles;
 
+use agentbox_engine::control::{Control, Local};
+use anyhow::{bail, Result};
 use clap::Parser;
+use cli::Command;
 
 /// Prints an error the way every agentbox command does and turns it into exit status 1.
-fn report(result: anyhow::Result<i32>) -> i32 {
+fn report(result: Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -47,6 +54,9 @@ fn main() {
     if std::process::id() == 1 && args.first().is_some_and(|a| a == "/init") {
         agentbox_vm::guest::run_guest();
     }
+    if let Some(code) = roles::dispatch(&args) {
+        std::process::exit(code);
+    }
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -60,96 +70,105 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if !matches!(cli.command, cli::Command::Supervise { .. }) {
-        // A command whose reader went away (`agentbox logs x | head`) ends quietly, like any
-        // Unix tool. The supervisor keeps SIGPIPE ignored: a client that disconnects must not
-        // kill it.
-        let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
+    // A command whose reader went away (`agentbox logs x | head`) ends quietly, like any Unix
+    // tool.
+    let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
+    std::process::exit(run(cli));
+}
+
+fn run(cli: cli::Cli) -> i32 {
+    let (server, context) = (cli.server, cli.context);
+    let command = match about_this_machine(cli.command) {
+        Ok(code) => return code,
+        Err(command) => command,
+    };
+    // The rest go to a server if one is selected (--server, --context, AGENTBOX_SERVER,
+    // AGENTBOX_CONTEXT, `context use`).
+    match contexts::selected(server, context) {
+        Ok(Some(remote)) => report(on_server(&remote, command)),
+        Ok(None) => report(here(command)),
+        Err(e) => report(Err(e)),
     }
-    // Commands about this machine itself always run here; the rest go to a server if one is
-    // selected (--server, --context, AGENTBOX_SERVER, AGENTBOX_CONTEXT, `context use`).
-    let local_only = matches!(
-        cli.command,
-        cli::Command::Run(_)
-            | cli::Command::Doctor(_)
-            | cli::Command::Supervise { .. }
-            | cli::Command::SpawnRole
-            | cli::Command::TasksRole
-            | cli::Command::CloneRole { .. }
-            | cli::Command::VmHostRole
-            | cli::Command::VmExecRole { .. }
-            | cli::Command::VmForwardRole { .. }
-            | cli::Command::Vm(_)
-            | cli::Command::Serve(_)
-            | cli::Command::Context(_)
-            | cli::Command::Version
-            | cli::Command::Completion(_)
-            | cli::Command::Env(_)
-            | cli::Command::Root
-    );
-    if !local_only {
-        match remote::selected(&cli) {
-            Ok(Some(server)) => std::process::exit(report(remote::run(&server, cli.command))),
-            Ok(None) => {}
-            Err(e) => std::process::exit(report(Err(e))),
-        }
-    }
-    let code = match cli.command {
-        cli::Command::Run(args) => cmd_run::run(*args),
-        cli::Command::Doctor(args) => cmd_doctor::run(args),
-        cli::Command::Spawn(args) => report(cmd_spawn::spawn(*args)),
-        cli::Command::Swarm(args) => report(cmd_spawn::swarm(*args)),
-        cli::Command::Supervise { name } => {
-            report(agentbox_engine::spawn::supervise_role(&name).map_err(Into::into))
-        }
-        cli::Command::SpawnRole => report(agentbox_engine::spawn::spawn_role().map_err(Into::into)),
-        cli::Command::TasksRole => report(agentbox_engine::tasks::runner::runner_role().map_err(Into::into)),
-        cli::Command::CloneRole { url, dir, git_ref } => report(
-            agentbox_engine::tasks::runner::clone_role(&url, &dir, git_ref.as_deref()).map_err(Into::into),
-        ),
-        cli::Command::VmHostRole => cmd_vm::host_role(),
-        cli::Command::VmExecRole { tty, command } => agentbox_vm::exec_client::run_exec(command, tty),
-        cli::Command::VmForwardRole { port } => agentbox_vm::fwd::run_forward(port),
-        cli::Command::Vm(args) => report(cmd_vm::vm(args)),
-        cli::Command::Task(args) => report(cmd_task::task(args)),
-        cli::Command::Hitl(args) => report(cmd_hitl::hitl(args)),
-        cli::Command::Serve(args) => report(agentbox_server::serve(args.into())),
-        cli::Command::Context(args) => report(remote::context(args)),
-        cli::Command::List(args) => report(cmd_query::list(args)),
-        cli::Command::Info(args) => report(cmd_query::info(args)),
-        cli::Command::History(args) => report(cmd_query::history(args)),
-        cli::Command::Net(args) => report(cmd_net::net(args)),
-        cli::Command::Allow(args) => report(cmd_net::allow(args)),
-        cli::Command::Root => report(cmd_query::root()),
-        cli::Command::Profiles(args) => report(cmd_profiles::profiles(args)),
-        cli::Command::Keys(args) => report(cmd_profiles::keys(args)),
-        cli::Command::Env(args) => report(cmd_profiles::env(args)),
-        cli::Command::Completion(args) => report(cmd_profiles::completion(args)),
-        cli::Command::Logs(args) => report(cmd_session::logs(args)),
-        cli::Command::Screen(args) => report(cmd_session::screen(args)),
-        cli::Command::Send(args) => report(cmd_session::send(args)),
-        cli::Command::Broadcast(args) => report(cmd_session::broadcast(args)),
-        cli::Command::Attach(args) => report(cmd_session::attach(args)),
-        cli::Command::Restart(args) => report(cmd_manage::restart(args)),
-        cli::Command::Clone(args) => report(cmd_manage::clone(args)),
-        cli::Command::Rename(args) => report(cmd_manage::rename(args)),
-        cli::Command::Exec(args) => report(cmd_exec::exec(args)),
-        cli::Command::Diff(args) => report(cmd_diff::diff(args)),
-        cli::Command::Verify(args) => report(cmd_diff::verify(args)),
-        cli::Command::Grid(args) => report(cmd_watch::grid(args)),
-        cli::Command::Watch(args) => report(cmd_watch::watch(args)),
-        cli::Command::Ps(args) => report(cmd_ps::ps(args)),
-        cli::Command::Stats(args) => report(cmd_ps::stats(args)),
-        cli::Command::Kill(args) => report(cmd_lifecycle::kill(args)),
-        cli::Command::Killall(args) => report(cmd_lifecycle::killall(args)),
-        cli::Command::Wait(args) => report(cmd_lifecycle::wait(args)),
-        cli::Command::Rm(args) => report(cmd_lifecycle::rm(args)),
-        cli::Command::Clean(args) => report(cmd_lifecycle::clean(args)),
-        cli::Command::Purge(args) => report(cmd_lifecycle::purge(args)),
-        cli::Command::Version => {
+}
+
+/// Commands about this machine itself: they always run here.
+fn about_this_machine(command: Command) -> Result<i32, Command> {
+    Ok(match command {
+        Command::Run(args) => cmd_run::run(*args),
+        Command::Doctor(args) => cmd_doctor::run(args),
+        Command::Vm(args) => report(cmd_vm::vm(args)),
+        Command::Serve(args) => report(agentbox_server::serve(args.into())),
+        Command::Context(args) => report(contexts::context(args)),
+        Command::Completion(args) => report(cmd_profiles::completion(args)),
+        Command::Env(args) => report(cmd_profiles::env(args)),
+        Command::Root => report(cmd_query::root()),
+        Command::Version => {
             println!("agentbox {}", env!("CARGO_PKG_VERSION"));
             0
         }
+        other => return Err(other),
+    })
+}
+
+/// The verbs that mean the same here and on a server; anything else is handed back.
+fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
+    Ok(match command {
+        Command::Spawn(args) => cmd_spawn::spawn(c, *args),
+        Command::Swarm(args) => cmd_spawn::swarm(c, *args),
+        Command::List(args) => cmd_query::list(c, args),
+        Command::History(args) => cmd_query::history(c, args),
+        Command::Logs(args) => cmd_session::logs(c, args),
+        Command::Screen(args) => cmd_session::screen(c, args),
+        Command::Send(args) => cmd_session::send(c, args),
+        Command::Broadcast(args) => cmd_session::broadcast(c, args),
+        Command::Kill(args) => cmd_lifecycle::kill(c, args),
+        Command::Killall(args) => cmd_lifecycle::killall(c, args),
+        Command::Wait(args) => cmd_lifecycle::wait(c, args),
+        Command::Rm(args) => cmd_lifecycle::rm(c, args),
+        Command::Clean(args) => cmd_lifecycle::clean(c, args),
+        Command::Purge(args) => cmd_lifecycle::purge(c, args),
+        Command::Restart(args) => cmd_manage::restart(c, args),
+        Command::Net(args) => cmd_net::net(c, args),
+        Command::Allow(args) => cmd_net::allow(c, args),
+        Command::Hitl(args) => cmd_hitl::hitl(c, args),
+        Command::Task(args) => cmd_task::task(c, args),
+        other => return Err(other),
+    })
+}
+
+fn on_server(remote: &remote::Remote, command: Command) -> Result<i32> {
+    match shared(remote, command) {
+        Ok(result) => result,
+        Err(Command::Attach(args)) => remote_verbs::attach(remote, &args),
+        Err(Command::Info(args)) => remote_verbs::info(remote, &args),
+        Err(other) => {
+            let verb = format!("{other:?}");
+            let verb = verb.split(['(', ' ', '{']).next().unwrap_or("this").to_lowercase();
+            bail!("`{verb}` is not available with --server; run it on the server's machine")
+        }
+    }
+}
+
+fn here(command: Command) -> Result<i32> {
+    let command = match command {
+        Command::Info(args) => return cmd_query::info(args),
+        Command::Attach(args) => return cmd_session::attach(args),
+        Command::Exec(args) => return cmd_exec::exec(args),
+        Command::Diff(args) => return cmd_diff::diff(args),
+        Command::Verify(args) => return cmd_diff::verify(args),
+        Command::Clone(args) => return cmd_manage::clone(args),
+        Command::Rename(args) => return cmd_manage::rename(args),
+        Command::Grid(args) => return cmd_watch::grid(args),
+        Command::Watch(args) => return cmd_watch::watch(args),
+        Command::Ps(args) => return cmd_ps::ps(args),
+        Command::Stats(args) => return cmd_ps::stats(args),
+        Command::Profiles(args) => return cmd_profiles::profiles(args),
+        Command::Keys(args) => return cmd_profiles::keys(args),
+        other => other,
     };
-    std::process::exit(code);
+    let local = Local::open()?;
+    match shared(&local, command) {
+        Ok(result) => result,
+        Err(other) => bail!("{other:?} has no local implementation"),
+    }
 }

@@ -147,6 +147,33 @@ pub fn submit(home: &Home, store: &Store, manifest: &TaskManifest) -> Result<Tas
     Ok(TaskView::of(home, &store.task(&id)?))
 }
 
+/// A task with its manifest, its journal and its artifacts (`task show`, `GET /api/v1/tasks/ID`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: TaskView,
+    #[schema(value_type = Object)]
+    pub manifest: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<agentbox_store::Event>,
+    pub artifacts: Vec<artifacts::Artifact>,
+    /// The runner's process id, while one runs.
+    pub runner: Option<i32>,
+}
+
+pub fn detail(home: &Home, store: &Store, id: &str) -> Result<TaskDetail> {
+    let rec = store.find_task(id)?;
+    let task = TaskView::of(home, &rec);
+    let artifacts = artifacts::list(std::path::Path::new(&task.output_dir))?;
+    Ok(TaskDetail {
+        manifest: serde_json::from_str(&rec.manifest).unwrap_or_default(),
+        events: store.events_of(&rec.id, 500)?,
+        artifacts,
+        task,
+        runner: runner::runner_pid(home),
+    })
+}
+
 pub fn list(home: &Home, store: &Store) -> Result<Vec<TaskView>> {
     Ok(store.tasks()?.iter().map(|t| TaskView::of(home, t)).collect())
 }

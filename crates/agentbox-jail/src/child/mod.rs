@@ -88,6 +88,8 @@ fn send_fds(sock: &OwnedFd, tag: u8, fds: &[std::os::fd::RawFd]) -> Result<(), F
 #[derive(Debug)]
 pub(crate) struct ChildContext<'a> {
     pub plan: &'a Plan,
+    /// The launcher had one thread when it forked this process, so this one has one too.
+    pub one: &'a agentbox_sys::SingleThreaded,
     /// Read end of the launcher's "go" pipe.
     pub go: OwnedFd,
     pub report: OwnedFd,
@@ -262,7 +264,7 @@ fn restrict_and_run(
     let program = resolve_program(&ctx.program, path_var);
     // For `exec`, setns(PID) applies to children: the command is forked into the sandbox's PID
     // namespace while this process stays outside as its reaper, like the sandbox's own init.
-    match agentbox_sys::fork_process().map_err(|e| failure("fork command", e))? {
+    match agentbox_sys::fork_process(ctx.one).map_err(|e| failure("fork command", e))? {
         Child::Child => exec_command(ctx, terminal.as_ref(), program),
         Child::Parent(pid) => {
             drop(terminal);
@@ -272,7 +274,7 @@ fn restrict_and_run(
                 let _ = nix::unistd::dup2_stdout(&null);
                 let _ = nix::unistd::dup2_stderr(&null);
             }
-            let _ = agentbox_sys::close_from(3);
+            let _ = agentbox_sys::close_from(ctx.one, 3);
             init_loop(pid)
         }
     }

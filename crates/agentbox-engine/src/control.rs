@@ -1,0 +1,161 @@
+//! What a front end can ask of agentbox, wherever the agents are: this machine ([`Local`], the
+//! engine itself) or a server (the CLI's HTTP client implements the same trait). The CLI renders
+//! the values this returns, one renderer for both, so `agentbox --server URL list` prints what
+//! `agentbox list` prints on the server's machine.
+
+use std::path::Path;
+
+use agentbox_core::{HostRule, ManifestFormat, SpawnSpec};
+use agentbox_proxy::AuditRecord;
+use agentbox_store::Event;
+
+use crate::error::Result;
+use crate::home::Home;
+use crate::tasks::artifacts::{self, Artifact};
+use crate::tasks::{TaskDetail, TaskView};
+use crate::views::{AgentView, Filter, HitlView, LogChunk, ScreenView};
+
+/// The operations both the local engine and a server offer.
+pub trait Control {
+    fn list(&self, filter: &Filter) -> Result<Vec<AgentView>>;
+    fn get(&self, name: &str) -> Result<AgentView>;
+    fn spawn(&self, spec: &SpawnSpec) -> Result<AgentView>;
+    fn kill(&self, name: &str) -> Result<AgentView>;
+    fn restart(&self, name: &str) -> Result<AgentView>;
+    fn remove(&self, name: &str, force: bool) -> Result<()>;
+    /// Types bytes into a running agent's terminal.
+    fn send(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView>;
+    /// A byte range of the agent's log (see [`crate::logs::log_range_at`]).
+    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogChunk>;
+    /// The agent's last `limit` audit records, oldest first.
+    fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>>;
+    fn allow(&self, name: &str, host: &HostRule, once: bool, always: bool) -> Result<()>;
+    /// The journal's last `limit` entries (of one kind), oldest first.
+    fn events(&self, limit: usize, kind: Option<&str>) -> Result<Vec<Event>>;
+    /// HITL requests, newest first: open ones, or all.
+    fn hitl_list(&self, all: bool) -> Result<Vec<HitlView>>;
+    fn answer_hitl(&self, id: i64, text: &str, enter: bool) -> Result<HitlView>;
+    fn tasks(&self) -> Result<Vec<TaskView>>;
+    fn task(&self, id: &str) -> Result<TaskDetail>;
+    /// Submits a manifest as written (YAML or JSON); it is validated where it runs.
+    fn submit_task(&self, text: &str, format: ManifestFormat) -> Result<TaskView>;
+    fn cancel_task(&self, id: &str) -> Result<TaskView>;
+    /// The current attempt's log as plain text.
+    fn task_log(&self, id: &str) -> Result<String>;
+    /// Copies a task's artifacts into `dest` (created); returns what was copied.
+    fn download_artifacts(&self, id: &str, dest: &Path) -> Result<Vec<Artifact>>;
+}
+
+/// The agents of this machine's `AGENTBOX_HOME`. Spawning clones a sandbox, so [`Control::spawn`]
+/// must be called from a single-threaded process (the CLI is one).
+#[derive(Debug)]
+pub struct Local {
+    pub home: Home,
+    store: agentbox_store::Store,
+}
+
+impl Local {
+    pub fn open() -> Result<Self> {
+        let home = Home::open()?;
+        let store = home.store()?;
+        Ok(Self { home, store })
+    }
+
+    pub fn store(&self) -> &agentbox_store::Store {
+        &self.store
+    }
+}
+
+impl Control for Local {
+    fn list(&self, filter: &Filter) -> Result<Vec<AgentView>> {
+        crate::views::list(&self.store, filter)
+    }
+
+    fn get(&self, name: &str) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::agents::get(&self.store, name)?))
+    }
+
+    fn spawn(&self, spec: &SpawnSpec) -> Result<AgentView> {
+        crate::spawn::spawn_one(&self.home, spec)?;
+        self.get(&spec.name)
+    }
+
+    fn kill(&self, name: &str) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::lifecycle::kill(&self.store, name)?))
+    }
+
+    fn restart(&self, name: &str) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::lifecycle::restart(&self.home, &self.store, name)?))
+    }
+
+    fn remove(&self, name: &str, force: bool) -> Result<()> {
+        crate::lifecycle::remove(&self.store, name, force)
+    }
+
+    fn send(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        crate::session::send(&self.store, name, bytes)
+    }
+
+    fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView> {
+        let (rec, screen) = crate::session::screen(&self.store, name, ansi)?;
+        Ok(ScreenView { name: rec.name, state: rec.state.to_string(), screen })
+    }
+
+    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogChunk> {
+        crate::logs::log_range(&self.store, name, offset, None, raw)
+    }
+
+    fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        crate::net::net_records(&self.store, name, limit)
+    }
+
+    fn allow(&self, name: &str, host: &HostRule, once: bool, always: bool) -> Result<()> {
+        crate::net::allow(&self.home, &self.store, name, host, once, always)
+    }
+
+    fn events(&self, limit: usize, kind: Option<&str>) -> Result<Vec<Event>> {
+        Ok(self.store.events(limit, kind)?)
+    }
+
+    fn hitl_list(&self, all: bool) -> Result<Vec<HitlView>> {
+        Ok(self.store.hitl_list(!all, 500)?.iter().map(HitlView::of).collect())
+    }
+
+    fn answer_hitl(&self, id: i64, text: &str, enter: bool) -> Result<HitlView> {
+        Ok(HitlView::of(&crate::session::answer_hitl(&self.store, id, text, enter)?))
+    }
+
+    fn tasks(&self) -> Result<Vec<TaskView>> {
+        crate::tasks::list(&self.home, &self.store)
+    }
+
+    fn task(&self, id: &str) -> Result<TaskDetail> {
+        crate::tasks::detail(&self.home, &self.store, id)
+    }
+
+    fn submit_task(&self, text: &str, format: ManifestFormat) -> Result<TaskView> {
+        let manifest = crate::tasks::parse_manifest(text, format)?;
+        crate::tasks::submit(&self.home, &self.store, &manifest)
+    }
+
+    fn cancel_task(&self, id: &str) -> Result<TaskView> {
+        crate::tasks::cancel(&self.home, &self.store, id)
+    }
+
+    fn task_log(&self, id: &str) -> Result<String> {
+        let t = crate::tasks::get(&self.home, &self.store, id)?;
+        Ok(match crate::tasks::log_path(&self.home, &self.store, &t) {
+            Some(p) => {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                String::from_utf8_lossy(&crate::logs::plain(&bytes)).into_owned()
+            }
+            None => String::new(),
+        })
+    }
+
+    fn download_artifacts(&self, id: &str, dest: &Path) -> Result<Vec<Artifact>> {
+        let t = crate::tasks::get(&self.home, &self.store, id)?;
+        artifacts::download(Path::new(&t.output_dir), dest)
+    }
+}

@@ -1,0 +1,91 @@
+//! The supervisor role (`agentbox __supervise NAME`): the agent's own process, which owns its
+//! terminal and outlives every client; it restarts the agent when its policy says so.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentbox_core::{Backend, NetworkMode, SandboxSpec};
+use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::home::Home;
+
+/// The supervisor role (`__supervise NAME`): detached from the caller's session, runs until the
+/// agent ends. Returns the agent's exit status.
+pub fn supervise_role(name: &str) -> Result<i32> {
+    let _ = nix::unistd::setsid();
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = store.get(name)?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
+    let state_dir = PathBuf::from(rec.state_dir);
+    let proxy = (spec.network == NetworkMode::Proxy).then(|| {
+        let (home, agent, egress) = (home.clone(), name.to_string(), spec.egress.clone());
+        let audit = paths::net_log(&state_dir);
+        ProxySetup(Box::new(move || {
+            crate::egress::proxy_config(&home, &agent, &egress, Some(&audit)).map_err(|e| e.to_string())
+        }))
+    });
+    // A broken config.toml must not keep the agent from running: it runs with the defaults, and
+    // the problem is in its supervisor.log.
+    let config = Config::load(&home).unwrap_or_else(|e| {
+        eprintln!("agentbox: {e}; HITL and notifications use their defaults");
+        Config::default()
+    });
+    let hitl = config.hitl.config().unwrap_or_else(|e| {
+        eprintln!("agentbox: {e}; using the default HITL settings");
+        Some(Default::default())
+    });
+    let notifier = Arc::new(crate::notify::Notifier::new(&config.notify).unwrap_or_else(|e| {
+        eprintln!("agentbox: {e}; the webhook is not used");
+        crate::notify::Notifier::default()
+    }));
+    let agent_exits = config.notify.agent_exits != Some(false);
+    let n = Arc::clone(&notifier);
+    let notify = Notifier(Box::new(move |agent: &str, notice: &Notice| match notice {
+        Notice::Hitl { id, kind, prompt } => n.send(
+            "hitl.opened",
+            &format!("{agent} is waiting for an answer"),
+            prompt,
+            json!({"agent": agent, "hitl_id": id, "kind": kind, "prompt": prompt,
+                   "answer": format!("agentbox hitl answer {id} TEXT")}),
+        ),
+        Notice::Ended { state, code } if agent_exits => n.send(
+            "agent.ended",
+            &format!("{agent} {state}"),
+            &format!("exit code {code}"),
+            json!({"agent": agent, "state": state, "exit_code": code}),
+        ),
+        Notice::Ended { .. } => {}
+    }));
+    let restart = rec.restart.as_deref().and_then(|r| r.parse::<agentbox_core::RestartPolicy>().ok());
+    // The guest image and accelerator are resolved here, before the sandbox is cloned: building
+    // the initramfs or probing KVM must not happen in the sandbox's memory.
+    let vm = match spec.backend {
+        Backend::Vm => Some(crate::vm::assets(&home)?),
+        Backend::Ns => None,
+    };
+    let cfg = SupervisorConfig {
+        name: name.to_string(),
+        state_dir,
+        store_path: home.store_path(),
+        spec,
+        proxy,
+        hitl,
+        notify: Some(notify),
+        vm,
+    };
+    drop(store);
+    let mut stdout = std::io::stdout();
+    let code = supervise(cfg, &mut stdout)?;
+    if let Some(policy) = restart {
+        if let Err(e) = crate::crashloop::after_exit(&home, name, policy, &notifier) {
+            eprintln!("agentbox: restarting {name}: {e}");
+        }
+    }
+    notifier.finish(Duration::from_secs(20));
+    Ok(code)
+}
