@@ -142,7 +142,7 @@ pub async fn list_agents(
     State(state): State<Shared>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let snapshot = state.snapshot();
+    let snapshot = state.fresh_snapshot().await;
     if q.status.is_none() && q.tag.is_none() {
         return Ok(
             ([(axum::http::header::CONTENT_TYPE, "application/json")], snapshot.json.clone()).into_response()

@@ -78,9 +78,8 @@ async fn not_found() -> extract::ApiError {
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {
-    match extract::blocking(move || metrics::render(&state.metrics, &state.snapshot().agents, &state.home))
-        .await
-    {
+    let snapshot = state.fresh_snapshot().await;
+    match extract::blocking(move || metrics::render(&state.metrics, &snapshot.agents, &state.home)).await {
         Ok(text) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
         }

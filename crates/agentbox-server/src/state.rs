@@ -1,16 +1,20 @@
 //! What the server shares between requests: the state directory, the tokens, the metrics and a
 //! snapshot of every agent.
 //!
-//! The snapshot is the server's answer to "list the agents": a background task reads the store
-//! (and reconciles agents whose supervisor vanished) a few times a second, and every list request
-//! is served from it, pre-serialised. Mutations made through the API refresh it before they
-//! answer; changes made by the CLI show within one refresh period.
+//! The snapshot is the server's answer to "list the agents", pre-serialised. It remembers the
+//! store's change counter (`PRAGMA data_version`, read on a connection of its own that never
+//! writes) from before it was read; a list request compares the counter first and rebuilds the
+//! snapshot when anything committed since, from any process (the CLI, the API, a supervisor). So
+//! every read reflects every change completed before it, and an unchanged store costs one pragma.
+//! A background task also rebuilds it a few times a second: an agent whose supervisor vanished
+//! changes nothing in the store, yet is shown failed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use agentbox_engine::Result;
+use agentbox_store::Store;
 use axum::body::Bytes;
 
 use super::auth::Tokens;
@@ -27,6 +31,8 @@ pub const USAGE_REFRESH: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// The store's change counter when it was read (`None`: unknown, always rebuilt).
+    pub version: Option<i64>,
     pub agents: Vec<AgentView>,
     /// `agents` as the JSON body of an unfiltered list.
     pub json: Bytes,
@@ -45,6 +51,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// A connection that only reads the change counter.
+    watch: Mutex<Store>,
     usage: RwLock<Arc<HashMap<String, Usage>>>,
 }
 
@@ -53,6 +61,7 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     pub fn new(home: Home, tokens: Tokens) -> Result<Self> {
         Ok(Self {
+            watch: Mutex::new(home.store()?),
             home,
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::new()),
@@ -69,14 +78,31 @@ impl AppState {
         self.usage.read().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The store's change counter now.
+    fn data_version(&self) -> Option<i64> {
+        self.watch.lock().ok()?.data_version().ok()
+    }
+
     /// Rebuilds the snapshot from the store (blocking).
     pub fn refresh_blocking(&self) -> Result<()> {
+        // Read before the data: a change committed meanwhile makes the next request rebuild.
+        let version = self.data_version();
         let agents = with_store(&self.home, |s| views::list(s, &Filter::default()))?;
         let json = Bytes::from(serde_json::to_vec(&agents)?);
         if let Ok(mut slot) = self.snapshot.write() {
-            *slot = Arc::new(Snapshot { agents, json });
+            *slot = Arc::new(Snapshot { version, agents, json });
         }
         Ok(())
+    }
+
+    /// The snapshot, rebuilt first if the store changed since it was read.
+    pub async fn fresh_snapshot(self: &Arc<Self>) -> Arc<Snapshot> {
+        let current = self.snapshot();
+        if current.version.is_some() && current.version == self.data_version() {
+            return current;
+        }
+        self.refresh().await;
+        self.snapshot()
     }
 
     /// Rebuilds the snapshot, off the async threads.

@@ -91,7 +91,7 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
 }
 
 async fn agent_rows(State(state): State<Shared>) -> Response {
-    let snapshot = state.snapshot();
+    let snapshot = state.fresh_snapshot().await;
     let usage = state.usage();
     fragment(html! {
         @if snapshot.agents.is_empty() { tr { td colspan="7" { "No agents yet." } } }
@@ -294,7 +294,7 @@ async fn screen_fragment(State(state): State<Shared>, Path(name): Path<String>) 
 }
 
 async fn grid(State(state): State<Shared>) -> Response {
-    let snapshot = state.snapshot();
+    let snapshot = state.fresh_snapshot().await;
     page(
         "grid",
         html! {

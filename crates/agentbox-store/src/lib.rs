@@ -280,6 +280,13 @@ impl Store {
     }
 
     /// All agents, oldest first.
+    /// A number that changes whenever another connection commits a change (SQLite's
+    /// `PRAGMA data_version`; this connection's own commits do not change it). A reader that keeps
+    /// a copy of the data compares it to know whether the copy is stale.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     pub fn list(&self) -> Result<Vec<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, name");
         let mut stmt = self.conn.prepare(&sql)?;

@@ -17,8 +17,13 @@ pub(crate) struct Agents {
 
 impl Agents {
     pub(crate) fn new(who: As) -> Self {
+        Self::named(who, "home")
+    }
+
+    /// An AGENTBOX_HOME whose last component is `name`.
+    pub(crate) fn named(who: As, name: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("abx-").tempdir().unwrap();
-        let home = std::fs::canonicalize(dir.path()).unwrap().join("home");
+        let home = std::fs::canonicalize(dir.path()).unwrap().join(name);
         std::fs::create_dir(&home).unwrap();
         if who == As::Nobody {
             std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -549,6 +554,7 @@ fn exec_runs_inside_the_agents_sandbox() {
 
 #[test]
 fn diff_never_runs_what_the_agent_planted() {
+    require!("git");
     let a = Agents::new(As::Caller);
     let src = Repo::new();
     src.commit("a", "a\n", "init");
@@ -610,6 +616,7 @@ fn pre_and_post_spawn_hooks() {
 
 #[test]
 fn grid_and_watch() {
+    require!("tmux");
     let a = Agents::new(As::Caller);
     a.ok(&["spawn", "g1", "--", "sh", "-c", "echo grid-one; exec sleep 300"]);
     a.ok(&["spawn", "g2", "--", "sh", "-c", "echo grid-two; exec sleep 300"]);
@@ -669,6 +676,7 @@ fn purge_asks_or_needs_force() {
 
 #[test]
 fn identity_signs_commits_and_verify_checks_them() {
+    require!("git", "ssh-keygen");
     let a = Agents::new(As::Caller);
     let src = Repo::new();
     src.commit("a", "a\n", "before the agent");
@@ -736,6 +744,7 @@ fn identity_signs_commits_and_verify_checks_them() {
 
 #[test]
 fn from_git_clones_at_a_ref_inside_a_sandbox() {
+    require!("git");
     let a = Agents::new(As::Caller);
     let src = Repo::new();
     src.commit("f", "v1\n", "one");
@@ -795,4 +804,23 @@ fn send_file_no_enter_follow_logs_and_ansi_screen() {
     assert!(out.contains("line:partial") && out.ends_with("line:end\n"), "{out:?}");
     let out = a.run(&["send", "s1", "late"]);
     assert!(text(&out.stderr).contains("nothing is reading its terminal"), "{}", text(&out.stderr));
+}
+
+/// The internal roles (the supervisor, the spawner, the runner, the VM's helpers) are not part
+/// of the CLI: not in its help, not in shell completion. One started with wrong arguments is
+/// refused before it does anything.
+#[test]
+fn internal_roles_stay_out_of_the_cli() {
+    let a = Agents::new(As::Caller);
+    for args in [&["--help"][..], &["completion", "bash"], &["completion", "zsh"], &["completion", "fish"]] {
+        let out = a.ok(args);
+        for role in ["__supervise", "__tasks", "__vmm", "__vmexec", "__vmfwd", "Internal"] {
+            assert!(!out.contains(role), "{args:?} shows {role}");
+        }
+    }
+    for bad in [&["__supervise"][..], &["__supervise", "a", "b"], &["__vmfwd", "x"], &["__bogus"]] {
+        let out = a.run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(text(&out.stderr).contains("internal role"), "{bad:?}: {}", text(&out.stderr));
+    }
 }

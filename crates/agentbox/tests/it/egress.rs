@@ -156,6 +156,7 @@ pub(crate) fn header_values(reqs: &[serde_json::Value], host: &str, header: &str
 /// only ever sees placeholders.
 #[test]
 fn secrets_are_swapped_only_toward_their_hosts() {
+    require!("python3", "curl");
     for who in modes() {
         let up = Upstream::start();
         let script = r#"
@@ -222,6 +223,7 @@ echo "private keys inside: $(grep -rl 'PRIVATE KEY' /run/agentbox /etc/ssl/certs
 /// host is reachable on the web's ports only, unless a rule names the port.
 #[test]
 fn attack_the_key_swap_stays_in_its_header() {
+    require!("python3", "curl");
     for who in modes() {
         let up = Upstream::start();
         let script = r#"
@@ -274,6 +276,7 @@ try port curl -sS --fail --cacert /run/test-ca.pem https://other.test:8443/echo
 /// Host header that names another host, direct connections and DNS from inside.
 #[test]
 fn attack_network_policy_bypasses_are_refused() {
+    require!("python3", "curl");
     for who in modes() {
         let up = Upstream::start();
         let script = format!(
@@ -353,6 +356,7 @@ fn wait_for_record(
 /// allowing persists with the agent; `net` prints a table.
 #[test]
 fn audit_ask_and_live_allow() {
+    require!("python3", "curl");
     for who in modes() {
         let up = Upstream::start();
         let a = Agents::new(who);
@@ -604,6 +608,7 @@ fn node_modules() -> PathBuf {
 /// while the script only ever held the placeholder.
 #[test]
 fn node_fetch_through_the_proxy() {
+    require!("node", node_dir("undici"), "python3");
     let up = Upstream::start();
     let modules = node_modules();
     let script = r#"
@@ -635,6 +640,7 @@ fetch("https://api.anthropic.com/echo?via=node", { headers: { "x-api-key": proce
 /// provider's API, carrying the real key.
 #[test]
 fn codex_cli_works_with_a_placeholder_key() {
+    require!("node", node_dir("undici"), "python3");
     let up = Upstream::start();
     let modules = node_modules();
     let bin = modules.join("@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin");

@@ -6,6 +6,16 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Skips the test, saying so, when a tool it needs is missing here; with `CI=true` a missing tool
+/// fails the test instead, so CI never passes by skipping. A tool is a command on PATH or a path.
+macro_rules! require {
+    ($($tool:expr),+ $(,)?) => {
+        if !$crate::support::available(module_path!(), &[$($tool.as_ref()),+]) {
+            return;
+        }
+    };
+}
+
 mod agents;
 mod attacks_fs;
 mod attacks_kernel;

@@ -1,6 +1,6 @@
 //! `agentbox serve` over real HTTP: a real store, real agents, real supervisors.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -405,6 +405,7 @@ fn a_killed_server_loses_no_agent_and_attach_works_again() {
 
 #[test]
 fn serve_refuses_a_network_address_without_tls() {
+    require!("curl");
     let agents = Agents::new(As::Caller);
     let out = agents.run(&["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(1));
@@ -460,8 +461,7 @@ fn browser(script: &str, args: &[&str]) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node").join(script);
     let modules = script.parent().unwrap().join("node_modules/playwright-core");
     assert!(modules.is_dir(), "playwright-core is missing: run `npm ci --prefix tests/node`");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium");
+    let chromium = chromium();
     let out = std::process::Command::new("node")
         .arg(&script)
         .args(args)
@@ -476,6 +476,7 @@ fn browser(script: &str, args: &[&str]) -> String {
 /// The dashboard in a real browser: Debian's chromium driven by Playwright (tests/node).
 #[test]
 fn dashboard_in_headless_chromium() {
+    require!("node", chromium(), node_dir("playwright-core"));
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
     let stdout = browser("dashboard.mjs", &[&srv.url, &srv.token, "from-browser"]);
@@ -544,6 +545,7 @@ s.serve_forever()
 /// and no token travels in a URL.
 #[test]
 fn the_dashboard_session_stays_with_its_server_in_headless_chromium() {
+    require!("node", chromium(), node_dir("playwright-core"));
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
     let other = Eavesdropper::start();
@@ -568,7 +570,8 @@ fn the_dashboard_session_stays_with_its_server_in_headless_chromium() {
 /// sequences that spawn agents and use them: no 5xx, every status and body as documented.
 #[test]
 fn api_fuzzed_by_schemathesis() {
-    let st = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/.venv/bin/st");
+    require!(schemathesis());
+    let st = schemathesis();
     assert!(st.exists(), "schemathesis is missing: see tests/python/README.md (CI installs it)");
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
@@ -675,6 +678,7 @@ const READ_LINES_SH: &str = r#"echo ready; while read l; do echo "got:$l"; done"
 /// Tasks and the HITL queue in a real browser (tests/node/tasks.mjs).
 #[test]
 fn task_pages_and_hitl_queue_in_headless_chromium() {
+    require!("node", chromium(), node_dir("playwright-core"));
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
     let stdout = browser("tasks.mjs", &[&srv.url, &srv.token]);
@@ -695,4 +699,77 @@ fn task_pages_and_hitl_queue_in_headless_chromium() {
     let answered: Vec<&Value> = all.as_array().unwrap().iter().filter(|r| r["state"] == "answered").collect();
     assert_eq!(answered.len(), 1, "{all:#}");
     assert_eq!(answered[0]["answer"], "y", "{all:#}");
+}
+
+/// A change made by the CLI is in the API's answers at once, not after the list's next refresh.
+#[test]
+fn a_change_from_the_cli_shows_in_the_api_at_once() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let state = |name: &str| {
+        let list = srv.ok("GET", "/api/v1/agents", None);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state("none"), None);
+    for i in 0..5 {
+        let name = format!("now-{i}");
+        agents.ok(&["spawn", &name, "--", "sleep", "100"]);
+        assert_eq!(state(&name).as_deref(), Some("running"), "spawned by the CLI");
+        agents.ok(&["kill", &name]);
+        assert_eq!(state(&name).as_deref(), Some("killed"), "killed by the CLI");
+        agents.ok(&["rm", &name]);
+        assert_eq!(state(&name), None, "removed by the CLI");
+    }
+}
+
+/// The verbs render the same values the same way here and with --server: `list`, `hitl list`,
+/// `history` and `task list` print identically on the server's machine and on a client.
+#[test]
+fn remote_and_local_print_the_same() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let client = Agents::new(As::Caller);
+    agents.ok(&[
+        "spawn",
+        "same",
+        "--tag",
+        "team=a",
+        "--",
+        "sh",
+        "-c",
+        "printf 'Proceed? [y/N] '; read a; sleep 100",
+    ]);
+    agents.ok(&["spawn", "other", "--", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agents.ok(&["hitl", "list", "--json"]).trim() == "[]" {
+        assert!(Instant::now() < deadline, "no HITL request");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agents.ok(&["wait", "other"]);
+    let views: [&[&str]; 8] = [
+        &["list"],
+        &["list", "--json"],
+        &["list", "--tag", "team=a"],
+        &["hitl", "list"],
+        &["hitl", "list", "--all", "--json"],
+        &["history", "-n", "20"],
+        &["task", "list"],
+        &["screen", "same"],
+    ];
+    for args in views {
+        // Ages are printed in seconds: a second may pass between the two.
+        let mut last = (String::new(), String::new());
+        let same = (0..5).any(|_| {
+            let out = srv.remote(&client, args);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+            last = (agents.ok(args), text(&out.stdout));
+            last.0 == last.1
+        });
+        assert!(same, "{args:?} differs:\nhere:\n{}\nremote:\n{}", last.0, last.1);
+        assert!(!last.0.trim().is_empty() || args[0] == "task", "{args:?} printed nothing");
+    }
 }

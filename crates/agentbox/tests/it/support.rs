@@ -229,3 +229,39 @@ impl Repo {
         self.git(&["commit", "-qm", message]);
     }
 }
+
+/// Whether every tool is here (see `require!`).
+pub fn available(test: &str, tools: &[&std::ffi::OsStr]) -> bool {
+    let found = |tool: &std::ffi::OsStr| {
+        let p = Path::new(tool);
+        if p.components().count() > 1 {
+            return p.exists();
+        }
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+    };
+    let missing: Vec<String> =
+        tools.iter().filter(|t| !found(t)).map(|t| t.to_string_lossy().into_owned()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{test}: needs {} (.ci/run installs it)", missing.join(", "));
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("skipped: {why}");
+    false
+}
+
+/// Debian's chromium, or the one CHROMIUM names.
+pub fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// A package of tests/node (installed with `npm ci --prefix tests/node`).
+pub fn node_dir(package: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/node_modules").join(package)
+}
+
+/// schemathesis' command in tests/python's virtual environment.
+pub fn schemathesis() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/.venv/bin/st")
+}

@@ -43,6 +43,7 @@ fn events(v: &Value) -> Vec<String> {
 
 #[test]
 fn task_clones_runs_and_keeps_its_artifacts() {
+    require!("git");
     let src = Repo::new();
     src.commit("README", "from the repository\n", "one");
     std::fs::create_dir_all(src.path().join("svc")).unwrap();
@@ -316,4 +317,25 @@ fn remote_task_and_hitl() {
     assert!(remote(&["task", "list"]).contains(&id));
     // Nothing of it on the client's machine.
     assert!(!client.home.join("tasks").join(&id).exists());
+}
+
+/// A `:` in AGENTBOX_HOME, which docker's `HOST:SANDBOX` volume syntax cannot express, does not
+/// break tasks: the runner hands the task's directories to the engine as typed mounts, never as
+/// strings to parse again.
+#[test]
+fn a_colon_in_agentbox_home_does_not_break_tasks() {
+    for who in modes() {
+        let a = Agents::named(who, "state:home");
+        let file = write_manifest(
+            &a.home,
+            "t.yaml",
+            "version: '1'\nagent:\n  command: [sh, -c, 'cat /task/input/manifest.json > /dev/null && echo ok > /task/output/out.txt']\n",
+        );
+        let out = a.run(&["task", "submit", "-f", &file, "--wait"]);
+        assert!(out.status.success(), "as {who:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        let id = text(&out.stdout).trim().to_string();
+        let dl = a.home.join("dl");
+        a.ok(&["task", "artifacts", &id, "--download", dl.to_str().unwrap()]);
+        assert_eq!(std::fs::read_to_string(dl.join("out.txt")).unwrap(), "ok\n", "as {who:?}");
+    }
 }

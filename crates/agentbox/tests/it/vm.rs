@@ -41,6 +41,7 @@ fn vm_ready() {
 /// `vm status` reports the accelerator and why, and returns (the KVM probe is bounded).
 #[test]
 fn status_names_the_accelerator() {
+    require!("qemu-system-x86_64");
     vm_ready();
     let a = Agents::new(As::Caller);
     let started = Instant::now();
@@ -61,6 +62,7 @@ fn status_names_the_accelerator() {
 /// the host owned by the sandbox's host id, the host root is read-only, and `none` has no network device.
 #[test]
 fn run_in_a_vm() {
+    require!("qemu-system-x86_64");
     vm_ready();
     for who in modes() {
         let ws = workspace(who);
@@ -103,6 +105,7 @@ fn run_in_a_vm() {
 /// Bad input is refused before anything starts.
 #[test]
 fn refuses_what_a_vm_cannot_do() {
+    require!("qemu-system-x86_64");
     vm_ready();
     let ws = workspace(As::Caller);
     let out = run_in(As::Caller, &ws, &["--backend", "vm", "--network", "full"], &["true"]);
@@ -145,6 +148,7 @@ fn screen_until(a: &Agents, name: &str, needle: &str) -> String {
 /// wait; kill leaves no QEMU or helper behind.
 #[test]
 fn vm_agent_session() {
+    require!("qemu-system-x86_64");
     vm_ready();
     let a = Agents::new(As::Caller);
     a.ok(&["spawn", "vm1", "--backend", "vm", "--", "bash", "--norc", "-i"]);
@@ -205,6 +209,7 @@ fn vm_agent_session() {
 /// the secret swapped in toward its host only, and nothing else reachable.
 #[test]
 fn proxy_is_the_only_way_out() {
+    require!("qemu-system-x86_64", "python3", "curl");
     vm_ready();
     let up = Upstream::start();
     let script = r#"
