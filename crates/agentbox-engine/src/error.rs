@@ -263,7 +263,7 @@ impl From<agentbox_store::StoreError> for Error {
             S::NotFound(_) | S::NoTask(_) | S::NoHitl(_) => Kind::NotFound,
             S::AmbiguousTask(_) => Kind::Invalid,
             S::Exists(_) | S::WrongState { .. } => Kind::Conflict,
-            S::Sql(_) | S::Migration(_) => Kind::Internal,
+            S::Sql(_) | S::Migration(_) | S::Watch(_) => Kind::Internal,
         };
         Self::from_source(kind, e)
     }

@@ -2,19 +2,19 @@
 //! snapshot of every agent.
 //!
 //! The snapshot is the server's answer to "list the agents", pre-serialised. It remembers the
-//! store's change counter (`PRAGMA data_version`, read on a connection of its own that never
-//! writes) from before it was read; a list request compares the counter first and rebuilds the
-//! snapshot when anything committed since, from any process (the CLI, the API, a supervisor). So
-//! every read reflects every change completed before it, and an unchanged store costs one pragma.
+//! stamp of the store's last commit (see `agentbox_store::ChangeWatch`) from before it was read;
+//! a list request compares the stamp first and rebuilds the snapshot when anything committed
+//! since, from any process (the CLI, the API, a supervisor). So every read reflects every change
+//! completed before it, and an unchanged store costs one `pread`.
 //! A background task also rebuilds it a few times a second: an agent whose supervisor vanished
 //! changes nothing in the store, yet is shown failed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentbox_engine::Result;
-use agentbox_store::Store;
+use agentbox_store::{ChangeWatch, Stamp};
 use axum::body::Bytes;
 
 use super::auth::Tokens;
@@ -31,8 +31,8 @@ pub const USAGE_REFRESH: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// The store's change counter when it was read (`None`: unknown, always rebuilt).
-    pub version: Option<i64>,
+    /// The stamp of the store's last commit when it was read (`None`: unknown, always rebuilt).
+    pub version: Option<Stamp>,
     pub agents: Vec<AgentView>,
     /// `agents` as the JSON body of an unfiltered list.
     pub json: Bytes,
@@ -51,8 +51,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// A connection that only reads the change counter.
-    watch: Mutex<Store>,
+    /// Tells whether anything was committed since the snapshot was read.
+    changes: Option<ChangeWatch>,
     usage: RwLock<Arc<HashMap<String, Usage>>>,
 }
 
@@ -60,8 +60,11 @@ pub type Shared = Arc<AppState>;
 
 impl AppState {
     pub fn new(home: Home, tokens: Tokens) -> Result<Self> {
+        let changes = ChangeWatch::open(&home.store_path())
+            .map_err(|e| warn(&format!("every list request reads the store: {e}")))
+            .ok();
         Ok(Self {
-            watch: Mutex::new(home.store()?),
+            changes,
             home,
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::new()),
@@ -78,15 +81,15 @@ impl AppState {
         self.usage.read().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// The store's change counter now.
-    fn data_version(&self) -> Option<i64> {
-        self.watch.lock().ok()?.data_version().ok()
+    /// The stamp of the store's last commit now (`None`: unknown).
+    fn stamp(&self) -> Option<Stamp> {
+        self.changes.as_ref()?.stamp().ok()
     }
 
     /// Rebuilds the snapshot from the store (blocking).
     pub fn refresh_blocking(&self) -> Result<()> {
         // Read before the data: a change committed meanwhile makes the next request rebuild.
-        let version = self.data_version();
+        let version = self.stamp();
         let agents = with_store(&self.home, |s| views::list(s, &Filter::default()))?;
         let json = Bytes::from(serde_json::to_vec(&agents)?);
         if let Ok(mut slot) = self.snapshot.write() {
@@ -98,7 +101,7 @@ impl AppState {
     /// The snapshot, rebuilt first if the store changed since it was read.
     pub async fn fresh_snapshot(self: &Arc<Self>) -> Arc<Snapshot> {
         let current = self.snapshot();
-        if current.version.is_some() && current.version == self.data_version() {
+        if current.version.is_some() && current.version == self.stamp() {
             return current;
         }
         self.refresh().await;

@@ -15,9 +15,11 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
+mod changes;
 mod hitl;
 mod tasks;
 
+pub use changes::{ChangeWatch, Stamp};
 pub use hitl::HitlRecord;
 pub use tasks::{TaskChange, TaskRecord};
 
@@ -43,6 +45,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("state database migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    #[error("watching the state database for changes: {0}")]
+    Watch(std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -280,13 +284,6 @@ impl Store {
     }
 
     /// All agents, oldest first.
-    /// A number that changes whenever another connection commits a change (SQLite's
-    /// `PRAGMA data_version`; this connection's own commits do not change it). A reader that keeps
-    /// a copy of the data compares it to know whether the copy is stale.
-    pub fn data_version(&self) -> Result<i64> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
-    }
-
     pub fn list(&self) -> Result<Vec<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, name");
         let mut stmt = self.conn.prepare(&sql)?;
