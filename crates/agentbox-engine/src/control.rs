@@ -56,8 +56,12 @@ pub struct Local {
 }
 
 impl Local {
+    /// This machine's `AGENTBOX_HOME`.
     pub fn open() -> Result<Self> {
-        let home = Home::open()?;
+        Self::at(Home::open()?)
+    }
+
+    pub fn at(home: Home) -> Result<Self> {
         let store = home.store()?;
         Ok(Self { home, store })
     }

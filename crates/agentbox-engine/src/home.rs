@@ -31,7 +31,17 @@ impl Home {
                 }
             },
         };
-        crate::ensure!(root.is_absolute(), "AGENTBOX_HOME must be an absolute path, not {}", root.display());
+        Self::at(root)
+    }
+
+    /// The state directory at `root`, created (owner-only) if needed.
+    pub fn at(root: PathBuf) -> Result<Self> {
+        if !root.is_absolute() {
+            return Err(crate::Error::invalid(format!(
+                "AGENTBOX_HOME must be an absolute path, not {}",
+                root.display()
+            )));
+        }
         private_dir(&root)?;
         private_dir(&root.join("agents"))?;
         Ok(Self { root })
