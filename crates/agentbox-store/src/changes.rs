@@ -48,6 +48,19 @@ impl ChangeWatch {
 mod tests {
     use super::*;
 
+    fn agent(name: &str) -> crate::NewAgent<'_> {
+        crate::NewAgent {
+            name,
+            spec_json: "{}",
+            state_dir: "/x",
+            tags: &[],
+            profile: None,
+            prompt: None,
+            state: None,
+            restart: None,
+        }
+    }
+
     /// Every commit, from this connection or another, changes the stamp; reads do not.
     #[test]
     fn commits_change_the_stamp_and_reads_do_not() {
@@ -59,17 +72,7 @@ mod tests {
         let mut last = watch.stamp().unwrap();
         for i in 0..50 {
             let name = format!("a{i}");
-            let new = crate::NewAgent {
-                name: &name,
-                spec_json: "{}",
-                state_dir: "/x",
-                tags: &[],
-                profile: None,
-                prompt: None,
-                state: None,
-                restart: None,
-            };
-            a.create_agent(&new).unwrap();
+            a.create_agent(&agent(&name)).unwrap();
             let now = watch.stamp().unwrap();
             assert_ne!(now, last, "commit {i} left the stamp as it was");
             last = now;
@@ -83,17 +86,7 @@ mod tests {
         // The other connections close; the watched file stays the store's.
         drop((a, b));
         let mut c = crate::Store::open(&path).unwrap();
-        let new = crate::NewAgent {
-            name: "late",
-            spec_json: "{}",
-            state_dir: "/x",
-            tags: &[],
-            profile: None,
-            prompt: None,
-            state: None,
-            restart: None,
-        };
-        c.create_agent(&new).unwrap();
+        c.create_agent(&agent("late")).unwrap();
         assert_ne!(watch.stamp().unwrap(), last, "a commit after the others closed went unseen");
     }
 }
