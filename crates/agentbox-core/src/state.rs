@@ -56,6 +56,8 @@ macro_rules! states {
 states! {
     /// Where an agent is in its life.
     AgentState {
+        /// Its name is claimed; its directories and spec are being made (spawn, clone).
+        Creating = "creating",
         /// Its supervisor is starting the sandbox.
         Starting = "starting",
         Running = "running",
@@ -83,12 +85,14 @@ impl AgentState {
         use AgentState::*;
         match self {
             // A start (spawn's first start is an insert): from any state the agent rests in.
-            Starting => &[Exited, Killed, Failed, Created, Crashloop],
+            Starting => &[Creating, Exited, Killed, Failed, Created, Crashloop],
             Running => &[Starting],
             Exited | Killed | Failed => &[Starting, Running],
             // Decided after the last failure was recorded.
             Crashloop => &[Exited, Failed],
-            Created => &[],
+            Created => &[Creating],
+            // A name is claimed by an insert, never by a move.
+            Creating => &[],
         }
     }
 

@@ -20,14 +20,43 @@ fn supervisor_alive(rec: &AgentRecord) -> bool {
     args.contains(&&b"__supervise"[..]) && args.contains(&rec.name.as_bytes())
 }
 
+/// The start time of process `pid` (field 22 of its stat, in clock ticks since boot): with the
+/// pid it names one process for good, where a pid alone may be reused.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process, as `PID:START` (what a claim on a name records as its owner).
+pub fn me() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", start_time(pid).unwrap_or(0))
+}
+
+/// Whether the process a `PID:START` token names still runs.
+pub fn alive(token: &str) -> bool {
+    let Some((pid, start)) = token.split_once(':') else { return false };
+    match (pid.parse::<u32>(), start.parse::<u64>()) {
+        (Ok(pid), Ok(start)) => start_time(pid) == Some(start),
+        _ => false,
+    }
+}
+
 /// Whether a record that says the agent runs is stale: its supervisor vanished (killed with
-/// SIGKILL, machine rebooted) and took the sandbox with it, or it never got past starting.
+/// SIGKILL, machine rebooted) and took the sandbox with it, it never got past starting, or the
+/// spawn that claimed its name died before it was made.
 fn is_stale(rec: &AgentRecord) -> bool {
     match rec.state {
         AgentState::Running => !supervisor_alive(rec),
         AgentState::Starting => agentbox_store::now_ms() - rec.created_at > 60_000 && !supervisor_alive(rec),
+        AgentState::Creating => !rec.owner.as_deref().is_some_and(alive),
         _ => false,
     }
+}
+
+/// Whether a row is a claim whose spawn died (a crash's leftover, to be removed).
+pub fn is_dead_claim(rec: &AgentRecord) -> bool {
+    rec.state == AgentState::Creating && is_stale(rec)
 }
 
 /// The record as it really is: an agent whose supervisor is gone is shown as failed. Reading
@@ -40,13 +69,22 @@ pub fn refresh(mut rec: AgentRecord) -> AgentRecord {
 }
 
 /// Records a stale agent as failed (an operation that is about to change it calls this first).
+/// A dead claim is left as it is: removing it is `rm`'s, `clean`'s and the next spawn's.
 pub fn reconcile(store: &Store, rec: AgentRecord) -> Result<AgentRecord> {
-    if !is_stale(&rec) {
+    if !is_stale(&rec) || rec.state == AgentState::Creating {
         return Ok(rec);
     }
-    match store.mark_finished(&rec.name, AgentState::Failed, None, "the supervisor is gone") {
-        // Someone else recorded its end meanwhile.
-        Ok(()) | Err(agentbox_store::StoreError::WrongState { .. }) => Ok(store.get(&rec.name)?),
+    match store.mark_finished(
+        &rec.name,
+        Some(rec.generation),
+        AgentState::Failed,
+        None,
+        "the supervisor is gone",
+    ) {
+        // Someone else recorded its end, or started it again, meanwhile.
+        Ok(())
+        | Err(agentbox_store::StoreError::WrongState { .. })
+        | Err(agentbox_store::StoreError::Superseded { .. }) => Ok(refresh(store.get(&rec.name)?)),
         Err(e) => Err(e.into()),
     }
 }
@@ -125,4 +163,28 @@ pub fn age(ms: i64) -> String {
         s if s < 86400 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
     }
+}
+
+/// Holds an agent's lock: `kill`, `restart`, `rm`, `clone` and `rename` of one agent take turns,
+/// so two of them never act on the state the other is changing. The lock files live in
+/// `AGENTBOX_HOME/locks/`, beside (not in) the agents' directories, which `rm` removes.
+#[derive(Debug)]
+pub struct AgentLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+pub fn lock(home: &crate::home::Home, name: &str) -> Result<AgentLock> {
+    agentbox_core::validate_name(name)?;
+    let dir = home.root.join("locks");
+    crate::home::private_dir(&dir)?;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| crate::Error::from(e).context(format!("opening {}", path.display())))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| crate::Error::from(e).context(format!("locking {}", path.display())))?;
+    Ok(AgentLock { _lock: lock })
 }

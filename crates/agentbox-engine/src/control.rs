@@ -23,6 +23,8 @@ pub trait Control {
     fn kill(&self, name: &str) -> Result<AgentView>;
     fn restart(&self, name: &str) -> Result<AgentView>;
     fn remove(&self, name: &str, force: bool) -> Result<()>;
+    /// Removes every stopped agent and what crashes left behind; what it removed.
+    fn clean(&self) -> Result<Vec<String>>;
     /// Types bytes into a running agent's terminal.
     fn send(&self, name: &str, bytes: &[u8]) -> Result<()>;
     fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView>;
@@ -86,7 +88,7 @@ impl Control for Local {
     }
 
     fn kill(&self, name: &str) -> Result<AgentView> {
-        Ok(AgentView::of(&crate::lifecycle::kill(&self.store, name)?))
+        Ok(AgentView::of(&crate::lifecycle::kill(&self.home, &self.store, name)?))
     }
 
     fn restart(&self, name: &str) -> Result<AgentView> {
@@ -94,7 +96,11 @@ impl Control for Local {
     }
 
     fn remove(&self, name: &str, force: bool) -> Result<()> {
-        crate::lifecycle::remove(&self.store, name, force)
+        crate::lifecycle::remove(&self.home, &self.store, name, force)
+    }
+
+    fn clean(&self) -> Result<Vec<String>> {
+        crate::lifecycle::clean(&self.home, &self.store)
     }
 
     fn send(&self, name: &str, bytes: &[u8]) -> Result<()> {

@@ -20,12 +20,20 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Called by the supervisor role once its agent ended: restarts it, or flags a crash loop.
-pub fn after_exit(home: &Home, name: &str, policy: RestartPolicy, notifier: &Notifier) -> Result<()> {
+/// `generation` is the start that ended: if the agent was started again meanwhile, that start is
+/// not this one's to restart.
+pub fn after_exit(
+    home: &Home,
+    name: &str,
+    generation: i64,
+    policy: RestartPolicy,
+    notifier: &Notifier,
+) -> Result<()> {
     let store = home.store()?;
     let rec = store.get(name)?;
-    // Killed, removed or exited cleanly: nothing to restart.
-    let code = match (rec.state.as_str(), rec.exit_code) {
-        ("exited", Some(c)) if c != 0 => c,
+    // Killed, removed, started again or exited cleanly: nothing to restart.
+    let code = match (rec.state, rec.exit_code) {
+        (agentbox_core::AgentState::Exited, Some(c)) if c != 0 && rec.generation == generation => c,
         _ => return Ok(()),
     };
     store.record(name, "crash", &format!("exit code {code}"))?;
@@ -33,7 +41,13 @@ pub fn after_exit(home: &Home, name: &str, policy: RestartPolicy, notifier: &Not
     let failures = u32::try_from(store.count_events_since(name, "crash", since)?).unwrap_or(u32::MAX);
     if failures >= policy.max_failures {
         let why = format!("{failures} failures within {}s; not restarted again", policy.window.as_secs());
-        store.mark_finished(name, agentbox_core::AgentState::Crashloop, Some(code), &why)?;
+        store.mark_finished(
+            name,
+            Some(generation),
+            agentbox_core::AgentState::Crashloop,
+            Some(code),
+            &why,
+        )?;
         notifier.send(
             "agent.crashloop",
             &format!("{name} is in a crash loop"),
@@ -46,7 +60,7 @@ pub fn after_exit(home: &Home, name: &str, policy: RestartPolicy, notifier: &Not
     std::thread::sleep(backoff);
     // Someone may have removed or restarted it meanwhile.
     match store.get(name) {
-        Ok(r) if r.state == agentbox_core::AgentState::Exited => {
+        Ok(r) if r.state == agentbox_core::AgentState::Exited && r.generation == generation => {
             crate::lifecycle::restart(home, &store, name)?;
         }
         _ => {}

@@ -262,8 +262,8 @@ impl From<agentbox_store::StoreError> for Error {
         let kind = match &e {
             S::NotFound(_) | S::NoTask(_) | S::NoHitl(_) => Kind::NotFound,
             S::AmbiguousTask(_) => Kind::Invalid,
-            S::Exists(_) | S::WrongState { .. } => Kind::Conflict,
-            S::Sql(_) | S::Migration(_) | S::Watch(_) => Kind::Internal,
+            S::Exists(_) | S::WrongState { .. } | S::Superseded { .. } => Kind::Conflict,
+            S::Sql(_) | S::Migration(_) | S::Watch(_) | S::Lock(_) => Kind::Internal,
         };
         Self::from_source(kind, e)
     }

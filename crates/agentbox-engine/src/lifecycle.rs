@@ -10,19 +10,43 @@ use agentbox_supervisor::{paths, ClientError};
 
 use crate::agents::{self, is_live_state, wait_finished};
 use crate::error::{Context, Error, Result};
-use crate::home::{private_dir, Home};
+use crate::home::Home;
 use crate::tree;
 use crate::{bail, ensure};
 
 /// Kills an agent and returns once its sandbox is gone. Killing a stopped agent changes nothing.
-pub fn kill(store: &Store, name: &str) -> Result<AgentRecord> {
+pub fn kill(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
+    let _turn = agents::lock(home, name)?;
+    kill_locked(store, name)
+}
+
+/// [`kill`], with the agent's lock held.
+fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
     let rec = agents::get_for_change(store, name)?;
     if !is_live_state(&rec.state) {
         return Ok(rec);
     }
     match agentbox_supervisor::kill_agent(&agents::state_dir(&rec)) {
         Ok(()) => {}
-        // The supervisor vanished between the lookup and the request: refresh records that.
+        // No supervisor answers: one that is still starting finds the agent killed and stops
+        // its sandbox (its start is conditional); one that vanished is recorded as failed by
+        // the wait below.
+        Err(ClientError::NotRunning(_)) if rec.state == AgentState::Starting => {
+            match store.mark_finished(
+                &rec.name,
+                Some(rec.generation),
+                AgentState::Killed,
+                None,
+                "killed while starting",
+            ) {
+                Ok(())
+                | Err(
+                    agentbox_store::StoreError::WrongState { .. }
+                    | agentbox_store::StoreError::Superseded { .. },
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Err(ClientError::NotRunning(_)) => {}
         Err(e) => return Err(e.into()),
     }
@@ -32,16 +56,33 @@ pub fn kill(store: &Store, name: &str) -> Result<AgentRecord> {
     }
 }
 
-/// Removes a stopped agent (workspace, home, log, record); `force` kills a running one first.
-pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
+/// A name being created refuses what only a made agent allows.
+fn refuse_creating(rec: &AgentRecord) -> Result<()> {
+    match rec.state {
+        AgentState::Creating => Err(Error::conflict(format!("agent '{}' is being created", rec.name))),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a stopped agent (workspace, home, log, record); `force` kills a running one first. A
+/// name whose spawn died while it was being created is removed too.
+pub fn remove(home: &Home, store: &Store, name: &str, force: bool) -> Result<()> {
+    let _turn = agents::lock(home, name)?;
     let rec = agents::get_for_change(store, name)?;
+    if agents::is_dead_claim(&rec) {
+        tree::remove_tree(&agents::state_dir(&rec))?;
+        store.release_claim(name, rec.owner.as_deref().unwrap_or_default())?;
+        store.record(name, "rm", "the spawn that claimed the name died")?;
+        return Ok(());
+    }
+    refuse_creating(&rec)?;
     if is_live_state(&rec.state) {
         if !force {
             bail!(Error::conflict(format!(
                 "agent '{name}' is running; stop it with `agentbox kill {name}` or use rm --force"
             )));
         }
-        kill(store, name)?;
+        kill_locked(store, name)?;
     }
     tree::remove_tree(&agents::state_dir(&rec))?;
     store.delete(&rec.name)?;
@@ -50,19 +91,70 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
 
 /// Starts an agent again (killing it first if it runs) and replays its prompt.
 pub fn restart(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
-    let rec = kill(store, name)?;
+    let _turn = agents::lock(home, name)?;
+    let rec = kill_locked(store, name)?;
+    refuse_creating(&rec)?;
     let dir = agents::state_dir(&rec);
     let keys = match &rec.profile {
         Some(p) => crate::profiles::load(home, p)?.startup_keys.into_bytes(),
         None => Vec::new(),
     };
-    store.mark_starting(&rec.name, "restart")?;
+    let generation = store.mark_starting(&rec.name, "restart")?;
     if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir) {
-        let _ = store.mark_finished(&rec.name, AgentState::Failed, None, &e.to_string());
+        let _ = store.mark_finished(&rec.name, Some(generation), AgentState::Failed, None, &e.to_string());
         return Err(e);
     }
     crate::start::type_after_start(&dir, &keys, rec.prompt.as_deref())?;
     agents::get(store, name)
+}
+
+/// What crashes left in `AGENTBOX_HOME`: names claimed by spawns that died, and agent
+/// directories no agent owns.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Leftovers {
+    pub dead_claims: Vec<String>,
+    pub orphan_dirs: Vec<PathBuf>,
+}
+
+pub fn leftovers(home: &Home, store: &Store) -> Result<Leftovers> {
+    // Directories first, rows second: a spawn claims its name before it makes its directory, so
+    // a directory seen here whose row is missing afterwards belongs to no spawn.
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(home.root.join("agents"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    let rows = store.list()?;
+    let owned: std::collections::HashSet<PathBuf> = rows.iter().map(agents::state_dir).collect();
+    Ok(Leftovers {
+        dead_claims: rows.iter().filter(|r| agents::is_dead_claim(r)).map(|r| r.name.clone()).collect(),
+        orphan_dirs: dirs.into_iter().filter(|d| !owned.contains(d)).collect(),
+    })
+}
+
+/// Removes every stopped agent and what crashes left behind; returns what it removed (agent
+/// names, and the paths of orphan directories).
+pub fn clean(home: &Home, store: &Store) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let left = leftovers(home, store)?;
+    for dir in &left.orphan_dirs {
+        tree::remove_tree(dir)?;
+        removed.push(dir.display().to_string());
+    }
+    for rec in agents::all(store)? {
+        let stopped = !is_live_state(&rec.state) && rec.state != AgentState::Creating;
+        if stopped || left.dead_claims.contains(&rec.name) {
+            match remove(home, store, &rec.name, false) {
+                Ok(()) => removed.push(rec.name),
+                // Started again or removed meanwhile: not stopped any more.
+                Err(e) if matches!(e.kind(), crate::Kind::Conflict | crate::Kind::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Replaces an agent's tags.
@@ -103,17 +195,14 @@ fn moved_spec(mut spec: SandboxSpec, from: &Path, to: &Path, name: &str) -> Sand
 pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<AgentRecord> {
     validate_name(dst)?;
     let src = agents::get(store, src)?;
-    if store.get(dst).is_ok() {
-        return Err(agentbox_store::StoreError::Exists(dst.to_string()).into());
-    }
+    refuse_creating(&src)?;
     let spec = SandboxSpec::decode(&src.spec)?;
     let (src_dir, dst_dir) = (agents::state_dir(&src), home.agent_dir(dst));
-    ensure!(
-        !dst_dir.exists(),
-        Error::conflict(format!("{} already exists; move it away first", dst_dir.display()))
-    );
+    // Claimed first, as a spawn does: the clone's directory is its own.
+    let owner = agents::me();
+    crate::spawn::claim(store, dst, &dst_dir, &owner)?;
     let result = (|| -> Result<()> {
-        private_dir(&dst_dir)?;
+        crate::spawn::make_dir(&dst_dir)?;
         tree::copy_for_agent(&spec.workspace, &paths::workspace(&dst_dir))?;
         match &spec.home {
             HomeSpec::Bind(h) => tree::copy_for_agent(h, &paths::home(&dst_dir))?,
@@ -129,21 +218,25 @@ pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<Age
         crate::diff::record_snapshot(&dst_dir, &new_spec.workspace)?;
         let spec_json = new_spec.encode()?;
         let state_dir = dst_dir.to_string_lossy();
-        store.create_agent(&NewAgent {
-            name: dst,
-            spec_json: &spec_json,
-            state_dir: &state_dir,
-            tags: &src.tags,
-            profile: src.profile.as_deref(),
-            prompt: src.prompt.as_deref(),
-            state: Some(AgentState::Created),
-            restart: src.restart.as_deref(),
-        })?;
+        store.fill_claim(
+            &NewAgent {
+                name: dst,
+                spec_json: &spec_json,
+                state_dir: &state_dir,
+                tags: &src.tags,
+                profile: src.profile.as_deref(),
+                prompt: src.prompt.as_deref(),
+                state: Some(AgentState::Created),
+                restart: src.restart.as_deref(),
+            },
+            &owner,
+        )?;
         store.record(dst, "clone", &format!("from {}", src.name))?;
         Ok(())
     })();
     if let Err(e) = result {
         let _ = tree::remove_tree(&dst_dir);
+        let _ = store.release_claim(dst, &owner);
         return Err(e);
     }
     agents::get(store, dst)
@@ -152,7 +245,9 @@ pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<Age
 /// Renames a stopped agent (its state directory moves with it).
 pub fn rename(home: &Home, store: &mut Store, old: &str, new: &str) -> Result<AgentRecord> {
     validate_name(new)?;
+    let _turn = agents::lock(home, old)?;
     let rec = agents::get_for_change(store, old)?;
+    refuse_creating(&rec)?;
     if is_live_state(&rec.state) {
         bail!(Error::conflict(format!(
             "agent '{}' is running; stop it with `agentbox kill {}` first",

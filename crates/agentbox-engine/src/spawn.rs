@@ -4,6 +4,7 @@
 //! a single-threaded process.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -16,6 +17,7 @@ use agentbox_store::NewAgent;
 use agentbox_supervisor::paths;
 use serde::{Deserialize, Serialize};
 
+use crate::bail;
 use crate::config::Config;
 use crate::error::{Context, Error, Kind, Result};
 use crate::home::{private_dir, Home};
@@ -23,7 +25,6 @@ use crate::profiles::{self, Found};
 use crate::secrets::Secrets;
 use crate::tree;
 use crate::views::AgentView;
-use crate::{bail, ensure};
 
 fn default_shell() -> Vec<std::ffi::OsString> {
     if Path::new("/bin/bash").exists() {
@@ -199,23 +200,58 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     Ok((resolve(request, &HostContext::current()?)?, keys))
 }
 
+/// Claims `name` for this process. A claim whose spawn died (killed mid-spawn) is released and
+/// the name claimed again.
+pub fn claim(store: &agentbox_store::Store, name: &str, dir: &Path, owner: &str) -> Result<()> {
+    let state_dir = dir.to_string_lossy();
+    match store.claim(name, &state_dir, owner) {
+        Err(agentbox_store::StoreError::Exists(_)) => {
+            let rec = store.get(name)?;
+            match (crate::agents::is_dead_claim(&rec), rec.owner.as_deref()) {
+                (true, Some(dead)) => {
+                    store.release_claim(name, dead)?;
+                    store.record(name, "reclaimed", "the spawn that claimed the name died")?;
+                    Ok(store.claim(name, &state_dir, owner)?)
+                }
+                _ if rec.state == agentbox_core::AgentState::Creating => {
+                    Err(Error::conflict(format!("agent '{name}' is being created by another spawn")))
+                }
+                _ => Err(agentbox_store::StoreError::Exists(name.to_string()).into()),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Creates a claimed agent's directory. One already there belongs to no agent (the name was
+/// free): a crash's leftover, removed first.
+pub(crate) fn make_dir(dir: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        tree::remove_tree(dir)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::from(e).context(format!("creating {}", dir.display()))),
+    }
+}
+
 /// Starts one agent; returns once its command runs inside the sandbox. Call it from a
 /// single-threaded process (the CLI, `__spawn`); others use [`spawn_in_child`].
 pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
     check(home, spec)?;
     let name = spec.name.as_str();
-    let mut store = home.store()?;
-    if store.get(name).is_ok() {
-        return Err(agentbox_store::StoreError::Exists(name.to_string()).into());
-    }
+    let store = home.store()?;
     let dir = home.agent_dir(name);
-    ensure!(
-        !dir.exists(),
-        Error::conflict(format!(
-            "{} exists but no agent '{name}' is recorded; move it away or remove it",
-            dir.display()
-        ))
-    );
+    // The name is claimed before anything is made on disk: of two spawns of one name, exactly
+    // one goes on, and the other touches nothing of it.
+    let owner = crate::agents::me();
+    claim(&store, name, &dir, &owner)?;
+    let undo = |e: Error| {
+        let _ = tree::remove_tree(&dir);
+        let _ = store.release_claim(name, &owner);
+        e
+    };
+    make_dir(&dir).map_err(undo)?;
     // Stored as typed (with Enter), so `restart` replays exactly the same keys.
     let prompt = spec.prompt.clone().map(|mut text| {
         if !text.ends_with(b"\r") && !text.ends_with(b"\n") {
@@ -223,10 +259,6 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
         }
         text
     });
-    let undo = |e: Error| {
-        let _ = tree::remove_tree(&dir);
-        e
-    };
     let (sandbox, startup_keys) = prepare(home, spec).map_err(undo)?;
     crate::diff::record_snapshot(&dir, &sandbox.workspace).map_err(undo)?;
     if spec.identity {
@@ -246,12 +278,12 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
         prompt: prompt.as_deref(),
         state: None,
     };
-    store.create_agent(&new).map_err(|e| undo(e.into()))?;
+    store.fill_claim(&new, &owner).map_err(|e| undo(e.into()))?;
 
     if let Err(e) = crate::start::start_supervisor(home, name, &dir) {
+        let _ = tree::remove_tree(&dir);
         let _ = store.delete(name);
         let _ = store.record(name, "spawn-failed", &e.to_string());
-        let _ = tree::remove_tree(&dir);
         return Err(e);
     }
     crate::start::type_after_start(&dir, &startup_keys, prompt.as_deref())?;

@@ -68,8 +68,10 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         Backend::Vm => Some(crate::vm::assets(&home)?),
         Backend::Ns => None,
     };
+    let generation = rec.generation;
     let cfg = SupervisorConfig {
         name: name.to_string(),
+        generation,
         state_dir,
         store_path: home.store_path(),
         spec,
@@ -82,7 +84,7 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let mut stdout = std::io::stdout();
     let code = supervise(cfg, &mut stdout)?;
     if let Some(policy) = restart {
-        if let Err(e) = crate::crashloop::after_exit(&home, name, policy, &notifier) {
+        if let Err(e) = crate::crashloop::after_exit(&home, name, generation, policy, &notifier) {
             eprintln!("agentbox: restarting {name}: {e}");
         }
     }

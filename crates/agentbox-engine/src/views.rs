@@ -68,7 +68,7 @@ impl AgentView {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub tags: Vec<(String, String)>,
-    /// `running` (starting or running) or `exited` (anything else).
+    /// `running` (being created, starting or running) or `exited` (anything else).
     pub status: Option<String>,
 }
 
@@ -83,8 +83,8 @@ impl Filter {
     pub fn matches(&self, a: &AgentView) -> bool {
         self.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
             && match self.status.as_deref() {
-                Some("running") => a.is_live(),
-                Some("exited") => !a.is_live(),
+                Some("running") => a.is_live() || a.state == agentbox_core::AgentState::Creating,
+                Some("exited") => !(a.is_live() || a.state == agentbox_core::AgentState::Creating),
                 _ => true,
             }
     }

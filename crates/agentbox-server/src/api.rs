@@ -54,6 +54,7 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_agents, spawn_agent))
         .routes(routes!(get_agent, remove_agent))
         .routes(routes!(kill_agent))
+        .routes(routes!(clean_agents))
         .routes(routes!(restart_agent))
         .routes(routes!(set_tags))
         .routes(routes!(get_screen))
@@ -217,9 +218,20 @@ pub async fn remove_agent(
     ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
     let home = state.home.clone();
-    blocking(move || with_store(&home, |s| lifecycle::remove(s, &name, q.force.unwrap_or(false)))).await?;
+    blocking(move || with_store(&home, |s| lifecycle::remove(&home, s, &name, q.force.unwrap_or(false))))
+        .await?;
     state.refresh().await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove every stopped agent, and what crashes left behind (names whose spawn died, agent
+/// directories no agent owns). Answers what was removed.
+#[utoipa::path(post, path = "/api/v1/clean", tag = "agents", responses((status = 200, body = Vec<String>)))]
+pub async fn clean_agents(State(state): State<Shared>) -> ApiResult<Json<Vec<String>>> {
+    let home = state.home.clone();
+    let removed = blocking(move || with_store(&home, |s| lifecycle::clean(&home, s))).await?;
+    state.refresh().await;
+    Ok(Json(removed))
 }
 
 /// Kill an agent's sandbox; answers once it is gone.
@@ -227,7 +239,7 @@ pub async fn remove_agent(
     responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn kill_agent(State(state): State<Shared>, Path(name): Path<String>) -> ApiResult<Json<AgentView>> {
     let home = state.home.clone();
-    let rec = blocking(move || with_store(&home, |s| lifecycle::kill(s, &name))).await?;
+    let rec = blocking(move || with_store(&home, |s| lifecycle::kill(&home, s, &name))).await?;
     state.refresh().await;
     Ok(Json(AgentView::of(&rec)))
 }

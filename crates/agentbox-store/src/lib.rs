@@ -41,12 +41,17 @@ pub enum StoreError {
     /// one the state allows).
     #[error("{what} is {now}; it cannot become {to}")]
     WrongState { what: String, now: String, to: String },
+    /// A write of a supervisor whose start is no longer the agent's current one.
+    #[error("agent '{name}' was started again since (start {generation} is current)")]
+    Superseded { name: String, generation: i64 },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     #[error("watching the state database for changes: {0}")]
     Watch(std::io::Error),
+    #[error("locking the state database to set it up: {0}")]
+    Lock(std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -72,10 +77,9 @@ impl<T: Copy + std::fmt::Display> ToSql for Col<T> {
     }
 }
 
-fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
-        M::up(
-            "CREATE TABLE agents (
+/// The schema, one step per release that changed it; never edit a step that shipped.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE agents (
             name TEXT PRIMARY KEY,
             state TEXT NOT NULL,
             spec TEXT NOT NULL,
@@ -101,10 +105,8 @@ fn migrations() -> Migrations<'static> {
             detail TEXT NOT NULL DEFAULT ''
         );
         CREATE INDEX events_agent ON events(agent);",
-        ),
-        M::up("ALTER TABLE agents ADD COLUMN profile TEXT; ALTER TABLE agents ADD COLUMN prompt BLOB;"),
-        M::up(
-            "CREATE TABLE tasks (
+    "ALTER TABLE agents ADD COLUMN profile TEXT; ALTER TABLE agents ADD COLUMN prompt BLOB;",
+    "CREATE TABLE tasks (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             manifest TEXT NOT NULL,
@@ -133,8 +135,28 @@ fn migrations() -> Migrations<'static> {
         );
         CREATE UNIQUE INDEX hitl_one_open ON hitl(agent) WHERE state = 'open';
         ALTER TABLE agents ADD COLUMN restart TEXT;",
-        ),
-    ])
+    // Who may write an agent's row: the spawn that claimed its name (`owner`, while it is
+    // `creating`), then the supervisor of its current start (`generation`).
+    "ALTER TABLE agents ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE agents ADD COLUMN owner TEXT;",
+];
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+}
+
+/// Holds `PATH.lock` exclusively while a store is set up.
+fn setup_lock(db: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::PathBuf::from(name))
+        .map_err(StoreError::Lock)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| StoreError::Lock(std::io::Error::from(e)))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -164,6 +186,11 @@ pub struct AgentRecord {
     pub prompt: Option<Vec<u8>>,
     /// Restart policy: `on-failure:N` (see the supervisor role), or none.
     pub restart: Option<String>,
+    /// Which start of the agent this is: each start adds one, and a supervisor's writes count
+    /// only while its generation is the current one.
+    pub generation: i64,
+    /// While `creating`: the process that claimed the name (`PID:START`, see the engine).
+    pub owner: Option<String>,
 }
 
 /// What `create_agent` records about a new agent.
@@ -200,7 +227,7 @@ pub struct Store {
 }
 
 const AGENT_COLUMNS: &str =
-    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at, profile, prompt, restart";
+    "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at, profile, prompt, restart, generation, owner";
 
 fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     Ok(AgentRecord {
@@ -218,35 +245,83 @@ fn agent_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
         profile: row.get(10)?,
         prompt: row.get(11)?,
         restart: row.get(12)?,
+        generation: row.get(13)?,
+        owner: row.get(14)?,
     })
 }
 
 impl Store {
     /// Opens (creating and migrating if needed) the database at `path`.
+    ///
+    /// A new or older database is set up under an exclusive lock (`PATH.lock`): processes that
+    /// open a fresh store at one instant would otherwise all create its tables, and all but one
+    /// fail. One that is up to date takes no lock.
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < MIGRATIONS.len() as i64 {
+            let _lock = setup_lock(path)?;
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            migrations().to_latest(&mut conn)?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrations().to_latest(&mut conn)?;
         Ok(Self { conn })
     }
 
-    /// Inserts a new agent (state `starting`, or `a.state`) with its tags; a spawn is journaled.
-    pub fn create_agent(&mut self, a: &NewAgent<'_>) -> Result<()> {
-        let (name, tags) = (a.name, a.tags);
-        let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT INTO agents (name, state, spec, state_dir, created_at, profile, prompt, restart)
-             VALUES (?1, 'starting', ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO NOTHING",
-            params![name, a.spec_json, a.state_dir, now_ms(), a.profile, a.prompt, a.restart],
+    /// Claims `name` for a new agent made by `owner` (state `creating`), before anything is made
+    /// on disk: of two spawns of one name, exactly one gets it.
+    pub fn claim(&self, name: &str, state_dir: &str, owner: &str) -> Result<()> {
+        let inserted = self.conn.execute(
+            "INSERT INTO agents (name, state, spec, state_dir, created_at, owner)
+             VALUES (?1, 'creating', '{}', ?2, ?3, ?4) ON CONFLICT(name) DO NOTHING",
+            params![name, state_dir, now_ms(), owner],
         )?;
-        if let Some(state) = a.state {
-            tx.execute("UPDATE agents SET state = ?2 WHERE name = ?1", params![name, Col(state)])?;
-        }
         if inserted == 0 {
             return Err(StoreError::Exists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Gives up a claim `owner` made (its spawn failed, or its process died): only a row still
+    /// `creating` under that owner is removed. Whether one was.
+    pub fn release_claim(&self, name: &str, owner: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM agents WHERE name = ?1 AND state = 'creating' AND owner = ?2",
+            params![name, owner],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Fills in the agent `owner` claimed: its spec, tags and settings; it becomes `starting`
+    /// (generation 1), or `a.state`. A spawn is journaled.
+    pub fn fill_claim(&self, a: &NewAgent<'_>, owner: &str) -> Result<()> {
+        let (name, tags) = (a.name, a.tags);
+        let state = a.state.unwrap_or(AgentState::Starting);
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
+            "UPDATE agents SET state = ?2, spec = ?3, state_dir = ?4, created_at = ?5, profile = ?6,
+                 prompt = ?7, restart = ?8, owner = NULL,
+                 generation = CASE WHEN ?2 = 'starting' THEN 1 ELSE 0 END
+             WHERE name = ?1 AND state = 'creating' AND owner = ?9",
+            params![
+                name,
+                Col(state),
+                a.spec_json,
+                a.state_dir,
+                now_ms(),
+                a.profile,
+                a.prompt,
+                a.restart,
+                owner
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
         }
         for (k, v) in tags {
             tx.execute(
@@ -263,6 +338,13 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// [`Store::claim`] and [`Store::fill_claim`] at once (when nothing is made in between).
+    pub fn create_agent(&mut self, a: &NewAgent<'_>) -> Result<()> {
+        let owner = format!("create:{}", std::process::id());
+        self.claim(a.name, a.state_dir, &owner)?;
+        self.fill_claim(a, &owner)
     }
 
     fn tags_of(&self, name: &str) -> Result<Vec<(String, String)>> {
@@ -298,18 +380,25 @@ impl Store {
     /// Moves `name` to `to` if it is in one of the states `to` may follow, with `set` (more
     /// assignments, `?3`.. are `extra`) and the journal entry `event: detail`, in one transaction.
     /// Fails with [`StoreError::WrongState`] (and changes nothing) otherwise.
+    /// With `generation`, only the row of that start moves (a supervisor's writes).
+    #[allow(clippy::too_many_arguments)]
     fn move_agent(
         &self,
         name: &str,
         to: AgentState,
+        generation: Option<i64>,
         set: &str,
         extra: &[&dyn ToSql],
         event: &str,
         detail: &str,
     ) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
+        let of_generation = match generation {
+            Some(g) => format!(" AND generation = {g}"),
+            None => String::new(),
+        };
         let sql = format!(
-            "UPDATE agents SET state = ?2{set} WHERE name = ?1 AND state IN ({})",
+            "UPDATE agents SET state = ?2{set} WHERE name = ?1 AND state IN ({}){of_generation}",
             state_list(to.allowed_from())
         );
         let col = Col(to);
@@ -317,11 +406,17 @@ impl Store {
         args.extend_from_slice(extra);
         let n = tx.execute(&sql, args.as_slice())?;
         if n == 0 {
-            let now: Option<String> =
-                tx.query_row("SELECT state FROM agents WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            let now: Option<(String, i64)> = tx
+                .query_row("SELECT state, generation FROM agents WHERE name = ?1", [name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
             return Err(match now {
                 None => StoreError::NotFound(name.to_string()),
-                Some(now) => {
+                Some((_, now)) if generation.is_some_and(|g| g != now) => {
+                    StoreError::Superseded { name: name.to_string(), generation: now }
+                }
+                Some((now, _)) => {
                     StoreError::WrongState { what: format!("agent '{name}'"), now, to: to.to_string() }
                 }
             });
@@ -334,12 +429,20 @@ impl Store {
         Ok(())
     }
 
-    /// The sandbox is running under `supervisor_pid` (only a `starting` agent can be).
-    pub fn mark_running(&self, name: &str, supervisor_pid: i64, sandbox_pid: i64) -> Result<()> {
+    /// The sandbox of start `generation` is running under `supervisor_pid` (only a `starting`
+    /// agent can be).
+    pub fn mark_running(
+        &self,
+        name: &str,
+        generation: i64,
+        supervisor_pid: i64,
+        sandbox_pid: i64,
+    ) -> Result<()> {
         let now = now_ms();
         self.move_agent(
             name,
             AgentState::Running,
+            Some(generation),
             ", supervisor_pid = ?3, sandbox_pid = ?4, started_at = ?5, exit_code = NULL, finished_at = NULL",
             &[&supervisor_pid, &sandbox_pid, &now],
             "start",
@@ -347,18 +450,22 @@ impl Store {
         )
     }
 
-    /// A stopped agent is being started again (never one that may still run).
-    pub fn mark_starting(&self, name: &str, event: &str) -> Result<()> {
+    /// A stopped agent is being started again (never one that may still run): a new generation,
+    /// which it returns.
+    pub fn mark_starting(&self, name: &str, event: &str) -> Result<i64> {
         let now = now_ms();
         self.move_agent(
             name,
             AgentState::Starting,
+            None,
             ", supervisor_pid = NULL, sandbox_pid = NULL, exit_code = NULL, finished_at = NULL, \
+             generation = generation + 1, \
              created_at = CASE WHEN state = 'created' THEN ?3 ELSE created_at END",
             &[&now],
             event,
             "",
-        )
+        )?;
+        Ok(self.conn.query_row("SELECT generation FROM agents WHERE name = ?1", [name], |r| r.get(0))?)
     }
 
     /// Replaces an agent's spec (e.g. a host allowed while it runs, kept for its restarts).
@@ -392,10 +499,12 @@ impl Store {
     }
 
     /// The agent ended: `state` is `exited`, `killed`, `failed` or `crashloop`; only a live agent
-    /// ends (and only an ended one is put in `crashloop`).
+    /// ends (and only an ended one is put in `crashloop`). With `generation`, only if that start
+    /// is still the current one (a supervisor's write).
     pub fn mark_finished(
         &self,
         name: &str,
+        generation: Option<i64>,
         state: AgentState,
         exit_code: Option<i64>,
         detail: &str,
@@ -404,6 +513,7 @@ impl Store {
         self.move_agent(
             name,
             state,
+            generation,
             ", exit_code = ?3, finished_at = ?4",
             &[&exit_code, &now],
             state.event(),
@@ -537,17 +647,24 @@ mod tests {
         assert_eq!(s.get("a1").unwrap().state, AgentState::Starting);
         // A start that is not `starting -> running` is refused, and nothing changes.
         assert!(matches!(s.mark_starting("a1", "restart"), Err(StoreError::WrongState { .. })));
-        s.mark_running("a1", 10, 11).unwrap();
+        assert_eq!(s.get("a1").unwrap().generation, 1);
+        s.mark_running("a1", 1, 10, 11).unwrap();
         let a = s.get("a1").unwrap();
         assert_eq!((a.state, a.supervisor_pid, a.tags.len()), (AgentState::Running, Some(10), 1));
-        assert!(matches!(s.mark_running("a1", 12, 13), Err(StoreError::WrongState { .. })));
-        s.mark_finished("a1", AgentState::Exited, Some(3), "exit code 3").unwrap();
+        assert!(matches!(s.mark_running("a1", 1, 12, 13), Err(StoreError::WrongState { .. })));
+        s.mark_finished("a1", Some(1), AgentState::Exited, Some(3), "exit code 3").unwrap();
         assert_eq!(s.get("a1").unwrap().exit_code, Some(3));
-        let e = s.mark_finished("a1", AgentState::Killed, None, "").unwrap_err();
+        let e = s.mark_finished("a1", None, AgentState::Killed, None, "").unwrap_err();
         assert_eq!(e.to_string(), "agent 'a1' is exited; it cannot become killed");
-        s.mark_starting("a1", "restart").unwrap();
+        assert_eq!(s.mark_starting("a1", "restart").unwrap(), 2);
         assert_eq!(s.get("a1").unwrap().exit_code, None);
-        s.mark_finished("a1", AgentState::Exited, Some(0), "").unwrap();
+        // The first start's supervisor writes no more: the second start is current.
+        assert!(matches!(s.mark_running("a1", 1, 10, 11), Err(StoreError::Superseded { generation: 2, .. })));
+        assert!(matches!(
+            s.mark_finished("a1", Some(1), AgentState::Exited, Some(137), ""),
+            Err(StoreError::Superseded { .. })
+        ));
+        s.mark_finished("a1", Some(2), AgentState::Exited, Some(0), "").unwrap();
         let b = NewAgent {
             name: "b",
             spec_json: "{}",
@@ -574,11 +691,13 @@ mod tests {
     fn concurrent_writers_wait_instead_of_failing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        Store::open(&path).unwrap();
+        // They all open the fresh store at one instant: one sets it up, the others wait for it.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
         let threads: Vec<_> = (0..4)
             .map(|t| {
-                let path = path.clone();
+                let (path, start) = (path.clone(), start.clone());
                 std::thread::spawn(move || {
+                    start.wait();
                     let mut s = Store::open(&path).unwrap();
                     for i in 0..25 {
                         let name = format!("a{t}-{i}");
@@ -593,6 +712,26 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(Store::open(&path).unwrap().list().unwrap().len(), 100);
+    }
+
+    /// A name is claimed once; the claim is released only by its owner, and filled only by it.
+    #[test]
+    fn claims_are_exclusive_and_owned() {
+        let (_d, s) = store();
+        s.claim("c", "/x/c", "me").unwrap();
+        assert!(matches!(s.claim("c", "/x/c", "you"), Err(StoreError::Exists(_))));
+        assert_eq!(s.get("c").unwrap().state, AgentState::Creating);
+        assert!(!s.release_claim("c", "you").unwrap());
+        let new = NewAgent { name: "c", spec_json: "{}", state_dir: "/x/c", ..Default::default() };
+        assert!(matches!(s.fill_claim(&new, "you"), Err(StoreError::NotFound(_))));
+        s.fill_claim(&new, "me").unwrap();
+        let c = s.get("c").unwrap();
+        assert_eq!((c.state, c.generation, c.owner), (AgentState::Starting, 1, None));
+        // Filled, it is no claim any more.
+        assert!(!s.release_claim("c", "me").unwrap());
+        s.claim("d", "/x/d", "me").unwrap();
+        assert!(s.release_claim("d", "me").unwrap());
+        assert!(matches!(s.get("d"), Err(StoreError::NotFound(_))));
     }
 
     #[test]

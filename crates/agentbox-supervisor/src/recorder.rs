@@ -51,13 +51,15 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub(crate) fn start(store: Store, name: String, notify: Option<Notifier>) -> Self {
+    /// Writes for start `generation` of agent `name`: once the agent was started again, this
+    /// supervisor's end is not recorded over the new start's.
+    pub(crate) fn start(store: Store, name: String, generation: i64, notify: Option<Notifier>) -> Self {
         let (tx, rx) = channel::<Record>();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 for record in rx {
-                    write(&store, &name, notify.as_ref(), record);
+                    write(&store, &name, generation, notify.as_ref(), record);
                 }
             })
             .ok();
@@ -90,7 +92,7 @@ fn close_open(store: &Store, name: &str, why: &str) {
     }
 }
 
-fn write(store: &Store, name: &str, notify: Option<&Notifier>, record: Record) {
+fn write(store: &Store, name: &str, generation: i64, notify: Option<&Notifier>, record: Record) {
     match record {
         Record::OpenHitl { kind, score, prompt, screen } => {
             if let Ok(Some(id)) = store.open_hitl(name, kind, score, &prompt, &screen) {
@@ -104,7 +106,17 @@ fn write(store: &Store, name: &str, notify: Option<&Notifier>, record: Record) {
             let _ = store.record(name, event, &detail);
         }
         Record::Finished { state, code } => {
-            let _ = store.mark_finished(name, state, Some(i64::from(code)), &format!("exit code {code}"));
+            let finished = store.mark_finished(
+                name,
+                Some(generation),
+                state,
+                Some(i64::from(code)),
+                &format!("exit code {code}"),
+            );
+            if finished.is_err() {
+                // Started again since (or removed): the row is another start's now.
+                return;
+            }
             close_open(store, name, "the agent ended");
             if let Some(n) = notify {
                 (n.0)(name, &Notice::Ended { state: state.to_string(), code });

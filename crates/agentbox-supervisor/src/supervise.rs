@@ -102,6 +102,9 @@ struct Client {
 #[derive(Debug)]
 pub struct SupervisorConfig {
     pub name: String,
+    /// Which start of the agent this is (the store's `generation`): the supervisor writes the
+    /// agent's row only while it is the current one.
+    pub generation: i64,
     pub state_dir: PathBuf,
     pub store_path: PathBuf,
     pub spec: SandboxSpec,
@@ -438,7 +441,15 @@ impl Session {
     }
 }
 
+/// Binds the agent's socket. A socket a live supervisor answers on is never taken: two
+/// supervisors for one agent are refused, not made.
 fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(SupervisorError::Start(format!(
+            "another supervisor answers on {}; this agent is already running",
+            path.display()
+        )));
+    }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(|e| SupervisorError::Socket(path.to_path_buf(), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -455,7 +466,7 @@ pub const INVALID_COMMAND: &str = "invalid-command";
 pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
     let store = Store::open(&cfg.store_path)?;
     let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
-        let _ = store.mark_finished(&cfg.name, AgentState::Failed, None, &msg);
+        let _ = store.mark_finished(&cfg.name, Some(cfg.generation), AgentState::Failed, None, &msg);
         let _ = writeln!(ready, "error: {msg}");
         SupervisorError::Start(msg)
     };
@@ -506,7 +517,18 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
             return Err(fail(&store, msg, ready));
         }
     };
-    store.mark_running(&cfg.name, i64::from(std::process::id()), i64::from(running.pid.as_raw()))?;
+    if let Err(e) = store.mark_running(
+        &cfg.name,
+        cfg.generation,
+        i64::from(std::process::id()),
+        i64::from(running.pid.as_raw()),
+    ) {
+        // Killed, removed or started again meanwhile: this start is not the agent's any more.
+        let _ = kill(running.pid, Signal::SIGKILL);
+        let _ = waitpid(running.pid, None);
+        let _ = writeln!(ready, "error: {e}");
+        return Err(e.into());
+    }
     let _ = writeln!(ready, "ok");
     let _ = ready.flush();
 
@@ -520,7 +542,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
 
     let mut session = Session {
         state_dir: cfg.state_dir.clone(),
-        recorder: Recorder::start(store, cfg.name.clone(), cfg.notify.take()),
+        recorder: Recorder::start(store, cfg.name.clone(), cfg.generation, cfg.notify.take()),
         sandbox: running.pid,
         master,
         log,

@@ -97,9 +97,8 @@ pub fn purge(c: &dyn Control, args: PurgeArgs) -> Result<i32> {
 }
 
 pub fn clean(c: &dyn Control, _args: CleanArgs) -> Result<i32> {
-    for a in c.list(&Filter { tags: vec![], status: Some("exited".into()) })? {
-        c.remove(&a.name, false)?;
-        println!("{}", a.name);
+    for removed in c.clean()? {
+        println!("{removed}");
     }
     Ok(0)
 }

@@ -165,6 +165,10 @@ impl Control for Remote {
         self.send("DELETE", &format!("/api/v1/agents/{}?force={force}", enc(name)), None).map(drop)
     }
 
+    fn clean(&self) -> Result<Vec<String>> {
+        self.typed("POST", "/api/v1/clean", None)
+    }
+
     fn send(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Error::invalid("a server takes text input only (UTF-8)"))?;

@@ -286,7 +286,7 @@ impl Driver {
     fn cancel(&self, from: TaskState) -> Result<()> {
         let t = self.task()?;
         if let Some(agent) = &t.agent {
-            if let Ok(rec) = crate::lifecycle::kill(&self.store, agent) {
+            if let Ok(rec) = crate::lifecycle::kill(&self.home, &self.store, agent) {
                 self.keep_log(&rec.name, t.attempt);
             }
         }
@@ -433,7 +433,7 @@ impl Driver {
                 self.step(TaskState::Provisioning, TaskState::Running, "the agent runs (adopted)", &change)?;
                 return Ok(TaskState::Running);
             }
-            crate::lifecycle::remove(&self.store, &name, true)?;
+            crate::lifecycle::remove(&self.home, &self.store, &name, true)?;
         }
         let attempt = t.attempt + 1;
         let req = self.request()?;
@@ -494,7 +494,7 @@ impl Driver {
             }
             if let Some(d) = deadline {
                 if now_ms() >= d {
-                    let rec = crate::lifecycle::kill(&self.store, &agent)?;
+                    let rec = crate::lifecycle::kill(&self.home, &self.store, &agent)?;
                     self.keep_log(&agent, t.attempt);
                     let limit = format_duration(Duration::from_secs(self.m.timeout_secs.unwrap_or(0)));
                     self.collect().ok();

@@ -26,6 +26,7 @@ mod egress;
 mod hitl;
 mod limits;
 mod profiles;
+mod races;
 mod run;
 mod server;
 mod server_api;
