@@ -32,8 +32,9 @@ macro_rules! states {
         }
 
         impl fmt::Display for $name {
+            /// Honours width and alignment (`{:<9}` in tables).
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
 

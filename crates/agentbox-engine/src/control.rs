@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::home::Home;
 use crate::tasks::artifacts::{self, Artifact};
 use crate::tasks::{TaskDetail, TaskView};
-use crate::views::{AgentView, Filter, HitlView, LogChunk, ScreenView};
+use crate::views::{AgentView, Filter, HitlView, LogBytes, ScreenView};
 
 /// The operations both the local engine and a server offer.
 pub trait Control {
@@ -29,7 +29,7 @@ pub trait Control {
     fn send(&self, name: &str, bytes: &[u8]) -> Result<()>;
     fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView>;
     /// A byte range of the agent's log (see [`crate::logs::log_range_at`]).
-    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogChunk>;
+    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes>;
     /// The agent's last `limit` audit records, oldest first.
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>>;
     fn allow(&self, name: &str, host: &HostRule, once: bool, always: bool) -> Result<()>;
@@ -40,6 +40,8 @@ pub trait Control {
     fn answer_hitl(&self, id: i64, text: &str, enter: bool) -> Result<HitlView>;
     fn tasks(&self) -> Result<Vec<TaskView>>;
     fn task(&self, id: &str) -> Result<TaskDetail>;
+    /// The task alone (what a follower polls; [`Control::task`] also reads its artifacts).
+    fn task_view(&self, id: &str) -> Result<TaskView>;
     /// Submits a manifest as written (YAML or JSON); it is validated where it runs.
     fn submit_task(&self, text: &str, format: ManifestFormat) -> Result<TaskView>;
     fn cancel_task(&self, id: &str) -> Result<TaskView>;
@@ -112,8 +114,8 @@ impl Control for Local {
         Ok(ScreenView { name: rec.name, state: rec.state.to_string(), screen })
     }
 
-    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogChunk> {
-        crate::logs::log_range(&self.store, name, offset, None, raw)
+    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes> {
+        crate::logs::read_range(&self.store, name, offset, raw)
     }
 
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {
@@ -142,6 +144,10 @@ impl Control for Local {
 
     fn task(&self, id: &str) -> Result<TaskDetail> {
         crate::tasks::detail(&self.home, &self.store, id)
+    }
+
+    fn task_view(&self, id: &str) -> Result<TaskView> {
+        crate::tasks::get(&self.home, &self.store, id)
     }
 
     fn submit_task(&self, text: &str, format: ManifestFormat) -> Result<TaskView> {

@@ -61,10 +61,11 @@ pub fn build_spec(
     for (name, hosts) in named {
         let hosts = match hosts.or_else(|| cfg.secret_hosts(&name, profile)) {
             Some(h) => h,
-            None => bail!(
+            None => bail!(crate::Error::invalid(format!(
                 "no hosts are known for secret {name}: name them with --secret {name}=HOST[,HOST], \
                  in [secrets.{name}] of the config, or in [secret_hosts] of the profile"
-            ),
+            ))
+            .for_field(agentbox_core::Field::Secrets)),
         };
         let headers = cfg
             .secrets
@@ -83,9 +84,9 @@ pub fn build_spec(
 pub fn check_flag_secrets(flags: &EgressRequest, secrets: &Secrets) -> Result<()> {
     for (name, _) in &flags.secrets {
         if !secret_present(name, secrets) {
-            bail!(
-                "--secret {name}: it is not set in your environment nor stored (agentbox env set {name} ...)"
-            );
+            bail!(crate::Error::invalid(format!(
+                "{name} is not set in the environment nor stored (agentbox env set {name} ...)"
+            )));
         }
     }
     Ok(())

@@ -30,7 +30,7 @@ pub fn check_url(url: &str) -> Result<bool> {
         ["https://", "http://", "ssh://", "git://"].iter().any(|p| url.starts_with(p)) || url.contains('@');
     if (!local && !remote) || url.chars().any(char::is_control) {
         bail!(crate::Error::invalid(format!(
-            "--from-git {url:?}: use an https://, ssh:// or git:// URL, user@host:path, or an absolute local path"
+            "{url:?} is not a repository address: use an https://, ssh:// or git:// URL, user@host:path, or an absolute local path"
         )));
     }
     Ok(local)

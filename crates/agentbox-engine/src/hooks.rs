@@ -28,7 +28,8 @@ pub fn run(home: &Home, which: &str, name: &str, workspace: &Path) -> Result<()>
         .status()
         .with_context(|| format!("running the {which} hook {}", hook.display()))?;
     if !status.success() {
-        bail!("the {which} hook {} failed ({status})", hook.display());
+        // The hook is the operator's policy: its refusal is not a fault.
+        bail!(crate::Error::refused(format!("the {which} hook {} refused ({status})", hook.display())));
     }
     Ok(())
 }

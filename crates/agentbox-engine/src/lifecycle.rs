@@ -51,7 +51,8 @@ fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
         Err(e) => return Err(e.into()),
     }
     match wait_finished(store, &rec.name, Some(Duration::from_secs(30)))? {
-        Some(rec) => Ok(rec),
+        // A supervisor that vanished is recorded as failed, not only shown so.
+        Some(_) => agents::get_for_change(store, name),
         None => bail!("agent '{}' did not stop within 30s", rec.name),
     }
 }

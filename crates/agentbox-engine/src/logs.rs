@@ -8,7 +8,7 @@ use agentbox_supervisor::paths;
 
 use crate::agents;
 use crate::error::{Context, Result};
-use crate::views::LogChunk;
+use crate::views::{LogBytes, LogChunk};
 
 /// Terminal output as plain text: escape sequences removed, CRLF as LF.
 pub fn plain(bytes: &[u8]) -> Vec<u8> {
@@ -64,10 +64,26 @@ pub fn log_range_of(
 
 /// `log_range` of a log file by its path (an agent's, or a log a task kept).
 pub fn log_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: bool) -> Result<LogChunk> {
+    let b = read_range_at(path, offset, limit, raw)?;
+    Ok(LogChunk {
+        offset: b.offset,
+        next_offset: b.next_offset,
+        size: b.size,
+        data: String::from_utf8_lossy(&b.data).into_owned(),
+    })
+}
+
+/// [`log_range`], the bytes as they are (what the CLI prints).
+pub fn read_range(store: &Store, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes> {
+    read_range_at(&paths::log(&agents::state_dir(&agents::get(store, name)?)), offset, None, raw)
+}
+
+/// [`log_range_at`], the bytes as they are.
+pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: bool) -> Result<LogBytes> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(LogChunk { offset: 0, next_offset: 0, size: 0, data: String::new() })
+            return Ok(LogBytes { offset: 0, next_offset: 0, size: 0, data: Vec::new() })
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
@@ -79,8 +95,8 @@ pub fn log_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: b
     let mut bytes = Vec::new();
     file.take(limit).read_to_end(&mut bytes)?;
     let next_offset = offset + bytes.len() as u64;
-    let text = if raw { bytes } else { plain(&bytes) };
-    Ok(LogChunk { offset, next_offset, size, data: String::from_utf8_lossy(&text).into_owned() })
+    let data = if raw { bytes } else { plain(&bytes) };
+    Ok(LogBytes { offset, next_offset, size, data })
 }
 
 #[cfg(test)]

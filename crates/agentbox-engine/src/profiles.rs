@@ -23,7 +23,8 @@ pub fn user_dir(home: &Home) -> PathBuf {
 
 /// A profile by name: the user's file wins over the built-in one.
 pub fn load(home: &Home, name: &str) -> Result<Profile> {
-    agentbox_core::validate_name(name).map_err(|_| crate::err!("invalid profile name '{name}'"))?;
+    agentbox_core::validate_name(name)
+        .map_err(|_| crate::Error::invalid(format!("invalid profile name '{name}'")))?;
     let file = user_dir(home).join(format!("{name}.toml"));
     if file.exists() {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -31,7 +32,9 @@ pub fn load(home: &Home, name: &str) -> Result<Profile> {
     }
     match Profile::builtin(name) {
         Some(p) => Ok(p?),
-        None => crate::bail!("no profile named '{name}' (see `agentbox profiles`)"),
+        None => crate::bail!(crate::Error::not_found(format!(
+            "no profile named '{name}' (see `agentbox profiles`)"
+        ))),
     }
 }
 

@@ -140,8 +140,7 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     // Agent profiles default to the proxy: their provider is reachable, their keys stay here.
     let network = spec.network_mode(profile.as_ref().map(|p| p.network.unwrap_or(NetworkMode::Proxy)));
     let secrets = Secrets::load(home)?;
-    crate::egress::check_flag_secrets(&spec.egress, &secrets)
-        .map_err(|e| field_error(Field::Secrets, e.to_string()))?;
+    crate::egress::check_flag_secrets(&spec.egress, &secrets).map_err(|e| e.for_field(Field::Secrets))?;
     let (egress, ca) = match network {
         NetworkMode::Proxy => {
             let built =
@@ -193,7 +192,8 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
         ..Default::default()
     };
     if backend == Backend::Vm {
-        crate::vm::check_ready()?;
+        // Not set up here: the request is fine, this machine cannot serve it yet.
+        crate::vm::check_ready().map_err(|e| e.with_kind(Kind::Refused).for_field(Field::Backend))?;
     }
     // What agentbox wrote into the agent's home (instructions, identity) is the agent's.
     tree::give_to_agent(&paths::home(&dir))?;

@@ -149,3 +149,18 @@ pub struct ScreenView {
     pub state: String,
     pub screen: String,
 }
+
+/// A byte range of a log with its bytes as they are ([`LogChunk`] carries them as text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBytes {
+    pub offset: u64,
+    pub next_offset: u64,
+    pub size: u64,
+    pub data: Vec<u8>,
+}
+
+impl From<LogChunk> for LogBytes {
+    fn from(c: LogChunk) -> Self {
+        Self { offset: c.offset, next_offset: c.next_offset, size: c.size, data: c.data.into_bytes() }
+    }
+}

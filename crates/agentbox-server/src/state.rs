@@ -33,6 +33,9 @@ pub const USAGE_REFRESH: Duration = Duration::from_secs(2);
 pub struct Snapshot {
     /// The stamp of the store's last commit when it was read (`None`: unknown, always rebuilt).
     pub version: Option<Stamp>,
+    /// The order in which rebuilds began: a rebuild that began earlier never replaces one that
+    /// began later (it may have read the store before a change the later one saw).
+    pub seq: u64,
     pub agents: Vec<AgentView>,
     /// `agents` as the JSON body of an unfiltered list.
     pub json: Bytes,
@@ -51,6 +54,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Hands out [`Snapshot::seq`].
+    rebuilds: std::sync::atomic::AtomicU64,
     /// Tells whether anything was committed since the snapshot was read.
     changes: Option<ChangeWatch>,
     usage: RwLock<Arc<HashMap<String, Usage>>>,
@@ -69,6 +74,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::new()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            rebuilds: std::sync::atomic::AtomicU64::new(1),
             usage: RwLock::new(Arc::new(HashMap::new())),
         })
     }
@@ -88,12 +94,15 @@ impl AppState {
 
     /// Rebuilds the snapshot from the store (blocking).
     pub fn refresh_blocking(&self) -> Result<()> {
+        let seq = self.rebuilds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Read before the data: a change committed meanwhile makes the next request rebuild.
         let version = self.stamp();
         let agents = with_store(&self.home, |s| views::list(s, &Filter::default()))?;
         let json = Bytes::from(serde_json::to_vec(&agents)?);
         if let Ok(mut slot) = self.snapshot.write() {
-            *slot = Arc::new(Snapshot { version, agents, json });
+            if slot.seq < seq {
+                *slot = Arc::new(Snapshot { version, seq, agents, json });
+            }
         }
         Ok(())
     }

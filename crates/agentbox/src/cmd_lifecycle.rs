@@ -68,7 +68,7 @@ pub fn wait(c: &dyn Control, args: WaitArgs) -> Result<i32> {
             eprintln!("agentbox: '{}' still running after {}s", args.name, args.timeout.unwrap_or(0));
             return Ok(exit::TIMED_OUT);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

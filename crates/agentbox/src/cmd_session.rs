@@ -20,7 +20,7 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
     let mut offset = 0;
     loop {
         let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
-        text.extend_from_slice(chunk.data.as_bytes());
+        text.extend_from_slice(&chunk.data);
         offset = chunk.next_offset;
         if chunk.data.is_empty() || offset >= chunk.size {
             break;
@@ -41,7 +41,7 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
         let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
         offset = chunk.next_offset;
         if !chunk.data.is_empty() {
-            out.write(chunk.data.as_bytes())?;
+            out.write(&chunk.data)?;
         } else if !live {
             return Ok(0);
         } else {

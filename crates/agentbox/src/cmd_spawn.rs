@@ -1,7 +1,7 @@
 //! `spawn` and `swarm`: the flags as the engine's [`SpawnSpec`], spawned here (this process is
 //! single-threaded, so the sandbox is cloned from it directly) or by a server.
 
-use agentbox_core::{validate_name, EgressRequest, Limits, SpawnSpec, WorkspaceSource};
+use agentbox_core::{validate_name, EgressRequest, Limits, MountArg, SpawnSpec, WorkspaceSource};
 use agentbox_engine::control::Control;
 use agentbox_engine::Context;
 use anyhow::Result;
@@ -37,7 +37,12 @@ impl SpawnOptions {
             limits: Limits { memory: s.memory, pids: s.pids, cpus: s.cpus },
             backend: s.backend,
             identity: self.identity,
-            volumes: self.volumes.clone(),
+            // A relative HOST is taken from the current directory, as with docker's -v.
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| Ok(MountArg { source: absolute(&v.source)?, ..v.clone() }))
+                .collect::<agentbox_engine::Result<_>>()?,
             workdir: self.workdir.clone(),
             restart: self.restart,
         })

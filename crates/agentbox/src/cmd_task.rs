@@ -42,7 +42,7 @@ fn final_status(t: &TaskView) -> i32 {
 /// Waits until the task has ended.
 pub fn wait_final(c: &dyn Control, id: &str) -> Result<TaskView> {
     loop {
-        let t = c.task(id)?.task;
+        let t = c.task_view(id)?;
         if t.state.is_final() {
             return Ok(t);
         }
@@ -158,7 +158,7 @@ fn logs(c: &dyn Control, id: &str, follow: bool) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     let (mut attempt, mut printed) = (None, 0);
     loop {
-        let t = c.task(id)?.task;
+        let t = c.task_view(id)?;
         let text = c.task_log(id)?;
         // A retry starts a new log: print it from its start.
         if attempt != Some(t.attempt) || text.len() < printed {

@@ -8,7 +8,7 @@ use agentbox_core::{HostRule, ManifestFormat, SpawnSpec};
 use agentbox_engine::control::Control;
 use agentbox_engine::tasks::artifacts::Artifact;
 use agentbox_engine::tasks::{TaskDetail, TaskView};
-use agentbox_engine::views::{AgentView, Filter, HitlView, LogChunk, ScreenView};
+use agentbox_engine::views::{AgentView, Filter, HitlView, LogBytes, LogChunk, ScreenView};
 use agentbox_engine::{Error, Kind, Result};
 use agentbox_proxy::AuditRecord;
 use agentbox_server::SpawnRequest;
@@ -97,7 +97,9 @@ impl Remote {
         };
         let mut resp = resp.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        // Answers can be large (a long audit log); a cut one would be misread.
+        let text =
+            resp.body_mut().with_config().limit(1 << 30).read_to_string().map_err(|e| self.unreachable(e))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
             let msg = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
@@ -180,9 +182,11 @@ impl Control for Remote {
         self.typed("GET", &format!("/api/v1/agents/{}/screen?ansi={ansi}", enc(name)), None)
     }
 
-    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogChunk> {
+    fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes> {
         let offset = offset.map(|o| format!("&offset={o}")).unwrap_or_default();
-        self.typed("GET", &format!("/api/v1/agents/{}/logs?raw={raw}{offset}", enc(name)), None)
+        let chunk: LogChunk =
+            self.typed("GET", &format!("/api/v1/agents/{}/logs?raw={raw}{offset}", enc(name)), None)?;
+        Ok(chunk.into())
     }
 
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {
@@ -213,6 +217,11 @@ impl Control for Remote {
     }
 
     fn task(&self, id: &str) -> Result<TaskDetail> {
+        self.typed("GET", &format!("/api/v1/tasks/{}", enc(id)), None)
+    }
+
+    fn task_view(&self, id: &str) -> Result<TaskView> {
+        // The detail is the view with more fields beside it.
         self.typed("GET", &format!("/api/v1/tasks/{}", enc(id)), None)
     }
 

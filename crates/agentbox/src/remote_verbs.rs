@@ -19,6 +19,7 @@ pub fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
     };
     let detach_key = crate::cmd_session::detach_key(a)?;
     let role = if a.read_only { "observer" } else { "controller" };
+    agentbox_core::validate_name(&a.name)?;
     let url = format!("ws://{hostport}/ws/agents/{}/attach?role={role}", a.name);
     let mut req = tungstenite::client::IntoClientRequest::into_client_request(url.as_str())?;
     req.headers_mut().insert("Authorization", format!("Bearer {}", remote.token).parse()?);
@@ -92,6 +93,7 @@ pub fn attach(remote: &Remote, a: &crate::cli::AttachArgs) -> Result<i32> {
 
 /// `info`: the agent as the server details it (view, resolved spec, usage, identity).
 pub fn info(remote: &Remote, a: &crate::cli::InfoArgs) -> Result<i32> {
+    agentbox_core::validate_name(&a.name)?;
     let v = remote.get(&format!("/api/v1/agents/{}", a.name))?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)

@@ -46,12 +46,17 @@ fn how(dir: bool) -> OpenHow {
 }
 
 fn open_root(dir: &Path) -> Result<OwnedFd> {
-    let f = std::fs::OpenOptions::new()
+    match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
         .open(dir)
-        .with_context(|| format!("opening {}", dir.display()))?;
-    Ok(f.into())
+    {
+        Ok(f) => Ok(f.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::Error::not_found(format!("{} is gone: the task has no artifacts", dir.display())))
+        }
+        Err(e) => Err(crate::Error::from(e).context(format!("opening {}", dir.display()))),
+    }
 }
 
 /// A relative path with no `..`, no root, nothing odd.
@@ -89,9 +94,14 @@ fn kind(fd: &OwnedFd) -> Result<Kind> {
 fn open_beneath(root: &OwnedFd, rel: &str) -> Result<Option<(OwnedFd, Kind)>> {
     let fd = match openat2(root.as_fd(), rel, how(false)) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ELOOP | nix::errno::Errno::EXDEV) => {
-            return Ok(None)
-        }
+        // Missing, a link, outside, through a file, too long: not an artifact.
+        Err(
+            nix::errno::Errno::ENOENT
+            | nix::errno::Errno::ELOOP
+            | nix::errno::Errno::EXDEV
+            | nix::errno::Errno::ENOTDIR
+            | nix::errno::Errno::ENAMETOOLONG,
+        ) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("opening {rel}")),
     };
     let k = kind(&fd)?;

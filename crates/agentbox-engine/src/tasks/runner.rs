@@ -427,6 +427,7 @@ impl Driver {
         let t = self.task()?;
         let name = agent_name(&self.id);
         if let Ok(rec) = self.store.get(&name) {
+            let rec = crate::agents::reconcile(&self.store, rec)?;
             if t.attempt > 0 && crate::agents::is_live_state(&rec.state) {
                 // Started by a runner that died before it recorded so.
                 let change = TaskChange { started: true, ..Default::default() };
@@ -487,8 +488,9 @@ impl Driver {
                     return Ok(TaskState::Failed);
                 }
             };
-            // A supervisor that died without recording the end counts as ended.
-            let rec = crate::agents::refresh(rec);
+            // A supervisor that died without recording the end counts as ended, and is recorded
+            // so (the next attempt must not adopt it as running).
+            let rec = crate::agents::reconcile(&self.store, rec)?;
             if !crate::agents::is_live_state(&rec.state) {
                 return self.ended(&t, &rec);
             }

@@ -824,3 +824,20 @@ fn internal_roles_stay_out_of_the_cli() {
         assert!(text(&out.stderr).contains("internal role"), "{bad:?}: {}", text(&out.stderr));
     }
 }
+
+/// `-v HOST:SANDBOX` with a relative HOST is taken from the current directory, as docker's -v.
+#[test]
+fn a_relative_volume_is_taken_from_the_current_directory() {
+    let a = Agents::new(As::Caller);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/f.txt"), "from the host\n").unwrap();
+    let out = a
+        .cmd(&["spawn", "relvol", "-v", "data:/data:ro", "--", "cat", "/data/f.txt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    a.ok(&["wait", "relvol"]);
+    assert_eq!(a.ok(&["logs", "relvol"]), "from the host\n");
+}

@@ -157,7 +157,13 @@ fn api_rejects_bad_input_with_clear_4xx() {
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","workspace":"relative"}"#.into()), 400, "absolute"),
         ("POST", "/api/v1/agents", Some(not_dir), 400, "not a directory"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","ref":"main"}"#.into()), 400, "ref needs from_git"),
-        ("POST", "/api/v1/agents", Some(r#"{"name":"a","from_git":"nowhere"}"#.into()), 400, "--from-git"),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","from_git":"nowhere"}"#.into()),
+            400,
+            "from_git: \"nowhere\" is not a repository",
+        ),
         (
             "POST",
             "/api/v1/agents",
