@@ -37,7 +37,7 @@ pub enum SpecError {
     Backend(String),
     #[error("{0}")]
     EgressWithoutProxy(&'static str),
-    #[error("invalid --timeout '{0}': give a whole number of seconds greater than zero")]
+    #[error("invalid --timeout '{0}': give a whole number of seconds from 1 to 315360000 (ten years)")]
     Timeout(String),
     /// A stored spec that cannot be read back.
     #[error("the stored sandbox spec cannot be read: {0}")]

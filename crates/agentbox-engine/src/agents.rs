@@ -13,7 +13,7 @@ pub fn is_live_state(state: &AgentState) -> bool {
 }
 
 /// Whether the recorded supervisor process still exists (and is that agent's supervisor).
-fn supervisor_alive(rec: &AgentRecord) -> bool {
+pub(crate) fn supervisor_alive(rec: &AgentRecord) -> bool {
     let Some(pid) = rec.supervisor_pid else { return false };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();

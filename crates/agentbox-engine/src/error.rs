@@ -290,8 +290,7 @@ impl From<agentbox_supervisor::ClientError> for Error {
     fn from(e: agentbox_supervisor::ClientError) -> Self {
         use agentbox_supervisor::ClientError as C;
         let kind = match &e {
-            C::NotRunning(_) => Kind::Conflict,
-            C::Refused(_) => Kind::Conflict,
+            C::NotRunning(_) | C::Refused(_) | C::Timeout(_) => Kind::Conflict,
             C::Io(_) | C::Sys(..) => Kind::Internal,
         };
         Self::from_source(kind, e)

@@ -48,6 +48,36 @@ fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
             }
         }
         Err(ClientError::NotRunning(_)) => {}
+        // The supervisor does not answer (stopped, stuck): its sandbox is killed directly, then
+        // the supervisor itself, and the end is recorded here.
+        Err(ClientError::Timeout(_)) => {
+            use nix::sys::signal::{kill, Signal::SIGKILL};
+            use nix::unistd::Pid;
+            if agents::supervisor_alive(&rec) {
+                if let Some(p) = rec.sandbox_pid {
+                    // The supervisor's unreaped child: the pid cannot have been reused.
+                    let _ = kill(Pid::from_raw(p as i32), SIGKILL);
+                }
+                if let Some(p) = rec.supervisor_pid {
+                    let _ = kill(Pid::from_raw(p as i32), SIGKILL);
+                }
+            }
+            match store.mark_finished(
+                &rec.name,
+                Some(rec.generation),
+                AgentState::Killed,
+                None,
+                "killed directly: its supervisor did not answer",
+            ) {
+                Ok(())
+                | Err(
+                    agentbox_store::StoreError::WrongState { .. }
+                    | agentbox_store::StoreError::Superseded { .. },
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return agents::get_for_change(store, name);
+        }
         Err(e) => return Err(e.into()),
     }
     match wait_finished(store, &rec.name, Some(Duration::from_secs(30)))? {
@@ -165,6 +195,7 @@ pub fn set_tags(store: &mut Store, name: &str, tags: &BTreeMap<String, String>) 
     for (k, v) in tags {
         pairs.push(agents::parse_tag(&format!("{k}={v}")).map_err(Error::invalid)?);
     }
+    crate::spawn::check_tags(&pairs)?;
     store.set_tags(name, &pairs)?;
     agents::get(store, name)
 }

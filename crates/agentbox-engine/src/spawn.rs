@@ -43,6 +43,7 @@ pub fn field_error(field: Field, message: impl Into<String>) -> Error {
 /// directory that exists, a repository URL that can be cloned. Errors name their [`Field`].
 pub fn check(home: &Home, spec: &SpawnSpec) -> Result<()> {
     validate_name(&spec.name).map_err(|e| Error::from(e).with_kind(Kind::Invalid))?;
+    sizes(spec)?;
     if let Some(p) = &spec.profile {
         profiles::load(home, p).map_err(|e| field_error(Field::Profile, e.to_string()))?;
     }
@@ -75,6 +76,70 @@ pub fn check(home: &Home, spec: &SpawnSpec) -> Result<()> {
         if w.as_os_str().is_empty() || w.as_os_str().as_encoded_bytes().contains(&0) {
             bail!(field_error(Field::Workdir, "the working directory must be a non-empty path"));
         }
+    }
+    Ok(())
+}
+
+/// How much one request may hold: enough for any agent, and bounded so that one request cannot
+/// make every listing huge or the server's memory grow (`tags: {100000 entries}`).
+pub mod limits {
+    pub const TAGS: usize = 64;
+    pub const TAG_KEY: usize = 128;
+    pub const TAG_VALUE: usize = 1024;
+    pub const COMMAND_ARGS: usize = 4096;
+    pub const COMMAND_BYTES: usize = 256 << 10;
+    pub const PROMPT_BYTES: usize = 1 << 20;
+    pub const ENV: usize = 1024;
+    pub const ENV_BYTES: usize = 64 << 10;
+    pub const VOLUMES: usize = 64;
+    pub const HOSTS: usize = 256;
+    pub const SECRETS: usize = 64;
+    pub const PATH_BYTES: usize = 4096;
+}
+
+fn at_most(field: Field, what: &str, n: usize, max: usize) -> Result<()> {
+    match n > max {
+        true => Err(field_error(field, format!("{n} {what}: at most {max}"))),
+        false => Ok(()),
+    }
+}
+
+/// Tags within [`limits`] (a spawn's, or `PUT .../tags`).
+pub fn check_tags(tags: &[(String, String)]) -> Result<()> {
+    at_most(Field::Tags, "tags", tags.len(), limits::TAGS)?;
+    for (k, v) in tags {
+        at_most(Field::Tags, &format!("bytes in the tag key {:.20?}", k), k.len(), limits::TAG_KEY)?;
+        at_most(Field::Tags, &format!("bytes in the value of tag {:.20?}", k), v.len(), limits::TAG_VALUE)?;
+    }
+    Ok(())
+}
+
+fn sizes(spec: &SpawnSpec) -> Result<()> {
+    use agentbox_core::EnvArg;
+    check_tags(&spec.tags)?;
+    at_most(Field::Command, "arguments", spec.command.len(), limits::COMMAND_ARGS)?;
+    let bytes: usize = spec.command.iter().map(|a| a.len()).sum();
+    at_most(Field::Command, "bytes of command", bytes, limits::COMMAND_BYTES)?;
+    at_most(
+        Field::Prompt,
+        "bytes of prompt",
+        spec.prompt.as_ref().map_or(0, Vec::len),
+        limits::PROMPT_BYTES,
+    )?;
+    at_most(Field::Env, "variables", spec.env.len(), limits::ENV)?;
+    for e in &spec.env {
+        let n = match e {
+            EnvArg::Set(k, v) => k.len() + v.len(),
+            EnvArg::Inherit(k) => k.len(),
+        };
+        at_most(Field::Env, "bytes in one variable", n, limits::ENV_BYTES)?;
+    }
+    at_most(Field::Volumes, "volumes", spec.volumes.len(), limits::VOLUMES)?;
+    at_most(Field::Allow, "hosts", spec.egress.allow.len(), limits::HOSTS)?;
+    at_most(Field::Secrets, "secrets", spec.egress.secrets.len(), limits::SECRETS)?;
+    let paths = spec.volumes.iter().flat_map(|v| [Some(&v.source), v.target.as_ref()]).flatten();
+    for p in paths.chain(spec.workdir.as_ref()) {
+        at_most(Field::Volumes, "bytes in a path", p.as_os_str().len(), limits::PATH_BYTES)?;
     }
     Ok(())
 }
@@ -197,7 +262,31 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     }
     // What agentbox wrote into the agent's home (instructions, identity) is the agent's.
     tree::give_to_agent(&paths::home(&dir))?;
-    Ok((resolve(request, &HostContext::current()?)?, keys))
+    let sandbox = resolve(request, &HostContext::current()?)?;
+    check_workdir(&sandbox)?;
+    Ok((sandbox, keys))
+}
+
+/// Refuses a working directory the sandbox would not have: the path inside, seen through the
+/// workspace, the home and the volumes (the rest of the sandbox's tree is the host's), must be a
+/// directory. Said now, as the request's mistake, rather than by a sandbox that cannot start.
+fn check_workdir(spec: &SandboxSpec) -> Result<()> {
+    let w = &spec.workdir;
+    let mut views: Vec<(PathBuf, PathBuf)> = vec![(spec.workspace.clone(), spec.workspace.clone())];
+    if let HomeSpec::Bind(h) = &spec.home {
+        views.push((PathBuf::from(agentbox_core::SANDBOX_HOME), h.clone()));
+    }
+    views.extend(spec.mounts.iter().map(|m| (m.target.clone(), m.source.clone())));
+    let host = views
+        .iter()
+        .filter(|(target, _)| w.starts_with(target))
+        .max_by_key(|(target, _)| target.as_os_str().len())
+        .and_then(|(target, source)| Some(source.join(w.strip_prefix(target).ok()?)))
+        .unwrap_or_else(|| w.clone());
+    if !host.is_dir() {
+        bail!(field_error(Field::Workdir, format!("{} is not a directory in the sandbox", w.display())));
+    }
+    Ok(())
 }
 
 /// Claims `name` for this process. A claim whose spawn died (killed mid-spawn) is released and

@@ -188,7 +188,8 @@ fn relay(
     if caller_stdin.is_none() {
         side.stdin = None;
     }
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout past the clock's end is none.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let sfd = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC)
         .map_err(JailError::sys("signalfd"))?;
     let mut stdin_open = caller_stdin.is_some() && side.input().is_some();

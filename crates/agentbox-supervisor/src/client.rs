@@ -20,21 +20,41 @@ pub enum ClientError {
     NotRunning(String),
     #[error("the supervisor refused: {0}")]
     Refused(String),
+    /// No answer in time: the supervisor is stopped or stuck. The request is not carried out
+    /// later (the supervisor drops a request whose client has gone).
+    #[error("the supervisor at {0} did not answer within {secs}s (is it stopped?)", secs = ANSWER_WITHIN.as_secs())]
+    Timeout(String),
     #[error("talking to the supervisor: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}: {1}")]
     Sys(&'static str, Errno),
 }
 
+/// How long a one-shot request waits for the supervisor.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn connect(state_dir: &Path) -> Result<UnixStream, ClientError> {
     let path = paths::socket(state_dir);
-    UnixStream::connect(&path).map_err(|_| ClientError::NotRunning(path.display().to_string()))
+    let s = UnixStream::connect(&path).map_err(|_| ClientError::NotRunning(path.display().to_string()))?;
+    s.set_read_timeout(Some(ANSWER_WITHIN))?;
+    s.set_write_timeout(Some(ANSWER_WITHIN))?;
+    Ok(s)
+}
+
+/// A read or write that ran out of time is the supervisor not answering.
+fn timed(state_dir: &Path, e: std::io::Error) -> ClientError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            ClientError::Timeout(paths::socket(state_dir).display().to_string())
+        }
+        _ => ClientError::Io(e),
+    }
 }
 
 fn request(state_dir: &Path, frame: Frame) -> Result<Frame, ClientError> {
     let mut s = connect(state_dir)?;
-    write_frame(&mut s, &frame)?;
-    match read_frame(&mut s)? {
+    write_frame(&mut s, &frame).map_err(|e| timed(state_dir, e))?;
+    match read_frame(&mut s).map_err(|e| timed(state_dir, e))? {
         Some(Frame::Error(e)) => Err(ClientError::Refused(e)),
         Some(f) => Ok(f),
         None => Err(ClientError::Refused("the supervisor closed the connection".into())),
@@ -49,7 +69,7 @@ pub fn send_input(state_dir: &Path, bytes: &[u8]) -> Result<(), ClientError> {
 /// Sets the agent's terminal size (what a controlling client's Resize does, without attaching).
 pub fn resize(state_dir: &Path, rows: u16, cols: u16) -> Result<(), ClientError> {
     let mut s = connect(state_dir)?;
-    write_frame(&mut s, &Frame::Resize { rows, cols })?;
+    write_frame(&mut s, &Frame::Resize { rows, cols }).map_err(|e| timed(state_dir, e))?;
     Ok(())
 }
 
@@ -81,12 +101,17 @@ pub fn sandbox_handles(state_dir: &Path) -> Result<agentbox_jail::SandboxHandles
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::AsRawFd;
     let mut s = connect(state_dir)?;
-    write_frame(&mut s, &Frame::HandlesRequest)?;
+    write_frame(&mut s, &Frame::HandlesRequest).map_err(|e| timed(state_dir, e))?;
     let mut buf = [0u8; 64];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 16]);
-    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| ClientError::Sys("receive the sandbox's handles", e))?;
+    let msg = match recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+        Ok(m) => m,
+        Err(Errno::EAGAIN) => {
+            return Err(ClientError::Timeout(paths::socket(state_dir).display().to_string()))
+        }
+        Err(e) => return Err(ClientError::Sys("receive the sandbox's handles", e)),
+    };
     let mut fds = Vec::new();
     for c in msg.cmsgs().map_err(|e| ClientError::Sys("receive the sandbox's handles", e))? {
         if let ControlMessageOwned::ScmRights(raw) = c {

@@ -341,6 +341,12 @@ impl Session {
                 Err(_) => drop_it = true,
             }
         }
+        // A one-shot request whose client has already gone (it gave up waiting while this
+        // supervisor was stopped) is not carried out: its caller was told it failed.
+        let abandoned = self.clients.get(&id).is_some_and(|c| !c.attached && peer_gone(&c.stream));
+        if abandoned {
+            frames.retain(|f| !matches!(f, Frame::Input(_) | Frame::Kill | Frame::Allow { .. }));
+        }
         for f in frames {
             self.handle(id, f);
         }
@@ -439,6 +445,14 @@ impl Session {
         let _ = std::fs::remove_file(paths::socket(&self.state_dir));
         code
     }
+}
+
+/// Whether the other end of a client connection has closed it (called once what it sent was
+/// read: a peek then finds the end of the stream).
+fn peer_gone(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut byte = [0u8; 1];
+    matches!(recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(0))
 }
 
 /// Binds the agent's socket. A socket a live supervisor answers on is never taken: two

@@ -597,9 +597,12 @@ fn backend_arg(s: &str) -> Result<Backend, String> {
 fn cpus_arg(s: &str) -> Result<f64, String> {
     Limits::parse_cpus(s).map_err(|e| e.to_string())
 }
+/// Ten years: longer is no timeout, and would overflow the clock.
+const MAX_TIMEOUT: u64 = 10 * 365 * 24 * 3600;
+
 fn timeout_arg(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
+        Ok(n) if (1..=MAX_TIMEOUT).contains(&n) => Ok(n),
         _ => Err(agentbox_core::SpecError::Timeout(s.to_string()).to_string()),
     }
 }

@@ -55,7 +55,7 @@ pub fn killall(c: &dyn Control, args: KillAllArgs) -> Result<i32> {
 }
 
 pub fn wait(c: &dyn Control, args: WaitArgs) -> Result<i32> {
-    let deadline = args.timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    let deadline = args.timeout.and_then(|t| Instant::now().checked_add(Duration::from_secs(t)));
     loop {
         let a = c.get(&args.name)?;
         if !a.is_live() {

@@ -188,6 +188,9 @@ fn wait_times_out_and_rm_refuses_running_agents() {
     a.ok(&["spawn", "w1", "--", "sleep", "300"]);
     let out = a.run(&["wait", "w1", "--timeout", "1"]);
     assert_eq!(out.status.code(), Some(124));
+    let out = a.run(&["wait", "w1", "--timeout", "18446744073709551615"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("ten years"), "{}", text(&out.stderr));
     let out = a.run(&["rm", "w1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("is running"), "{}", text(&out.stderr));

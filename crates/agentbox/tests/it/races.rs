@@ -151,3 +151,44 @@ fn a_killed_spawn_leaves_nothing_in_the_way() {
     let doctor = text(&a.run(&["doctor"]).stdout);
     assert!(doctor.contains("none in AGENTBOX_HOME"), "{doctor}");
 }
+
+fn supervisor_pid(a: &Agents, name: &str) -> nix::unistd::Pid {
+    let v: serde_json::Value = serde_json::from_str(&a.ok(&["info", name, "--json"])).unwrap();
+    nix::unistd::Pid::from_raw(v["agent"]["supervisor_pid"].as_i64().unwrap() as i32)
+}
+
+/// Against a stopped supervisor, `screen` and `send` give up within seconds instead of hanging,
+/// the `send` that gave up is not typed when the supervisor continues, and `kill` reaches the
+/// sandbox without it.
+#[test]
+fn a_stopped_supervisor_does_not_hang_the_cli() {
+    use nix::sys::signal::{kill, Signal};
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "stopped", "--", "sh", "-c", "echo ready; while read l; do echo \"got:$l\"; done"]);
+    a.screen_until("stopped", "ready");
+    let sup = supervisor_pid(&a, "stopped");
+    kill(sup, Signal::SIGSTOP).unwrap();
+    for args in [&["screen", "stopped"][..], &["send", "stopped", "late-marker"]] {
+        let started = Instant::now();
+        let out = a.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains("did not answer"), "{args:?}: {}", text(&out.stderr));
+        assert!(started.elapsed() < Duration::from_secs(15), "{args:?} took {:?}", started.elapsed());
+    }
+    kill(sup, Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    a.ok(&["send", "stopped", "after"]);
+    let screen = a.screen_until("stopped", "got:after");
+    assert!(!screen.contains("late-marker"), "a request its client gave up on was carried out:\n{screen}");
+
+    kill(sup, Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    a.ok(&["kill", "stopped"]);
+    assert!(started.elapsed() < Duration::from_secs(15), "kill took {:?}", started.elapsed());
+    assert_eq!(a.state("stopped"), "killed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_processes_matching("__supervise stopped").len() + host_processes_matching("got:$l").len() > 0 {
+        assert!(Instant::now() < deadline, "the supervisor or its sandbox outlived kill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

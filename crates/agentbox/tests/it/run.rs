@@ -153,6 +153,8 @@ fn bad_input_is_explained() {
         (vec!["--pids", "0"], "between 2"),
         (vec!["--cpus", "-1"], "--cpus"),
         (vec!["--timeout", "0"], "--timeout"),
+        // Past the clock's end: refused, never a panic.
+        (vec!["--timeout", "18446744073709551615"], "ten years"),
         (vec!["--network", "wifi"], "unknown network mode"),
         (vec!["--mount", "/a:rel"], "invalid --mount"),
         (vec!["--mount", "/does/not/exist"], "--mount source /does/not/exist"),

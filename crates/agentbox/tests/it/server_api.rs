@@ -135,6 +135,10 @@ fn api_rejects_bad_input_with_clear_4xx() {
     let file = dir.path().join("f");
     std::fs::write(&file, "x").unwrap();
     let not_dir = format!(r#"{{"name":"w","workspace":"{}"}}"#, file.display());
+    let tags: serde_json::Map<String, Value> = (0..100_000).map(|i| (format!("t{i}"), json!("v"))).collect();
+    let many_tags = json!({"name": "a", "tags": tags}).to_string();
+    let many_tags_put = Value::Object(tags).to_string();
+    let long_tag = json!({"name": "a", "tags": {"k": "v".repeat(5000)}}).to_string();
     let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
         ("POST", "/api/v1/agents", Some("{".into()), 400, "invalid request body"),
         ("POST", "/api/v1/agents", Some("[]".into()), 400, "invalid request body"),
@@ -157,6 +161,31 @@ fn api_rejects_bad_input_with_clear_4xx() {
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","workspace":"relative"}"#.into()), 400, "absolute"),
         ("POST", "/api/v1/agents", Some(not_dir), 400, "not a directory"),
         ("POST", "/api/v1/agents", Some(r#"{"name":"a","ref":"main"}"#.into()), 400, "ref needs from_git"),
+        // Paths the server would have taken from its own directory, or that are not there.
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","volumes":["x"]}"#.into()),
+            400,
+            "volumes: x is not an absolute path",
+        ),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","volumes":["/nonexistent"]}"#.into()),
+            400,
+            "does not exist",
+        ),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(r#"{"name":"a","workdir":"/nonexistent/dir"}"#.into()),
+            400,
+            "workdir: /nonexistent/dir is not a directory",
+        ),
+        ("POST", "/api/v1/agents", Some(many_tags), 400, "tags: 100000 tags: at most 64"),
+        ("POST", "/api/v1/agents", Some(long_tag), 400, "at most 1024"),
+        ("PUT", "/api/v1/agents/x/tags", Some(many_tags_put), 400, "at most 64"),
         (
             "POST",
             "/api/v1/agents",
@@ -212,6 +241,11 @@ fn api_rejects_bad_input_with_clear_4xx() {
         let msg = v["error"].as_str().unwrap_or_else(|| panic!("{method} {path}: no error message in {v}"));
         assert!(msg.contains(needle), "{method} {path} {body:?}: {msg:?} does not say {needle:?}");
     }
+    assert!(
+        srv.ok("GET", "/api/v1/agents", None).as_array().unwrap().is_empty(),
+        "a refused spawn left an agent"
+    );
+    assert!(!agents.home.join("agents/a").exists(), "a refused spawn left its directory");
     // A body that is not JSON at all.
     let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let resp = http
