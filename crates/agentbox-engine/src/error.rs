@@ -259,11 +259,24 @@ impl From<agentbox_core::ManifestError> for Error {
 impl From<agentbox_store::StoreError> for Error {
     fn from(e: agentbox_store::StoreError) -> Self {
         use agentbox_store::StoreError as S;
+        if e.is_read_only() {
+            let msg = "AGENTBOX_HOME is read-only: agentbox can show what is there but not change it";
+            return Self { kind: Kind::Refused, message: msg.into(), field: None, source: Some(Box::new(e)) };
+        }
+        if e.is_full() {
+            let msg = "the disk holding AGENTBOX_HOME is full; free space there (`agentbox rm NAME` removes an agent's workspace)";
+            return Self {
+                kind: Kind::Internal,
+                message: msg.into(),
+                field: None,
+                source: Some(Box::new(e)),
+            };
+        }
         let kind = match &e {
             S::NotFound(_) | S::NoTask(_) | S::NoHitl(_) => Kind::NotFound,
             S::AmbiguousTask(_) => Kind::Invalid,
             S::Exists(_) | S::WrongState { .. } | S::Superseded { .. } => Kind::Conflict,
-            S::Sql(_) | S::Migration(_) | S::Watch(_) | S::Lock(_) => Kind::Internal,
+            S::Sql(_) | S::Migration(_) | S::Watch(_) | S::Lock(_) | S::Corrupt { .. } => Kind::Internal,
         };
         Self::from_source(kind, e)
     }

@@ -61,20 +61,36 @@ impl Home {
     }
 
     pub fn store(&self) -> Result<agentbox_store::Store> {
-        agentbox_store::Store::open(&self.store_path())
-            .with_context(|| format!("opening {}", self.store_path().display()))
+        let path = self.store_path();
+        // An empty file where the store was, beside agents' directories: opening it would make
+        // a new, empty store and hide every agent. Refused with the way out.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            let agents = std::fs::read_dir(self.root.join("agents")).map(|d| d.count()).unwrap_or(0);
+            if agents > 0 {
+                return Err(crate::Error::conflict(format!(
+                    "{} is empty, but {agents} agent directories are in {}: `agentbox store recover` \
+                     rebuilds the store from them",
+                    path.display(),
+                    self.root.join("agents").display()
+                )));
+            }
+        }
+        agentbox_store::Store::open(&path).with_context(|| format!("opening {}", path.display()))
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700 and tightens an existing one.
+/// Creates `dir` (and parents) with mode 0700 and tightens an existing one. On a read-only file
+/// system an existing directory is taken as it is (reading it is all that can happen there).
 pub fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("securing {}", dir.display()))
+    let read_only = |e: &std::io::Error| e.raw_os_error() == Some(nix::libc::EROFS) && dir.is_dir();
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Err(e) if !read_only(&e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        _ => {}
+    }
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        Err(e) if !read_only(&e) => Err(e).with_context(|| format!("securing {}", dir.display())),
+        _ => Ok(()),
+    }
 }
 
 /// The guest image written by `agentbox vm setup`: `$AGENTBOX_CACHE_DIR/vm` (default

@@ -35,6 +35,7 @@ pub mod measure;
 pub mod net;
 pub mod notify;
 pub mod profiles;
+pub mod recovery;
 pub mod secrets;
 pub mod session;
 pub mod snapshot;

@@ -197,6 +197,7 @@ pub fn set_tags(store: &mut Store, name: &str, tags: &BTreeMap<String, String>) 
     }
     crate::spawn::check_tags(&pairs)?;
     store.set_tags(name, &pairs)?;
+    crate::recovery::save(store, name);
     agents::get(store, name)
 }
 
@@ -264,6 +265,7 @@ pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<Age
             &owner,
         )?;
         store.record(dst, "clone", &format!("from {}", src.name))?;
+        crate::recovery::save(store, dst);
         Ok(())
     })();
     if let Err(e) = result {
@@ -300,6 +302,7 @@ pub fn rename(home: &Home, store: &mut Store, old: &str, new: &str) -> Result<Ag
         let _ = std::fs::rename(&to, &from);
         return Err(e.into());
     }
+    crate::recovery::save(store, new);
     agents::get(store, new)
 }
 

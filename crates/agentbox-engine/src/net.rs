@@ -41,6 +41,7 @@ pub fn allow(
         if !spec.egress.allow.contains(host) {
             spec.egress.allow.push(host.clone());
             store.set_spec(name, &spec.encode()?)?;
+            crate::recovery::save(store, name);
         }
         if !running {
             store.record(name, "allow", &format!("{rule} (from the next start)"))?;

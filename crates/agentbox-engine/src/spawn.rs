@@ -368,6 +368,7 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
         state: None,
     };
     store.fill_claim(&new, &owner).map_err(|e| undo(e.into()))?;
+    crate::recovery::save(&store, name);
 
     if let Err(e) = crate::start::start_supervisor(home, name, &dir) {
         let _ = tree::remove_tree(&dir);

@@ -6,7 +6,7 @@
 //! Concurrency: WAL lets readers proceed during a write; writers wait up to `BUSY_TIMEOUT` for the
 //! lock instead of failing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agentbox_core::AgentState;
@@ -52,6 +52,11 @@ pub enum StoreError {
     Watch(std::io::Error),
     #[error("locking the state database to set it up: {0}")]
     Lock(std::io::Error),
+    #[error(
+        "the state database {path} is damaged ({detail}); `agentbox store check` says how, \
+         `agentbox store recover` rebuilds it from the agents' directories and keeps this file aside"
+    )]
+    Corrupt { path: String, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -153,10 +158,51 @@ fn setup_lock(db: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(std::path::PathBuf::from(name))
+        .open(PathBuf::from(name))
         .map_err(StoreError::Lock)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| StoreError::Lock(std::io::Error::from(e)))
+}
+
+/// Whether `db` lives on a file system mounted read-only.
+fn on_read_only_fs(db: &Path) -> bool {
+    let dir = db.parent().unwrap_or(Path::new("/"));
+    nix::sys::statvfs::statvfs(dir).is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// An open that fails because the file is not a sound database says so, with the way out.
+fn damaged(path: &Path, e: StoreError) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match &e {
+        StoreError::Sql(rusqlite::Error::SqliteFailure(f, detail))
+            if matches!(f.code, NotADatabase | DatabaseCorrupt) =>
+        {
+            StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail: detail.clone().unwrap_or_else(|| f.to_string()),
+            }
+        }
+        _ => e,
+    }
+}
+
+impl StoreError {
+    fn code(&self) -> Option<rusqlite::ErrorCode> {
+        match self {
+            StoreError::Sql(e) => e.sqlite_error_code(),
+            _ => None,
+        }
+    }
+
+    /// The store is on a read-only file system (or its file is read-only).
+    pub fn is_read_only(&self) -> bool {
+        self.code() == Some(rusqlite::ErrorCode::ReadOnly)
+    }
+
+    /// The disk is full.
+    pub fn is_full(&self) -> bool {
+        self.code() == Some(rusqlite::ErrorCode::DiskFull)
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -257,6 +303,13 @@ impl Store {
     /// open a fresh store at one instant would otherwise all create its tables, and all but one
     /// fail. One that is up to date takes no lock.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_inner(path).map_err(|e| damaged(path, e))
+    }
+
+    fn open_inner(path: &Path) -> Result<Self> {
+        if on_read_only_fs(path) {
+            return Self::open_immutable(path);
+        }
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -271,6 +324,36 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Self { conn })
+    }
+
+    /// A store on a read-only file system: read as it is; every write fails with
+    /// [`StoreError::is_read_only`]. With its WAL files there (another process still has it open)
+    /// it is read through them; without, the main file holds everything and is read as immutable.
+    fn open_immutable(path: &Path) -> Result<Self> {
+        use rusqlite::OpenFlags;
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let conn = if wal.exists() {
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?
+        } else {
+            let uri = format!("file:{}?immutable=1", path.display());
+            Connection::open_with_flags(uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?
+        };
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != MIGRATIONS.len() as i64 {
+            return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("the store needs setting up, and its file system is read-only".into()),
+            )));
+        }
+        Ok(Self { conn })
+    }
+
+    /// SQLite's own check of the file (`PRAGMA integrity_check`): the problems it finds, none
+    /// when the file is sound.
+    pub fn check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 
     /// Claims `name` for a new agent made by `owner` (state `creating`), before anything is made

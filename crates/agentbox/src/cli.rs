@@ -104,8 +104,25 @@ pub enum Command {
     Hitl(HitlArgs),
     /// The microVM backend: fetch the guest kernel, show what VMs would run with
     Vm(VmArgs),
+    /// The state database: check it, or rebuild it from the agents' directories
+    Store(StoreArgs),
     /// Print the version
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check the state database (SQLite's integrity check); exit status 1 when it is damaged
+    Check,
+    /// Move the state database aside and rebuild it from the agents' directories (each agent
+    /// comes back as failed; restart it)
+    Recover,
 }
 
 #[derive(Debug, Args)]

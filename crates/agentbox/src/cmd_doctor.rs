@@ -6,6 +6,7 @@ pub fn run(args: DoctorArgs) -> i32 {
     let mut checks = doctor();
     checks.push(crate::cmd_vm::doctor_check());
     checks.push(leftovers_check());
+    checks.push(store_check());
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
         match serde_json::to_string_pretty(&checks) {
@@ -29,6 +30,31 @@ pub fn run(args: DoctorArgs) -> i32 {
         }
     }
     i32::from(failed)
+}
+
+/// Whether the state database is sound.
+fn store_check() -> agentbox_jail::Check {
+    use agentbox_jail::Check;
+    let c = match agentbox_engine::Home::open() {
+        Ok(home) => agentbox_engine::recovery::check(&home),
+        Err(e) => {
+            return Check { name: "store", status: Status::Warn, detail: e.to_string(), fix: None };
+        }
+    };
+    match c.problems.first() {
+        None => Check {
+            name: "store",
+            status: Status::Ok,
+            detail: format!("{} is sound", c.path.display()),
+            fix: None,
+        },
+        Some(p) => Check {
+            name: "store",
+            status: Status::Fail,
+            detail: format!("{} is damaged: {p}", c.path.display()),
+            fix: Some("agentbox store recover".into()),
+        },
+    }
 }
 
 /// What crashes left in AGENTBOX_HOME (a warning: `clean` removes it).

@@ -19,6 +19,7 @@ mod cmd_query;
 mod cmd_run;
 mod cmd_session;
 mod cmd_spawn;
+mod cmd_store;
 mod cmd_task;
 mod cmd_vm;
 mod cmd_watch;
@@ -97,6 +98,7 @@ fn about_this_machine(command: Command) -> Result<i32, Command> {
         Command::Run(args) => cmd_run::run(*args),
         Command::Doctor(args) => cmd_doctor::run(args),
         Command::Vm(args) => report(cmd_vm::vm(args)),
+        Command::Store(args) => report(cmd_store::store(args)),
         Command::Serve(args) => report(agentbox_server::serve(args.into())),
         Command::Context(args) => report(contexts::context(args)),
         Command::Completion(args) => report(cmd_profiles::completion(args)),

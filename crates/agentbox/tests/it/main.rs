@@ -27,6 +27,7 @@ mod hitl;
 mod limits;
 mod profiles;
 mod races;
+mod reliability;
 mod run;
 mod server;
 mod server_api;
