@@ -51,3 +51,11 @@ pub use task::{
     check_relative, format_duration, manifest_document, parse_duration, AgentSection, ManifestError,
     ManifestFormat, Metadata, Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,
 };
+
+/// Writes `agentbox: MSG` on stderr, ignoring failure. The supervisor's stderr is a file in
+/// AGENTBOX_HOME: on a full disk `eprintln!` would panic, and the supervisor would die of
+/// saying that the disk is full.
+pub fn note(msg: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "agentbox: {msg}");
+}

@@ -63,6 +63,27 @@ pub struct Config {
     /// `[profiles.NAME]`: what a person chose for a profile on this machine.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileSettings>,
+    #[serde(default)]
+    pub logs: LogSettings,
+}
+
+/// `[logs]`: agents' output logs.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// The most an agent's log keeps, with its one rotated file (`512M`, `2G`; default 512M).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
+}
+
+impl LogSettings {
+    pub fn limit(&self) -> Result<u64> {
+        match &self.max_size {
+            None => Ok(agentbox_supervisor::DEFAULT_LOG_LIMIT),
+            Some(s) => agentbox_core::parse_size(s)
+                .map_err(|e| Error::invalid(format!("config.toml: [logs] max_size: {e}"))),
+        }
+    }
 }
 
 impl Config {
@@ -88,6 +109,7 @@ impl Config {
                 })?;
             }
         }
+        cfg.logs.limit()?;
         Resolver::with_pins(&cfg.network.resolve)
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         Ok(cfg)

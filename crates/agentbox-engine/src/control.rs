@@ -30,6 +30,8 @@ pub trait Control {
     fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView>;
     /// A byte range of the agent's log (see [`crate::logs::log_range_at`]).
     fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes>;
+    /// The log's last `lines` lines, and where the log ends (for a follower to go on from).
+    fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)>;
     /// The agent's last `limit` audit records, oldest first.
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>>;
     fn allow(&self, name: &str, host: &HostRule, once: bool, always: bool) -> Result<()>;
@@ -116,6 +118,15 @@ impl Control for Local {
 
     fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes> {
         crate::logs::read_range(&self.store, name, offset, raw)
+    }
+
+    fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)> {
+        let path = agentbox_supervisor::paths::log(&crate::agents::state_dir(&crate::agents::get(
+            &self.store,
+            name,
+        )?));
+        let end = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Ok((crate::logs::tail_at(&path, lines, raw)?, end))
     }
 
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {

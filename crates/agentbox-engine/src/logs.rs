@@ -42,6 +42,41 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> &[u8] {
 
 pub const MAX_LOG_CHUNK: u64 = 4 << 20;
 
+/// The most `tail` reads back from the end, whatever the lines' length.
+pub const MAX_TAIL: u64 = 16 << 20;
+
+/// The last `lines` lines of the agent's log, read backwards from the end in bounded memory (a
+/// 2 GiB log costs what its last lines do).
+pub fn tail(store: &Store, name: &str, lines: usize, raw: bool) -> Result<Vec<u8>> {
+    tail_at(&paths::log(&agents::state_dir(&agents::get(store, name)?)), lines, raw)
+}
+
+pub fn tail_at(path: &Path, lines: usize, raw: bool) -> Result<Vec<u8>> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let size = file.metadata()?.len();
+    const BLOCK: u64 = 64 << 10;
+    let mut start = size;
+    let mut newlines = 0;
+    // One more line than asked: the first may be cut.
+    while start > 0 && newlines <= lines && size - start < MAX_TAIL {
+        let from = start.saturating_sub(BLOCK);
+        let mut block = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut block)?;
+        newlines += block.iter().filter(|b| **b == b'\n').count();
+        start = from;
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((size - start) as usize);
+    file.take(size - start).read_to_end(&mut bytes)?;
+    let text = if raw { bytes } else { plain(&bytes) };
+    Ok(tail_lines(&text, lines).to_vec())
+}
+
 pub fn log_range(
     store: &Store,
     name: &str,
@@ -89,8 +124,13 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
     };
     let size = file.metadata()?.len();
     let limit = limit.unwrap_or(MAX_LOG_CHUNK).min(MAX_LOG_CHUNK);
-    // Without an offset: the last `limit` bytes, like `tail`.
-    let offset = offset.unwrap_or(size.saturating_sub(limit)).min(size);
+    let offset = match offset {
+        // Without an offset: the last `limit` bytes, like `tail`.
+        None => size.saturating_sub(limit),
+        // Past the end: the log was rotated since; the new file is read from its start.
+        Some(o) if o > size => 0,
+        Some(o) => o,
+    };
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
     file.take(limit).read_to_end(&mut bytes)?;

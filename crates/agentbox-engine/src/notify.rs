@@ -117,8 +117,12 @@ fn post_with_retries(url: &str, payload: &Value) {
         }
         match http.post(url).header("User-Agent", "agentbox").send_json(&body) {
             Ok(r) if r.status().is_success() => return,
-            Ok(r) => eprintln!("agentbox: webhook {url}: HTTP {} (attempt {})", r.status(), attempt + 1),
-            Err(e) => eprintln!("agentbox: webhook {url}: {e} (attempt {})", attempt + 1),
+            Ok(r) => agentbox_core::note(format_args!(
+                "webhook {url}: HTTP {} (attempt {})",
+                r.status(),
+                attempt + 1
+            )),
+            Err(e) => agentbox_core::note(format_args!("webhook {url}: {e} (attempt {})", attempt + 1)),
         }
     }
 }

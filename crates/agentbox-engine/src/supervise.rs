@@ -32,15 +32,15 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     // A broken config.toml must not keep the agent from running: it runs with the defaults, and
     // the problem is in its supervisor.log.
     let config = Config::load(&home).unwrap_or_else(|e| {
-        eprintln!("agentbox: {e}; HITL and notifications use their defaults");
+        agentbox_core::note(format_args!("{e}; HITL and notifications use their defaults"));
         Config::default()
     });
     let hitl = config.hitl.config().unwrap_or_else(|e| {
-        eprintln!("agentbox: {e}; using the default HITL settings");
+        agentbox_core::note(format_args!("{e}; using the default HITL settings"));
         Some(Default::default())
     });
     let notifier = Arc::new(crate::notify::Notifier::new(&config.notify).unwrap_or_else(|e| {
-        eprintln!("agentbox: {e}; the webhook is not used");
+        agentbox_core::note(format_args!("{e}; the webhook is not used"));
         crate::notify::Notifier::default()
     }));
     let agent_exits = config.notify.agent_exits != Some(false);
@@ -72,6 +72,7 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let cfg = SupervisorConfig {
         name: name.to_string(),
         generation,
+        log_limit: config.logs.limit().unwrap_or(agentbox_supervisor::DEFAULT_LOG_LIMIT),
         state_dir,
         store_path: home.store_path(),
         spec,
@@ -85,7 +86,7 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let code = supervise(cfg, &mut stdout)?;
     if let Some(policy) = restart {
         if let Err(e) = crate::crashloop::after_exit(&home, name, generation, policy, &notifier) {
-            eprintln!("agentbox: restarting {name}: {e}");
+            agentbox_core::note(format_args!("restarting {name}: {e}"));
         }
     }
     notifier.finish(Duration::from_secs(20));

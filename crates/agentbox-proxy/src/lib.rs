@@ -132,7 +132,7 @@ pub fn start(listener: std::net::TcpListener, cfg: ProxyConfig) -> Result<ProxyH
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => server::accept_loop(l, serving).await,
-                    Err(e) => eprintln!("agentbox: egress proxy: {e}"),
+                    Err(e) => agentbox_core::note(format_args!("egress proxy: {e}")),
                 }
             })
         })

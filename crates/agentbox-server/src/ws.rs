@@ -69,10 +69,20 @@ pub async fn attach(
     let sock = UnixStream::connect(paths::socket(&agentbox_engine::agents::state_dir(&rec))).await.map_err(
         |_| ApiError::from(agentbox_engine::Error::conflict(format!("agent '{}' is not running", rec.name))),
     )?;
-    Ok(upgrade.protocols([super::auth::WS_PROTOCOL]).on_upgrade(move |ws| bridge(ws, sock, controller)))
+    // Where the log stands now: what this viewer is sent from here on is the log from there.
+    let log_at = std::fs::metadata(paths::log(&agentbox_engine::agents::state_dir(&rec)))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok(upgrade
+        .protocols([super::auth::WS_PROTOCOL])
+        .on_upgrade(move |ws| bridge(ws, sock, controller, log_at)))
 }
 
-async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool) {
+/// The close code of a viewer the supervisor dropped for falling too far behind (the reason says
+/// the log offset to resume from).
+pub const BEHIND: u16 = 4000;
+
+async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool, log_at: u64) {
     let (mut rd, mut wr) = sock.into_split();
     let hello = if controller { Frame::Attach } else { Frame::Observe };
     if wr.write_all(&hello.encode()).await.is_err() {
@@ -82,6 +92,8 @@ async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool) {
     let to_browser = async move {
         let mut decoder = Decoder::default();
         let mut buf = vec![0u8; 65536];
+        // The first output is the screen's replay; the rest is the log, from `log_at` on.
+        let (mut replayed, mut seen) = (false, log_at);
         loop {
             let n = match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -91,6 +103,10 @@ async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool) {
             loop {
                 match decoder.next_frame() {
                     Ok(Some(Frame::Output(bytes))) => {
+                        if replayed {
+                            seen += bytes.len() as u64;
+                        }
+                        replayed = true;
                         if ws_tx.send(Message::Binary(bytes.into())).await.is_err() {
                             return;
                         }
@@ -103,11 +119,20 @@ async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool) {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
-                    Err(_) => return,
+                    Err(e) => {
+                        let reason = format!("the agent's stream could not be read: {e}");
+                        let frame = axum::extract::ws::CloseFrame { code: 1011, reason: reason.into() };
+                        let _ = ws_tx.send(Message::Close(Some(frame))).await;
+                        return;
+                    }
                 }
             }
         }
-        let _ = ws_tx.close().await;
+        // The supervisor hung up without the agent ending: it drops a viewer that falls more
+        // than its backlog behind. Say so, and where the log has what this viewer missed.
+        let reason = format!("fell too far behind; reattach, or read the log from offset {seen}");
+        let frame = axum::extract::ws::CloseFrame { code: BEHIND, reason: reason.into() };
+        let _ = ws_tx.send(Message::Close(Some(frame))).await;
     };
     let from_browser = async move {
         while let Some(Ok(msg)) = ws_rx.next().await {

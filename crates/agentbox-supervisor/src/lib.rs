@@ -7,6 +7,7 @@
 
 mod client;
 pub mod hitl;
+mod logfile;
 pub mod paths;
 pub mod protocol;
 mod recorder;
@@ -20,6 +21,7 @@ pub use client::{
     allow_host, attach, kill_agent, resize, sandbox_handles, screen, send_input, AttachEnd, AttachOptions,
     ClientError,
 };
+pub use logfile::DEFAULT_LIMIT as DEFAULT_LOG_LIMIT;
 pub use recorder::{Notice, Notifier};
 pub use supervise::{supervise, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 pub use vm::{vm_plan, VmAssets};

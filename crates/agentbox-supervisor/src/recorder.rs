@@ -92,10 +92,21 @@ fn close_open(store: &Store, name: &str, why: &str) {
     }
 }
 
+/// Runs a store write again while the disk is full: the write is the record of what happened
+/// (an exit code), so it waits for space rather than being lost.
+fn retrying<T>(mut f: impl FnMut() -> agentbox_store::Result<T>) -> agentbox_store::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.is_full() => std::thread::sleep(std::time::Duration::from_millis(500)),
+            other => return other,
+        }
+    }
+}
+
 fn write(store: &Store, name: &str, generation: i64, notify: Option<&Notifier>, record: Record) {
     match record {
         Record::OpenHitl { kind, score, prompt, screen } => {
-            if let Ok(Some(id)) = store.open_hitl(name, kind, score, &prompt, &screen) {
+            if let Ok(Some(id)) = retrying(|| store.open_hitl(name, kind, score, &prompt, &screen)) {
                 if let Some(n) = notify {
                     (n.0)(name, &Notice::Hitl { id, kind: kind.to_string(), prompt });
                 }
@@ -103,7 +114,7 @@ fn write(store: &Store, name: &str, generation: i64, notify: Option<&Notifier>, 
         }
         Record::CloseHitl { why } => close_open(store, name, why),
         Record::Journal { event, detail } => {
-            let _ = store.record(name, event, &detail);
+            let _ = retrying(|| store.record(name, event, &detail));
         }
         Record::Finished { state, code } => {
             let finished = store.mark_finished(

@@ -13,11 +13,10 @@
 //! model, see `screen`) starts, so an idle agent costs little more than its own processes.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::num::NonZeroU16;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -37,6 +36,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::hitl::{detect, HitlConfig};
+use crate::logfile::LogFile;
 use crate::protocol::{Decoder, Frame};
 use crate::recorder::{Notifier, Record, Recorder};
 use crate::screen::Screen;
@@ -117,6 +117,8 @@ pub struct SupervisorConfig {
     pub notify: Option<Notifier>,
     /// The guest kernel, initramfs and accelerator (`--backend vm`).
     pub vm: Option<crate::VmAssets>,
+    /// The output log's cap in bytes (it and its one rotated file together).
+    pub log_limit: u64,
 }
 
 /// See [`SupervisorConfig::proxy`].
@@ -138,7 +140,7 @@ struct Session {
     recorder: Recorder,
     sandbox: Pid,
     master: OwnedFd,
-    log: File,
+    log: LogFile,
     screen: Screen,
     clients: HashMap<u64, Client>,
     next_id: u64,
@@ -179,7 +181,12 @@ impl Watch {
 impl Session {
     fn on_output(&mut self, data: Vec<u8>) {
         // The log first: it is the record of what the agent did.
-        let _ = self.log.write_all(&data);
+        let was_blocked = self.log.blocked();
+        let blocked = self.log.write(&data).unwrap_or_else(|e| {
+            agentbox_core::note(format_args!("writing the log: {e}"));
+            false
+        });
+        self.note_disk(was_blocked, blocked);
         if let Some(w) = &mut self.watch {
             w.last_output = Instant::now();
             w.unjudged = true;
@@ -195,6 +202,32 @@ impl Session {
         self.screen.feed(data);
     }
 
+    /// Says (once each way) that output waits for disk space, and that it goes on.
+    fn note_disk(&mut self, was_blocked: bool, blocked: bool) {
+        match (was_blocked, blocked) {
+            (false, true) => {
+                agentbox_core::note(format_args!(
+                    "the disk is full: the agent's output waits (nothing is lost)"
+                ));
+                self.recorder.send(Record::Journal {
+                    event: "disk-full",
+                    detail: "output waits for disk space; the agent is paused at its next write".into(),
+                });
+            }
+            (true, false) => {
+                agentbox_core::note(format_args!("disk space is back: output goes on"));
+                self.recorder.send(Record::Journal { event: "disk-ok", detail: "output goes on".into() });
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes output that waited for disk space.
+    fn retry_log(&mut self) {
+        let blocked = self.log.flush().unwrap_or(false);
+        self.note_disk(true, blocked);
+    }
+
     /// Reads what the terminal has (up to a bound, so clients and signals are not starved) and
     /// hands it on as one batch: one log write, one screen-model message, one frame per client,
     /// however many small reads the terminal needed. Returns false once the terminal is closed.
@@ -202,8 +235,11 @@ impl Session {
         let mut buf = [0u8; 65536];
         let mut batch = Vec::new();
         let mut open = true;
-        while batch.len() < (1 << 20) {
-            match nix::unistd::read(self.master.as_fd(), &mut buf) {
+        // A batch goes to clients as one frame: it must fit the protocol's frame bound.
+        const BATCH: usize = crate::protocol::MAX_FRAME - 64;
+        while batch.len() < BATCH {
+            let room = (BATCH - batch.len()).min(buf.len());
+            match nix::unistd::read(self.master.as_fd(), &mut buf[..room]) {
                 Ok(0) | Err(Errno::EIO) => {
                     open = false;
                     break;
@@ -425,7 +461,12 @@ impl Session {
             _ => 255,
         };
         let state = if self.killed { AgentState::Killed } else { AgentState::Exited };
-        let _ = self.log.flush();
+        // The last output is written before the end is recorded, when the disk has room again.
+        let was_blocked = self.log.blocked();
+        while self.log.flush().unwrap_or(false) {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        self.note_disk(was_blocked, false);
         self.screen.finish();
         let (text, ansi) = self.screen.with(|s| (s.contents(), s.contents_formatted()));
         let _ = std::fs::write(paths::screen_text(&self.state_dir), text);
@@ -484,11 +525,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         let _ = writeln!(ready, "error: {msg}");
         SupervisorError::Start(msg)
     };
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(paths::log(&cfg.state_dir))
+    let log = LogFile::open(&paths::log(&cfg.state_dir), cfg.log_limit)
         .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
     let listener =
         bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
@@ -585,14 +622,16 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         let (status, master_ev, listen_ev, client_ev) = {
             let mut fds = vec![
                 PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(
-                    session.master.as_fd(),
+                PollFd::new(session.master.as_fd(), {
+                    // While the log waits for disk space the terminal is not read: the agent
+                    // waits at its next write instead of losing output.
+                    let read = if session.log.blocked() { PollFlags::empty() } else { PollFlags::POLLIN };
                     if session.pending_input.is_empty() {
-                        PollFlags::POLLIN
+                        read
                     } else {
-                        PollFlags::POLLIN | PollFlags::POLLOUT
-                    },
-                ),
+                        read | PollFlags::POLLOUT
+                    }
+                }),
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             ];
             for id in &ids {
@@ -610,6 +649,12 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                     PollTimeout::from(ms)
                 }
             };
+            // Waiting for disk space: look again twice a second.
+            let timeout = match (session.log.blocked(), timeout) {
+                (true, PollTimeout::NONE) => PollTimeout::from(500u16),
+                (true, t) => t.min(PollTimeout::from(500u16)),
+                (false, t) => t,
+            };
             match poll(&mut fds, timeout) {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(SupervisorError::Sys("poll", e)),
@@ -619,7 +664,12 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
             (ev(0), ev(1), ev(2), (3..fds.len()).map(ev).collect::<Vec<_>>())
         };
 
-        if master_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+        if session.log.blocked() {
+            session.retry_log();
+        }
+        if !session.log.blocked()
+            && master_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        {
             session.read_master();
         }
         if master_ev.contains(PollFlags::POLLOUT) {

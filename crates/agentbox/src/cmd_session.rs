@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use agentbox_engine::agents::{self, is_live_state};
 use agentbox_engine::control::Control;
-use agentbox_engine::logs::tail_lines;
 use agentbox_engine::views::Filter;
 use agentbox_engine::Home;
 use agentbox_supervisor::{attach as attach_agent, AttachEnd, AttachOptions};
@@ -15,24 +14,28 @@ use anyhow::{bail, Context, Result};
 use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
 
 pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
-    // Everything logged so far, chunk by chunk.
-    let mut text = Vec::new();
-    let mut offset = 0;
-    loop {
-        let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
-        text.extend_from_slice(&chunk.data);
-        offset = chunk.next_offset;
-        if chunk.data.is_empty() || offset >= chunk.size {
-            break;
-        }
-    }
-    let shown = match args.lines {
-        Some(n) => tail_lines(&text, n),
-        None => &text[..],
-    };
     // Raw bytes are the agent's: on a terminal they pass the same filter as attach.
     let mut out = agentbox_sys::SandboxOutput::new(std::io::stdout().lock(), std::io::stdout().is_terminal());
-    out.write(shown)?;
+    let mut offset = match args.lines {
+        // The last lines, read from the end: a huge log costs what they do.
+        Some(n) => {
+            let (tail, end) = c.log_tail(&args.name, n, args.raw)?;
+            out.write(&tail)?;
+            end
+        }
+        // Everything logged so far, chunk by chunk as it is read.
+        None => {
+            let mut offset = 0;
+            loop {
+                let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
+                out.write(&chunk.data)?;
+                offset = chunk.next_offset;
+                if chunk.data.is_empty() || offset >= chunk.size {
+                    break offset;
+                }
+            }
+        }
+    };
     if !args.follow {
         return Ok(0);
     }

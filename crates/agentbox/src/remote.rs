@@ -189,6 +189,14 @@ impl Control for Remote {
         Ok(chunk.into())
     }
 
+    fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)> {
+        // The server's last chunk (bounded) holds the last lines of any agent that writes lines.
+        let last: LogChunk =
+            self.typed("GET", &format!("/api/v1/agents/{}/logs?raw={raw}", enc(name)), None)?;
+        let tail = agentbox_engine::logs::tail_lines(last.data.as_bytes(), lines).to_vec();
+        Ok((tail, last.next_offset))
+    }
+
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {
         self.typed("GET", &format!("/api/v1/agents/{}/net?limit={limit}", enc(name)), None)
     }

@@ -813,3 +813,39 @@ fn remote_and_local_print_the_same() {
         assert!(!last.0.trim().is_empty() || args[0] == "task", "{args:?} printed nothing");
     }
 }
+
+/// A viewer that stops reading while the agent floods is dropped by the supervisor; it is told
+/// why, with the log offset where what it missed begins, and the log has every byte from there.
+#[test]
+fn a_viewer_that_falls_behind_is_told_where_to_resume() {
+    let agents = Agents::new(As::Caller);
+    let srv = Server::start(&agents);
+    let body = json!({"name": "fast", "command": ["sh", "-c", "echo ready; read go; head -c 60000000 /dev/zero | tr '\\0' y | fold -w 100; echo flood-end; exec sleep 1000"]}).to_string();
+    srv.ok("POST", "/api/v1/agents", Some(&body));
+    srv.screen_until("fast", "ready");
+    let mut slow = srv.ws("fast", None, &srv.viewer).unwrap();
+    slow.read_until("ready");
+    srv.ok("POST", "/api/v1/agents/fast/input", Some(r#"{"text":"go"}"#));
+    // Not reading while 60 MB go by.
+    let started = Instant::now();
+    while !srv.ok("GET", "/api/v1/agents/fast/screen", None)["screen"].as_str().unwrap().contains("flood-end")
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "the flood never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut got = 0usize;
+    let close = loop {
+        match slow.socket.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.expect("a close frame with a reason"),
+            Ok(m) => got += m.len(),
+            Err(e) => panic!("the viewer was dropped without a reason after {got} bytes: {e}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4000, "{close:?}");
+    let reason = close.reason.to_string();
+    let offset: u64 = reason.rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{reason}"));
+    let size = std::fs::metadata(agents.dir("fast").join("log")).unwrap().len();
+    assert!(offset < size, "{reason}: the log has {size} bytes");
+    let rest = srv.ok("GET", &format!("/api/v1/agents/fast/logs?offset={offset}&limit=100"), None);
+    assert_eq!(rest["offset"], offset, "{rest}");
+}
