@@ -237,6 +237,14 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
         eprintln!("agentbox: {name} is {did}");
         env.extend(crate::identity::git_env(name));
     }
+    // A detached agent's terminal is the supervisor's, not the spawning shell's: it speaks
+    // xterm with 256 colours and true colour (what attach, the dashboard and tmux all render).
+    // The person's --env wins.
+    for (k, v) in [("TERM", "xterm-256color"), ("COLORTERM", "truecolor")] {
+        if !env.iter().any(|e| matches!(e, EnvArg::Set(ek, _) | EnvArg::Inherit(ek) if ek == k)) {
+            env.insert(0, EnvArg::Set(k.into(), v.into()));
+        }
+    }
     env.extend(spec.env.iter().cloned());
     mounts.retain(|m| m.target.as_deref() != Some(workspace.as_path()));
     mounts.extend(spec.volumes.iter().cloned());

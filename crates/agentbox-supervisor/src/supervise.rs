@@ -145,6 +145,10 @@ struct Session {
     clients: HashMap<u64, Client>,
     next_id: u64,
     pending_input: Vec<u8>,
+    /// Keys held back until the text before them has been written and read: the Enter of a
+    /// one-shot `send`, typed on its own so that a TUI takes the text as typed, then submits.
+    /// The clients that sent them wait for their Ack until they are typed.
+    held: Option<(Vec<u8>, Instant, Vec<u64>)>,
     killed: bool,
     handles: Option<SandboxHandles>,
     proxy: Option<ProxyHandle>,
@@ -274,12 +278,17 @@ impl Session {
             Frame::Input(bytes) => {
                 if self.clients.get(&id).is_some_and(|c| c.read_only) {
                     reply = Some(Frame::Error("this client is read-only".into()));
-                } else {
+                } else if self.clients.get(&id).is_some_and(|c| c.attached) {
+                    // A person typing: their keys as they are.
                     self.pending_input.extend_from_slice(&bytes);
-                    if !self.clients.get(&id).is_some_and(|c| c.attached) {
-                        reply = Some(Frame::Ack);
-                        close = true;
+                } else if self.type_text(&bytes) {
+                    // Answered once its Enter is typed: `send` returns when the keys are in.
+                    if let Some((_, _, waiting)) = &mut self.held {
+                        waiting.push(id);
                     }
+                } else {
+                    reply = Some(Frame::Ack);
+                    close = true;
                 }
             }
             Frame::Resize { rows, cols } => {
@@ -406,6 +415,60 @@ impl Session {
         }
     }
 
+    /// Types a one-shot input (`send`, a prompt, a HITL answer) the way a person would: the text
+    /// as a paste when the application asked for bracketed paste (mode 2004), then Enter as a key
+    /// of its own, a moment after the text was written. Applications built on Ink and the like
+    /// take text and Enter arriving in one read as a paste, and leave it unsubmitted.
+    /// Whether keys were held back (the caller is answered once they are typed).
+    fn type_text(&mut self, bytes: &[u8]) -> bool {
+        let (text, enter) = match bytes.strip_suffix(b"\r") {
+            Some(t) if !t.is_empty() => (t, true),
+            _ => (bytes, false),
+        };
+        if text.contains(&b'\x1b') || !self.screen.with(|s| s.bracketed_paste()) {
+            self.pending_input.extend_from_slice(text);
+        } else {
+            self.pending_input.extend_from_slice(b"\x1b[200~");
+            self.pending_input.extend_from_slice(text);
+            self.pending_input.extend_from_slice(b"\x1b[201~");
+        }
+        if enter {
+            let after = self.held.take().map(|(mut keys, at, waiting)| {
+                keys.push(b'\r');
+                (keys, at, waiting)
+            });
+            self.held = Some(after.unwrap_or_else(|| (b"\r".to_vec(), Instant::now(), Vec::new())));
+        }
+        enter
+    }
+
+    /// When held keys are due: a moment after everything before them was written.
+    fn held_due(&self) -> Option<Instant> {
+        match (&self.held, self.pending_input.is_empty()) {
+            (Some((_, since, _)), true) => Some(*since + HOLD_ENTER),
+            _ => None,
+        }
+    }
+
+    fn release_held(&mut self) {
+        if self.held_due().is_some_and(|at| at <= Instant::now()) {
+            if let Some((keys, _, waiting)) = self.held.take() {
+                self.pending_input.extend_from_slice(&keys);
+                for id in waiting {
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.out.extend(Frame::Ack.encode());
+                        c.closing = true;
+                    }
+                }
+            }
+        } else if let Some((_, since, _)) = &mut self.held {
+            if !self.pending_input.is_empty() {
+                // Still writing the text: the moment starts once it is written.
+                *since = Instant::now();
+            }
+        }
+    }
+
     fn write_input(&mut self) {
         match nix::unistd::write(self.master.as_fd(), &self.pending_input) {
             Ok(n) => {
@@ -513,6 +576,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
     Ok(listener)
 }
 
+/// How long after the text of a one-shot input its Enter is typed.
+const HOLD_ENTER: std::time::Duration = std::time::Duration::from_millis(80);
+
 /// The second line `ready` receives after `error: ...` when the command itself cannot run.
 pub const INVALID_COMMAND: &str = "invalid-command";
 
@@ -602,6 +668,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         clients: HashMap::new(),
         next_id: 0,
         pending_input: Vec::new(),
+        held: None,
         killed: false,
         handles: running.handles.take(),
         proxy,
@@ -647,6 +714,17 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                 Some(at) => {
                     let ms = at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
                     PollTimeout::from(ms)
+                }
+            };
+            // Held keys (an Enter after its text): wake up when they are due.
+            let timeout = match session.held_due() {
+                None => timeout,
+                Some(at) => {
+                    let ms = at.saturating_duration_since(Instant::now()).as_millis().min(1000) as u16;
+                    match timeout {
+                        PollTimeout::NONE => PollTimeout::from(ms),
+                        t => t.min(PollTimeout::from(ms)),
+                    }
                 }
             };
             // Waiting for disk space: look again twice a second.
@@ -699,6 +777,10 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                 session.flush_client(*id);
             }
         }
+        if !session.pending_input.is_empty() {
+            session.write_input();
+        }
+        session.release_held();
         if !session.pending_input.is_empty() {
             session.write_input();
         }

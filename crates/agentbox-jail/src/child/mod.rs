@@ -308,8 +308,24 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
         Ok(1) => {}
         _ => _exit(SETUP_FAILED),
     }
+    // A namespace the sandbox shares with the host (its network, with --network full) is one this
+    // process is in already, and joining it again would need the host's privileges: skipped.
+    // Read before any setns, while /proc is still this process's.
+    let id = |st: nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    let already: Vec<bool> = join
+        .namespaces
+        .iter()
+        .map(|(fd, kind)| {
+            let name = NAMESPACES.iter().find(|(_, k)| k == kind).map(|(n, _)| *n);
+            let mine = name.and_then(|n| nix::sys::stat::stat(format!("/proc/self/ns/{n}").as_str()).ok());
+            mine.map(id) == nix::sys::stat::fstat(fd).ok().map(id)
+        })
+        .collect();
     // The user namespace first: it grants the capabilities the other setns calls and chroot need.
-    for (fd, kind) in &join.namespaces {
+    for ((fd, kind), already) in join.namespaces.iter().zip(already) {
+        if already {
+            continue;
+        }
         nix::sched::setns(fd, *kind)
             .map_err(|e| failure(&format!("join the sandbox's {kind:?} namespace"), e))?;
     }

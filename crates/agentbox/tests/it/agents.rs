@@ -844,3 +844,53 @@ fn a_relative_volume_is_taken_from_the_current_directory() {
     a.ok(&["wait", "relvol"]);
     assert_eq!(a.ok(&["logs", "relvol"]), "from the host\n");
 }
+
+/// `exec` works whatever the agent's network, as root and unprivileged; a detached agent's
+/// terminal is xterm-256color with true colour unless the person says otherwise.
+#[test]
+fn exec_works_for_every_network_mode_and_agents_get_a_colour_terminal() {
+    for who in modes() {
+        let a = Agents::new(who);
+        for (name, mode) in [("n-none", "none"), ("n-full", "full"), ("n-proxy", "proxy")] {
+            a.ok(&["spawn", name, "--network", mode, "--", "sleep", "1000"]);
+            let out = a.run(&["exec", name, "--", "sh", "-c", "echo in-$TERM-$COLORTERM"]);
+            assert!(out.status.success(), "as {who:?}, --network {mode}: {}", text(&out.stderr));
+            assert_eq!(text(&out.stdout), "in-xterm-256color-truecolor\n", "as {who:?}, {mode}");
+        }
+        a.ok(&["spawn", "n-own", "-e", "TERM=vt100", "--", "sleep", "1000"]);
+        assert_eq!(a.ok(&["exec", "n-own", "--", "sh", "-c", "echo $TERM"]), "vt100\n");
+        a.ok(&["killall", "--force"]);
+    }
+}
+
+/// `send` types as a person would: the text as a paste when the application asked for bracketed
+/// paste, and Enter in a read of its own after it (an Ink TUI takes text and Enter arriving
+/// together as a paste and does not submit it). Without the mode, the text as it is.
+#[test]
+fn send_types_text_then_enter_as_its_own_key() {
+    require!("python3");
+    let a = Agents::new(As::Caller);
+    let reader = r#"
+import os, sys, tty
+mode = sys.argv[1]
+if mode == "paste":
+    sys.stdout.write("\x1b[?2004h")
+tty.setraw(0)
+sys.stdout.write("ready\r\n"); sys.stdout.flush()
+while True:
+    chunk = os.read(0, 4096)
+    sys.stdout.write("chunk:" + repr(chunk) + "\r\n"); sys.stdout.flush()
+"#;
+    for mode in ["paste", "plain"] {
+        let name = format!("typing-{mode}");
+        a.ok(&["spawn", &name, "--", "python3", "-c", reader, mode]);
+        a.screen_until(&name, "ready");
+        a.ok(&["send", &name, "fix the bug"]);
+        let screen = a.screen_until(&name, r"chunk:b'\r'");
+        let want = match mode {
+            "paste" => r"chunk:b'\x1b[200~fix the bug\x1b[201~'",
+            _ => "chunk:b'fix the bug'",
+        };
+        assert!(screen.contains(want), "{mode}: the text did not arrive on its own:\n{screen}");
+    }
+}
