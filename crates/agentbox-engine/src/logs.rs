@@ -139,9 +139,124 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
     Ok(LogBytes { offset, next_offset, size, data })
 }
 
+/// An agent's output as the lines its screen showed, in order: the log replayed through a
+/// terminal model, each line taken as it scrolls off the top, and the screen's last lines at the
+/// end. Cursor movement and redraws are rendered, not stripped (a TUI's log reads as text).
+pub struct Transcript {
+    parser: vt100::Parser,
+    /// A line that wrapped at the screen's edge, waiting for its continuation: a long line is
+    /// one line of the transcript, as it was one line of output.
+    partial: String,
+}
+
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transcript")
+    }
+}
+
+/// The size agents' terminals start with (the supervisor's), which their logs are drawn for.
+pub const TERMINAL: (u16, u16) = (24, 80);
+
+/// Output is fed in pieces this large, so that the lines one piece scrolls off fit the model's
+/// scrollback before they are taken out.
+const PIECE: usize = 16 << 10;
+
+impl Transcript {
+    pub fn new(rows: u16, cols: u16) -> Self {
+        let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+        Self { parser: vt100::Parser::new(nz(rows), nz(cols), PIECE + 64), partial: String::new() }
+    }
+
+    /// Feeds output; returns the lines that scrolled off the screen meanwhile.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        for piece in bytes.chunks(PIECE) {
+            self.parser.process(piece);
+            self.take_scrolled(&mut out);
+        }
+        out
+    }
+
+    /// Takes the first `take` visible rows as lines, joining wrapped ones.
+    fn take_rows(screen: &vt100::Screen, partial: &mut String, take: usize, out: &mut Vec<String>) {
+        let cols = screen.size().1.get();
+        for (i, text) in screen.rows(0, cols).take(take).enumerate() {
+            let wrapped = u16::try_from(i).is_ok_and(|i| screen.row_wrapped(i));
+            partial.push_str(if wrapped { &text } else { text.trim_end() });
+            if !wrapped {
+                out.push(std::mem::take(partial));
+            }
+        }
+    }
+
+    fn take_scrolled(&mut self, out: &mut Vec<String>) {
+        let screen = self.parser.screen_mut();
+        let rows = usize::from(screen.size().0.get());
+        let mut left = screen.scrollback_len();
+        while left > 0 {
+            screen.set_scrollback(left);
+            let take = left.min(rows);
+            Self::take_rows(screen, &mut self.partial, take, out);
+            left -= take;
+        }
+        screen.set_scrollback(0);
+        screen.clear_scrollback();
+    }
+
+    /// The lines still on the screen, without the blank ones below the last text.
+    pub fn finish(mut self) -> Vec<String> {
+        let screen = self.parser.screen_mut();
+        screen.set_scrollback(0);
+        let mut lines = Vec::new();
+        Self::take_rows(screen, &mut self.partial, usize::MAX, &mut lines);
+        if !self.partial.is_empty() {
+            lines.push(self.partial);
+        }
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+}
+
+/// `bytes` rendered as a transcript, one line per line.
+pub fn render(bytes: &[u8]) -> Vec<u8> {
+    let mut t = Transcript::new(TERMINAL.0, TERMINAL.1);
+    let mut lines = t.feed(bytes);
+    lines.extend(t.finish());
+    let mut out = lines.join("\n").into_bytes();
+    if !out.is_empty() {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The last `lines` lines of the log as a transcript (read from the end: the last few MiB).
+pub fn render_tail_at(path: &Path, lines: usize) -> Result<Vec<u8>> {
+    let b = read_range_at(path, None, Some(MAX_LOG_CHUNK), true)?;
+    Ok(tail_lines(&render(&b.data), lines).to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cursor movement is drawn, not dropped: a redrawn status line reads as its last state, and
+    /// lines that scrolled off come first, in order.
+    #[test]
+    fn transcripts_render_what_the_screen_showed() {
+        let out = render(b"Welcome\x1b[1Cto\x1b[1CClaude\r\nstatus: 1%\rstatus: 99%\r\n\x1b[2Aline A\r\n");
+        assert_eq!(String::from_utf8(out).unwrap(), "line Ae to Claude\nstatus: 99%\n");
+        let long = "x".repeat(200);
+        let text = String::from_utf8(render(format!("{long}\r\nend\r\n").as_bytes())).unwrap();
+        assert_eq!(text, format!("{long}\nend\n"), "a wrapped line is one line");
+        let many: Vec<u8> = (0..100).flat_map(|i| format!("n{i}\r\n").into_bytes()).collect();
+        let text = String::from_utf8(render(&many)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 100);
+        assert_eq!((lines[0], lines[99]), ("n0", "n99"));
+    }
 
     #[test]
     fn plain_text_and_tail() {

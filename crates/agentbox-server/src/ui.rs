@@ -245,8 +245,16 @@ async fn send_form(
 
 async fn logs_fragment(State(state): State<Shared>, Path(name): Path<String>) -> Response {
     let home = state.home.clone();
-    match blocking(move || with_store(&home, |s| logs::log_range(s, &name, None, Some(16384), false))).await {
-        Ok(c) => html! { (c.data) }.into_response(),
+    // The lines the agent's screen showed (a TUI's log reads as text), the last 200.
+    let text = blocking(move || {
+        with_store(&home, |s| {
+            let rec = agentbox_engine::agents::get(s, &name)?;
+            let path = agentbox_supervisor::paths::log(&agentbox_engine::agents::state_dir(&rec));
+            logs::render_tail_at(&path, 200)
+        })
+    });
+    match text.await {
+        Ok(t) => html! { (String::from_utf8_lossy(&t)) }.into_response(),
         Err(e) => error_fragment(&e),
     }
 }

@@ -482,10 +482,11 @@ pub struct LogsArgs {
     /// Only the last N lines
     #[arg(short = 'n', long = "lines", value_name = "N")]
     pub lines: Option<usize>,
-    /// Keep printing new output until the agent exits
+    /// Keep printing new output until the agent exits (as plain text)
     #[arg(short, long)]
     pub follow: bool,
-    /// Keep escape sequences and carriage returns
+    /// The bytes as the agent wrote them (escape sequences, carriage returns); without it, the
+    /// lines its screen showed
     #[arg(long)]
     pub raw: bool,
 }

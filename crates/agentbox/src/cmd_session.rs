@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agentbox_engine::agents::{self, is_live_state};
 use agentbox_engine::control::Control;
+use agentbox_engine::logs::{render, tail_lines, Transcript, TERMINAL};
 use agentbox_engine::views::Filter;
 use agentbox_engine::Home;
 use agentbox_supervisor::{attach as attach_agent, AttachEnd, AttachOptions};
@@ -16,24 +17,45 @@ use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
 pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
     // Raw bytes are the agent's: on a terminal they pass the same filter as attach.
     let mut out = agentbox_sys::SandboxOutput::new(std::io::stdout().lock(), std::io::stdout().is_terminal());
-    let mut offset = match args.lines {
-        // The last lines, read from the end: a huge log costs what they do.
-        Some(n) => {
-            let (tail, end) = c.log_tail(&args.name, n, args.raw)?;
+    let mut offset = match (args.lines, args.raw) {
+        // The last lines as the screen showed them, from the log's last chunk: a huge log costs
+        // what its end does.
+        (Some(n), false) => {
+            let last = c.log_range(&args.name, None, true)?;
+            out.write(tail_lines(&render(&last.data), n))?;
+            last.next_offset
+        }
+        // The last lines as bytes, read backwards from the end.
+        (Some(n), true) => {
+            let (tail, end) = c.log_tail(&args.name, n, true)?;
             out.write(&tail)?;
             end
         }
-        // Everything logged so far, chunk by chunk as it is read.
-        None => {
+        // Everything logged so far, chunk by chunk as it is read: rendered through a terminal
+        // model (cursor movement drawn, not dropped), or as bytes.
+        (None, raw) => {
+            let mut transcript = Transcript::new(TERMINAL.0, TERMINAL.1);
             let mut offset = 0;
             loop {
-                let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
-                out.write(&chunk.data)?;
+                let chunk = c.log_range(&args.name, Some(offset), true)?;
+                if raw {
+                    out.write(&chunk.data)?;
+                } else {
+                    for line in transcript.feed(&chunk.data) {
+                        out.write(format!("{line}\n").as_bytes())?;
+                    }
+                }
                 offset = chunk.next_offset;
                 if chunk.data.is_empty() || offset >= chunk.size {
-                    break offset;
+                    break;
                 }
             }
+            if !raw {
+                for line in transcript.finish() {
+                    out.write(format!("{line}\n").as_bytes())?;
+                }
+            }
+            offset
         }
     };
     if !args.follow {

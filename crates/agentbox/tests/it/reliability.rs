@@ -129,7 +129,8 @@ fn the_last_lines_of_a_huge_log_are_read_from_its_end() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     use std::io::Write;
     for i in 0..100 {
-        writeln!(f, "line {i}").unwrap();
+        // As a terminal writes it: CR LF.
+        write!(f, "line {i}\r\n").unwrap();
     }
     drop(f);
     let before = children_max_rss_kib();
