@@ -39,7 +39,7 @@ pub use mount::{parse_mount_arg, MountArg, MountSpec};
 pub use name::validate_name;
 pub use network::{NetworkMode, PROXY_PORT};
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
-pub use profile::{is_below, Instructions, Profile, BUILTIN_PROFILES};
+pub use profile::{is_below, Install, Instructions, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
 pub use spawn::{EgressRequest, Field, RestartPolicy, SpawnSpec, WorkspaceSource};
 pub use spec::{

@@ -76,6 +76,19 @@ pub struct Profile {
     pub startup_keys: String,
     #[serde(default)]
     pub instructions: Option<Instructions>,
+    /// Where `agentbox agents install` gets the agent's program.
+    #[serde(default)]
+    pub install: Option<Install>,
+}
+
+/// An agent's program from its own registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Install {
+    /// A package of the npm registry; `node` is the oldest Node.js major version it runs on.
+    Npm { package: String, node: u32 },
+    /// A package of PyPI, installed in a virtual environment of its own.
+    Pypi { package: String },
 }
 
 /// Secrets that agents commonly use besides their provider's key, and where they may be sent.

@@ -29,6 +29,7 @@ pub mod git;
 pub mod home;
 pub mod hooks;
 pub mod identity;
+pub mod installs;
 pub mod lifecycle;
 pub mod logs;
 pub mod measure;

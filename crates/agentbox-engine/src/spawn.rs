@@ -201,6 +201,26 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
         }
         None => (default_shell(), vec![], vec![], vec![], vec![], vec![], None),
     };
+    // The profile's program: from agentbox's install (bound read-only, on PATH), else from the
+    // system; one the agent could not run is said now, with the command that fixes it.
+    if let Some(p) = &profile {
+        match (&p.install, crate::installs::installed(home, &p.name)) {
+            (Some(install), Some(_)) => {
+                mounts.push(agentbox_core::MountArg {
+                    source: crate::installs::tool_dir(home, &p.name),
+                    target: Some(PathBuf::from(crate::installs::MOUNT).join(&p.name)),
+                    writable: false,
+                });
+                env.insert(0, EnvArg::Set("PATH".into(), crate::installs::sandbox_path(install, &p.name)));
+            }
+            _ if spec.command.is_empty() => {
+                if let Some(program) = command.first() {
+                    check_program(&p.name, &program.to_string_lossy())?;
+                }
+            }
+            _ => {}
+        }
+    }
     let backend = spec.backend.or(profile.as_ref().and_then(|p| p.backend)).unwrap_or_default();
     // Agent profiles default to the proxy: their provider is reachable, their keys stay here.
     let network = spec.network_mode(profile.as_ref().map(|p| p.network.unwrap_or(NetworkMode::Proxy)));
@@ -273,6 +293,28 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     let sandbox = resolve(request, &HostContext::current()?)?;
     check_workdir(&sandbox)?;
     Ok((sandbox, keys))
+}
+
+/// Refuses a profile whose program an agent could not run: not in the sandbox's PATH (the
+/// system's directories) and not installed by agentbox. Names where it is on the host if it is
+/// somewhere the sandbox does not show (`~/.local/bin`, nvm), and the command that fixes it.
+fn check_program(profile: &str, program: &str) -> Result<()> {
+    let runnable = |dir: &Path| dir.join(program).is_file();
+    if program.contains('/') || agentbox_core::SANDBOX_PATH.split(':').any(|d| runnable(Path::new(d))) {
+        return Ok(());
+    }
+    let elsewhere = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()))
+        .unwrap_or_default();
+    let msg = match elsewhere {
+        Some(p) => format!(
+            "{program} is at {}, which agents do not see: run `agentbox agents install {profile}` \
+             (or bind its directory read-only with -v and set PATH with -e)",
+            p.display()
+        ),
+        None => format!("{program} is not installed: run `agentbox agents install {profile}`"),
+    };
+    Err(field_error(Field::Profile, msg))
 }
 
 /// Refuses a working directory the sandbox would not have: the path inside, seen through the

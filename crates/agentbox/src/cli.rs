@@ -106,8 +106,43 @@ pub enum Command {
     Vm(VmArgs),
     /// The state database: check it, or rebuild it from the agents' directories
     Store(StoreArgs),
+    /// Agents' programs from their own registries: install, list, update, remove
+    Agents(AgentsArgs),
     /// Print the version
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub command: AgentsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Install agents' programs (claude-code, codex, gemini, opencode, pi, aider) for every
+    /// agent of their profile, in a sandbox that reaches only their registry
+    Install {
+        #[arg(required = true, value_name = "PROFILE")]
+        names: Vec<String>,
+    },
+    /// What can be installed, and what is
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the newest version again
+    Update {
+        #[arg(required = true, value_name = "PROFILE")]
+        names: Vec<String>,
+    },
+    /// Remove an installed program
+    #[command(visible_alias = "rm")]
+    Remove {
+        #[arg(required = true, value_name = "PROFILE")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 //! output is the same either way.
 
 mod cli;
+mod cmd_agents;
 mod cmd_diff;
 mod cmd_doctor;
 mod cmd_exec;
@@ -99,6 +100,7 @@ fn about_this_machine(command: Command) -> Result<i32, Command> {
         Command::Doctor(args) => cmd_doctor::run(args),
         Command::Vm(args) => report(cmd_vm::vm(args)),
         Command::Store(args) => report(cmd_store::store(args)),
+        Command::Agents(args) => report(cmd_agents::agents(args)),
         Command::Serve(args) => report(agentbox_server::serve(args.into())),
         Command::Context(args) => report(contexts::context(args)),
         Command::Completion(args) => report(cmd_profiles::completion(args)),

@@ -27,6 +27,7 @@ mod hitl;
 mod limits;
 mod profiles;
 mod races;
+mod real_agents;
 mod reliability;
 mod run;
 mod server;
