@@ -208,7 +208,14 @@ async fn admit(
     };
     let found = match state.shared.resolver.resolve(host, port).await {
         Ok(f) => f,
-        Err(why) => return Err(deny(StatusCode::BAD_GATEWAY, why)),
+        // Allowed, but the name does not resolve: a DNS failure, audited as one (not a refusal).
+        Err(why) => {
+            state.record(method, &shown, port, "unresolved", Some(why.clone()));
+            return Err(refusal(
+                StatusCode::BAD_GATEWAY,
+                &format!("{method} {shown}:{port}: the egress proxy could not resolve the name (DNS): {why}"),
+            ));
+        }
     };
     let ok = state.shared.policy().check_addresses(host, found);
     match ok {

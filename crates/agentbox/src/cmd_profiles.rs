@@ -106,9 +106,8 @@ pub fn env(args: EnvArgs) -> Result<i32> {
                 (Some((k, v)), None) => (k.to_string(), v.to_string()),
                 (None, Some(v)) => (key, v),
                 (Some(_), Some(_)) => bail!("give either KEY VALUE or KEY=VALUE, not both"),
-                (None, None) => {
-                    bail!("no value: use `agentbox env set KEY VALUE` or `agentbox env set KEY=VALUE`")
-                }
+                // Read from stdin, so that the value is in no shell history nor process list.
+                (None, None) => (key.clone(), read_value(&key)?),
             };
             Secrets::load(&home)?.set(&key, &value)?;
         }
@@ -125,4 +124,36 @@ pub fn completion(args: CompletionArgs) -> Result<i32> {
     let mut cmd = Cli::command();
     clap_complete::generate(args.shell, &mut cmd, "agentbox", &mut std::io::stdout());
     Ok(0)
+}
+
+/// A secret's value from stdin: a line, typed without echo on a terminal.
+fn read_value(key: &str) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let saved = if stdin.is_terminal() {
+        eprint!("value for {key} (not shown): ");
+        std::io::stderr().flush()?;
+        let saved = nix::sys::termios::tcgetattr(stdin.as_fd()).ok();
+        if let Some(t) = &saved {
+            let mut quiet = t.clone();
+            quiet.local_flags.remove(nix::sys::termios::LocalFlags::ECHO);
+            let _ = nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &quiet);
+        }
+        saved
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = &saved {
+        let _ = nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, t);
+        eprintln!();
+    }
+    read?;
+    let value = line.trim_end_matches(['\r', '\n']).to_string();
+    if value.is_empty() {
+        bail!("no value for {key} on stdin: `echo VALUE | agentbox env set {key}`, or type it");
+    }
+    Ok(value)
 }

@@ -667,3 +667,21 @@ fn codex_cli_works_with_a_placeholder_key() {
         assert_eq!(c["headers"]["authorization"], format!("Bearer {REAL_KEY}"), "{c:#}");
     }
 }
+
+/// An allowed host whose name does not resolve is audited as a DNS failure, not as a refusal,
+/// and the client is told so.
+#[test]
+fn a_dns_failure_is_audited_as_one() {
+    require!("curl");
+    let a = Agents::new(As::Caller);
+    let script = "curl -sS https://nosuch.invalid/ 2>&1; echo; echo done";
+    a.ok(&["spawn", "dns", "--allow", "nosuch.invalid", "--", "sh", "-c", script]);
+    a.ok(&["wait", "dns"]);
+    let net = a.ok(&["net", "dns", "--json"]);
+    let recs: Vec<serde_json::Value> = net.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rec = recs.iter().find(|r| r["host"] == "nosuch.invalid").unwrap_or_else(|| panic!("{net}"));
+    assert_eq!(rec["decision"], "unresolved", "{rec}");
+    assert!(rec["reason"].as_str().unwrap_or("").contains("cannot resolve nosuch.invalid"), "{rec}");
+    // A tunnel's client sees the status (a gateway's failure, not a refusal).
+    assert!(a.ok(&["logs", "dns"]).contains("502"), "{}", a.ok(&["logs", "dns"]));
+}

@@ -56,6 +56,13 @@ fn stored_secrets() {
     let e = Env::new();
     e.ok(&["env", "set", "ANTHROPIC_API_KEY", "sk-one"]);
     e.ok(&["env", "set", "OTHER_TOKEN=a=b"]);
+    // Without a value on the command line, the value comes from stdin (in no shell history).
+    let mut child =
+        e.cmd(&["env", "set", "PIPED_TOKEN"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"from-stdin\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(e.ok(&["env", "get", "PIPED_TOKEN"]), "from-stdin\n");
+    e.ok(&["env", "unset", "PIPED_TOKEN"]);
     assert_eq!(e.ok(&["env", "get", "ANTHROPIC_API_KEY"]), "sk-one\n");
     assert_eq!(e.ok(&["env", "get", "OTHER_TOKEN"]), "a=b\n");
     assert_eq!(e.ok(&["env", "list"]), "ANTHROPIC_API_KEY\nOTHER_TOKEN\n");
