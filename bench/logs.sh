@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `agentbox logs NAME -n 10` on an agent whose log is 2 GiB, beside `tail -n 10` of the same
-# file, measured in the same run with hyperfine. The log is 2 GiB of real lines (written once,
+# `agentbox logs NAME -n 10`, `-n 50` (rendered through the terminal model) and `screen` on an
+# agent whose log is 2 GiB, beside `tail -n 10` of the same file, measured in the same run with
+# hyperfine. The log is 2 GiB of real lines (written once,
 # then reused: BENCH_LOG_DIR keeps it between runs), so both read only what they need of it.
 # Usage: bench/logs.sh [RUNS]   Needs: hyperfine (apt-get install hyperfine).
 set -euo pipefail
@@ -28,15 +29,21 @@ ls -l "$log" | awk '{printf "log: %.2f GiB\n", $5 / 2^30}'
 out=$(mktemp)
 hyperfine -N -w 3 -r "$runs" --export-json "$out" \
   "$bin logs huge -n 10" \
+  "$bin logs huge -n 50" \
+  "$bin screen huge" \
   "tail -n 10 $log" >/dev/null
 python3 - "$out" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
-med = {x["command"].split()[0].rsplit("/", 1)[-1]: x["median"] * 1000 for x in r}
+med = {x["command"].rsplit("/", 1)[-1]: x["median"] * 1000 for x in r}
 print("| command | median ms |")
 print("|---|---|")
 for x in r:
     print(f"| `{x['command'].split('/')[-1] if x['command'].startswith('/') else x['command']}` | {x['median'] * 1000:.2f} |")
-print(f"\nratio agentbox logs -n 10 / tail -n 10 (median): {med['agentbox'] / med['tail']:.2f}")
+t = [x["median"] for x in r if x["command"].startswith("tail")][0]
+for x in r:
+    if not x["command"].startswith("tail"):
+        name = x["command"].rsplit("/", 1)[-1]
+        print(f"ratio {name} / tail -n 10 (median): {x['median'] / t:.2f}")
 PY
 rm -f "$out"

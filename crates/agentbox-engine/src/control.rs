@@ -30,7 +30,8 @@ pub trait Control {
     fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView>;
     /// A byte range of the agent's log (see [`crate::logs::log_range_at`]).
     fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes>;
-    /// The log's last `lines` lines, and where the log ends (for a follower to go on from).
+    /// The log's last `lines` lines (as bytes, or as its screen showed them), and where the log
+    /// ends (for a follower to go on from).
     fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)>;
     /// The agent's last `limit` audit records, oldest first.
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>>;
@@ -126,7 +127,11 @@ impl Control for Local {
             name,
         )?));
         let end = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok((crate::logs::tail_at(&path, lines, raw)?, end))
+        let tail = match raw {
+            true => crate::logs::tail_at(&path, lines, true)?,
+            false => crate::logs::render_tail_at(&path, lines)?,
+        };
+        Ok((tail, end))
     }
 
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {

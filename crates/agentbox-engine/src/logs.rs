@@ -232,10 +232,19 @@ pub fn render(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The last `lines` lines of the log as a transcript (read from the end: the last few MiB).
+/// The last `lines` lines of the log as a transcript, rendered from as little of its end as
+/// gives them (64 KiB, growing to at most the last 4 MiB).
 pub fn render_tail_at(path: &Path, lines: usize) -> Result<Vec<u8>> {
-    let b = read_range_at(path, None, Some(MAX_LOG_CHUNK), true)?;
-    Ok(tail_lines(&render(&b.data), lines).to_vec())
+    let mut window = 64 << 10;
+    loop {
+        let b = read_range_at(path, None, Some(window), true)?;
+        let text = render(&b.data);
+        let enough = text.iter().filter(|c| **c == b'\n').count() > lines;
+        if enough || b.offset == 0 || window >= MAX_LOG_CHUNK {
+            return Ok(tail_lines(&text, lines).to_vec());
+        }
+        window *= 4;
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentbox_engine::agents::{self, is_live_state};
 use agentbox_engine::control::Control;
-use agentbox_engine::logs::{render, tail_lines, Transcript, TERMINAL};
+use agentbox_engine::logs::{Transcript, TERMINAL};
 use agentbox_engine::views::Filter;
 use agentbox_engine::Home;
 use agentbox_supervisor::{attach as attach_agent, AttachEnd, AttachOptions};
@@ -18,16 +18,10 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
     // Raw bytes are the agent's: on a terminal they pass the same filter as attach.
     let mut out = agentbox_sys::SandboxOutput::new(std::io::stdout().lock(), std::io::stdout().is_terminal());
     let mut offset = match (args.lines, args.raw) {
-        // The last lines as the screen showed them, from the log's last chunk: a huge log costs
-        // what its end does.
-        (Some(n), false) => {
-            let last = c.log_range(&args.name, None, true)?;
-            out.write(tail_lines(&render(&last.data), n))?;
-            last.next_offset
-        }
-        // The last lines as bytes, read backwards from the end.
-        (Some(n), true) => {
-            let (tail, end) = c.log_tail(&args.name, n, true)?;
+        // The last lines (as the screen showed them, or as bytes), read from the end: a huge log
+        // costs what its end does.
+        (Some(n), raw) => {
+            let (tail, end) = c.log_tail(&args.name, n, raw)?;
             out.write(&tail)?;
             end
         }

@@ -190,11 +190,15 @@ impl Control for Remote {
     }
 
     fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)> {
-        // The server's last chunk (bounded) holds the last lines of any agent that writes lines.
+        // The server's last chunk (bounded) holds the last lines of any agent that writes lines;
+        // rendered here unless the bytes are asked for.
         let last: LogChunk =
-            self.typed("GET", &format!("/api/v1/agents/{}/logs?raw={raw}", enc(name)), None)?;
-        let tail = agentbox_engine::logs::tail_lines(last.data.as_bytes(), lines).to_vec();
-        Ok((tail, last.next_offset))
+            self.typed("GET", &format!("/api/v1/agents/{}/logs?raw=true", enc(name)), None)?;
+        let bytes = match raw {
+            true => last.data.into_bytes(),
+            false => agentbox_engine::logs::render(last.data.as_bytes()),
+        };
+        Ok((agentbox_engine::logs::tail_lines(&bytes, lines).to_vec(), last.next_offset))
     }
 
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>> {
