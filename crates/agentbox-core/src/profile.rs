@@ -79,6 +79,24 @@ pub struct Profile {
     /// Where `agentbox agents install` gets the agent's program.
     #[serde(default)]
     pub install: Option<Install>,
+    /// Files written into the agent's home at spawn, so that it starts ready to work instead of
+    /// in a menu (which key to use, whether to trust the workspace).
+    #[serde(default)]
+    pub files: Vec<SeedFile>,
+}
+
+/// A file a profile writes into its agents' homes. In `content`, `${workspace}` is the agent's
+/// workspace and `${placeholder:NAME}` the placeholder the sandbox has for credential NAME.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedFile {
+    /// `~/...`: under the agent's home.
+    pub path: String,
+    pub content: String,
+    /// Written only when the agent gets this credential (a key-based setting is no use to an
+    /// agent that logs in another way).
+    #[serde(default)]
+    pub needs: Option<String>,
 }
 
 /// An agent's program from its own registry.

@@ -4,7 +4,7 @@
 //! a single-threaded process.
 
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -252,6 +252,9 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
             (EgressSpec::default(), None)
         }
     };
+    if let Some(p) = &profile {
+        write_files(p, &paths::home(&dir), &workspace, &egress, &found)?;
+    }
     if spec.identity {
         let did = crate::identity::create(&dir, &paths::home(&dir), name)?;
         eprintln!("agentbox: {name} is {did}");
@@ -293,6 +296,59 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     let sandbox = resolve(request, &HostContext::current()?)?;
     check_workdir(&sandbox)?;
     Ok((sandbox, keys))
+}
+
+/// Writes the profile's files into the agent's home (see [`agentbox_core::SeedFile`]). A file
+/// that needs a credential the agent does not get is left out, as is one whose placeholder is
+/// unknown (outside `proxy` mode the agent has the value itself, not a placeholder).
+fn write_files(
+    profile: &agentbox_core::Profile,
+    home: &Path,
+    workspace: &Path,
+    egress: &EgressSpec,
+    found: &[String],
+) -> Result<()> {
+    let placeholder =
+        |name: &str| egress.secrets.iter().find(|b| b.env == name).map(|b| b.placeholder.clone());
+    'files: for f in &profile.files {
+        if f.needs.as_ref().is_some_and(|n| !found.contains(n)) {
+            continue;
+        }
+        let mut content = f.content.replace("${workspace}", &workspace.to_string_lossy());
+        while let Some(start) = content.find("${placeholder:") {
+            let Some(len) = content[start..].find('}') else { continue 'files };
+            let name = content[start + "${placeholder:".len()..start + len].to_string();
+            let Some(value) = placeholder(&name) else { continue 'files };
+            content.replace_range(start..=start + len, &value);
+        }
+        let Some(rel) = f.path.strip_prefix("~/") else { continue };
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            continue;
+        }
+        let path = home.join(rel);
+        // The home was seeded from the person's config, links included: the file is written
+        // only through real directories, and never through a link.
+        let through_link = path
+            .ancestors()
+            .take_while(|a| *a != home)
+            .any(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()));
+        if through_link {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            private_dir(parent)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Refuses a profile whose program an agent could not run: not in the sandbox's PATH (the

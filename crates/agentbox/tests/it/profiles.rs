@@ -229,3 +229,36 @@ fn commands_get_default_signal_actions() {
     assert_eq!(text(&out.stdout), "y\nSigIgn:\t0000000000000000\n");
     assert!(!text(&out.stderr).contains("Broken pipe"), "{}", text(&out.stderr));
 }
+
+/// A profile's files make the agent start ready (Gemini: the key's auth type, the workspace
+/// trusted), and are written into the agent's own home only: never through a link the person's
+/// seeded config holds.
+#[test]
+fn profile_files_are_written_into_the_agents_home_only() {
+    let e = Env::new();
+    let victim = e.home.join("elsewhere");
+    std::fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, e.home.join(".gemini")).unwrap();
+    let out =
+        e.cmd(&["spawn", "g1", "-p", "gemini", "--", "true"]).env("GEMINI_API_KEY", "k").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "a file went through the link");
+    // Without the link: the files, with the workspace and nothing else.
+    std::fs::remove_file(e.home.join(".gemini")).unwrap();
+    let out =
+        e.cmd(&["spawn", "g2", "-p", "gemini", "--", "true"]).env("GEMINI_API_KEY", "k").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gem = e.abx.join("agents/g2/home/.gemini");
+    let trusted = std::fs::read_to_string(gem.join("trustedFolders.json")).unwrap();
+    assert!(trusted.contains("agents/g2/workspace"), "{trusted}");
+    assert!(std::fs::read_to_string(gem.join("settings.json")).unwrap().contains("gemini-api-key"));
+    // A Codex agent is signed in with the placeholder, never the key.
+    let out = e
+        .cmd(&["spawn", "c1", "-p", "codex", "--", "true"])
+        .env("OPENAI_API_KEY", "sk-real-key")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let auth = std::fs::read_to_string(e.abx.join("agents/c1/home/.codex/auth.json")).unwrap();
+    assert!(auth.contains("agentbox-placeholder-openai-api-key") && !auth.contains("sk-real-key"), "{auth}");
+}

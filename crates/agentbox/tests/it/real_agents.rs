@@ -28,11 +28,12 @@ fn real_agents_install_run_and_take_a_prompt() {
     // Installing again changes nothing; removing removes.
     assert!(text(&a.run(&["agents", "install", "codex"]).stderr).contains("installed already"));
 
-    // Each renders its TUI from the installed program, with a placeholder key.
+    // Each renders its TUI from the installed program, with a placeholder key; Codex and Gemini
+    // start ready to work (their profiles' files choose the key and trust the workspace: no menu).
     let agents = [
         ("cc", "claude-code", "ANTHROPIC_API_KEY", "Claude Code"),
-        ("cx", "codex", "OPENAI_API_KEY", "Codex"),
-        ("gm", "gemini", "GEMINI_API_KEY", "Gemini"),
+        ("cx", "codex", "OPENAI_API_KEY", "Ask Codex to do anything"),
+        ("gm", "gemini", "GEMINI_API_KEY", "Authenticated with gemini-api-key"),
         ("oc", "opencode", "ANTHROPIC_API_KEY", "Ask anything"),
     ];
     for (name, profile, key, banner) in agents {
@@ -49,14 +50,21 @@ fn real_agents_install_run_and_take_a_prompt() {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
-    // A prompt sent to opencode is submitted: it asks its provider (through the proxy).
-    a.screen_until("oc", "Ask anything");
-    let before = a.ok(&["net", "oc", "--json"]).matches("api.anthropic.com").count();
-    a.ok(&["send", "oc", "say hello"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while a.ok(&["net", "oc", "--json"]).matches("api.anthropic.com").count() == before {
-        assert!(Instant::now() < deadline, "the prompt was not submitted:\n{}", a.ok(&["screen", "oc"]));
-        std::thread::sleep(Duration::from_millis(250));
+    // A prompt sent is submitted: the agent asks its provider (through the proxy).
+    for (name, provider) in
+        [("oc", "api.anthropic.com"), ("cx", "api.openai.com"), ("gm", "generativelanguage.googleapis.com")]
+    {
+        let before = a.ok(&["net", name, "--json"]).matches(provider).count();
+        a.ok(&["send", name, "say hello"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while a.ok(&["net", name, "--json"]).matches(provider).count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the prompt was not submitted:\n{}",
+                a.ok(&["screen", name])
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
     // Its log reads as text: what its screen showed (a full-screen TUI: its last screen), not
     // escape sequences.
