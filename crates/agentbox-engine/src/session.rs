@@ -21,8 +21,25 @@ fn live(store: &Store, name: &str) -> Result<AgentRecord> {
 
 /// Answers an open HITL request: claims it (so two people answering at once cannot both type),
 /// then types the text (and Enter) into the agent.
+///
+/// A request that went away because its prompt was redrawn (the screen resized, the agent
+/// repainted) has a successor: the agent's open request asking the same. The answer goes there;
+/// when the open request asks something else, the error names it.
 pub fn answer_hitl(store: &Store, id: i64, text: &str, enter: bool) -> Result<HitlRecord> {
-    let req = store.hitl(id)?;
+    let mut req = store.hitl(id)?;
+    if req.state == HitlState::Gone {
+        let successor =
+            store.hitl_list(true, 500)?.into_iter().find(|r| r.agent == req.agent && r.id > req.id);
+        match successor {
+            Some(next) if next.prompt.split_whitespace().eq(req.prompt.split_whitespace()) => req = next,
+            Some(next) => bail!(Error::conflict(format!(
+                "request #{id} is gone; {} asks #{} now: `agentbox hitl answer {} ...`",
+                next.agent, next.id, next.id
+            ))),
+            None => bail!(Error::conflict(format!("request #{id} is gone: its prompt left the screen"))),
+        }
+    }
+    let id = req.id;
     if req.state != HitlState::Open {
         bail!(Error::conflict(format!("request #{id} is {} already", req.state)));
     }

@@ -145,6 +145,9 @@ struct Session {
     clients: HashMap<u64, Client>,
     next_id: u64,
     pending_input: Vec<u8>,
+    /// When a person attached to the agent last typed: a prompt they are answering themselves
+    /// opens no request.
+    last_typed: Option<Instant>,
     /// Keys held back until the text before them has been written and read: the Enter of a
     /// one-shot `send`, typed on its own so that a TUI takes the text as typed, then submits.
     /// The clients that sent them wait for their Ack until they are typed.
@@ -167,17 +170,29 @@ struct Watch {
     asked_on: Option<String>,
     /// The request this loop opened and has not seen leave the screen: its prompt and screen.
     open: Option<(String, String)>,
+    /// A prompt was found while a person was typing at the agent: judge again at this time.
+    deferred: Option<Instant>,
+}
+
+/// A prompt as a person reads it: the same words however the screen wraps them (a resize
+/// redraws a prompt at another width; it is the same question).
+fn same_prompt(a: &str, b: &str) -> bool {
+    a.split_whitespace().eq(b.split_whitespace())
 }
 
 impl Watch {
     /// When the screen should next be judged.
     fn due(&self) -> Option<Instant> {
-        if self.unjudged {
+        let by_output = if self.unjudged {
             Some(self.last_output + self.cfg.settle)
         } else if !self.idle_judged {
             Some(self.last_output + self.cfg.idle)
         } else {
             None
+        };
+        match (by_output, self.deferred) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -281,6 +296,7 @@ impl Session {
                 } else if self.clients.get(&id).is_some_and(|c| c.attached) {
                     // A person typing: their keys as they are.
                     self.pending_input.extend_from_slice(&bytes);
+                    self.last_typed = Some(Instant::now());
                 } else if self.type_text(&bytes) {
                     // Answered once its Enter is typed: `send` returns when the keys are in.
                     if let Some((_, _, waiting)) = &mut self.held {
@@ -490,10 +506,13 @@ impl Session {
         }
         w.unjudged = false;
         let cfg = w.cfg;
+        if w.deferred.is_some_and(|at| at <= now) {
+            w.deferred = None;
+        }
         let text = self.screen.with(|s| s.contents());
         let found = detect(&text, idle, &cfg).filter(|d| d.score >= cfg.threshold);
         if let Some((prompt, screen)) = &w.open {
-            let same = found.as_ref().is_some_and(|d| d.prompt == *prompt);
+            let same = found.as_ref().is_some_and(|d| same_prompt(&d.prompt, prompt));
             if same || text == *screen {
                 return;
             }
@@ -503,6 +522,15 @@ impl Session {
         }
         let Some(d) = found else { return };
         if w.asked_on.as_ref() == Some(&text) {
+            return;
+        }
+        // A person attached and typing is answering it themselves: no request, no notice. Asked
+        // again once they stop typing for the idle time, or leave.
+        let attached = self.clients.values().any(|c| c.attached && !c.read_only);
+        if let Some(typed) =
+            self.last_typed.filter(|t| attached && now.saturating_duration_since(*t) < cfg.idle)
+        {
+            w.deferred = Some(typed + cfg.idle);
             return;
         }
         w.asked_on = Some(text.clone());
@@ -669,6 +697,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         next_id: 0,
         pending_input: Vec::new(),
         held: None,
+        last_typed: None,
         killed: false,
         handles: running.handles.take(),
         proxy,
@@ -679,12 +708,14 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
             idle_judged: false,
             asked_on: None,
             open: None,
+            deferred: None,
         }),
     };
     // `running` keeps the sandbox's cgroup until the supervisor is done with it.
     let _cgroup = running;
 
     loop {
+        let attached_before = session.clients.values().filter(|c| c.attached && !c.read_only).count();
         let ids: Vec<u64> = session.clients.keys().copied().collect();
         let (status, master_ev, listen_ev, client_ev) = {
             let mut fds = vec![
@@ -781,6 +812,12 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
             session.write_input();
         }
         session.release_held();
+        // A person left: a prompt they were answering is judged again now.
+        if session.clients.values().filter(|c| c.attached && !c.read_only).count() < attached_before {
+            if let Some(w) = &mut session.watch {
+                w.deferred = Some(Instant::now());
+            }
+        }
         if !session.pending_input.is_empty() {
             session.write_input();
         }

@@ -198,3 +198,54 @@ fn crash_loops_are_stopped_and_flagged() {
     let out = a.run(&["spawn", "bad", "--restart", "always", "--", "true"]);
     assert!(text(&out.stderr).contains("on-failure"), "{}", text(&out.stderr));
 }
+
+/// A request follows the person: a resize (the prompt redrawn at another width) keeps the same
+/// request open; an answer to a request that went away reaches the one asking the same now; and
+/// no request opens while a person attached to the agent is typing at it. It opens once they
+/// leave, the prompt still there.
+#[test]
+fn a_request_follows_the_person() {
+    let a = Agents::new(As::Caller);
+    let server = Server::start(&a);
+    // Asks; on a line that is not an answer it works a while (the prompt leaves the screen) and
+    // asks the same again.
+    let script = "while true; do printf 'Delete the old branches from the remote repository now? [y/N] '; \
+                  read ans; case $ans in y) echo done-$ans; sleep 600;; *) clear; echo thinking; sleep 2;; esac; done";
+    a.ok(&["spawn", "ask", "--", "sh", "-c", script]);
+    let first = until("a request", || open_requests(&a).into_iter().next());
+    let id = first["id"].as_i64().unwrap();
+    // Narrower: the prompt wraps differently; it is the same request.
+    server.ok("POST", "/api/v1/agents/ask/resize", Some(r#"{"rows":30,"cols":40}"#));
+    std::thread::sleep(Duration::from_millis(1500));
+    let open = open_requests(&a);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["id"].as_i64(), Some(id), "a resize made a new request: {open:?}");
+    // The agent works a while and asks again: the first request is gone, its successor asks.
+    a.ok(&["send", "ask", "not-an-answer"]);
+    let next = until("a successor", || open_requests(&a).into_iter().find(|r| r["id"].as_i64() != Some(id)));
+    let out = a.run(&["hitl", "answer", &id.to_string(), "y"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("#{}", next["id"])), "{}", text(&out.stdout));
+    a.screen_until("ask", "done-y");
+
+    // A person at the terminal: attached and typing, the prompt opens nothing.
+    a.ok(&[
+        "spawn",
+        "typed",
+        "--",
+        "sh",
+        "-c",
+        "read go; printf 'Overwrite the existing file? [y/N] '; read x; sleep 600",
+    ]);
+    let mut ws = server.ws("typed", Some("controller"), &server.token).unwrap();
+    ws.type_text("go\r");
+    ws.read_until("Overwrite");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        open_requests(&a).iter().all(|r| r["agent"] != "typed"),
+        "a request opened while the person typed"
+    );
+    // They leave: the prompt is still there, and now asks.
+    drop(ws);
+    until("a request once the person left", || open_requests(&a).into_iter().find(|r| r["agent"] == "typed"));
+}
