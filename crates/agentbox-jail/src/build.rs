@@ -101,7 +101,19 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         writable: true,
     });
 
+    let mut shadowed: Vec<PathBuf> = Vec::new();
     for m in &spec.mounts {
+        // A target the system's read-only tree does not have (`/opt/agents`): its mount point is
+        // made in a tmpfs laid over its deepest existing directory, which gets that directory's
+        // entries bound back, read-only, and is made read-only itself once everything is in.
+        if host.entry(&m.target).is_none() {
+            if let Some(dir) = shadow_dir(&m.target, host) {
+                if !shadowed.contains(&dir) {
+                    mounts.extend(shadow(&dir, host));
+                    shadowed.push(dir);
+                }
+            }
+        }
         let kind = match host.entry(&m.source) {
             Some(HostEntry::Dir) => NodeKind::Dir,
             _ => NodeKind::File,
@@ -165,8 +177,9 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
     }
 
     // Parents before children: a workspace under /tmp must be bound after the private /tmp, a
-    // device node after /dev. The sort is stable, so equal depths keep the order above.
-    mounts.sort_by_key(|op| depth(op.target()));
+    // device node after /dev. The sort is stable, so equal depths keep the order above. Read-only
+    // remounts come last, once every mount point below them has been made.
+    mounts.sort_by_key(|op| (matches!(op, MountOp::ReadonlyRebind { .. }), depth(op.target())));
 
     let mut read_write: Vec<PathBuf> =
         vec![spec.workspace.clone(), SANDBOX_HOME.into(), "/tmp".into(), "/var/tmp".into(), "/dev".into()];
@@ -190,6 +203,42 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         limits: spec.limits,
         process: ProcessPlan { argv: spec.command.clone(), env: spec.env.clone(), cwd: spec.workdir.clone() },
     }
+}
+
+/// The directory to lay a tmpfs over for a mount target the host does not have: its deepest
+/// existing ancestor, when that is a directory of the read-only system tree (elsewhere, mount
+/// points are made in the sandbox's own tmpfs directories).
+fn shadow_dir(target: &Path, host: &dyn HostFs) -> Option<PathBuf> {
+    let dir = target.ancestors().skip(1).find(|a| host.entry(a).is_some())?;
+    let in_system =
+        SYSTEM_DIRS.iter().any(|d| dir.starts_with(d) && host.entry(Path::new(d)) == Some(HostEntry::Dir));
+    (in_system && host.entry(dir) == Some(HostEntry::Dir)).then(|| dir.to_path_buf())
+}
+
+/// A tmpfs over `dir` with `dir`'s entries bound back read-only, and the read-only remount.
+fn shadow(dir: &Path, host: &dyn HostFs) -> Vec<MountOp> {
+    let mut ops = vec![MountOp::Tmpfs { target: dir.to_path_buf(), mode: 0o755 }];
+    for name in host.list(dir) {
+        let path = dir.join(name);
+        match host.entry(&path) {
+            Some(HostEntry::Dir) => ops.push(MountOp::Bind {
+                source: path.clone(),
+                target: path,
+                kind: NodeKind::Dir,
+                writable: false,
+            }),
+            Some(HostEntry::File) => ops.push(MountOp::Bind {
+                source: path.clone(),
+                target: path,
+                kind: NodeKind::File,
+                writable: false,
+            }),
+            Some(HostEntry::Symlink(points_to)) => ops.push(MountOp::Symlink { target: path, points_to }),
+            _ => {}
+        }
+    }
+    ops.push(MountOp::ReadonlyRebind { target: dir.to_path_buf() });
+    ops
 }
 
 /// The sandbox's own /etc/passwd and /etc/group: root, the agent (as `agent`, home

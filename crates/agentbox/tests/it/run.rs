@@ -3,6 +3,8 @@
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -307,4 +309,28 @@ fn doctor_reports_a_working_sandbox() {
             assert!(checks.as_array().unwrap().iter().any(|c| c["name"] == name), "{name} missing");
         }
     }
+}
+
+/// A mount target the system's read-only tree does not have (`/opt/agents`) gets its mount point
+/// made: the rest of that directory stays as it was, and read-only.
+#[test]
+fn a_mount_under_a_read_only_system_directory_works() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("tool"), "hello from the tool\n").unwrap();
+    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before: Vec<_> = std::fs::read_dir("/usr/local").unwrap().map(|e| e.unwrap().file_name()).collect();
+    for who in modes() {
+        let ws = workspace(who);
+        let mount = format!("{}:/usr/local/agentbox-test-tools:ro", src.path().display());
+        let script = "cat /usr/local/agentbox-test-tools/tool; ls /usr/local; touch /usr/local/x 2>/dev/null && echo WROTE; true";
+        let out = run_in(who, &ws, &["--mount", &mount], &["sh", "-c", script]);
+        assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.starts_with("hello from the tool\n"), "as {who:?}: {stdout}");
+        for name in &before {
+            assert!(stdout.contains(name.to_str().unwrap()), "as {who:?}: {name:?} is missing: {stdout}");
+        }
+        assert!(!stdout.contains("WROTE"), "as {who:?}: /usr/local became writable");
+    }
+    assert!(!Path::new("/usr/local/agentbox-test-tools").exists(), "the host's tree changed");
 }
