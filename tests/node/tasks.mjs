@@ -20,9 +20,10 @@ const forever = `version: "1"
 metadata: {name: runs forever}
 agent: {command: [sleep, "600"]}
 `;
+let page;
 try {
   const context = await browser.newContext();
-  const page = await context.newPage();
+  page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(url + "/login");
@@ -78,6 +79,9 @@ try {
   console.log("ok");
 } catch (e) {
   console.log("FAILED: " + (e && e.stack ? e.stack : e));
+  // What the page showed: the task's state, reason and journal say why it did not move on.
+  const shown = page && (await page.locator("main").innerText().catch(() => ""));
+  if (shown) console.log("page " + page.url() + ":\n" + shown);
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -110,6 +110,7 @@ impl Config {
             }
         }
         cfg.logs.limit()?;
+        cfg.tasks.linger().map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         Resolver::with_pins(&cfg.network.resolve)
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         Ok(cfg)
@@ -204,13 +205,27 @@ pub struct TaskSettings {
     /// Tasks that may run at once (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<usize>,
+    /// How long an idle runner stays before it exits (default 3s): a duration, `0` to leave at
+    /// once. Whoever submits next starts it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linger: Option<String>,
 }
 
 pub const DEFAULT_MAX_TASKS: usize = 2;
+pub const DEFAULT_RUNNER_LINGER: Duration = Duration::from_secs(3);
 
 impl TaskSettings {
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent.unwrap_or(DEFAULT_MAX_TASKS).clamp(1, 256)
+    }
+
+    pub fn linger(&self) -> Result<Duration> {
+        match &self.linger {
+            None => Ok(DEFAULT_RUNNER_LINGER),
+            Some(s) => agentbox_core::parse_duration(s)
+                .map(Duration::from_secs)
+                .map_err(|e| Error::invalid(format!("[tasks] linger: {e}"))),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use super::{agent_name, artifacts, task_dir, tasks_dir};
 use crate::config::Config;
-use crate::config::DEFAULT_MAX_TASKS;
+use crate::config::{DEFAULT_MAX_TASKS, DEFAULT_RUNNER_LINGER};
 use crate::home::{private_dir, Home};
 use crate::notify::Notifier;
 use crate::Error;
@@ -36,8 +36,6 @@ use crate::Error;
 /// How often the runner and its drivers look at the store and their children. A look is one
 /// indexed SQLite read; at 50 ms a task's steps follow each other without visible lag.
 const TICK: Duration = Duration::from_millis(50);
-/// How long an idle runner stays before it exits.
-const LINGER: Duration = Duration::from_secs(3);
 
 fn lock_path(home: &Home) -> std::path::PathBuf {
     tasks_dir(home).join("runner.lock")
@@ -59,12 +57,30 @@ fn try_lock(home: &Home) -> Result<Option<Flock<File>>> {
     }
 }
 
-/// The pid of the live runner, if one holds the lock.
+/// The pid of the live runner, if one holds the lock. Read from /proc/locks, never by taking
+/// the lock: a look that held it even for an instant would make a submit at that instant think
+/// a runner is there to start its task.
 pub fn runner_pid(home: &Home) -> Option<i32> {
-    if try_lock(home).ok()?.is_some() {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(lock_path(home)).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| holder_of(line, meta.dev(), meta.ino()))
+}
+
+/// The holder of one /proc/locks line if it is a flock on the file (`dev`, `ino`):
+/// `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`.
+fn holder_of(line: &str, dev: u64, ino: u64) -> Option<i32> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.get(1) != Some(&"FLOCK") || f.get(4).is_none() {
         return None;
     }
-    std::fs::read_to_string(lock_path(home)).ok()?.trim().parse().ok()
+    let (pid, id) = (f[4].parse::<i32>().ok()?, f.get(5)?);
+    let mut parts = id.split(':');
+    let major = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let inode: u64 = parts.next()?.parse().ok()?;
+    let same = nix::sys::stat::major(dev) == major && nix::sys::stat::minor(dev) == minor && inode == ino;
+    (same && pid > 0).then_some(pid)
 }
 
 /// Starts a runner unless one is running.
@@ -102,6 +118,7 @@ pub fn runner_role() -> Result<i32> {
     let store = home.store()?;
     let mut drivers: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut idle_since = Instant::now();
+    let linger = Config::load(&home).and_then(|c| c.tasks.linger()).unwrap_or(DEFAULT_RUNNER_LINGER);
     loop {
         drivers.retain(|_, h| !h.is_finished());
         let tasks = store.tasks()?;
@@ -123,20 +140,25 @@ pub fn runner_role() -> Result<i32> {
             drivers.insert(t.id.clone(), drive(&home, &t.id, false));
         }
         if drivers.is_empty() {
-            if idle_since.elapsed() > LINGER {
-                // A submit that found the lock still held just now counts on this runner: after
-                // letting go, look once more, and stay if there is work and no other runner.
+            if idle_since.elapsed() >= linger {
+                // Let go first, then look: a submit that found the lock held counts on this
+                // runner, and its task is in the store before it looked, so this look sees it.
+                // Leaving without the lock means no submit can count on a runner that is going.
                 drop(lock);
-                let work = store.tasks()?.iter().any(|t| !t.state.is_final());
+                if !store.tasks()?.iter().any(|t| !t.state.is_final()) {
+                    return Ok(0);
+                }
+                // Work came: stay, unless another runner (or a submit about to start one)
+                // took the lock meanwhile; then it is theirs.
                 match try_lock(&home)? {
-                    Some(again) if work => {
+                    Some(again) => {
                         lock = again;
                         lock.set_len(0)?;
                         writeln!(lock, "{}", std::process::id())?;
                         idle_since = Instant::now();
                         continue;
                     }
-                    _ => return Ok(0),
+                    None => return Ok(0),
                 }
             }
         } else {
@@ -595,4 +617,46 @@ fn readable_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flock_line_names_its_holder_only_for_the_same_file() {
+        let dev = nix::sys::stat::makedev(8, 1);
+        let line = "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF";
+        assert_eq!(holder_of(line, dev, 5678), Some(1234));
+        assert_eq!(holder_of(line, dev, 5679), None);
+        assert_eq!(holder_of(line, nix::sys::stat::makedev(8, 2), 5678), None);
+        assert_eq!(holder_of("2: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF", dev, 5678), None);
+        assert_eq!(holder_of("1: -> FLOCK  ADVISORY  WRITE 99 08:01:5678 0 EOF", dev, 5678), None);
+    }
+
+    #[test]
+    fn looking_for_the_runner_never_holds_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home")).unwrap();
+        assert_eq!(runner_pid(&home), None);
+        let held = try_lock(&home).unwrap().expect("the lock is free");
+        assert_eq!(runner_pid(&home), Some(std::process::id() as i32));
+        drop(held);
+        // A submit checks for a runner by taking the lock; a look running at the same moment
+        // (the dashboard asks for the runner's pid) must never make that check fail.
+        let looks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let looker = {
+            let (home, looks) = (home.clone(), looks.clone());
+            std::thread::spawn(move || {
+                while looks.load(std::sync::atomic::Ordering::Relaxed) < 20_000 {
+                    let _ = runner_pid(&home);
+                    looks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        while looks.load(std::sync::atomic::Ordering::Relaxed) < 20_000 {
+            assert!(try_lock(&home).unwrap().is_some(), "a look at the runner held its lock");
+        }
+        looker.join().unwrap();
+    }
 }

@@ -498,6 +498,12 @@ fn serve_refuses_a_network_address_without_tls() {
 /// Runs a Playwright script of tests/node in Debian's chromium; its output once it said "ok".
 #[track_caller]
 fn browser(script: &str, args: &[&str]) -> String {
+    browser_or(script, args, String::new)
+}
+
+/// As `browser`; a failure also prints what `why` tells about the server's side.
+#[track_caller]
+fn browser_or(script: &str, args: &[&str], why: impl FnOnce() -> String) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node").join(script);
     let modules = script.parent().unwrap().join("node_modules/playwright-core");
     assert!(modules.is_dir(), "playwright-core is missing: run `npm ci --prefix tests/node`");
@@ -509,7 +515,9 @@ fn browser(script: &str, args: &[&str]) -> String {
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    assert!(out.status.success() && stdout.trim_end().ends_with("ok"), "{stdout}\n{}", text(&out.stderr));
+    if !(out.status.success() && stdout.trim_end().ends_with("ok")) {
+        panic!("{stdout}\n{}\n{}", text(&out.stderr), why());
+    }
     stdout
 }
 
@@ -721,7 +729,11 @@ fn task_pages_and_hitl_queue_in_headless_chromium() {
     require!("node", chromium(), node_dir("playwright-core"));
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
-    let stdout = browser("tasks.mjs", &[&srv.url, &srv.token]);
+    let stdout = browser_or("tasks.mjs", &[&srv.url, &srv.token], || {
+        let tasks = srv.call("GET", "/api/v1/tasks", None).1;
+        let log = std::fs::read_to_string(agents.home.join("tasks/runner.log")).unwrap_or_default();
+        format!("tasks: {tasks}\nrunner.log:\n{log}")
+    });
     for step in [
         "refused with the field's path",
         "in the queue",

@@ -339,3 +339,35 @@ fn a_colon_in_agentbox_home_does_not_break_tasks() {
         assert_eq!(std::fs::read_to_string(dl.join("out.txt")).unwrap(), "ok\n", "as {who:?}");
     }
 }
+
+/// A runner that is leaving never strands a task submitted at that moment, nor does a look at
+/// the runner (`task show`, the dashboard) make a submit think one is there. With `linger = 0`
+/// the runner leaves as soon as it is idle, so submits keep landing on one that is going.
+#[test]
+fn a_leaving_runner_never_strands_a_submit() {
+    let a = Agents::new(As::Caller);
+    std::fs::write(a.home.join("config.toml"), "[tasks]\nlinger = \"0\"\nmax_concurrent = 8\n").unwrap();
+    let file = write_manifest(&a.home, "t.yaml", "version: \"1\"\nagent: {command: [\"true\"]}\n");
+    let mut ids = vec![a.ok(&["task", "submit", "--file", &file]).trim().to_string()];
+    // `task show` asks for the runner's pid.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looker = {
+        let (home, stop, first) = (a.home.clone(), stop.clone(), ids[0].clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ =
+                    command(As::Caller).env("AGENTBOX_HOME", &home).args(["task", "show", &first]).output();
+            }
+        })
+    };
+    for i in 0..40u64 {
+        ids.push(a.ok(&["task", "submit", "--file", &file]).trim().to_string());
+        std::thread::sleep(Duration::from_millis(i * 37 % 60));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    looker.join().unwrap();
+    for id in &ids {
+        let v = until_state(&a, id, &["completed", "failed", "cancelled"]);
+        assert_eq!(v["task"]["state"], "completed", "{v:#}");
+    }
+}
