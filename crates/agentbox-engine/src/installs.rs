@@ -73,8 +73,18 @@ fn host_node_major() -> Option<u32> {
     v.trim().trim_start_matches('v').split('.').next()?.parse().ok()
 }
 
-/// The shell script that installs `install` into `dir` (inside the sandbox, where `dir` is the
-/// workspace at the same path), and the Node.js package it brings along, if any.
+/// Where the install's sandbox sees the tool's directory: a venv is not relocatable (its
+/// scripts name their interpreter by absolute path), so a PyPI program is installed at the path
+/// agents see it under; npm's programs find their way from anywhere.
+fn install_path(install: &Install, name: &str, dir: &Path) -> PathBuf {
+    match install {
+        Install::Npm { .. } => dir.to_path_buf(),
+        Install::Pypi { .. } => Path::new(MOUNT).join(name),
+    }
+}
+
+/// The shell script that installs `install` into `dir` (the tool's directory as the install's
+/// sandbox sees it), and the Node.js package it brings along, if any.
 fn script(install: &Install, dir: &Path) -> (String, Option<String>) {
     let d = dir.display();
     match install {
@@ -106,15 +116,17 @@ fn version_of(install: &Install, dir: &Path) -> String {
     };
     match install {
         Install::Npm { package, .. } => read(dir.join("node_modules").join(package).join("package.json")),
-        Install::Pypi { package } => {
-            let out =
-                std::process::Command::new(dir.join("venv/bin/pip")).args(["show", package]).output().ok();
-            out.and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Version: ").map(str::to_string))
+        // `NAME-VERSION.dist-info` in the venv's site-packages, NAME normalized as pip does
+        // (the venv's own pip cannot run here: its interpreter's path is the agents' one).
+        Install::Pypi { package } => (|| {
+            let want = package.to_lowercase().replace(['-', '.'], "_");
+            let lib = std::fs::read_dir(dir.join("venv/lib")).ok()?.flatten().next()?.path();
+            std::fs::read_dir(lib.join("site-packages")).ok()?.flatten().find_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let (pkg, version) = n.strip_suffix(".dist-info")?.split_once('-')?;
+                (pkg.to_lowercase() == want).then(|| version.to_string())
             })
-        }
+        })(),
     }
     .unwrap_or_else(|| "unknown".into())
 }
@@ -139,9 +151,13 @@ pub fn install(home: &Home, name: &str, again: bool) -> Result<Installed> {
     }
     crate::home::private_dir(&home.root.join("tools"))?;
     crate::tree::agent_dir(&dir)?;
-    let (sh, node) = script(&install, &dir);
+    let inside = install_path(&install, name, &dir);
+    let (sh, node) = script(&install, &inside);
     let mut cmd = crate::home::self_command();
     cmd.args(["run", "--network", "proxy", "-w"]).arg(&dir);
+    if inside != dir {
+        cmd.arg("--mount").arg(format!("{}:{}:rw", dir.display(), inside.display()));
+    }
     for h in registry_hosts(&install) {
         cmd.arg("--allow").arg(h.to_string());
         // The registry's own addresses, as this host resolves them, whatever range they are in

@@ -105,6 +105,7 @@ pub fn log_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: b
         next_offset: b.next_offset,
         size: b.size,
         data: String::from_utf8_lossy(&b.data).into_owned(),
+        sizes: b.sizes,
     })
 }
 
@@ -118,7 +119,7 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(LogBytes { offset: 0, next_offset: 0, size: 0, data: Vec::new() })
+            return Ok(LogBytes { offset: 0, next_offset: 0, size: 0, data: Vec::new(), sizes: Vec::new() })
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
@@ -136,7 +137,7 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
     file.take(limit).read_to_end(&mut bytes)?;
     let next_offset = offset + bytes.len() as u64;
     let data = if raw { bytes } else { plain(&bytes) };
-    Ok(LogBytes { offset, next_offset, size, data })
+    Ok(LogBytes { offset, next_offset, size, data, sizes: size_marks(path) })
 }
 
 /// An agent's output as the lines its screen showed, in order: the log replayed through a
@@ -144,6 +145,9 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
 /// end. Cursor movement and redraws are rendered, not stripped (a TUI's log reads as text).
 pub struct Transcript {
     parser: vt100::Parser,
+    /// Where the terminal changes size, ahead of `pos`, the log offset fed up to.
+    marks: std::collections::VecDeque<SizeMark>,
+    pos: u64,
     /// A line that wrapped at the screen's edge, waiting for its continuation: a long line is
     /// one line of the transcript, as it was one line of output.
     partial: String,
@@ -162,18 +166,62 @@ pub const TERMINAL: (u16, u16) = (24, 80);
 /// scrollback before they are taken out.
 const PIECE: usize = 16 << 10;
 
+pub use crate::views::SizeMark;
+
+/// The size marks the supervisor wrote next to the log file at `log`, in order. None (a log
+/// from before marks, or whose marks could not be written) means the default size throughout.
+pub fn size_marks(log: &Path) -> Vec<SizeMark> {
+    let text = std::fs::read_to_string(paths::log_sizes(log)).unwrap_or_default();
+    let mut marks: Vec<SizeMark> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ').map(str::parse::<u64>);
+            let (offset, rows, cols) = (f.next()?.ok()?, f.next()?.ok()?, f.next()?.ok()?);
+            let size = |n: u64| u16::try_from(n).ok().filter(|n| *n > 0);
+            Some(SizeMark { offset, rows: size(rows)?, cols: size(cols)? })
+        })
+        .collect();
+    marks.sort_by_key(|m| m.offset);
+    marks
+}
+
 impl Transcript {
     pub fn new(rows: u16, cols: u16) -> Self {
+        Self::replaying(rows, cols, &[], 0)
+    }
+
+    /// A transcript of a log read from `start`, at the sizes its `marks` give (else
+    /// `rows` x `cols`).
+    pub fn replaying(rows: u16, cols: u16, marks: &[SizeMark], start: u64) -> Self {
         let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
-        Self { parser: vt100::Parser::new(nz(rows), nz(cols), PIECE + 64), partial: String::new() }
+        let (rows, cols) =
+            marks.iter().rfind(|m| m.offset <= start).map_or((rows, cols), |m| (m.rows, m.cols));
+        Self {
+            parser: vt100::Parser::new(nz(rows), nz(cols), PIECE + 64),
+            marks: marks.iter().filter(|m| m.offset > start).copied().collect(),
+            pos: start,
+            partial: String::new(),
+        }
     }
 
     /// Feeds output; returns the lines that scrolled off the screen meanwhile.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
-        for piece in bytes.chunks(PIECE) {
-            self.parser.process(piece);
-            self.take_scrolled(&mut out);
+        while !bytes.is_empty() {
+            // Up to the next size change, if it falls in these bytes.
+            let until = self.marks.front().map_or(u64::MAX, |m| m.offset);
+            let n = usize::try_from(until.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(bytes.len());
+            for piece in bytes[..n].chunks(PIECE) {
+                self.parser.process(piece);
+                self.take_scrolled(&mut out);
+            }
+            bytes = &bytes[n..];
+            self.pos += n as u64;
+            while let Some(m) = self.marks.front().copied().filter(|m| m.offset <= self.pos) {
+                self.marks.pop_front();
+                let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+                self.parser.screen_mut().set_size(nz(m.rows), nz(m.cols));
+            }
         }
         out
     }
@@ -222,7 +270,15 @@ impl Transcript {
 
 /// `bytes` rendered as a transcript, one line per line.
 pub fn render(bytes: &[u8]) -> Vec<u8> {
-    let mut t = Transcript::new(TERMINAL.0, TERMINAL.1);
+    render_with(Transcript::new(TERMINAL.0, TERMINAL.1), bytes)
+}
+
+/// A range of a log rendered as a transcript, each part at the size it was drawn for.
+pub fn render_bytes(b: &LogBytes) -> Vec<u8> {
+    render_with(Transcript::replaying(TERMINAL.0, TERMINAL.1, &b.sizes, b.offset), &b.data)
+}
+
+fn render_with(mut t: Transcript, bytes: &[u8]) -> Vec<u8> {
     let mut lines = t.feed(bytes);
     lines.extend(t.finish());
     let mut out = lines.join("\n").into_bytes();
@@ -238,7 +294,7 @@ pub fn render_tail_at(path: &Path, lines: usize) -> Result<Vec<u8>> {
     let mut window = 64 << 10;
     loop {
         let b = read_range_at(path, None, Some(window), true)?;
-        let text = render(&b.data);
+        let text = render_bytes(&b);
         let enough = text.iter().filter(|c| **c == b'\n').count() > lines;
         if enough || b.offset == 0 || window >= MAX_LOG_CHUNK {
             return Ok(tail_lines(&text, lines).to_vec());
@@ -253,6 +309,30 @@ mod tests {
 
     /// Cursor movement is drawn, not dropped: a redrawn status line reads as its last state, and
     /// lines that scrolled off come first, in order.
+    /// Output drawn after the terminal grew (someone attached from a larger one) is replayed
+    /// at that size: a 100-column line stays one line, and a redraw at the new width reads as
+    /// text. At the old size the same bytes wrap into each other.
+    #[test]
+    fn each_part_of_a_log_is_drawn_at_the_size_it_had() {
+        let before = b"small screen\r\n".to_vec();
+        let mut after = b"\x1b[2J\x1b[H".to_vec();
+        after.extend(format!("{}|\x1b[2;1H{}#", "a".repeat(99), "b".repeat(99)).as_bytes());
+        let bytes = [before.clone(), after].concat();
+        let marks = [
+            SizeMark { offset: 0, rows: 24, cols: 80 },
+            SizeMark { offset: before.len() as u64, rows: 30, cols: 100 },
+        ];
+        let b = LogBytes { offset: 0, next_offset: 0, size: 0, data: bytes.clone(), sizes: marks.to_vec() };
+        let text = String::from_utf8(render_bytes(&b)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, [format!("{}|", "a".repeat(99)), format!("{}#", "b".repeat(99))], "{text}");
+        let flat = String::from_utf8(render(&bytes)).unwrap();
+        assert_ne!(flat, text);
+        // A range read from past the mark starts at the size the mark gave.
+        let tail = LogBytes { offset: before.len() as u64, data: bytes[before.len()..].to_vec(), ..b };
+        assert_eq!(String::from_utf8(render_bytes(&tail)).unwrap(), text);
+    }
+
     #[test]
     fn transcripts_render_what_the_screen_showed() {
         let out = render(b"Welcome\x1b[1Cto\x1b[1CClaude\r\nstatus: 1%\rstatus: 99%\r\n\x1b[2Aline A\r\n");

@@ -140,6 +140,18 @@ pub struct LogChunk {
     pub size: u64,
     /// The bytes, as text (invalid UTF-8 replaced); ANSI stripped unless raw.
     pub data: String,
+    /// Where in the log the agent's terminal changed size: a client that renders the raw bytes
+    /// as a screen (a transcript) draws each part at its size.
+    #[serde(default)]
+    pub sizes: Vec<SizeMark>,
+}
+
+/// From `offset` of a log file on, its output was drawn for a terminal of `rows` x `cols`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SizeMark {
+    pub offset: u64,
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// An agent's screen as text (`screen`, `GET /api/v1/agents/NAME/screen`).
@@ -157,10 +169,17 @@ pub struct LogBytes {
     pub next_offset: u64,
     pub size: u64,
     pub data: Vec<u8>,
+    pub sizes: Vec<SizeMark>,
 }
 
 impl From<LogChunk> for LogBytes {
     fn from(c: LogChunk) -> Self {
-        Self { offset: c.offset, next_offset: c.next_offset, size: c.size, data: c.data.into_bytes() }
+        Self {
+            offset: c.offset,
+            next_offset: c.next_offset,
+            size: c.size,
+            data: c.data.into_bytes(),
+            sizes: c.sizes,
+        }
     }
 }

@@ -8,6 +8,11 @@ pub fn socket(state_dir: &Path) -> PathBuf {
 pub fn log(state_dir: &Path) -> PathBuf {
     state_dir.join("log")
 }
+/// The size marks of the log file at `log` (`log.sizes`, `log.1.sizes`): `OFFSET ROWS COLS`
+/// per line, where the terminal changed size.
+pub fn log_sizes(log: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sizes", log.display()))
+}
 pub fn screen_text(state_dir: &Path) -> PathBuf {
     state_dir.join("screen.txt")
 }

@@ -312,6 +312,7 @@ impl Session {
                     if !self.clients.get(&id).is_some_and(|c| c.read_only) {
                         let _ = set_winsize(self.master.as_fd(), WinSize { rows, cols });
                         self.screen.resize(r, c);
+                        self.log.resize(rows, cols);
                     }
                 }
             }
@@ -619,8 +620,9 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         let _ = writeln!(ready, "error: {msg}");
         SupervisorError::Start(msg)
     };
-    let log = LogFile::open(&paths::log(&cfg.state_dir), cfg.log_limit)
-        .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
+    let log =
+        LogFile::open(&paths::log(&cfg.state_dir), cfg.log_limit, (DEFAULT_SIZE.rows, DEFAULT_SIZE.cols))
+            .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
     let listener =
         bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
     let plan = match (cfg.spec.backend, &cfg.vm) {

@@ -28,10 +28,14 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
         // Everything logged so far, chunk by chunk as it is read: rendered through a terminal
         // model (cursor movement drawn, not dropped), or as bytes.
         (None, raw) => {
-            let mut transcript = Transcript::new(TERMINAL.0, TERMINAL.1);
+            let mut transcript: Option<Transcript> = None;
             let mut offset = 0;
             loop {
                 let chunk = c.log_range(&args.name, Some(offset), true)?;
+                // Drawn at the sizes the terminal had (marks in the log's first chunk).
+                let transcript = transcript.get_or_insert_with(|| {
+                    Transcript::replaying(TERMINAL.0, TERMINAL.1, &chunk.sizes, chunk.offset)
+                });
                 if raw {
                     out.write(&chunk.data)?;
                 } else {
@@ -44,7 +48,7 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
                     break;
                 }
             }
-            if !raw {
+            if let (false, Some(transcript)) = (raw, transcript) {
                 for line in transcript.finish() {
                     out.write(format!("{line}\n").as_bytes())?;
                 }

@@ -194,9 +194,10 @@ impl Control for Remote {
         // rendered here unless the bytes are asked for.
         let last: LogChunk =
             self.typed("GET", &format!("/api/v1/agents/{}/logs?raw=true", enc(name)), None)?;
+        let last = LogBytes::from(last);
         let bytes = match raw {
-            true => last.data.into_bytes(),
-            false => agentbox_engine::logs::render(last.data.as_bytes()),
+            true => last.data,
+            false => agentbox_engine::logs::render_bytes(&last),
         };
         Ok((agentbox_engine::logs::tail_lines(&bytes, lines).to_vec(), last.next_offset))
     }

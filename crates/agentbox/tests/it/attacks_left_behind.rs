@@ -171,7 +171,7 @@ fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
 }
 
 /// Reads what arrives on `master` for `wait`.
-fn drain_for(master: &mut std::fs::File, wait: Duration) -> String {
+pub(crate) fn drain_for(master: &mut std::fs::File, wait: Duration) -> String {
     let fd = std::os::fd::AsFd::as_fd(master);
     let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
     nix::fcntl::fcntl(
