@@ -285,6 +285,28 @@ pub fn check_header_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// A subscription login the sandbox uses: its tokens stay on the host under `login` (a
+/// profile's name); the sandbox has the two placeholders. The access token is swapped into the
+/// `Authorization` header toward `hosts`; the refresh token into the body of a POST to a token
+/// endpoint, whose answer's new tokens are kept on the host and replaced by the placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBinding {
+    pub login: String,
+    pub hosts: Vec<HostRule>,
+    pub access_placeholder: String,
+    pub refresh_placeholder: String,
+    /// Token endpoints: exact host and path.
+    pub token_endpoints: Vec<(HostRule, String)>,
+}
+
+impl LoginBinding {
+    /// Whether requests to `host` are intercepted for this login.
+    pub fn involves(&self, host: &Host) -> bool {
+        self.hosts.iter().chain(self.token_endpoints.iter().map(|(h, _)| h)).any(|r| r.matches_host(host))
+    }
+}
+
 /// The egress policy of a `proxy`-mode sandbox. Hosts that carry a secret are allowed too.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +315,8 @@ pub struct EgressSpec {
     pub allow: Vec<HostRule>,
     #[serde(default)]
     pub secrets: Vec<SecretBinding>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logins: Vec<LoginBinding>,
     /// A request to a host outside the policy waits briefly for `agentbox allow` instead of
     /// failing at once.
     #[serde(default)]
@@ -412,6 +436,7 @@ mod tests {
                 placeholder: "p".into(),
                 headers: vec!["x-api-key".into()],
             }],
+            logins: vec![],
             ask: true,
         };
         let json = serde_json::to_string(&spec).unwrap();

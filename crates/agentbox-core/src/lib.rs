@@ -29,7 +29,7 @@ pub mod testing;
 pub use backend::{Backend, VM_DEFAULT_MEMORY, VM_MIN_MEMORY};
 pub use egress::{
     canonical_ip, check_header_name, check_secret_hosts, default_auth_headers, parse_secret_arg, EgressSpec,
-    Host, HostPattern, HostRule, SecretBinding, DEFAULT_PORTS,
+    Host, HostPattern, HostRule, LoginBinding, SecretBinding, DEFAULT_PORTS,
 };
 pub use env::{default_env, is_valid_env_key, parse_env_arg, set_env, EnvArg, ENV_ALLOWLIST, SANDBOX_PATH};
 pub use error::SpecError;
@@ -39,7 +39,7 @@ pub use mount::{parse_mount_arg, MountArg, MountSpec};
 pub use name::validate_name;
 pub use network::{NetworkMode, PROXY_PORT};
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
-pub use profile::{is_below, Install, Instructions, Profile, BUILTIN_PROFILES};
+pub use profile::{is_below, token_url_parts, Install, Instructions, LoginSpec, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
 pub use spawn::{EgressRequest, Field, RestartPolicy, SpawnSpec, WorkspaceSource};
 pub use spec::{

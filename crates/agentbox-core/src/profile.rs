@@ -83,6 +83,66 @@ pub struct Profile {
     /// in a menu (which key to use, whether to trust the workspace).
     #[serde(default)]
     pub files: Vec<SeedFile>,
+    /// A subscription login (OAuth) the agent can use instead of a key: `agentbox login` keeps
+    /// its tokens on the host, the agent gets its credentials file with placeholders.
+    #[serde(default)]
+    pub login: Option<LoginSpec>,
+}
+
+/// Where an agent keeps its OAuth login and whom it sends the tokens to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSpec {
+    /// The agent's credentials file (`~/.claude/.credentials.json`): where `agentbox login`
+    /// finds the person's own login on the host, and where the agent gets its copy.
+    pub file: String,
+    /// JSON pointers (RFC 6901) into that file: the access token, the refresh token, and the
+    /// expiry (milliseconds since the epoch), if it has one.
+    pub access: String,
+    pub refresh: String,
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// The hosts the access token is sent to, in the `Authorization` header.
+    pub hosts: Vec<HostRule>,
+    /// The token endpoints (`https://HOST/PATH`) where the refresh token is sent, in the body.
+    pub token_urls: Vec<String>,
+}
+
+impl LoginSpec {
+    fn check(&self) -> Result<(), String> {
+        check_path("login.file", &self.file)?;
+        if !self.file.starts_with("~/") {
+            return Err(format!("login.file: '{}' must start with ~/", self.file));
+        }
+        let pointers = [Some(&self.access), Some(&self.refresh), self.expires.as_ref()];
+        for p in pointers.into_iter().flatten() {
+            if !p.starts_with('/') {
+                return Err(format!("login: '{p}' is not a JSON pointer (it starts with /)"));
+            }
+        }
+        if self.hosts.is_empty() {
+            return Err("login.hosts: name the hosts the access token is sent to".into());
+        }
+        check_secret_hosts("login", &self.hosts).map_err(|e| format!("login.hosts: {e}"))?;
+        if self.token_urls.is_empty() {
+            return Err("login.token_urls: name the token endpoint".into());
+        }
+        for u in &self.token_urls {
+            token_url_parts(u).map_err(|e| format!("login.token_urls: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The host and path of a token endpoint URL (`https://HOST/PATH`).
+pub fn token_url_parts(url: &str) -> Result<(HostRule, String), String> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| format!("'{url}' must start with https://"))?;
+    let (host, path) = rest.split_once('/').ok_or_else(|| format!("'{url}' has no path"))?;
+    if host.is_empty() || host.contains(['*', ':', '@']) {
+        return Err(format!("'{url}': the host must be a plain name"));
+    }
+    let rule: HostRule = host.parse().map_err(|e| format!("'{url}': {e}"))?;
+    Ok((rule, format!("/{path}")))
 }
 
 /// A file a profile writes into its agents' homes. In `content`, `${workspace}` is the agent's
@@ -189,6 +249,9 @@ impl Profile {
         }
         if let Some(stray) = p.seed_skip.iter().find(|x| !p.read_write.iter().any(|rw| is_below(x, rw))) {
             return Err(err(format!("seed_skip: '{stray}' is not under any read_write path")));
+        }
+        if let Some(l) = &p.login {
+            l.check().map_err(err)?;
         }
         if let Some(i) = &p.instructions {
             check_path("instructions.config_dir", &i.config_dir).map_err(err)?;

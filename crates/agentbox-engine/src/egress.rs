@@ -18,7 +18,7 @@ use crate::bail;
 use crate::error::{Context, Result};
 use agentbox_core::{default_auth_headers, EgressRequest, EgressSpec, HostRule, Profile, SecretBinding};
 use agentbox_jail::{CaFiles, SYSTEM_CA_BUNDLES};
-use agentbox_proxy::{Audit, Credential, LocalCa, ProxyConfig, Resolver};
+use agentbox_proxy::{Audit, Credential, LocalCa, Login, ProxyConfig, Resolver};
 use rand_core::RngCore;
 use zeroize::Zeroizing;
 
@@ -77,7 +77,7 @@ pub fn build_spec(
         secrets.retain(|s| s.env != name);
         secrets.push(SecretBinding { placeholder: placeholder(&name), env: name, hosts, headers });
     }
-    Ok(EgressSpec { allow, secrets, ask: flags.ask })
+    Ok(EgressSpec { allow, secrets, logins: Vec::new(), ask: flags.ask })
 }
 
 /// Checks that every `--secret` has a value now, so a typo fails before anything starts.
@@ -152,7 +152,16 @@ pub fn proxy_config(
 ) -> Result<ProxyConfig> {
     let cfg = Config::load(home)?;
     let credentials = load_credentials(home, spec)?;
-    let ca = if credentials.is_empty() { None } else { Some(LocalCa::load_or_create(&ca_dir(home))?) };
+    let logins: Vec<Login> = spec
+        .logins
+        .iter()
+        .map(|b| Login {
+            binding: b.clone(),
+            store: std::sync::Arc::new(crate::logins::FileStore::new(home, &b.login)),
+        })
+        .collect();
+    let intercepts = !(credentials.is_empty() && logins.is_empty());
+    let ca = if intercepts { Some(LocalCa::load_or_create(&ca_dir(home))?) } else { None };
     let audit = match audit_file {
         Some(p) => Audit::to_file(p).with_context(|| format!("opening {}", p.display()))?,
         None => Audit::to_stderr(),
@@ -161,6 +170,7 @@ pub fn proxy_config(
         agent: agent.to_string(),
         egress: spec.clone(),
         credentials,
+        logins,
         ca,
         resolver: Resolver::with_pins(&cfg.network.resolve)?,
         audit,

@@ -31,6 +31,7 @@ pub mod hooks;
 pub mod identity;
 pub mod installs;
 pub mod lifecycle;
+pub mod logins;
 pub mod logs;
 pub mod measure;
 pub mod net;

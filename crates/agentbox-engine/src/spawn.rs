@@ -228,9 +228,14 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     crate::egress::check_flag_secrets(&spec.egress, &secrets).map_err(|e| e.for_field(Field::Secrets))?;
     let (egress, ca) = match network {
         NetworkMode::Proxy => {
-            let built =
+            let mut built =
                 crate::egress::build_spec(&Config::load(home)?, profile.as_ref(), &found, &spec.egress)?;
-            let ca = if built.secrets.is_empty() { None } else { Some(crate::egress::ca_files(home)?) };
+            // A subscription login stored for the profile: the agent gets it with placeholders.
+            if let Some(p) = &profile {
+                built.logins.extend(crate::logins::binding(home, p)?);
+            }
+            let intercepts = !(built.secrets.is_empty() && built.logins.is_empty());
+            let ca = if intercepts { Some(crate::egress::ca_files(home)?) } else { None };
             (built, ca)
         }
         NetworkMode::Full => {
@@ -253,7 +258,7 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
         }
     };
     if let Some(p) = &profile {
-        write_files(p, &paths::home(&dir), &workspace, &egress, &found)?;
+        write_files(home, p, &paths::home(&dir), &workspace, &egress, &found)?;
     }
     if spec.identity {
         let did = crate::identity::create(&dir, &paths::home(&dir), name)?;
@@ -302,6 +307,7 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
 /// that needs a credential the agent does not get is left out, as is one whose placeholder is
 /// unknown (outside `proxy` mode the agent has the value itself, not a placeholder).
 fn write_files(
+    agentbox_home: &Home,
     profile: &agentbox_core::Profile,
     home: &Path,
     workspace: &Path,
@@ -310,8 +316,11 @@ fn write_files(
 ) -> Result<()> {
     let placeholder =
         |name: &str| egress.secrets.iter().find(|b| b.env == name).map(|b| b.placeholder.clone());
+    // `needs = "login"`: written when the agent uses the profile's subscription login.
+    let gets = |n: &String| found.contains(n) || (n == "login" && !egress.logins.is_empty());
+    let mut files: Vec<(String, String)> = Vec::new();
     'files: for f in &profile.files {
-        if f.needs.as_ref().is_some_and(|n| !found.contains(n)) {
+        if f.needs.as_ref().is_some_and(|n| !gets(n)) {
             continue;
         }
         let mut content = f.content.replace("${workspace}", &workspace.to_string_lossy());
@@ -321,9 +330,24 @@ fn write_files(
             let Some(value) = placeholder(&name) else { continue 'files };
             content.replace_range(start..=start + len, &value);
         }
-        let Some(rel) = f.path.strip_prefix("~/") else { continue };
+        files.push((f.path.clone(), content));
+    }
+    // The login's credentials file last: a person who imported a login wants it used.
+    if let (Some(spec), Some(binding)) = (&profile.login, egress.logins.first()) {
+        files.push((spec.file.clone(), crate::logins::agent_document(agentbox_home, binding)?));
+    }
+    for (path, content) in files {
+        write_home_file(home, &path, &content)?;
+    }
+    Ok(())
+}
+
+/// Writes `~/REL` under the agent's home `home`, through real directories only.
+fn write_home_file(home: &Path, path: &str, content: &str) -> Result<()> {
+    {
+        let Some(rel) = path.strip_prefix("~/") else { return Ok(()) };
         if rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            continue;
+            return Ok(());
         }
         let path = home.join(rel);
         // The home was seeded from the person's config, links included: the file is written
@@ -333,7 +357,7 @@ fn write_files(
             .take_while(|a| *a != home)
             .any(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()));
         if through_link {
-            continue;
+            return Ok(());
         }
         if let Some(parent) = path.parent() {
             private_dir(parent)?;

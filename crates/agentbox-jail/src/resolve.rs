@@ -340,6 +340,7 @@ mod tests {
                 placeholder: "agentbox-placeholder-x".into(),
                 headers: vec![],
             }],
+            logins: vec![],
             ask: false,
         };
         let mut r = req("true");

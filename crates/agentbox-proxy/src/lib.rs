@@ -15,6 +15,7 @@ mod addr;
 mod audit;
 mod ca;
 mod counting;
+mod login;
 mod policy;
 mod resolve;
 mod server;
@@ -29,6 +30,7 @@ use agentbox_core::{EgressSpec, HostRule};
 pub use addr::non_public;
 pub use audit::{format_utc, now_ms, read_records, Audit, AuditRecord};
 pub use ca::{cert_path, LocalCa};
+pub use login::{Login, TokenStore, Tokens};
 pub use policy::{Policy, Verdict};
 pub use resolve::{Candidate, Resolver};
 pub use swap::{swap_headers, Credential, SwapError};
@@ -54,6 +56,8 @@ pub struct ProxyConfig {
     pub egress: EgressSpec,
     /// The secrets, with their real values (loaded after the sandbox was started).
     pub credentials: Vec<Credential>,
+    /// Subscription logins, their tokens read from their stores at each use.
+    pub logins: Vec<Login>,
     /// Needed when there are credentials.
     pub ca: Option<LocalCa>,
     pub resolver: Resolver,
@@ -68,6 +72,7 @@ pub(crate) struct Shared {
     /// Woken when the policy changes, for requests waiting on a decision.
     changed: tokio::sync::Notify,
     credentials: Vec<Credential>,
+    logins: Vec<Login>,
     ca: Option<LocalCa>,
     resolver: Resolver,
     audit: Audit,
@@ -104,7 +109,7 @@ impl ProxyHandle {
 
 /// Serves `listener` (a socket created inside the sandbox's network namespace) on a new thread.
 pub fn start(listener: std::net::TcpListener, cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
-    if !cfg.credentials.is_empty() && cfg.ca.is_none() {
+    if !(cfg.credentials.is_empty() && cfg.logins.is_empty()) && cfg.ca.is_none() {
         return Err(ProxyError::Config("credentials need the local CA".into()));
     }
     listener.set_nonblocking(true).map_err(|source| ProxyError::Io { what: "listener", source })?;
@@ -117,6 +122,7 @@ pub fn start(listener: std::net::TcpListener, cfg: ProxyConfig) -> Result<ProxyH
         policy: Mutex::new(Policy::new(cfg.egress)),
         changed: tokio::sync::Notify::new(),
         credentials: cfg.credentials,
+        logins: cfg.logins,
         ca: cfg.ca,
         resolver: cfg.resolver,
         audit: cfg.audit,

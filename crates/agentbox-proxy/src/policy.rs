@@ -42,11 +42,21 @@ impl Policy {
     /// Whether a secret is bound to `host` (on any port).
     pub fn carries_secret(&self, host: &Host) -> bool {
         self.spec.secrets.iter().any(|s| s.hosts.iter().any(|r| r.matches_host(host)))
+            || self.spec.logins.iter().any(|l| l.involves(host))
     }
 
     /// Decides `host:port`; a matching one-shot grant is used up.
     pub fn decide(&mut self, host: &Host, port: u16) -> Verdict {
         if self.spec.secrets.iter().any(|s| s.hosts.iter().any(|r| r.matches(host, port))) {
+            return Verdict::Allow { intercept: true };
+        }
+        let login_host = |r: &HostRule| r.matches(host, port);
+        if self
+            .spec
+            .logins
+            .iter()
+            .any(|l| l.hosts.iter().any(login_host) || l.token_endpoints.iter().any(|(r, _)| login_host(r)))
+        {
             return Verdict::Allow { intercept: true };
         }
         if self.spec.allow.iter().any(|r| r.matches(host, port)) {
@@ -116,6 +126,7 @@ mod tests {
                 placeholder: "ph".into(),
                 headers: vec![],
             }],
+            logins: vec![],
             ask: false,
         }
     }

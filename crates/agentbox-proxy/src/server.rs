@@ -21,6 +21,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::audit::{now_ms, AuditRecord};
 use crate::counting::{Counters, Counting};
+use crate::login::{Login, Tokens, MAX_TOKEN_BODY};
 use crate::policy::Verdict;
 use crate::resolve::Candidate;
 use crate::swap::{swap_headers, Credential};
@@ -438,7 +439,27 @@ async fn forward_intercepted(
     let shared = &state.shared;
     let fail = |why: String| refusal(StatusCode::BAD_GATEWAY, &format!("{host}: {why}"));
     let (mut parts, body) = req.into_parts();
-    let creds: Vec<&Credential> = shared.credentials.iter().filter(|c| c.bound_to(host)).collect();
+    // Logins: the access token toward their API hosts, the refresh token's placeholder guarded
+    // (refused in headers and the URL) toward their token endpoints.
+    let mut login_creds: Vec<Credential> = Vec::new();
+    let mut refresh: Option<(&Login, Tokens)> = None;
+    for l in shared.logins.iter().filter(|l| l.api_host(host) || l.token_host(host)) {
+        let tokens = match l.store.current() {
+            Ok(t) => t,
+            Err(why) => return fail(format!("the login of {}: {why}", l.binding.login)),
+        };
+        if l.api_host(host) {
+            login_creds.push(l.access_credential(&tokens));
+        }
+        if l.token_host(host) {
+            login_creds.push(l.refresh_guard());
+            if refresh.is_none() && l.is_token_request(host, &parts.method, parts.uri.path()) {
+                refresh = Some((l, tokens));
+            }
+        }
+    }
+    let creds: Vec<&Credential> =
+        shared.credentials.iter().filter(|c| c.bound_to(host)).chain(login_creds.iter()).collect();
     let uri = parts.uri.to_string();
     match swap_headers(&mut parts.headers, &uri, &creds) {
         Ok(used) => {
@@ -465,7 +486,21 @@ async fn forward_intercepted(
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.uri = origin_form(&parts.uri);
-    let request = Request::from_parts(parts, body.boxed());
+    let body = match &refresh {
+        // A refresh: the body read whole, its placeholder swapped, the answer uncompressed
+        // (it is rewritten before the sandbox sees it).
+        Some((login, tokens)) => {
+            let read = http_body_util::Limited::new(body, MAX_TOKEN_BODY).collect().await;
+            let Ok(read) = read else { return fail("the token request is too large or broke off".into()) };
+            let swapped = login.swap_request(&read.to_bytes(), tokens);
+            parts.headers.remove(hyper::header::CONTENT_LENGTH);
+            parts.headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(swapped.len()));
+            parts.headers.insert(hyper::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            Full::new(Bytes::from(swapped)).map_err(|never| match never {}).boxed()
+        }
+        None => body.boxed(),
+    };
+    let request = Request::from_parts(parts, body);
 
     let mut slot = upstream.lock().await;
     if slot.as_ref().is_none_or(|s| s.is_closed()) {
@@ -480,10 +515,37 @@ async fn forward_intercepted(
         return fail(e.to_string());
     }
     match sender.send_request(request).await {
-        Ok(resp) => pass_back(resp),
+        Ok(resp) => match refresh {
+            Some((login, before)) => {
+                drop(slot);
+                token_answer(resp, login, &before).await.unwrap_or_else(|why| {
+                    state.record("POST", &host.to_string(), port, "denied", Some(why.clone()));
+                    fail(why)
+                })
+            }
+            None => pass_back(resp),
+        },
         Err(e) => {
             *slot = None;
             fail(e.to_string())
         }
     }
+}
+
+/// A token endpoint's answer, read whole and rewritten: the sandbox never sees a real token.
+async fn token_answer(
+    resp: Response<Incoming>,
+    login: &Login,
+    before: &Tokens,
+) -> Result<Response<Body>, String> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.headers.get(hyper::header::CONTENT_ENCODING).is_some_and(|v| v != "identity") {
+        return Err("the token endpoint answered compressed although asked not to".into());
+    }
+    let read = http_body_util::Limited::new(body, MAX_TOKEN_BODY).collect().await;
+    let read = read.map_err(|e| format!("reading the token endpoint's answer: {e}"))?;
+    let out = login.rewrite_answer(&read.to_bytes(), before)?;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(parts, Full::new(Bytes::from(out)).map_err(|never| match never {}).boxed()))
 }

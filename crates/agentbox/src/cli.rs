@@ -88,6 +88,10 @@ pub enum Command {
     Profiles(ProfilesArgs),
     /// Which credentials each profile needs and whether they are set
     Keys(ProfilesArgs),
+    /// Keep a subscription login (OAuth) for a profile's agents: imported from your own login, held here, placeholders inside
+    Login(LoginArgs),
+    /// Forget a profile's stored subscription login
+    Logout(LogoutArgs),
     /// Manage stored secrets (AGENTBOX_HOME/secrets.env, owner-only)
     Env(EnvArgs),
     /// Print a shell completion script
@@ -431,6 +435,21 @@ pub struct PsArgs {
 pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The profile whose login to keep (claude-code, codex, gemini)
+    pub profile: String,
+    /// The agent's credentials file to import (default: the profile's file in your home, e.g. ~/.claude/.credentials.json)
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The profile whose stored login to remove
+    pub profile: String,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::CommandFactory;
 
-use crate::cli::{Cli, CompletionArgs, EnvArgs, EnvCommand, ProfilesArgs};
+use crate::cli::{Cli, CompletionArgs, EnvArgs, EnvCommand, LoginArgs, LogoutArgs, ProfilesArgs};
 use agentbox_engine::profiles::{self, find_credential, Found};
 use agentbox_engine::secrets::Secrets;
 use agentbox_engine::Home;
@@ -48,10 +48,12 @@ pub fn keys(args: ProfilesArgs) -> Result<i32> {
         let opted_in = config.profiles.get(&p.name).map(|s| s.seed.clone()).unwrap_or_default();
         let logged_in = profiles::login_given(&p, &host_home, &opted_in);
         let withheld = profiles::login_withheld(&p, &host_home, &opted_in);
-        let ready = logged_in || groups.iter().all(|g| !g["found"].is_null());
+        let login = agentbox_engine::logins::status(&home, &p.name);
+        let ready = logged_in || login.is_some() || groups.iter().all(|g| !g["found"].is_null());
         report.push(serde_json::json!({
             "profile": p.name, "credentials": groups, "logged_in": logged_in, "ready": ready,
-            "login_hint": p.login_hint, "host_login_not_copied": withheld,
+            "login_hint": p.login_hint, "host_login_not_copied": withheld, "login": login,
+            "login_available": p.login.is_some(),
         }));
     }
     if args.json {
@@ -69,6 +71,17 @@ pub fn keys(args: ProfilesArgs) -> Result<i32> {
                 None => println!("    {}: not set", names.join(" | ")),
             }
         }
+        if let Some(l) = r["login"].as_object() {
+            let at = |k: &str| l.get(k).and_then(|v| v.as_u64()).map(agentbox_proxy::format_utc);
+            let refreshed = at("refreshed_at").map(|t| format!(", refreshed {t}")).unwrap_or_default();
+            println!(
+                "    subscription login: kept here (imported {}{refreshed}); agents get placeholders",
+                at("at").unwrap_or_default()
+            );
+        } else if r["login_available"] == true && r["ready"] != true {
+            let name = r["profile"].as_str().unwrap_or_default();
+            println!("    subscription login: none (import yours: agentbox login {name})");
+        }
         if r["logged_in"] == true {
             println!("    logged in (auth file present and copied into agents)");
         } else if let Some(m) = r["host_login_not_copied"].as_str() {
@@ -79,6 +92,27 @@ pub fn keys(args: ProfilesArgs) -> Result<i32> {
             println!("    -> {}", r["login_hint"].as_str().unwrap_or_default());
         }
     }
+    Ok(0)
+}
+
+pub fn login(args: LoginArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let v = agentbox_engine::logins::import(&home, &args.profile, args.from.as_deref())?;
+    eprintln!(
+        "agentbox: {}'s login from {} is kept in AGENTBOX_HOME (0600); its agents get placeholders, \
+         swapped by their proxy toward the provider (refreshes included)",
+        v.profile, v.imported_from
+    );
+    Ok(0)
+}
+
+pub fn logout(args: LogoutArgs) -> Result<i32> {
+    let home = Home::open()?;
+    agentbox_engine::logins::remove(&home, &args.profile)?;
+    eprintln!(
+        "agentbox: {}'s stored login removed (its agents' requests that need it now fail)",
+        args.profile
+    );
     Ok(0)
 }
 

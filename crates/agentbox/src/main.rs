@@ -168,6 +168,8 @@ fn here(command: Command) -> Result<i32> {
         Command::Stats(args) => return cmd_ps::stats(args),
         Command::Profiles(args) => return cmd_profiles::profiles(args),
         Command::Keys(args) => return cmd_profiles::keys(args),
+        Command::Login(args) => return cmd_profiles::login(args),
+        Command::Logout(args) => return cmd_profiles::logout(args),
         other => other,
     };
     let local = Local::open()?;

@@ -14,7 +14,14 @@ use crate::agents::Agents;
 use crate::support::*;
 
 /// Hosts the test servers answer for.
-const NAMES: &[&str] = &["api.anthropic.com", "api.openai.com", "github.com", "other.test", "asked.test"];
+const NAMES: &[&str] = &[
+    "api.anthropic.com",
+    "api.openai.com",
+    "github.com",
+    "other.test",
+    "asked.test",
+    "console.anthropic.com",
+];
 pub const REAL_KEY: &str = "sk-ant-real-0d7e1c2b9a";
 pub const REAL_TOKEN: &str = "ghp_real_token_5f4e3d";
 

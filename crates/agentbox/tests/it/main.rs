@@ -25,6 +25,7 @@ mod attacks_proc;
 mod egress;
 mod hitl;
 mod limits;
+mod logins;
 mod profiles;
 mod races;
 mod real_agents;

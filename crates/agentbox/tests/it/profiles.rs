@@ -166,7 +166,7 @@ fn missing_credentials_warn_with_the_login_hint() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("GEMINI_API_KEY, GOOGLE_API_KEY") && stderr.contains("sign in with Google"),
+        stderr.contains("GEMINI_API_KEY, GOOGLE_API_KEY") && stderr.contains("agentbox login gemini"),
         "{stderr}"
     );
     let info: serde_json::Value = serde_json::from_str(&e.ok(&["info", "g", "--json"])).unwrap();

@@ -6,6 +6,9 @@ tests and benchmarks. It serves HTTPS (or HTTP with --plain) on 127.0.0.1 and pr
                       sandbox never sees them: a real provider does not echo keys back)
   GET /bytes/N        N bytes of data
   POST /v1/responses  a minimal streamed OpenAI Responses API reply (for agent CLIs)
+  POST /v1/oauth/token an OAuth token endpoint: a refresh with the current refresh token
+                      (real-refresh-0 at first) gets real-access-N and real-refresh-N; the
+                      request's body is logged
   /git/...            git http-backend over --git-root; with --token, Basic auth whose password
                       must equal the token (what a git host does with a personal access token)
 """
@@ -21,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGS = None
 LOG_LOCK = threading.Lock()
+# The OAuth stand-in's state: the refresh token it accepts now, and how many it issued.
+OAUTH = {"refresh": "real-refresh-0", "n": 0}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -31,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
-    def record(self, body_len):
+    def record(self, body_len, body=None):
         if not ARGS.log:
             return
         entry = {
@@ -41,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body_len": body_len,
         }
+        if body is not None:
+            entry["body"] = body.decode(errors="replace")
         with LOG_LOCK, open(ARGS.log, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -67,6 +74,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/git/"):
             return self.git()
         data = self.body()
+        if self.path.startswith("/v1/oauth/token"):
+            self.record(len(data), data)
+            return self.oauth_token(data)
         self.record(len(data))
         if self.path.startswith("/bytes/"):
             n = int(self.path.split("/")[2])
@@ -82,6 +92,22 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/v1/responses"):
             return self.openai_responses()
         self.send(200, b'{"ok": true}\n')
+
+    def oauth_token(self, data):
+        try:
+            given = json.loads(data).get("refresh_token", "")
+        except ValueError:
+            given = ""
+        with LOG_LOCK:
+            if given != OAUTH["refresh"]:
+                body = {"error": "invalid_grant", "error_description": f"refresh token {given} is not valid"}
+                return self.send(400, json.dumps(body).encode())
+            OAUTH["n"] += 1
+            n = OAUTH["n"]
+            OAUTH["refresh"] = f"real-refresh-{n}"
+        body = {"access_token": f"real-access-{n}", "refresh_token": f"real-refresh-{n}",
+                "expires_in": 3600, "token_type": "Bearer"}
+        self.send(200, json.dumps(body).encode())
 
     def openai_responses(self):
         events = [
