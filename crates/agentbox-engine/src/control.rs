@@ -21,6 +21,8 @@ pub trait Control {
     fn get(&self, name: &str) -> Result<AgentView>;
     fn spawn(&self, spec: &SpawnSpec) -> Result<AgentView>;
     fn kill(&self, name: &str) -> Result<AgentView>;
+    /// SIGTERM, `grace` to end, then kill.
+    fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView>;
     fn restart(&self, name: &str) -> Result<AgentView>;
     fn remove(&self, name: &str, force: bool) -> Result<()>;
     /// Removes every stopped agent and what crashes left behind; what it removed.
@@ -94,6 +96,10 @@ impl Control for Local {
 
     fn kill(&self, name: &str) -> Result<AgentView> {
         Ok(AgentView::of(&crate::lifecycle::kill(&self.home, &self.store, name)?))
+    }
+
+    fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::lifecycle::stop(&self.home, &self.store, name, grace)?))
     }
 
     fn restart(&self, name: &str) -> Result<AgentView> {

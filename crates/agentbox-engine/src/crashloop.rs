@@ -36,6 +36,10 @@ pub fn after_exit(
         (agentbox_core::AgentState::Exited, Some(c)) if c != 0 && rec.generation == generation => c,
         _ => return Ok(()),
     };
+    // Stopped on request: ended as asked, not crashed.
+    if crate::lifecycle::stop_requested(&store, &rec)? {
+        return Ok(());
+    }
     store.record(name, "crash", &format!("exit code {code}"))?;
     let since = agentbox_store::now_ms() - policy.window.as_millis() as i64;
     let failures = u32::try_from(store.count_events_since(name, "crash", since)?).unwrap_or(u32::MAX);

@@ -87,6 +87,57 @@ fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
     }
 }
 
+/// Asks a running agent to end, as `docker stop` does: SIGTERM to its command's process group,
+/// up to `grace` to finish, then the sandbox is killed. An agent that ends this way is not
+/// restarted by its restart policy (the journal's `stop` says it was asked to).
+pub fn stop(home: &Home, store: &Store, name: &str, grace: Duration) -> Result<AgentRecord> {
+    match ask_to_stop(store, name, grace)? {
+        StopAsked::Ended(rec) => Ok(rec),
+        StopAsked::Asked(rec) => end_stop(home, store, &rec, grace),
+    }
+}
+
+/// What [`ask_to_stop`] found.
+#[derive(Debug)]
+pub enum StopAsked {
+    /// It was not running.
+    Ended(AgentRecord),
+    /// SIGTERM was sent to this run of it.
+    Asked(AgentRecord),
+}
+
+/// The first half of [`stop`]: journals the stop and sends SIGTERM.
+pub fn ask_to_stop(store: &Store, name: &str, grace: Duration) -> Result<StopAsked> {
+    let rec = agents::get_for_change(store, name)?;
+    refuse_creating(&rec)?;
+    if !is_live_state(&rec.state) {
+        return Ok(StopAsked::Ended(rec));
+    }
+    store.record(name, "stop", &format!("SIGTERM, killed after {}s if still running", grace.as_secs()))?;
+    // A supervisor that does not answer is dealt with by the kill at the end.
+    let _ = agentbox_supervisor::terminate_agent(&agents::state_dir(&rec));
+    Ok(StopAsked::Asked(rec))
+}
+
+/// The second half of [`stop`]: waits up to `wait` for the run that was asked to end, then kills
+/// it (unless it was started again meanwhile).
+pub fn end_stop(home: &Home, store: &Store, asked: &AgentRecord, wait: Duration) -> Result<AgentRecord> {
+    if let Some(done) = wait_finished(store, &asked.name, Some(wait))? {
+        return Ok(done);
+    }
+    let now = agents::get(store, &asked.name)?;
+    if now.generation != asked.generation {
+        return Ok(now);
+    }
+    kill(home, store, &asked.name)
+}
+
+/// Whether the agent's current run was asked to stop (`stop` journals it before it asks).
+pub fn stop_requested(store: &Store, rec: &AgentRecord) -> Result<bool> {
+    let since = rec.started_at.unwrap_or(rec.created_at);
+    Ok(store.events_of(&rec.name, 20)?.iter().any(|e| e.event == "stop" && e.at >= since))
+}
+
 /// A name being created refuses what only a made agent allows.
 fn refuse_creating(rec: &AgentRecord) -> Result<()> {
     match rec.state {

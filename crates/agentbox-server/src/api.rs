@@ -54,6 +54,7 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_agents, spawn_agent))
         .routes(routes!(get_agent, remove_agent))
         .routes(routes!(kill_agent))
+        .routes(routes!(stop_agent))
         .routes(routes!(clean_agents))
         .routes(routes!(restart_agent))
         .routes(routes!(set_tags))
@@ -242,6 +243,56 @@ pub async fn kill_agent(State(state): State<Shared>, Path(name): Path<String>) -
     let rec = blocking(move || with_store(&home, |s| lifecycle::kill(&home, s, &name))).await?;
     state.refresh().await;
     Ok(Json(AgentView::of(&rec)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StopQuery {
+    /// Seconds the agent has to end after SIGTERM before it is killed (default 10, at most 3600).
+    #[param(maximum = 3600)]
+    grace: Option<u64>,
+}
+
+/// Stop an agent: SIGTERM to its command's process group, then killed after the grace period.
+/// Not restarted by its restart policy. Answers 200 once it has ended, or 202 with it still
+/// running when it takes longer than 5 seconds (the server kills it when the grace is over).
+#[utoipa::path(post, path = "/api/v1/agents/{name}/stop", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), StopQuery),
+    responses((status = 200, body = AgentView), (status = 202, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stop_agent(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<StopQuery>,
+) -> ApiResult<(StatusCode, Json<AgentView>)> {
+    const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+    let grace = q.grace.unwrap_or(10);
+    if grace > 3600 {
+        return Err(
+            agentbox_engine::Error::invalid(format!("grace: {grace} is more than 3600 seconds")).into()
+        );
+    }
+    let grace = std::time::Duration::from_secs(grace);
+    let home = state.home.clone();
+    let asked = blocking(move || with_store(&home, |s| lifecycle::ask_to_stop(s, &name, grace))).await?;
+    let asked = match asked {
+        lifecycle::StopAsked::Ended(rec) => return Ok((StatusCode::OK, Json(AgentView::of(&rec)))),
+        lifecycle::StopAsked::Asked(rec) => rec,
+    };
+    let (home, first) = (state.home.clone(), asked.clone());
+    let quick = grace.min(ANSWER_WITHIN);
+    let rec = blocking(move || with_store(&home, |s| lifecycle::end_stop(&home, s, &first, quick))).await?;
+    let status = if rec.generation == asked.generation && agentbox_engine::agents::is_live_state(&rec.state) {
+        // Still running (quick < grace): the rest of the grace, then the kill, go on here.
+        let home = state.home.clone();
+        let rest = grace.saturating_sub(quick);
+        tokio::task::spawn_blocking(move || {
+            let _ = with_store(&home, |s| lifecycle::end_stop(&home, s, &asked, rest));
+        });
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    state.refresh().await;
+    Ok((status, Json(AgentView::of(&rec))))
 }
 
 /// Start an agent again (killing it first if it runs); its prompt is typed again.

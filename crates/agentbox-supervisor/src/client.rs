@@ -83,6 +83,11 @@ pub fn kill_agent(state_dir: &Path) -> Result<(), ClientError> {
     request(state_dir, Frame::Kill).map(drop)
 }
 
+/// Asks the agent to end: SIGTERM to its command's process group (`stop`).
+pub fn terminate_agent(state_dir: &Path) -> Result<(), ClientError> {
+    request(state_dir, Frame::Terminate).map(drop)
+}
+
 /// The agent's current screen; the final screen once it has ended.
 pub fn screen(state_dir: &Path, formatted: bool) -> Result<String, ClientError> {
     match request(state_dir, Frame::ScreenRequest { formatted }) {

@@ -23,6 +23,8 @@ pub enum Frame {
     ScreenRequest { formatted: bool },
     /// Client: kill the sandbox.
     Kill,
+    /// Client: ask the agent to end (SIGTERM to its command's process group).
+    Terminate,
     /// Client: let the agent's proxy reach a host (a host rule), for one connection or from now on.
     Allow { rule: String, once: bool },
     /// Client: send me the sandbox's handles (to join it, `agentbox exec`).
@@ -50,6 +52,7 @@ impl Frame {
             Self::Resize { .. } => b'r',
             Self::ScreenRequest { .. } => b's',
             Self::Kill => b'k',
+            Self::Terminate => b't',
             Self::HandlesRequest => b'h',
             Self::Allow { .. } => b'w',
             Self::Handles => b'H',
@@ -63,7 +66,13 @@ impl Frame {
 
     pub fn encode(&self) -> Vec<u8> {
         let payload: Vec<u8> = match self {
-            Self::Attach | Self::Observe | Self::Kill | Self::Ack | Self::HandlesRequest | Self::Handles => {
+            Self::Attach
+            | Self::Observe
+            | Self::Kill
+            | Self::Terminate
+            | Self::Ack
+            | Self::HandlesRequest
+            | Self::Handles => {
                 vec![]
             }
             Self::Input(b) | Self::Output(b) => b.clone(),
@@ -88,6 +97,7 @@ impl Frame {
             b'a' if p.is_empty() => Self::Attach,
             b'o' if p.is_empty() => Self::Observe,
             b'k' if p.is_empty() => Self::Kill,
+            b't' if p.is_empty() => Self::Terminate,
             b'h' if p.is_empty() => Self::HandlesRequest,
             b'H' if p.is_empty() => Self::Handles,
             b'A' if p.is_empty() => Self::Ack,
@@ -175,6 +185,7 @@ mod tests {
             Frame::Resize { rows: 40, cols: 120 },
             Frame::ScreenRequest { formatted: true },
             Frame::Kill,
+            Frame::Terminate,
             Frame::Allow { rule: "*.example.com".into(), once: true },
             Frame::HandlesRequest,
             Frame::Handles,

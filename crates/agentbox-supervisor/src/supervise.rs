@@ -366,6 +366,12 @@ impl Session {
                 reply = Some(Frame::Ack);
                 close = true;
             }
+            Frame::Terminate => {
+                // To the sandbox's init, which passes it to the command's process group.
+                let _ = kill(self.sandbox, Signal::SIGTERM);
+                reply = Some(Frame::Ack);
+                close = true;
+            }
             other => {
                 reply = Some(Frame::Error(format!("unexpected frame {other:?}")));
                 close = true;
@@ -407,7 +413,9 @@ impl Session {
         // supervisor was stopped) is not carried out: its caller was told it failed.
         let abandoned = self.clients.get(&id).is_some_and(|c| !c.attached && peer_gone(&c.stream));
         if abandoned {
-            frames.retain(|f| !matches!(f, Frame::Input(_) | Frame::Kill | Frame::Allow { .. }));
+            frames.retain(|f| {
+                !matches!(f, Frame::Input(_) | Frame::Kill | Frame::Terminate | Frame::Allow { .. })
+            });
         }
         for f in frames {
             self.handle(id, f);

@@ -33,6 +33,7 @@ pub enum Command {
     #[command(visible_alias = "ls")]
     List(ListArgs),
     /// Show one agent
+    #[command(visible_alias = "inspect")]
     Info(InfoArgs),
     /// Print an agent's output log (ANSI stripped unless --raw)
     Logs(LogsArgs),
@@ -46,6 +47,10 @@ pub enum Command {
     Attach(AttachArgs),
     /// Start a stopped agent again (kills it first if it runs); replays its prompt
     Restart(RestartArgs),
+    /// Start stopped agents again, on the same workspace (refused for one that runs)
+    Start(StartArgs),
+    /// Stop agents: SIGTERM to the agent's process group, then SIGKILL after a grace period
+    Stop(StopArgs),
     /// Copy an agent's workspace and home into a new, stopped agent
     Clone(CloneArgs),
     /// Rename a stopped agent
@@ -365,8 +370,8 @@ pub struct ExecArgs {
     /// Working directory (relative to the workspace)
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
-    /// The command (after --)
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (`--` before it is optional)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -405,9 +410,37 @@ pub struct VerifyArgs {
     pub name: String,
 }
 
+/// Agents named, or chosen by tag: every verb that acts on agents takes several, goes on past a
+/// failure and exits non-zero if any failed.
+#[derive(Debug, Args)]
+pub struct Targets {
+    /// Agent names
+    #[arg(value_name = "NAME", required_unless_present = "tags")]
+    pub names: Vec<String>,
+    /// Also every agent with this tag (repeatable: all must match)
+    #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
+    pub tags: Vec<(String, String)>,
+}
+
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    pub name: String,
+    #[command(flatten)]
+    pub targets: Targets,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Seconds to wait after SIGTERM before killing
+    #[arg(short = 't', long = "time", value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub time: u64,
 }
 
 #[derive(Debug, Args)]
@@ -593,7 +626,8 @@ pub struct AttachArgs {
 
 #[derive(Debug, Args)]
 pub struct KillArgs {
-    pub name: String,
+    #[command(flatten)]
+    pub targets: Targets,
 }
 
 #[derive(Debug, Args)]

@@ -7,18 +7,77 @@ use agentbox_engine::control::Control;
 use agentbox_engine::views::Filter;
 use anyhow::{bail, Result};
 
-use crate::cli::{CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, WaitArgs};
+use crate::cli::{
+    CleanArgs, KillAllArgs, KillArgs, PurgeArgs, RmArgs, StartArgs, StopArgs, Targets, WaitArgs,
+};
 use crate::exit;
 
-pub fn kill(c: &dyn Control, args: KillArgs) -> Result<i32> {
-    let a = c.get(&args.name)?;
-    if !a.is_live() {
-        eprintln!("agent '{}' is already {}", a.name, a.state);
-        return Ok(0);
+/// Runs `act` on every agent of `targets` (names in order, then those the tags select), printing
+/// each name done on stdout and each failure on stderr; goes on past failures. Exit status 1 if
+/// any failed, as docker's verbs do.
+pub fn each(
+    c: &dyn Control,
+    targets: &Targets,
+    mut act: impl FnMut(&dyn Control, &str) -> agentbox_engine::Result<()>,
+) -> Result<i32> {
+    let mut names = targets.names.clone();
+    if !targets.tags.is_empty() {
+        for a in c.list(&Filter { tags: targets.tags.clone(), status: None })? {
+            if !names.contains(&a.name) {
+                names.push(a.name);
+            }
+        }
     }
-    c.kill(&a.name)?;
-    println!("{}", a.name);
-    Ok(0)
+    let mut failed = 0;
+    for name in &names {
+        match act(c, name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("agentbox: {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 1 {
+        eprintln!("agentbox: {failed} of {} failed", names.len());
+    }
+    Ok(i32::from(failed > 0))
+}
+
+pub fn kill(c: &dyn Control, args: KillArgs) -> Result<i32> {
+    each(c, &args.targets, |c, name| {
+        let a = c.get(name)?;
+        if !a.is_live() {
+            eprintln!("agentbox: {name} is already {}", a.state);
+            return Ok(());
+        }
+        c.kill(name).map(drop)
+    })
+}
+
+pub fn stop(c: &dyn Control, args: StopArgs) -> Result<i32> {
+    let grace = Duration::from_secs(args.time);
+    each(c, &args.targets, |c, name| {
+        let a = c.get(name)?;
+        if !a.is_live() {
+            eprintln!("agentbox: {name} is already {}", a.state);
+            return Ok(());
+        }
+        c.stop(name, grace).map(drop)
+    })
+}
+
+pub fn start(c: &dyn Control, args: StartArgs) -> Result<i32> {
+    each(c, &args.targets, |c, name| {
+        let a = c.get(name)?;
+        if a.is_live() {
+            return Err(agentbox_engine::Error::conflict(format!(
+                "it is {} already (restart it with `agentbox restart {name}`)",
+                a.state
+            )));
+        }
+        c.restart(name).map(drop)
+    })
 }
 
 /// Asks "question [y/N]" on the terminal; false without a terminal.
@@ -73,11 +132,8 @@ pub fn wait(c: &dyn Control, args: WaitArgs) -> Result<i32> {
 }
 
 pub fn rm(c: &dyn Control, args: RmArgs) -> Result<i32> {
-    for name in &args.names {
-        c.remove(name, args.force)?;
-        println!("{name}");
-    }
-    Ok(0)
+    let targets = Targets { names: args.names, tags: Vec::new() };
+    each(c, &targets, |c, name| c.remove(name, args.force))
 }
 
 pub fn purge(c: &dyn Control, args: PurgeArgs) -> Result<i32> {

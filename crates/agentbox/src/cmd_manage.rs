@@ -7,8 +7,7 @@ use anyhow::Result;
 use crate::cli::{CloneArgs, RenameArgs, RestartArgs};
 
 pub fn restart(c: &dyn Control, args: RestartArgs) -> Result<i32> {
-    println!("{}", c.restart(&args.name)?.name);
-    Ok(0)
+    crate::cmd_lifecycle::each(c, &args.targets, |c, name| c.restart(name).map(drop))
 }
 
 pub fn clone(args: CloneArgs) -> Result<i32> {

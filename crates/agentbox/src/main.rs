@@ -126,6 +126,8 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         Command::Send(args) => cmd_session::send(c, args),
         Command::Broadcast(args) => cmd_session::broadcast(c, args),
         Command::Kill(args) => cmd_lifecycle::kill(c, args),
+        Command::Stop(args) => cmd_lifecycle::stop(c, args),
+        Command::Start(args) => cmd_lifecycle::start(c, args),
         Command::Killall(args) => cmd_lifecycle::killall(c, args),
         Command::Wait(args) => cmd_lifecycle::wait(c, args),
         Command::Rm(args) => cmd_lifecycle::rm(c, args),

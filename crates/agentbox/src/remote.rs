@@ -159,6 +159,22 @@ impl Control for Remote {
         self.typed("POST", &format!("/api/v1/agents/{}/kill", enc(name)), None)
     }
 
+    fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView> {
+        let v: AgentView = self.typed(
+            "POST",
+            &format!("/api/v1/agents/{}/stop?grace={}", enc(name), grace.as_secs()),
+            None,
+        )?;
+        // 202: still ending; the server kills it when the grace is over.
+        let deadline = std::time::Instant::now() + grace + std::time::Duration::from_secs(40);
+        let mut v = v;
+        while v.is_live() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            v = Control::get(self, name)?;
+        }
+        Ok(v)
+    }
+
     fn restart(&self, name: &str) -> Result<AgentView> {
         self.typed("POST", &format!("/api/v1/agents/{}/restart", enc(name)), None)
     }

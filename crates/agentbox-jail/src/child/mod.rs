@@ -487,7 +487,11 @@ fn init_loop(command: Pid) -> ! {
             Err(_) => continue,
         };
         if sig != Signal::SIGCHLD {
-            let _ = kill(command, sig);
+            // To the command's process group when it leads one (an agent on its terminal, and
+            // the programs it started there), else to the command.
+            if kill(Pid::from_raw(-command.as_raw()), sig).is_err() {
+                let _ = kill(command, sig);
+            }
             continue;
         }
         loop {

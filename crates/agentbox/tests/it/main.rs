@@ -22,6 +22,7 @@ mod attacks_kernel;
 mod attacks_left_behind;
 mod attacks_net;
 mod attacks_proc;
+mod cli;
 mod egress;
 mod hitl;
 mod limits;

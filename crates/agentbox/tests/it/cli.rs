@@ -1,0 +1,81 @@
+//! docker and tmux habits: `stop` (SIGTERM, grace, SIGKILL) and `start`, several names (or
+//! `--tag`) per verb with one line per failure, `exec NAME CMD` without `--`, `inspect`.
+
+use crate::agents::Agents;
+use crate::server::Server;
+use crate::support::*;
+
+const GRACEFUL: &str = r#"trap 'echo got-term; exit 3' TERM; echo up; while :; do sleep 0.1; done"#;
+const STUBBORN: &str = r#"trap '' TERM; echo up; while :; do sleep 0.1; done"#;
+
+#[test]
+fn stop_asks_then_kills_and_start_brings_them_back() {
+    for who in modes() {
+        let a = Agents::new(who);
+        a.ok(&["spawn", "grace", "--restart", "on-failure", "--", "sh", "-c", GRACEFUL]);
+        a.ok(&["spawn", "stub", "--tag", "team=x", "--", "sh", "-c", STUBBORN]);
+        a.ok(&["spawn", "plain", "--tag", "team=x", "--", "sleep", "1000"]);
+        for n in ["grace", "stub"] {
+            a.screen_until(n, "up");
+        }
+        // Several names: each done, the unknown one named, exit status 1.
+        let out = a.run(&["stop", "-t", "1", "grace", "nope", "stub"]);
+        assert_eq!(out.status.code(), Some(1), "as {who:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "grace\nstub\n");
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+        // The one that handles SIGTERM ended by itself (and is not restarted: it was asked to);
+        // the one that ignores it was killed after the grace period.
+        let info = |n: &str| -> serde_json::Value {
+            serde_json::from_str::<serde_json::Value>(&a.ok(&["inspect", n, "--json"])).unwrap()["agent"]
+                .clone()
+        };
+        assert_eq!(
+            (info("grace")["state"].as_str(), info("grace")["exit_code"].as_i64()),
+            (Some("exited"), Some(3))
+        );
+        assert!(a.ok(&["logs", "grace"]).contains("got-term"));
+        assert_eq!(info("stub")["state"], "killed");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(info("grace")["state"], "exited", "as {who:?}: a stopped agent was restarted");
+        // By tag.
+        assert_eq!(a.ok(&["stop", "--tag", "team=x", "-t", "1"]), "stub\nplain\n");
+        assert_eq!(info("plain")["exit_code"].as_i64(), Some(143));
+
+        // start: stopped ones run again on the same workspace; a running one is refused.
+        a.ok(&["start", "grace", "plain"]);
+        a.screen_until("grace", "up");
+        assert_eq!(info("plain")["state"], "running");
+        let out = a.run(&["start", "plain", "stub"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("plain: it is running already"), "{}", text(&out.stderr));
+        assert_eq!(info("stub")["state"], "running");
+
+        // exec without `--`, flags of the command included.
+        assert!(a.ok(&["exec", "plain", "ls", "-a", "/"]).contains(".."));
+        // kill and rm take several too, going on past failures.
+        let out = a.run(&["kill", "grace", "x--y", "plain"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(text(&out.stdout), "grace\nplain\n");
+        let out = a.run(&["rm", "-f", "grace", "123", "stub", "plain"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(text(&out.stdout), "grace\nstub\nplain\n");
+        assert!(a.ok(&["list"]).lines().count() <= 1);
+    }
+}
+
+#[test]
+fn stop_through_a_server_is_the_same_verb() {
+    let a = Agents::new(As::Caller);
+    let srv = Server::start(&a);
+    a.ok(&["spawn", "r1", "--", "sh", "-c", GRACEFUL]);
+    a.screen_until("r1", "up");
+    let client = Agents::new(As::Caller);
+    let out = srv.remote(&client, &["stop", "r1", "-t", "5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "r1\n");
+    let v = srv.ok("GET", "/api/v1/agents/r1", None);
+    assert_eq!((v["state"].as_str(), v["exit_code"].as_i64()), (Some("exited"), Some(3)), "{v}");
+    let (status, body) = srv.call("POST", "/api/v1/agents/r1/stop?grace=99999", None);
+    assert_eq!(status, 400, "{body}");
+}
