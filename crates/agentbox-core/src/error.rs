@@ -26,7 +26,7 @@ pub enum SpecError {
     #[error("invalid {what} '{value}': {reason}")]
     Limit { what: &'static str, value: String, reason: &'static str },
     #[error(
-        "invalid agent name '{0}': use lowercase letters, digits and '-' (not first), at most 63 characters"
+        "invalid agent name '{0}': use lowercase letters, digits and '-' (not first or last), at most 63 characters"
     )]
     Name(String),
     #[error("{origin}: {message}")]

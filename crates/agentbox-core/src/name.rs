@@ -6,7 +6,9 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
+        && !name.starts_with('-')
+        // An agent's name is its sandbox's hostname too.
+        && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
@@ -23,7 +25,7 @@ mod tests {
         for good in ["a", "agent-1", "0x", "claude-code-2"] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", "A", "a_b", "a.b", "a/b", "..", &"a".repeat(64), "ä"] {
+        for bad in ["", "-a", "x-", "A", "a_b", "a.b", "a/b", "..", &"a".repeat(64), "ä"] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -55,7 +55,11 @@ pub fn all(home: &Home) -> Result<Vec<(Profile, String)>> {
     for n in names {
         let user = user_dir(home).join(format!("{n}.toml"));
         let origin = if user.exists() { user.display().to_string() } else { "built-in".to_string() };
-        out.push((load(home, &n)?, origin));
+        match load(home, &n) {
+            Ok(p) => out.push((p, origin)),
+            // One broken file is reported and skipped: the other profiles still work.
+            Err(e) => agentbox_core::note(format_args!("skipping profile {n}: {e}")),
+        }
     }
     Ok(out)
 }

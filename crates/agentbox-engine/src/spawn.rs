@@ -239,6 +239,10 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
             (built, ca)
         }
         NetworkMode::Full => {
+            agentbox_core::note(format_args!(
+                "warning: --network full: {name} reaches every host your machine reaches (your LAN, \
+                 cloud metadata) unaudited, and gets its keys' real values"
+            ));
             // No proxy to swap placeholders: the agent gets the values themselves.
             let names = found.iter().chain(spec.egress.secrets.iter().map(|(n, _)| n));
             for name in names {

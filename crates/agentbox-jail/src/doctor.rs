@@ -188,10 +188,15 @@ fn kvm() -> Check {
         Ok(()) => check(
             "kvm",
             Status::Ok,
-            "/dev/kvm present and accessible; whether it boots a stock kernel is checked by the VM backend, which is not part of this build yet",
+            "/dev/kvm present and accessible (whether it boots the guest kernel: the vm backend line)",
             None,
         ),
-        Err(_) => check("kvm", Status::Warn, "/dev/kvm present but not accessible", Some("add yourself to the 'kvm' group")),
+        Err(_) => check(
+            "kvm",
+            Status::Warn,
+            "/dev/kvm present but not accessible",
+            Some("add yourself to the 'kvm' group"),
+        ),
     }
 }
 

@@ -62,10 +62,29 @@ pub fn spawn(c: &dyn Control, args: SpawnArgs) -> Result<i32> {
 pub fn swarm(c: &dyn Control, args: SwarmArgs) -> Result<i32> {
     validate_name(&args.base)?;
     anyhow::ensure!((1..=1000).contains(&args.count), "swarm size must be between 1 and 1000");
+    // Like the other verbs on several agents: each one started is printed, each failure said,
+    // and the rest still started; what runs is named at the end if any failed.
+    let mut started = Vec::new();
+    let mut failed = 0;
     for i in 1..=args.count {
         let name = format!("{}-{i}", args.base);
-        c.spawn(&args.opts.to_spec(&name)?).with_context(|| format!("spawning {name}"))?;
-        println!("{name}");
+        match args.opts.to_spec(&name).and_then(|spec| c.spawn(&spec)) {
+            Ok(_) => {
+                println!("{name}");
+                started.push(name);
+            }
+            Err(e) => {
+                eprintln!("agentbox: {name}: {e:#}");
+                failed += 1;
+            }
+        }
     }
-    Ok(0)
+    if failed > 0 {
+        let running = if started.is_empty() { "none".to_string() } else { started.join(" ") };
+        eprintln!(
+            "agentbox: {failed} of {} not started; running: {running} (remove them with `agentbox rm -f NAME...`)",
+            args.count
+        );
+    }
+    Ok(i32::from(failed > 0))
 }

@@ -79,3 +79,36 @@ fn stop_through_a_server_is_the_same_verb() {
     let (status, body) = srv.call("POST", "/api/v1/agents/r1/stop?grace=99999", None);
     assert_eq!(status, 400, "{body}");
 }
+
+/// Errors said once, naming what is wrong; one broken profile does not take the others down;
+/// a swarm goes on past a taken name and says what runs.
+#[test]
+fn mistakes_are_named_and_do_not_stop_the_rest() {
+    let a = Agents::new(As::Caller);
+    let out = a.run(&["spawn", "x-", "--", "true"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("invalid agent name 'x-'"));
+    let out = a.run(&["spawn", "p4", "--mount", "/nonexistent", "--", "true"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.matches("/nonexistent").count() == 1, "{err}");
+    let out = a.run(&["spawn", "nf", "--network", "full", "--", "true"]);
+    assert!(out.status.success() && text(&out.stderr).contains("warning: --network full"));
+
+    std::fs::create_dir_all(a.home.join("profiles")).unwrap();
+    std::fs::write(a.home.join("profiles/broken.toml"), "bad = [\n").unwrap();
+    for verb in ["profiles", "keys"] {
+        let out = a.run(&[verb]);
+        assert!(out.status.success(), "{verb}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("claude-code"));
+        assert!(
+            text(&out.stderr).contains("skipping profile broken")
+                && text(&out.stderr).contains("broken.toml")
+        );
+    }
+
+    a.ok(&["spawn", "s-2", "--", "sleep", "100"]);
+    let out = a.run(&["swarm", "s", "3", "--", "sleep", "100"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "s-1\ns-3\n");
+    assert!(text(&out.stderr).contains("running: s-1 s-3"), "{}", text(&out.stderr));
+    a.ok(&["rm", "-f", "s-1", "s-2", "s-3"]);
+}
