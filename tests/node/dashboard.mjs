@@ -1,10 +1,15 @@
 // Drives the dashboard in headless chromium the way a person would: sign in, create an agent
 // from the form, watch its output in the terminal, type into it, use the grid, kill it.
-// Usage: node dashboard.mjs URL TOKEN NAME   (CHROMIUM: the browser binary, default /usr/bin/chromium)
+// Then, with an agent ASKER that waits on a y/N question: the list says it waits for you, the
+// navigation counts it, the question is answered with its Yes button; an exited agent offers
+// Restart and Remove (not Kill) and is removed; a missing agent is an HTML page; the pages fit a
+// phone's width. Screenshots of each page at desktop and phone widths go to SHOTS (a directory).
+// Usage: node dashboard.mjs URL TOKEN NAME ASKER   (CHROMIUM: the browser binary, default /usr/bin/chromium)
 // Prints one line per step; exits non-zero on the first failure.
 import { chromium } from "playwright-core";
 
-const [url, token, name] = process.argv.slice(2);
+const [url, token, name, asker] = process.argv.slice(2);
+const shots = process.env.SHOTS;
 const step = (s) => console.log("step: " + s);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -82,8 +87,57 @@ try {
   await list.goto(url + "/");
   await list.waitForSelector(`tr[data-agent='${name}'] td.state[data-state=killed]`, { timeout: 20000 });
   step("listed as killed");
+  const shown = await terminalText(page);
+
+  // An exited agent: Restart and Remove, no Kill or Send.
+  const row = `tr[data-agent='${name}']`;
+  await list.waitForSelector(`${row} button:has-text('Remove')`);
+  if (await list.locator(`${row} button:has-text('Kill')`).count()) throw new Error("an exited agent offers Kill");
+  await page.goto(url + "/agents/" + name);
+  await page.waitForSelector(".actions button:has-text('Restart')");
+  if (await page.locator("form.send").count()) throw new Error("an exited agent offers Send");
+  step("an exited agent offers Restart and Remove only");
+
+  // The agent that asks: waiting for you in the list, counted in the navigation.
+  await list.goto(url + "/");
+  await list.waitForSelector(`tr[data-agent='${asker}'] td.state[data-state=waiting]`, { timeout: 30000 });
+  await list.waitForSelector("nav .count:has-text('1')", { timeout: 10000 });
+  step("the asking agent is shown waiting for you, and counted");
+  for (const [w, h, tag] of [[1280, 800, "desktop"], [390, 844, "phone"]]) {
+    await list.setViewportSize({ width: w, height: h });
+    for (const path of ["/", "/hitl", "/agents/" + asker, "/tasks", "/grid"]) {
+      await list.goto(url + path);
+      await list.waitForLoadState("networkidle");
+      const over = await list.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      if (over > 1) throw new Error(`${path} is ${over}px wider than a ${w}px screen`);
+      if (shots) await list.screenshot({ path: `${shots}/${tag}${path.replaceAll("/", "_") || "_"}.png`, fullPage: true });
+    }
+  }
+  step("every page fits desktop and phone widths");
+  await list.setViewportSize({ width: 1280, height: 800 });
+  await list.goto(url + "/hitl");
+  await list.click(`section.hitl button.choice:has-text('Yes')`);
+  await list.waitForSelector("p.answered", { timeout: 20000 });
+  step("answered with the Yes button");
+
+  await list.goto(url + "/");
+  list.on("dialog", (d) => d.accept());
+  await list.click(`${row} button:has-text('Remove')`);
+  await list.waitForFunction((r) => !document.querySelector(r), row, { timeout: 20000 });
+  step("removed from the list");
+  await list.goto(url + "/agents/nope");
+  await list.waitForSelector("h1:has-text('Not here')");
+  // Opened by URL the page is the shell that loads it with the session; asked with the session
+  // (as the shell does), it is a 404 in HTML.
+  const session = await list.evaluate(() => localStorage.getItem("agentbox_session"));
+  const missing = await list.request.get(url + "/agents/nope", { headers: { Authorization: "Bearer " + session } });
+  const kind = missing.headers()["content-type"] || "";
+  if (missing.status() !== 404 || !kind.startsWith("text/html")) {
+    throw new Error(`a missing agent answered ${missing.status()} ${kind}`);
+  }
+  step("a missing agent is an HTML page");
   if (errors.length) throw new Error("browser errors: " + errors.join("; "));
-  console.log("terminal:\n" + (await terminalText(page)));
+  console.log("terminal:\n" + shown);
   console.log("ok");
 } catch (e) {
   console.log("FAILED: " + (e && e.stack ? e.stack : e));

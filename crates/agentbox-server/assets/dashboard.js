@@ -17,9 +17,11 @@
   htmx.config.refreshOnHistoryMiss = true;
 
   // Every htmx request (navigation with hx-boost, polling, forms) carries the session.
+  // Without one (the sign-in page), the navigation's live parts do not ask at all.
   document.addEventListener("htmx:configRequest", (e) => {
     const s = session();
     if (s) e.detail.headers["Authorization"] = "Bearer " + s;
+    else if (e.detail.elt && e.detail.elt.closest && e.detail.elt.closest("nav")) e.preventDefault();
   });
   document.addEventListener("htmx:responseError", (e) => {
     if (e.detail.xhr && e.detail.xhr.status === 401) signIn();

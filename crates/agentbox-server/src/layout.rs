@@ -41,7 +41,7 @@ pub fn page(title: &str, body: Markup) -> Response {
         html lang="en" {
             (head(title))
             body hx-boost="true" {
-                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } " " a href="/tasks" { "tasks" } " " a href="/hitl" { "waiting" }
+                nav { a href="/" { b { "agentbox" } } " " a href="/" { "agents" } " " a href="/grid" { "grid" } " " a href="/tasks" { "tasks" } " " a href="/hitl" { "waiting" span hx-get="/ui/waiting" hx-trigger="load, every 3s" {} }
                       " " a href="/login" data-logout { "sign out" } }
                 main { (body) }
             }

@@ -29,6 +29,8 @@ pub fn router() -> Router<Shared> {
         .route("/login", get(login_page).post(login_form))
         .route("/agents/{name}", get(agent_page))
         .route("/ui/agents", get(agent_rows))
+        .route("/ui/waiting", get(waiting_count))
+        .route("/ui/agents/{name}/remove", post(remove_form))
         .route("/ui/spawn", post(spawn_form))
         .route("/ui/agents/{name}/send", post(send_form))
         .route("/ui/agents/{name}/logs", get(logs_fragment))
@@ -55,9 +57,11 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
         "agents",
         html! {
             h1 { "Agents" }
-            table #agents {
-                thead { tr { th { "name" } th { "state" } th { "profile" } th { "tags" } th { "CPU" } th { "memory" } th { "command" } } }
-                tbody hx-get="/ui/agents" hx-trigger="load, every 2s" {}
+            div.scroll {
+                table #agents {
+                    thead { tr { th { "name" } th { "state" } th { "age" } th.wide { "profile" } th { "tags" } th.wide { "CPU · memory" } th.wide { "command" } th {} } }
+                    tbody hx-get="/ui/agents" hx-trigger="load, every 2s" {}
+                }
             }
             @if scope == Scope::Controller {
                 h2 { "New agent" }
@@ -90,24 +94,72 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
     )
 }
 
-async fn agent_rows(State(state): State<Shared>) -> Response {
+/// Open questions per agent (the newest one's prompt).
+async fn waiting(state: &Shared) -> BTreeMap<String, String> {
+    let home = state.home.clone();
+    let open = blocking(move || with_store(&home, |s| Ok(s.hitl_list(true, 500)?))).await.unwrap_or_default();
+    open.into_iter().map(|r| (r.agent, r.prompt)).collect()
+}
+
+async fn agent_rows(State(state): State<Shared>, Extension(scope): Extension<Scope>) -> Response {
     let snapshot = state.fresh_snapshot().await;
     let usage = state.usage();
+    let asking = waiting(&state).await;
+    let now = agentbox_proxy::now_ms() as i64;
     fragment(html! {
-        @if snapshot.agents.is_empty() { tr { td colspan="7" { "No agents yet." } } }
+        @if snapshot.agents.is_empty() { tr { td colspan="8" { "No agents yet." } } }
         @for a in &snapshot.agents {
-            @let u = usage.get(&a.name);
+            @let live = agentbox_engine::agents::is_live_state(&a.state);
+            @let u = usage.get(&a.name).filter(|_| live);
+            @let question = asking.get(&a.name).filter(|_| live);
             tr data-agent=(a.name) {
                 td { a href={ "/agents/" (a.name) } { (a.name) } }
-                td.state data-state=(a.state) { (a.state) @if let Some(c) = a.exit_code { " (" (c) ")" } }
-                td { (a.profile.as_deref().unwrap_or("-")) }
+                @if let Some(q) = question {
+                    td.state data-state="waiting" title=(q) { a href="/hitl" { "waiting for you" } }
+                } @else {
+                    td.state data-state=(a.state) { (a.state) @if let Some(c) = a.exit_code { " (" (c) ")" } }
+                }
+                td.age { (agentbox_core::format_duration(std::time::Duration::from_secs(((now - a.created_at).max(0) / 1000) as u64))) }
+                td.wide { (a.profile.as_deref().unwrap_or("-")) }
                 td { @for (k, v) in &a.tags { span.tag { (k) "=" (v) } " " } }
-                td { @if let Some(u) = u { (format!("{:.0}%", u.cpu_percent)) } @else { "-" } }
-                td { @if let Some(u) = u { (human_bytes(u.rss_bytes)) } @else { "-" } }
-                td.command { (a.command.join(" ")) }
+                td.wide { @if let Some(u) = u { (format!("{:.0}%", u.cpu_percent)) " · " (human_bytes(u.rss_bytes)) } @else { "-" } }
+                td.command.wide { (a.command.join(" ")) }
+                td.row-actions {
+                    @if scope == Scope::Controller {
+                        @if live {
+                            button hx-post={ "/api/v1/agents/" (a.name) "/stop" } hx-swap="none" { "Stop" }
+                            button hx-post={ "/api/v1/agents/" (a.name) "/kill" } hx-swap="none" hx-confirm={ "Kill " (a.name) "?" } { "Kill" }
+                        } @else {
+                            button hx-post={ "/api/v1/agents/" (a.name) "/restart" } hx-swap="none" { "Restart" }
+                            button hx-post={ "/ui/agents/" (a.name) "/remove" } hx-swap="none" hx-confirm={ "Remove " (a.name) " and its workspace?" } { "Remove" }
+                        }
+                    }
+                }
             }
         }
     })
+}
+
+/// The count on the navigation's `waiting` link.
+async fn waiting_count(State(state): State<Shared>) -> Response {
+    let n = waiting(&state).await.len();
+    fragment(html! { @if n > 0 { span.count { (n) } } })
+}
+
+/// Removes a stopped agent and goes back to the list.
+async fn remove_form(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+    let home = state.home.clone();
+    match blocking(move || with_store(&home, |s| agentbox_engine::lifecycle::remove(&home, s, &name, false)))
+        .await
+    {
+        Ok(()) => {
+            state.refresh().await;
+            let mut r = html! { "removed" }.into_response();
+            r.headers_mut().insert("hx-redirect", HeaderValue::from_static("/"));
+            r
+        }
+        Err(e) => error_fragment(&e),
+    }
 }
 
 /// The create form's fields, as strings (empty means not given).
@@ -182,32 +234,44 @@ async fn agent_page(
     State(state): State<Shared>,
     Path(name): Path<String>,
     Extension(scope): Extension<Scope>,
-) -> Result<Response, ApiError> {
+) -> Response {
     let home = state.home.clone();
-    let rec = blocking(move || with_store(&home, |s| agentbox_engine::agents::get(s, &name))).await?;
+    let rec = match blocking(move || with_store(&home, |s| agentbox_engine::agents::get(s, &name))).await {
+        Ok(r) => r,
+        Err(e) => return error_page(&e),
+    };
     let a = AgentView::of(&rec);
     let controller = scope == Scope::Controller;
+    let live = agentbox_engine::agents::is_live_state(&a.state);
     let base = format!("/ui/agents/{}", a.name);
-    Ok(page(
+    page(
         &a.name,
         html! {
-            h1 { (a.name) " " small.state data-state=(a.state) { (a.state) } }
+            h1 { (a.name) " " small.state data-state=(a.state) { (a.state) @if let Some(c) = a.exit_code { " (" (c) ")" } } }
             p.meta { "workspace " code { (a.workspace) } " · network " (a.network)
                 @if let Some(p) = &a.profile { " · profile " (p) } }
             @if controller {
                 div.actions {
-                    button hx-post={ "/api/v1/agents/" (a.name) "/kill" } hx-swap="none" hx-confirm={ "Kill " (a.name) "?" } { "Kill" }
-                    " "
-                    button hx-post={ "/api/v1/agents/" (a.name) "/restart" } hx-swap="none" { "Restart" }
-                    form.send hx-post={ (base) "/send" } hx-target="#send-result" {
-                        input name="text" placeholder="type into the agent, then Enter" size="50";
-                        button type="submit" { "Send" }
+                    @if live {
+                        button hx-post={ "/api/v1/agents/" (a.name) "/stop" } hx-swap="none" { "Stop" }
+                        " "
+                        button hx-post={ "/api/v1/agents/" (a.name) "/kill" } hx-swap="none" hx-confirm={ "Kill " (a.name) "?" } { "Kill" }
+                        " "
+                        button hx-post={ "/api/v1/agents/" (a.name) "/restart" } hx-swap="none" { "Restart" }
+                        form.send hx-post={ (base) "/send" } hx-target="#send-result" {
+                            input name="text" placeholder="type into the agent, then Enter" size="40";
+                            button type="submit" { "Send" }
+                        }
+                        span #send-result {}
+                    } @else {
+                        button hx-post={ "/api/v1/agents/" (a.name) "/restart" } hx-swap="none" { "Restart" }
+                        " "
+                        button hx-post={ (base) "/remove" } hx-swap="none" hx-confirm={ "Remove " (a.name) " and its workspace?" } { "Remove" }
                     }
-                    span #send-result {}
                 }
             }
-            p #terminal-status { "connecting..." }
-            @if agentbox_engine::agents::is_live_state(&a.state) {
+            @if live {
+                p #terminal-status { "connecting..." }
                 div #terminal data-agent=(a.name) data-role=(if controller { "controller" } else { "observer" }) {}
             } @else {
                 p { "The agent is not running; its last screen:" }
@@ -216,11 +280,21 @@ async fn agent_page(
             h2 { "Logs" }
             pre.logs hx-get={ (base) "/logs" } hx-trigger="load, every 3s" {}
             h2 { "Events" }
-            div hx-get={ (base) "/events" } hx-trigger="load, every 3s" {}
+            div.scroll hx-get={ (base) "/events" } hx-trigger="load, every 3s" {}
             h2 { "Network" }
-            div hx-get={ (base) "/net" } hx-trigger="load, every 3s" {}
+            div.scroll hx-get={ (base) "/net" } hx-trigger="load, every 3s" {}
         },
-    ))
+    )
+}
+
+/// An error as a page of the dashboard, with the status it has in the API.
+fn error_page(e: &ApiError) -> Response {
+    let body = html! {
+        h1 { "Not here" }
+        p.error role="alert" { (e.message) }
+        p { a href="/" { "Back to the agents" } }
+    };
+    (e.status, page("error", body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -370,18 +444,35 @@ async fn login_form(State(state): State<Shared>, Form(f): Form<BTreeMap<String, 
 }
 
 const DASHBOARD_CSS: &str = "
-body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #222; }
-nav { background: #1d2330; padding: .6em 1em; } nav a { color: #dde; margin-right: 1em; text-decoration: none; }
-main { padding: 1em 1.5em; }
-table { border-collapse: collapse; } td, th { padding: .25em .7em; text-align: left; border-bottom: 1px solid #eee; }
-td.state[data-state=running] { color: #07710f; } td.state[data-state=failed], td.state[data-state=killed] { color: #a00; }
+* { box-sizing: border-box; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #222; background: #fafafa; }
+nav { background: #1d2330; padding: .6em 1em; display: flex; flex-wrap: wrap; gap: .3em 1em; }
+nav a { color: #dde; text-decoration: none; } nav a:hover { color: #fff; }
+nav .count { background: #e8a317; color: #000; border-radius: 9px; padding: 0 .45em; margin-left: .3em; font-size: 12px; }
+main { padding: 1em 1.5em; max-width: 100%; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; background: #fff; } td, th { padding: .3em .7em; text-align: left; border-bottom: 1px solid #eee; }
+th { font-weight: 600; color: #555; }
+button { font: inherit; padding: .2em .7em; border: 1px solid #bbb; border-radius: 4px; background: #fff; cursor: pointer; }
+button:hover { background: #f0f0f0; } td.row-actions button { margin-right: .3em; }
+button.choice { background: #eef6ff; border-color: #7aa7d8; }
+[data-state=running] { color: #07710f; } [data-state=failed], [data-state=killed], [data-state=crashloop] { color: #a00; }
+[data-state=waiting] { color: #b36b00; font-weight: 600; } [data-state=exited] { color: #555; }
+section.hitl { background: #fff; border: 1px solid #e3d3a8; border-radius: 6px; padding: .5em 1em; margin: 1em 0; }
+pre.screen { white-space: pre-wrap; word-break: break-all; max-width: 100%; overflow-x: auto; background: #111; color: #ddd; padding: .5em; }
+@media (max-width: 700px) { .wide { display: none; } main { padding: .6em; } form.send input { width: 100%; } }
 .tag { background: #eef; border-radius: 3px; padding: 0 .3em; } .error { color: #a00; }
 form#spawn label { display: inline-block; margin: .3em .8em .3em 0; }
 #terminal { width: 100%; height: 420px; background: #000; }
 .grid { display: flex; flex-wrap: wrap; gap: 1em; } .thumb { margin: 0; }
-.thumb pre { font-size: 6px; line-height: 1; width: 42em; height: 25em; overflow: hidden; background: #111; color: #ddd; }
+.thumb pre, .thumb pre.screen { font-size: 6px; line-height: 1; width: 42em; height: 25em; overflow: hidden; white-space: pre; word-break: normal; background: #111; color: #ddd; }
 pre.logs { max-height: 20em; overflow: auto; background: #f6f6f6; padding: .5em; }
-.actions { margin: .5em 0; } form.send { display: inline; margin-left: 1em; }
+.actions { margin: .5em 0; display: flex; flex-wrap: wrap; gap: .4em; align-items: center; }
+form.send { display: flex; flex-wrap: wrap; gap: .3em; } input { max-width: 100%; }
+code { word-break: break-all; } #terminal { max-width: 100%; overflow: hidden; }
+textarea { width: 100%; max-width: 60em; font-family: ui-monospace, monospace; }
+pre.logs { white-space: pre-wrap; word-break: break-all; }
 ";
 
 async fn asset(Path(file): Path<String>) -> Response {

@@ -33,9 +33,11 @@ async fn tasks_page(Extension(scope): Extension<Scope>) -> Response {
         "tasks",
         html! {
             h1 { "Tasks" }
-            table #tasks {
-                thead { tr { th { "id" } th { "name" } th { "state" } th { "attempt" } th { "reason" } } }
-                tbody hx-get="/ui/tasks" hx-trigger="load, every 2s" {}
+            div.scroll {
+                table #tasks {
+                    thead { tr { th { "id" } th { "name" } th { "state" } th { "attempt" } th { "reason" } } }
+                    tbody hx-get="/ui/tasks" hx-trigger="load, every 2s" {}
+                }
             }
             @if scope == Scope::Controller {
                 h2 { "Submit a task" }
@@ -152,9 +154,9 @@ async fn task_fragment(State(state): State<Shared>, Path(id): Path<String>) -> R
         h2 { "Log" }
         pre.logs { (log) }
         h2 { "Events" }
-        table.events { @for e in events.iter().rev() {
+        div.scroll { table.events { @for e in events.iter().rev() {
             tr { td { (agentbox_proxy::format_utc(e.at as u64)) } td { (e.event) } td { (e.detail) } }
-        } }
+        } } }
     }
     .into_response()
 }
@@ -182,7 +184,10 @@ async fn hitl_rows(State(state): State<Shared>, Extension(scope): Extension<Scop
                     p.prompt { b { (r.prompt) } }
                     @if scope == Scope::Controller {
                         form.answer hx-post={ "/ui/hitl/" (r.id) "/answer" } hx-target="closest section" hx-swap="outerHTML" {
-                            input name="text" placeholder="your answer" size="40";
+                            @for (label, value) in choices(&r) {
+                                button.choice type="submit" name="choice" value=(value) { (label) } " "
+                            }
+                            input name="text" placeholder="or type an answer" size="30";
                             button type="submit" { "Answer" }
                         }
                     }
@@ -194,10 +199,37 @@ async fn hitl_rows(State(state): State<Shared>, Extension(scope): Extension<Scop
     }
 }
 
+/// The typed answer, or the button pressed (which wins).
+/// The buttons a question offers: the numbers of a numbered menu on its screen (`1. Yes`,
+/// `❯ 2. No`), else Yes/No for a yes-no or confirm question.
+fn choices(r: &HitlView) -> Vec<(String, String)> {
+    use agentbox_core::HitlKind;
+    let mut numbered: Vec<(String, String)> = Vec::new();
+    for line in r.screen.lines() {
+        let t = line.trim_start_matches(|c: char| c.is_whitespace() || "❯>›▶*│|".contains(c));
+        let Some((num, rest)) = t.split_once(['.', ')']) else { continue };
+        let ok = num.len() == 1 && num.chars().all(|c| c.is_ascii_digit()) && !rest.trim().is_empty();
+        if ok && !numbered.iter().any(|(_, v)| v == num) {
+            let label: String = rest.trim().chars().take(40).collect();
+            numbered.push((format!("{num}. {label}"), num.to_string()));
+        }
+    }
+    let yes_no = || vec![("Yes".to_string(), "y".to_string()), ("No".to_string(), "n".to_string())];
+    match r.kind {
+        HitlKind::YesNo => yes_no(),
+        HitlKind::Confirm | HitlKind::Choices if numbered.len() >= 2 => numbered,
+        HitlKind::Confirm => yes_no(),
+        _ => Vec::new(),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AnswerForm {
+    #[serde(default)]
     text: String,
+    #[serde(default)]
+    choice: Option<String>,
 }
 
 async fn answer_form(
@@ -206,7 +238,8 @@ async fn answer_form(
     Form(form): Form<AnswerForm>,
 ) -> Response {
     let home = state.home.clone();
-    match blocking(move || with_store(&home, |s| session::answer_hitl(s, id, &form.text, true))).await {
+    let answer = form.choice.unwrap_or(form.text);
+    match blocking(move || with_store(&home, |s| session::answer_hitl(s, id, &answer, true))).await {
         Ok(r) => html! { p.answered { "Answered #" (r.id) " (" (r.agent) ")." } }.into_response(),
         Err(e) => error_fragment(&e),
     }

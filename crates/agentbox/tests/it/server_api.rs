@@ -498,12 +498,23 @@ fn serve_refuses_a_network_address_without_tls() {
 /// Runs a Playwright script of tests/node in Debian's chromium; its output once it said "ok".
 #[track_caller]
 fn browser(script: &str, args: &[&str]) -> String {
-    browser_or(script, args, String::new)
+    browser_with(script, args, &[], String::new)
 }
 
 /// As `browser`; a failure also prints what `why` tells about the server's side.
 #[track_caller]
 fn browser_or(script: &str, args: &[&str], why: impl FnOnce() -> String) -> String {
+    browser_with(script, args, &[], why)
+}
+
+/// As `browser_or`, with more variables in the script's environment.
+#[track_caller]
+fn browser_with(
+    script: &str,
+    args: &[&str],
+    envs: &[(&str, &std::ffi::OsStr)],
+    why: impl FnOnce() -> String,
+) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node").join(script);
     let modules = script.parent().unwrap().join("node_modules/playwright-core");
     assert!(modules.is_dir(), "playwright-core is missing: run `npm ci --prefix tests/node`");
@@ -512,6 +523,7 @@ fn browser_or(script: &str, args: &[&str], why: impl FnOnce() -> String) -> Stri
         .arg(&script)
         .args(args)
         .env("CHROMIUM", &chromium)
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
@@ -527,22 +539,43 @@ fn dashboard_in_headless_chromium() {
     require!("node", chromium(), node_dir("playwright-core"));
     let agents = Agents::new(As::Caller);
     let srv = Server::start(&agents);
-    let stdout = browser("dashboard.mjs", &[&srv.url, &srv.token, "from-browser"]);
+    agents.ok(&[
+        "spawn",
+        "asker",
+        "--",
+        "sh",
+        "-c",
+        "printf 'Ship it? [y/N] '; read a; echo got-$a; sleep 600",
+    ]);
+    let shots = tempfile::tempdir().unwrap();
+    let stdout = browser_with(
+        "dashboard.mjs",
+        &[&srv.url, &srv.token, "from-browser", "asker"],
+        &[("SHOTS", shots.path().as_os_str())],
+        String::new,
+    );
     for step in [
         "created from-browser",
         "typed into the terminal",
         "sent text with the form",
         "grid thumbnail",
         "listed as killed",
+        "offers Restart and Remove only",
+        "shown waiting for you, and counted",
+        "fits desktop and phone widths",
+        "answered with the Yes button",
+        "removed from the list",
+        "a missing agent is an HTML page",
     ] {
         assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
     }
-    // What the browser did happened to a real agent.
-    let a = srv.ok("GET", "/api/v1/agents/from-browser", None);
-    assert_eq!(a["state"], "killed");
-    assert_eq!(a["spec"]["limits"]["memory"], 512 << 20);
-    let logs = srv.ok("GET", "/api/v1/agents/from-browser/logs?offset=0", None);
-    assert!(logs["data"].as_str().unwrap().contains("42-typed"), "{logs}");
+    // What the browser did happened to real agents: the one it made is gone, the question was
+    // answered with `y`, and a screenshot of each page was taken at both widths.
+    let (status, _) = srv.call("GET", "/api/v1/agents/from-browser", None);
+    assert_eq!(status, 404);
+    agents.screen_until("asker", "got-y");
+    let taken = std::fs::read_dir(shots.path()).unwrap().count();
+    assert_eq!(taken, 10, "screenshots: {taken}");
 }
 
 /// A server on another port of the same host: it answers every request and logs its headers,
