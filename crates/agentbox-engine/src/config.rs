@@ -127,7 +127,21 @@ impl Config {
             return Ok(());
         }
         cfg.network.allow.push(rule);
-        let text = toml::to_string(&cfg).context("encoding the config")?;
+        cfg.save(home)
+    }
+
+    /// Takes `rule` off `[network] allow` and writes the file back (if it was there).
+    pub fn remove_allow(home: &Home, rule: &HostRule) -> Result<()> {
+        let mut cfg = Self::load(home)?;
+        if !cfg.network.allow.contains(rule) {
+            return Ok(());
+        }
+        cfg.network.allow.retain(|r| r != rule);
+        cfg.save(home)
+    }
+
+    fn save(&self, home: &Home) -> Result<()> {
+        let text = toml::to_string(self).context("encoding the config")?;
         let path = Self::path(home);
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;

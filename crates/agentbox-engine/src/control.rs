@@ -38,6 +38,8 @@ pub trait Control {
     /// The agent's last `limit` audit records, oldest first.
     fn net_records(&self, name: &str, limit: usize) -> Result<Vec<AuditRecord>>;
     fn allow(&self, name: &str, host: &HostRule, once: bool, always: bool) -> Result<()>;
+    /// Takes `host` off the agent's allowlist (and the config's with `always`).
+    fn revoke(&self, name: &str, host: &HostRule, always: bool) -> Result<()>;
     /// The journal's last `limit` entries (of one kind), oldest first.
     fn events(&self, limit: usize, kind: Option<&str>) -> Result<Vec<Event>>;
     /// HITL requests, newest first: open ones, or all.
@@ -146,6 +148,10 @@ impl Control for Local {
 
     fn allow(&self, name: &str, host: &HostRule, once: bool, always: bool) -> Result<()> {
         crate::net::allow(&self.home, &self.store, name, host, once, always)
+    }
+
+    fn revoke(&self, name: &str, host: &HostRule, always: bool) -> Result<()> {
+        crate::net::revoke(&self.home, &self.store, name, host, always)
     }
 
     fn events(&self, limit: usize, kind: Option<&str>) -> Result<Vec<Event>> {

@@ -101,6 +101,54 @@ pub fn measure(agents: &[AgentRecord]) -> Vec<Usage> {
         .collect()
 }
 
+/// One process of a sandbox (`top NAME`), as the host sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Process {
+    /// The host's pid.
+    pub pid: i32,
+    pub ppid: i32,
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    /// The command line (its arguments joined by spaces; the name in brackets if it has none).
+    pub command: String,
+}
+
+fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if args.is_empty() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        format!("[{}]", comm.trim())
+    } else {
+        args.join(" ")
+    }
+}
+
+/// The processes of an agent's sandbox (its init first), with CPU% over a short sample.
+pub fn processes(agent: &AgentRecord) -> Vec<Process> {
+    let Some(root) = agent.sandbox_pid.filter(|_| is_live_state(&agent.state)) else { return Vec::new() };
+    let parents = parents();
+    let pids = tree(root as i32, &parents);
+    const SAMPLE: Duration = Duration::from_millis(250);
+    let before: Vec<u64> = pids.iter().map(|p| ticks(*p)).collect();
+    std::thread::sleep(SAMPLE);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    pids.iter()
+        .zip(before)
+        .map(|(pid, b)| Process {
+            pid: *pid,
+            ppid: parents.get(pid).copied().unwrap_or(0),
+            cpu_percent: ticks(*pid).saturating_sub(b) as f64 / hz / SAMPLE.as_secs_f64() * 100.0,
+            rss_bytes: rss_kib(*pid) * 1024,
+            command: cmdline(*pid),
+        })
+        .collect()
+}
+
 /// Bytes of regular files below `path` (a file: its size), walked through descriptors without
 /// following links; a tree deeper or larger than the walk allows counts what was seen.
 pub fn disk_bytes(path: &std::path::Path) -> u64 {

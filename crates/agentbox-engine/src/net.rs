@@ -53,6 +53,40 @@ pub fn allow(
     Ok(())
 }
 
+/// Takes `host` off an agent's allowlist (its running proxy's and its stored spec's, so a
+/// restart keeps it off); with `always` off the config's `[network] allow` too. Hosts a secret
+/// is bound to stay reachable while the secret is.
+pub fn revoke(home: &Home, store: &Store, name: &str, host: &HostRule, always: bool) -> Result<()> {
+    let rec = agents::get(store, name)?;
+    let mut spec = SandboxSpec::decode(&rec.spec)?;
+    if spec.network != NetworkMode::Proxy {
+        bail!(Error::conflict(format!(
+            "{name} runs with --network {}; only agents with --network proxy have an allowlist",
+            spec.network
+        )));
+    }
+    let in_config = always && crate::config::Config::load(home)?.network.allow.contains(host);
+    if !spec.egress.allow.contains(host) && !in_config {
+        let listed: Vec<String> = spec.egress.allow.iter().map(ToString::to_string).collect();
+        bail!(Error::not_found(format!(
+            "{host} is not on {name}'s allowlist (it has: {})",
+            if listed.is_empty() { "nothing".to_string() } else { listed.join(", ") }
+        )));
+    }
+    if is_live_state(&rec.state) {
+        agentbox_supervisor::revoke_host(&agents::state_dir(&rec), &host.to_string())?;
+    } else {
+        store.record(name, "deny", &format!("{host} (from the next start)"))?;
+    }
+    spec.egress.allow.retain(|r| r != host);
+    store.set_spec(name, &spec.encode()?)?;
+    crate::recovery::save(store, name);
+    if always {
+        crate::config::Config::remove_allow(home, host)?;
+    }
+    Ok(())
+}
+
 /// An agent's audit records, oldest first (the last `limit`).
 pub fn net_records(store: &Store, name: &str, limit: usize) -> Result<Vec<agentbox_proxy::AuditRecord>> {
     let rec = agents::get(store, name)?;

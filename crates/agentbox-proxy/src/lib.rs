@@ -105,6 +105,12 @@ impl ProxyHandle {
         self.shared.policy().grant(rule, once);
         self.shared.changed.notify_waiters();
     }
+
+    /// Takes `rule` off the allowlist (and its one-shot grants): new connections are decided
+    /// without it; connections open now are not cut.
+    pub fn revoke(&self, rule: &HostRule) {
+        self.shared.policy().revoke(rule);
+    }
 }
 
 /// Serves `listener` (a socket created inside the sandbox's network namespace) on a new thread.

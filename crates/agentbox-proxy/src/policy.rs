@@ -39,6 +39,11 @@ impl Policy {
         }
     }
 
+    pub fn revoke(&mut self, rule: &HostRule) {
+        self.spec.allow.retain(|r| r != rule);
+        self.once.retain(|r| r != rule);
+    }
+
     /// Whether a secret is bound to `host` (on any port).
     pub fn carries_secret(&self, host: &Host) -> bool {
         self.spec.secrets.iter().any(|s| s.hosts.iter().any(|r| r.matches_host(host)))
@@ -181,5 +186,21 @@ mod tests {
         let pinned = Candidate { pinned: true, ..cand("127.0.0.1") };
         assert!(p.check_addresses(&h, vec![pinned]).is_ok());
         assert!(p.check_addresses(&h, vec![]).is_err());
+    }
+
+    #[test]
+    fn a_revoked_rule_is_decided_as_if_never_granted() {
+        let mut p = Policy::new(spec());
+        let host = Host::parse("api.other.org").unwrap();
+        p.grant("api.other.org".parse().unwrap(), false);
+        assert_eq!(p.decide(&host, 443), Verdict::Allow { intercept: false });
+        p.revoke(&"api.other.org".parse().unwrap());
+        assert!(matches!(p.decide(&host, 443), Verdict::Deny(_)));
+        // A host a secret is bound to stays reachable: the secret's binding allows it.
+        p.revoke(&"api.example.com".parse().unwrap());
+        assert_eq!(
+            p.decide(&Host::parse("api.example.com").unwrap(), 443),
+            Verdict::Allow { intercept: true }
+        );
     }
 }

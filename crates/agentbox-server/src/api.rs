@@ -64,6 +64,7 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(stream::get_logs))
         .routes(routes!(get_net))
         .routes(routes!(allow_host))
+        .routes(routes!(revoke_host))
         .routes(routes!(stream::get_events))
         .routes(routes!(list_profiles))
         .routes(routes!(super::api_tasks::list_tasks, super::api_tasks::submit_task))
@@ -442,6 +443,31 @@ pub async fn allow_host(
     let home = state.home.clone();
     blocking(move || with_store(&home, |s| net::allow(&home, s, &name, &rule, body.once, body.always)))
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// The rule as it was allowed (api.example.com, *.example.com, an IP address).
+    pub host: String,
+    /// Off the config's allow list too (every agent from now on).
+    #[serde(default)]
+    pub always: bool,
+}
+
+/// Take a host off a proxy-mode agent's allowlist: new connections to it are refused.
+#[utoipa::path(post, path = "/api/v1/agents/{name}/deny", tag = "network", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
+    request_body = RevokeBody,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke_host(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> ApiResult<StatusCode> {
+    let rule: HostRule = body.host.parse().map_err(ApiError::bad_request)?;
+    let home = state.home.clone();
+    blocking(move || with_store(&home, |s| net::revoke(&home, s, &name, &rule, body.always))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

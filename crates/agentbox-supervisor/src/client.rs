@@ -73,6 +73,11 @@ pub fn resize(state_dir: &Path, rows: u16, cols: u16) -> Result<(), ClientError>
     Ok(())
 }
 
+/// Takes `rule` off the agent's egress proxy allowlist.
+pub fn revoke_host(state_dir: &Path, rule: &str) -> Result<(), ClientError> {
+    request(state_dir, Frame::Revoke { rule: rule.to_string() }).map(drop)
+}
+
 /// Lets the agent's egress proxy reach `rule` (a host rule), once or from now on.
 pub fn allow_host(state_dir: &Path, rule: &str, once: bool) -> Result<(), ClientError> {
     request(state_dir, Frame::Allow { rule: rule.to_string(), once }).map(drop)

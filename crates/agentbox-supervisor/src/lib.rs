@@ -18,8 +18,8 @@ mod vm;
 use std::path::PathBuf;
 
 pub use client::{
-    allow_host, attach, kill_agent, resize, sandbox_handles, screen, send_input, terminate_agent, AttachEnd,
-    AttachOptions, ClientError,
+    allow_host, attach, kill_agent, resize, revoke_host, sandbox_handles, screen, send_input,
+    terminate_agent, AttachEnd, AttachOptions, ClientError,
 };
 pub use logfile::DEFAULT_LIMIT as DEFAULT_LOG_LIMIT;
 pub use recorder::{Notice, Notifier};

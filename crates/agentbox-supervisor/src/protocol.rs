@@ -27,6 +27,8 @@ pub enum Frame {
     Terminate,
     /// Client: let the agent's proxy reach a host (a host rule), for one connection or from now on.
     Allow { rule: String, once: bool },
+    /// Client: take a host rule off the agent's proxy allowlist (new connections are refused).
+    Revoke { rule: String },
     /// Client: send me the sandbox's handles (to join it, `agentbox exec`).
     HandlesRequest,
     /// Supervisor: the sandbox's handles travel with this frame as SCM_RIGHTS descriptors.
@@ -55,6 +57,7 @@ impl Frame {
             Self::Terminate => b't',
             Self::HandlesRequest => b'h',
             Self::Allow { .. } => b'w',
+            Self::Revoke { .. } => b'v',
             Self::Handles => b'H',
             Self::Output(_) => b'O',
             Self::Screen(_) => b'S',
@@ -78,7 +81,7 @@ impl Frame {
             Self::Input(b) | Self::Output(b) => b.clone(),
             Self::Resize { rows, cols } => [rows.to_be_bytes(), cols.to_be_bytes()].concat(),
             Self::ScreenRequest { formatted } => vec![u8::from(*formatted)],
-            Self::Screen(s) | Self::Error(s) => s.as_bytes().to_vec(),
+            Self::Screen(s) | Self::Error(s) | Self::Revoke { rule: s } => s.as_bytes().to_vec(),
             Self::Exit(code) => code.to_be_bytes().to_vec(),
             Self::Allow { rule, once } => [&[u8::from(*once)], rule.as_bytes()].concat(),
         };
@@ -111,6 +114,7 @@ impl Frame {
             b'S' => Self::Screen(text(p)?),
             b'E' => Self::Error(text(p)?),
             b'w' if p.len() > 1 && p[0] <= 1 => Self::Allow { once: p[0] == 1, rule: text(p[1..].to_vec())? },
+            b'v' if !p.is_empty() => Self::Revoke { rule: text(p)? },
             b'X' if p.len() == 4 => Self::Exit(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
             _ => return Err(bad()),
         })
@@ -186,6 +190,7 @@ mod tests {
             Frame::ScreenRequest { formatted: true },
             Frame::Kill,
             Frame::Terminate,
+            Frame::Revoke { rule: "*.example.com".into() },
             Frame::Allow { rule: "*.example.com".into(), once: true },
             Frame::HandlesRequest,
             Frame::Handles,

@@ -344,6 +344,21 @@ impl Session {
                 }
                 close = true;
             }
+            Frame::Revoke { rule } => {
+                reply = Some(match (&self.proxy, rule.parse::<agentbox_core::HostRule>()) {
+                    (None, _) => {
+                        Frame::Error("the agent does not use the egress proxy (--network proxy)".into())
+                    }
+                    (_, Err(e)) => Frame::Error(e),
+                    (Some(proxy), Ok(r)) => {
+                        proxy.revoke(&r);
+                        self.recorder
+                            .send(Record::Journal { event: "deny", detail: format!("{rule} (from now on)") });
+                        Frame::Ack
+                    }
+                });
+                close = true;
+            }
             Frame::Allow { rule, once } => {
                 reply = Some(match (&self.proxy, rule.parse::<agentbox_core::HostRule>()) {
                     (None, _) => {

@@ -67,6 +67,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// CPU, memory and uptime of the agents' sandboxed processes
     Ps(PsArgs),
+    /// The processes of one agent's sandbox, like `docker top`
+    Top(TopArgs),
     /// Counts and disk use
     Stats(StatsArgs),
     /// Kill an agent's sandbox and everything in it
@@ -85,8 +87,10 @@ pub enum Command {
     History(HistoryArgs),
     /// An agent's network audit: every connection its proxy decided, with bytes each way
     Net(NetArgs),
-    /// Let a running agent's proxy reach HOST without restarting it
+    /// Let a running agent's proxy reach HOST without restarting it (--remove takes it back)
     Allow(AllowArgs),
+    /// Take HOST off an agent's allowlist: `allow --remove`
+    Deny(DenyArgs),
     /// Print the state directory (AGENTBOX_HOME)
     Root,
     /// List agent profiles (built-in and AGENTBOX_HOME/profiles/*.toml)
@@ -310,8 +314,8 @@ pub struct SpawnOptions {
     /// File typed into the agent once it runs
     #[arg(long, value_name = "FILE")]
     pub prompt: Option<PathBuf>,
-    /// Tag the agent (repeatable)
-    #[arg(short = 't', long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
+    /// Tag the agent (repeatable; `-t` is the old spelling, kept for now)
+    #[arg(long = "tag", short_alias = 't', value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
     /// Give the agent its own Ed25519 key; git inside signs every commit with it (see `verify`)
     #[arg(long)]
@@ -325,8 +329,8 @@ pub struct SpawnOptions {
     /// With --from-git: the branch, tag or commit to check out
     #[arg(long = "ref", value_name = "REF", requires = "from_git")]
     pub git_ref: Option<String>,
-    /// Use the host directory DIR itself as the workspace (read-write)
-    #[arg(long, value_name = "DIR")]
+    /// Use the host directory DIR itself as the workspace, read-write (as `run -w`; `--mount` is the old spelling)
+    #[arg(short = 'w', long = "workspace", alias = "mount", value_name = "DIR")]
     pub mount: Option<PathBuf>,
     /// Bind another host path: HOST[:SANDBOX][:ro|rw] (read-write unless :ro); repeatable
     #[arg(short = 'v', long = "volume", value_name = "HOST[:SANDBOX][:ro]", value_parser = mount_arg)]
@@ -367,8 +371,8 @@ pub struct ExecArgs {
     /// Set KEY=VALUE for this command, or pass the caller's KEY
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]", value_parser = env_arg)]
     pub env: Vec<EnvArg>,
-    /// Working directory (relative to the workspace)
-    #[arg(short = 'w', long, value_name = "DIR")]
+    /// Working directory (relative to the workspace; `-w` is the old spelling, kept for now)
+    #[arg(long, short_alias = 'w', value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// The command and its arguments (`--` before it is optional)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "CMD")]
@@ -456,6 +460,15 @@ pub struct RenameArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The agent
+    pub name: String,
+    /// One JSON object per process
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct PsArgs {
     /// Include stopped agents
     #[arg(short, long)]
@@ -527,8 +540,13 @@ pub struct ListArgs {
     /// Names only
     #[arg(short, long)]
     pub quiet: bool,
-    #[arg(long)]
+    /// Print all agents as a JSON array
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// One line per agent from a template, as docker's: '{{.Name}}\t{{.State}}'. Fields: Name,
+    /// State, ExitCode, Pid, Age, Profile, Network, Tags, Workspace, Command
+    #[arg(long, value_name = "TEMPLATE", value_parser = crate::format::Template::parse_arg)]
+    pub format: Option<crate::format::Template>,
 }
 
 #[derive(Debug, Args)]
@@ -558,7 +576,22 @@ pub struct AllowArgs {
     /// For the next connection only
     #[arg(long, conflicts_with = "always")]
     pub once: bool,
-    /// Also for every agent from now on (adds it to [network] allow of the config)
+    /// Also for every agent from now on (adds it to [network] allow of the config; with --remove, takes it off)
+    #[arg(long)]
+    pub always: bool,
+    /// Take HOST off the agent's allowlist instead (also `agentbox deny NAME HOST`)
+    #[arg(long, conflicts_with = "once")]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    /// The agent
+    pub name: String,
+    /// The rule as it was allowed (api.example.com, *.example.com, an IP address)
+    #[arg(value_parser = host_rule_arg)]
+    pub host: HostRule,
+    /// Also off [network] allow of the config (every agent from now on)
     #[arg(long)]
     pub always: bool,
 }
@@ -776,8 +809,8 @@ pub struct RunArgs {
     pub workspace: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxFlags,
-    /// Bind a host path: HOST[:SANDBOX][:ro|rw] (read-write unless :ro)
-    #[arg(long = "mount", value_name = "HOST[:SANDBOX][:ro]", value_parser = mount_arg)]
+    /// Bind another host path: HOST[:SANDBOX][:ro|rw] (read-write unless :ro); repeatable (`--mount` is the old spelling)
+    #[arg(short = 'v', long = "volume", alias = "mount", value_name = "HOST[:SANDBOX][:ro]", value_parser = mount_arg)]
     pub mounts: Vec<MountArg>,
     /// Working directory inside (relative paths are taken from the workspace)
     #[arg(long, value_name = "DIR")]
@@ -804,7 +837,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Say how limits are enforced
-    #[arg(short, long)]
+    #[arg(long)]
     pub verbose: bool,
     /// The command and its arguments (after --), passed exactly as given
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]

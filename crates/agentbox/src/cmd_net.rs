@@ -88,6 +88,12 @@ pub fn net(c: &dyn Control, args: NetArgs) -> Result<i32> {
 }
 
 pub fn allow(c: &dyn Control, args: AllowArgs) -> Result<i32> {
+    if args.remove {
+        c.revoke(&args.name, &args.host, args.always)?;
+        let whom = if args.always { "every agent" } else { args.name.as_str() };
+        eprintln!("agentbox: {} is no longer allowed for {whom} (open connections are not cut)", args.host);
+        return Ok(0);
+    }
     c.allow(&args.name, &args.host, args.once, args.always)?;
     if args.always {
         eprintln!(

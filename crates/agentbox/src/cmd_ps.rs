@@ -50,3 +50,29 @@ pub fn stats(args: StatsArgs) -> Result<i32> {
     println!("logs:        {}", agentbox_core::format_size(t.log_bytes));
     Ok(0)
 }
+
+pub fn top(args: crate::cli::TopArgs) -> Result<i32> {
+    let home = Home::open()?;
+    let store = home.store()?;
+    let rec = agents::get(&store, &args.name)?;
+    if !is_live_state(&rec.state) {
+        anyhow::bail!("{} is {}: no processes (see `agentbox logs {}`)", rec.name, rec.state, rec.name);
+    }
+    let procs = agentbox_engine::measure::processes(&rec);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&procs)?);
+        return Ok(0);
+    }
+    println!("{:<8} {:<8} {:>6} {:>10}  COMMAND", "PID", "PPID", "CPU%", "RSS");
+    for p in &procs {
+        println!(
+            "{:<8} {:<8} {:>6.1} {:>10}  {}",
+            p.pid,
+            p.ppid,
+            p.cpu_percent,
+            format!("{} KiB", p.rss_bytes / 1024),
+            p.command
+        );
+    }
+    Ok(0)
+}

@@ -23,6 +23,10 @@ pub fn list(c: &dyn Control, args: ListArgs) -> Result<i32> {
         for a in &agents {
             println!("{}", a.name);
         }
+    } else if let Some(t) = &args.format {
+        for a in &agents {
+            println!("{}", t.render(|field| field_of(a, field)));
+        }
     } else {
         println!("{:<20} {:<12} {:<8} {:<6} {:<24} COMMAND", "NAME", "STATE", "PID", "AGE", "TAGS");
         for a in &agents {
@@ -40,6 +44,23 @@ pub fn list(c: &dyn Control, args: ListArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// A field of `--format`, as `list` shows it.
+fn field_of(a: &agentbox_engine::views::AgentView, field: crate::format::Field) -> String {
+    use crate::format::Field;
+    match field {
+        Field::Name => a.name.clone(),
+        Field::State => a.state.to_string(),
+        Field::ExitCode => a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+        Field::Pid => a.supervisor_pid.filter(|_| a.is_live()).map(|p| p.to_string()).unwrap_or_default(),
+        Field::Age => age(a.created_at),
+        Field::Profile => a.profile.clone().unwrap_or_default(),
+        Field::Network => a.network.clone(),
+        Field::Tags => a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        Field::Workspace => a.workspace.clone(),
+        Field::Command => a.command.join(" "),
+    }
 }
 
 pub fn info(args: InfoArgs) -> Result<i32> {

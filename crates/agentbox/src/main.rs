@@ -26,6 +26,7 @@ mod cmd_vm;
 mod cmd_watch;
 mod contexts;
 mod exit;
+mod format;
 mod remote;
 mod remote_verbs;
 mod roles;
@@ -136,6 +137,16 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         Command::Restart(args) => cmd_manage::restart(c, args),
         Command::Net(args) => cmd_net::net(c, args),
         Command::Allow(args) => cmd_net::allow(c, args),
+        Command::Deny(args) => cmd_net::allow(
+            c,
+            cli::AllowArgs {
+                name: args.name,
+                host: args.host,
+                once: false,
+                always: args.always,
+                remove: true,
+            },
+        ),
         Command::Hitl(args) => cmd_hitl::hitl(c, args),
         Command::Task(args) => cmd_task::task(c, args),
         other => return Err(other),
@@ -167,6 +178,7 @@ fn here(command: Command) -> Result<i32> {
         Command::Grid(args) => return cmd_watch::grid(args),
         Command::Watch(args) => return cmd_watch::watch(args),
         Command::Ps(args) => return cmd_ps::ps(args),
+        Command::Top(args) => return cmd_ps::top(args),
         Command::Stats(args) => return cmd_ps::stats(args),
         Command::Profiles(args) => return cmd_profiles::profiles(args),
         Command::Keys(args) => return cmd_profiles::keys(args),

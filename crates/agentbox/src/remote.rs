@@ -227,6 +227,11 @@ impl Control for Remote {
         Remote::send(self, "POST", &format!("/api/v1/agents/{}/allow", enc(name)), Some(&body)).map(drop)
     }
 
+    fn revoke(&self, name: &str, host: &HostRule, always: bool) -> Result<()> {
+        let body = json!({ "host": host.to_string(), "always": always });
+        Remote::send(self, "POST", &format!("/api/v1/agents/{}/deny", enc(name)), Some(&body)).map(drop)
+    }
+
     fn events(&self, limit: usize, kind: Option<&str>) -> Result<Vec<Event>> {
         let kind = kind.map(|k| format!("&event={}", enc(k))).unwrap_or_default();
         self.typed("GET", &format!("/api/v1/events?limit={limit}{kind}"), None)

@@ -127,17 +127,15 @@ pub fn runner_role() -> Result<i32> {
                 drivers.insert(t.id.clone(), drive(&home, &t.id, true));
             }
         }
-        let mut pending = tasks.iter().filter(|t| t.state == TaskState::Pending).peekable();
+        let pending: Vec<&str> =
+            tasks.iter().filter(|t| t.state == TaskState::Pending).map(|t| t.id.as_str()).collect();
         // The limit is read when there is something to start (the file may have changed).
-        let max = match pending.peek() {
+        let max = match pending.first() {
             Some(_) => Config::load(&home).map(|c| c.tasks.max_concurrent()).unwrap_or(DEFAULT_MAX_TASKS),
             None => 0,
         };
-        for t in pending {
-            if drivers.len() >= max {
-                break;
-            }
-            drivers.insert(t.id.clone(), drive(&home, &t.id, false));
+        for id in to_start(&pending, |id| drivers.contains_key(id), drivers.len(), max) {
+            drivers.insert(id.to_string(), drive(&home, id, false));
         }
         if drivers.is_empty() {
             if idle_since.elapsed() >= linger {
@@ -166,6 +164,19 @@ pub fn runner_role() -> Result<i32> {
         }
         std::thread::sleep(TICK);
     }
+}
+
+/// The pending tasks to start now, oldest first: those without a driver, while fewer than `max`
+/// run. A driver started at an earlier tick may not have moved its task out of pending yet (a
+/// loaded machine): a second one would stage the task again under the first.
+fn to_start<'t>(
+    pending: &[&'t str],
+    driven: impl Fn(&str) -> bool,
+    running: usize,
+    max: usize,
+) -> Vec<&'t str> {
+    let free = max.saturating_sub(running);
+    pending.iter().copied().filter(|id| !driven(id)).take(free).collect()
 }
 
 fn drive(home: &Home, id: &str, resumed: bool) -> JoinHandle<()> {
@@ -622,6 +633,18 @@ fn readable_file(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Today's bug under load: a task still pending at the next tick, its driver already
+    /// started, got a second driver, which staged it again (its workspace removed under the
+    /// first) and the task failed.
+    #[test]
+    fn a_pending_task_with_a_driver_is_not_started_twice() {
+        let driven = |id: &str| id == "a";
+        assert_eq!(to_start(&["a", "b", "c"], driven, 1, 2), ["b"]);
+        assert_eq!(to_start(&["a", "b", "c"], driven, 1, 8), ["b", "c"]);
+        assert!(to_start(&["a"], driven, 1, 8).is_empty());
+        assert!(to_start(&["b"], |_| false, 2, 2).is_empty());
+    }
 
     #[test]
     fn a_flock_line_names_its_holder_only_for_the_same_file() {

@@ -38,6 +38,11 @@ fn stop_asks_then_kills_and_start_brings_them_back() {
         assert_eq!(info("stub")["state"], "killed");
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert_eq!(info("grace")["state"], "exited", "as {who:?}: a stopped agent was restarted");
+        // docker's --format habit.
+        let listed = a.ok(&["list", "--format", "{{.Name}}:{{.State}}:{{.ExitCode}}"]);
+        assert!(listed.lines().any(|l| l == "grace:exited:3"), "{listed}");
+        let bad = a.run(&["list", "--format", "{{.Nmae}}"]);
+        assert!(!bad.status.success() && text(&bad.stderr).contains("unknown field '{{.Nmae}}'"));
         // By tag.
         assert_eq!(a.ok(&["stop", "--tag", "team=x", "-t", "1"]), "stub\nplain\n");
         assert_eq!(info("plain")["exit_code"].as_i64(), Some(143));
@@ -51,6 +56,9 @@ fn stop_asks_then_kills_and_start_brings_them_back() {
         assert!(text(&out.stderr).contains("plain: it is running already"), "{}", text(&out.stderr));
         assert_eq!(info("stub")["state"], "running");
 
+        // docker top: the sandbox's processes, as the host sees them.
+        let top = a.ok(&["top", "plain"]);
+        assert!(top.starts_with("PID") && top.contains("sleep 1000"), "{top}");
         // exec without `--`, flags of the command included.
         assert!(a.ok(&["exec", "plain", "ls", "-a", "/"]).contains(".."));
         // kill and rm take several too, going on past failures.
@@ -111,4 +119,26 @@ fn mistakes_are_named_and_do_not_stop_the_rest() {
     assert_eq!(text(&out.stdout), "s-1\ns-3\n");
     assert!(text(&out.stderr).contains("running: s-1 s-3"), "{}", text(&out.stderr));
     a.ok(&["rm", "-f", "s-1", "s-2", "s-3"]);
+}
+
+/// One meaning per flag letter: `-v` a volume and `-w` the workspace in `run` and `spawn`,
+/// `--tag` and `--workdir` spelled out; the old spellings still work.
+#[test]
+fn flag_letters_mean_one_thing() {
+    let a = Agents::new(As::Caller);
+    let ws = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("f.txt"), "from a volume\n").unwrap();
+    std::fs::create_dir(ws.path().join("sub")).unwrap();
+    let vol = format!("{}:/data:ro", data.path().display());
+    let w = ws.path().to_str().unwrap();
+    let out = a.run(&["run", "-w", w, "-v", &vol, "--", "cat", "/data/f.txt"]);
+    assert_eq!(text(&out.stdout), "from a volume\n", "{}", text(&out.stderr));
+    a.ok(&["spawn", "f1", "-w", w, "-v", &vol, "--tag", "k=v", "--", "sleep", "100"]);
+    assert_eq!(a.ok(&["exec", "f1", "--workdir", "sub", "pwd"]).trim(), format!("{w}/sub"));
+    // The old spellings: spawn -t for a tag, --mount for the workspace, exec -w for the workdir.
+    a.ok(&["spawn", "f2", "-t", "old=yes", "--mount", w, "--", "sleep", "100"]);
+    assert_eq!(a.ok(&["list", "--tag", "old=yes", "-q"]), "f2\n");
+    assert_eq!(a.ok(&["exec", "f2", "-w", "sub", "pwd"]).trim(), format!("{w}/sub"));
+    a.ok(&["rm", "-f", "f1", "f2"]);
 }

@@ -426,6 +426,26 @@ fn audit_ask_and_live_allow() {
             "{}",
             text(&bad.stderr)
         );
+        // A lasting grant serves new connections at once; taken back, they are refused again
+        // (asked, and refused when nobody answers), and a restart keeps it off.
+        a.ok(&["allow", "net1", "asked.test"]);
+        let curl = ["exec", "net1", "curl", "-sS", "-k", "--fail", "https://asked.test/echo"];
+        let ok = a.run(&curl);
+        assert!(ok.status.success(), "as {who:?}: {}", text(&ok.stderr));
+        a.ok(&["deny", "net1", "asked.test"]);
+        assert!(!a.run(&curl).status.success(), "as {who:?}: a denied host was reached");
+        let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "net1", "--json"])).unwrap();
+        let kept = &info["spec"]["egress"]["allow"];
+        assert!(!kept.as_array().unwrap().iter().any(|r| r == "asked.test"), "{kept}");
+        a.ok(&["allow", "net1", "always.example.org", "--remove", "--always"]);
+        let cfg = std::fs::read_to_string(a.home.join("config.toml")).unwrap();
+        assert!(!cfg.contains("always.example.org") && cfg.contains("ask_timeout = 3"), "{cfg}");
+        let out = a.run(&["deny", "net1", "never.example.org"]);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("not on net1's allowlist"),
+            "{}",
+            text(&out.stderr)
+        );
         a.ok(&["kill", "net1"]);
         let out = a.run(&["allow", "net1", "x.org", "--once"]);
         assert!(text(&out.stderr).contains("not running"), "{}", text(&out.stderr));

@@ -56,7 +56,7 @@ fn cgroup_is_removed_after_the_run() {
         return;
     }
     let ws = workspace(As::Caller);
-    let out = run_in(As::Caller, &ws, &["-v", "--pids", "50", "--memory", "256M"], &["true"]);
+    let out = run_in(As::Caller, &ws, &["--verbose", "--pids", "50", "--memory", "256M"], &["true"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     let dirs: Vec<&str> = stderr.lines().filter_map(|l| l.split(": cgroup ").nth(1)).collect();
