@@ -102,6 +102,10 @@ pub struct LoginSpec {
     pub refresh: String,
     #[serde(default)]
     pub expires: Option<String>,
+    /// JSON pointers to other secrets in the file (a long-lived key, other services' tokens):
+    /// left out of the agent's copy.
+    #[serde(default)]
+    pub drop: Vec<String>,
     /// The hosts the access token is sent to, in the `Authorization` header.
     pub hosts: Vec<HostRule>,
     /// The token endpoints (`https://HOST/PATH`) where the refresh token is sent, in the body.
@@ -115,7 +119,7 @@ impl LoginSpec {
             return Err(format!("login.file: '{}' must start with ~/", self.file));
         }
         let pointers = [Some(&self.access), Some(&self.refresh), self.expires.as_ref()];
-        for p in pointers.into_iter().flatten() {
+        for p in pointers.into_iter().flatten().chain(&self.drop) {
             if !p.starts_with('/') {
                 return Err(format!("login: '{p}' is not a JSON pointer (it starts with /)"));
             }

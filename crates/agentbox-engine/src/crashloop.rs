@@ -62,9 +62,13 @@ pub fn after_exit(
     }
     let backoff = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
     std::thread::sleep(backoff);
-    // Someone may have removed or restarted it meanwhile.
+    // Someone may have removed, restarted or stopped it meanwhile.
     match store.get(name) {
-        Ok(r) if r.state == agentbox_core::AgentState::Exited && r.generation == generation => {
+        Ok(r)
+            if r.state == agentbox_core::AgentState::Exited
+                && r.generation == generation
+                && !crate::lifecycle::stop_requested(&store, &r)? =>
+        {
             crate::lifecycle::restart(home, &store, name)?;
         }
         _ => {}

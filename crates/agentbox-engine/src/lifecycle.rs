@@ -111,6 +111,10 @@ pub fn ask_to_stop(store: &Store, name: &str, grace: Duration) -> Result<StopAsk
     let rec = agents::get_for_change(store, name)?;
     refuse_creating(&rec)?;
     if !is_live_state(&rec.state) {
+        // Between a crash and its restart (`--restart`): the restart is called off.
+        if rec.restart.is_some() && rec.state == AgentState::Exited {
+            store.record(name, "stop", "while waiting to be restarted: not restarted")?;
+        }
         return Ok(StopAsked::Ended(rec));
     }
     store.record(name, "stop", &format!("SIGTERM, killed after {}s if still running", grace.as_secs()))?;
@@ -122,7 +126,7 @@ pub fn ask_to_stop(store: &Store, name: &str, grace: Duration) -> Result<StopAsk
 /// The second half of [`stop`]: waits up to `wait` for the run that was asked to end, then kills
 /// it (unless it was started again meanwhile).
 pub fn end_stop(home: &Home, store: &Store, asked: &AgentRecord, wait: Duration) -> Result<AgentRecord> {
-    if let Some(done) = wait_finished(store, &asked.name, Some(wait))? {
+    if let Some(done) = wait_stopped(store, asked, wait)? {
         return Ok(done);
     }
     let now = agents::get(store, &asked.name)?;
@@ -130,6 +134,16 @@ pub fn end_stop(home: &Home, store: &Store, asked: &AgentRecord, wait: Duration)
         return Ok(now);
     }
     kill(home, store, &asked.name)
+}
+
+/// Waits up to `wait` for the run that was asked to end; `None` if it still runs (nothing is
+/// killed here).
+pub fn wait_stopped(store: &Store, asked: &AgentRecord, wait: Duration) -> Result<Option<AgentRecord>> {
+    if let Some(done) = wait_finished(store, &asked.name, Some(wait))? {
+        return Ok(Some(done));
+    }
+    let now = agents::get(store, &asked.name)?;
+    Ok((now.generation != asked.generation).then_some(now))
 }
 
 /// Whether the agent's current run was asked to stop (`stop` journals it before it asks).

@@ -31,6 +31,9 @@ struct Record {
     refresh: String,
     #[serde(default)]
     expires: Option<String>,
+    /// Pointers to other secrets in `document`, left out of agents' copies.
+    #[serde(default)]
+    drop: Vec<String>,
     imported_from: String,
     /// When it was imported, and last refreshed (ms since the epoch).
     at: u64,
@@ -123,6 +126,7 @@ pub fn import(home: &Home, profile: &str, from: Option<&Path>) -> Result<LoginVi
         access: spec.access,
         refresh: spec.refresh,
         expires: spec.expires,
+        drop: spec.drop,
         imported_from: source.display().to_string(),
         at: agentbox_proxy::now_ms(),
         refreshed_at: None,
@@ -178,10 +182,13 @@ pub fn binding(home: &Home, profile: &Profile) -> Result<Option<LoginBinding>> {
 }
 
 /// The credentials document the agent of `binding` gets: the stored one, its tokens replaced by
-/// the placeholders.
+/// the placeholders and the other secrets it names (`drop`) left out.
 pub fn agent_document(home: &Home, binding: &LoginBinding) -> Result<String> {
     let rec = read(&path(home, &binding.login))?;
     let mut doc = rec.document.clone();
+    for pointer in &rec.drop {
+        remove_at(&mut doc, pointer);
+    }
     for (pointer, ph) in
         [(&rec.access, &binding.access_placeholder), (&rec.refresh, &binding.refresh_placeholder)]
     {
@@ -190,6 +197,25 @@ pub fn agent_document(home: &Home, binding: &LoginBinding) -> Result<String> {
         }
     }
     Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+/// Removes what `pointer` (RFC 6901) names from `doc`, if it is there.
+fn remove_at(doc: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else { return };
+    let key = last.replace("~1", "/").replace("~0", "~");
+    match doc.pointer_mut(parent) {
+        Some(Value::Object(m)) => {
+            m.remove(&key);
+        }
+        Some(Value::Array(a)) => {
+            if let Ok(i) = key.parse::<usize>() {
+                if i < a.len() {
+                    a.remove(i);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The tokens of one stored login, read at each use and updated under a lock.

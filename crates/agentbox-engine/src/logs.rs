@@ -204,6 +204,12 @@ impl Transcript {
         }
     }
 
+    /// Says where in the log the next bytes fed start (a chunk's offset): a client that got the
+    /// bytes as text (invalid UTF-8 replaced) keeps its place among the size marks.
+    pub fn at(&mut self, offset: u64) {
+        self.pos = offset;
+    }
+
     /// Feeds output; returns the lines that scrolled off the screen meanwhile.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<String> {
         let mut out = Vec::new();

@@ -492,15 +492,43 @@ async fn forward_intercepted(
         Some((login, tokens)) => {
             let read = http_body_util::Limited::new(body, MAX_TOKEN_BODY).collect().await;
             let Ok(read) = read else { return fail("the token request is too large or broke off".into()) };
-            let swapped = login.swap_request(&read.to_bytes(), tokens);
+            let swapped = match login.swap_request(&read.to_bytes(), tokens) {
+                Ok(b) => b,
+                Err(why) => {
+                    state.record("POST", &host.to_string(), port, "denied", Some(why.clone()));
+                    return refusal(StatusCode::FORBIDDEN, &format!("request to {host} refused: {why}"));
+                }
+            };
             parts.headers.remove(hyper::header::CONTENT_LENGTH);
             parts.headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(swapped.len()));
             parts.headers.insert(hyper::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            parts.headers.insert(hyper::header::ACCEPT, HeaderValue::from_static("application/json"));
             Full::new(Bytes::from(swapped)).map_err(|never| match never {}).boxed()
         }
         None => body.boxed(),
     };
     let request = Request::from_parts(parts, body);
+
+    // A refresh runs to its end in a task of its own, on a connection of its own: the new
+    // tokens are stored even if the agent's connection goes away meanwhile (with rotating
+    // refresh tokens, a lost answer would end the login for every agent).
+    if let Some((login, before)) = refresh {
+        let (shared, to, candidates, login) =
+            (state.shared.clone(), host.clone(), candidates.to_vec(), login.clone());
+        let exchange = tokio::spawn(async move {
+            let mut sender = open_upstream(&shared, &to, &candidates).await?;
+            let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            token_answer(resp, &login, &before).await
+        });
+        return match exchange.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(why)) => {
+                state.record("POST", &host.to_string(), port, "denied", Some(why.clone()));
+                fail(why)
+            }
+            Err(e) => fail(e.to_string()),
+        };
+    }
 
     let mut slot = upstream.lock().await;
     if slot.as_ref().is_none_or(|s| s.is_closed()) {
@@ -515,16 +543,7 @@ async fn forward_intercepted(
         return fail(e.to_string());
     }
     match sender.send_request(request).await {
-        Ok(resp) => match refresh {
-            Some((login, before)) => {
-                drop(slot);
-                token_answer(resp, login, &before).await.unwrap_or_else(|why| {
-                    state.record("POST", &host.to_string(), port, "denied", Some(why.clone()));
-                    fail(why)
-                })
-            }
-            None => pass_back(resp),
-        },
+        Ok(resp) => pass_back(resp),
         Err(e) => {
             *slot = None;
             fail(e.to_string())
@@ -544,8 +563,11 @@ async fn token_answer(
     }
     let read = http_body_util::Limited::new(body, MAX_TOKEN_BODY).collect().await;
     let read = read.map_err(|e| format!("reading the token endpoint's answer: {e}"))?;
-    let out = login.rewrite_answer(&read.to_bytes(), before)?;
-    strip_hop_by_hop(&mut parts.headers);
+    let out = login.rewrite_answer(parts.status.as_u16(), &read.to_bytes(), before)?;
+    // Only what describes the body we send: no cookies or other state of the endpoint's.
+    parts.headers = hyper::HeaderMap::new();
+    parts.headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    parts.headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     Ok(Response::from_parts(parts, Full::new(Bytes::from(out)).map_err(|never| match never {}).boxed()))
 }

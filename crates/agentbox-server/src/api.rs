@@ -280,20 +280,26 @@ pub async fn stop_agent(
     };
     let (home, first) = (state.home.clone(), asked.clone());
     let quick = grace.min(ANSWER_WITHIN);
-    let rec = blocking(move || with_store(&home, |s| lifecycle::end_stop(&home, s, &first, quick))).await?;
-    let status = if rec.generation == asked.generation && agentbox_engine::agents::is_live_state(&rec.state) {
-        // Still running (quick < grace): the rest of the grace, then the kill, go on here.
-        let home = state.home.clone();
-        let rest = grace.saturating_sub(quick);
-        tokio::task::spawn_blocking(move || {
-            let _ = with_store(&home, |s| lifecycle::end_stop(&home, s, &asked, rest));
-        });
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    state.refresh().await;
-    Ok((status, Json(AgentView::of(&rec))))
+    if quick == grace {
+        // The whole grace fits in the answer: waited, then killed if need be.
+        let rec =
+            blocking(move || with_store(&home, |s| lifecycle::end_stop(&home, s, &first, quick))).await?;
+        state.refresh().await;
+        return Ok((StatusCode::OK, Json(AgentView::of(&rec))));
+    }
+    let ended = blocking(move || with_store(&home, |s| lifecycle::wait_stopped(s, &first, quick))).await?;
+    if let Some(rec) = ended {
+        state.refresh().await;
+        return Ok((StatusCode::OK, Json(AgentView::of(&rec))));
+    }
+    // Still running: the rest of the grace, then the kill, go on here.
+    let home = state.home.clone();
+    let rest = grace.saturating_sub(quick);
+    let view = AgentView::of(&asked);
+    tokio::task::spawn_blocking(move || {
+        let _ = with_store(&home, |s| lifecycle::end_stop(&home, s, &asked, rest));
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 /// Start an agent again (killing it first if it runs); its prompt is typed again.

@@ -59,11 +59,12 @@ pub fn stop(c: &dyn Control, args: StopArgs) -> Result<i32> {
     let grace = Duration::from_secs(args.time);
     each(c, &args.targets, |c, name| {
         let a = c.get(name)?;
+        // Also for one that is not running: one waiting to be restarted (`--restart`) is not.
+        c.stop(name, grace)?;
         if !a.is_live() {
             eprintln!("agentbox: {name} is already {}", a.state);
-            return Ok(());
         }
-        c.stop(name, grace).map(drop)
+        Ok(())
     })
 }
 

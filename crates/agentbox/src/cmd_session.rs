@@ -36,6 +36,7 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
                 let transcript = transcript.get_or_insert_with(|| {
                     Transcript::replaying(TERMINAL.0, TERMINAL.1, &chunk.sizes, chunk.offset)
                 });
+                transcript.at(chunk.offset);
                 if raw {
                     out.write(&chunk.data)?;
                 } else {

@@ -86,6 +86,15 @@ fn stop_through_a_server_is_the_same_verb() {
     assert_eq!((v["state"].as_str(), v["exit_code"].as_i64()), (Some("exited"), Some(3)), "{v}");
     let (status, body) = srv.call("POST", "/api/v1/agents/r1/stop?grace=99999", None);
     assert_eq!(status, 400, "{body}");
+    // A grace longer than the server answers within is still given in full: the answer comes
+    // early (202), the kill only when the grace is over; the CLI waits for the end.
+    a.ok(&["spawn", "r2", "--", "sh", "-c", STUBBORN]);
+    a.screen_until("r2", "up");
+    let started = std::time::Instant::now();
+    let out = srv.remote(&client, &["stop", "r2", "-t", "7"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(7), "killed before its grace was over");
+    assert_eq!(srv.ok("GET", "/api/v1/agents/r2", None)["state"], "killed");
 }
 
 /// Errors said once, naming what is wrong; one broken profile does not take the others down;
@@ -141,4 +150,28 @@ fn flag_letters_mean_one_thing() {
     assert_eq!(a.ok(&["list", "--tag", "old=yes", "-q"]), "f2\n");
     assert_eq!(a.ok(&["exec", "f2", "-w", "sub", "pwd"]).trim(), format!("{w}/sub"));
     a.ok(&["rm", "-f", "f1", "f2"]);
+}
+
+/// `stop` between a crash and its restart (`--restart on-failure`) calls the restart off.
+#[test]
+fn stop_calls_off_a_pending_restart() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "crashy", "--restart", "on-failure:20:60", "--", "sh", "-c", "sleep 0.2; exit 1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Caught between a crash and its restart (the backoff doubles from 200 ms).
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&a.ok(&["info", "crashy", "--json"])).unwrap();
+        if v["agent"]["state"] == "exited" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never seen between a crash and its restart");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    a.ok(&["stop", "crashy"]);
+    let starts = |a: &Agents| a.ok(&["history", "-e", "start", "-n", "100"]).matches("crashy").count();
+    let before = starts(&a);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(starts(&a), before, "restarted after a stop:\n{}", a.ok(&["history", "-n", "30"]));
+    let v: serde_json::Value = serde_json::from_str(&a.ok(&["info", "crashy", "--json"])).unwrap();
+    assert!(v["agent"]["state"] != "running", "{v}");
 }

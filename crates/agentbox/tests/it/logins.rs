@@ -32,6 +32,13 @@ try:
     print("LEAK-ACCEPTED")
 except Exception as e:
     print("REFUSED", e)
+try:
+    body = json.dumps({"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                       "subject_token": c["oauth"]["refreshToken"]}).encode()
+    urllib.request.urlopen(urllib.request.Request("https://console.anthropic.com/v1/oauth/token", data=body))
+    print("EXCHANGE-ACCEPTED")
+except Exception as e:
+    print("EXCHANGE-REFUSED", e)
 print("DONE")
 "#;
 
@@ -48,6 +55,7 @@ file = "~/.test-agent/creds.json"
 access = "/oauth/accessToken"
 refresh = "/oauth/refreshToken"
 expires = "/oauth/expiresAt"
+drop = ["/mcp"]
 hosts = ["api.anthropic.com"]
 token_urls = ["https://console.anthropic.com/v1/oauth/token"]
 "#;
@@ -72,7 +80,7 @@ fn a_subscription_login_stays_on_the_host_through_a_refresh() {
         let creds = cfg.join("creds.json");
         std::fs::write(
             &creds,
-            r#"{"oauth": {"accessToken": "real-access-0", "refreshToken": "real-refresh-0", "expiresAt": 1, "plan": "max"}}"#,
+            r#"{"oauth": {"accessToken": "real-access-0", "refreshToken": "real-refresh-0", "expiresAt": 1, "plan": "max"}, "mcp": {"token": "real-mcp-secret"}}"#,
         )
         .unwrap();
         for (p, mode) in [(person.path(), 0o755), (cfg.as_path(), 0o700), (creds.as_path(), 0o600)] {
