@@ -52,12 +52,16 @@ try {
 
   await page.fill("form#spawn input[name=name]", name);
   await page.fill("form#spawn input[name=memory]", "512M");
+  await page.fill("form#spawn input[name=tags]", "team=web");
+  await page.fill("form#spawn textarea[name=prompt]", "echo $((5*5))-prompted");
   await page.click("form#spawn button[type=submit]");
   await page.waitForURL(url + "/agents/" + name, { timeout: 20000 });
   step("created " + name);
 
   await page.waitForFunction(() => window.agentboxTerminal !== undefined);
   await page.waitForSelector("#terminal-status:has-text('connected')");
+  await waitTerminal(page, "25-prompted");
+  step("the prompt from the form was typed in");
   await page.click("#terminal");
   await page.keyboard.type("echo $((6*7))-typed");
   await page.keyboard.press("Enter");
@@ -75,7 +79,20 @@ try {
   const list = await context.newPage();
   await list.goto(url + "/");
   await list.waitForSelector(`tr[data-agent='${name}'] td.state[data-state=running]`, { timeout: 20000 });
-  step("listed as running");
+  await list.waitForSelector(`tr[data-agent='${name}'] span.tag:has-text('team=web')`);
+  step("listed as running, with its tag");
+  // Search and the state filter narrow the list (and keep doing so as it refreshes).
+  await list.fill("#filters input[name=q]", asker);
+  await list.waitForFunction((n) => !document.querySelector(`tr[data-agent='${n}']`), name, { timeout: 10000 });
+  await list.waitForSelector(`tr[data-agent='${asker}']`);
+  await list.fill("#filters input[name=q]", "");
+  await list.selectOption("#filters select[name=state]", "waiting");
+  await list.waitForFunction((n) => !document.querySelector(`tr[data-agent='${n}']`), name, { timeout: 10000 });
+  await list.waitForSelector(`tr[data-agent='${asker}'] td.state[data-state=waiting]`, { timeout: 30000 });
+  await list.waitForTimeout(2500);
+  if (await list.locator(`tr[data-agent='${name}']`).count()) throw new Error("the filter was lost on refresh");
+  await list.selectOption("#filters select[name=state]", "");
+  step("search and the state filter narrow the list");
   await list.goto(url + "/grid");
   await list.waitForSelector(`figure.thumb pre.screen:has-text('42-sent')`, { timeout: 20000 });
   step("grid thumbnail shows the screen");

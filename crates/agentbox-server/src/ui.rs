@@ -57,10 +57,19 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
         "agents",
         html! {
             h1 { "Agents" }
+            form #filters.filters hx-get="/ui/agents" hx-target="#agents tbody" hx-trigger="input changed delay:250ms, change" {
+                input type="search" name="q" placeholder="search name, tag, profile, command";
+                select name="state" {
+                    option value="" { "every state" }
+                    option value="running" { "running" }
+                    option value="waiting" { "waiting for you" }
+                    option value="stopped" { "stopped" }
+                }
+            }
             div.scroll {
                 table #agents {
-                    thead { tr { th { "name" } th { "state" } th { "age" } th.wide { "profile" } th { "tags" } th.wide { "CPU · memory" } th.wide { "command" } th {} } }
-                    tbody hx-get="/ui/agents" hx-trigger="load, every 2s" {}
+                    thead { tr { th { "name" } th { "state" } th.wide { "age" } th.wide { "profile" } th { "tags" } th.wide { "CPU · memory" } th.wide { "command" } th {} } }
+                    tbody hx-get="/ui/agents" hx-trigger="load, every 2s" hx-include="#filters" {}
                 }
             }
             @if scope == Scope::Controller {
@@ -74,6 +83,10 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
                         }
                     }
                     label { "workspace " input name="workspace" placeholder="host directory (empty: a new one)"; }
+                    label { "from git " input name="from_git" placeholder="repository URL (cloned in a sandbox)"; }
+                    label { "tags " input name="tags" placeholder="team=web env=dev"; }
+                    label { "allowed hosts " input name="allow" placeholder="registry.npmjs.org *.pypi.org"; }
+                    label.wide-field { "prompt " textarea name="prompt" rows="2" placeholder="typed into the agent once it runs" {} }
                     label { "network "
                         select name="network" {
                             option value="" { "(default)" }
@@ -101,14 +114,56 @@ async fn waiting(state: &Shared) -> BTreeMap<String, String> {
     open.into_iter().map(|r| (r.agent, r.prompt)).collect()
 }
 
-async fn agent_rows(State(state): State<Shared>, Extension(scope): Extension<Scope>) -> Response {
+/// The list's filters: words to find (name, tags, profile, command) and a state.
+#[derive(Debug, Default, Deserialize)]
+struct RowsQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    state: String,
+}
+
+impl RowsQuery {
+    fn keeps(&self, a: &AgentView, live: bool, waiting: bool) -> bool {
+        let state_ok = match self.state.as_str() {
+            "running" => live,
+            "waiting" => waiting,
+            "stopped" => !live,
+            _ => true,
+        };
+        let text = format!(
+            "{} {} {} {}",
+            a.name,
+            a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+            a.profile.as_deref().unwrap_or(""),
+            a.command.join(" ")
+        )
+        .to_lowercase();
+        state_ok && self.q.split_whitespace().all(|w| text.contains(&w.to_lowercase()))
+    }
+}
+
+async fn agent_rows(
+    State(state): State<Shared>,
+    Extension(scope): Extension<Scope>,
+    ApiQuery(filter): ApiQuery<RowsQuery>,
+) -> Response {
     let snapshot = state.fresh_snapshot().await;
     let usage = state.usage();
     let asking = waiting(&state).await;
     let now = agentbox_proxy::now_ms() as i64;
+    let shown: Vec<&AgentView> = snapshot
+        .agents
+        .iter()
+        .filter(|a| {
+            let live = agentbox_engine::agents::is_live_state(&a.state);
+            filter.keeps(a, live, live && asking.contains_key(&a.name))
+        })
+        .collect();
     fragment(html! {
         @if snapshot.agents.is_empty() { tr { td colspan="8" { "No agents yet." } } }
-        @for a in &snapshot.agents {
+        @else if shown.is_empty() { tr { td colspan="8" { "No agent matches." } } }
+        @for a in shown {
             @let live = agentbox_engine::agents::is_live_state(&a.state);
             @let u = usage.get(&a.name).filter(|_| live);
             @let question = asking.get(&a.name).filter(|_| live);
@@ -119,7 +174,7 @@ async fn agent_rows(State(state): State<Shared>, Extension(scope): Extension<Sco
                 } @else {
                     td.state data-state=(a.state) { (a.state) @if let Some(c) = a.exit_code { " (" (c) ")" } }
                 }
-                td.age { (agentbox_core::format_duration(std::time::Duration::from_secs(((now - a.created_at).max(0) / 1000) as u64))) }
+                td.age.wide { (agentbox_core::format_duration(std::time::Duration::from_secs(((now - a.created_at).max(0) / 1000) as u64))) }
                 td.wide { (a.profile.as_deref().unwrap_or("-")) }
                 td { @for (k, v) in &a.tags { span.tag { (k) "=" (v) } " " } }
                 td.wide { @if let Some(u) = u { (format!("{:.0}%", u.cpu_percent)) " · " (human_bytes(u.rss_bytes)) } @else { "-" } }
@@ -181,6 +236,14 @@ struct SpawnForm {
     pids: String,
     #[serde(default)]
     command: String,
+    #[serde(default)]
+    from_git: String,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    allow: String,
+    #[serde(default)]
+    prompt: String,
 }
 
 fn some(s: &str) -> Option<String> {
@@ -198,8 +261,18 @@ impl SpawnForm {
                 })
                 .transpose()
         };
+        let mut tags = BTreeMap::new();
+        for t in self.tags.split_whitespace() {
+            let (k, v) = agentbox_engine::agents::parse_tag(t)
+                .map_err(|e| ApiError::bad_request(format!("tags: {e}")))?;
+            tags.insert(k, v);
+        }
         Ok(SpawnRequest {
             name: self.name.trim().to_string(),
+            from_git: some(&self.from_git),
+            tags,
+            allow: self.allow.split_whitespace().map(str::to_string).collect(),
+            prompt: some(&self.prompt),
             profile: some(&self.profile),
             workspace: some(&self.workspace),
             network: some(&self.network),
@@ -461,7 +534,8 @@ button.choice { background: #eef6ff; border-color: #7aa7d8; }
 [data-state=waiting] { color: #b36b00; font-weight: 600; } [data-state=exited] { color: #555; }
 section.hitl { background: #fff; border: 1px solid #e3d3a8; border-radius: 6px; padding: .5em 1em; margin: 1em 0; }
 pre.screen { white-space: pre-wrap; word-break: break-all; max-width: 100%; overflow-x: auto; background: #111; color: #ddd; padding: .5em; }
-@media (max-width: 700px) { .wide { display: none; } main { padding: .6em; } form.send input { width: 100%; } }
+.filters { display: flex; flex-wrap: wrap; gap: .5em; margin: .5em 0; } .filters input { width: 22em; }
+label.wide-field { display: block; max-width: 100%; margin-right: 0; } form#spawn label.wide-field { flex-direction: column; } label.wide-field textarea { display: block; width: 30em; max-width: 100%; }
 .tag { background: #eef; border-radius: 3px; padding: 0 .3em; } .error { color: #a00; }
 form#spawn label { display: inline-block; margin: .3em .8em .3em 0; }
 #terminal { width: 100%; height: 420px; background: #000; }
@@ -473,6 +547,8 @@ form.send { display: flex; flex-wrap: wrap; gap: .3em; } input { max-width: 100%
 code { word-break: break-all; } #terminal { max-width: 100%; overflow: hidden; }
 textarea { width: 100%; max-width: 60em; font-family: ui-monospace, monospace; }
 pre.logs { white-space: pre-wrap; word-break: break-all; }
+
+@media (max-width: 700px) { .wide { display: none; } main { padding: .6em; } form.send input { width: 100%; } form#spawn label { display: flex; gap: .4em; margin-right: 0; } form#spawn label > * { flex: 1; min-width: 0; } td, th { padding: .3em .4em; } td.row-actions button { padding: .2em .4em; } }
 ";
 
 async fn asset(Path(file): Path<String>) -> Response {

@@ -10,10 +10,16 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "agentbox", version, about = "Run AI coding agents in sandboxes they cannot leave")]
 pub struct Cli {
     /// Drive the agentbox server at URL instead of this machine (also AGENTBOX_SERVER)
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
     pub server: Option<String>,
     /// Use a saved server context (see `agentbox context`; also AGENTBOX_CONTEXT)
-    #[arg(long, global = true, value_name = "NAME", conflicts_with = "server")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        conflicts_with = "server",
+        help_heading = "Global options"
+    )]
     pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -136,23 +142,27 @@ pub enum AgentsCommand {
     /// Install agents' programs (claude-code, codex, gemini, opencode, pi, aider) for every
     /// agent of their profile, in a sandbox that reaches only their registry
     Install {
+        /// Profiles whose program to install
         #[arg(required = true, value_name = "PROFILE")]
         names: Vec<String>,
     },
     /// What can be installed, and what is
     #[command(visible_alias = "ls")]
     List {
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
     /// Install the newest version again
     Update {
+        /// Profiles whose program to install again
         #[arg(required = true, value_name = "PROFILE")]
         names: Vec<String>,
     },
     /// Remove an installed program
     #[command(visible_alias = "rm")]
     Remove {
+        /// Profiles whose program to remove
         #[arg(required = true, value_name = "PROFILE")]
         names: Vec<String>,
     },
@@ -202,6 +212,7 @@ pub struct VmSetupArgs {
 
 #[derive(Debug, Args)]
 pub struct VmStatusArgs {
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -232,29 +243,39 @@ pub enum TaskCommand {
     /// List tasks
     #[command(visible_alias = "ls")]
     List {
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
     /// Show one task: state, reason, directories, events
     Show {
+        /// The task's id (or a unique prefix of it)
         id: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Print the agent's log of the task's current attempt
     Logs {
+        /// The task's id (or a unique prefix of it)
         id: String,
         /// Keep printing until the task ends
         #[arg(short, long)]
         follow: bool,
     },
     /// Cancel a task in any state (its agent is killed)
-    Cancel { id: String },
+    Cancel {
+        /// The task's id (or a unique prefix of it)
+        id: String,
+    },
     /// List a task's artifacts, or copy them into DIR
     Artifacts {
+        /// The task's id (or a unique prefix of it)
         id: String,
+        /// Copy every artifact into DIR
         #[arg(long, value_name = "DIR")]
         download: Option<PathBuf>,
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -271,14 +292,18 @@ pub enum HitlCommand {
     /// Open requests (with --all: answered and closed ones too)
     #[command(visible_alias = "ls")]
     List {
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// Also requests that were answered or went away
         #[arg(long)]
         all: bool,
     },
     /// Type TEXT (and Enter) into the agent that asked, and close the request
     Answer {
+        /// The request's number (see `hitl list`)
         id: i64,
+        /// What to type into the agent
         text: String,
         /// Do not press Enter after TEXT
         #[arg(long)]
@@ -361,6 +386,7 @@ pub struct SwarmArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// The agent's name
     pub name: String,
     /// Keep stdin attached
     #[arg(short, long)]
@@ -381,10 +407,12 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    /// The agent's name
     pub name: String,
     /// Skip git status even in a git repository
     #[arg(long)]
     pub no_git: bool,
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -411,6 +439,7 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// The agent's name
     pub name: String,
 }
 
@@ -449,13 +478,17 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct CloneArgs {
+    /// The agent to copy (stopped)
     pub src: String,
+    /// The new agent's name
     pub dst: String,
 }
 
 #[derive(Debug, Args)]
 pub struct RenameArgs {
+    /// The agent's current name
     pub old: String,
+    /// The agent's new name
     pub new: String,
 }
 
@@ -473,12 +506,14 @@ pub struct PsArgs {
     /// Include stopped agents
     #[arg(short, long)]
     pub all: bool,
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -500,6 +535,7 @@ pub struct LogoutArgs {
 
 #[derive(Debug, Args)]
 pub struct ProfilesArgs {
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -515,17 +551,29 @@ pub enum EnvCommand {
     /// Names of the stored secrets
     List,
     /// Print one value
-    Get { key: String },
-    /// Store KEY VALUE or KEY=VALUE
-    Set { key: String, value: Option<String> },
+    Get {
+        /// The secret's name
+        key: String,
+    },
+    /// Store KEY VALUE or KEY=VALUE (no VALUE: read from stdin, not echoed on a terminal)
+    Set {
+        /// The secret's name (or KEY=VALUE)
+        key: String,
+        /// The value (left out: read from stdin)
+        value: Option<String>,
+    },
     /// Remove one
-    Unset { key: String },
+    Unset {
+        /// The secret's name
+        key: String,
+    },
     /// Print the file's path
     Path,
 }
 
 #[derive(Debug, Args)]
 pub struct CompletionArgs {
+    /// The shell: bash, zsh or fish
     pub shell: clap_complete::Shell,
 }
 
@@ -551,13 +599,16 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
+    /// The agent's name
     pub name: String,
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct NetArgs {
+    /// The agent's name
     pub name: String,
     /// Keep printing new records until the agent exits
     #[arg(short, long)]
@@ -569,6 +620,7 @@ pub struct NetArgs {
 
 #[derive(Debug, Args)]
 pub struct AllowArgs {
+    /// The agent's name
     pub name: String,
     /// A host (api.example.com), a domain (*.example.com) or an IP address
     #[arg(value_parser = host_rule_arg)]
@@ -598,6 +650,7 @@ pub struct DenyArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// The agent's name
     pub name: String,
     /// Only the last N lines
     #[arg(short = 'n', long = "lines", value_name = "N")]
@@ -613,16 +666,19 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ScreenArgs {
+    /// The agent's name
     pub name: String,
     /// Include colours and attributes as escape sequences
     #[arg(long)]
     pub ansi: bool,
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    /// The agent's name
     pub name: String,
     /// Text to type (words are joined with spaces)
     pub text: Vec<String>,
@@ -639,6 +695,7 @@ pub struct BroadcastArgs {
     /// Only agents with this tag (repeatable)
     #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
+    /// Type the text without pressing Enter after it
     #[arg(long)]
     pub no_enter: bool,
     /// Text to type
@@ -648,6 +705,7 @@ pub struct BroadcastArgs {
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
+    /// The agent's name
     pub name: String,
     /// Watch without typing
     #[arg(long)]
@@ -665,6 +723,7 @@ pub struct KillArgs {
 
 #[derive(Debug, Args)]
 pub struct KillAllArgs {
+    /// Only agents with this tag (repeatable: all must match)
     #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
     /// Do not ask (it asks on a terminal when no --tag narrows it down)
@@ -681,6 +740,7 @@ pub struct PurgeArgs {
 
 #[derive(Debug, Args)]
 pub struct WaitArgs {
+    /// The agent's name
     pub name: String,
     /// Give up after SECS seconds (exit status 124)
     #[arg(long, value_name = "SECS", value_parser = timeout_arg)]
@@ -689,6 +749,7 @@ pub struct WaitArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
+    /// Agent names
     #[arg(required = true)]
     pub names: Vec<String>,
     /// Kill running agents first
@@ -707,6 +768,7 @@ pub struct HistoryArgs {
     /// Only events of this kind (spawn, start, exit, killed, failed, rm)
     #[arg(short = 'e', long = "event")]
     pub event: Option<String>,
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -892,6 +954,7 @@ pub struct ContextArgs {
 pub enum ContextCommand {
     /// Save a server as NAME
     Add {
+        /// The context's name
         name: String,
         /// The server's URL, e.g. https://agents.example.com:8122
         url: String,
@@ -900,10 +963,48 @@ pub enum ContextCommand {
         token_file: Option<PathBuf>,
     },
     /// Make NAME the default for every command (`none`: this machine again)
-    Use { name: String },
+    Use {
+        /// The context's name (`none`: this machine)
+        name: String,
+    },
     /// List saved contexts
     #[command(visible_alias = "ls")]
     List,
     /// Forget NAME
-    Rm { name: String },
+    Rm {
+        /// The context's name
+        name: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every verb says what it is (`<NAME>` and `--json` included), and the
+    /// global options are in a section of their own.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+                if ["server", "context"].contains(&id) {
+                    assert_eq!(a.get_help_heading(), Some("Global options"), "{path} {id}");
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "agentbox", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }
