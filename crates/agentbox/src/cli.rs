@@ -5,6 +5,9 @@ use agentbox_core::{
     parse_env_arg, parse_mount_arg, Backend, EnvArg, HostRule, Limits, MountArg, NetworkMode,
 };
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
+
+use crate::complete;
 
 #[derive(Debug, Parser)]
 #[command(name = "agentbox", version, about = "Run AI coding agents in sandboxes they cannot leave")]
@@ -143,7 +146,7 @@ pub enum AgentsCommand {
     /// agent of their profile, in a sandbox that reaches only their registry
     Install {
         /// Profiles whose program to install
-        #[arg(required = true, value_name = "PROFILE")]
+        #[arg(add = ArgValueCandidates::new(complete::profile_names), required = true, value_name = "PROFILE")]
         names: Vec<String>,
     },
     /// What can be installed, and what is
@@ -156,14 +159,14 @@ pub enum AgentsCommand {
     /// Install the newest version again
     Update {
         /// Profiles whose program to install again
-        #[arg(required = true, value_name = "PROFILE")]
+        #[arg(add = ArgValueCandidates::new(complete::profile_names), required = true, value_name = "PROFILE")]
         names: Vec<String>,
     },
     /// Remove an installed program
     #[command(visible_alias = "rm")]
     Remove {
         /// Profiles whose program to remove
-        #[arg(required = true, value_name = "PROFILE")]
+        #[arg(add = ArgValueCandidates::new(complete::profile_names), required = true, value_name = "PROFILE")]
         names: Vec<String>,
     },
 }
@@ -250,6 +253,7 @@ pub enum TaskCommand {
     /// Show one task: state, reason, directories, events
     Show {
         /// The task's id (or a unique prefix of it)
+        #[arg(add = ArgValueCandidates::new(complete::task_ids))]
         id: String,
         /// Print JSON instead of text
         #[arg(long)]
@@ -258,6 +262,7 @@ pub enum TaskCommand {
     /// Print the agent's log of the task's current attempt
     Logs {
         /// The task's id (or a unique prefix of it)
+        #[arg(add = ArgValueCandidates::new(complete::task_ids))]
         id: String,
         /// Keep printing until the task ends
         #[arg(short, long)]
@@ -266,11 +271,13 @@ pub enum TaskCommand {
     /// Cancel a task in any state (its agent is killed)
     Cancel {
         /// The task's id (or a unique prefix of it)
+        #[arg(add = ArgValueCandidates::new(complete::task_ids))]
         id: String,
     },
     /// List a task's artifacts, or copy them into DIR
     Artifacts {
         /// The task's id (or a unique prefix of it)
+        #[arg(add = ArgValueCandidates::new(complete::task_ids))]
         id: String,
         /// Copy every artifact into DIR
         #[arg(long, value_name = "DIR")]
@@ -334,7 +341,7 @@ pub struct SpawnArgs {
 #[derive(Debug, Args, Clone)]
 pub struct SpawnOptions {
     /// Agent profile: claude-code, codex, gemini, aider, opencode, pi or your own
-    #[arg(short = 'p', long, value_name = "PROFILE")]
+    #[arg(short = 'p', long, value_name = "PROFILE", add = ArgValueCandidates::new(complete::profile_names))]
     pub profile: Option<String>,
     /// File typed into the agent once it runs
     #[arg(long, value_name = "FILE")]
@@ -387,6 +394,7 @@ pub struct SwarmArgs {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Keep stdin attached
     #[arg(short, long)]
@@ -408,6 +416,7 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Skip git status even in a git repository
     #[arg(long)]
@@ -440,6 +449,7 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
 }
 
@@ -448,7 +458,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct Targets {
     /// Agent names
-    #[arg(value_name = "NAME", required_unless_present = "tags")]
+    #[arg(add = ArgValueCandidates::new(complete::agent_names), value_name = "NAME", required_unless_present = "tags")]
     pub names: Vec<String>,
     /// Also every agent with this tag (repeatable: all must match)
     #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
@@ -479,6 +489,7 @@ pub struct StopArgs {
 #[derive(Debug, Args)]
 pub struct CloneArgs {
     /// The agent to copy (stopped)
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub src: String,
     /// The new agent's name
     pub dst: String,
@@ -487,6 +498,7 @@ pub struct CloneArgs {
 #[derive(Debug, Args)]
 pub struct RenameArgs {
     /// The agent's current name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub old: String,
     /// The agent's new name
     pub new: String,
@@ -495,6 +507,7 @@ pub struct RenameArgs {
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// The agent
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// One JSON object per process
     #[arg(long)]
@@ -521,6 +534,7 @@ pub struct StatsArgs {
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// The profile whose login to keep (claude-code, codex, gemini)
+    #[arg(add = ArgValueCandidates::new(complete::profile_names))]
     pub profile: String,
     /// The agent's credentials file to import (default: the profile's file in your home, e.g. ~/.claude/.credentials.json)
     #[arg(long, value_name = "FILE")]
@@ -600,6 +614,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Print JSON instead of text
     #[arg(long)]
@@ -609,6 +624,7 @@ pub struct InfoArgs {
 #[derive(Debug, Args)]
 pub struct NetArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Keep printing new records until the agent exits
     #[arg(short, long)]
@@ -621,6 +637,7 @@ pub struct NetArgs {
 #[derive(Debug, Args)]
 pub struct AllowArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// A host (api.example.com), a domain (*.example.com) or an IP address
     #[arg(value_parser = host_rule_arg)]
@@ -639,6 +656,7 @@ pub struct AllowArgs {
 #[derive(Debug, Args)]
 pub struct DenyArgs {
     /// The agent
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// The rule as it was allowed (api.example.com, *.example.com, an IP address)
     #[arg(value_parser = host_rule_arg)]
@@ -651,6 +669,7 @@ pub struct DenyArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Only the last N lines
     #[arg(short = 'n', long = "lines", value_name = "N")]
@@ -667,6 +686,7 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct ScreenArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Include colours and attributes as escape sequences
     #[arg(long)]
@@ -679,6 +699,7 @@ pub struct ScreenArgs {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Text to type (words are joined with spaces)
     pub text: Vec<String>,
@@ -706,6 +727,7 @@ pub struct BroadcastArgs {
 #[derive(Debug, Args)]
 pub struct AttachArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Watch without typing
     #[arg(long)]
@@ -741,6 +763,7 @@ pub struct PurgeArgs {
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
     pub name: String,
     /// Give up after SECS seconds (exit status 124)
     #[arg(long, value_name = "SECS", value_parser = timeout_arg)]
@@ -750,7 +773,7 @@ pub struct WaitArgs {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Agent names
-    #[arg(required = true)]
+    #[arg(add = ArgValueCandidates::new(complete::agent_names), required = true)]
     pub names: Vec<String>,
     /// Kill running agents first
     #[arg(short, long)]

@@ -1,9 +1,8 @@
 //! `profiles`, `keys`, `env`, `completion`.
 
-use anyhow::{bail, Result};
-use clap::CommandFactory;
+use anyhow::{bail, Context, Result};
 
-use crate::cli::{Cli, CompletionArgs, EnvArgs, EnvCommand, LoginArgs, LogoutArgs, ProfilesArgs};
+use crate::cli::{CompletionArgs, EnvArgs, EnvCommand, LoginArgs, LogoutArgs, ProfilesArgs};
 use agentbox_engine::profiles::{self, find_credential, Found};
 use agentbox_engine::secrets::Secrets;
 use agentbox_engine::Home;
@@ -154,9 +153,21 @@ pub fn env(args: EnvArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The shell's hook: it asks `agentbox` itself for completions as you type, so agent names,
+/// profiles and task ids come from this machine (the verbs and flags from the CLI's own
+/// definition).
 pub fn completion(args: CompletionArgs) -> Result<i32> {
-    let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "agentbox", &mut std::io::stdout());
+    let shell = args.shell.to_string();
+    let me = std::env::current_exe().context("finding this program")?;
+    let out = std::process::Command::new(me)
+        .env(crate::complete::VAR, &shell)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("writing the completion hook")?;
+    if !out.status.success() || out.stdout.is_empty() {
+        bail!("no completion hook for {shell}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), &out.stdout)?;
     Ok(0)
 }
 

@@ -24,6 +24,7 @@ mod cmd_store;
 mod cmd_task;
 mod cmd_vm;
 mod cmd_watch;
+mod complete;
 mod contexts;
 mod exit;
 mod format;
@@ -60,6 +61,11 @@ fn main() {
     if let Some(code) = roles::dispatch(&args) {
         std::process::exit(code);
     }
+    // Asked by a shell's completion hook (`agentbox completion SHELL`): answers and exits.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .var(complete::VAR)
+        .bin("agentbox")
+        .complete();
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {

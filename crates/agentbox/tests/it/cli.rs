@@ -175,3 +175,38 @@ fn stop_calls_off_a_pending_restart() {
     let v: serde_json::Value = serde_json::from_str(&a.ok(&["info", "crashy", "--json"])).unwrap();
     assert!(v["agent"]["state"] != "running", "{v}");
 }
+
+/// Completion asks this machine: agent names for the verbs that take them, profiles after `-p`,
+/// the verbs themselves (through fish's protocol, the simplest of the three hooks).
+#[test]
+fn completion_knows_this_machines_agents() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "alpha", "--", "sleep", "100"]);
+    a.ok(&["spawn", "beta", "--", "sleep", "100"]);
+    let ask = |words: &[&str]| {
+        let mut all = vec!["--", "agentbox"];
+        all.extend_from_slice(words);
+        let out = a.cmd(&all).env("AGENTBOX_COMPLETE", "fish").output().unwrap();
+        assert!(out.status.success(), "{words:?}: {}", text(&out.stderr));
+        text(&out.stdout).lines().map(|l| l.split('\t').next().unwrap_or("").to_string()).collect::<Vec<_>>()
+    };
+    let names = ask(&["kill", ""]);
+    assert!(names.contains(&"alpha".to_string()) && names.contains(&"beta".to_string()), "{names:?}");
+    assert_eq!(ask(&["logs", "al"]), ["alpha"]);
+    assert!(ask(&["sto"]).contains(&"stop".to_string()));
+    assert!(ask(&["spawn", "x", "-p", "cl"]).contains(&"claude-code".to_string()));
+    // And through bash itself: the hook installed, a completion asked as bash asks it.
+    let hook = a.ok(&["completion", "bash"]);
+    let script = format!(
+        "{hook}\nCOMP_WORDS=(agentbox attach be); COMP_CWORD=2; COMP_TYPE=9; \
+         _clap_complete_agentbox agentbox be attach; echo \"got: ${{COMPREPLY[*]}}\""
+    );
+    let bash = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("AGENTBOX_HOME", &a.home)
+        .output()
+        .unwrap();
+    assert_eq!(text(&bash.stdout).trim(), "got: beta", "{}", text(&bash.stderr));
+    a.ok(&["rm", "-f", "alpha", "beta"]);
+}

@@ -215,8 +215,9 @@ fn user_profiles_and_their_errors() {
 fn completion_scripts() {
     let e = Env::new();
     for shell in ["bash", "zsh", "fish"] {
+        // The hook asks agentbox itself as the person types.
         let script = e.ok(&["completion", shell]);
-        assert!(script.contains("spawn") && script.contains("attach"), "{shell}");
+        assert!(script.contains("AGENTBOX_COMPLETE") && script.contains("agentbox"), "{shell}: {script}");
     }
     assert_eq!(e.run(&["completion", "tcsh"]).status.code(), Some(2));
 }
