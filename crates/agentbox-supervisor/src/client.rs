@@ -142,6 +142,9 @@ pub fn sandbox_handles(state_dir: &Path) -> Result<agentbox_jail::SandboxHandles
 #[derive(Debug, Clone, Copy)]
 pub struct AttachOptions {
     pub read_only: bool,
+    /// Type into the agent but leave its terminal's size as it is (a small pane of a grid
+    /// should not shrink the agent for everyone else).
+    pub keep_size: bool,
     /// The byte that detaches (Ctrl-] = 0x1d by default).
     pub detach_key: u8,
 }
@@ -163,7 +166,7 @@ pub fn attach(state_dir: &Path, opts: AttachOptions) -> Result<AttachEnd, Client
     write_frame(&mut sock, if opts.read_only { &Frame::Observe } else { &Frame::Attach })?;
     let send_size = |sock: &mut UnixStream| -> Result<(), ClientError> {
         if let Ok(size) = get_winsize(std::io::stdout().as_fd()) {
-            if size.rows > 0 && size.cols > 0 && !opts.read_only {
+            if size.rows > 0 && size.cols > 0 && !opts.read_only && !opts.keep_size {
                 write_frame(sock, &Frame::Resize { rows: size.rows, cols: size.cols })?;
             }
         }

@@ -431,6 +431,9 @@ pub struct GridArgs {
     /// Create the session but do not attach to it
     #[arg(long)]
     pub no_attach: bool,
+    /// Panes per window (tiled); more agents go to further windows
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub per_window: u16,
 }
 
 #[derive(Debug, Args)]
@@ -732,6 +735,9 @@ pub struct AttachArgs {
     /// Watch without typing
     #[arg(long)]
     pub read_only: bool,
+    /// Leave the agent's terminal size as it is (others attached keep theirs; `grid` uses it)
+    #[arg(long)]
+    pub keep_size: bool,
     /// Key that detaches, e.g. ctrl-] (default) or ctrl-q; also AGENTBOX_DETACH_KEY
     #[arg(long, value_name = "KEY")]
     pub detach_key: Option<String>,

@@ -155,8 +155,10 @@ pub fn attach(args: AttachArgs) -> Result<i32> {
         bail!("agent '{}' is {}; see its output with `agentbox logs {}`", rec.name, rec.state, rec.name);
     }
     let detach_key = detach_key(&args)?;
-    let end =
-        attach_agent(&agents::state_dir(&rec), AttachOptions { read_only: args.read_only, detach_key })?;
+    let end = attach_agent(
+        &agents::state_dir(&rec),
+        AttachOptions { read_only: args.read_only, keep_size: args.keep_size, detach_key },
+    )?;
     match end {
         AttachEnd::Detached => {
             // On the terminal, like tmux's "[detached]": attach's output is the terminal.

@@ -1,4 +1,4 @@
-//! `grid` (a tmux session with one window per running agent, each attached) and `watch` (a live
+//! `grid` (a tmux session of tiled panes, one per running agent, each attached) and `watch` (a live
 //! table of every agent with the last lines of its output).
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
@@ -39,15 +39,61 @@ pub fn grid(args: GridArgs) -> Result<i32> {
         .args(["kill-session", "-t", GRID_SESSION])
         .stderr(std::process::Stdio::null())
         .status();
-    for (i, a) in running.iter().enumerate() {
-        let attach = format!("{} attach {}", shell_quote(&exe.to_string_lossy()), a.name);
-        if i == 0 {
-            tmux(&["new-session", "-d", "-s", GRID_SESSION, "-n", &a.name, &attach])?;
-            // A bell in any agent's window shows in the status bar (an agent waiting for you).
-            tmux(&["set-option", "-t", GRID_SESSION, "monitor-bell", "on"])?;
-        } else {
-            tmux(&["new-window", "-d", "-t", GRID_SESSION, "-n", &a.name, &attach])?;
+    // Tiled panes, `per_window` to a window; each pane a live attach that leaves the agent's
+    // size alone (a pane is smaller than the agent's terminal; others see it whole).
+    let made = |args: &[&str]| -> Result<String> {
+        // `-P -F` go right after the verb: what follows the shell command is its arguments.
+        let (verb, rest) = args.split_first().context("a tmux verb")?;
+        let out = Command::new("tmux")
+            .arg(verb)
+            .args(["-P", "-F", "#{pane_id}"])
+            .args(rest)
+            .env("AGENTBOX_HOME", &home.root)
+            .output()
+            .context("running tmux (agentbox grid needs tmux: apt-get install tmux)")?;
+        if !out.status.success() {
+            bail!(
+                "tmux {} failed: {}",
+                args.first().copied().unwrap_or(""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let per = usize::from(args.per_window);
+    for (i, a) in running.iter().enumerate() {
+        let attach = format!("{} attach --keep-size {}", shell_quote(&exe.to_string_lossy()), a.name);
+        let window = format!("agents-{}", i / per + 1);
+        let target = format!("{GRID_SESSION}:{window}");
+        let pane = match (i, i % per) {
+            (0, _) => {
+                let p = made(&[
+                    "new-session",
+                    "-d",
+                    "-s",
+                    GRID_SESSION,
+                    "-n",
+                    &window,
+                    "-x",
+                    "240",
+                    "-y",
+                    "60",
+                    &attach,
+                ])?;
+                // A bell in any agent's pane shows in the status bar (an agent waiting for you).
+                tmux(&["set-option", "-t", GRID_SESSION, "monitor-bell", "on"])?;
+                tmux(&["set-option", "-t", GRID_SESSION, "pane-border-status", "top"])?;
+                p
+            }
+            (_, 0) => made(&["new-window", "-d", "-t", GRID_SESSION, "-n", &window, &attach])?,
+            _ => {
+                let p = made(&["split-window", "-d", "-t", &target, &attach])?;
+                tmux(&["select-layout", "-t", &target, "tiled"])?;
+                p
+            }
+        };
+        // The pane's border says whose it is.
+        tmux(&["select-pane", "-t", &pane, "-T", &a.name])?;
     }
     if args.no_attach || !std::io::stdin().is_terminal() {
         println!("{GRID_SESSION}");
@@ -80,36 +126,136 @@ fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
-fn frame(home: &Home, lines: usize) -> Result<String> {
+/// The table; the agent at `selected` (if any) marked. Returns it and the agents' names in
+/// order.
+fn frame(home: &Home, lines: usize, selected: Option<usize>) -> Result<(String, Vec<String>)> {
     let store = home.store()?;
     let all = agents::all(&store)?;
     let usage = measure(&all);
-    let mut out = format!("{:<20} {:<12} {:>6} {:>10}  LAST OUTPUT\n", "NAME", "STATE", "CPU%", "RSS");
-    for (a, u) in all.iter().zip(usage) {
+    let mut out = format!("  {:<20} {:<12} {:>6} {:>10}  LAST OUTPUT\n", "NAME", "STATE", "CPU%", "RSS");
+    for (i, (a, u)) in all.iter().zip(usage).enumerate() {
         let rss = if u.processes > 0 { agentbox_core::format_size(u.rss_bytes) } else { "-".into() };
-        out.push_str(&format!("{:<20} {:<12} {:>6.1} {:>10}\n", a.name, u.state, u.cpu_percent, rss));
+        let row = format!("{:<20} {:<12} {:>6.1} {:>10}", a.name, u.state, u.cpu_percent, rss);
+        if selected == Some(i) {
+            out.push_str(&format!("\x1b[7m> {row}\x1b[0m\n"));
+        } else {
+            out.push_str(&format!("  {row}\n"));
+        }
         for l in last_lines(&paths::log(&agents::state_dir(a)), lines) {
-            out.push_str(&format!("    | {l}\n"));
+            out.push_str(&format!("      | {l}\n"));
         }
     }
-    Ok(out)
+    Ok((out, all.into_iter().map(|a| a.name).collect()))
+}
+
+/// A key of `watch`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Quit,
+    Up,
+    Down,
+    Attach,
+}
+
+/// The keys in what the terminal sent: q (or Ctrl-C) quits, arrows or k/j select, Enter attaches.
+fn keys(bytes: &[u8]) -> Vec<Key> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match &bytes[i..] {
+            [0x1b, b'[', b'A', ..] | [0x1b, b'O', b'A', ..] => {
+                out.push(Key::Up);
+                i += 3;
+                continue;
+            }
+            [0x1b, b'[', b'B', ..] | [0x1b, b'O', b'B', ..] => {
+                out.push(Key::Down);
+                i += 3;
+                continue;
+            }
+            [b'q' | b'Q' | 0x03, ..] => out.push(Key::Quit),
+            [b'k', ..] => out.push(Key::Up),
+            [b'j', ..] => out.push(Key::Down),
+            [b'\r' | b'\n', ..] => out.push(Key::Attach),
+            _ => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 pub fn watch(args: WatchArgs) -> Result<i32> {
     let home = Home::open()?;
     let interval = Duration::from_secs_f64(args.interval.max(0.2));
     let mut stdout = std::io::stdout();
+    let stdin = std::io::stdin();
+    let interactive = !args.once && stdin.is_terminal();
+    let mut selected = 0usize;
     loop {
-        let f = frame(&home, args.lines)?;
-        if args.once {
+        let (f, names) = frame(&home, args.lines, interactive.then_some(selected))?;
+        if !interactive {
             stdout.write_all(f.as_bytes())?;
-            return Ok(0);
+            if args.once {
+                return Ok(0);
+            }
+            stdout.write_all(format!("\n(every {:.1}s)\n", interval.as_secs_f64()).as_bytes())?;
+            stdout.flush()?;
+            std::thread::sleep(interval);
+            continue;
         }
         // Home the cursor and clear, then draw: no flicker from a blank screen in between.
         stdout.write_all(
-            format!("\x1b[H\x1b[2J{f}\n(every {:.1}s; Ctrl-C to quit)", interval.as_secs_f64()).as_bytes(),
+            format!(
+                "\x1b[H\x1b[2J{}\r\n(every {:.1}s; arrows select, Enter attaches, q quits)",
+                f.replace('\n', "\r\n"),
+                interval.as_secs_f64()
+            )
+            .as_bytes(),
         )?;
         stdout.flush()?;
-        std::thread::sleep(interval);
+        // Keys until the next refresh, read raw (the guard restores the terminal however this
+        // ends).
+        let raw = agentbox_sys::RawTerminal::enter(std::os::fd::AsFd::as_fd(&stdin));
+        let mut fds =
+            [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&stdin), nix::poll::PollFlags::POLLIN)];
+        let ms = u16::try_from(interval.as_millis()).unwrap_or(u16::MAX);
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0);
+        let mut buf = [0u8; 64];
+        let n = if ready > 0 { nix::unistd::read(&stdin, &mut buf).unwrap_or(0) } else { 0 };
+        drop(raw);
+        for key in keys(&buf[..n]) {
+            match key {
+                Key::Quit => {
+                    stdout.write_all(b"\r\n")?;
+                    return Ok(0);
+                }
+                Key::Up => selected = selected.saturating_sub(1),
+                Key::Down => selected = (selected + 1).min(names.len().saturating_sub(1)),
+                Key::Attach => {
+                    if let Some(name) = names.get(selected) {
+                        stdout.write_all(b"\x1b[H\x1b[2J")?;
+                        stdout.flush()?;
+                        let exe = std::env::current_exe().context("locating the agentbox binary")?;
+                        let _ = Command::new(exe).args(["attach", name]).status();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_reads_its_keys() {
+        assert_eq!(
+            keys(b"\x1b[B\x1b[Bj\x1b[Ak\r"),
+            [Key::Down, Key::Down, Key::Down, Key::Up, Key::Up, Key::Attach]
+        );
+        assert_eq!(keys(b"xq"), [Key::Quit]);
+        assert_eq!(keys(b"\x03"), [Key::Quit]);
+        assert!(keys(b"\x1b").is_empty());
     }
 }

@@ -627,6 +627,21 @@ fn grid_and_watch() {
     a.screen_until("g2", "grid-two");
     let frame = a.ok(&["watch", "--once"]);
     assert!(frame.contains("g1") && frame.contains("| grid-one") && frame.contains("| grid-two"), "{frame}");
+    // On a terminal: arrows select, Enter attaches (Ctrl-] comes back), q quits.
+    let (mut child, mut master) = attach_on_pty(&a, &["watch", "-n", "0.3"]);
+    let mut seen = Vec::new();
+    read_until(&mut master, &mut seen, "> g1");
+    master.write_all(b"\x1b[B").unwrap();
+    seen.clear();
+    read_until(&mut master, &mut seen, "> g2");
+    master.write_all(b"\r").unwrap();
+    seen.clear();
+    read_until(&mut master, &mut seen, "grid-two");
+    master.write_all(b"\x1d").unwrap();
+    seen.clear();
+    read_until(&mut master, &mut seen, "q quits");
+    master.write_all(b"q").unwrap();
+    assert!(child.wait().unwrap().success());
 
     // A private tmux server for the test.
     let tmux_dir = tempfile::tempdir().unwrap();
@@ -638,13 +653,28 @@ fn grid_and_watch() {
         let o = Command::new("tmux").args(args).env("TMUX_TMPDIR", tmux_dir.path()).output().unwrap();
         text(&o.stdout)
     };
-    assert_eq!(tmux(&["list-windows", "-t", "agentbox-grid", "-F", "#W"]), "g1\ng2\n");
-    // Each window is a live attach: the agent's screen shows in its pane.
+    // One window of tiled panes, each titled with its agent and showing it live.
+    assert_eq!(tmux(&["list-windows", "-t", "agentbox-grid", "-F", "#W"]), "agents-1\n");
+    let panes = tmux(&["list-panes", "-t", "agentbox-grid:agents-1", "-F", "#{pane_title} #{pane_id}"]);
+    let pane_of = |name: &str| {
+        panes
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{panes}"))
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !tmux(&["capture-pane", "-p", "-t", "agentbox-grid:g2"]).contains("grid-two") {
-        assert!(Instant::now() < deadline, "{}", tmux(&["capture-pane", "-p", "-t", "agentbox-grid:g2"]));
+    while !tmux(&["capture-pane", "-p", "-t", &pane_of("g2")]).contains("grid-two") {
+        assert!(Instant::now() < deadline, "{}", tmux(&["capture-pane", "-p", "-t", &pane_of("g2")]));
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The panes did not resize the agents for everyone else: no size mark since g1 started
+    // (g2 was resized once, by the person attached to it from `watch` above).
+    let marks = std::fs::read_to_string(a.dir("g1").join("log.sizes")).unwrap();
+    assert_eq!(marks.lines().count(), 1, "g1 was resized: {marks}");
     tmux(&["kill-server"]);
     assert_eq!(a.state("g1"), "running", "closing the grid leaves the agents running");
 }
