@@ -66,16 +66,25 @@ pub fn revoke(home: &Home, store: &Store, name: &str, host: &HostRule, always: b
         )));
     }
     let in_config = always && crate::config::Config::load(home)?.network.allow.contains(host);
-    if !spec.egress.allow.contains(host) && !in_config {
+    let known = spec.egress.allow.contains(host) || in_config;
+    // The running proxy's list also holds one-shot grants not used yet (`allow --once`).
+    let in_proxy = if is_live_state(&rec.state) {
+        match agentbox_supervisor::revoke_host(&agents::state_dir(&rec), &host.to_string()) {
+            Ok(()) => true,
+            Err(agentbox_supervisor::ClientError::Refused(_)) => false,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        false
+    };
+    if !known && !in_proxy {
         let listed: Vec<String> = spec.egress.allow.iter().map(ToString::to_string).collect();
         bail!(Error::not_found(format!(
             "{host} is not on {name}'s allowlist (it has: {})",
             if listed.is_empty() { "nothing".to_string() } else { listed.join(", ") }
         )));
     }
-    if is_live_state(&rec.state) {
-        agentbox_supervisor::revoke_host(&agents::state_dir(&rec), &host.to_string())?;
-    } else {
+    if !is_live_state(&rec.state) {
         store.record(name, "deny", &format!("{host} (from the next start)"))?;
     }
     spec.egress.allow.retain(|r| r != host);

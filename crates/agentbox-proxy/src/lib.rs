@@ -107,9 +107,9 @@ impl ProxyHandle {
     }
 
     /// Takes `rule` off the allowlist (and its one-shot grants): new connections are decided
-    /// without it; connections open now are not cut.
-    pub fn revoke(&self, rule: &HostRule) {
-        self.shared.policy().revoke(rule);
+    /// without it; connections open now are not cut. Whether it was there.
+    pub fn revoke(&self, rule: &HostRule) -> bool {
+        self.shared.policy().revoke(rule)
     }
 }
 

@@ -39,9 +39,12 @@ impl Policy {
         }
     }
 
-    pub fn revoke(&mut self, rule: &HostRule) {
+    /// Takes `rule` off the allowlist and the one-shot grants; whether it was on either.
+    pub fn revoke(&mut self, rule: &HostRule) -> bool {
+        let before = self.spec.allow.len() + self.once.len();
         self.spec.allow.retain(|r| r != rule);
         self.once.retain(|r| r != rule);
+        self.spec.allow.len() + self.once.len() != before
     }
 
     /// Whether a secret is bound to `host` (on any port).
@@ -194,10 +197,14 @@ mod tests {
         let host = Host::parse("api.other.org").unwrap();
         p.grant("api.other.org".parse().unwrap(), false);
         assert_eq!(p.decide(&host, 443), Verdict::Allow { intercept: false });
-        p.revoke(&"api.other.org".parse().unwrap());
+        assert!(p.revoke(&"api.other.org".parse().unwrap()));
+        assert!(!p.revoke(&"api.other.org".parse().unwrap()));
+        // A one-shot grant not used yet is taken back too.
+        p.grant("api.other.org".parse().unwrap(), true);
+        assert!(p.revoke(&"api.other.org".parse().unwrap()));
         assert!(matches!(p.decide(&host, 443), Verdict::Deny(_)));
         // A host a secret is bound to stays reachable: the secret's binding allows it.
-        p.revoke(&"api.example.com".parse().unwrap());
+        let _ = p.revoke(&"api.example.com".parse().unwrap());
         assert_eq!(
             p.decide(&Host::parse("api.example.com").unwrap(), 443),
             Verdict::Allow { intercept: true }

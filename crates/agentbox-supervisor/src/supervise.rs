@@ -350,11 +350,13 @@ impl Session {
                         Frame::Error("the agent does not use the egress proxy (--network proxy)".into())
                     }
                     (_, Err(e)) => Frame::Error(e),
-                    (Some(proxy), Ok(r)) => {
-                        proxy.revoke(&r);
+                    (Some(proxy), Ok(r)) if proxy.revoke(&r) => {
                         self.recorder
                             .send(Record::Journal { event: "deny", detail: format!("{rule} (from now on)") });
                         Frame::Ack
+                    }
+                    (Some(_), Ok(_)) => {
+                        Frame::Error(format!("{rule} is not on the running proxy's allowlist"))
                     }
                 });
                 close = true;

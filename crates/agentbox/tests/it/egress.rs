@@ -440,6 +440,9 @@ fn audit_ask_and_live_allow() {
         a.ok(&["allow", "net1", "always.example.org", "--remove", "--always"]);
         let cfg = std::fs::read_to_string(a.home.join("config.toml")).unwrap();
         assert!(!cfg.contains("always.example.org") && cfg.contains("ask_timeout = 3"), "{cfg}");
+        // A one-shot grant not used yet is taken back too.
+        a.ok(&["allow", "net1", "once.example.org", "--once"]);
+        a.ok(&["deny", "net1", "once.example.org"]);
         let out = a.run(&["deny", "net1", "never.example.org"]);
         assert!(
             !out.status.success() && text(&out.stderr).contains("not on net1's allowlist"),
