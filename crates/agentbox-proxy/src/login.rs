@@ -122,7 +122,11 @@ impl Login {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         let is = |k: &str, v: &str| pairs.iter().any(|(pk, pv)| pk == k && pv == v);
         let once = |k: &str| pairs.iter().filter(|(pk, _)| pk == k).count() == 1;
-        if !(is("grant_type", "refresh_token") && is("refresh_token", ph) && once("refresh_token")) {
+        if !(is("grant_type", "refresh_token")
+            && once("grant_type")
+            && is("refresh_token", ph)
+            && once("refresh_token"))
+        {
             return Err(refused());
         }
         let mut out = form_urlencoded::Serializer::new(String::new());
@@ -293,6 +297,7 @@ mod tests {
             br#"{"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange","subject_token":"PH-R"}"#,
             br#"{"grant_type":"refresh_token","refresh_token":"PH-R","again":"PH-R"}"#,
             b"grant_type=refresh_token&refresh_token=PH-R&refresh_token=x",
+            b"grant_type=refresh_token&grant_type=token-exchange&refresh_token=PH-R",
             b"grant_type=authorization_code&code=1",
             b"PH-R",
         ] {

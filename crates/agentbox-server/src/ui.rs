@@ -57,7 +57,7 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
         "agents",
         html! {
             h1 { "Agents" }
-            form #filters.filters hx-get="/ui/agents" hx-target="#agents tbody" hx-trigger="input changed delay:250ms, change" {
+            form #filters.filters hx-get="/ui/agents" hx-target="#agents tbody" hx-trigger="input changed delay:250ms, change, submit" {
                 input type="search" name="q" placeholder="search name, tag, profile, command";
                 select name="state" {
                     option value="" { "every state" }

@@ -36,7 +36,8 @@ pub fn grid(args: GridArgs) -> Result<i32> {
     };
     // A fresh session each time, so it shows the agents running now.
     let _ = Command::new("tmux")
-        .args(["kill-session", "-t", GRID_SESSION])
+        // `=`: this session exactly, not one whose name starts the same.
+        .args(["kill-session", "-t", &format!("={GRID_SESSION}")])
         .stderr(std::process::Stdio::null())
         .status();
     // Tiled panes, `per_window` to a window; each pane a live attach that leaves the agent's
@@ -62,7 +63,14 @@ pub fn grid(args: GridArgs) -> Result<i32> {
     };
     let per = usize::from(args.per_window);
     for (i, a) in running.iter().enumerate() {
-        let attach = format!("{} attach --keep-size {}", shell_quote(&exe.to_string_lossy()), a.name);
+        // The home goes with the command: a tmux server that already runs has its own
+        // environment.
+        let attach = format!(
+            "env AGENTBOX_HOME={} {} attach --keep-size {}",
+            shell_quote(&home.root.to_string_lossy()),
+            shell_quote(&exe.to_string_lossy()),
+            a.name
+        );
         let window = format!("agents-{}", i / per + 1);
         let target = format!("{GRID_SESSION}:{window}");
         let pane = match (i, i % per) {
@@ -82,7 +90,6 @@ pub fn grid(args: GridArgs) -> Result<i32> {
                 ])?;
                 // A bell in any agent's pane shows in the status bar (an agent waiting for you).
                 tmux(&["set-option", "-t", GRID_SESSION, "monitor-bell", "on"])?;
-                tmux(&["set-option", "-t", GRID_SESSION, "pane-border-status", "top"])?;
                 p
             }
             (_, 0) => made(&["new-window", "-d", "-t", GRID_SESSION, "-n", &window, &attach])?,
@@ -92,8 +99,16 @@ pub fn grid(args: GridArgs) -> Result<i32> {
                 p
             }
         };
-        // The pane's border says whose it is.
-        tmux(&["select-pane", "-t", &pane, "-T", &a.name])?;
+        // Each window's borders name the pane's agent from an option of the pane's own, which
+        // the agent's output cannot change (a title it prints would be taken for another's).
+        // A pane whose agent ended at once stays, saying so, instead of taking the layout down.
+        if i % per == 0 {
+            for (opt, value) in [("pane-border-status", "top"), ("pane-border-format", " #{@agent} ")] {
+                tmux(&["set-option", "-w", "-t", &target, opt, value])?;
+            }
+            tmux(&["set-option", "-w", "-t", &target, "remain-on-exit", "on"])?;
+        }
+        let _ = tmux(&["set-option", "-p", "-t", &pane, "@agent", &a.name]);
     }
     if args.no_attach || !std::io::stdin().is_terminal() {
         println!("{GRID_SESSION}");
@@ -191,8 +206,14 @@ pub fn watch(args: WatchArgs) -> Result<i32> {
     let stdin = std::io::stdin();
     let interactive = !args.once && stdin.is_terminal();
     let mut selected = 0usize;
+    // Raw for as long as it runs (keys typed while a frame is drawn are not echoed nor lost),
+    // cooked only while a person is attached to an agent; the guard restores the terminal
+    // however this ends.
+    let mut raw = interactive.then(|| agentbox_sys::RawTerminal::enter(std::os::fd::AsFd::as_fd(&stdin)));
+    let mut note = String::new();
     loop {
         let (f, names) = frame(&home, args.lines, interactive.then_some(selected))?;
+        selected = selected.min(names.len().saturating_sub(1));
         if !interactive {
             stdout.write_all(f.as_bytes())?;
             if args.once {
@@ -206,23 +227,19 @@ pub fn watch(args: WatchArgs) -> Result<i32> {
         // Home the cursor and clear, then draw: no flicker from a blank screen in between.
         stdout.write_all(
             format!(
-                "\x1b[H\x1b[2J{}\r\n(every {:.1}s; arrows select, Enter attaches, q quits)",
+                "\x1b[H\x1b[2J{}\r\n{note}(every {:.1}s; arrows select, Enter attaches, q quits)",
                 f.replace('\n', "\r\n"),
                 interval.as_secs_f64()
             )
             .as_bytes(),
         )?;
         stdout.flush()?;
-        // Keys until the next refresh, read raw (the guard restores the terminal however this
-        // ends).
-        let raw = agentbox_sys::RawTerminal::enter(std::os::fd::AsFd::as_fd(&stdin));
         let mut fds =
             [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&stdin), nix::poll::PollFlags::POLLIN)];
         let ms = u16::try_from(interval.as_millis()).unwrap_or(u16::MAX);
         let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0);
         let mut buf = [0u8; 64];
         let n = if ready > 0 { nix::unistd::read(&stdin, &mut buf).unwrap_or(0) } else { 0 };
-        drop(raw);
         for key in keys(&buf[..n]) {
             match key {
                 Key::Quit => {
@@ -235,8 +252,18 @@ pub fn watch(args: WatchArgs) -> Result<i32> {
                     if let Some(name) = names.get(selected) {
                         stdout.write_all(b"\x1b[H\x1b[2J")?;
                         stdout.flush()?;
+                        drop(raw.take());
                         let exe = std::env::current_exe().context("locating the agentbox binary")?;
-                        let _ = Command::new(exe).args(["attach", name]).status();
+                        let out = Command::new(exe)
+                            .args(["attach", name])
+                            .stderr(std::process::Stdio::piped())
+                            .spawn();
+                        note = match out.and_then(|c| c.wait_with_output()) {
+                            Ok(o) if o.status.success() => String::new(),
+                            Ok(o) => format!("{}\r\n", String::from_utf8_lossy(&o.stderr).trim()),
+                            Err(e) => format!("agentbox: attach {name}: {e}\r\n"),
+                        };
+                        raw = Some(agentbox_sys::RawTerminal::enter(std::os::fd::AsFd::as_fd(&stdin)));
                     }
                 }
             }

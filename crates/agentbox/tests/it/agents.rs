@@ -621,7 +621,7 @@ fn pre_and_post_spawn_hooks() {
 fn grid_and_watch() {
     require!("tmux");
     let a = Agents::new(As::Caller);
-    a.ok(&["spawn", "g1", "--", "sh", "-c", "echo grid-one; exec sleep 300"]);
+    a.ok(&["spawn", "g1", "--", "sh", "-c", "printf '\\033]2;g2\\007'; echo grid-one; exec sleep 300"]);
     a.ok(&["spawn", "g2", "--", "sh", "-c", "echo grid-two; exec sleep 300"]);
     a.screen_until("g1", "grid-one");
     a.screen_until("g2", "grid-two");
@@ -655,7 +655,9 @@ fn grid_and_watch() {
     };
     // One window of tiled panes, each titled with its agent and showing it live.
     assert_eq!(tmux(&["list-windows", "-t", "agentbox-grid", "-F", "#W"]), "agents-1\n");
-    let panes = tmux(&["list-panes", "-t", "agentbox-grid:agents-1", "-F", "#{pane_title} #{pane_id}"]);
+    // The names come from the panes' own option: g1 printed a title naming g2, to no effect.
+    let panes = tmux(&["list-panes", "-t", "agentbox-grid:agents-1", "-F", "#{@agent} #{pane_id}"]);
+    assert_eq!(panes.lines().count(), 2, "{panes}");
     let pane_of = |name: &str| {
         panes
             .lines()
