@@ -81,6 +81,28 @@ impl Home {
 
 /// Creates `dir` (and parents) with mode 0700 and tightens an existing one. On a read-only file
 /// system an existing directory is taken as it is (reading it is all that can happen there).
+/// Replaces the file at `path` with what `fill` writes: a new file (owner-only from the start),
+/// synced, then renamed over the old one, so a reader sees the old file or the new, whole.
+pub fn replace_private_file(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fill(&mut f).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
 pub fn private_dir(dir: &Path) -> Result<()> {
     let read_only = |e: &std::io::Error| e.raw_os_error() == Some(nix::libc::EROFS) && dir.is_dir();
     match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {

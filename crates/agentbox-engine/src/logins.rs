@@ -69,19 +69,9 @@ fn read(path: &Path) -> Result<Record> {
     serde_json::from_slice(&text).map_err(|e| crate::err!("{} is damaged: {e}", path.display()))
 }
 
-/// Writes a new file (0600 from the start) and renames it over the old one.
 fn write(path: &Path, rec: &Record) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec_pretty(rec)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    let bytes = serde_json::to_vec_pretty(rec)?;
+    crate::home::replace_private_file(path, |f| f.write_all(&bytes))
 }
 
 /// Imports the person's login of `profile` from `from` (default: the profile's credentials file

@@ -18,14 +18,7 @@ pub fn allow(
     once: bool,
     always: bool,
 ) -> Result<()> {
-    let rec = agents::get(store, name)?;
-    let mut spec = SandboxSpec::decode(&rec.spec)?;
-    if spec.network != NetworkMode::Proxy {
-        bail!(Error::conflict(format!(
-            "{name} runs with --network {}; only agents with --network proxy have an allowlist",
-            spec.network
-        )));
-    }
+    let (rec, mut spec) = proxied(store, name)?;
     if once && always {
         bail!(Error::invalid("once and always exclude each other"));
     }
@@ -53,18 +46,24 @@ pub fn allow(
     Ok(())
 }
 
-/// Takes `host` off an agent's allowlist (its running proxy's and its stored spec's, so a
-/// restart keeps it off); with `always` off the config's `[network] allow` too. Hosts a secret
-/// is bound to stay reachable while the secret is.
-pub fn revoke(home: &Home, store: &Store, name: &str, host: &HostRule, always: bool) -> Result<()> {
+/// An agent with an allowlist (`--network proxy`) and its spec; others are refused.
+fn proxied(store: &Store, name: &str) -> Result<(agentbox_store::AgentRecord, SandboxSpec)> {
     let rec = agents::get(store, name)?;
-    let mut spec = SandboxSpec::decode(&rec.spec)?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
     if spec.network != NetworkMode::Proxy {
         bail!(Error::conflict(format!(
             "{name} runs with --network {}; only agents with --network proxy have an allowlist",
             spec.network
         )));
     }
+    Ok((rec, spec))
+}
+
+/// Takes `host` off an agent's allowlist (its running proxy's and its stored spec's, so a
+/// restart keeps it off); with `always` off the config's `[network] allow` too. Hosts a secret
+/// is bound to stay reachable while the secret is.
+pub fn revoke(home: &Home, store: &Store, name: &str, host: &HostRule, always: bool) -> Result<()> {
+    let (rec, mut spec) = proxied(store, name)?;
     let in_config = always && crate::config::Config::load(home)?.network.allow.contains(host);
     let known = spec.egress.allow.contains(host) || in_config;
     // The running proxy's list also holds one-shot grants not used yet (`allow --once`).

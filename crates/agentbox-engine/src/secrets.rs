@@ -4,7 +4,7 @@
 //! names the variable.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::bail;
@@ -83,18 +83,11 @@ impl Secrets {
 
     /// Writes a new file (0600 from the start) and renames it over the old one.
     fn save(&self) -> Result<()> {
-        let tmp = self.path.with_extension("env.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        for (k, v) in &self.entries {
-            writeln!(f, "{k}={v}")?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))
+        crate::home::replace_private_file(&self.path, |f| {
+            for (k, v) in &self.entries {
+                writeln!(f, "{k}={v}")?;
+            }
+            Ok(())
+        })
     }
 }

@@ -193,22 +193,9 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
+/// `hay` with every `needle` replaced (the swap's own replace; unchanged when there is none).
 fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    if needle.is_empty() {
-        return hay.to_vec();
-    }
-    let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    out
+    crate::swap::replace_all(hay, needle, with).unwrap_or_else(|| hay.to_vec())
 }
 
 #[cfg(test)]
