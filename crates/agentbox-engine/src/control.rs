@@ -32,6 +32,8 @@ pub trait Control {
     fn screen(&self, name: &str, ansi: bool) -> Result<ScreenView>;
     /// A byte range of the agent's log (see [`crate::logs::log_range_at`]).
     fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes>;
+    /// Where the agent's output written at or after `ms` (Unix milliseconds) starts in its log.
+    fn log_offset(&self, name: &str, ms: u64) -> Result<u64>;
     /// The log's last `lines` lines (as bytes, or as its screen showed them), and where the log
     /// ends (for a follower to go on from).
     fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)>;
@@ -127,6 +129,10 @@ impl Control for Local {
 
     fn log_range(&self, name: &str, offset: Option<u64>, raw: bool) -> Result<LogBytes> {
         crate::logs::read_range(&self.store, name, offset, raw)
+    }
+
+    fn log_offset(&self, name: &str, ms: u64) -> Result<u64> {
+        crate::logs::agent_offset_at(&self.store, name, ms)
     }
 
     fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)> {

@@ -8,7 +8,7 @@ use agentbox_supervisor::paths;
 
 use crate::agents;
 use crate::error::{Context, Result};
-use crate::views::{LogBytes, LogChunk};
+use crate::views::{LogBytes, LogChunk, TimeMark};
 
 /// Terminal output as plain text: escape sequences removed, CRLF as LF.
 pub fn plain(bytes: &[u8]) -> Vec<u8> {
@@ -106,6 +106,7 @@ pub fn log_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: b
         size: b.size,
         data: String::from_utf8_lossy(&b.data).into_owned(),
         sizes: b.sizes,
+        times: b.times,
     })
 }
 
@@ -119,7 +120,14 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(LogBytes { offset: 0, next_offset: 0, size: 0, data: Vec::new(), sizes: Vec::new() })
+            return Ok(LogBytes {
+                offset: 0,
+                next_offset: 0,
+                size: 0,
+                data: Vec::new(),
+                sizes: Vec::new(),
+                times: Vec::new(),
+            })
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
@@ -137,7 +145,132 @@ pub fn read_range_at(path: &Path, offset: Option<u64>, limit: Option<u64>, raw: 
     file.take(limit).read_to_end(&mut bytes)?;
     let next_offset = offset + bytes.len() as u64;
     let data = if raw { bytes } else { plain(&bytes) };
-    Ok(LogBytes { offset, next_offset, size, data, sizes: size_marks(path) })
+    let times = marks_within(time_marks(path), offset, next_offset);
+    Ok(LogBytes { offset, next_offset, size, data, sizes: size_marks(path), times })
+}
+
+/// The time marks the supervisor wrote next to the log file at `log`, in order (none for a log
+/// from before them).
+pub fn time_marks(log: &Path) -> Vec<TimeMark> {
+    let text = std::fs::read_to_string(paths::log_times(log)).unwrap_or_default();
+    let mut marks: Vec<TimeMark> = text
+        .lines()
+        .filter_map(|l| {
+            let (offset, ms) = l.split_once(' ')?;
+            Some(TimeMark { offset: offset.parse().ok()?, ms: ms.parse().ok()? })
+        })
+        .collect();
+    marks.sort_by_key(|m| m.offset);
+    marks
+}
+
+/// The marks that date the bytes `from..to`: the last one at or before `from`, and those after.
+fn marks_within(marks: Vec<TimeMark>, from: u64, to: u64) -> Vec<TimeMark> {
+    let first = marks.iter().rposition(|m| m.offset <= from).unwrap_or(0);
+    marks.into_iter().skip(first).take_while(|m| m.offset <= to).collect()
+}
+
+/// Where the output written at or after `ms` (Unix milliseconds) starts in the log file at
+/// `log`: the first mark that late, else the log's end (nothing was written since). A log
+/// without marks starts at 0.
+pub fn offset_at(log: &Path, ms: u64) -> u64 {
+    let marks = time_marks(log);
+    if marks.is_empty() {
+        return 0;
+    }
+    match marks.iter().find(|m| m.ms >= ms) {
+        Some(m) => m.offset,
+        None => std::fs::metadata(log).map_or(0, |m| m.len()),
+    }
+}
+
+/// [`offset_at`] for an agent's log.
+pub fn agent_offset_at(store: &Store, name: &str, ms: u64) -> Result<u64> {
+    Ok(offset_at(&paths::log(&agents::state_dir(&agents::get(store, name)?)), ms))
+}
+
+/// A log's bytes as lines, each with the time it began to be written (`logs --timestamps`).
+/// Lines are what a line-oriented program wrote: escape sequences dropped, a carriage return
+/// or backspace overwrites as on a terminal.
+#[derive(Debug, Default)]
+pub struct StampedLines {
+    /// The bytes of a line not ended yet, and where in the log it began.
+    partial: Vec<u8>,
+    start: u64,
+    /// The last mark seen: it dates bytes until the next.
+    marks: Vec<TimeMark>,
+}
+
+impl StampedLines {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn stamp(&self, offset: u64) -> Option<u64> {
+        self.marks.iter().rfind(|m| m.offset <= offset).or(self.marks.first()).map(|m| m.ms)
+    }
+
+    /// Feeds the raw bytes of a chunk read from `offset`, with its marks; returns the lines
+    /// it ended, each with its time (None: the log has no marks).
+    pub fn feed(&mut self, offset: u64, bytes: &[u8], times: &[TimeMark]) -> Vec<(Option<u64>, String)> {
+        for m in times {
+            if self.marks.last().is_none_or(|l| l.offset < m.offset) {
+                self.marks.push(*m);
+            }
+        }
+        let mut out = Vec::new();
+        let mut at = offset;
+        for piece in bytes.split_inclusive(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                self.start = at;
+            }
+            self.partial.extend_from_slice(piece);
+            at += piece.len() as u64;
+            if piece.ends_with(b"\n") {
+                out.push((self.stamp(self.start), line_text(&std::mem::take(&mut self.partial))));
+            }
+        }
+        // Only the marks that can still date a line are kept.
+        if let Some(keep) = self.marks.iter().rposition(|m| m.offset <= self.start.max(offset)) {
+            self.marks.drain(..keep);
+        }
+        out
+    }
+
+    /// The last line, if the log does not end with a newline.
+    pub fn finish(self) -> Option<(Option<u64>, String)> {
+        (!self.partial.is_empty()).then(|| (self.stamp(self.start), line_text(&self.partial)))
+    }
+}
+
+/// One line of terminal output as the terminal showed it: escape sequences dropped, `\r` back
+/// to the start and `\b` back one column, overwriting.
+fn line_text(bytes: &[u8]) -> String {
+    let mut cells: Vec<char> = Vec::new();
+    let mut col: usize = 0;
+    // Escape sequences hold no `\r` or `\b`: each run between them is stripped on its own.
+    for run in bytes.split_inclusive(|b| matches!(b, b'\r' | 0x08)) {
+        let (text, control) = match run.split_last() {
+            Some((c @ (b'\r' | 0x08), text)) => (text, Some(*c)),
+            _ => (run, None),
+        };
+        for c in String::from_utf8_lossy(&strip_ansi_escapes::strip(text)).chars() {
+            if c.is_control() && c != '\t' {
+                continue;
+            }
+            match cells.get_mut(col) {
+                Some(cell) => *cell = c,
+                None => cells.push(c),
+            }
+            col += 1;
+        }
+        match control {
+            Some(b'\r') => col = 0,
+            Some(_) => col = col.saturating_sub(1),
+            None => {}
+        }
+    }
+    cells.into_iter().collect::<String>().trim_end().to_string()
 }
 
 /// An agent's output as the lines its screen showed, in order: the log replayed through a
@@ -328,7 +461,14 @@ mod tests {
             SizeMark { offset: 0, rows: 24, cols: 80 },
             SizeMark { offset: before.len() as u64, rows: 30, cols: 100 },
         ];
-        let b = LogBytes { offset: 0, next_offset: 0, size: 0, data: bytes.clone(), sizes: marks.to_vec() };
+        let b = LogBytes {
+            offset: 0,
+            next_offset: 0,
+            size: 0,
+            data: bytes.clone(),
+            sizes: marks.to_vec(),
+            times: Vec::new(),
+        };
         let text = String::from_utf8(render_bytes(&b)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines, [format!("{}|", "a".repeat(99)), format!("{}#", "b".repeat(99))], "{text}");
@@ -351,6 +491,38 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 100);
         assert_eq!((lines[0], lines[99]), ("n0", "n99"));
+    }
+
+    /// Each line carries the time of the mark before its first byte; a progress line redrawn
+    /// with `\r` reads as its last state; a line split across chunks is one line.
+    #[test]
+    fn stamped_lines_take_the_time_their_first_byte_was_written() {
+        let mark = |offset, ms| TimeMark { offset, ms };
+        let mut s = StampedLines::new();
+        let lines = s.feed(0, b"one\r\nprogress 1%\rprogress 99%\r\nhal", &[mark(0, 1000), mark(5, 2000)]);
+        assert_eq!(lines, [(Some(1000), "one".into()), (Some(2000), "progress 99%".into())]);
+        let lines = s.feed(34, b"f\x1b[1mbold\x1b[0m\nlast", &[mark(30, 2000), mark(40, 3000)]);
+        assert_eq!(lines, [(Some(2000), "halfbold".into())]);
+        assert_eq!(s.finish(), Some((Some(3000), "last".into())));
+        assert_eq!(line_text(b"abc\x08\x08X\r\n"), "aXc");
+        // A log without marks: lines without times.
+        let mut s = StampedLines::new();
+        assert_eq!(s.feed(0, b"x\n", &[]), [(None, "x".into())]);
+    }
+
+    #[test]
+    fn the_offset_of_a_time_is_the_first_mark_that_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        assert_eq!(offset_at(&log, 5), 0, "no log, no marks");
+        std::fs::write(&log, b"0123456789").unwrap();
+        std::fs::write(paths::log_times(&log), "0 1000\n4 2000\n8 3000\n").unwrap();
+        assert_eq!(offset_at(&log, 0), 0);
+        assert_eq!(offset_at(&log, 1500), 4);
+        assert_eq!(offset_at(&log, 3000), 8);
+        assert_eq!(offset_at(&log, 3001), 10, "nothing since: the end");
+        let b = read_range_at(&log, Some(5), Some(2), true).unwrap();
+        assert_eq!(b.times, [TimeMark { offset: 4, ms: 2000 }], "the mark before the range dates it");
     }
 
     #[test]

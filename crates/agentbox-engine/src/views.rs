@@ -144,6 +144,18 @@ pub struct LogChunk {
     /// as a screen (a transcript) draws each part at its size.
     #[serde(default)]
     pub sizes: Vec<SizeMark>,
+    /// When the bytes of this range were written: the last mark at or before `offset`, then
+    /// those up to `next_offset` (a client stamps lines with them, `logs --timestamps`).
+    #[serde(default)]
+    pub times: Vec<TimeMark>,
+}
+
+/// The byte at `offset` of a log file was written at `ms` (Unix time in milliseconds), and the
+/// bytes up to the next mark within a second of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TimeMark {
+    pub offset: u64,
+    pub ms: u64,
 }
 
 /// From `offset` of a log file on, its output was drawn for a terminal of `rows` x `cols`.
@@ -170,6 +182,7 @@ pub struct LogBytes {
     pub size: u64,
     pub data: Vec<u8>,
     pub sizes: Vec<SizeMark>,
+    pub times: Vec<TimeMark>,
 }
 
 impl From<LogChunk> for LogBytes {
@@ -180,6 +193,7 @@ impl From<LogChunk> for LogBytes {
             size: c.size,
             data: c.data.into_bytes(),
             sizes: c.sizes,
+            times: c.times,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct LogsQuery {
     limit: Option<u64>,
     /// Keep escape sequences.
     raw: Option<bool>,
+    /// Without `offset`: start at the output written at or after this time (Unix time in
+    /// milliseconds; to the second). With `limit=0` this asks only where that is (`offset`).
+    since: Option<u64>,
 }
 
 /// An agent's output log: a byte range, or with `Accept: text/event-stream` every new chunk as a
@@ -50,8 +53,16 @@ pub async fn get_logs(
     let raw = q.raw.unwrap_or(false);
     let home = state.home.clone();
     let n = name.clone();
-    let first =
-        blocking(move || with_store(&home, |s| logs::log_range(s, &n, q.offset, q.limit, raw))).await?;
+    let first = blocking(move || {
+        with_store(&home, |s| {
+            let offset = match (q.offset, q.since) {
+                (None, Some(ms)) => Some(logs::agent_offset_at(s, &n, ms)?),
+                (offset, _) => offset,
+            };
+            logs::log_range(s, &n, offset, q.limit, raw)
+        })
+    })
+    .await?;
     if !wants_stream(&headers) {
         return Ok(Json(first).into_response());
     }

@@ -10,6 +10,8 @@
 //! Next to the log, `log.sizes` says at which offsets the terminal changed size (`OFFSET ROWS
 //! COLS` per line): a TUI redraws for the size it has, and its log reads as text only when it
 //! is replayed at that size (`agentbox logs` after someone attached from a larger terminal).
+//! `log.times` says when output was written (`OFFSET UNIX_MS`, at most one mark a second, so
+//! its cost does not grow with how often the agent writes): `logs --since` and `--timestamps`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -32,9 +34,20 @@ pub(crate) struct LogFile {
     pending: Vec<u8>,
     /// The terminal's size (rows, columns), as the last mark in `log.sizes` says.
     term: (u16, u16),
+    /// When the last time mark was written (Unix ms).
+    marked_at: u64,
 }
 
-use crate::paths::log_sizes as sizes_path;
+/// A mark at most this often: the timestamps are to the second.
+const TIME_MARK_EVERY_MS: u64 = 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+use crate::paths::{log_sizes as sizes_path, log_times as times_path};
 
 fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o600).open(path)
@@ -46,7 +59,8 @@ impl LogFile {
         let file = open(path)?;
         let size = file.metadata()?.len();
         let half = (limit / 2).max(MIN_HALF);
-        let log = Self { path: path.to_path_buf(), file, size, half, pending: Vec::new(), term };
+        let log =
+            Self { path: path.to_path_buf(), file, size, half, pending: Vec::new(), term, marked_at: 0 };
         log.mark(size);
         Ok(log)
     }
@@ -66,6 +80,14 @@ impl LogFile {
         let _ = open(&sizes_path(&self.path)).and_then(|mut f| f.write_all(line.as_bytes()));
     }
 
+    /// Appends a time mark: the bytes from `offset` on were written now. Best effort, as a size
+    /// mark is: without it they count as written at the mark before.
+    fn mark_time(&mut self, offset: u64) {
+        self.marked_at = now_ms();
+        let line = format!("{offset} {}\n", self.marked_at);
+        let _ = open(&times_path(&self.path)).and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+
     /// Whether output waits for disk space.
     pub(crate) fn blocked(&self) -> bool {
         !self.pending.is_empty()
@@ -74,6 +96,9 @@ impl LogFile {
     /// Appends `data` (after anything still pending). Returns whether the log is now blocked by
     /// a full disk.
     pub(crate) fn write(&mut self, data: &[u8]) -> std::io::Result<bool> {
+        if !data.is_empty() && now_ms().saturating_sub(self.marked_at) >= TIME_MARK_EVERY_MS {
+            self.mark_time(self.size + self.pending.len() as u64);
+        }
         self.pending.extend_from_slice(data);
         self.flush()
     }
@@ -105,9 +130,12 @@ impl LogFile {
         let old = PathBuf::from(format!("{}.1", self.path.display()));
         std::fs::rename(&self.path, &old)?;
         let _ = std::fs::rename(sizes_path(&self.path), sizes_path(&old));
+        let _ = std::fs::rename(times_path(&self.path), times_path(&old));
         self.file = open(&self.path)?;
         self.size = 0;
         self.mark(0);
+        // What is flushed into the new file was read from the terminal just now.
+        self.mark_time(0);
         Ok(())
     }
 }
@@ -135,5 +163,33 @@ mod tests {
         let marks = std::fs::read_to_string(sizes_path(&path)).unwrap();
         assert_eq!(marks, format!("0 24 80\n{cur} 50 200\n"));
         assert_eq!(std::fs::read_to_string(dir.path().join("log.1.sizes")).unwrap(), "0 24 80\n");
+        // Time marks: each file starts with one, at most one a second follows.
+        for p in [times_path(&path), dir.path().join("log.1.times")] {
+            let marks = std::fs::read_to_string(&p).unwrap();
+            let first = marks.lines().next().unwrap_or_default();
+            assert!(first.starts_with("0 ") && marks.lines().count() <= 3, "{}: {marks}", p.display());
+        }
+    }
+
+    /// A write after a quiet second gets a mark at its first byte, with the time it came.
+    #[test]
+    fn output_after_a_pause_is_marked_with_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = LogFile::open(&path, 1 << 20, (24, 80)).unwrap();
+        log.write(b"one\n").unwrap();
+        log.write(b"two\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let before = now_ms();
+        log.write(b"three\n").unwrap();
+        let marks: Vec<(u64, u64)> = std::fs::read_to_string(times_path(&path))
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(' ').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())).unwrap())
+            .collect();
+        assert_eq!(marks.len(), 2, "{marks:?}");
+        assert_eq!(marks[0].0, 0);
+        assert_eq!(marks[1].0, 8, "the mark is at the first byte of the later write");
+        assert!(marks[1].1 >= before && marks[1].1 - marks[0].1 >= 1000, "{marks:?}");
     }
 }

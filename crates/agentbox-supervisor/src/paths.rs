@@ -13,6 +13,11 @@ pub fn log(state_dir: &Path) -> PathBuf {
 pub fn log_sizes(log: &Path) -> PathBuf {
     PathBuf::from(format!("{}.sizes", log.display()))
 }
+/// The time marks of the log file at `log` (`log.times`, `log.1.times`): `OFFSET UNIX_MS` per
+/// line, the time the byte at that offset was written (one mark a second at most).
+pub fn log_times(log: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.times", log.display()))
+}
 pub fn screen_text(state_dir: &Path) -> PathBuf {
     state_dir.join("screen.txt")
 }

@@ -682,8 +682,41 @@ pub struct LogsArgs {
     pub follow: bool,
     /// The bytes as the agent wrote them (escape sequences, carriage returns); without it, the
     /// lines its screen showed
-    #[arg(long)]
+    #[arg(long, conflicts_with = "timestamps")]
     pub raw: bool,
+    /// Only output written since WHEN: a duration ago (90s, 10m, 2h) or a time in UTC
+    /// (2026-11-29T10:00:00Z, "2026-11-29 10:00"), or Unix seconds
+    #[arg(long, value_name = "WHEN", value_parser = when_arg)]
+    pub since: Option<u64>,
+    /// Only output written before WHEN (as for --since)
+    #[arg(long, value_name = "WHEN", value_parser = when_arg, conflicts_with = "follow")]
+    pub until: Option<u64>,
+    /// Each line with the time it was written (UTC, to the second), line by line as written
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+/// `--since`/`--until`: a duration before now, a UTC time, or Unix seconds, as Unix ms.
+fn when_arg(s: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now();
+    let t = s.trim();
+    let at = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<u64>().ok().and_then(|secs| secs.checked_mul(1000)).map(std::time::Duration::from_millis)
+    } else if let Ok(ago) = agentbox_core::parse_duration(t) {
+        now.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|n| n.checked_sub(std::time::Duration::from_secs(ago)))
+    } else {
+        let full = match t.len() {
+            10 => format!("{t} 00:00:00"),
+            16 => format!("{t}:00"),
+            _ => t.to_string(),
+        };
+        humantime::parse_rfc3339_weak(&full).ok().and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+    };
+    at.and_then(|d| u64::try_from(d.as_millis()).ok()).ok_or_else(|| {
+        format!("'{s}' is not a time: use a duration ago (10m, 2h), a UTC time (2026-11-29T10:00:00Z) or Unix seconds")
+    })
 }
 
 #[derive(Debug, Args)]

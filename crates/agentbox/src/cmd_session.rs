@@ -1,12 +1,13 @@
 //! `logs`, `screen`, `send`, `broadcast` (here or on a server) and `attach` (here; see
 //! `remote_attach` for a server).
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use agentbox_engine::agents::{self, is_live_state};
 use agentbox_engine::control::Control;
-use agentbox_engine::logs::{Transcript, TERMINAL};
+use agentbox_engine::logs::{StampedLines, Transcript, TERMINAL};
 use agentbox_engine::views::Filter;
 use agentbox_engine::Home;
 use agentbox_supervisor::{attach as attach_agent, AttachEnd, AttachOptions};
@@ -17,43 +18,23 @@ use crate::cli::{AttachArgs, BroadcastArgs, LogsArgs, ScreenArgs, SendArgs};
 pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
     // Raw bytes are the agent's: on a terminal they pass the same filter as attach.
     let mut out = agentbox_sys::SandboxOutput::new(std::io::stdout().lock(), std::io::stdout().is_terminal());
-    let mut offset = match (args.lines, args.raw) {
+    let window = args.since.is_some() || args.until.is_some() || args.timestamps;
+    let mut stamped = args.timestamps.then(StampedLines::new);
+    let mut offset = match args.lines {
         // The last lines (as the screen showed them, or as bytes), read from the end: a huge log
         // costs what its end does.
-        (Some(n), raw) => {
-            let (tail, end) = c.log_tail(&args.name, n, raw)?;
+        Some(n) if !window => {
+            let (tail, end) = c.log_tail(&args.name, n, args.raw)?;
             out.write(&tail)?;
             end
         }
-        // Everything logged so far, chunk by chunk as it is read: rendered through a terminal
-        // model (cursor movement drawn, not dropped), or as bytes.
-        (None, raw) => {
-            let mut transcript: Option<Transcript> = None;
-            let mut offset = 0;
-            loop {
-                let chunk = c.log_range(&args.name, Some(offset), true)?;
-                // Drawn at the sizes the terminal had (marks in the log's first chunk).
-                let transcript = transcript.get_or_insert_with(|| {
-                    Transcript::replaying(TERMINAL.0, TERMINAL.1, &chunk.sizes, chunk.offset)
-                });
-                transcript.at(chunk.offset);
-                if raw {
-                    out.write(&chunk.data)?;
-                } else {
-                    for line in transcript.feed(&chunk.data) {
-                        out.write(format!("{line}\n").as_bytes())?;
-                    }
-                }
-                offset = chunk.next_offset;
-                if chunk.data.is_empty() || offset >= chunk.size {
-                    break;
-                }
-            }
-            if let (false, Some(transcript)) = (raw, transcript) {
-                for line in transcript.finish() {
-                    out.write(format!("{line}\n").as_bytes())?;
-                }
-            }
+        // Everything logged in the window, chunk by chunk as it is read.
+        _ => {
+            let start = args.since.map(|ms| c.log_offset(&args.name, ms)).transpose()?.unwrap_or(0);
+            let end = args.until.map(|ms| c.log_offset(&args.name, ms.saturating_add(1))).transpose()?;
+            let mut sink = Sink { out: &mut out, keep: args.lines, kept: VecDeque::new(), raw: Vec::new() };
+            let offset = read_window(c, &args, start, end, stamped.as_mut(), &mut sink)?;
+            sink.finish()?;
             offset
         }
     };
@@ -62,16 +43,135 @@ pub fn logs(c: &dyn Control, args: LogsArgs) -> Result<i32> {
     }
     loop {
         let live = c.get(&args.name)?.is_live();
-        let chunk = c.log_range(&args.name, Some(offset), args.raw)?;
+        let chunk = c.log_range(&args.name, Some(offset), args.raw || stamped.is_some())?;
         offset = chunk.next_offset;
         if !chunk.data.is_empty() {
-            out.write(&chunk.data)?;
+            match stamped.as_mut() {
+                Some(s) => {
+                    for line in s.feed(chunk.offset, &chunk.data, &chunk.times) {
+                        out.write(stamp_line(line).as_bytes())?;
+                    }
+                }
+                None => out.write(&chunk.data)?,
+            }
         } else if !live {
+            if let Some(last) = stamped.and_then(StampedLines::finish) {
+                out.write(stamp_line(last).as_bytes())?;
+            }
             return Ok(0);
         } else {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Where `logs` output goes: straight out, or (with `-n` and a window) only the last lines.
+struct Sink<'a, W: std::io::Write> {
+    out: &'a mut agentbox_sys::SandboxOutput<W>,
+    keep: Option<usize>,
+    kept: VecDeque<String>,
+    /// Raw bytes kept for `-n` (their last lines).
+    raw: Vec<u8>,
+}
+
+impl<W: std::io::Write> Sink<'_, W> {
+    fn line(&mut self, line: String) -> Result<()> {
+        match self.keep {
+            None => self.out.write(format!("{line}\n").as_bytes())?,
+            Some(n) => {
+                self.kept.push_back(line);
+                while self.kept.len() > n {
+                    self.kept.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self, data: &[u8]) -> Result<()> {
+        match self.keep {
+            None => self.out.write(data)?,
+            Some(n) => {
+                self.raw.extend_from_slice(data);
+                self.raw = agentbox_engine::logs::tail_lines(&self.raw, n + 1).to_vec();
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Some(n) = self.keep {
+            self.out.write(agentbox_engine::logs::tail_lines(&self.raw, n))?;
+            for line in self.kept {
+                self.out.write(format!("{line}\n").as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the log from `start` to `end` (or its end) into `sink`: rendered through a terminal
+/// model (cursor movement drawn, not dropped, each part at the size the terminal had), as
+/// bytes, or as stamped lines. Returns where it stopped (for a follower to go on from).
+fn read_window<W: std::io::Write>(
+    c: &dyn Control,
+    args: &LogsArgs,
+    start: u64,
+    end: Option<u64>,
+    mut stamped: Option<&mut StampedLines>,
+    sink: &mut Sink<'_, W>,
+) -> Result<u64> {
+    let mut transcript: Option<Transcript> = None;
+    let mut offset = start;
+    while end.is_none_or(|e| offset < e) {
+        let mut chunk = c.log_range(&args.name, Some(offset), true)?;
+        if let Some(e) = end {
+            chunk.data.truncate(usize::try_from(e.saturating_sub(chunk.offset)).unwrap_or(usize::MAX));
+        }
+        let at = chunk.offset;
+        if args.raw {
+            sink.bytes(&chunk.data)?;
+        } else if let Some(s) = stamped.as_deref_mut() {
+            for line in s.feed(at, &chunk.data, &chunk.times) {
+                sink.line(stamp_line(line).trim_end().to_string())?;
+            }
+        } else {
+            let t = transcript
+                .get_or_insert_with(|| Transcript::replaying(TERMINAL.0, TERMINAL.1, &chunk.sizes, at));
+            t.at(at);
+            for line in t.feed(&chunk.data) {
+                sink.line(line)?;
+            }
+        }
+        offset = at + chunk.data.len() as u64;
+        if chunk.data.is_empty() || offset >= chunk.size {
+            break;
+        }
+    }
+    if let Some(t) = transcript {
+        for line in t.finish() {
+            sink.line(line)?;
+        }
+    }
+    // Unless a follower goes on with it, a last unended line is the window's.
+    if let (true, Some(s)) = (end.is_some() || !args.follow, stamped) {
+        if let Some(last) = std::mem::take(s).finish() {
+            sink.line(stamp_line(last).trim_end().to_string())?;
+        }
+    }
+    Ok(offset)
+}
+
+/// A line as `logs --timestamps` prints it: its time (UTC, to the second), a space, the text.
+fn stamp_line((ms, text): (Option<u64>, String)) -> String {
+    let time = match ms {
+        Some(ms) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+        // A log from before agentbox kept times.
+        None => " ".repeat(20),
+    };
+    format!("{time} {text}\n")
 }
 
 pub fn screen(c: &dyn Control, args: ScreenArgs) -> Result<i32> {

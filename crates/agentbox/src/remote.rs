@@ -205,6 +205,12 @@ impl Control for Remote {
         Ok(chunk.into())
     }
 
+    fn log_offset(&self, name: &str, ms: u64) -> Result<u64> {
+        let at: LogChunk =
+            self.typed("GET", &format!("/api/v1/agents/{}/logs?since={ms}&limit=0", enc(name)), None)?;
+        Ok(at.offset)
+    }
+
     fn log_tail(&self, name: &str, lines: usize, raw: bool) -> Result<(Vec<u8>, u64)> {
         // The server's last chunk (bounded) holds the last lines of any agent that writes lines;
         // rendered here unless the bytes are asked for.

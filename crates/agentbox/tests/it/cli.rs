@@ -210,3 +210,60 @@ fn completion_knows_this_machines_agents() {
     assert_eq!(text(&bash.stdout).trim(), "got: beta", "{}", text(&bash.stderr));
     a.ok(&["rm", "-f", "alpha", "beta"]);
 }
+
+/// docker's `logs --since/--until/--timestamps`: output is dated as it is written (the
+/// supervisor's time marks), here and through a server.
+#[test]
+fn logs_are_dated_and_can_be_cut_by_time() {
+    let a = Agents::new(As::Caller);
+    let srv = Server::start(&a);
+    let client = Agents::new(As::Caller);
+    // Two bursts, two seconds apart; a progress line redrawn with \r in the second.
+    a.ok(&[
+        "spawn",
+        "dated",
+        "--",
+        "sh",
+        "-c",
+        "echo early; sleep 2.5; printf 'late 1%%\\rlate 99%%\\n'; echo end",
+    ]);
+    a.screen_until("dated", "end");
+    let stamped = a.ok(&["logs", "dated", "--timestamps"]);
+    let lines: Vec<(&str, &str)> = stamped.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l.1).collect::<Vec<_>>(), ["early", "late 99%", "end"], "{stamped}");
+    let secs = |t: &str| {
+        humantime::parse_rfc3339(t).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    };
+    let (early, late) = (secs(lines[0].0), secs(lines[1].0));
+    assert!(late - early >= 2, "{stamped}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(now.abs_diff(late) < 60, "{stamped}");
+    assert_eq!(a.ok(&["logs", "dated", "-f", "--timestamps"]), stamped, "a follower dates lines the same");
+    // A time between the bursts cuts the log there, as a UTC time or as Unix seconds.
+    let between =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(early + 1));
+    let between = between.to_string();
+    for (who, out) in [
+        ("here", a.ok(&["logs", "dated", "--since", &between])),
+        ("remote", text(&srv.remote(&client, &["logs", "dated", "--since", &between]).stdout)),
+        ("unix", a.ok(&["logs", "dated", "--since", &(early + 1).to_string()])),
+    ] {
+        assert_eq!(out, "late 99%\nend\n", "{who}");
+    }
+    assert_eq!(a.ok(&["logs", "dated", "--until", &between]), "early\n");
+    let remote = srv.remote(&client, &["logs", "dated", "--until", &between, "--timestamps"]);
+    assert_eq!(text(&remote.stdout), format!("{} early\n", lines[0].0), "{}", text(&remote.stderr));
+    assert_eq!(a.ok(&["logs", "dated", "--since", "1h", "-n", "1"]), "end\n");
+    assert_eq!(a.ok(&["logs", "dated", "--since", "1h", "-n", "1", "--raw"]), "end\r\n");
+    assert_eq!(a.ok(&["logs", "dated", "--since", "2099-01-01"]), "");
+    // Mistakes are named.
+    let bad = a.run(&["logs", "dated", "--since", "yesterday"]);
+    assert!(text(&bad.stderr).contains("'yesterday' is not a time"), "{}", text(&bad.stderr));
+    let bad = a.run(&["logs", "dated", "--raw", "--timestamps"]);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("--timestamps"), "{}", text(&bad.stderr));
+    // The API takes the same window.
+    let since_ms = (early + 1) * 1000;
+    let chunk = srv.ok("GET", &format!("/api/v1/agents/dated/logs?since={since_ms}&raw=true"), None);
+    assert_eq!(chunk["data"], "late 1%\rlate 99%\r\nend\r\n", "{chunk}");
+    assert!(chunk["times"].as_array().is_some_and(|t| !t.is_empty()), "{chunk}");
+}
