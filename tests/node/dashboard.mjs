@@ -62,11 +62,22 @@ try {
   await page.waitForSelector("#terminal-status:has-text('connected')");
   await waitTerminal(page, "25-prompted");
   step("the prompt from the form was typed in");
+  // Opening the page did not resize the agent: the terminal is drawn at the agent's size.
+  await page.fill("form.send input[name=text]", "stty size");
+  await page.click("form.send button[type=submit]");
+  await waitTerminal(page, "24 80");
+  const before = await page.evaluate(() => [window.agentboxTerminal.rows, window.agentboxTerminal.cols]);
+  if (before.join(" ") !== "24 80") throw new Error("the page drew the agent at " + before);
+  step("opening the page left the agent's size alone");
   await page.click("#terminal");
-  await page.keyboard.type("echo $((6*7))-typed");
+  await page.waitForSelector("#terminal[data-holding]");
+  await page.keyboard.type("echo $((6*7))-typed; stty size");
   await page.keyboard.press("Enter");
   await waitTerminal(page, "42-typed");
-  step("typed into the terminal and saw the output");
+  const mine = await page.evaluate(() => window.agentboxTerminal.rows + " " + window.agentboxTerminal.cols);
+  if (mine === "24 80") throw new Error("the terminal kept the agent's size after taking the keyboard");
+  await waitTerminal(page, mine);
+  step("typed into the terminal and saw the output; taking the keyboard gave the agent this size (" + mine + ")");
 
   await page.fill("form.send input[name=text]", "echo $((40+2))-sent");
   await page.click("form.send button[type=submit]");
@@ -93,9 +104,33 @@ try {
   if (await list.locator(`tr[data-agent='${name}']`).count()) throw new Error("the filter was lost on refresh");
   await list.selectOption("#filters select[name=state]", "");
   step("search and the state filter narrow the list");
+  list.on("dialog", (d) => d.accept());
+  // Bulk actions on ticked agents; the ticks survive the list's refresh.
+  const bulk = (process.env.BULK || "").split(" ").filter(Boolean);
+  if (bulk.length) {
+    for (const b of bulk) await list.check(`tr[data-agent='${b}'] input.sel`);
+    await list.waitForTimeout(2500);
+    for (const b of bulk) {
+      if (!(await list.isChecked(`tr[data-agent='${b}'] input.sel`))) throw new Error(b + " lost its tick on refresh");
+    }
+    await list.click("button.bulk-action[value=stop]");
+    await list.waitForSelector(`#bulk-result li[data-agent='${bulk[1]}']`, { timeout: 20000 });
+    for (const b of bulk) {
+      await list.waitForSelector(`tr[data-agent='${b}'] button:has-text('Remove')`, { timeout: 30000 });
+    }
+    await list.check("#sel-all");
+    await list.click("button.bulk-action[value=remove]");
+    await list.waitForSelector(`#bulk-result li.error`, { timeout: 20000 });
+    for (const b of bulk) {
+      await list.waitForFunction((n) => !document.querySelector(`tr[data-agent='${n}']`), b, { timeout: 20000 });
+    }
+    if (await list.locator(`tr[data-agent='${name}']`).count() !== 1) throw new Error("a running agent was removed");
+    step("bulk stop and remove on ticked agents");
+  }
   await list.goto(url + "/grid");
   await list.waitForSelector(`figure.thumb pre.screen:has-text('42-sent')`, { timeout: 20000 });
-  step("grid thumbnail shows the screen");
+  await list.waitForSelector(`figure.thumb pre.screen span[style*='color:#']:has-text('Ship it?')`, { timeout: 20000 });
+  step("grid thumbnail shows the screen, in colour");
 
   page.on("dialog", (d) => d.accept());
   await page.click("button:has-text('Kill')");
@@ -138,7 +173,6 @@ try {
   step("answered with the Yes button");
 
   await list.goto(url + "/");
-  list.on("dialog", (d) => d.accept());
   await list.click(`${row} button:has-text('Remove')`);
   await list.waitForFunction((r) => !document.querySelector(r), row, { timeout: 20000 });
   step("removed from the list");

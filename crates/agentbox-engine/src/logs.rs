@@ -318,6 +318,11 @@ pub fn size_marks(log: &Path) -> Vec<SizeMark> {
     marks
 }
 
+/// The size the agent's terminal has now (the last size mark of its log at `log`).
+pub fn terminal_size(log: &Path) -> (u16, u16) {
+    size_marks(log).last().map_or(TERMINAL, |m| (m.rows, m.cols))
+}
+
 impl Transcript {
     pub fn new(rows: u16, cols: u16) -> Self {
         Self::replaying(rows, cols, &[], 0)

@@ -41,7 +41,6 @@
     const fit = new FitAddon.FitAddon();
     term.loadAddon(fit);
     term.open(el);
-    fit.fit();
     window.agentboxTerminal = term; // for people debugging in the console, and for the browser test
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const role = controller ? "controller" : "observer";
@@ -49,17 +48,36 @@
       ["agentbox", "agentbox.auth." + session()]);
     ws.binaryType = "arraybuffer";
     const say = (text) => { if (status) status.textContent = text; };
+    // Opening the page changes nothing for the agent: the terminal is drawn at the agent's size.
+    // A controller makes the agent its own size only when it takes the keyboard (focuses the
+    // terminal), and keeps doing so as its window changes until someone else resizes the agent.
+    let holding = false;
     const resize = () => {
+      if (!holding || ws.readyState !== WebSocket.OPEN) return;
       fit.fit();
-      if (controller && ws.readyState === WebSocket.OPEN) {
-        ws.send(JSON.stringify({ type: "resize", rows: term.rows, cols: term.cols }));
-      }
+      ws.send(JSON.stringify({ type: "resize", rows: term.rows, cols: term.cols }));
     };
-    ws.onopen = () => { say(controller ? "connected (typing enabled)" : "connected (watching)"); resize(); };
+    const take = () => {
+      if (!controller || holding) return;
+      holding = true;
+      el.dataset.holding = "1";
+      say("connected (typing; the agent has this terminal's size)");
+      resize();
+    };
+    term.textarea.addEventListener("focus", take);
+    ws.onopen = () => say(controller ? "connected (click the terminal to type)" : "connected (watching)");
     ws.onmessage = (e) => {
       if (typeof e.data === "string") {
         const msg = JSON.parse(e.data);
         if (msg.type === "exit") say("the agent exited with status " + msg.code);
+        if (msg.type === "size" && (msg.rows !== term.rows || msg.cols !== term.cols)) {
+          if (holding) {
+            holding = false;
+            delete el.dataset.holding;
+            say("connected (resized elsewhere; click the terminal to take it back)");
+          }
+          term.resize(msg.cols, msg.rows);
+        }
         return;
       }
       term.write(new Uint8Array(e.data));
@@ -71,6 +89,27 @@
     current = () => { window.removeEventListener("resize", resize); ws.close(); term.dispose(); };
   };
   document.addEventListener("htmx:load", terminal);
+
+  // Ticked agents in the list stay ticked as it refreshes; a bulk action clears them.
+  const ticked = new Set();
+  const boxes = () => document.querySelectorAll("#agents input.sel");
+  document.addEventListener("change", (e) => {
+    const box = e.target.closest && e.target.closest("input.sel, input#sel-all");
+    if (!box) return;
+    const all = box.id === "sel-all";
+    for (const b of all ? boxes() : [box]) {
+      b.checked = box.checked;
+      if (box.checked) ticked.add(b.value); else ticked.delete(b.value);
+    }
+  });
+  document.addEventListener("htmx:afterSwap", (e) => {
+    if (e.detail.target && e.detail.target.id === "bulk-result") {
+      ticked.clear();
+      const all = document.getElementById("sel-all");
+      if (all) all.checked = false;
+    }
+    for (const b of boxes()) b.checked = ticked.has(b.value);
+  });
   document.addEventListener("htmx:beforeSwap", (e) => {
     if (e.detail.target === document.body && current) { current(); current = null; }
   });

@@ -11,12 +11,14 @@ mod auth;
 mod extract;
 mod layout;
 mod metrics;
+mod screen_html;
 mod spawn_request;
 mod spawner;
 mod state;
 mod store;
 mod stream;
 mod ui;
+mod ui_bulk;
 mod ui_tasks;
 mod ws;
 

@@ -32,6 +32,7 @@ pub fn router() -> Router<Shared> {
         .route("/ui/waiting", get(waiting_count))
         .route("/ui/agents/{name}/remove", post(remove_form))
         .route("/ui/spawn", post(spawn_form))
+        .route("/ui/bulk", post(super::ui_bulk::bulk_form))
         .route("/ui/agents/{name}/send", post(send_form))
         .route("/ui/agents/{name}/logs", get(logs_fragment))
         .route("/ui/agents/{name}/events", get(events_fragment))
@@ -66,9 +67,19 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
                     option value="stopped" { "stopped" }
                 }
             }
+            @if scope == Scope::Controller {
+                div.bulk {
+                    "Ticked: "
+                    @for (action, confirm) in [("stop", None), ("kill", Some("Kill the ticked agents?")), ("restart", None), ("remove", Some("Remove the ticked agents and their workspaces?"))] {
+                        button.bulk-action hx-post="/ui/bulk" hx-include="#agents input.sel" hx-target="#bulk-result" name="action" value=(action) hx-confirm=[confirm] { (action) }
+                        " "
+                    }
+                    span #bulk-result {}
+                }
+            }
             div.scroll {
                 table #agents {
-                    thead { tr { th { "name" } th { "state" } th.wide { "age" } th.wide { "profile" } th { "tags" } th.wide { "CPU · memory" } th.wide { "command" } th {} } }
+                    thead { tr { @if scope == Scope::Controller { th { input #sel-all type="checkbox" aria-label="tick every agent shown"; } } th { "name" } th { "state" } th.wide { "age" } th.wide { "profile" } th { "tags" } th.wide { "CPU · memory" } th.wide { "command" } th {} } }
                     tbody hx-get="/ui/agents" hx-trigger="load, every 2s" hx-include="#filters" {}
                 }
             }
@@ -161,13 +172,14 @@ async fn agent_rows(
         })
         .collect();
     fragment(html! {
-        @if snapshot.agents.is_empty() { tr { td colspan="8" { "No agents yet." } } }
-        @else if shown.is_empty() { tr { td colspan="8" { "No agent matches." } } }
+        @if snapshot.agents.is_empty() { tr { td colspan="9" { "No agents yet." } } }
+        @else if shown.is_empty() { tr { td colspan="9" { "No agent matches." } } }
         @for a in shown {
             @let live = agentbox_engine::agents::is_live_state(&a.state);
             @let u = usage.get(&a.name).filter(|_| live);
             @let question = asking.get(&a.name).filter(|_| live);
             tr data-agent=(a.name) {
+                @if scope == Scope::Controller { td { input.sel type="checkbox" name="sel" value=(a.name) aria-label={ "tick " (a.name) }; } }
                 td { a href={ "/agents/" (a.name) } { (a.name) } }
                 @if let Some(q) = question {
                     td.state data-state="waiting" title=(q) { a href="/hitl" { "waiting for you" } }
@@ -440,11 +452,33 @@ async fn net_fragment(State(state): State<Shared>, Path(name): Path<String>) -> 
     }
 }
 
-async fn screen_fragment(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+#[derive(Debug, Default, Deserialize)]
+struct ScreenQuery {
+    /// Draw the screen with its colours (the grid's thumbnails).
+    #[serde(default)]
+    color: bool,
+}
+
+async fn screen_fragment(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<ScreenQuery>,
+) -> Response {
     let home = state.home.clone();
-    match blocking(move || with_store(&home, |s| session::screen(s, &name, false))).await {
-        Ok((_, text)) => html! { (text) }.into_response(),
-        Err(e) => error_fragment(&e),
+    let shown = blocking(move || {
+        with_store(&home, |s| {
+            let (rec, text) = session::screen(s, &name, q.color)?;
+            let log = agentbox_supervisor::paths::log(&agentbox_engine::agents::state_dir(&rec));
+            Ok((text, logs::terminal_size(&log)))
+        })
+    })
+    .await;
+    match (shown, q.color) {
+        (Ok((text, (rows, cols))), true) => {
+            crate::screen_html::screen(text.as_bytes(), rows, cols).into_response()
+        }
+        (Ok((text, _)), false) => html! { (text) }.into_response(),
+        (Err(e), _) => error_fragment(&e),
     }
 }
 
@@ -458,7 +492,7 @@ async fn grid(State(state): State<Shared>) -> Response {
                 @for a in snapshot.agents.iter().filter(|a| a.is_live()) {
                     figure.thumb {
                         figcaption { a href={ "/agents/" (a.name) } { (a.name) } }
-                        pre.screen hx-get={ "/ui/agents/" (a.name) "/screen" } hx-trigger="load, every 2s" {}
+                        pre.screen hx-get={ "/ui/agents/" (a.name) "/screen?color=true" } hx-trigger="load, every 2s" {}
                     }
                 }
             }
@@ -539,8 +573,9 @@ label.wide-field { display: block; max-width: 100%; margin-right: 0; } form#spaw
 .tag { background: #eef; border-radius: 3px; padding: 0 .3em; } .error { color: #a00; }
 form#spawn label { display: inline-block; margin: .3em .8em .3em 0; }
 #terminal { width: 100%; height: 420px; background: #000; }
-.grid { display: flex; flex-wrap: wrap; gap: 1em; } .thumb { margin: 0; }
-.thumb pre, .thumb pre.screen { font-size: 6px; line-height: 1; width: 42em; height: 25em; overflow: hidden; white-space: pre; word-break: normal; background: #111; color: #ddd; }
+.grid { display: flex; flex-wrap: wrap; gap: 1em; } .thumb { margin: 0; max-width: 100%; }
+.thumb pre, .thumb pre.screen { font-size: 6px; line-height: 1.1; min-width: 48ch; min-height: 27em; max-width: 100%; overflow: auto; white-space: pre; word-break: normal; background: #111; color: #ddd; }
+.bulk { margin: .3em 0; display: flex; flex-wrap: wrap; gap: .3em; align-items: center; } ul.bulk-outcomes { display: inline; margin: 0; padding: 0 0 0 .5em; } ul.bulk-outcomes li { display: inline; margin-right: .8em; }
 pre.logs { max-height: 20em; overflow: auto; background: #f6f6f6; padding: .5em; }
 .actions { margin: .5em 0; display: flex; flex-wrap: wrap; gap: .4em; align-items: center; }
 form.send { display: flex; flex-wrap: wrap; gap: .3em; } input { max-width: 100%; }

@@ -4,7 +4,8 @@
 //! then streams output, exactly as `agentbox attach` does; many viewers therefore cost the
 //! server nothing but copying. Binary messages carry terminal bytes both ways. Text messages are
 //! JSON: the client may send `{"type":"resize","rows":R,"cols":C}`; the server sends
-//! `{"type":"exit","code":N}` when the agent ends.
+//! `{"type":"size","rows":R,"cols":C}` before the first output and whenever the agent's terminal
+//! changes size, and `{"type":"exit","code":N}` when the agent ends.
 //!
 //! Viewers observe; `?role=controller` types and resizes, and needs the controller token.
 
@@ -70,19 +71,50 @@ pub async fn attach(
         |_| ApiError::from(agentbox_engine::Error::conflict(format!("agent '{}' is not running", rec.name))),
     )?;
     // Where the log stands now: what this viewer is sent from here on is the log from there.
-    let log_at = std::fs::metadata(paths::log(&agentbox_engine::agents::state_dir(&rec)))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let log = paths::log(&agentbox_engine::agents::state_dir(&rec));
+    let log_at = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     Ok(upgrade
         .protocols([super::auth::WS_PROTOCOL])
-        .on_upgrade(move |ws| bridge(ws, sock, controller, log_at)))
+        .on_upgrade(move |ws| bridge(ws, sock, controller, log, log_at)))
 }
 
 /// The close code of a viewer the supervisor dropped for falling too far behind (the reason says
 /// the log offset to resume from).
 pub const BEHIND: u16 = 4000;
 
-async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool, log_at: u64) {
+/// Tells the browser the agent's terminal size when it changes (someone resized it): a viewer
+/// draws at the agent's size instead of making the agent draw at its own. The size marks of the
+/// log say it; their file grows at every change, so one `stat` per chunk notices.
+struct SizeWatch {
+    marks: std::path::PathBuf,
+    log: std::path::PathBuf,
+    seen_len: Option<u64>,
+    size: Option<(u16, u16)>,
+}
+
+impl SizeWatch {
+    fn new(log: std::path::PathBuf) -> Self {
+        Self { marks: paths::log_sizes(&log), log, seen_len: None, size: None }
+    }
+
+    /// A `size` message if the size changed since the last one.
+    fn changed(&mut self) -> Option<Message> {
+        let len = std::fs::metadata(&self.marks).map(|m| m.len()).ok();
+        if self.size.is_some() && len == self.seen_len {
+            return None;
+        }
+        self.seen_len = len;
+        let now = agentbox_engine::logs::terminal_size(&self.log);
+        if self.size == Some(now) {
+            return None;
+        }
+        self.size = Some(now);
+        let msg = serde_json::json!({"type": "size", "rows": now.0, "cols": now.1}).to_string();
+        Some(Message::Text(msg.into()))
+    }
+}
+
+async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool, log: std::path::PathBuf, log_at: u64) {
     let (mut rd, mut wr) = sock.into_split();
     let hello = if controller { Frame::Attach } else { Frame::Observe };
     if wr.write_all(&hello.encode()).await.is_err() {
@@ -94,6 +126,7 @@ async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool, log_at: u64) 
         let mut buf = vec![0u8; 65536];
         // The first output is the screen's replay; the rest is the log, from `log_at` on.
         let (mut replayed, mut seen) = (false, log_at);
+        let mut size = SizeWatch::new(log);
         loop {
             let n = match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -107,6 +140,11 @@ async fn bridge(ws: WebSocket, sock: UnixStream, controller: bool, log_at: u64) 
                             seen += bytes.len() as u64;
                         }
                         replayed = true;
+                        if let Some(msg) = size.changed() {
+                            if ws_tx.send(msg).await.is_err() {
+                                return;
+                            }
+                        }
                         if ws_tx.send(Message::Binary(bytes.into())).await.is_err() {
                             return;
                         }

@@ -545,20 +545,25 @@ fn dashboard_in_headless_chromium() {
         "--",
         "sh",
         "-c",
-        "printf 'Ship it? [y/N] '; read a; echo got-$a; sleep 600",
+        "printf '\\033[1;31mShip it?\\033[0m [y/N] '; read a; echo got-$a; sleep 600",
     ]);
+    for b in ["bulk-1", "bulk-2"] {
+        agents.ok(&["spawn", b, "--", "sleep", "1000"]);
+    }
     let shots = tempfile::tempdir().unwrap();
     let stdout = browser_with(
         "dashboard.mjs",
         &[&srv.url, &srv.token, "from-browser", "asker"],
-        &[("SHOTS", shots.path().as_os_str())],
+        &[("SHOTS", shots.path().as_os_str()), ("BULK", "bulk-1 bulk-2".as_ref())],
         String::new,
     );
     for step in [
         "created from-browser",
         "typed into the terminal",
         "sent text with the form",
-        "grid thumbnail",
+        "grid thumbnail shows the screen, in colour",
+        "opening the page left the agent's size alone",
+        "bulk stop and remove on ticked agents",
         "the prompt from the form was typed in",
         "listed as running, with its tag",
         "search and the state filter narrow the list",
@@ -574,8 +579,10 @@ fn dashboard_in_headless_chromium() {
     }
     // What the browser did happened to real agents: the one it made is gone, the question was
     // answered with `y`, and a screenshot of each page was taken at both widths.
-    let (status, _) = srv.call("GET", "/api/v1/agents/from-browser", None);
-    assert_eq!(status, 404);
+    for gone in ["from-browser", "bulk-1", "bulk-2"] {
+        let (status, _) = srv.call("GET", &format!("/api/v1/agents/{gone}"), None);
+        assert_eq!(status, 404, "{gone}");
+    }
     agents.screen_until("asker", "got-y");
     let taken = std::fs::read_dir(shots.path()).unwrap().count();
     assert_eq!(taken, 10, "screenshots: {taken}");
