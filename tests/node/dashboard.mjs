@@ -113,6 +113,15 @@ try {
     for (const b of bulk) {
       if (!(await list.isChecked(`tr[data-agent='${b}'] input.sel`))) throw new Error(b + " lost its tick on refresh");
     }
+    // Pause from the bulk bar, resume from the row.
+    await list.click("button.bulk-action[value=pause]");
+    for (const b of bulk) {
+      await list.waitForSelector(`tr[data-agent='${b}'] td.state[data-state=paused]`, { timeout: 20000 });
+    }
+    await list.click(`tr[data-agent='${bulk[0]}'] button:has-text('Resume')`);
+    await list.waitForSelector(`tr[data-agent='${bulk[0]}'] td.state[data-state=running]`, { timeout: 20000 });
+    step("paused from the bulk bar and resumed from the row");
+    for (const b of bulk) await list.check(`tr[data-agent='${b}'] input.sel`);
     await list.click("button.bulk-action[value=stop]");
     await list.waitForSelector(`#bulk-result li[data-agent='${bulk[1]}']`, { timeout: 20000 });
     for (const b of bulk) {

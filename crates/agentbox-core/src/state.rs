@@ -62,6 +62,8 @@ states! {
         /// Its supervisor is starting the sandbox.
         Starting = "starting",
         Running = "running",
+        /// Every process of its sandbox is stopped (`pause`), memory kept, until `resume`.
+        Paused = "paused",
         /// The command ended by itself (with an exit code).
         Exited = "exited",
         /// Someone killed it.
@@ -78,7 +80,7 @@ states! {
 impl AgentState {
     /// A state in which the agent may still be running (its supervisor owns it).
     pub fn is_live(self) -> bool {
-        matches!(self, Self::Starting | Self::Running)
+        matches!(self, Self::Starting | Self::Running | Self::Paused)
     }
 
     /// The states a move to `self` may start from.
@@ -87,8 +89,9 @@ impl AgentState {
         match self {
             // A start (spawn's first start is an insert): from any state the agent rests in.
             Starting => &[Creating, Exited, Killed, Failed, Created, Crashloop],
-            Running => &[Starting],
-            Exited | Killed | Failed => &[Starting, Running],
+            Running => &[Starting, Paused],
+            Paused => &[Running],
+            Exited | Killed | Failed => &[Starting, Running, Paused],
             // Decided after the last failure was recorded.
             Crashloop => &[Exited, Failed],
             Created => &[Creating],
@@ -111,6 +114,7 @@ impl AgentState {
     pub fn event(self) -> &'static str {
         match self {
             Self::Exited => "exit",
+            Self::Paused => "pause",
             other => other.as_str(),
         }
     }
@@ -223,6 +227,8 @@ mod tests {
         assert!(!Killed.can_move_to(Exited), "an ended agent does not end again");
         assert!(Created.can_start() && Killed.can_start() && !Running.can_start());
         assert_eq!(Exited.event(), "exit");
+        assert!(Running.can_move_to(Paused) && Paused.can_move_to(Running) && Paused.can_move_to(Killed));
+        assert!(!Starting.can_move_to(Paused) && !Paused.can_start(), "only a running agent pauses");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn alive(token: &str) -> bool {
 /// spawn that claimed its name died before it was made.
 fn is_stale(rec: &AgentRecord) -> bool {
     match rec.state {
-        AgentState::Running => !supervisor_alive(rec),
+        AgentState::Running | AgentState::Paused => !supervisor_alive(rec),
         AgentState::Starting => agentbox_store::now_ms() - rec.created_at > 60_000 && !supervisor_alive(rec),
         AgentState::Creating => !rec.owner.as_deref().is_some_and(alive),
         _ => false,

@@ -23,6 +23,9 @@ pub trait Control {
     fn kill(&self, name: &str) -> Result<AgentView>;
     /// SIGTERM, `grace` to end, then kill.
     fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView>;
+    /// Stops every process of a running agent's sandbox (see [`crate::pause`]).
+    fn pause(&self, name: &str) -> Result<AgentView>;
+    fn resume(&self, name: &str) -> Result<AgentView>;
     fn restart(&self, name: &str) -> Result<AgentView>;
     fn remove(&self, name: &str, force: bool) -> Result<()>;
     /// Removes every stopped agent and what crashes left behind; what it removed.
@@ -108,6 +111,14 @@ impl Control for Local {
 
     fn restart(&self, name: &str) -> Result<AgentView> {
         Ok(AgentView::of(&crate::lifecycle::restart(&self.home, &self.store, name)?))
+    }
+
+    fn pause(&self, name: &str) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::pause::pause(&self.home, &self.store, name)?))
+    }
+
+    fn resume(&self, name: &str) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::pause::resume(&self.home, &self.store, name)?))
     }
 
     fn remove(&self, name: &str, force: bool) -> Result<()> {

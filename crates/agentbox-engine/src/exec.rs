@@ -38,6 +38,11 @@ pub fn start(home: &Home, name: &str, req: ExecRequest, stdio: Stdio) -> Result<
     let store = home.store()?;
     let rec = agents::get(&store, name)?;
     let pid = match (is_live_state(&rec.state), rec.sandbox_pid) {
+        // Its processes are stopped: a command run beside them would run alone.
+        _ if rec.state == agentbox_core::AgentState::Paused => bail!(Error::conflict(format!(
+            "agent '{}' is paused; `agentbox resume {}` first",
+            rec.name, rec.name
+        ))),
         (true, Some(p)) => Pid::from_raw(p as i32),
         _ => bail!(Error::conflict(format!(
             "agent '{}' is {}; start it with `agentbox restart {}`",

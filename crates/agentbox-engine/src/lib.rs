@@ -36,6 +36,7 @@ pub mod logs;
 pub mod measure;
 pub mod net;
 pub mod notify;
+pub mod pause;
 pub mod profiles;
 pub mod recovery;
 pub mod secrets;

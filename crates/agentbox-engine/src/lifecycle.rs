@@ -118,6 +118,10 @@ pub fn ask_to_stop(store: &Store, name: &str, grace: Duration) -> Result<StopAsk
         return Ok(StopAsked::Ended(rec));
     }
     store.record(name, "stop", &format!("SIGTERM, killed after {}s if still running", grace.as_secs()))?;
+    // A paused command could not handle SIGTERM: it runs again to get it.
+    if rec.state == AgentState::Paused {
+        crate::pause::resume_locked(store, &rec)?;
+    }
     // A supervisor that does not answer is dealt with by the kill at the end.
     let _ = agentbox_supervisor::terminate_agent(&agents::state_dir(&rec));
     Ok(StopAsked::Asked(rec))

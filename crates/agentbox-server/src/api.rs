@@ -57,6 +57,8 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(stop_agent))
         .routes(routes!(clean_agents))
         .routes(routes!(restart_agent))
+        .routes(routes!(pause_agent))
+        .routes(routes!(resume_agent))
         .routes(routes!(set_tags))
         .routes(routes!(get_screen))
         .routes(routes!(send_input))
@@ -311,6 +313,34 @@ pub async fn restart_agent(
 ) -> ApiResult<Json<AgentView>> {
     let home = state.home.clone();
     let rec = blocking(move || with_store(&home, |s| lifecycle::restart(&home, s, &name))).await?;
+    state.refresh().await;
+    Ok(Json(AgentView::of(&rec)))
+}
+
+/// Pause a running agent: every process of its sandbox stopped (no CPU), memory kept, its
+/// output waiting; `paused` until resumed. 409 if it is not running.
+#[utoipa::path(post, path = "/api/v1/agents/{name}/pause", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn pause_agent(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    let home = state.home.clone();
+    let rec = blocking(move || with_store(&home, |s| agentbox_engine::pause::pause(&home, s, &name))).await?;
+    state.refresh().await;
+    Ok(Json(AgentView::of(&rec)))
+}
+
+/// Resume a paused agent. 409 if it is not paused.
+#[utoipa::path(post, path = "/api/v1/agents/{name}/resume", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn resume_agent(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    let home = state.home.clone();
+    let rec =
+        blocking(move || with_store(&home, |s| agentbox_engine::pause::resume(&home, s, &name))).await?;
     state.refresh().await;
     Ok(Json(AgentView::of(&rec)))
 }

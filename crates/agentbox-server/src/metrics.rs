@@ -82,7 +82,7 @@ pub fn render(metrics: &Metrics, agents: &[AgentView], home: &Home) -> agentbox_
     let mut reg = Registry::with_prefix("agentbox");
 
     let by_state: Family<StateLabel, Gauge> = Family::default();
-    for s in ["starting", "running", "exited", "killed", "failed", "created"] {
+    for s in ["starting", "running", "paused", "exited", "killed", "failed", "created"] {
         let _ = by_state.get_or_create(&StateLabel { state: s.into() });
     }
     let mut output = 0u64;

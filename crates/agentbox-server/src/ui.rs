@@ -70,7 +70,7 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
             @if scope == Scope::Controller {
                 div.bulk {
                     "Ticked: "
-                    @for (action, confirm) in [("stop", None), ("kill", Some("Kill the ticked agents?")), ("restart", None), ("remove", Some("Remove the ticked agents and their workspaces?"))] {
+                    @for (action, confirm) in [("stop", None), ("pause", None), ("resume", None), ("kill", Some("Kill the ticked agents?")), ("restart", None), ("remove", Some("Remove the ticked agents and their workspaces?"))] {
                         button.bulk-action hx-post="/ui/bulk" hx-include="#agents input.sel" hx-target="#bulk-result" name="action" value=(action) hx-confirm=[confirm] { (action) }
                         " "
                     }
@@ -195,6 +195,11 @@ async fn agent_rows(
                     @if scope == Scope::Controller {
                         @if live {
                             button hx-post={ "/api/v1/agents/" (a.name) "/stop" } hx-swap="none" { "Stop" }
+                            @if a.state == agentbox_core::AgentState::Paused {
+                                button hx-post={ "/api/v1/agents/" (a.name) "/resume" } hx-swap="none" { "Resume" }
+                            } @else {
+                                button hx-post={ "/api/v1/agents/" (a.name) "/pause" } hx-swap="none" { "Pause" }
+                            }
                             button hx-post={ "/api/v1/agents/" (a.name) "/kill" } hx-swap="none" hx-confirm={ "Kill " (a.name) "?" } { "Kill" }
                         } @else {
                             button hx-post={ "/api/v1/agents/" (a.name) "/restart" } hx-swap="none" { "Restart" }
@@ -339,6 +344,12 @@ async fn agent_page(
                 div.actions {
                     @if live {
                         button hx-post={ "/api/v1/agents/" (a.name) "/stop" } hx-swap="none" { "Stop" }
+                        " "
+                        @if a.state == agentbox_core::AgentState::Paused {
+                            button hx-post={ "/api/v1/agents/" (a.name) "/resume" } hx-swap="none" { "Resume" }
+                        } @else {
+                            button hx-post={ "/api/v1/agents/" (a.name) "/pause" } hx-swap="none" { "Pause" }
+                        }
                         " "
                         button hx-post={ "/api/v1/agents/" (a.name) "/kill" } hx-swap="none" hx-confirm={ "Kill " (a.name) "?" } { "Kill" }
                         " "
@@ -565,7 +576,7 @@ button { font: inherit; padding: .2em .7em; border: 1px solid #bbb; border-radiu
 button:hover { background: #f0f0f0; } td.row-actions button { margin-right: .3em; }
 button.choice { background: #eef6ff; border-color: #7aa7d8; }
 [data-state=running] { color: #07710f; } [data-state=failed], [data-state=killed], [data-state=crashloop] { color: #a00; }
-[data-state=waiting] { color: #b36b00; font-weight: 600; } [data-state=exited] { color: #555; }
+[data-state=waiting] { color: #b36b00; font-weight: 600; } [data-state=paused] { color: #2f5fa8; } [data-state=exited] { color: #555; }
 section.hitl { background: #fff; border: 1px solid #e3d3a8; border-radius: 6px; padding: .5em 1em; margin: 1em 0; }
 pre.screen { white-space: pre-wrap; word-break: break-all; max-width: 100%; overflow-x: auto; background: #111; color: #ddd; padding: .5em; }
 .filters { display: flex; flex-wrap: wrap; gap: .5em; margin: .5em 0; } .filters input { width: 22em; }

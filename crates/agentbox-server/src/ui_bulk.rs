@@ -1,4 +1,4 @@
-//! The dashboard's bulk actions: stop, kill, restart or remove every agent ticked in the list,
+//! The dashboard's bulk actions: stop, pause, resume, kill, restart or remove every agent ticked in the list,
 //! each on its own (one failing does not stop the rest), with one line of outcome per agent.
 
 use std::time::Duration;
@@ -28,11 +28,13 @@ fn act(state: &Shared, action: &str, name: &str) -> agentbox_engine::Result<&'st
                 Ok("stopping")
             }
         },
+        "pause" => agentbox_engine::pause::pause(home, s, name).map(|_| "paused"),
+        "resume" => agentbox_engine::pause::resume(home, s, name).map(|_| "resumed"),
         "kill" => lifecycle::kill(home, s, name).map(|_| "killed"),
         "restart" => lifecycle::restart(home, s, name).map(|_| "restarted"),
         "remove" => lifecycle::remove(home, s, name, false).map(|()| "removed"),
         other => Err(agentbox_engine::Error::invalid(format!(
-            "unknown action '{other}': use stop, kill, restart or remove"
+            "unknown action '{other}': use stop, pause, resume, kill, restart or remove"
         ))),
     })
 }

@@ -533,6 +533,15 @@ impl Store {
         )
     }
 
+    /// Start `generation` of a running agent was paused (`paused`), or a paused one resumed.
+    pub fn mark_paused(&self, name: &str, generation: i64, paused: bool, detail: &str) -> Result<()> {
+        let (to, event) = match paused {
+            true => (AgentState::Paused, "pause"),
+            false => (AgentState::Running, "resume"),
+        };
+        self.move_agent(name, to, Some(generation), "", &[], event, detail)
+    }
+
     /// A stopped agent is being started again (never one that may still run): a new generation,
     /// which it returns.
     pub fn mark_starting(&self, name: &str, event: &str) -> Result<i64> {

@@ -8,6 +8,7 @@
 mod fork;
 mod mount;
 mod net;
+mod pidfd;
 pub mod probe;
 mod signal;
 mod term;
@@ -16,6 +17,7 @@ mod tty;
 pub use fork::{clone_process, fork_process, thread_count, Child, SingleThreaded};
 pub use mount::{mount_setattr, MountAttr};
 pub use net::{bring_loopback_up, configure_ipv4};
+pub use pidfd::PidFd;
 pub use signal::{default_disposition, default_disposition_all};
 pub use term::{filter_options, RawTerminal, SandboxOutput};
 pub use tty::{get_winsize, new_session_on_spawn, set_controlling_tty, set_winsize, WinSize};

@@ -60,6 +60,10 @@ pub enum Command {
     Start(StartArgs),
     /// Stop agents: SIGTERM to the agent's process group, then SIGKILL after a grace period
     Stop(StopArgs),
+    /// Freeze agents: every process of the sandbox stopped (no CPU), memory and output kept
+    Pause(KillArgs),
+    /// Continue paused agents where they were
+    Resume(KillArgs),
     /// Copy an agent's workspace and home into a new, stopped agent
     Clone(CloneArgs),
     /// Rename a stopped agent

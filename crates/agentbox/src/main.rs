@@ -135,6 +135,8 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         Command::Kill(args) => cmd_lifecycle::kill(c, args),
         Command::Stop(args) => cmd_lifecycle::stop(c, args),
         Command::Start(args) => cmd_lifecycle::start(c, args),
+        Command::Pause(args) => cmd_lifecycle::each(c, &args.targets, |c, name| c.pause(name).map(drop)),
+        Command::Resume(args) => cmd_lifecycle::each(c, &args.targets, |c, name| c.resume(name).map(drop)),
         Command::Killall(args) => cmd_lifecycle::killall(c, args),
         Command::Wait(args) => cmd_lifecycle::wait(c, args),
         Command::Rm(args) => cmd_lifecycle::rm(c, args),

@@ -179,6 +179,14 @@ impl Control for Remote {
         self.typed("POST", &format!("/api/v1/agents/{}/restart", enc(name)), None)
     }
 
+    fn pause(&self, name: &str) -> Result<AgentView> {
+        self.typed("POST", &format!("/api/v1/agents/{}/pause", enc(name)), None)
+    }
+
+    fn resume(&self, name: &str) -> Result<AgentView> {
+        self.typed("POST", &format!("/api/v1/agents/{}/resume", enc(name)), None)
+    }
+
     fn remove(&self, name: &str, force: bool) -> Result<()> {
         self.send("DELETE", &format!("/api/v1/agents/{}?force={force}", enc(name)), None).map(drop)
     }

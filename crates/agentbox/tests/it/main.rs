@@ -37,3 +37,4 @@ mod server_api;
 mod support;
 mod tasks;
 mod vm;
+mod workspaces;

@@ -564,6 +564,7 @@ fn dashboard_in_headless_chromium() {
         "grid thumbnail shows the screen, in colour",
         "opening the page left the agent's size alone",
         "bulk stop and remove on ticked agents",
+        "paused from the bulk bar and resumed from the row",
         "the prompt from the form was typed in",
         "listed as running, with its tag",
         "search and the state filter narrow the list",
