@@ -25,6 +25,10 @@ pub trait Control {
     fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView>;
     /// Stops every process of a running agent's sandbox (see [`crate::pause`]).
     fn pause(&self, name: &str) -> Result<AgentView>;
+    /// Named volumes (see [`crate::volumes`]).
+    fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>>;
+    fn volume_create(&self, name: &str) -> Result<crate::volumes::VolumeView>;
+    fn volume_remove(&self, name: &str) -> Result<()>;
     fn resume(&self, name: &str) -> Result<AgentView>;
     fn restart(&self, name: &str) -> Result<AgentView>;
     fn remove(&self, name: &str, force: bool) -> Result<()>;
@@ -115,6 +119,18 @@ impl Control for Local {
 
     fn pause(&self, name: &str) -> Result<AgentView> {
         Ok(AgentView::of(&crate::pause::pause(&self.home, &self.store, name)?))
+    }
+
+    fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>> {
+        crate::volumes::list(&self.home, &self.store)
+    }
+
+    fn volume_create(&self, name: &str) -> Result<crate::volumes::VolumeView> {
+        crate::volumes::create(&self.home, name)
+    }
+
+    fn volume_remove(&self, name: &str) -> Result<()> {
+        crate::volumes::remove(&self.home, &self.store, name)
     }
 
     fn resume(&self, name: &str) -> Result<AgentView> {

@@ -49,6 +49,7 @@ pub mod tasks;
 pub mod tree;
 pub mod views;
 pub mod vm;
+pub mod volumes;
 
 pub use error::{Context, Error, Kind, Result};
 pub use home::Home;

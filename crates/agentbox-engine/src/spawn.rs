@@ -62,6 +62,10 @@ pub fn check(home: &Home, spec: &SpawnSpec) -> Result<()> {
         bail!(field_error(Field::Prompt, "the prompt may not contain NUL bytes"));
     }
     for v in &spec.volumes {
+        if crate::volumes::is_volume_source(&v.source) {
+            crate::volumes::check(v).map_err(|e| field_error(Field::Volumes, e.root_message()))?;
+            continue;
+        }
         if !v.source.is_absolute() {
             bail!(field_error(
                 Field::Volumes,
@@ -279,7 +283,9 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     }
     env.extend(spec.env.iter().cloned());
     mounts.retain(|m| m.target.as_deref() != Some(workspace.as_path()));
-    mounts.extend(spec.volumes.iter().cloned());
+    for v in &spec.volumes {
+        mounts.push(crate::volumes::resolve(home, v)?);
+    }
     let request = SandboxRequest {
         command: if spec.command.is_empty() { command } else { spec.command.clone() },
         workspace: Some(workspace),

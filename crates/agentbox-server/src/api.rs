@@ -31,7 +31,7 @@ use crate::spawn_request::SpawnRequest;
     info(title = "agentbox", description = "Sandboxed AI coding agents: spawn, watch and steer them."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "agents"), (name = "sessions"), (name = "network"), (name = "events"), (name = "tasks"), (name = "hitl"), (name = "server"))
+    tags((name = "agents"), (name = "sessions"), (name = "network"), (name = "events"), (name = "tasks"), (name = "hitl"), (name = "volumes"), (name = "server"))
 )]
 pub struct ApiDoc;
 
@@ -69,6 +69,8 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(revoke_host))
         .routes(routes!(stream::get_events))
         .routes(routes!(list_profiles))
+        .routes(routes!(super::api_volumes::list_volumes, super::api_volumes::create_volume))
+        .routes(routes!(super::api_volumes::remove_volume))
         .routes(routes!(super::api_tasks::list_tasks, super::api_tasks::submit_task))
         .routes(routes!(super::api_tasks::get_task, super::api_tasks::cancel_task))
         .routes(routes!(super::api_tasks::list_artifacts))

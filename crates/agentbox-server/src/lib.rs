@@ -7,6 +7,7 @@
 
 mod api;
 mod api_tasks;
+mod api_volumes;
 mod auth;
 mod extract;
 mod layout;

@@ -126,6 +126,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Long-running tasks from a manifest: submit, list, show, logs, cancel, artifacts
     Task(TaskArgs),
+    /// Named volumes shared by agents (-v NAME:/path): create, ls, rm
+    Volume(VolumeArgs),
     /// Agents waiting on a person (HITL requests): list, answer
     Hitl(HitlArgs),
     /// The microVM backend: fetch the guest kernel, show what VMs would run with
@@ -222,6 +224,35 @@ pub struct VmStatusArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeArgs {
+    #[command(subcommand)]
+    pub command: VolumeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make a volume; agents bind it with `-v NAME:/path[:ro]` (a spawn also makes one it names)
+    Create {
+        /// The volume's name (a-z, 0-9, '-')
+        name: String,
+    },
+    /// The volumes, their size and the running agents that use them
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove volumes and their files (refused while a running agent uses one)
+    #[command(alias = "remove")]
+    Rm {
+        /// The volumes' names
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -28,11 +28,18 @@ fn request(args: RunArgs, home: Option<&Home>) -> anyhow::Result<SandboxRequest>
         }
         _ => (EgressSpec::default(), None),
     };
+    // `-v NAME:/path` binds volume NAME, as with spawn.
+    let mounts = match home {
+        Some(h) => {
+            args.mounts.iter().map(|m| agentbox_engine::volumes::resolve(h, m)).collect::<Result<_, _>>()?
+        }
+        None => args.mounts,
+    };
     Ok(SandboxRequest {
         command: args.command,
         workspace: args.workspace,
         workdir: args.workdir,
-        mounts: args.mounts,
+        mounts,
         limits: args.sandbox.limits(),
         network,
         egress,

@@ -37,11 +37,15 @@ impl SpawnOptions {
             limits: Limits { memory: s.memory, pids: s.pids, cpus: s.cpus },
             backend: s.backend,
             identity: self.identity,
-            // A relative HOST is taken from the current directory, as with docker's -v.
+            // A relative HOST (`./data`) is taken from the current directory; a plain name is a
+            // volume, as with docker's -v.
             volumes: self
                 .volumes
                 .iter()
-                .map(|v| Ok(MountArg { source: absolute(&v.source)?, ..v.clone() }))
+                .map(|v| match agentbox_engine::volumes::is_volume_source(&v.source) {
+                    true => Ok(v.clone()),
+                    false => Ok(MountArg { source: absolute(&v.source)?, ..v.clone() }),
+                })
                 .collect::<agentbox_engine::Result<_>>()?,
             workdir: self.workdir.clone(),
             restart: self.restart,

@@ -23,6 +23,7 @@ mod cmd_spawn;
 mod cmd_store;
 mod cmd_task;
 mod cmd_vm;
+mod cmd_volume;
 mod cmd_watch;
 mod complete;
 mod contexts;
@@ -157,6 +158,7 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         ),
         Command::Hitl(args) => cmd_hitl::hitl(c, args),
         Command::Task(args) => cmd_task::task(c, args),
+        Command::Volume(args) => cmd_volume::volume(c, args),
         other => return Err(other),
     })
 }

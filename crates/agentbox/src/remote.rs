@@ -179,6 +179,18 @@ impl Control for Remote {
         self.typed("POST", &format!("/api/v1/agents/{}/restart", enc(name)), None)
     }
 
+    fn volumes(&self) -> Result<Vec<agentbox_engine::volumes::VolumeView>> {
+        self.typed("GET", "/api/v1/volumes", None)
+    }
+
+    fn volume_create(&self, name: &str) -> Result<agentbox_engine::volumes::VolumeView> {
+        self.typed("POST", "/api/v1/volumes", Some(&json!({ "name": name })))
+    }
+
+    fn volume_remove(&self, name: &str) -> Result<()> {
+        Remote::send(self, "DELETE", &format!("/api/v1/volumes/{}", enc(name)), None).map(drop)
+    }
+
     fn pause(&self, name: &str) -> Result<AgentView> {
         self.typed("POST", &format!("/api/v1/agents/{}/pause", enc(name)), None)
     }

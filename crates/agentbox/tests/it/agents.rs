@@ -860,21 +860,25 @@ fn internal_roles_stay_out_of_the_cli() {
     }
 }
 
-/// `-v HOST:SANDBOX` with a relative HOST is taken from the current directory, as docker's -v.
+/// `-v HOST:SANDBOX` with a relative HOST (`./data`) is taken from the current directory; a
+/// plain name is a volume, as with docker's -v, even where a directory has that name.
 #[test]
 fn a_relative_volume_is_taken_from_the_current_directory() {
     let a = Agents::new(As::Caller);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     std::fs::write(dir.path().join("data/f.txt"), "from the host\n").unwrap();
-    let out = a
-        .cmd(&["spawn", "relvol", "-v", "data:/data:ro", "--", "cat", "/data/f.txt"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    a.ok(&["wait", "relvol"]);
+    for (name, source) in [("relvol", "./data:/data:ro"), ("namedvol", "data:/data:ro")] {
+        let out = a
+            .cmd(&["spawn", name, "-v", source, "--", "sh", "-c", "cat /data/f.txt || echo empty"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        a.ok(&["wait", name]);
+    }
     assert_eq!(a.ok(&["logs", "relvol"]), "from the host\n");
+    assert!(a.ok(&["logs", "namedvol"]).ends_with("empty\n"), "{}", a.ok(&["logs", "namedvol"]));
 }
 
 /// `exec` works whatever the agent's network, as root and unprivileged; a detached agent's

@@ -162,3 +162,107 @@ fn pauses_and_resumes_at_once_leave_the_record_true() {
         );
     }
 }
+
+fn volume_list(a: &Agents) -> Vec<(String, Vec<String>)> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(&a.ok(&["volume", "ls", "--json"])).unwrap();
+    v.iter()
+        .map(|v| {
+            let used =
+                v["used_by"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+            (v["name"].as_str().unwrap().to_string(), used)
+        })
+        .collect()
+}
+
+/// docker's named volumes: shared by the agents that name them, kept when they go, removed with
+/// `volume rm` (never while in use, and without following a link an agent left in one).
+#[test]
+fn volumes_are_shared_and_outlive_their_agents() {
+    for who in modes() {
+        let a = Agents::new(who);
+        assert_eq!(a.ok(&["volume", "create", "shared"]), "shared\n");
+        // A spawn that names a volume no one made makes it.
+        a.ok(&[
+            "spawn",
+            "writer",
+            "-v",
+            "shared:/data",
+            "-v",
+            "auto:/auto",
+            "--",
+            "sh",
+            "-c",
+            "echo hello > /data/msg && echo made > /auto/x && ln -s /etc/shadow /data/link && echo wrote",
+        ]);
+        a.ok(&["wait", "writer"]);
+        assert!(a.ok(&["logs", "writer"]).contains("wrote"), "as {who:?}: {}", a.ok(&["logs", "writer"]));
+        a.ok(&[
+            "spawn",
+            "reader",
+            "-v",
+            "shared:/in:ro",
+            "--",
+            "sh",
+            "-c",
+            "cat /in/msg; (echo x > /in/y) 2>/dev/null || echo read-only; sleep 1000",
+        ]);
+        a.screen_until("reader", "read-only");
+        assert!(a.ok(&["logs", "reader"]).starts_with("hello\n"));
+        assert_eq!(
+            volume_list(&a),
+            [("auto".to_string(), vec![]), ("shared".to_string(), vec!["reader".to_string()])],
+            "as {who:?}"
+        );
+        let rm = a.run(&["volume", "rm", "shared"]);
+        assert_eq!(rm.status.code(), Some(1));
+        assert!(text(&rm.stderr).contains("in use by reader"), "{}", text(&rm.stderr));
+        // The agents go; the volume stays for the next one.
+        a.ok(&["rm", "-f", "reader", "writer"]);
+        a.ok(&["spawn", "later", "-v", "shared:/data", "--", "cat", "/data/msg"]);
+        a.ok(&["wait", "later"]);
+        assert_eq!(a.ok(&["logs", "later"]), "hello\n");
+        // Removed with their files; the link the agent left is removed, not followed.
+        assert_eq!(a.ok(&["volume", "rm", "shared", "auto"]), "shared\nauto\n");
+        assert!(volume_list(&a).is_empty());
+        assert!(std::fs::symlink_metadata("/etc/shadow").is_ok_and(|m| m.is_file() && m.len() > 0));
+        // Mistakes are named.
+        a.ok(&["volume", "create", "v1"]);
+        for (args, says) in [
+            (vec!["volume", "create", "v1"], "exists already"),
+            (vec!["volume", "create", "Bad!"], "is not a volume name"),
+            (vec!["volume", "rm", "nope"], "no volume named 'nope'"),
+            (vec!["spawn", "novol", "-v", "v1", "--", "true"], "a volume needs a path in the sandbox"),
+        ] {
+            let out = a.run(&args);
+            assert!(
+                !out.status.success() && text(&out.stderr).contains(says),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+        }
+        assert!(a.run(&["info", "novol"]).status.code() != Some(0), "a refused spawn left an agent");
+    }
+}
+
+/// Volumes through a server: the API (201, 409, 400, 404) and the remote CLI.
+#[test]
+fn volumes_through_a_server() {
+    let a = Agents::new(As::Caller);
+    let srv = Server::start(&a);
+    let client = Agents::new(As::Caller);
+    let out = srv.remote(&client, &["volume", "create", "far"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, body) = srv.call("POST", "/api/v1/volumes", Some(r#"{"name":"far"}"#));
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = srv.call("POST", "/api/v1/volumes", Some(r#"{"name":"../x"}"#));
+    assert_eq!(status, 400, "{body}");
+    let made = srv.call("POST", "/api/v1/volumes", Some(r#"{"name":"near"}"#));
+    assert_eq!(made.0, 201, "{}", made.1);
+    let listed = text(&srv.remote(&client, &["volume", "ls"]).stdout);
+    assert!(listed.contains("far") && listed.contains("near"), "{listed}");
+    let (status, _) = srv.call("DELETE", "/api/v1/volumes/nope", None);
+    assert_eq!(status, 404);
+    let out = srv.remote(&client, &["volume", "rm", "far", "near"]);
+    assert_eq!(text(&out.stdout), "far\nnear\n", "{}", text(&out.stderr));
+    assert_eq!(srv.ok("GET", "/api/v1/volumes", None), serde_json::json!([]));
+}
