@@ -21,6 +21,7 @@ pub mod error;
 pub mod agents;
 pub mod config;
 pub mod control;
+pub mod cp;
 pub mod crashloop;
 pub mod diff;
 pub mod egress;

@@ -70,6 +70,16 @@ pub enum Command {
     Rename(RenameArgs),
     /// Run another command inside a running agent's sandbox
     Exec(ExecArgs),
+    /// Copy files between an agent (running or stopped) and the host, like docker cp
+    #[command(after_help = "\
+Examples:
+  agentbox cp fix-tests:out/report.html .     from the agent's workspace into this directory
+  agentbox cp ./fixtures fix-tests:/tmp/in    a host directory into the agent
+  agentbox cp fix-tests:src - | tar -t        a tar stream on stdout (`-` as the source reads one)
+
+A relative path in the agent is from its working directory. Links, devices and FIFOs the agent
+made are not copied to the host (each is named on stderr), nor are set-id bits.")]
+    Cp(CpArgs),
     /// Files changed in an agent's workspace since it was spawned (git status too, run sandboxed)
     Diff(DiffArgs),
     /// A tmux session with one window per running agent, each attached
@@ -224,6 +234,16 @@ pub struct VmStatusArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// NAME:PATH in an agent, a host path, or - for a tar stream on stdin
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// NAME:PATH in an agent, a host path, or - for a tar stream on stdout
+    #[arg(value_name = "DST")]
+    pub dst: String,
 }
 
 #[derive(Debug, Args)]

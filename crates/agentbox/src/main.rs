@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd_agents;
+mod cmd_cp;
 mod cmd_diff;
 mod cmd_doctor;
 mod cmd_exec;
@@ -181,6 +182,7 @@ fn here(command: Command) -> Result<i32> {
         Command::Info(args) => return cmd_query::info(args),
         Command::Attach(args) => return cmd_session::attach(args),
         Command::Exec(args) => return cmd_exec::exec(args),
+        Command::Cp(args) => return cmd_cp::cp(args),
         Command::Diff(args) => return cmd_diff::diff(args),
         Command::Verify(args) => return cmd_diff::verify(args),
         Command::Clone(args) => return cmd_manage::clone(args),

@@ -266,3 +266,100 @@ fn volumes_through_a_server() {
     assert_eq!(text(&out.stdout), "far\nnear\n", "{}", text(&out.stderr));
     assert_eq!(srv.ok("GET", "/api/v1/volumes", None), serde_json::json!([]));
 }
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    text(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// docker cp both ways, running and stopped, and as tar streams. What the agent leaves in the
+/// tree it sends (a link to a host secret, a FIFO) does not come out on the host, and a link it
+/// planted where the person copies to is not written through.
+#[test]
+fn cp_copies_both_ways_and_lands_nothing_the_agent_planted() {
+    for who in modes() {
+        let a = Agents::new(who);
+        a.ok(&[
+            "spawn",
+            "cpy",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p out/sub; echo hi > out/sub/f; head -c 3000000 /dev/urandom > out/big; \
+             ln -s /etc/shadow out/secret; mkfifo out/ff; echo ready; sleep 1000",
+        ]);
+        a.screen_until("cpy", "ready");
+        let host = workspace(who);
+        let dst = host.path.join("copy");
+        let out = a.run(&["cp", "cpy:out", dst.to_str().unwrap()]);
+        assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("out/secret: a link") && err.contains("out/ff: a FIFO"), "{err}");
+        assert_eq!(std::fs::read_to_string(dst.join("sub/f")).unwrap(), "hi\n");
+        let inside = a.ok(&["exec", "cpy", "sha256sum", "out/big"]);
+        assert!(inside.starts_with(&sha256(&dst.join("big"))), "as {who:?}: the big file differs");
+        for gone in ["secret", "ff"] {
+            assert!(std::fs::symlink_metadata(dst.join(gone)).is_err(), "as {who:?}: {gone} came out");
+        }
+        // Into the agent: a host tree, its link sent as a link.
+        let src = host.path.join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("file"), "from the host\n").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", src.join("l")).unwrap();
+        a.ok(&["cp", src.to_str().unwrap(), "cpy:/tmp/in"]);
+        assert_eq!(a.ok(&["exec", "cpy", "cat", "/tmp/in/file"]), "from the host\n");
+        assert_eq!(a.ok(&["exec", "cpy", "readlink", "/tmp/in/l"]), "/etc/hostname\n");
+        // Tar streams, out and in.
+        let tar = a.cmd(&["cp", "cpy:out/sub", "-"]).output().unwrap();
+        assert!(tar.status.success(), "{}", text(&tar.stderr));
+        let listed = std::process::Command::new("tar")
+            .arg("-t")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                std::io::Write::write_all(c.stdin.as_mut().unwrap(), &tar.stdout)?;
+                drop(c.stdin.take());
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(text(&listed.stdout).contains("sub/f"), "{}", text(&listed.stdout));
+        let mut put = a.cmd(&["cp", "-", "cpy:/tmp"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(put.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+        drop(put.stdin.take());
+        assert!(put.wait().unwrap().success());
+        assert_eq!(a.ok(&["exec", "cpy", "cat", "/tmp/sub/f"]), "hi\n");
+        // The attack: the agent names a link in its workspace as what the person will copy to;
+        // the copy is refused and the host directory it points at stays empty.
+        let victim = workspace(who);
+        let planted = format!("ln -s {} sub", victim.path.display());
+        a.ok(&["exec", "cpy", "sh", "-c", &planted]);
+        let ws = a.dir("cpy").join("workspace");
+        let out = a.run(&["cp", "cpy:out/sub", ws.to_str().unwrap()]);
+        assert!(!out.status.success(), "as {who:?}: copied through a planted link");
+        assert!(text(&out.stderr).contains("nothing is written through it"), "{}", text(&out.stderr));
+        let out = a.run(&["cp", "cpy:out/sub/f", ws.join("sub").to_str().unwrap()]);
+        assert!(!out.status.success() && text(&out.stderr).contains("is a link"), "{}", text(&out.stderr));
+        assert!(
+            std::fs::read_dir(&victim.path).unwrap().next().is_none(),
+            "as {who:?}: written through a link"
+        );
+        // Stopped: its files are still there to copy.
+        a.ok(&["kill", "cpy"]);
+        a.ok(&["cp", "cpy:out/sub/f", host.path.join("f2").to_str().unwrap()]);
+        assert_eq!(std::fs::read_to_string(host.path.join("f2")).unwrap(), "hi\n");
+        // Mistakes are named.
+        for (args, says) in [
+            (vec!["cp", "cpy:nope", "/tmp"], "Cannot stat"),
+            (vec!["cp", "/tmp/x", "/tmp/y"], "one side must be an agent"),
+            (vec!["cp", "ghost:x", "/tmp"], "ghost"),
+        ] {
+            let out = a.run(&args);
+            assert!(
+                !out.status.success() && text(&out.stderr).contains(says),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
