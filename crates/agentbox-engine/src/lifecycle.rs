@@ -119,8 +119,9 @@ pub fn ask_to_stop(store: &Store, name: &str, grace: Duration) -> Result<StopAsk
     }
     store.record(name, "stop", &format!("SIGTERM, killed after {}s if still running", grace.as_secs()))?;
     // A paused command could not handle SIGTERM: it runs again to get it.
+    // (A resume that races this one, or fails, still leaves the kill after the grace.)
     if rec.state == AgentState::Paused {
-        crate::pause::resume_locked(store, &rec)?;
+        let _ = crate::pause::resume_locked(store, &rec);
     }
     // A supervisor that does not answer is dealt with by the kill at the end.
     let _ = agentbox_supervisor::terminate_agent(&agents::state_dir(&rec));

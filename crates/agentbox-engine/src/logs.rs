@@ -197,8 +197,10 @@ pub struct StampedLines {
     /// The bytes of a line not ended yet, and where in the log it began.
     partial: Vec<u8>,
     start: u64,
-    /// The last mark seen: it dates bytes until the next.
+    /// The marks that can still date a line (the last one dates bytes until the next).
     marks: Vec<TimeMark>,
+    /// Where the bytes fed so far end.
+    pos: u64,
 }
 
 impl StampedLines {
@@ -213,6 +215,11 @@ impl StampedLines {
     /// Feeds the raw bytes of a chunk read from `offset`, with its marks; returns the lines
     /// it ended, each with its time (None: the log has no marks).
     pub fn feed(&mut self, offset: u64, bytes: &[u8], times: &[TimeMark]) -> Vec<(Option<u64>, String)> {
+        // The log was rotated: offsets start again, and so do the marks.
+        if offset < self.pos {
+            self.marks.clear();
+        }
+        self.pos = offset + bytes.len() as u64;
         for m in times {
             if self.marks.last().is_none_or(|l| l.offset < m.offset) {
                 self.marks.push(*m);
@@ -510,6 +517,10 @@ mod tests {
         assert_eq!(lines, [(Some(2000), "halfbold".into())]);
         assert_eq!(s.finish(), Some((Some(3000), "last".into())));
         assert_eq!(line_text(b"abc\x08\x08X\r\n"), "aXc");
+        // Rotated: the new file's offsets start at 0 with marks of their own.
+        let mut s = StampedLines::new();
+        s.feed(0, b"old\n", &[mark(0, 1000)]);
+        assert_eq!(s.feed(0, b"new\n", &[mark(0, 9000)]), [(Some(9000), "new".into())]);
         // A log without marks: lines without times.
         let mut s = StampedLines::new();
         assert_eq!(s.feed(0, b"x\n", &[]), [(None, "x".into())]);

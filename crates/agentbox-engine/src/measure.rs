@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::agents::{describe_state, is_live_state};
 
 /// Every process's parent, from /proc.
-pub(crate) fn parents() -> HashMap<i32, i32> {
+fn parents() -> HashMap<i32, i32> {
     let mut out = HashMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
@@ -25,7 +25,7 @@ pub(crate) fn parents() -> HashMap<i32, i32> {
 }
 
 /// `root` and all its descendants.
-pub(crate) fn tree(root: i32, parents: &HashMap<i32, i32>) -> Vec<i32> {
+fn tree(root: i32, parents: &HashMap<i32, i32>) -> Vec<i32> {
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {

@@ -2,14 +2,16 @@
 //!
 //! The sandbox's processes are its init's descendants (orphans are re-parented to the init of
 //! its pid namespace, so none leaves the tree). Each is sent SIGSTOP through a process
-//! descriptor opened and then checked against the start time the scan saw, so a pid reused by
-//! a process outside the sandbox is never signalled. A process forked while the tree is being
+//! descriptor opened and then checked against the start time read together with the parent
+//! that placed it in the tree, so a pid reused by a process outside the sandbox is never
+//! signalled. `resume` continues every process of the tree, including any the agent had
+//! stopped itself (job control), which a cgroup freezer would leave stopped. A process forked while the tree is being
 //! stopped shows up in the next scan; the pause is done when a scan finds every process stopped.
 //! Stopped processes use no CPU and keep their memory; their terminal output waits in the PTY.
 //! A paused agent is still live: `kill`, `stop` and `restart` work on it (a stop resumes it
 //! first so that its command can handle SIGTERM).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use agentbox_core::AgentState;
@@ -20,25 +22,65 @@ use nix::sys::signal::Signal;
 use crate::agents;
 use crate::error::{Error, Result};
 use crate::home::Home;
-use crate::measure::{parents, tree};
 
 /// How long a pause keeps scanning for processes that are not stopped yet before it gives up
 /// (and continues the ones it stopped).
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// A process as one scan saw it: its state letter (`R`, `S`, `T`, `Z`...) and start time.
-fn stat(pid: i32) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
+/// A process as one read of its `/proc/PID/stat` saw it: parent, state letter (`R`, `S`, `T`,
+/// `Z`...) and start time.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    ppid: i32,
+    state: char,
+    start: u64,
 }
 
-/// Sends `signal` to `pid` if it is still the process that started at `start`.
-fn signal_if_same(pid: i32, start: u64, signal: Signal) -> bool {
-    let Ok(fd) = PidFd::open(pid) else { return false };
+fn stat(pid: i32) -> Option<Seen> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(Seen {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The processes below `root` (itself included), each as the one read that placed it in the
+/// tree saw it: the start time a signal is later checked against comes from the same read as
+/// the parent that made it the sandbox's.
+fn scan(root: i32) -> Vec<(i32, Seen)> {
+    let mut all: HashMap<i32, Seen> = HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            if let Some(seen) = stat(pid) {
+                all.insert(pid, seen);
+            }
+        }
+    }
+    let mut out: Vec<(i32, Seen)> = all.get(&root).map(|s| (root, *s)).into_iter().collect();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i].0;
+        out.extend(all.iter().filter(|(_, s)| s.ppid == parent).map(|(p, s)| (*p, *s)));
+        i += 1;
+    }
+    out
+}
+
+/// Sends `signal` to `pid` if it is still the process that started at `start`. `Ok(false)`:
+/// it has ended (or its pid is another process's now).
+fn signal_if_same(pid: i32, start: u64, signal: Signal) -> Result<bool> {
+    let fd = match PidFd::open(pid) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOSYS) => {
+            return Err(Error::internal("this kernel has no pidfd_open (Linux 5.3+): pause needs it"))
+        }
+        Err(_) => return Ok(false),
+    };
     // Opened first, checked second: if `pid` was reused before the open, the start time
     // differs; after the open, the descriptor keeps naming the process it was opened on.
-    stat(pid).is_some_and(|(_, s)| s == start) && fd.signal(signal).is_ok()
+    Ok(stat(pid).is_some_and(|s| s.start == start) && fd.signal(signal).is_ok())
 }
 
 fn sandbox_root(rec: &AgentRecord) -> Result<i32> {
@@ -52,12 +94,16 @@ fn sandbox_root(rec: &AgentRecord) -> Result<i32> {
 fn stop_tree(root: i32) -> Result<usize> {
     let mut stopped: HashSet<(i32, u64)> = HashSet::new();
     let deadline = std::time::Instant::now() + SETTLE;
+    let give_back = |stopped: &HashSet<(i32, u64)>| {
+        for (pid, start) in stopped {
+            let _ = signal_if_same(*pid, *start, Signal::SIGCONT);
+        }
+    };
     loop {
         let mut settled = true;
-        for pid in tree(root, &parents()) {
-            let Some((state, start)) = stat(pid) else { continue };
-            let ours = stopped.contains(&(pid, start));
-            match state {
+        for (pid, seen) in scan(root) {
+            let ours = stopped.contains(&(pid, seen.start));
+            match seen.state {
                 // Ended, or stopped by us: nothing left to do for it. One in uninterruptible
                 // sleep (a vfork parent waiting for its child, which is stopped too) uses no CPU
                 // and stops, with the SIGSTOP it has pending, before it runs any code of its own.
@@ -65,8 +111,17 @@ fn stop_tree(root: i32) -> Result<usize> {
                 'T' | 't' | 'D' if ours => {}
                 _ => {
                     settled = false;
-                    if !ours && signal_if_same(pid, start, Signal::SIGSTOP) {
-                        stopped.insert((pid, start));
+                    if !ours {
+                        match signal_if_same(pid, seen.start, Signal::SIGSTOP) {
+                            Ok(true) => {
+                                stopped.insert((pid, seen.start));
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                give_back(&stopped);
+                                return Err(e);
+                            }
+                        }
                     }
                 }
             }
@@ -75,9 +130,7 @@ fn stop_tree(root: i32) -> Result<usize> {
             return Ok(stopped.len());
         }
         if std::time::Instant::now() > deadline {
-            for (pid, start) in &stopped {
-                signal_if_same(*pid, *start, Signal::SIGCONT);
-            }
+            give_back(&stopped);
             return Err(Error::conflict(
                 "its processes did not all stop within 3 seconds (they kept starting new ones); it was left running",
             ));
@@ -87,14 +140,12 @@ fn stop_tree(root: i32) -> Result<usize> {
 }
 
 /// Continues every process below `root`.
-fn continue_tree(root: i32) -> usize {
+fn continue_tree(root: i32) -> Result<usize> {
     let mut n = 0;
-    for pid in tree(root, &parents()) {
-        if let Some((_, start)) = stat(pid) {
-            n += usize::from(signal_if_same(pid, start, Signal::SIGCONT));
-        }
+    for (pid, seen) in scan(root) {
+        n += usize::from(signal_if_same(pid, seen.start, Signal::SIGCONT)?);
     }
-    n
+    Ok(n)
 }
 
 /// Pauses a running agent: every process of its sandbox stopped, memory kept.
@@ -112,7 +163,7 @@ pub fn pause(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
     let n = stop_tree(root)?;
     if let Err(e) = store.mark_paused(name, rec.generation, true, &format!("{n} processes stopped")) {
         // It ended (or was started again) meanwhile: what was stopped is let go.
-        continue_tree(root);
+        let _ = continue_tree(root);
         return Err(e.into());
     }
     agents::get_for_change(store, name)
@@ -132,7 +183,7 @@ pub fn resume(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
 /// [`resume`] of a paused agent, with its lock held (or by `stop`, which must let its command
 /// run to handle SIGTERM).
 pub(crate) fn resume_locked(store: &Store, rec: &AgentRecord) -> Result<()> {
-    let n = continue_tree(sandbox_root(rec)?);
+    let n = continue_tree(sandbox_root(rec)?)?;
     store.mark_paused(&rec.name, rec.generation, false, &format!("{n} processes continued"))?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct AgentView {
     pub name: String,
-    /// starting, running, exited, killed, failed, created or crashloop.
+    /// starting, running, paused, exited, killed, failed, created or crashloop.
     #[schema(value_type = String)]
     pub state: agentbox_core::AgentState,
     pub exit_code: Option<i64>,
@@ -68,15 +68,16 @@ impl AgentView {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub tags: Vec<(String, String)>,
-    /// `running` (being created, starting or running) or `exited` (anything else).
+    /// `running` (being created, starting, running or paused), `paused` (only those), or
+    /// `exited` (anything else).
     pub status: Option<String>,
 }
 
 impl Filter {
     pub fn parse_status(s: &str) -> Result<String> {
         match s {
-            "running" | "exited" => Ok(s.to_string()),
-            _ => Err(Error::invalid(format!("invalid status '{s}': use running or exited"))),
+            "running" | "paused" | "exited" => Ok(s.to_string()),
+            _ => Err(Error::invalid(format!("invalid status '{s}': use running, paused or exited"))),
         }
     }
 
@@ -84,6 +85,7 @@ impl Filter {
         self.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
             && match self.status.as_deref() {
                 Some("running") => a.is_live() || a.state == agentbox_core::AgentState::Creating,
+                Some("paused") => a.state == agentbox_core::AgentState::Paused,
                 Some("exited") => !(a.is_live() || a.state == agentbox_core::AgentState::Creating),
                 _ => true,
             }

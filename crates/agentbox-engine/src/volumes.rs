@@ -3,8 +3,8 @@
 //!
 //! A volume's files are agent-written, so agentbox treats them like a workspace's: the directory
 //! is the agents' (mode 0700, the agents' host id when agentbox runs as root), `volume rm`
-//! removes it through descriptors without following a link, and a volume an agent that lives
-//! still uses is not removed.
+//! removes it through descriptors without following a link, and a volume an agent still binds
+//! (running or stopped) is not removed.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ pub struct VolumeView {
     pub name: String,
     /// Bytes of its regular files.
     pub size: u64,
-    /// The live agents it is bound into.
+    /// The agents (running or not) it is bound into.
     pub used_by: Vec<String>,
 }
 
@@ -101,13 +101,11 @@ pub fn check(m: &MountArg) -> Result<()> {
     Ok(())
 }
 
-/// The live agents whose sandbox has `dir` bound in.
+/// The agents whose sandbox binds `dir`, running or not (a stopped one binds it again when it
+/// starts, and `cp` reads it), as docker counts a volume's containers.
 fn users(store: &Store, dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for rec in agents::all(store)? {
-        if !agents::is_live_state(&rec.state) {
-            continue;
-        }
         let Ok(spec) = SandboxSpec::decode(&rec.spec) else { continue };
         if spec.mounts.iter().any(|m| m.source == dir) {
             out.push(rec.name);
@@ -148,7 +146,7 @@ pub fn remove(home: &Home, store: &Store, name: &str) -> Result<()> {
     let users = users(store, &dir)?;
     if !users.is_empty() {
         return Err(Error::conflict(format!(
-            "volume '{name}' is in use by {}: stop or remove them first",
+            "volume '{name}' is in use by {}: remove them first (`agentbox rm`)",
             users.join(", ")
         )));
     }

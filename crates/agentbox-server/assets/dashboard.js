@@ -52,9 +52,13 @@
     // A controller makes the agent its own size only when it takes the keyboard (focuses the
     // terminal), and keeps doing so as its window changes until someone else resizes the agent.
     let holding = false;
+    // Sizes this page gave the agent: the server's word of one of them, arriving late, is our
+    // own resize coming back, not someone else taking the agent.
+    const sent = new Set();
     const resize = () => {
       if (!holding || ws.readyState !== WebSocket.OPEN) return;
       fit.fit();
+      sent.add(term.rows + "x" + term.cols);
       ws.send(JSON.stringify({ type: "resize", rows: term.rows, cols: term.cols }));
     };
     const take = () => {
@@ -71,7 +75,9 @@
         const msg = JSON.parse(e.data);
         if (msg.type === "exit") say("the agent exited with status " + msg.code);
         if (msg.type === "size" && (msg.rows !== term.rows || msg.cols !== term.cols)) {
+          if (holding && sent.has(msg.rows + "x" + msg.cols)) return;
           if (holding) {
+            sent.clear();
             holding = false;
             delete el.dataset.holding;
             say("connected (resized elsewhere; click the terminal to take it back)");

@@ -64,6 +64,7 @@ async fn index(State(state): State<Shared>, Extension(scope): Extension<Scope>) 
                     option value="" { "every state" }
                     option value="running" { "running" }
                     option value="waiting" { "waiting for you" }
+                    option value="paused" { "paused" }
                     option value="stopped" { "stopped" }
                 }
             }
@@ -139,6 +140,7 @@ impl RowsQuery {
         let state_ok = match self.state.as_str() {
             "running" => live,
             "waiting" => waiting,
+            "paused" => a.state == agentbox_core::AgentState::Paused,
             "stopped" => !live,
             _ => true,
         };

@@ -95,14 +95,24 @@ pub fn terminate_agent(state_dir: &Path) -> Result<(), ClientError> {
 
 /// The agent's current screen; the final screen once it has ended.
 pub fn screen(state_dir: &Path, formatted: bool) -> Result<String, ClientError> {
+    let saved = || {
+        let path = if formatted { paths::screen_ansi(state_dir) } else { paths::screen_text(state_dir) };
+        std::fs::read_to_string(path)
+    };
     match request(state_dir, Frame::ScreenRequest { formatted }) {
         Ok(Frame::Screen(s)) => Ok(s),
         Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
-        Err(ClientError::NotRunning(p)) => {
-            let saved = if formatted { paths::screen_ansi(state_dir) } else { paths::screen_text(state_dir) };
-            std::fs::read_to_string(saved).map_err(|_| ClientError::NotRunning(p))
+        Err(ClientError::NotRunning(p)) => saved().map_err(|_| ClientError::NotRunning(p)),
+        // The agent ended while it was asked: its supervisor saves the last screen and goes.
+        Err(e) => {
+            for _ in 0..40 {
+                if let Err(ClientError::NotRunning(_)) = connect(state_dir) {
+                    return saved().map_err(|_| e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e)
         }
-        Err(e) => Err(e),
     }
 }
 

@@ -11,7 +11,8 @@
 //! COLS` per line): a TUI redraws for the size it has, and its log reads as text only when it
 //! is replayed at that size (`agentbox logs` after someone attached from a larger terminal).
 //! `log.times` says when output was written (`OFFSET UNIX_MS`, at most one mark a second, so
-//! its cost does not grow with how often the agent writes): `logs --since` and `--timestamps`.
+//! its cost does not grow with how often the agent writes; it rotates the log when it reaches a
+//! 64th of the cap): `logs --since` and `--timestamps`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -36,6 +37,9 @@ pub(crate) struct LogFile {
     term: (u16, u16),
     /// When the last time mark was written (Unix ms).
     marked_at: u64,
+    /// The size of `log.times`: it rotates the log too when it grows past a 64th of the cap (an
+    /// agent that writes a byte a second would otherwise grow it past the log itself).
+    times_size: u64,
 }
 
 /// A mark at most this often: the timestamps are to the second.
@@ -59,8 +63,17 @@ impl LogFile {
         let file = open(path)?;
         let size = file.metadata()?.len();
         let half = (limit / 2).max(MIN_HALF);
-        let log =
-            Self { path: path.to_path_buf(), file, size, half, pending: Vec::new(), term, marked_at: 0 };
+        let times_size = std::fs::metadata(times_path(path)).map_or(0, |m| m.len());
+        let log = Self {
+            path: path.to_path_buf(),
+            file,
+            size,
+            half,
+            pending: Vec::new(),
+            term,
+            marked_at: 0,
+            times_size,
+        };
         log.mark(size);
         Ok(log)
     }
@@ -85,6 +98,7 @@ impl LogFile {
     fn mark_time(&mut self, offset: u64) {
         self.marked_at = now_ms();
         let line = format!("{offset} {}\n", self.marked_at);
+        self.times_size += line.len() as u64;
         let _ = open(&times_path(&self.path)).and_then(|mut f| f.write_all(line.as_bytes()));
     }
 
@@ -107,7 +121,7 @@ impl LogFile {
     /// are returned.
     pub(crate) fn flush(&mut self) -> std::io::Result<bool> {
         while !self.pending.is_empty() {
-            if self.size >= self.half {
+            if self.size >= self.half || self.times_size >= (self.half / 64).max(4096) {
                 self.rotate()?;
             }
             let room = (self.half - self.size.min(self.half)).max(1) as usize;
@@ -133,6 +147,7 @@ impl LogFile {
         let _ = std::fs::rename(times_path(&self.path), times_path(&old));
         self.file = open(&self.path)?;
         self.size = 0;
+        self.times_size = 0;
         self.mark(0);
         // What is flushed into the new file was read from the terminal just now.
         self.mark_time(0);
@@ -169,6 +184,22 @@ mod tests {
             let first = marks.lines().next().unwrap_or_default();
             assert!(first.starts_with("0 ") && marks.lines().count() <= 3, "{}: {marks}", p.display());
         }
+    }
+
+    /// An agent that writes a byte a second grows the marks faster than the log: the marks
+    /// rotate the log too, so they stay bounded by the cap.
+    #[test]
+    fn time_marks_stay_bounded_by_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = LogFile::open(&path, 256 << 10, (24, 80)).unwrap();
+        for _ in 0..2000 {
+            log.marked_at = 0; // as if a second had passed
+            log.write(b".").unwrap();
+        }
+        let marks = std::fs::metadata(times_path(&path)).unwrap().len();
+        assert!(marks <= 4096 + 64, "{marks} bytes of marks");
+        assert!(dir.path().join("log.1").exists(), "the marks did not rotate the log");
     }
 
     /// A write after a quiet second gets a mark at its first byte, with the time it came.

@@ -654,8 +654,8 @@ pub struct ListArgs {
     /// Only agents with this tag (repeatable: all must match)
     #[arg(long = "tag", value_name = "KEY=VAL", value_parser = tag_arg)]
     pub tags: Vec<(String, String)>,
-    /// Only running or only stopped agents
-    #[arg(long, value_parser = ["running", "exited"])]
+    /// Only live agents (running, paused), only paused ones, or only stopped ones
+    #[arg(long, value_parser = ["running", "paused", "exited"])]
     pub status: Option<String>,
     /// Names only
     #[arg(short, long)]

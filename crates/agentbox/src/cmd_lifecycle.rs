@@ -68,6 +68,25 @@ pub fn stop(c: &dyn Control, args: StopArgs) -> Result<i32> {
     })
 }
 
+/// `pause` (or `resume`): the agents named, and with `--tag` the tagged ones that are running
+/// (paused), so a tag does not name stopped agents as failures.
+pub fn pause(c: &dyn Control, args: KillArgs, pause: bool) -> Result<i32> {
+    let mut targets = args.targets;
+    if !targets.tags.is_empty() {
+        let status = Some(if pause { "running" } else { "paused" }.to_string());
+        for a in c.list(&Filter { tags: std::mem::take(&mut targets.tags), status })? {
+            let wanted = !pause || a.state == AgentState::Running;
+            if wanted && !targets.names.contains(&a.name) {
+                targets.names.push(a.name);
+            }
+        }
+    }
+    each(c, &targets, |c, name| match pause {
+        true => c.pause(name).map(drop),
+        false => c.resume(name).map(drop),
+    })
+}
+
 pub fn start(c: &dyn Control, args: StartArgs) -> Result<i32> {
     each(c, &args.targets, |c, name| {
         let a = c.get(name)?;

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::sys::stat::{fchmod, Mode};
 use nix::sys::time::TimeSpec;
 
-use super::Report;
+use super::{shown, Report};
 use crate::error::{Error, Result};
 use crate::tree::Dir;
 
@@ -49,7 +49,7 @@ fn open_dir(root: &Dir, parts: &[&OsStr]) -> Result<Dir> {
             None => {
                 return Err(Error::conflict(format!(
                     "{} is not a directory (a link or a file is there); nothing is written through it",
-                    here.path().join(part).display()
+                    shown(&here.path().join(part))
                 )))
             }
         };
@@ -90,9 +90,10 @@ pub(crate) fn extract(archive: &mut dyn Read, target: &Target) -> Result<Report>
     for entry in ar.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
-        let shown = raw.display().to_string();
+        // Names and link targets are the agent's: said with their control characters escaped.
+        let said = shown(&raw);
         let Some(parts) = components(&raw) else {
-            report.skipped.push(format!("{shown}: not a plain relative name"));
+            report.skipped.push(format!("{said}: not a plain relative name"));
             continue;
         };
         // One top entry, renamed as asked.
@@ -100,7 +101,7 @@ pub(crate) fn extract(archive: &mut dyn Read, target: &Target) -> Result<Report>
             None => top = Some(parts[0].to_os_string()),
             Some(t) if t.as_os_str() == parts[0] => {}
             Some(_) => {
-                report.skipped.push(format!("{shown}: outside the copied entry"));
+                report.skipped.push(format!("{said}: outside the copied entry"));
                 continue;
             }
         }
@@ -120,21 +121,25 @@ pub(crate) fn extract(archive: &mut dyn Read, target: &Target) -> Result<Report>
             }),
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let (name, parents) = refs.split_last().ok_or_else(|| Error::internal("an empty path"))?;
-                let dir = match parents.is_empty() {
-                    true => Ok(Dir::open(&target.dir)?),
-                    false => open_dir(&root, parents),
+                let below = match parents.is_empty() {
+                    true => Ok(None),
+                    false => open_dir(&root, parents).map(Some),
                 };
-                dir.and_then(|dir| match dir.subdir(name)? {
-                    Some(_) => Err(Error::conflict(format!(
-                        "{} is a directory; a file is not copied over it",
-                        dir.path().join(name).display()
-                    ))),
-                    None => write_file(&dir, name, &mut entry, mode, mtime),
-                })
-                .map(|n| {
-                    report.bytes += n;
-                    report.files += 1;
-                })
+                below
+                    .and_then(|below| {
+                        let dir = below.as_ref().unwrap_or(&root);
+                        match dir.subdir(name)? {
+                            Some(_) => Err(Error::conflict(format!(
+                                "{} is a directory; a file is not copied over it",
+                                shown(&dir.path().join(name))
+                            ))),
+                            None => write_file(dir, name, &mut entry, mode, mtime),
+                        }
+                    })
+                    .map(|n| {
+                        report.bytes += n;
+                        report.files += 1;
+                    })
             }
             _ => Ok(()),
         };
@@ -143,7 +148,7 @@ pub(crate) fn extract(archive: &mut dyn Read, target: &Target) -> Result<Report>
             // The top entry itself cannot land: the copy as a whole cannot.
             Err(e) if e.kind() == crate::error::Kind::Conflict && parts.len() == 1 => return Err(e),
             Err(e) if e.kind() == crate::error::Kind::Conflict => {
-                report.skipped.push(format!("{shown}: {}", e.root_message()));
+                report.skipped.push(format!("{said}: {}", e.root_message()));
                 continue;
             }
             other => other?,
@@ -158,14 +163,14 @@ pub(crate) fn extract(archive: &mut dyn Read, target: &Target) -> Result<Report>
                     entry.link_name().ok().flatten().map(|l| l.display().to_string()).unwrap_or_default();
                 report
                     .skipped
-                    .push(format!("{shown}: a link (to {to}); agentbox does not make links an agent made"));
+                    .push(format!("{said}: a link (to {to}); agentbox does not make links an agent made"));
             }
-            tar::EntryType::Link => report.skipped.push(format!("{shown}: a hard link")),
-            tar::EntryType::Char | tar::EntryType::Block => report.skipped.push(format!("{shown}: a device")),
-            tar::EntryType::Fifo => report.skipped.push(format!("{shown}: a FIFO")),
+            tar::EntryType::Link => report.skipped.push(format!("{said}: a hard link")),
+            tar::EntryType::Char | tar::EntryType::Block => report.skipped.push(format!("{said}: a device")),
+            tar::EntryType::Fifo => report.skipped.push(format!("{said}: a FIFO")),
             // Extended headers are read by the archive itself; anything else is not a file.
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
-            other => report.skipped.push(format!("{shown}: not a file or directory ({other:?})")),
+            other => report.skipped.push(format!("{said}: not a file or directory ({other:?})")),
         }
     }
     if top.is_none() {
@@ -218,6 +223,8 @@ mod tests {
         up.set_cksum();
         b.append(&up, &b"pwnd"[..]).unwrap();
         b.append_data(&mut header(tar::EntryType::Fifo, 0o644, 0), "top/fifo", std::io::empty()).unwrap();
+        b.append_data(&mut header(tar::EntryType::Fifo, 0o644, 0), "top/\x1b]0;owned\x07", std::io::empty())
+            .unwrap();
         b.append_data(&mut header(tar::EntryType::Regular, 0o644, 2), "other", &b"no"[..]).unwrap();
         let bytes = b.into_inner().unwrap();
         let target = Target { dir: into.clone(), name: Some("copy".into()) };
@@ -234,6 +241,7 @@ mod tests {
             .unwrap_or(true));
         assert!(!into.join("copy/fifo").exists() && !into.join("other").exists());
         let said = report.skipped.join("\n");
+        assert!(!said.contains('\x1b') && said.contains("top/\\x1b]0;owned\\x07: a FIFO"), "{said}");
         for what in [
             "top/ln: a link",
             "top/../escape: not a plain relative name",

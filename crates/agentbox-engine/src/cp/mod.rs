@@ -23,6 +23,11 @@ use crate::error::{Context, Error, Result};
 use crate::exec::{self, ExecRequest};
 use crate::home::Home;
 
+/// A path from the sandbox as it may be printed: control characters escaped.
+pub(crate) fn shown(p: &Path) -> String {
+    agentbox_core::termfilter::escape_for_terminal(&p.to_string_lossy())
+}
+
 /// What a copy did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -101,7 +106,13 @@ impl InSandbox {
         drop(self.stdout);
         let outcome = wait_captured(self.running, None, 0)?.outcome;
         let said = self.stderr.join().unwrap_or_default();
-        let said = String::from_utf8_lossy(&crate::logs::plain(&said)).trim().to_string();
+        // The sandbox's words, printable: each line's control characters escaped.
+        let said = String::from_utf8_lossy(&said)
+            .trim()
+            .lines()
+            .map(agentbox_core::termfilter::escape_for_terminal)
+            .collect::<Vec<_>>()
+            .join("\n");
         match outcome {
             Outcome::Exited(c) if ok.contains(&c) => Ok(()),
             Outcome::Exited(c) => {

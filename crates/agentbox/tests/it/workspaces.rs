@@ -208,19 +208,36 @@ fn volumes_are_shared_and_outlive_their_agents() {
         ]);
         a.screen_until("reader", "read-only");
         assert!(a.ok(&["logs", "reader"]).starts_with("hello\n"));
+        // Each with the agents that bind it, running or (the writer) ended.
+        let listed: Vec<(String, Vec<String>)> = volume_list(&a)
+            .into_iter()
+            .map(|(n, mut used)| {
+                used.sort();
+                (n, used)
+            })
+            .collect();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            volume_list(&a),
-            [("auto".to_string(), vec![]), ("shared".to_string(), vec!["reader".to_string()])],
+            listed,
+            [("auto".to_string(), names(&["writer"])), ("shared".to_string(), names(&["reader", "writer"]))],
             "as {who:?}"
         );
         let rm = a.run(&["volume", "rm", "shared"]);
         assert_eq!(rm.status.code(), Some(1));
-        assert!(text(&rm.stderr).contains("in use by reader"), "{}", text(&rm.stderr));
+        assert!(
+            text(&rm.stderr).contains("in use by") && text(&rm.stderr).contains("reader"),
+            "{}",
+            text(&rm.stderr)
+        );
         // The agents go; the volume stays for the next one.
         a.ok(&["rm", "-f", "reader", "writer"]);
         a.ok(&["spawn", "later", "-v", "shared:/data", "--", "cat", "/data/msg"]);
         a.ok(&["wait", "later"]);
         assert_eq!(a.ok(&["logs", "later"]), "hello\n");
+        // A stopped agent still binds it (its next start would): not removed until it goes.
+        let rm = a.run(&["volume", "rm", "shared"]);
+        assert!(text(&rm.stderr).contains("in use by later"), "{}", text(&rm.stderr));
+        a.ok(&["rm", "later"]);
         // Removed with their files; the link the agent left is removed, not followed.
         assert_eq!(a.ok(&["volume", "rm", "shared", "auto"]), "shared\nauto\n");
         assert!(volume_list(&a).is_empty());
