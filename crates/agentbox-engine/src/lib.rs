@@ -38,6 +38,7 @@ pub mod measure;
 pub mod net;
 pub mod notify;
 pub mod pause;
+pub mod ports;
 pub mod profiles;
 pub mod recovery;
 pub mod secrets;

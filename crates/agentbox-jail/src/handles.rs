@@ -4,7 +4,7 @@
 //! init is not dumpable, so its /proc/PID/ns files are closed to anyone without CAP_SYS_PTRACE.
 //! Whoever holds these can join the sandbox, so they travel only over owner-only sockets.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::sched::CloneFlags;
 
@@ -30,6 +30,24 @@ impl SandboxHandles {
         let namespaces =
             NAMESPACES.iter().map(|(_, kind)| it.next().map(|fd| (fd, *kind))).collect::<Option<Vec<_>>>()?;
         Some(Self { namespaces, root: it.next()? })
+    }
+
+    /// The descriptor of one of the sandbox's namespaces.
+    pub fn namespace(&self, kind: CloneFlags) -> Option<BorrowedFd<'_>> {
+        self.namespaces.iter().find(|(_, k)| *k == kind).map(|(fd, _)| fd.as_fd())
+    }
+
+    /// Moves this process into the sandbox's user and network namespaces, and nothing else: its
+    /// files, processes and mounts stay the host's. Sockets it creates from then on are on the
+    /// sandbox's network, so a connection to 127.0.0.1 reaches the agent's own loopback (ports).
+    /// Joining a user namespace needs a single-threaded process (`_one`).
+    pub fn join_network(&self, _one: &agentbox_sys::SingleThreaded) -> Result<(), crate::JailError> {
+        for kind in [CloneFlags::CLONE_NEWUSER, CloneFlags::CLONE_NEWNET] {
+            if let Some(fd) = self.namespace(kind) {
+                nix::sched::setns(fd, kind).map_err(crate::JailError::sys("join the sandbox's network"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Raw descriptors in wire order, to send with SCM_RIGHTS.

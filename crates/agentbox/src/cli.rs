@@ -70,6 +70,9 @@ pub enum Command {
     Rename(RenameArgs),
     /// Run another command inside a running agent's sandbox
     Exec(ExecArgs),
+    /// Forward 127.0.0.1:HOSTPORT here to PORT on a running agent's own loopback, until Ctrl-C or
+    /// the agent ends
+    Port(PortArgs),
     /// Copy files between an agent (running or stopped) and the host, like docker cp
     #[command(after_help = "\
 Examples:
@@ -234,6 +237,18 @@ pub struct VmStatusArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
+    pub name: String,
+    /// The port the agent listens on, inside its sandbox
+    pub port: u16,
+    /// The port on this machine's 127.0.0.1 (default: the same; 0 picks a free one, printed)
+    #[arg(value_name = "HOSTPORT")]
+    pub host_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

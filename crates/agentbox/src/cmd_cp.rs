@@ -1,4 +1,5 @@
-//! `cp SRC DST` (docker cp): one side `NAME:PATH` in an agent, the other a host path or `-`.
+//! `cp SRC DST` (docker cp): one side `NAME:PATH` in an agent, the other a host path or `-`;
+//! and `port NAME PORT [HOSTPORT]`, the other way into a running agent from here.
 
 use std::path::PathBuf;
 
@@ -57,6 +58,20 @@ pub fn cp(args: CpArgs) -> Result<i32> {
         _ => bail!("one side must be an agent's NAME:PATH (the other a host path or -)"),
     };
     said(&report);
+    Ok(0)
+}
+
+pub fn port(args: crate::cli::PortArgs) -> Result<i32> {
+    use std::io::Write;
+    let home = Home::open()?;
+    let forward =
+        agentbox_engine::ports::prepare(&home, &args.name, args.port, args.host_port.unwrap_or(args.port))?;
+    // The line a script reads to learn the port (HOSTPORT 0).
+    println!("{} -> {}:{}", forward.local_addr()?, args.name, args.port);
+    std::io::stdout().flush()?;
+    let one = agentbox_sys::SingleThreaded::check()
+        .map_err(|e| anyhow::anyhow!("forwarding needs a single-threaded start: {e}"))?;
+    forward.run(&one)?;
     Ok(0)
 }
 

@@ -183,6 +183,7 @@ fn here(command: Command) -> Result<i32> {
         Command::Attach(args) => return cmd_session::attach(args),
         Command::Exec(args) => return cmd_exec::exec(args),
         Command::Cp(args) => return cmd_cp::cp(args),
+        Command::Port(args) => return cmd_cp::port(args),
         Command::Diff(args) => return cmd_diff::diff(args),
         Command::Verify(args) => return cmd_diff::verify(args),
         Command::Clone(args) => return cmd_manage::clone(args),

@@ -380,3 +380,64 @@ fn cp_copies_both_ways_and_lands_nothing_the_agent_planted() {
         }
     }
 }
+
+/// `port`: a host loopback port reaches a server the agent runs on its own loopback, with its
+/// network left at `none` (nothing else becomes reachable), as root and unprivileged; the
+/// forward ends with the agent.
+#[test]
+fn port_reaches_a_server_inside_the_agent() {
+    use std::io::BufRead;
+    for who in modes() {
+        let a = Agents::new(who);
+        a.ok(&[
+            "spawn",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo served-from-inside > index.html; exec python3 -u -m http.server 8000 --bind 127.0.0.1",
+        ]);
+        a.screen_until("web", "Serving HTTP");
+        let mut fwd = KillOnDrop(
+            a.cmd(&["port", "web", "8000", "0"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufReader::new(fwd.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.split_whitespace().next().unwrap_or_default().to_string();
+        assert!(
+            line.trim_end().ends_with("-> web:8000") && addr.starts_with("127.0.0.1:"),
+            "as {who:?}: {line}"
+        );
+        for _ in 0..2 {
+            let mut resp = ureq::get(&format!("http://{addr}/index.html")).call().unwrap();
+            assert_eq!(resp.body_mut().read_to_string().unwrap(), "served-from-inside\n", "as {who:?}");
+        }
+        // The agent ends: so does the forward.
+        a.ok(&["kill", "web"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = fwd.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "as {who:?}: the forward outlived the agent");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "as {who:?}");
+        for (args, says) in [
+            (vec!["port", "web", "8000"], "ports reach a running agent"),
+            (vec!["port", "ghost", "8000"], "ghost"),
+            (vec!["port", "web", "0"], "not a port"),
+        ] {
+            let out = a.run(&args);
+            assert!(
+                !out.status.success() && text(&out.stderr).contains(says),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+}

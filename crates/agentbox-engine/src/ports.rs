@@ -1,0 +1,126 @@
+//! `port NAME PORT [HOSTPORT]`: a host loopback port forwarded to a port the agent listens on
+//! inside its own network namespace (`kubectl port-forward`'s habit). The agent's egress policy
+//! is untouched: nothing new is reachable from inside, only the agent's own loopback from here.
+//!
+//! The forwarding process binds the host side first, then joins the sandbox's user and network
+//! namespaces (handles from its supervisor, as `exec` gets them); every connection it accepts
+//! on the host listener gets a socket made on the sandbox's side, connected to the agent's
+//! 127.0.0.1 (or ::1), and the bytes are relayed both ways. It ends when the agent's supervisor
+//! does (a restart makes a new network namespace: forward again).
+
+use std::io::ErrorKind;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use agentbox_core::{AgentState, Backend, SandboxSpec};
+use agentbox_store::AgentRecord;
+
+use crate::agents;
+use crate::error::{Context, Error, Result};
+use crate::home::Home;
+
+/// A forward made ready: the host side bound, the sandbox's handles in hand.
+#[derive(Debug)]
+pub struct Forward {
+    home: Home,
+    rec: AgentRecord,
+    port: u16,
+    listener: TcpListener,
+    handles: agentbox_jail::SandboxHandles,
+}
+
+/// Binds 127.0.0.1:`host_port` (0: any free port) for agent `name`'s `port`.
+pub fn prepare(home: &Home, name: &str, port: u16, host_port: u16) -> Result<Forward> {
+    if port == 0 {
+        return Err(Error::invalid("PORT: 0 is not a port the agent can listen on (1-65535)"));
+    }
+    let rec = agents::get(&home.store()?, name)?;
+    if rec.state != AgentState::Running {
+        return Err(Error::conflict(format!("agent '{name}' is {}; ports reach a running agent", rec.state)));
+    }
+    if SandboxSpec::decode(&rec.spec)?.backend == Backend::Vm {
+        return Err(Error::invalid(format!(
+            "agent '{name}' runs in a VM: its ports are not forwarded yet (use an ns agent)"
+        )));
+    }
+    let listener = TcpListener::bind(("127.0.0.1", host_port)).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::AddrInUse {
+            ": give another HOSTPORT (0 picks a free one)"
+        } else {
+            ""
+        };
+        Error::conflict(format!("binding 127.0.0.1:{host_port}: {e}{hint}"))
+    })?;
+    let handles = agentbox_supervisor::sandbox_handles(&agents::state_dir(&rec))?;
+    Ok(Forward { home: home.clone(), rec, port, listener, handles })
+}
+
+impl Forward {
+    /// Where the host side listens.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Joins the sandbox's network and forwards until the agent ends. Call it while the process
+    /// is single-threaded (`one`): joining a user namespace needs that.
+    pub fn run(self, one: &agentbox_sys::SingleThreaded) -> Result<()> {
+        self.handles.join_network(one)?;
+        self.listener.set_nonblocking(true).context("the host listener")?;
+        let mut idle = 0u32;
+        loop {
+            match self.listener.accept() {
+                Ok((host, _)) => {
+                    idle = 0;
+                    let _ = host.set_nonblocking(false);
+                    match self.connect() {
+                        Ok(inner) => relay(host, inner),
+                        Err(e) => {
+                            eprintln!(
+                                "agentbox: {}:{}: {e} (is the agent listening on 127.0.0.1:{}?)",
+                                self.rec.name, self.port, self.port
+                            );
+                            let _ = host.shutdown(Shutdown::Both);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    idle += 1;
+                    // Twice a second: is this run of the agent still there?
+                    if idle % 5 == 0 && !self.same_run() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::from(e).context("accepting a connection")),
+            }
+        }
+    }
+
+    /// Whether the agent still runs the sandbox whose network this process joined.
+    fn same_run(&self) -> bool {
+        let now = self.home.store().and_then(|s| agents::get(&s, &self.rec.name));
+        agents::supervisor_alive(&self.rec)
+            && now.is_ok_and(|r| r.generation == self.rec.generation && agents::is_live_state(&r.state))
+    }
+
+    /// A connection to the agent's port, made on the sandbox's side.
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let timeout = Duration::from_secs(5);
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), timeout).or_else(|_| {
+            TcpStream::connect_timeout(&SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.port)), timeout)
+        })
+    }
+}
+
+/// Copies bytes both ways until each side has ended its half.
+fn relay(a: TcpStream, b: TcpStream) {
+    let pair = (a.try_clone(), b.try_clone());
+    let (Ok(a2), Ok(b2)) = pair else { return };
+    let one_way = |mut from: TcpStream, mut to: TcpStream| {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    std::thread::spawn(move || one_way(a, b2));
+    std::thread::spawn(move || one_way(b, a2));
+}
