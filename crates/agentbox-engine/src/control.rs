@@ -25,6 +25,17 @@ pub trait Control {
     fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView>;
     /// Stops every process of a running agent's sandbox (see [`crate::pause`]).
     fn pause(&self, name: &str) -> Result<AgentView>;
+    /// The tar stream of `path` in the agent's sandbox (`cp` out; see [`crate::cp`]).
+    fn archive_get(&self, name: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<u64>;
+    /// Unpacks a tar stream in the agent's sandbox at `path` (`cp` in): into that directory, or
+    /// with `top`, its one entry landing as `path` when that is not a directory.
+    fn archive_put(
+        &self,
+        name: &str,
+        path: &Path,
+        top: Option<&std::ffi::OsStr>,
+        input: &mut dyn std::io::Read,
+    ) -> Result<u64>;
     /// Named volumes (see [`crate::volumes`]).
     fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>>;
     fn volume_create(&self, name: &str) -> Result<crate::volumes::VolumeView>;
@@ -123,6 +134,20 @@ impl Control for Local {
 
     fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>> {
         crate::volumes::list(&self.home, &self.store)
+    }
+
+    fn archive_get(&self, name: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
+        crate::cp::archive_out(&self.home, name, path, out)
+    }
+
+    fn archive_put(
+        &self,
+        name: &str,
+        path: &Path,
+        top: Option<&std::ffi::OsStr>,
+        input: &mut dyn std::io::Read,
+    ) -> Result<u64> {
+        crate::cp::archive_in(&self.home, name, path, top, input)
     }
 
     fn volume_create(&self, name: &str) -> Result<crate::volumes::VolumeView> {

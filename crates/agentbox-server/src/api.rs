@@ -71,6 +71,7 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_profiles))
         .routes(routes!(super::api_volumes::list_volumes, super::api_volumes::create_volume))
         .routes(routes!(super::api_volumes::remove_volume))
+        .routes(routes!(super::api_archive::get_archive, super::api_archive::put_archive))
         .routes(routes!(super::api_tasks::list_tasks, super::api_tasks::submit_task))
         .routes(routes!(super::api_tasks::get_task, super::api_tasks::cancel_task))
         .routes(routes!(super::api_tasks::list_artifacts))

@@ -6,6 +6,7 @@
 //! agent as the store and the supervisors say they are.
 
 mod api;
+mod api_archive;
 mod api_tasks;
 mod api_volumes;
 mod auth;

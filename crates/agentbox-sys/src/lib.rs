@@ -18,7 +18,7 @@ pub use fork::{clone_process, fork_process, thread_count, Child, SingleThreaded}
 pub use mount::{mount_setattr, MountAttr};
 pub use net::{bring_loopback_up, configure_ipv4};
 pub use pidfd::PidFd;
-pub use signal::{default_disposition, default_disposition_all};
+pub use signal::{default_disposition, default_disposition_all, ignore as ignore_signal};
 pub use term::{filter_options, RawTerminal, SandboxOutput};
 pub use tty::{get_winsize, new_session_on_spawn, set_controlling_tty, set_winsize, WinSize};
 

@@ -18,6 +18,15 @@ pub fn default_disposition(signals: impl IntoIterator<Item = Signal>) -> nix::Re
     Ok(())
 }
 
+/// Ignores `sig` in this process: a write to a pipe whose reader went away (SIGPIPE) then
+/// fails with EPIPE instead of killing it, for a process that handles that itself.
+pub fn ignore(sig: Signal) -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN installs no handler code of ours, so no handler can run with broken
+    // invariants.
+    unsafe { sigaction(sig, &action) }.map(drop)
+}
+
 /// Restores the default action of every ignored signal, real-time ones included (glibc's wrapper
 /// refuses to touch the two it reserves, so this uses the raw system call). Used right before
 /// `execve`: handlers are reset by exec itself, but ignored signals stay ignored, and a caller

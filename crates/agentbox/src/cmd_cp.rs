@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use agentbox_engine::cp::{self, HostEnd, HostSource, Report};
-use agentbox_engine::Home;
+use agentbox_engine::control::Control;
+use agentbox_engine::cp::{self, Report};
+use agentbox_engine::{Home, Kind};
 use anyhow::{bail, Result};
 
 use crate::cli::CpArgs;
@@ -37,20 +38,77 @@ fn said(report: &Report) {
     }
 }
 
-pub fn cp(args: CpArgs) -> Result<i32> {
-    let home = Home::open()?;
+/// A pipe between the copy's two sides; close-on-exec, so a helper started meanwhile does not
+/// hold an end open (the reader would never see the end).
+fn pipe() -> Result<(std::fs::File, std::fs::File)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((std::fs::File::from(r), std::fs::File::from(w)))
+}
+
+/// Runs `host` (the host side: packing or unpacking) on a thread while `sandbox` (the agent's
+/// side, here or on a server) runs here, the two joined by a pipe. When both fail, the side that
+/// stopped first says why: a host side that stops reading ends the sandbox's tar with a broken
+/// pipe, and a sandbox that sends nothing (no such path) leaves the host side with nothing.
+fn joined<T: Send + 'static>(
+    host: impl FnOnce() -> agentbox_engine::Result<T> + Send + 'static,
+    sandbox: impl FnOnce() -> agentbox_engine::Result<u64>,
+) -> Result<T> {
+    let worker = std::thread::spawn(host);
+    let there = sandbox();
+    let here = worker.join().map_err(|_| anyhow::anyhow!("the copy's host side failed"))?;
+    match (here, there) {
+        (Ok(v), Ok(_)) => Ok(v),
+        (Err(empty), Err(why)) if empty.kind() == Kind::NotFound => Err(why.into()),
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), Err(e)) => Err(e.into()),
+    }
+}
+
+pub fn cp(c: &dyn Control, args: CpArgs) -> Result<i32> {
+    // Its pipes and helpers are its own: a side that stops reading is an error said, not a
+    // silent death by SIGPIPE.
+    let _ = agentbox_sys::ignore_signal(nix::sys::signal::Signal::SIGPIPE);
     let report = match (end(&args.src), end(&args.dst)) {
-        (End::Agent(name, src), End::Host(dst)) => cp::copy_out(&home, &name, &src, HostEnd::Path(dst))?,
+        (End::Agent(name, src), End::Host(dst)) => {
+            let (mut from, mut to) = pipe()?;
+            joined(
+                move || {
+                    let unpacked = cp::unpack_on_host(&mut from, &dst);
+                    // The rest of the stream is read, so the sending side ends by itself.
+                    let _ = std::io::copy(&mut from, &mut std::io::sink());
+                    unpacked
+                },
+                move || {
+                    let sent = c.archive_get(&name, &src, &mut to);
+                    drop(to);
+                    sent
+                },
+            )?
+        }
         (End::Agent(name, src), End::Stream) => {
             let mut out = std::io::stdout().lock();
             if std::io::IsTerminal::is_terminal(&out) {
                 bail!("a tar stream is not for a terminal: pipe it (`| tar -t`) or give a host path");
             }
-            cp::copy_out(&home, &name, &src, HostEnd::Stream(&mut out))?
+            c.archive_get(&name, &src, &mut out)?;
+            Report::default()
         }
-        (End::Host(src), End::Agent(name, dst)) => cp::copy_in(&home, &name, HostSource::Path(src), &dst)?,
+        (End::Host(src), End::Agent(name, dst)) => {
+            let top = cp::top_name(&src)?;
+            let (mut from, mut to) = pipe()?;
+            let host_top = top.clone();
+            joined(
+                move || {
+                    let packed = cp::pack_on_host(&src, &host_top, &mut to);
+                    drop(to);
+                    packed
+                },
+                move || c.archive_put(&name, &dst, Some(&top), &mut from),
+            )?
+        }
         (End::Stream, End::Agent(name, dst)) => {
-            cp::copy_in(&home, &name, HostSource::Stream(&mut std::io::stdin().lock()), &dst)?
+            c.archive_put(&name, &dst, None, &mut std::io::stdin().lock())?;
+            Report::default()
         }
         (End::Agent(..), End::Agent(..)) => {
             bail!("both sides are agents: copy through the host (agentbox cp A:PATH DIR, then agentbox cp DIR B:PATH)")

@@ -110,7 +110,12 @@ fn about_this_machine(command: Command) -> Result<i32, Command> {
         Command::Vm(args) => report(cmd_vm::vm(args)),
         Command::Store(args) => report(cmd_store::store(args)),
         Command::Agents(args) => report(cmd_agents::agents(args)),
-        Command::Serve(args) => report(agentbox_server::serve(args.into())),
+        Command::Serve(args) => {
+            // A client or helper that goes away (a copy's `__archive` that ended early) is an
+            // error on that request, never the server's death by SIGPIPE.
+            let _ = agentbox_sys::ignore_signal(nix::sys::signal::Signal::SIGPIPE);
+            report(agentbox_server::serve(args.into()))
+        }
         Command::Context(args) => report(contexts::context(args)),
         Command::Completion(args) => report(cmd_profiles::completion(args)),
         Command::Env(args) => report(cmd_profiles::env(args)),
@@ -160,6 +165,7 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         Command::Hitl(args) => cmd_hitl::hitl(c, args),
         Command::Task(args) => cmd_task::task(c, args),
         Command::Volume(args) => cmd_volume::volume(c, args),
+        Command::Cp(args) => cmd_cp::cp(c, args),
         other => return Err(other),
     })
 }
@@ -182,7 +188,6 @@ fn here(command: Command) -> Result<i32> {
         Command::Info(args) => return cmd_query::info(args),
         Command::Attach(args) => return cmd_session::attach(args),
         Command::Exec(args) => return cmd_exec::exec(args),
-        Command::Cp(args) => return cmd_cp::cp(args),
         Command::Port(args) => return cmd_cp::port(args),
         Command::Diff(args) => return cmd_diff::diff(args),
         Command::Verify(args) => return cmd_diff::verify(args),

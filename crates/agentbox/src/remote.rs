@@ -76,6 +76,13 @@ impl Remote {
         resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| self.unreachable(e))
     }
 
+    /// The server's error answer (`{"error": ...}`) with its kind.
+    fn error_of(&self, status: ureq::http::StatusCode, text: String) -> Error {
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let msg = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+        Error::new(kind_of(status.as_u16()), format!("{msg} (server: {status})"))
+    }
+
     /// One request; a JSON answer, or the server's error with its kind.
     pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
@@ -177,6 +184,57 @@ impl Control for Remote {
 
     fn restart(&self, name: &str) -> Result<AgentView> {
         self.typed("POST", &format!("/api/v1/agents/{}/restart", enc(name)), None)
+    }
+
+    fn archive_get(&self, name: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
+        let url = format!(
+            "{}/api/v1/agents/{}/archive?path={}",
+            self.base,
+            enc(name),
+            enc(&path.to_string_lossy())
+        );
+        let mut resp = self
+            .http
+            .get(&url)
+            .header("Authorization", &self.auth())
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.error_of(status, resp.body_mut().read_to_string().unwrap_or_default()));
+        }
+        let mut body = resp.body_mut().as_reader();
+        std::io::copy(&mut body, out)
+            .map_err(|e| Error::internal(format!("reading the copy from {}: {e}", self.base)))
+    }
+
+    fn archive_put(
+        &self,
+        name: &str,
+        path: &Path,
+        top: Option<&std::ffi::OsStr>,
+        input: &mut dyn std::io::Read,
+    ) -> Result<u64> {
+        let top = top.map(|t| format!("&top={}", enc(&t.to_string_lossy()))).unwrap_or_default();
+        let url = format!(
+            "{}/api/v1/agents/{}/archive?path={}{top}",
+            self.base,
+            enc(name),
+            enc(&path.to_string_lossy())
+        );
+        let mut resp = self
+            .http
+            .put(&url)
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/x-tar")
+            .send(ureq::SendBody::from_reader(input))
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        if !status.is_success() {
+            return Err(self.error_of(status, text));
+        }
+        Ok(serde_json::from_str::<Value>(&text).ok().and_then(|v| v["bytes"].as_u64()).unwrap_or(0))
     }
 
     fn volumes(&self) -> Result<Vec<agentbox_engine::volumes::VolumeView>> {

@@ -1,6 +1,7 @@
 //! The hidden roles: this binary started by itself, as an agent's supervisor (`__supervise`), the
 //! server's spawner (`__spawn`), the task runner (`__tasks`) and its cloner (`__clone`), and the
-//! VM backend's helpers (`__vmm`, `__vmexec`, `__vmfwd`).
+//! VM backend's helpers (`__vmm`, `__vmexec`, `__vmfwd`), and `cp`'s sandbox side from a process
+//! with threads (`__archive`).
 //!
 //! They are dispatched from argv before the command line is parsed, so they are not part of the
 //! CLI (not in help, not in shell completion), and before anything could start a thread: most of
@@ -19,6 +20,7 @@ enum Role {
     VmHost,
     VmExec { tty: bool, command: Vec<OsString> },
     VmForward { port: u16 },
+    Archive { args: Vec<OsString> },
 }
 
 fn text(arg: &OsString) -> Result<String, String> {
@@ -41,6 +43,7 @@ impl Role {
                 text(url).and_then(|url| Ok(Role::Clone { url, dir: dir.into(), git_ref: Some(text(r)?) }))
             }
             ("__vmm", []) => Ok(Role::VmHost),
+            ("__archive", rest) if (3..=4).contains(&rest.len()) => Ok(Role::Archive { args: rest.to_vec() }),
             ("__vmexec", rest) => {
                 let (tty, rest) = match rest.first() {
                     Some(f) if f == "--tty" => (true, &rest[1..]),
@@ -98,6 +101,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         Role::VmHost => crate::cmd_vm::host_role(),
         Role::VmExec { tty, command } => agentbox_vm::exec_client::run_exec(command, tty),
         Role::VmForward { port } => agentbox_vm::fwd::run_forward(port),
+        Role::Archive { args } => agentbox_engine::cp::archive_role(&args),
     })
 }
 

@@ -19,7 +19,7 @@ use agentbox_jail::{build_plan, start, wait_captured, Outcome, Pipes, RealFs, Ru
 use serde::Serialize;
 
 use crate::agents::{self, is_live_state};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::exec::{self, ExecRequest};
 use crate::home::Home;
 
@@ -37,13 +37,6 @@ pub struct Report {
     pub bytes: u64,
     /// Entries left out, each with why.
     pub skipped: Vec<String>,
-}
-
-/// Where the host end of a copy is.
-pub enum HostEnd<'a> {
-    Path(PathBuf),
-    /// A tar stream (`-`): written as the sandbox sends it, or read and sent as it is.
-    Stream(&'a mut dyn Write),
 }
 
 /// A command running in an agent's sandbox, its stdio as pipes.
@@ -126,9 +119,13 @@ impl InSandbox {
     }
 }
 
-/// Copies `src` (a path in the agent's sandbox) out to `to`: docker's rules (into an existing
-/// directory, else to that name), with the sandbox's stream checked entry by entry.
-pub fn copy_out(home: &Home, name: &str, src: &Path, to: HostEnd<'_>) -> Result<Report> {
+/// The tar stream of `src` (a path in the agent's sandbox, relative: from its working
+/// directory) written to `out`, as the sandbox's tar makes it; its one top entry is named as
+/// `src` is. `cp` out, `cp NAME:PATH -` and the API's `GET .../archive`.
+pub fn archive_out(home: &Home, name: &str, src: &Path, out: &mut dyn Write) -> Result<u64> {
+    if agentbox_sys::SingleThreaded::check().is_err() {
+        return in_child(home, &["out".as_ref(), name.as_ref(), src.as_os_str()], None, Some(out));
+    }
     let store = home.store()?;
     let spec = SandboxSpec::decode(&agents::get(&store, name)?.spec)?;
     drop(store);
@@ -143,40 +140,24 @@ pub fn copy_out(home: &Home, name: &str, src: &Path, to: HostEnd<'_>) -> Result<
         "--".into(),
         base.into(),
     ];
-    let what = format!("copying {name}:{}", src.display());
-    match to {
-        HostEnd::Stream(out) => {
-            let (mut run, _) = run_in(home, name, argv)?;
-            let copied = std::io::copy(&mut run.stdout, out);
-            run.finish(&what, &[0, 1])?;
-            Ok(Report { bytes: copied?, ..Default::default() })
-        }
-        HostEnd::Path(dst) => {
-            let target = host_target(&dst, base)?;
-            let (mut run, _) = run_in(home, name, argv)?;
-            let extracted = extract::extract(&mut run.stdout, &target);
-            // A host side that stopped reading ends the sandbox's tar with a broken pipe: its
-            // own reason comes first, unless the sandbox sent nothing (no such path).
-            match (extracted, run.finish(&what, &[0, 1])) {
-                (Ok(report), Ok(())) => Ok(report),
-                (Err(empty), Err(why)) if empty.kind() == crate::error::Kind::NotFound => Err(why),
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            }
-        }
-    }
+    let what = format!("copying {name}:{}", shown(&src));
+    let (mut run, _) = run_in(home, name, argv)?;
+    let copied = std::io::copy(&mut run.stdout, out);
+    // tar's 1: a file changed while it was read (an agent at work); the copy is whole.
+    run.finish(&what, &[0, 1])?;
+    Ok(copied?)
 }
 
-/// Where a copy out to host path `dst` lands: into it when it is a directory, else in its
-/// parent under its name. A link there is refused: nothing is written through one.
-fn host_target(dst: &Path, base: &OsStr) -> Result<extract::Target> {
+/// Where a copy out to host path `dst` lands: into it when it is a directory (under the copy's
+/// own name), else in its parent under its name. A link there is refused: nothing is written
+/// through one.
+fn host_target(dst: &Path) -> Result<extract::Target> {
     match std::fs::symlink_metadata(dst) {
         Ok(m) if m.file_type().is_symlink() => Err(Error::conflict(format!(
             "{} is a link; agentbox does not write through links (name the directory itself)",
             dst.display()
         ))),
-        Ok(m) if m.is_dir() => {
-            Ok(extract::Target { dir: dst.to_path_buf(), name: Some(base.to_os_string()) })
-        }
+        Ok(m) if m.is_dir() => Ok(extract::Target { dir: dst.to_path_buf(), name: None }),
         Ok(_) | Err(_) => {
             let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let file = dst
@@ -202,71 +183,151 @@ t=$(mktemp -d "$p/.agentbox-cp.XXXXXX") || exit 2
 /bin/tar -C "$t" -xf - --no-same-owner && mv -f -T -- "$t/$b" "$d"; s=$?
 rm -rf -- "$t"; exit $s"#;
 
-/// Copies `from` into the agent's sandbox at `dst` (docker's rules). A stream (`-`) is a tar
-/// unpacked into the directory `dst`.
-pub fn copy_in(home: &Home, name: &str, from: HostSource<'_>, dst: &Path) -> Result<Report> {
+/// Unpacks the tar stream `input` in the agent's sandbox at `dst`: into that directory, or,
+/// with `top` (the stream's one top entry), as `dst` itself when `dst` is not a directory
+/// (docker's rules). The API's `PUT .../archive`.
+pub fn archive_in(
+    home: &Home,
+    name: &str,
+    dst: &Path,
+    top: Option<&OsStr>,
+    input: &mut dyn Read,
+) -> Result<u64> {
+    if agentbox_sys::SingleThreaded::check().is_err() {
+        let mut args: Vec<&OsStr> = vec!["in".as_ref(), name.as_ref(), dst.as_os_str()];
+        args.extend(top);
+        return in_child(home, &args, Some(input), None);
+    }
     let store = home.store()?;
     let spec = SandboxSpec::decode(&agents::get(&store, name)?.spec)?;
     drop(store);
     let dst = sandbox_path(&spec, dst)?;
-    let what = format!("copying to {name}:{}", dst.display());
-    match from {
-        HostSource::Stream(input) => {
-            let argv: Vec<OsString> = vec![
-                "/bin/tar".into(),
-                "-C".into(),
-                dst.into(),
-                "-xf".into(),
-                "-".into(),
-                "--no-same-owner".into(),
-            ];
-            let (mut run, _) = run_in(home, name, argv)?;
-            let mut stdin = run.stdin.take().ok_or_else(|| Error::internal("no stdin"))?;
-            let sent = std::io::copy(input, &mut stdin);
+    let what = format!("copying to {name}:{}", shown(&dst));
+    let argv: Vec<OsString> = match top {
+        None => vec![
+            "/bin/tar".into(),
+            "-C".into(),
+            dst.into(),
+            "-xf".into(),
+            "-".into(),
+            "--no-same-owner".into(),
+        ],
+        Some(top) => {
+            if Path::new(top).components().count() != 1 || top.as_encoded_bytes().contains(&b'/') {
+                return Err(Error::invalid(format!("top: '{}' is not one name", shown(Path::new(top)))));
+            }
+            vec!["/bin/sh".into(), "-c".into(), UNPACK.into(), "sh".into(), dst.into(), top.to_os_string()]
+        }
+    };
+    let (mut run, _) = run_in(home, name, argv)?;
+    let mut stdin = run.stdin.take().ok_or_else(|| Error::internal("no stdin"))?;
+    let sent = std::io::copy(input, &mut stdin);
+    drop(stdin);
+    run.finish(&what, &[0])?;
+    Ok(sent?)
+}
+
+/// The name a host path goes by as a copy's top entry.
+pub fn top_name(src: &Path) -> Result<OsString> {
+    src.file_name()
+        .map(OsStr::to_os_string)
+        .or_else(|| std::fs::canonicalize(src).ok()?.file_name().map(OsStr::to_os_string))
+        .ok_or_else(|| Error::invalid(format!("{}: name a file or directory", src.display())))
+}
+
+/// The host side of a copy in: `src` packed as a tar stream whose top entry is `top`.
+pub fn pack_on_host(src: &Path, top: &OsStr, out: &mut dyn Write) -> Result<Report> {
+    pack::pack(src, top, out)
+}
+
+/// The host side of a copy out: a sandbox's tar stream unpacked at `dst` (into it when it is a
+/// directory, else as it), checked entry by entry.
+pub fn unpack_on_host(archive: &mut dyn Read, dst: &Path) -> Result<Report> {
+    extract::extract(archive, &host_target(dst)?)
+}
+
+/// [`archive_out`] or [`archive_in`] from a process with threads (the server, the CLI while its
+/// host side runs): done by a fresh single-threaded `agentbox __archive` process, since a sandbox
+/// is joined or started by a fork. The stream goes through its stdin or stdout; its stderr says
+/// what failed (`{"kind", "message"}`).
+fn in_child(
+    home: &Home,
+    args: &[&OsStr],
+    input: Option<&mut dyn Read>,
+    output: Option<&mut dyn Write>,
+) -> Result<u64> {
+    use std::process::Stdio as P;
+    let mut child = crate::home::self_command()
+        .arg("__archive")
+        .args(args)
+        .env("AGENTBOX_HOME", &home.root)
+        .current_dir("/")
+        .stdin(if input.is_some() { P::piped() } else { P::null() })
+        .stdout(if output.is_some() { P::piped() } else { P::null() })
+        .stderr(P::piped())
+        .spawn()
+        .map_err(|e| Error::internal(format!("starting agentbox to copy: {e}")))?;
+    let stderr = child.stderr.take();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.by_ref().take(64 << 10).read_to_string(&mut text);
+        }
+        text
+    });
+    let moved = match (input, output) {
+        (Some(input), _) => {
+            let mut stdin = child.stdin.take().ok_or_else(|| Error::internal("no stdin"))?;
+            let n = std::io::copy(input, &mut stdin);
             drop(stdin);
-            run.finish(&what, &[0])?;
-            Ok(Report { bytes: sent?, ..Default::default() })
+            n
         }
-        HostSource::Path(src) => {
-            let top = src
-                .file_name()
-                .map(OsStr::to_os_string)
-                .or_else(|| std::fs::canonicalize(&src).ok()?.file_name().map(OsStr::to_os_string))
-                .ok_or_else(|| Error::invalid(format!("{}: name a file or directory", src.display())))?;
-            let argv: Vec<OsString> =
-                vec!["/bin/sh".into(), "-c".into(), UNPACK.into(), "sh".into(), dst.into(), top.clone()];
-            let (mut run, _) = run_in(home, name, argv)?;
-            let mut stdin = run.stdin.take().ok_or_else(|| Error::internal("no stdin"))?;
-            let packed = pack::pack(&src, &top, &mut stdin).context("reading the host side");
-            drop(stdin);
-            let ended = run.finish(&what, &[0]);
-            let report = packed?;
-            ended?;
-            Ok(report)
+        (_, Some(output)) => {
+            let mut stdout = child.stdout.take().ok_or_else(|| Error::internal("no stdout"))?;
+            std::io::copy(&mut stdout, output)
         }
+        _ => Ok(0),
+    };
+    let status = child.wait().map_err(|e| Error::internal(format!("waiting for the copy: {e}")))?;
+    let said = said.join().unwrap_or_default();
+    if !status.success() {
+        let answer: serde_json::Value = serde_json::from_str(said.trim()).unwrap_or_default();
+        let kind = answer["kind"]
+            .as_str()
+            .and_then(crate::error::Kind::parse)
+            .unwrap_or(crate::error::Kind::Internal);
+        let message = answer["message"].as_str().map(str::to_string).unwrap_or_else(|| match said.trim() {
+            "" => format!("the copy's sandbox side ended ({status})"),
+            other => agentbox_core::termfilter::escape_for_terminal(other),
+        });
+        return Err(Error::new(kind, message));
     }
+    Ok(moved?)
 }
 
-/// Where the host side of a copy in comes from.
-pub enum HostSource<'a> {
-    Path(PathBuf),
-    Stream(&'a mut dyn Read),
-}
-
-impl std::fmt::Debug for HostSource<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Path(p) => write!(f, "Path({})", p.display()),
-            Self::Stream(_) => f.write_str("Stream"),
+/// The `__archive` role: `out NAME PATH` writes the stream to stdout, `in NAME PATH [TOP]` reads
+/// it from stdin; a failure is one JSON line on stderr.
+pub fn archive_role(args: &[OsString]) -> i32 {
+    let run = || -> Result<u64> {
+        let home = Home::open()?;
+        let arg = |i: usize| args.get(i).ok_or_else(|| Error::invalid("__archive: missing arguments"));
+        let name = arg(1)?.to_str().ok_or_else(|| Error::invalid("__archive: the name is not UTF-8"))?;
+        let path = Path::new(arg(2)?);
+        match arg(0)?.to_str() {
+            Some("out") => archive_out(&home, name, path, &mut std::io::stdout().lock()),
+            Some("in") => {
+                let top = args.get(3).map(OsString::as_os_str);
+                archive_in(&home, name, path, top, &mut std::io::stdin().lock())
+            }
+            _ => Err(Error::invalid("__archive: out or in")),
         }
-    }
-}
-
-impl std::fmt::Debug for HostEnd<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Path(p) => write!(f, "Path({})", p.display()),
-            Self::Stream(_) => f.write_str("Stream"),
+    };
+    match run() {
+        Ok(_) => 0,
+        Err(e) => {
+            let answer = serde_json::json!({ "kind": e.kind().as_str(), "message": e.root_message() });
+            eprintln!("{answer}");
+            1
         }
     }
 }

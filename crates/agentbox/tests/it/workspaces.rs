@@ -441,3 +441,52 @@ fn port_reaches_a_server_inside_the_agent() {
         }
     }
 }
+
+/// `cp` through a server: the same verb, both ways, the tar streamed over `.../archive`; the
+/// viewer token cannot read an agent's files; a missing path is the sandbox's own words.
+#[test]
+fn cp_through_a_server() {
+    let a = Agents::new(As::Caller);
+    let srv = Server::start(&a);
+    a.ok(&[
+        "spawn",
+        "far",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p out/sub; echo hi > out/sub/f; echo ready; sleep 1000",
+    ]);
+    a.screen_until("far", "ready");
+    let client = Agents::new(As::Caller);
+    let host = tempfile::tempdir().unwrap();
+    let dst = host.path().join("got");
+    let out = srv.remote(&client, &["cp", "far:out", dst.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dst.join("sub/f")).unwrap(), "hi\n");
+    std::fs::write(host.path().join("up.txt"), "up\n").unwrap();
+    let out =
+        srv.remote(&client, &["cp", host.path().join("up.txt").to_str().unwrap(), "far:/tmp/landed.txt"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(a.ok(&["exec", "far", "cat", "/tmp/landed.txt"]), "up\n");
+    let out = srv.remote(&client, &["cp", "far:nope", host.path().to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out.stderr).contains("Cannot stat"), "{}", text(&out.stderr));
+    let (status, _) = srv.call_as(Some(&srv.viewer), "GET", "/api/v1/agents/far/archive?path=out", None);
+    assert_eq!(status, 403);
+    let (status, body) = srv.call("GET", "/api/v1/agents/far/archive?path=..%2F..%2F..", None);
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A copy into an agent that does not exist, with a body, through a server: a 404, and the
+/// server is still there for the next request (its helper ended before reading the body).
+#[test]
+fn a_failed_copy_in_leaves_the_server_up() {
+    let a = Agents::new(As::Caller);
+    let srv = Server::start(&a);
+    let body = "x".repeat(1 << 20);
+    for _ in 0..3 {
+        let (status, _) = srv.call("PUT", "/api/v1/agents/ghost/archive?path=/tmp", Some(&body));
+        assert_eq!(status, 404);
+    }
+    let (status, _) = srv.call("GET", "/api/v1/agents", None);
+    assert_eq!(status, 200);
+}
