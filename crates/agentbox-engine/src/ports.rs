@@ -38,9 +38,15 @@ pub fn prepare(home: &Home, name: &str, port: u16, host_port: u16) -> Result<For
     if rec.state != AgentState::Running {
         return Err(Error::conflict(format!("agent '{name}' is {}; ports reach a running agent", rec.state)));
     }
-    if SandboxSpec::decode(&rec.spec)?.backend == Backend::Vm {
+    let spec = SandboxSpec::decode(&rec.spec)?;
+    if spec.backend == Backend::Vm {
         return Err(Error::invalid(format!(
             "agent '{name}' runs in a VM: its ports are not forwarded yet (use an ns agent)"
+        )));
+    }
+    if spec.network == agentbox_core::NetworkMode::Full {
+        return Err(Error::invalid(format!(
+            "agent '{name}' is on the host's network (--network full): reach 127.0.0.1:{port} directly"
         )));
     }
     let listener = TcpListener::bind(("127.0.0.1", host_port)).map_err(|e| {
@@ -61,16 +67,45 @@ impl Forward {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Joins the sandbox's network and forwards until the agent ends. Call it while the process
-    /// is single-threaded (`one`): joining a user namespace needs that.
-    pub fn run(self, one: &agentbox_sys::SingleThreaded) -> Result<()> {
+    /// Joins the sandbox's network. Call it while the process is single-threaded (`one`):
+    /// joining a user namespace needs that. The handles are let go once joined, so the forward
+    /// does not keep the sandbox's other namespaces alive.
+    pub fn join(self, one: &agentbox_sys::SingleThreaded) -> Result<Joined> {
         self.handles.join_network(one)?;
-        self.listener.set_nonblocking(true).context("the host listener")?;
-        let mut idle = 0u32;
+        let Forward { home, rec, port, listener, handles } = self;
+        drop(handles);
+        listener.set_nonblocking(true).context("the host listener")?;
+        Ok(Joined { home, rec, port, listener })
+    }
+}
+
+/// A forward on the sandbox's network, ready to serve.
+#[derive(Debug)]
+pub struct Joined {
+    home: Home,
+    rec: AgentRecord,
+    port: u16,
+    listener: TcpListener,
+}
+
+impl Joined {
+    /// Where the host side listens.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Forwards until that run of the agent ends (checked twice a second, however busy).
+    pub fn serve(self) -> Result<()> {
+        let mut checked = std::time::Instant::now();
         loop {
+            if checked.elapsed() >= Duration::from_millis(500) {
+                if !self.same_run() {
+                    return Ok(());
+                }
+                checked = std::time::Instant::now();
+            }
             match self.listener.accept() {
                 Ok((host, _)) => {
-                    idle = 0;
                     let _ = host.set_nonblocking(false);
                     match self.connect() {
                         Ok(inner) => relay(host, inner),
@@ -83,14 +118,7 @@ impl Forward {
                         }
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    idle += 1;
-                    // Twice a second: is this run of the agent still there?
-                    if idle % 5 == 0 && !self.same_run() {
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(100)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::from(e).context("accepting a connection")),
             }

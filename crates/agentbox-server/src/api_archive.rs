@@ -53,9 +53,10 @@ impl Write for ToBody {
     }
 }
 
-/// A reader of the request body's chunks.
+/// A reader of the request body's chunks. A body that breaks off is an error, never a clean
+/// end: a tar cut at an entry boundary would otherwise unpack as a whole one.
 struct FromBody {
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: mpsc::Receiver<Result<Bytes, String>>,
     current: Bytes,
 }
 
@@ -63,7 +64,10 @@ impl Read for FromBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.chunks.blocking_recv() {
-                Some(b) => self.current = b,
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::other(format!("the request body broke off: {e}")))
+                }
                 None => return Ok(0),
             }
         }
@@ -144,11 +148,12 @@ pub async fn put_archive(
     ApiQuery(q): ApiQuery<ArchiveQuery>,
     body: Body,
 ) -> ApiResult<Json<ArchiveWritten>> {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(8);
     let mut stream = body.into_data_stream();
     tokio::spawn(async move {
-        while let Some(Ok(chunk)) = stream.next().await {
-            if tx.send(chunk).await.is_err() {
+        while let Some(chunk) = stream.next().await {
+            let failed = chunk.is_err();
+            if tx.send(chunk.map_err(|e| e.to_string())).await.is_err() || failed {
                 break;
             }
         }

@@ -101,10 +101,14 @@ pub fn screen(state_dir: &Path, formatted: bool) -> Result<String, ClientError> 
     };
     match request(state_dir, Frame::ScreenRequest { formatted }) {
         Ok(Frame::Screen(s)) => Ok(s),
-        Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
         Err(ClientError::NotRunning(p)) => saved().map_err(|_| ClientError::NotRunning(p)),
-        // The agent ended while it was asked: its supervisor saves the last screen and goes.
-        Err(e) => {
+        // The agent ended while it was asked (the answer is its exit, or the connection goes):
+        // its supervisor saves the last screen and goes.
+        reply => {
+            let e = match reply {
+                Ok(other) => ClientError::Refused(format!("unexpected reply {other:?}")),
+                Err(e) => e,
+            };
             for _ in 0..40 {
                 if let Err(ClientError::NotRunning(_)) = connect(state_dir) {
                     return saved().map_err(|_| e);

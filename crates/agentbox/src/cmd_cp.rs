@@ -58,7 +58,12 @@ fn joined<T: Send + 'static>(
     let here = worker.join().map_err(|_| anyhow::anyhow!("the copy's host side failed"))?;
     match (here, there) {
         (Ok(v), Ok(_)) => Ok(v),
-        (Err(empty), Err(why)) if empty.kind() == Kind::NotFound => Err(why.into()),
+        // The host side found nothing, or its pipe was closed: the sandbox's side says why.
+        (Err(host), Err(why))
+            if host.kind() == Kind::NotFound || host.to_string().contains("Broken pipe") =>
+        {
+            Err(why.into())
+        }
         (Err(e), _) => Err(e.into()),
         (Ok(_), Err(e)) => Err(e.into()),
     }
@@ -70,12 +75,17 @@ pub fn cp(c: &dyn Control, args: CpArgs) -> Result<i32> {
     let _ = agentbox_sys::ignore_signal(nix::sys::signal::Signal::SIGPIPE);
     let report = match (end(&args.src), end(&args.dst)) {
         (End::Agent(name, src), End::Host(dst)) => {
+            // The name it lands under is the one typed, never one the agent's stream chooses.
+            let base = cp::source_name(&src)?;
             let (mut from, mut to) = pipe()?;
             joined(
                 move || {
-                    let unpacked = cp::unpack_on_host(&mut from, &dst);
-                    // The rest of the stream is read, so the sending side ends by itself.
-                    let _ = std::io::copy(&mut from, &mut std::io::sink());
+                    let unpacked = cp::unpack_on_host(&mut from, &dst, &base);
+                    // A tar's record is padded past its end marker: read to the end, so the
+                    // sending side finishes instead of meeting a closed pipe.
+                    if unpacked.is_ok() {
+                        let _ = std::io::copy(&mut from, &mut std::io::sink());
+                    }
                     unpacked
                 },
                 move || {
@@ -124,12 +134,13 @@ pub fn port(args: crate::cli::PortArgs) -> Result<i32> {
     let home = Home::open()?;
     let forward =
         agentbox_engine::ports::prepare(&home, &args.name, args.port, args.host_port.unwrap_or(args.port))?;
-    // The line a script reads to learn the port (HOSTPORT 0).
-    println!("{} -> {}:{}", forward.local_addr()?, args.name, args.port);
-    std::io::stdout().flush()?;
     let one = agentbox_sys::SingleThreaded::check()
         .map_err(|e| anyhow::anyhow!("forwarding needs a single-threaded start: {e}"))?;
-    forward.run(&one)?;
+    let joined = forward.join(&one)?;
+    // Said once it works: the line a script reads to learn the port (HOSTPORT 0).
+    println!("{} -> {}:{}", joined.local_addr()?, args.name, args.port);
+    std::io::stdout().flush()?;
+    joined.serve()?;
     Ok(0)
 }
 

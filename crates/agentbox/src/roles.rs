@@ -87,8 +87,9 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
             return Some(2);
         }
     };
-    if !matches!(role, Role::Supervise { .. }) {
-        // The supervisor keeps SIGPIPE ignored: a client that disconnects must not kill it.
+    // The supervisor keeps SIGPIPE ignored (a client that disconnects must not kill it), and so
+    // does `__archive` (a sandbox tar that stops reading early must leave it alive to say why).
+    if !matches!(role, Role::Supervise { .. } | Role::Archive { .. }) {
         let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
     }
     Some(match role {

@@ -17,7 +17,8 @@ use super::{shown, Report};
 use crate::error::{Error, Result};
 use crate::tree::Dir;
 
-/// Where the archive's top entry goes: into `dir`, named `name` (None: its own name).
+/// Where the archive's top entry goes: into `dir`, named `name` whatever the stream calls it
+/// (the stream is the agent's: it does not choose what lands in the person's directory).
 #[derive(Debug)]
 pub(crate) struct Target {
     pub dir: PathBuf,
@@ -159,8 +160,7 @@ pub(crate) fn extract(archive: &mut dyn Read, target: &Target) -> Result<Report>
             | tar::EntryType::Continuous
             | tar::EntryType::GNUSparse => {}
             tar::EntryType::Symlink => {
-                let to =
-                    entry.link_name().ok().flatten().map(|l| l.display().to_string()).unwrap_or_default();
+                let to = entry.link_name().ok().flatten().map(|l| shown(&l)).unwrap_or_default();
                 report
                     .skipped
                     .push(format!("{said}: a link (to {to}); agentbox does not make links an agent made"));

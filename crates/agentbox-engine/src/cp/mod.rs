@@ -47,6 +47,23 @@ struct InSandbox {
     stderr: std::thread::JoinHandle<Vec<u8>>,
 }
 
+/// A copy's request checked before anything runs: an agent's name, a path without NUL bytes,
+/// and a top entry that is one plain name.
+fn check_request(name: &str, path: &Path, top: Option<&OsStr>) -> Result<()> {
+    agentbox_core::validate_name(name).map_err(|e| Error::invalid(e.to_string()))?;
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::invalid("path: NUL bytes are not allowed"));
+    }
+    if let Some(top) = top {
+        let mut parts = Path::new(top).components();
+        let one = matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None));
+        if !one || top.as_encoded_bytes().iter().any(|b| *b == b'/' || *b == 0) {
+            return Err(Error::invalid(format!("top: '{}' is not one plain name", shown(Path::new(top)))));
+        }
+    }
+    Ok(())
+}
+
 /// The agent's sandbox path `path` made absolute (a relative one is from its working directory).
 fn sandbox_path(spec: &SandboxSpec, path: &Path) -> Result<PathBuf> {
     let abs = agentbox_core::normalize_absolute(&spec.workdir.join(path))?;
@@ -123,6 +140,7 @@ impl InSandbox {
 /// directory) written to `out`, as the sandbox's tar makes it; its one top entry is named as
 /// `src` is. `cp` out, `cp NAME:PATH -` and the API's `GET .../archive`.
 pub fn archive_out(home: &Home, name: &str, src: &Path, out: &mut dyn Write) -> Result<u64> {
+    check_request(name, src, None)?;
     if agentbox_sys::SingleThreaded::check().is_err() {
         return in_child(home, &["out".as_ref(), name.as_ref(), src.as_os_str()], None, Some(out));
     }
@@ -148,16 +166,18 @@ pub fn archive_out(home: &Home, name: &str, src: &Path, out: &mut dyn Write) -> 
     Ok(copied?)
 }
 
-/// Where a copy out to host path `dst` lands: into it when it is a directory (under the copy's
-/// own name), else in its parent under its name. A link there is refused: nothing is written
-/// through one.
-fn host_target(dst: &Path) -> Result<extract::Target> {
+/// Where a copy out to host path `dst` lands: into it when it is a directory (named `base`, the
+/// source's own name as the person typed it), else in its parent under its name. A link there
+/// is refused: nothing is written through one.
+fn host_target(dst: &Path, base: &OsStr) -> Result<extract::Target> {
     match std::fs::symlink_metadata(dst) {
         Ok(m) if m.file_type().is_symlink() => Err(Error::conflict(format!(
             "{} is a link; agentbox does not write through links (name the directory itself)",
             dst.display()
         ))),
-        Ok(m) if m.is_dir() => Ok(extract::Target { dir: dst.to_path_buf(), name: None }),
+        Ok(m) if m.is_dir() => {
+            Ok(extract::Target { dir: dst.to_path_buf(), name: Some(base.to_os_string()) })
+        }
         Ok(_) | Err(_) => {
             let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let file = dst
@@ -175,9 +195,8 @@ fn host_target(dst: &Path) -> Result<extract::Target> {
 
 /// The script that unpacks a copy in the sandbox: into DST when it is a directory, else as DST
 /// (through a temporary directory beside it, then a rename).
-const UNPACK: &str = r#"d=$1 b=$2
+const UNPACK: &str = r#"d=$1 b=$2 p=$3
 if [ -d "$d" ]; then exec /bin/tar -C "$d" -xf - --no-same-owner; fi
-p=$(dirname -- "$d")
 [ -d "$p" ] || { echo "$p: no such directory" >&2; exit 2; }
 t=$(mktemp -d "$p/.agentbox-cp.XXXXXX") || exit 2
 /bin/tar -C "$t" -xf - --no-same-owner && mv -f -T -- "$t/$b" "$d"; s=$?
@@ -213,10 +232,17 @@ pub fn archive_in(
             "--no-same-owner".into(),
         ],
         Some(top) => {
-            if Path::new(top).components().count() != 1 || top.as_encoded_bytes().contains(&b'/') {
-                return Err(Error::invalid(format!("top: '{}' is not one name", shown(Path::new(top)))));
-            }
-            vec!["/bin/sh".into(), "-c".into(), UNPACK.into(), "sh".into(), dst.into(), top.to_os_string()]
+            // The parent is worked out here: a shell's $(dirname) drops trailing newlines.
+            let parent = dst.parent().unwrap_or(Path::new("/")).as_os_str().to_os_string();
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                UNPACK.into(),
+                "sh".into(),
+                dst.into(),
+                top.to_os_string(),
+                parent,
+            ]
         }
     };
     let (mut run, _) = run_in(home, name, argv)?;
@@ -240,10 +266,22 @@ pub fn pack_on_host(src: &Path, top: &OsStr, out: &mut dyn Write) -> Result<Repo
     pack::pack(src, top, out)
 }
 
+/// The name a copy out of sandbox path `src` goes by on the host: its last component as typed
+/// (`out/sub` is `sub`). A path that ends in `.` or `..` names no entry of its own.
+pub fn source_name(src: &Path) -> Result<OsString> {
+    match src.components().next_back() {
+        Some(std::path::Component::Normal(n)) => Ok(n.to_os_string()),
+        _ => Err(Error::invalid(format!(
+            "{}: name the file or directory to copy (as in NAME:out or NAME:/srv/app)",
+            shown(src)
+        ))),
+    }
+}
+
 /// The host side of a copy out: a sandbox's tar stream unpacked at `dst` (into it when it is a
-/// directory, else as it), checked entry by entry.
-pub fn unpack_on_host(archive: &mut dyn Read, dst: &Path) -> Result<Report> {
-    extract::extract(archive, &host_target(dst)?)
+/// directory, as `base`; else as `dst`), checked entry by entry.
+pub fn unpack_on_host(archive: &mut dyn Read, dst: &Path, base: &OsStr) -> Result<Report> {
+    extract::extract(archive, &host_target(dst, base)?)
 }
 
 /// [`archive_out`] or [`archive_in`] from a process with threads (the server, the CLI while its
@@ -279,11 +317,17 @@ fn in_child(
         (Some(input), _) => {
             let mut stdin = child.stdin.take().ok_or_else(|| Error::internal("no stdin"))?;
             let n = std::io::copy(input, &mut stdin);
+            // A stream that broke off on this side is not a copy that ended: the helper is
+            // stopped rather than left to take a clean end of input.
+            if n.is_err() {
+                let _ = child.kill();
+            }
             drop(stdin);
             n
         }
         (_, Some(output)) => {
             let mut stdout = child.stdout.take().ok_or_else(|| Error::internal("no stdout"))?;
+            // Whoever stopped reading, the helper ends by itself and says why.
             std::io::copy(&mut stdout, output)
         }
         _ => Ok(0),
@@ -291,7 +335,8 @@ fn in_child(
     let status = child.wait().map_err(|e| Error::internal(format!("waiting for the copy: {e}")))?;
     let said = said.join().unwrap_or_default();
     if !status.success() {
-        let answer: serde_json::Value = serde_json::from_str(said.trim()).unwrap_or_default();
+        let last = said.trim().lines().last().unwrap_or_default();
+        let answer: serde_json::Value = serde_json::from_str(last).unwrap_or_default();
         let kind = answer["kind"]
             .as_str()
             .and_then(crate::error::Kind::parse)
@@ -328,6 +373,43 @@ pub fn archive_role(args: &[OsString]) -> i32 {
             let answer = serde_json::json!({ "kind": e.kind().as_str(), "message": e.root_message() });
             eprintln!("{answer}");
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent's stream does not choose what lands in the person's directory: its top entry
+    /// goes under the name the person typed, whatever the stream calls it.
+    #[test]
+    fn the_stream_does_not_choose_the_name_it_lands_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(5);
+        b.append_data(&mut h, ".bashrc", &b"owned"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        unpack_on_host(&mut &bytes[..], dir.path(), OsStr::new("report.txt")).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("report.txt")).unwrap(), "owned");
+        assert!(!dir.path().join(".bashrc").exists());
+    }
+
+    #[test]
+    fn requests_and_names_are_checked_before_anything_runs() {
+        let p = Path::new("out");
+        assert!(check_request("web", p, Some(OsStr::new("f.txt"))).is_ok());
+        for top in ["..", ".", "a/b", ""] {
+            assert!(check_request("web", p, Some(OsStr::new(top))).is_err(), "{top:?}");
+        }
+        assert!(check_request("Web", p, None).is_err());
+        assert!(check_request("web", Path::new("a\0b"), None).is_err());
+        assert_eq!(source_name(Path::new("out/sub/")).unwrap(), "sub");
+        for bad in [".", "out/..", "/"] {
+            assert!(source_name(Path::new(bad)).is_err(), "{bad}");
         }
     }
 }

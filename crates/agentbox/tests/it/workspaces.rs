@@ -427,7 +427,9 @@ fn port_reaches_a_server_inside_the_agent() {
             std::thread::sleep(Duration::from_millis(100));
         };
         assert!(status.success(), "as {who:?}");
+        a.ok(&["spawn", "hostnet", "--network", "full", "--", "sleep", "1000"]);
         for (args, says) in [
+            (vec!["port", "hostnet", "8000"], "on the host's network"),
             (vec!["port", "web", "8000"], "ports reach a running agent"),
             (vec!["port", "ghost", "8000"], "ghost"),
             (vec!["port", "web", "0"], "not a port"),
