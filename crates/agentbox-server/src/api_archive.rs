@@ -78,6 +78,15 @@ impl Read for FromBody {
     }
 }
 
+/// Ends a copy's helper when dropped.
+struct StopOnDrop(cp::Stopper);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 fn controller_only(scope: Scope) -> ApiResult<()> {
     match scope {
         Scope::Controller => Ok(()),
@@ -101,9 +110,15 @@ pub async fn get_archive(
     controller_only(scope)?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let home = state.home.clone();
+    let stopper = cp::Stopper::default();
+    let helper = stopper.clone();
+    // Owned by this request, then by its body: when it is dropped (sent in full, or the client
+    // went away), a helper still running is ended, so a tar the agent holds stopped keeps
+    // nothing of the server's.
+    let guard = StopOnDrop(stopper);
     let task = tokio::task::spawn_blocking(move || {
         let mut out = ToBody(tx.clone());
-        let done = cp::archive_out(&home, &name, std::path::Path::new(&q.path), &mut out);
+        let done = cp::archive_out_stoppable(&home, &name, std::path::Path::new(&q.path), &mut out, &helper);
         // Failing after bytes went out: the body ends in an error, not as a cut tar that looks whole.
         if let Err(e) = &done {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -131,8 +146,9 @@ pub async fn get_archive(
     if ended {
         task.await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     }
-    let rest =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let rest = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.recv().await.map(|item| (item, (rx, guard)))
+    });
     let body = futures_util::stream::iter(held).chain(rest);
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(body)).into_response())
 }

@@ -140,9 +140,46 @@ impl InSandbox {
 /// directory) written to `out`, as the sandbox's tar makes it; its one top entry is named as
 /// `src` is. `cp` out, `cp NAME:PATH -` and the API's `GET .../archive`.
 pub fn archive_out(home: &Home, name: &str, src: &Path, out: &mut dyn Write) -> Result<u64> {
+    archive_out_stoppable(home, name, src, out, &Stopper::default())
+}
+
+/// Lets another thread end a copy that runs in a helper process: a server whose client went
+/// away while the agent holds its `tar` stopped would otherwise keep a thread waiting on it.
+#[derive(Debug, Clone, Default)]
+pub struct Stopper(std::sync::Arc<std::sync::Mutex<Option<agentbox_sys::PidFd>>>);
+
+impl Stopper {
+    /// Kills the helper, if one is still running (through its pidfd: never another process).
+    pub fn stop(&self) {
+        if let Some(fd) = self.0.lock().ok().as_ref().and_then(|g| g.as_ref()) {
+            let _ = fd.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    fn set(&self, fd: Option<agentbox_sys::PidFd>) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = fd;
+        }
+    }
+}
+
+/// [`archive_out`], with a [`Stopper`] that ends it from another thread.
+pub fn archive_out_stoppable(
+    home: &Home,
+    name: &str,
+    src: &Path,
+    out: &mut dyn Write,
+    stopper: &Stopper,
+) -> Result<u64> {
     check_request(name, src, None)?;
     if agentbox_sys::SingleThreaded::check().is_err() {
-        return in_child(home, &["out".as_ref(), name.as_ref(), src.as_os_str()], None, Some(out));
+        return in_child(
+            home,
+            &["out".as_ref(), name.as_ref(), src.as_os_str()],
+            None,
+            Some(out),
+            Some(stopper),
+        );
     }
     let store = home.store()?;
     let spec = SandboxSpec::decode(&agents::get(&store, name)?.spec)?;
@@ -215,7 +252,7 @@ pub fn archive_in(
     if agentbox_sys::SingleThreaded::check().is_err() {
         let mut args: Vec<&OsStr> = vec!["in".as_ref(), name.as_ref(), dst.as_os_str()];
         args.extend(top);
-        return in_child(home, &args, Some(input), None);
+        return in_child(home, &args, Some(input), None, None);
     }
     let store = home.store()?;
     let spec = SandboxSpec::decode(&agents::get(&store, name)?.spec)?;
@@ -293,6 +330,7 @@ fn in_child(
     args: &[&OsStr],
     input: Option<&mut dyn Read>,
     output: Option<&mut dyn Write>,
+    stopper: Option<&Stopper>,
 ) -> Result<u64> {
     use std::process::Stdio as P;
     let mut child = crate::home::self_command()
@@ -305,6 +343,10 @@ fn in_child(
         .stderr(P::piped())
         .spawn()
         .map_err(|e| Error::internal(format!("starting agentbox to copy: {e}")))?;
+    // Our own child, not reaped until the wait below: its pid names it until then.
+    if let Some(s) = stopper {
+        s.set(i32::try_from(child.id()).ok().and_then(|pid| agentbox_sys::PidFd::open(pid).ok()));
+    }
     let stderr = child.stderr.take();
     let said = std::thread::spawn(move || {
         let mut text = String::new();
@@ -332,7 +374,11 @@ fn in_child(
         }
         _ => Ok(0),
     };
-    let status = child.wait().map_err(|e| Error::internal(format!("waiting for the copy: {e}")))?;
+    let status = child.wait().map_err(|e| Error::internal(format!("waiting for the copy: {e}")));
+    if let Some(s) = stopper {
+        s.set(None);
+    }
+    let status = status?;
     let said = said.join().unwrap_or_default();
     if !status.success() {
         let last = said.trim().lines().last().unwrap_or_default();

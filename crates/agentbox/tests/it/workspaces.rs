@@ -492,3 +492,43 @@ fn a_failed_copy_in_leaves_the_server_up() {
     let (status, _) = srv.call("GET", "/api/v1/agents", None);
     assert_eq!(status, 200);
 }
+
+/// A download whose sandbox `tar` is stuck (stopped), and whose client goes away: the copy's
+/// helper is ended when the response is dropped, so no server thread or process stays held.
+#[test]
+fn a_client_that_goes_away_frees_a_stuck_copy() {
+    use std::io::{Read, Write};
+    let a = Agents::new(As::Caller);
+    let srv = Server::start(&a);
+    a.ok(&["spawn", "hold", "--", "sh", "-c", "head -c 60000000 /dev/urandom > big; echo ready; sleep 1000"]);
+    a.screen_until("hold", "ready");
+    let marker = "__archive out hold big".to_string();
+    let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+    write!(
+        s,
+        "GET /api/v1/agents/hold/archive?path=big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        srv.token
+    )
+    .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    assert!(!host_processes_matching(&marker).is_empty(), "no helper while the copy runs");
+    // The sandbox's tar stuck (stopped from outside here: the agent itself may not signal it).
+    let tars = host_processes_matching("-cf - -- big");
+    assert!(!tars.is_empty(), "no tar");
+    for t in tars {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t), nix::sys::signal::Signal::SIGSTOP);
+    }
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !host_processes_matching(&marker).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the copy's helper outlived its client");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(srv.call("GET", "/api/v1/agents", None).0, 200);
+}
