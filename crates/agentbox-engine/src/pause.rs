@@ -1,7 +1,8 @@
 //! `pause` and `resume`: every process of an agent's sandbox stopped, and continued.
 //!
 //! The sandbox's processes are its init's descendants (orphans are re-parented to the init of
-//! its pid namespace, so none leaves the tree). Each is sent SIGSTOP through a process
+//! its pid namespace, so none leaves the tree) and the commands `exec` started in its PID
+//! namespace (found by the namespace's inode, from the handles its supervisor keeps). Each is sent SIGSTOP through a process
 //! descriptor opened and then checked against the start time read together with the parent
 //! that placed it in the tree, so a pid reused by a process outside the sandbox is never
 //! signalled. `resume` continues every process of the tree, including any the agent had
@@ -46,10 +47,35 @@ fn stat(pid: i32) -> Option<Seen> {
     })
 }
 
-/// The processes below `root` (itself included), each as the one read that placed it in the
-/// tree saw it: the start time a signal is later checked against comes from the same read as
-/// the parent that made it the sandbox's.
-fn scan(root: i32) -> Vec<(i32, Seen)> {
+/// What a scan looks for: the sandbox's init and, when known, its PID namespace (by inode), which
+/// also holds the commands `exec` started there (their parent is the joining helper, outside).
+#[derive(Debug, Clone, Copy)]
+struct Sandbox {
+    root: i32,
+    pid_ns: Option<u64>,
+}
+
+impl Sandbox {
+    fn of(rec: &AgentRecord) -> Result<Self> {
+        let root = sandbox_root(rec)?;
+        let pid_ns = agentbox_supervisor::sandbox_handles(&agents::state_dir(rec)).ok().and_then(|h| {
+            let fd = h.namespace(nix::sched::CloneFlags::CLONE_NEWPID)?;
+            nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
+        });
+        Ok(Self { root, pid_ns })
+    }
+}
+
+/// Whether `pid` lives in the PID namespace with inode `ns`.
+fn in_pid_ns(pid: i32, ns: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid")).is_ok_and(|m| m.ino() == ns)
+}
+
+/// The sandbox's processes: its init's descendants (itself included) and whatever else is in
+/// its PID namespace, each as the one read of its stat that placed it there saw it, so the
+/// start time a signal is later checked against comes from that same read.
+fn scan(sandbox: Sandbox) -> Vec<(i32, Seen)> {
     let mut all: HashMap<i32, Seen> = HashMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
@@ -58,11 +84,20 @@ fn scan(root: i32) -> Vec<(i32, Seen)> {
             }
         }
     }
+    let root = sandbox.root;
     let mut out: Vec<(i32, Seen)> = all.get(&root).map(|s| (root, *s)).into_iter().collect();
+    if let Some(ns) = sandbox.pid_ns {
+        out.extend(all.iter().filter(|(p, _)| **p != root && in_pid_ns(**p, ns)).map(|(p, s)| (*p, *s)));
+    }
     let mut i = 0;
     while i < out.len() {
         let parent = out[i].0;
-        out.extend(all.iter().filter(|(_, s)| s.ppid == parent).map(|(p, s)| (*p, *s)));
+        let children: Vec<(i32, Seen)> = all
+            .iter()
+            .filter(|(p, s)| s.ppid == parent && !out.iter().any(|(o, _)| o == *p))
+            .map(|(p, s)| (*p, *s))
+            .collect();
+        out.extend(children);
         i += 1;
     }
     out
@@ -91,7 +126,7 @@ fn sandbox_root(rec: &AgentRecord) -> Result<i32> {
 
 /// Stops every process below `root`; returns how many. On failure the ones stopped are
 /// continued again.
-fn stop_tree(root: i32) -> Result<usize> {
+fn stop_tree(sandbox: Sandbox) -> Result<usize> {
     let mut stopped: HashSet<(i32, u64)> = HashSet::new();
     let deadline = std::time::Instant::now() + SETTLE;
     let give_back = |stopped: &HashSet<(i32, u64)>| {
@@ -101,7 +136,7 @@ fn stop_tree(root: i32) -> Result<usize> {
     };
     loop {
         let mut settled = true;
-        for (pid, seen) in scan(root) {
+        for (pid, seen) in scan(sandbox) {
             let ours = stopped.contains(&(pid, seen.start));
             match seen.state {
                 // Ended, or stopped by us: nothing left to do for it. One in uninterruptible
@@ -140,9 +175,9 @@ fn stop_tree(root: i32) -> Result<usize> {
 }
 
 /// Continues every process below `root`.
-fn continue_tree(root: i32) -> Result<usize> {
+fn continue_tree(sandbox: Sandbox) -> Result<usize> {
     let mut n = 0;
-    for (pid, seen) in scan(root) {
+    for (pid, seen) in scan(sandbox) {
         n += usize::from(signal_if_same(pid, seen.start, Signal::SIGCONT)?);
     }
     Ok(n)
@@ -159,11 +194,11 @@ pub fn pause(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
             return Err(Error::conflict(format!("agent '{name}' is {other}: only a running agent pauses")))
         }
     }
-    let root = sandbox_root(&rec)?;
-    let n = stop_tree(root)?;
+    let sandbox = Sandbox::of(&rec)?;
+    let n = stop_tree(sandbox)?;
     if let Err(e) = store.mark_paused(name, rec.generation, true, &format!("{n} processes stopped")) {
         // It ended (or was started again) meanwhile: what was stopped is let go.
-        let _ = continue_tree(root);
+        let _ = continue_tree(sandbox);
         return Err(e.into());
     }
     agents::get_for_change(store, name)
@@ -183,7 +218,7 @@ pub fn resume(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
 /// [`resume`] of a paused agent, with its lock held (or by `stop`, which must let its command
 /// run to handle SIGTERM).
 pub(crate) fn resume_locked(store: &Store, rec: &AgentRecord) -> Result<()> {
-    let n = continue_tree(sandbox_root(rec)?)?;
+    let n = continue_tree(Sandbox::of(rec)?)?;
     store.mark_paused(&rec.name, rec.generation, false, &format!("{n} processes continued"))?;
     Ok(())
 }

@@ -36,6 +36,31 @@ fn pause_stops_every_process_and_resume_loses_nothing() {
         // A CPU burner in the background and a counter in the foreground.
         a.ok(&["spawn", "busy", "--", "sh", "-c", BUSY]);
         a.screen_until("busy", "n5");
+        // And a burner started with `exec`: in the sandbox's PID namespace, not below its init.
+        let _exec = KillOnDrop(
+            a.cmd(&["exec", "busy", "sh", "-c", "while :; do :; done # exec-burner"]).spawn().unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let burner = loop {
+            let found: Vec<i32> = host_processes_matching("# exec-burner")
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with("sh\0"))
+                })
+                .collect();
+            if let Some(p) = found.first() {
+                break *p;
+            }
+            assert!(std::time::Instant::now() < deadline, "as {who:?}: the exec'd burner did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let burner_ticks = || -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{burner}/stat")).unwrap_or_default();
+            let f: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+            f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        };
         assert_eq!(a.ok(&["pause", "busy"]), "busy\n");
         let state = |a: &Agents| -> String {
             let v: serde_json::Value = serde_json::from_str(&a.ok(&["inspect", "busy", "--json"])).unwrap();
@@ -51,6 +76,13 @@ fn pause_stops_every_process_and_resume_loses_nothing() {
         let (_, after) = sandbox_ticks(&a, "busy");
         assert!(procs >= 3, "as {who:?}: {procs} processes");
         assert_eq!(before, after, "as {who:?}: a paused sandbox used CPU");
+        let exec_before = burner_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            burner_ticks(),
+            exec_before,
+            "as {who:?}: a command started with exec ran on while paused"
+        );
         assert_eq!(
             counted(&a.ok(&["logs", "busy"])).len(),
             count_before,
