@@ -2,15 +2,16 @@
 //!
 //! The sandbox's processes are its init's descendants (orphans are re-parented to the init of
 //! its pid namespace, so none leaves the tree) and the commands `exec` started in its PID
-//! namespace (found by the namespace's inode, from the handles its supervisor keeps). Each is sent SIGSTOP through a process
-//! descriptor opened and then checked against the start time read together with the parent
-//! that placed it in the tree, so a pid reused by a process outside the sandbox is never
-//! signalled. `resume` continues every process of the tree, including any the agent had
-//! stopped itself (job control), which a cgroup freezer would leave stopped. A process forked while the tree is being
-//! stopped shows up in the next scan; the pause is done when a scan finds every process stopped.
+//! namespace (found by the namespace's inode, from the handles its supervisor keeps). Each is
+//! sent SIGSTOP through a process descriptor opened and then checked against the start time
+//! read together with the parent that placed it in the tree, so a pid reused by a process
+//! outside the sandbox is never signalled. A process forked while the tree is being stopped
+//! shows up in the next scan; the pause is done when a scan finds every process stopped.
 //! Stopped processes use no CPU and keep their memory; their terminal output waits in the PTY.
-//! A paused agent is still live: `kill`, `stop` and `restart` work on it (a stop resumes it
-//! first so that its command can handle SIGTERM).
+//! `resume` continues every process of the sandbox, including any the agent had stopped itself
+//! (job control), which a cgroup freezer would leave stopped. A paused agent is still live:
+//! `kill`, `stop` and `restart` work on it (a stop resumes it first so that its command can
+//! handle SIGTERM).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
