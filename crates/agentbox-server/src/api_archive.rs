@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Scope;
-use super::extract::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use super::extract::{blocking, ApiError, ApiQuery, ApiResult, ErrorBody};
 use super::state::Shared;
 use agentbox_engine::cp;
 
@@ -144,7 +144,7 @@ pub async fn get_archive(
         }
     }
     if ended {
-        task.await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        task.await??;
     }
     let rest = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
         rx.recv().await.map(|item| (item, (rx, guard)))
@@ -175,12 +175,11 @@ pub async fn put_archive(
         }
     });
     let home = state.home.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
+    let bytes = blocking(move || {
         let mut input = FromBody { chunks: rx, current: Bytes::new() };
         let top = q.top.as_deref().map(std::ffi::OsStr::new);
         cp::archive_in(&home, &name, std::path::Path::new(&q.path), top, &mut input)
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .await?;
     Ok(Json(ArchiveWritten { bytes }))
 }

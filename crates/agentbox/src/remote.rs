@@ -76,6 +76,11 @@ impl Remote {
         resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| self.unreachable(e))
     }
 
+    /// `GET/PUT .../archive` of `path` in agent `name`.
+    fn archive_url(&self, name: &str, path: &Path) -> String {
+        format!("{}/api/v1/agents/{}/archive?path={}", self.base, enc(name), enc(&path.to_string_lossy()))
+    }
+
     /// The server's error answer (`{"error": ...}`) with its kind.
     fn error_of(&self, status: ureq::http::StatusCode, text: String) -> Error {
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -107,12 +112,10 @@ impl Remote {
         // Answers can be large (a long audit log); a cut one would be misread.
         let text =
             resp.body_mut().with_config().limit(1 << 30).read_to_string().map_err(|e| self.unreachable(e))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
-            let msg = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-            return Err(Error::new(kind_of(status.as_u16()), format!("{msg} (server: {status})")));
+            return Err(self.error_of(status, text));
         }
-        Ok(value)
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {
@@ -187,12 +190,7 @@ impl Control for Remote {
     }
 
     fn archive_get(&self, name: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
-        let url = format!(
-            "{}/api/v1/agents/{}/archive?path={}",
-            self.base,
-            enc(name),
-            enc(&path.to_string_lossy())
-        );
+        let url = self.archive_url(name, path);
         let mut resp = self
             .http
             .get(&url)
@@ -216,12 +214,7 @@ impl Control for Remote {
         input: &mut dyn std::io::Read,
     ) -> Result<u64> {
         let top = top.map(|t| format!("&top={}", enc(&t.to_string_lossy()))).unwrap_or_default();
-        let url = format!(
-            "{}/api/v1/agents/{}/archive?path={}{top}",
-            self.base,
-            enc(name),
-            enc(&path.to_string_lossy())
-        );
+        let url = format!("{}{top}", self.archive_url(name, path));
         let mut resp = self
             .http
             .put(&url)

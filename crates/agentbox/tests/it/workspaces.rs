@@ -6,6 +6,14 @@ use crate::agents::Agents;
 use crate::server::Server;
 use crate::support::*;
 
+/// Each command fails, its stderr saying what is wrong.
+fn refused(a: &Agents, cases: &[(&[&str], &str)]) {
+    for (args, says) in cases {
+        let out = a.run(args);
+        assert!(!out.status.success() && text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
 /// CPU ticks (user + system) of every process of an agent's sandbox, as the host counts them.
 fn sandbox_ticks(a: &Agents, name: &str) -> (usize, u64) {
     let top = a.ok(&["top", name, "--json"]);
@@ -276,19 +284,15 @@ fn volumes_are_shared_and_outlive_their_agents() {
         assert!(std::fs::symlink_metadata("/etc/shadow").is_ok_and(|m| m.is_file() && m.len() > 0));
         // Mistakes are named.
         a.ok(&["volume", "create", "v1"]);
-        for (args, says) in [
-            (vec!["volume", "create", "v1"], "exists already"),
-            (vec!["volume", "create", "Bad!"], "is not a volume name"),
-            (vec!["volume", "rm", "nope"], "no volume named 'nope'"),
-            (vec!["spawn", "novol", "-v", "v1", "--", "true"], "a volume needs a path in the sandbox"),
-        ] {
-            let out = a.run(&args);
-            assert!(
-                !out.status.success() && text(&out.stderr).contains(says),
-                "{args:?}: {}",
-                text(&out.stderr)
-            );
-        }
+        refused(
+            &a,
+            &[
+                (&["volume", "create", "v1"], "exists already"),
+                (&["volume", "create", "Bad!"], "is not a volume name"),
+                (&["volume", "rm", "nope"], "no volume named 'nope'"),
+                (&["spawn", "novol", "-v", "v1", "--", "true"], "a volume needs a path in the sandbox"),
+            ],
+        );
         assert!(a.run(&["info", "novol"]).status.code() != Some(0), "a refused spawn left an agent");
     }
 }
@@ -398,18 +402,14 @@ fn cp_copies_both_ways_and_lands_nothing_the_agent_planted() {
         a.ok(&["cp", "cpy:out/sub/f", host.path.join("f2").to_str().unwrap()]);
         assert_eq!(std::fs::read_to_string(host.path.join("f2")).unwrap(), "hi\n");
         // Mistakes are named.
-        for (args, says) in [
-            (vec!["cp", "cpy:nope", "/tmp"], "Cannot stat"),
-            (vec!["cp", "/tmp/x", "/tmp/y"], "one side must be an agent"),
-            (vec!["cp", "ghost:x", "/tmp"], "ghost"),
-        ] {
-            let out = a.run(&args);
-            assert!(
-                !out.status.success() && text(&out.stderr).contains(says),
-                "{args:?}: {}",
-                text(&out.stderr)
-            );
-        }
+        refused(
+            &a,
+            &[
+                (&["cp", "cpy:nope", "/tmp"], "Cannot stat"),
+                (&["cp", "/tmp/x", "/tmp/y"], "one side must be an agent"),
+                (&["cp", "ghost:x", "/tmp"], "ghost"),
+            ],
+        );
     }
 }
 
@@ -460,19 +460,15 @@ fn port_reaches_a_server_inside_the_agent() {
         };
         assert!(status.success(), "as {who:?}");
         a.ok(&["spawn", "hostnet", "--network", "full", "--", "sleep", "1000"]);
-        for (args, says) in [
-            (vec!["port", "hostnet", "8000"], "on the host's network"),
-            (vec!["port", "web", "8000"], "ports reach a running agent"),
-            (vec!["port", "ghost", "8000"], "ghost"),
-            (vec!["port", "web", "0"], "not a port"),
-        ] {
-            let out = a.run(&args);
-            assert!(
-                !out.status.success() && text(&out.stderr).contains(says),
-                "{args:?}: {}",
-                text(&out.stderr)
-            );
-        }
+        refused(
+            &a,
+            &[
+                (&["port", "hostnet", "8000"], "on the host's network"),
+                (&["port", "web", "8000"], "ports reach a running agent"),
+                (&["port", "ghost", "8000"], "ghost"),
+                (&["port", "web", "0"], "not a port"),
+            ],
+        );
     }
 }
 
