@@ -148,14 +148,27 @@ struct Session {
     /// When a person attached to the agent last typed: a prompt they are answering themselves
     /// opens no request.
     last_typed: Option<Instant>,
-    /// Keys held back until the text before them has been written and read: the Enter of a
+    /// Keys held back until the text before them has been written and shown: the Enter of a
     /// one-shot `send`, typed on its own so that a TUI takes the text as typed, then submits.
-    /// The clients that sent them wait for their Ack until they are typed.
-    held: Option<(Vec<u8>, Instant, Vec<u64>)>,
+    held: Option<Held>,
+    /// When the agent last wrote to its terminal.
+    last_output: Instant,
     killed: bool,
     handles: Option<SandboxHandles>,
     proxy: Option<ProxyHandle>,
     watch: Option<Watch>,
+}
+
+/// Keys typed once the text before them is on the screen, as a person presses Enter after
+/// seeing what they typed. A TUI that reads text and Enter in one go (a busy event loop on a
+/// loaded machine reads them together even when they were written apart) takes the Enter as a
+/// new line of a paste and leaves the prompt unsubmitted.
+struct Held {
+    keys: Vec<u8>,
+    /// When the text before the keys was last written.
+    since: Instant,
+    /// The clients that sent them: answered (Ack) once the keys are typed.
+    waiting: Vec<u64>,
 }
 
 /// The HITL watch: when the screen was last judged, and what it showed when a request opened.
@@ -206,6 +219,7 @@ impl Session {
             false
         });
         self.note_disk(was_blocked, blocked);
+        self.last_output = Instant::now();
         if let Some(w) = &mut self.watch {
             w.last_output = Instant::now();
             w.unjudged = true;
@@ -299,8 +313,8 @@ impl Session {
                     self.last_typed = Some(Instant::now());
                 } else if self.type_text(&bytes) {
                     // Answered once its Enter is typed: `send` returns when the keys are in.
-                    if let Some((_, _, waiting)) = &mut self.held {
-                        waiting.push(id);
+                    if let Some(held) = &mut self.held {
+                        held.waiting.push(id);
                     }
                 } else {
                     reply = Some(Frame::Ack);
@@ -475,38 +489,45 @@ impl Session {
             self.pending_input.extend_from_slice(b"\x1b[201~");
         }
         if enter {
-            let after = self.held.take().map(|(mut keys, at, waiting)| {
-                keys.push(b'\r');
-                (keys, at, waiting)
+            let held = self.held.get_or_insert_with(|| Held {
+                keys: Vec::new(),
+                since: Instant::now(),
+                waiting: Vec::new(),
             });
-            self.held = Some(after.unwrap_or_else(|| (b"\r".to_vec(), Instant::now(), Vec::new())));
+            held.keys.push(b'\r');
+            held.since = Instant::now();
         }
         enter
     }
 
-    /// When held keys are due: a moment after everything before them was written.
+    /// When held keys are due. Once everything before them is written: when the agent has
+    /// drawn something since and then been quiet for a moment (it read the text and showed
+    /// it), or a while after the text when it shows nothing or never stops drawing.
     fn held_due(&self) -> Option<Instant> {
-        match (&self.held, self.pending_input.is_empty()) {
-            (Some((_, since, _)), true) => Some(*since + HOLD_ENTER),
-            _ => None,
+        let held = self.held.as_ref().filter(|_| self.pending_input.is_empty())?;
+        let latest = held.since + HOLD_ENTER_MAX;
+        if self.last_output > held.since {
+            Some((self.last_output + HOLD_ENTER).min(latest))
+        } else {
+            Some(latest)
         }
     }
 
     fn release_held(&mut self) {
         if self.held_due().is_some_and(|at| at <= Instant::now()) {
-            if let Some((keys, _, waiting)) = self.held.take() {
-                self.pending_input.extend_from_slice(&keys);
-                for id in waiting {
+            if let Some(held) = self.held.take() {
+                self.pending_input.extend_from_slice(&held.keys);
+                for id in held.waiting {
                     if let Some(c) = self.clients.get_mut(&id) {
                         c.out.extend(Frame::Ack.encode());
                         c.closing = true;
                     }
                 }
             }
-        } else if let Some((_, since, _)) = &mut self.held {
+        } else if let Some(held) = &mut self.held {
             if !self.pending_input.is_empty() {
-                // Still writing the text: the moment starts once it is written.
-                *since = Instant::now();
+                // Still writing the text: the wait starts once it is written.
+                held.since = Instant::now();
             }
         }
     }
@@ -630,8 +651,13 @@ fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
     Ok(listener)
 }
 
-/// How long after the text of a one-shot input its Enter is typed.
+/// How long the agent's terminal stays quiet after it showed a one-shot input's text before
+/// its Enter is typed.
 const HOLD_ENTER: std::time::Duration = std::time::Duration::from_millis(80);
+
+/// The longest an Enter waits after its text: for an agent that shows nothing, or never stops
+/// drawing (a spinner).
+const HOLD_ENTER_MAX: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The second line `ready` receives after `error: ...` when the command itself cannot run.
 pub const INVALID_COMMAND: &str = "invalid-command";
@@ -724,6 +750,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         next_id: 0,
         pending_input: Vec::new(),
         held: None,
+        last_output: Instant::now(),
         last_typed: None,
         killed: false,
         handles: running.handles.take(),

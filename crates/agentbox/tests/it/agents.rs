@@ -901,23 +901,27 @@ fn exec_works_for_every_network_mode_and_agents_get_a_colour_terminal() {
 
 /// `send` types as a person would: the text as a paste when the application asked for bracketed
 /// paste, and Enter in a read of its own after it (an Ink TUI takes text and Enter arriving
-/// together as a paste and does not submit it). Without the mode, the text as it is.
+/// together as a paste and does not submit it). Without the mode, the text as it is. An
+/// application busy for longer than any fixed pause (node on a loaded machine) still reads the
+/// Enter on its own: it is typed once the text was shown.
 #[test]
 fn send_types_text_then_enter_as_its_own_key() {
     require!("python3");
     let a = Agents::new(As::Caller);
     let reader = r#"
-import os, sys, tty
+import os, sys, time, tty
 mode = sys.argv[1]
 if mode == "paste":
     sys.stdout.write("\x1b[?2004h")
 tty.setraw(0)
 sys.stdout.write("ready\r\n"); sys.stdout.flush()
 while True:
+    if mode == "busy":
+        time.sleep(0.4)
     chunk = os.read(0, 4096)
     sys.stdout.write("chunk:" + repr(chunk) + "\r\n"); sys.stdout.flush()
 "#;
-    for mode in ["paste", "plain"] {
+    for mode in ["paste", "plain", "busy"] {
         let name = format!("typing-{mode}");
         a.ok(&["spawn", &name, "--", "python3", "-c", reader, mode]);
         a.screen_until(&name, "ready");
