@@ -43,7 +43,7 @@ pub use profile::{is_below, token_url_parts, Install, Instructions, LoginSpec, P
 pub use size::{format_size, parse_size};
 pub use spawn::{EgressRequest, Field, RestartPolicy, SpawnSpec, WorkspaceSource};
 pub use spec::{
-    host_ids_for, HomeSpec, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, ROOT_AGENT_ID,
+    host_ids_for, HomeSpec, Overlay, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, ROOT_AGENT_ID,
     SANDBOX_HOME, SPEC_VERSION,
 };
 pub use state::{AgentState, Decision, HitlKind, HitlState, TaskState};

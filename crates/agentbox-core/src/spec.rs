@@ -40,6 +40,18 @@ pub enum HomeSpec {
     Bind(PathBuf),
 }
 
+/// A copy-on-write workspace: `lower` (the person's directory) seen read-only below, the
+/// agent's writes in `upper` (its own state) above. Mounted by overlayfs inside the sandbox's
+/// mount namespace only; on the host, `lower` is never written and the workspace path is an
+/// empty mount point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlay {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    /// overlayfs's scratch directory, on the same filesystem as `upper`.
+    pub work: PathBuf,
+}
+
 /// A complete, validated description of one sandbox: the single canonical form that CLI flags,
 /// profile files and API requests all resolve into. Host paths are canonical.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +59,12 @@ pub enum HomeSpec {
 pub struct SandboxSpec {
     /// argv of the command; reaches `execve` byte for byte.
     pub command: Vec<OsString>,
-    /// Host directory bound read-write at the same path.
+    /// Host directory bound read-write at the same path (the mount point of `overlay`, when
+    /// there is one).
     pub workspace: PathBuf,
+    /// The workspace is an overlay on a host directory rather than the directory itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Overlay>,
     /// Working directory inside the sandbox.
     pub workdir: PathBuf,
     pub mounts: Vec<MountSpec>,
@@ -77,7 +93,7 @@ pub struct SandboxSpec {
 
 /// The layout version [`SandboxSpec::encode`] writes. Raise it when a field changes meaning, and
 /// teach [`SandboxSpec::decode`] to read the older layouts.
-pub const SPEC_VERSION: u32 = 1;
+pub const SPEC_VERSION: u32 = 2;
 
 impl SandboxSpec {
     /// Reads a spec stored by this or an earlier version of agentbox.

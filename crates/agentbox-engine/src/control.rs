@@ -14,6 +14,9 @@ use crate::home::Home;
 use crate::tasks::artifacts::{self, Artifact};
 use crate::tasks::{TaskDetail, TaskView};
 use crate::views::{AgentView, Filter, HitlView, LogBytes, ScreenView};
+use crate::workspace::apply::{Applied, ApplyRequest};
+use crate::workspace::changes::Change;
+use crate::workspace::checkpoint::Checkpoint;
 
 /// The operations both the local engine and a server offer.
 pub trait Control {
@@ -36,6 +39,18 @@ pub trait Control {
         top: Option<&std::ffi::OsStr>,
         input: &mut dyn std::io::Read,
     ) -> Result<u64>;
+    /// What the agent changed in its workspace (see [`crate::diff::changes`]).
+    fn changes(&self, name: &str) -> Result<Vec<Change>>;
+    /// The agent's changes written back (see [`crate::workspace::apply`]).
+    fn apply(&self, name: &str, req: &ApplyRequest) -> Result<Applied>;
+    fn apply_undo(&self, name: &str, force: bool) -> Result<Applied>;
+    /// Checkpoints (see [`crate::workspace::checkpoint`]).
+    fn checkpoint(&self, name: &str, message: &str) -> Result<Checkpoint>;
+    fn checkpoints(&self, name: &str) -> Result<Vec<Checkpoint>>;
+    fn checkpoint_remove(&self, name: &str, id: &str) -> Result<()>;
+    fn rollback(&self, name: &str, id: &str) -> Result<AgentView>;
+    /// A new agent from `name` (see [`crate::lifecycle::fork`]).
+    fn fork(&self, name: &str, new: &str, at: Option<&str>, stopped: bool) -> Result<AgentView>;
     /// Named volumes (see [`crate::volumes`]).
     fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>>;
     fn volume_create(&self, name: &str) -> Result<crate::volumes::VolumeView>;
@@ -134,6 +149,38 @@ impl Control for Local {
 
     fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>> {
         crate::volumes::list(&self.home, &self.store)
+    }
+
+    fn changes(&self, name: &str) -> Result<Vec<Change>> {
+        crate::diff::changes_of(&self.store, name)
+    }
+
+    fn apply(&self, name: &str, req: &ApplyRequest) -> Result<Applied> {
+        crate::workspace::apply::apply(&self.home, &self.store, name, req)
+    }
+
+    fn apply_undo(&self, name: &str, force: bool) -> Result<Applied> {
+        crate::workspace::apply::undo(&self.home, &self.store, name, force)
+    }
+
+    fn checkpoint(&self, name: &str, message: &str) -> Result<Checkpoint> {
+        crate::workspace::checkpoint::create(&self.home, &self.store, name, message)
+    }
+
+    fn checkpoints(&self, name: &str) -> Result<Vec<Checkpoint>> {
+        crate::workspace::checkpoint::list(&self.store, name)
+    }
+
+    fn checkpoint_remove(&self, name: &str, id: &str) -> Result<()> {
+        crate::workspace::checkpoint::remove(&self.home, &self.store, name, id)
+    }
+
+    fn rollback(&self, name: &str, id: &str) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::workspace::checkpoint::rollback(&self.home, &self.store, name, id)?))
+    }
+
+    fn fork(&self, name: &str, new: &str, at: Option<&str>, stopped: bool) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::lifecycle::fork(&self.home, &self.store, name, new, at, stopped)?))
     }
 
     fn archive_get(&self, name: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<u64> {

@@ -6,7 +6,7 @@
 //! tools and textconv turned off. A `.git/config` the agent wrote can then only run code inside
 //! that sandbox.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agentbox_core::{MountArg, SandboxSpec};
 use serde::Serialize;
@@ -28,7 +28,7 @@ pub fn record_snapshot(state_dir: &Path, workspace: &Path) -> Result<()> {
 pub fn record_commit_base(state_dir: &Path, workspace: &Path) -> Result<()> {
     let is_repo = std::fs::symlink_metadata(workspace.join(".git")).is_ok_and(|m| m.is_dir());
     let base = if is_repo && crate::git::available() {
-        crate::git::run(workspace, &["rev-list", "--all"], vec![])?.stdout
+        crate::git::run(workspace, None, &["rev-list", "--all"], vec![])?.stdout
     } else {
         Vec::new()
     };
@@ -36,12 +36,7 @@ pub fn record_commit_base(state_dir: &Path, workspace: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One change: `A`dded, `M`odified or `D`eleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    pub change: char,
-    pub path: PathBuf,
-}
+pub use crate::workspace::changes::Change;
 
 /// What `diff` found.
 #[derive(Debug, Clone)]
@@ -52,23 +47,56 @@ pub struct Diff {
     pub git_status: Option<Vec<String>>,
 }
 
+/// What an agent changed in its workspace since spawn: its overlay's upper layer, or its copy
+/// compared with the manifest taken at spawn.
+pub fn changes(state_dir: &Path, spec: &SandboxSpec, name: &str) -> Result<Vec<Change>> {
+    if let Some(o) = &spec.overlay {
+        return crate::workspace::changes::of_overlay(&o.upper, &o.lower);
+    }
+    let base = state_dir.join(SNAPSHOT_FILE);
+    if !base.exists() {
+        bail!(Error::conflict(format!(
+            "no record of the workspace at spawn for '{name}' (it was spawned by an older agentbox)"
+        )));
+    }
+    let before = snapshot::load(&base)?;
+    let found = snapshot::compare(&before, &snapshot::take(&spec.workspace))
+        .into_iter()
+        .map(|(change, path)| Change::new(change, path))
+        .collect();
+    Ok(crate::workspace::changes::pair_renames(
+        found,
+        |p| crate::workspace::changes::hash_file(&spec.workspace, p),
+        |p| before.get(p).and_then(snapshot::Entry::content),
+    ))
+}
+
+/// [`changes`] of an agent, by name.
+pub fn changes_of(store: &agentbox_store::Store, name: &str) -> Result<Vec<Change>> {
+    let rec = agents::get(store, name)?;
+    let spec = SandboxSpec::decode(&rec.spec)?;
+    changes(&agents::state_dir(&rec), &spec, &rec.name)
+}
+
+/// Whether the workspace holds a git repository (for an overlay: in either layer, not deleted).
+fn is_repository(spec: &SandboxSpec) -> bool {
+    let dir_at = |root: &Path| std::fs::symlink_metadata(root.join(".git")).ok();
+    match &spec.overlay {
+        None => dir_at(&spec.workspace).is_some_and(|m| m.is_dir()),
+        Some(o) => match dir_at(&o.upper) {
+            Some(m) => m.is_dir(),
+            None => dir_at(&o.lower).is_some_and(|m| m.is_dir()),
+        },
+    }
+}
+
 /// Compares an agent's workspace with its state at spawn; with `git`, adds `git status`.
 pub fn diff(home: &Home, name: &str, git: bool) -> Result<Diff> {
     let store = home.store()?;
     let rec = agents::get(&store, name)?;
     let spec = SandboxSpec::decode(&rec.spec)?;
-    let base = agents::state_dir(&rec).join(SNAPSHOT_FILE);
-    if !base.exists() {
-        bail!(Error::conflict(format!(
-            "no record of the workspace at spawn for '{}' (it was spawned by an older agentbox)",
-            rec.name
-        )));
-    }
-    let changes = snapshot::compare(&snapshot::load(&base)?, &snapshot::take(&spec.workspace))
-        .into_iter()
-        .map(|(change, path)| Change { change, path })
-        .collect();
-    let is_repo = std::fs::symlink_metadata(spec.workspace.join(".git")).is_ok_and(|m| m.is_dir());
+    let changes = changes(&agents::state_dir(&rec), &spec, &rec.name)?;
+    let is_repo = is_repository(&spec);
     let git_status = match (is_repo && git, crate::git::available()) {
         (false, _) => None,
         (true, false) => {
@@ -77,6 +105,7 @@ pub fn diff(home: &Home, name: &str, git: bool) -> Result<Diff> {
         (true, true) => {
             let out = crate::git::run(
                 &spec.workspace,
+                spec.overlay.as_ref(),
                 &["--no-pager", "status", "--short", "--branch", "--no-renames"],
                 vec![],
             )?;
@@ -118,7 +147,7 @@ pub fn verify(home: &Home, name: &str) -> Result<Verified> {
     if !crate::git::available() {
         bail!(Error::refused("verify needs git (apt-get install git)"));
     }
-    if !std::fs::symlink_metadata(spec.workspace.join(".git")).is_ok_and(|m| m.is_dir()) {
+    if !is_repository(&spec) {
         bail!(Error::conflict(format!("{} is not a git repository", spec.workspace.display())));
     }
     let base = std::fs::read_to_string(dir.join(identity::BASE_FILE)).unwrap_or_default();
@@ -131,6 +160,7 @@ pub fn verify(home: &Home, name: &str) -> Result<Verified> {
     };
     let git = crate::git::run(
         &spec.workspace,
+        spec.overlay.as_ref(),
         &[
             "-c",
             "gpg.ssh.allowedSignersFile=/run/agentbox-signers",

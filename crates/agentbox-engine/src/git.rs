@@ -100,7 +100,13 @@ pub struct GitOutput {
 
 /// Runs `git ARGS` on `workspace` in a sandbox of its own, its output collected through pipes
 /// (never the caller's terminal: the agent's `.git/config` may name filters that run here).
-pub fn run(workspace: &Path, args: &[&str], mounts: Vec<MountArg>) -> Result<GitOutput> {
+/// An overlay workspace is mounted there as the agent sees it.
+pub fn run(
+    workspace: &Path,
+    overlay: Option<&agentbox_core::Overlay>,
+    args: &[&str],
+    mounts: Vec<MountArg>,
+) -> Result<GitOutput> {
     let mut argv: Vec<std::ffi::OsString> = vec!["git".into()];
     for opt in [
         "core.fsmonitor=false",
@@ -129,7 +135,8 @@ pub fn run(workspace: &Path, args: &[&str], mounts: Vec<MountArg>) -> Result<Git
         timeout: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    let spec = resolve(request, &HostContext::current()?)?;
+    let mut spec = resolve(request, &HostContext::current()?)?;
+    spec.overlay = overlay.cloned();
     let running = start(&build_plan(&spec, &RealFs), Stdio::Pipes, false)?;
     let done = wait_captured(running, spec.timeout, OUTPUT_LIMIT)?;
     let code = match done.outcome {

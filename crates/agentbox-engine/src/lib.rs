@@ -52,6 +52,7 @@ pub mod tree;
 pub mod views;
 pub mod vm;
 pub mod volumes;
+pub mod workspace;
 
 pub use error::{Context, Error, Kind, Result};
 pub use home::Home;

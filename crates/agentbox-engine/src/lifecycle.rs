@@ -21,7 +21,7 @@ pub fn kill(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
 }
 
 /// [`kill`], with the agent's lock held.
-fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
+pub(crate) fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
     let rec = agents::get_for_change(store, name)?;
     if !is_live_state(&rec.state) {
         return Ok(rec);
@@ -194,13 +194,19 @@ pub fn remove(home: &Home, store: &Store, name: &str, force: bool) -> Result<()>
 pub fn restart(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
     let _turn = agents::lock(home, name)?;
     let rec = kill_locked(store, name)?;
-    refuse_creating(&rec)?;
-    let dir = agents::state_dir(&rec);
+    start_locked(home, store, &rec, "restart")
+}
+
+/// Starts an agent that is not running, with its lock held, and replays its prompt.
+pub(crate) fn start_locked(home: &Home, store: &Store, rec: &AgentRecord, why: &str) -> Result<AgentRecord> {
+    let name = rec.name.as_str();
+    refuse_creating(rec)?;
+    let dir = agents::state_dir(rec);
     let keys = match &rec.profile {
         Some(p) => crate::profiles::load(home, p)?.startup_keys.into_bytes(),
         None => Vec::new(),
     };
-    let generation = store.mark_starting(&rec.name, "restart")?;
+    let generation = store.mark_starting(&rec.name, why)?;
     if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir) {
         let _ = store.mark_finished(&rec.name, Some(generation), AgentState::Failed, None, &e.to_string());
         return Err(e);
@@ -290,35 +296,99 @@ fn moved_spec(mut spec: SandboxSpec, from: &Path, to: &Path, name: &str) -> Sand
     for m in &mut spec.mounts {
         m.source = rebase(&m.source, from, to);
     }
+    if let Some(o) = &mut spec.overlay {
+        o.upper = rebase(&o.upper, from, to);
+        o.work = rebase(&o.work, from, to);
+    }
     spec.hostname = name.to_string();
     spec
 }
 
 /// Copies an agent's workspace and home into a new, stopped agent `dst` (state `created`).
-pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<AgentRecord> {
+pub fn clone(home: &Home, store: &Store, src: &str, dst: &str) -> Result<AgentRecord> {
+    fork(home, store, src, dst, None, true)
+}
+
+/// A new agent `dst` from `src`: its workspace, home and spec, as they are now (a running agent
+/// is frozen for the copy) or as checkpoint `at` saved them. It starts, as a spawn would, unless
+/// `stopped`. An overlay workspace's fork is an overlay on the same directory with a copy of
+/// the upper layer, so it costs what the agent changed, and applies back to the same place.
+pub fn fork(
+    home: &Home,
+    store: &Store,
+    src: &str,
+    dst: &str,
+    at: Option<&str>,
+    stopped: bool,
+) -> Result<AgentRecord> {
     validate_name(dst)?;
-    let src = agents::get(store, src)?;
+    let _turn = agents::lock(home, src)?;
+    let src = agents::get_for_change(store, src)?;
     refuse_creating(&src)?;
     let spec = SandboxSpec::decode(&src.spec)?;
     let (src_dir, dst_dir) = (agents::state_dir(&src), home.agent_dir(dst));
-    // Claimed first, as a spawn does: the clone's directory is its own.
+    let saved = at.map(|id| crate::workspace::checkpoint::saved_dirs(&src, id)).transpose()?;
+    // Claimed first, as a spawn does: the fork's directory is its own.
     let owner = agents::me();
     crate::spawn::claim(store, dst, &dst_dir, &owner)?;
     let result = (|| -> Result<()> {
         crate::spawn::make_dir(&dst_dir)?;
-        tree::copy_for_agent(&spec.workspace, &paths::workspace(&dst_dir))?;
-        match &spec.home {
-            HomeSpec::Bind(h) => tree::copy_for_agent(h, &paths::home(&dst_dir))?,
-            HomeSpec::Tmpfs => tree::agent_dir(&paths::home(&dst_dir))?,
-        }
         let dst_dir_canon = std::fs::canonicalize(&dst_dir)?;
         let mut new_spec = moved_spec(spec.clone(), &src_dir, &dst_dir_canon, dst);
-        // A workspace that was a host directory (--mount) is copied into the clone's own.
         let ws = paths::workspace(&dst_dir_canon);
         new_spec.workdir = rebase(&new_spec.workdir, &new_spec.workspace, &ws);
-        new_spec.workspace = ws;
+        new_spec.workspace = ws.clone();
         new_spec.home = HomeSpec::Bind(paths::home(&dst_dir_canon));
-        crate::diff::record_snapshot(&dst_dir, &new_spec.workspace)?;
+        // Where the copied layer goes: the new overlay's upper layer, or the workspace.
+        let layer_to = match &spec.overlay {
+            Some(o) => {
+                tree::agent_dir(&ws)?;
+                let made = crate::workspace::overlay::make(&dst_dir_canon, &o.lower)?;
+                tree::remove_tree(&made.upper)?;
+                let to = made.upper.clone();
+                new_spec.overlay = Some(made);
+                to
+            }
+            None => ws.clone(),
+        };
+        let copy = || -> Result<()> {
+            match (&saved, &spec.overlay) {
+                (Some((_, layer, home_saved)), _) => {
+                    crate::workspace::checkpoint::lay(layer, &layer_to)?;
+                    match home_saved.exists() {
+                        true => crate::workspace::checkpoint::lay(home_saved, &paths::home(&dst_dir))?,
+                        false => tree::agent_dir(&paths::home(&dst_dir))?,
+                    }
+                    return Ok(());
+                }
+                (None, Some(o)) => crate::workspace::checkpoint::lay(&o.upper, &layer_to)?,
+                // A workspace agentbox made is laid as it is; a host directory given as the
+                // workspace (--workspace) is copied into the fork's own.
+                (None, None)
+                    if spec.workspace.starts_with(&src_dir)
+                        || std::fs::canonicalize(&src_dir).is_ok_and(|d| spec.workspace.starts_with(d)) =>
+                {
+                    crate::workspace::checkpoint::lay(&spec.workspace, &layer_to)?
+                }
+                (None, None) => tree::copy_for_agent(&spec.workspace, &layer_to)?,
+            }
+            match &spec.home {
+                HomeSpec::Bind(h) => crate::workspace::checkpoint::lay(h, &paths::home(&dst_dir))?,
+                HomeSpec::Tmpfs => tree::agent_dir(&paths::home(&dst_dir))?,
+            }
+            Ok(())
+        };
+        crate::pause::frozen(&src, copy)?;
+        // What the source knew of its workspace's beginnings holds for the fork: diff and
+        // apply compare with the same start.
+        for f in [crate::diff::SNAPSHOT_FILE, crate::workspace::origin::FILE] {
+            if src_dir.join(f).exists() {
+                std::fs::copy(src_dir.join(f), dst_dir.join(f))?;
+            }
+        }
+        if !dst_dir.join(crate::diff::SNAPSHOT_FILE).exists() && new_spec.overlay.is_none() {
+            crate::diff::record_snapshot(&dst_dir, &new_spec.workspace)?;
+        }
         let spec_json = new_spec.encode()?;
         let state_dir = dst_dir.to_string_lossy();
         store.fill_claim(
@@ -334,7 +404,11 @@ pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<Age
             },
             &owner,
         )?;
-        store.record(dst, "clone", &format!("from {}", src.name))?;
+        let from = match &saved {
+            Some((n, _, _)) => format!("from {} at checkpoint {n}", src.name),
+            None => format!("from {}", src.name),
+        };
+        store.record(dst, if stopped { "clone" } else { "fork" }, &from)?;
         crate::recovery::save(store, dst);
         Ok(())
     })();
@@ -343,7 +417,13 @@ pub fn clone(home: &Home, store: &mut Store, src: &str, dst: &str) -> Result<Age
         let _ = store.release_claim(dst, &owner);
         return Err(e);
     }
-    agents::get(store, dst)
+    drop(_turn);
+    if stopped {
+        return agents::get(store, dst);
+    }
+    let _new_turn = agents::lock(home, dst)?;
+    let rec = agents::get_for_change(store, dst)?;
+    start_locked(home, store, &rec, "fork")
 }
 
 /// Renames a stopped agent (its state directory moves with it).

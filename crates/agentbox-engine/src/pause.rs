@@ -216,6 +216,19 @@ pub fn resume(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
     agents::get_for_change(store, name)
 }
 
+/// Runs `f` with a running agent's processes stopped (a consistent view of its files), and
+/// continues them after; a paused or stopped agent is not touched. The caller holds its lock.
+pub(crate) fn frozen<T>(rec: &AgentRecord, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if rec.state != AgentState::Running {
+        return f();
+    }
+    let sandbox = Sandbox::of(rec)?;
+    stop_tree(sandbox)?;
+    let out = f();
+    let _ = continue_tree(sandbox);
+    out
+}
+
 /// [`resume`] of a paused agent, with its lock held (or by `stop`, which must let its command
 /// run to handle SIGTERM).
 pub(crate) fn resume_locked(store: &Store, rec: &AgentRecord) -> Result<()> {

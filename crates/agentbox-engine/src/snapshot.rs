@@ -25,6 +25,13 @@ pub struct Entry {
     hash: u64,
 }
 
+impl Entry {
+    /// A regular file's size and content hash, when its content was hashed.
+    pub fn content(&self) -> Option<(u64, u64)> {
+        (self.kind == 'f' && self.size <= HASH_LIMIT).then_some((self.size, self.hash))
+    }
+}
+
 pub type Manifest = BTreeMap<PathBuf, Entry>;
 
 fn hash_bytes(b: &[u8]) -> u64 {

@@ -25,6 +25,7 @@ use crate::profiles::{self, Found};
 use crate::secrets::Secrets;
 use crate::tree;
 use crate::views::AgentView;
+use crate::workspace::origin::{Layering, Origin};
 
 fn default_shell() -> Vec<std::ffi::OsString> {
     if Path::new("/bin/bash").exists() {
@@ -179,12 +180,35 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
         }
         None => None,
     };
+    let backend = spec.backend.or(profile.as_ref().and_then(|p| p.0.backend)).unwrap_or_default();
+    let mut overlay = None;
     let workspace = match &spec.workspace {
         WorkspaceSource::HostDir { dir } => dir.clone(),
         source => {
             let ws = paths::workspace(&dir);
             match source {
-                WorkspaceSource::CopyOf { dir: src } => tree::copy_for_agent(src, &ws)?,
+                WorkspaceSource::CopyOf { dir: src } => {
+                    let src = std::fs::canonicalize(src)
+                        .map_err(|e| field_error(Field::FromDir, format!("{}: {e}", src.display())))?;
+                    // Taken before the workspace is made: what changes in SRC from now on is
+                    // someone else's work, which apply does not overwrite.
+                    let layering = match crate::workspace::overlay::refusal(&src, backend) {
+                        None => Layering::Overlay,
+                        Some(why) => {
+                            eprintln!("agentbox: note: the workspace is a copy of {}: {why}", src.display());
+                            Layering::Copy
+                        }
+                    };
+                    let origin = Origin::new(src.clone(), layering);
+                    match layering {
+                        Layering::Overlay => {
+                            tree::agent_dir(&ws)?;
+                            overlay = Some(crate::workspace::overlay::make(&dir, &src)?);
+                        }
+                        Layering::Copy => tree::copy_for_agent(&src, &ws)?,
+                    }
+                    origin.save(&dir)?;
+                }
                 WorkspaceSource::Git { url, git_ref } => {
                     tree::agent_dir(&ws)?;
                     // A repository that cannot be cloned is the request's problem, not the server's.
@@ -225,7 +249,6 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
             _ => {}
         }
     }
-    let backend = spec.backend.or(profile.as_ref().and_then(|p| p.backend)).unwrap_or_default();
     // Agent profiles default to the proxy: their provider is reachable, their keys stay here.
     let network = spec.network_mode(profile.as_ref().map(|p| p.network.unwrap_or(NetworkMode::Proxy)));
     let secrets = Secrets::load(home)?;
@@ -308,7 +331,8 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     }
     // What agentbox wrote into the agent's home (instructions, identity) is the agent's.
     tree::give_to_agent(&paths::home(&dir))?;
-    let sandbox = resolve(request, &HostContext::current()?)?;
+    let mut sandbox = resolve(request, &HostContext::current()?)?;
+    sandbox.overlay = overlay;
     check_workdir(&sandbox)?;
     Ok((sandbox, keys))
 }
@@ -412,7 +436,9 @@ fn check_program(profile: &str, program: &str) -> Result<()> {
 /// directory. Said now, as the request's mistake, rather than by a sandbox that cannot start.
 fn check_workdir(spec: &SandboxSpec) -> Result<()> {
     let w = &spec.workdir;
-    let mut views: Vec<(PathBuf, PathBuf)> = vec![(spec.workspace.clone(), spec.workspace.clone())];
+    // An overlay workspace shows its lower directory's tree (what the agent adds comes later).
+    let ws_host = spec.overlay.as_ref().map_or(&spec.workspace, |o| &o.lower);
+    let mut views: Vec<(PathBuf, PathBuf)> = vec![(spec.workspace.clone(), ws_host.clone())];
     if let HomeSpec::Bind(h) = &spec.home {
         views.push((PathBuf::from(agentbox_core::SANDBOX_HOME), h.clone()));
     }
@@ -489,11 +515,16 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
         text
     });
     let (sandbox, startup_keys) = prepare(home, spec).map_err(undo)?;
-    crate::diff::record_snapshot(&dir, &sandbox.workspace).map_err(undo)?;
-    if spec.identity {
-        crate::diff::record_commit_base(&dir, &sandbox.workspace).map_err(undo)?;
+    // An overlay's changes are its upper layer: no manifest to take (spawn stays O(1) in the
+    // tree's size). Git and hooks see the overlay's lower directory, as the agent will.
+    let seen = sandbox.overlay.as_ref().map_or(&sandbox.workspace, |o| &o.lower).clone();
+    if sandbox.overlay.is_none() {
+        crate::diff::record_snapshot(&dir, &sandbox.workspace).map_err(undo)?;
     }
-    crate::hooks::run(home, "pre-spawn", name, &sandbox.workspace).map_err(undo)?;
+    if spec.identity {
+        crate::diff::record_commit_base(&dir, &seen).map_err(undo)?;
+    }
+    crate::hooks::run(home, "pre-spawn", name, &seen).map_err(undo)?;
     let spec_json = sandbox.encode().map_err(|e| undo(e.into()))?;
     let state_dir = dir.to_string_lossy();
     let restart = spec.restart.map(|r| r.to_string());
@@ -517,7 +548,7 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
         return Err(e);
     }
     crate::start::type_after_start(&dir, &startup_keys, prompt.as_deref())?;
-    if let Err(e) = crate::hooks::run(home, "post-spawn", name, &sandbox.workspace) {
+    if let Err(e) = crate::hooks::run(home, "post-spawn", name, &seen) {
         eprintln!("agentbox: warning: {e}");
     }
     Ok(())

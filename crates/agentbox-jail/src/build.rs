@@ -94,11 +94,19 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         }),
     }
 
-    mounts.push(MountOp::Bind {
-        source: spec.workspace.clone(),
-        target: spec.workspace.clone(),
-        kind: NodeKind::Dir,
-        writable: true,
+    mounts.push(match &spec.overlay {
+        None => MountOp::Bind {
+            source: spec.workspace.clone(),
+            target: spec.workspace.clone(),
+            kind: NodeKind::Dir,
+            writable: true,
+        },
+        Some(o) => MountOp::Overlay {
+            lower: o.lower.clone(),
+            upper: o.upper.clone(),
+            work: o.work.clone(),
+            target: spec.workspace.clone(),
+        },
     });
 
     let mut shadowed: Vec<PathBuf> = Vec::new();
@@ -362,6 +370,7 @@ mod tests {
         SandboxSpec {
             command: vec!["true".into()],
             workspace: workspace.into(),
+            overlay: None,
             workdir: workspace.into(),
             mounts: vec![],
             network: NetworkMode::None,

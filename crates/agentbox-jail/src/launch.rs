@@ -237,7 +237,12 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     // a mount of another namespace); here we only check that each exists, so a missing path is
     // reported before anything is created.
     for op in &plan.mounts {
-        if let MountOp::Bind { source, .. } | MountOp::Device { source, .. } = op {
+        let sources: Vec<&std::path::PathBuf> = match op {
+            MountOp::Bind { source, .. } | MountOp::Device { source, .. } => vec![source],
+            MountOp::Overlay { lower, upper, work, .. } => vec![lower, upper, work],
+            _ => vec![],
+        };
+        for source in sources {
             std::fs::symlink_metadata(source).map_err(|e| JailError::OpenSource {
                 path: source.clone(),
                 source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),

@@ -29,6 +29,11 @@ pub enum MountOp {
     Tmpfs { target: PathBuf, mode: u32 },
     /// Bind a host path (opened by the launcher before the sandbox exists).
     Bind { source: PathBuf, target: PathBuf, kind: NodeKind, writable: bool },
+    /// An overlayfs: `lower` read-only below, writes into `upper` (host paths, opened by the
+    /// launcher like a bind's source). Mounted in the sandbox's user namespace with user xattrs,
+    /// no metacopy and no redirects, so the upper layer holds whole files a host reader can take
+    /// as they are.
+    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, target: PathBuf },
     /// Bind a host device node (`/dev/null`, ...). Unlike every other mount it keeps device access
     /// (no `nodev`); it is still `nosuid` and `noexec`.
     Device { source: PathBuf, target: PathBuf },
@@ -51,6 +56,7 @@ impl MountOp {
         match self {
             Self::Tmpfs { target, .. }
             | Self::Bind { target, .. }
+            | Self::Overlay { target, .. }
             | Self::Device { target, .. }
             | Self::ReadonlyRebind { target }
             | Self::Symlink { target, .. }

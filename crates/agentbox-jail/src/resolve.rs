@@ -217,6 +217,7 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
     Ok(SandboxSpec {
         command: req.command,
         workspace,
+        overlay: None,
         workdir,
         mounts,
         network: req.network,

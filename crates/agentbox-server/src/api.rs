@@ -31,7 +31,7 @@ use crate::spawn_request::SpawnRequest;
     info(title = "agentbox", description = "Sandboxed AI coding agents: spawn, watch and steer them."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "agents"), (name = "sessions"), (name = "network"), (name = "events"), (name = "tasks"), (name = "hitl"), (name = "volumes"), (name = "server"))
+    tags((name = "agents"), (name = "sessions"), (name = "network"), (name = "events"), (name = "tasks"), (name = "hitl"), (name = "volumes"), (name = "workspaces"), (name = "server"))
 )]
 pub struct ApiDoc;
 
@@ -72,6 +72,13 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(super::api_volumes::list_volumes, super::api_volumes::create_volume))
         .routes(routes!(super::api_volumes::remove_volume))
         .routes(routes!(super::api_archive::get_archive, super::api_archive::put_archive))
+        .routes(routes!(super::api_workspace::get_changes))
+        .routes(routes!(super::api_workspace::apply_changes))
+        .routes(routes!(super::api_workspace::undo_apply))
+        .routes(routes!(super::api_workspace::list_checkpoints, super::api_workspace::create_checkpoint))
+        .routes(routes!(super::api_workspace::remove_checkpoint))
+        .routes(routes!(super::api_workspace::rollback))
+        .routes(routes!(super::api_workspace::fork_agent))
         .routes(routes!(super::api_tasks::list_tasks, super::api_tasks::submit_task))
         .routes(routes!(super::api_tasks::get_task, super::api_tasks::cancel_task))
         .routes(routes!(super::api_tasks::list_artifacts))

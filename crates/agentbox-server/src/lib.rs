@@ -9,6 +9,7 @@ mod api;
 mod api_archive;
 mod api_tasks;
 mod api_volumes;
+mod api_workspace;
 mod auth;
 mod extract;
 mod layout;

@@ -185,6 +185,7 @@ mod tests {
         SandboxSpec {
             command: vec!["bash".into()],
             workspace: ws.clone(),
+            overlay: None,
             workdir: ws,
             mounts: vec![MountSpec {
                 source: "/usr/share".into(),

@@ -66,6 +66,21 @@ pub enum Command {
     Resume(KillArgs),
     /// Copy an agent's workspace and home into a new, stopped agent
     Clone(CloneArgs),
+    /// A new agent from a running or stopped one (workspace, home, spec), now or at a checkpoint
+    Fork(ForkArgs),
+    /// Save an agent's workspace and home as a checkpoint; prints its id (`checkpoint rm NAME ID`
+    /// removes one)
+    Checkpoint(CheckpointArgs),
+    /// An agent's checkpoints
+    Checkpoints(CheckpointsArgs),
+    /// Put an agent's workspace and home back as a checkpoint saved them (a live agent restarts)
+    Rollback(RollbackArgs),
+    /// Write an agent's changes into the directory it was spawned from (or --to DIR)
+    #[command(after_help = "\
+Paths changed in DIR since the agent started are refused, and listed, unless --force. Links the
+agent made are written as links (never followed); FIFOs, devices and set-id bits are not created.
+`apply --undo NAME` puts back what the last apply overwrote.")]
+    Apply(ApplyArgs),
     /// Rename a stopped agent
     Rename(RenameArgs),
     /// Run another command inside a running agent's sandbox
@@ -566,6 +581,92 @@ pub struct CloneArgs {
     pub src: String,
     /// The new agent's name
     pub dst: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The agent to fork (running or stopped)
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
+    pub src: String,
+    /// The new agent's name
+    pub dst: String,
+    /// From this checkpoint (see `checkpoints NAME`) instead of the agent as it is now
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub at: Option<String>,
+    /// Make the new agent but do not start it
+    #[arg(long)]
+    pub stopped: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CheckpointArgs {
+    #[command(subcommand)]
+    pub command: Option<CheckpointCommand>,
+    /// The agent's name
+    #[arg(required = true, add = ArgValueCandidates::new(complete::agent_names))]
+    pub name: Option<String>,
+    /// What the checkpoint is (shown by `checkpoints`)
+    #[arg(short, long, value_name = "MSG", default_value = "")]
+    pub message: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Remove checkpoints of an agent
+    Rm {
+        /// The agent's name
+        #[arg(add = ArgValueCandidates::new(complete::agent_names))]
+        name: String,
+        /// Checkpoint ids
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointsArgs {
+    /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
+    pub name: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
+    pub name: String,
+    /// The checkpoint's id
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The agent's name
+    #[arg(add = ArgValueCandidates::new(complete::agent_names))]
+    pub name: String,
+    /// Only these paths of the workspace (each with what is below it)
+    #[arg(value_name = "PATH", conflicts_with = "undo")]
+    pub paths: Vec<PathBuf>,
+    /// Write into DIR instead of the directory the agent was spawned from
+    #[arg(long, value_name = "DIR", conflicts_with = "undo")]
+    pub to: Option<PathBuf>,
+    /// Say what would be written; write nothing
+    #[arg(short = 'n', long, conflicts_with = "undo")]
+    pub dry_run: bool,
+    /// Overwrite paths that changed in the directory since the agent started (with --undo: undo
+    /// paths changed since the apply)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Put back what the last apply overwrote or removed
+    #[arg(long)]
+    pub undo: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -17,13 +17,16 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
         let v: Vec<_> = found
             .changes
             .iter()
-            .map(|c| serde_json::json!({ "change": c.change.to_string(), "path": c.path }))
+            .map(|c| serde_json::json!({ "change": c.change.to_string(), "path": c.path, "from": c.from }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     for c in &found.changes {
-        println!("{} {}", c.change, escape(&c.path));
+        match &c.from {
+            Some(from) => println!("{} {} -> {}", c.change, escape(from), escape(&c.path)),
+            None => println!("{} {}", c.change, escape(&c.path)),
+        }
     }
     if let Some(lines) = found.git_status {
         println!("\ngit status (run in a sandbox):");

@@ -12,8 +12,8 @@ pub fn restart(c: &dyn Control, args: RestartArgs) -> Result<i32> {
 
 pub fn clone(args: CloneArgs) -> Result<i32> {
     let home = Home::open()?;
-    let mut store = home.store()?;
-    let rec = lifecycle::clone(&home, &mut store, &args.src, &args.dst)?;
+    let store = home.store()?;
+    let rec = lifecycle::clone(&home, &store, &args.src, &args.dst)?;
     println!("{}", rec.name);
     Ok(0)
 }

@@ -26,6 +26,7 @@ mod cmd_task;
 mod cmd_vm;
 mod cmd_volume;
 mod cmd_watch;
+mod cmd_workspace;
 mod complete;
 mod contexts;
 mod exit;
@@ -166,6 +167,11 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         Command::Task(args) => cmd_task::task(c, args),
         Command::Volume(args) => cmd_volume::volume(c, args),
         Command::Cp(args) => cmd_cp::cp(c, args),
+        Command::Fork(args) => cmd_workspace::fork(c, args),
+        Command::Checkpoint(args) => cmd_workspace::checkpoint(c, args),
+        Command::Checkpoints(args) => cmd_workspace::checkpoints(c, args),
+        Command::Rollback(args) => cmd_workspace::rollback(c, args),
+        Command::Apply(args) => cmd_workspace::apply(c, args),
         other => return Err(other),
     })
 }

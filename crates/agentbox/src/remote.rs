@@ -9,6 +9,9 @@ use agentbox_engine::control::Control;
 use agentbox_engine::tasks::artifacts::Artifact;
 use agentbox_engine::tasks::{TaskDetail, TaskView};
 use agentbox_engine::views::{AgentView, Filter, HitlView, LogBytes, LogChunk, ScreenView};
+use agentbox_engine::workspace::apply::{Applied, ApplyRequest};
+use agentbox_engine::workspace::changes::Change;
+use agentbox_engine::workspace::checkpoint::Checkpoint;
 use agentbox_engine::{Error, Kind, Result};
 use agentbox_proxy::AuditRecord;
 use agentbox_server::SpawnRequest;
@@ -232,6 +235,46 @@ impl Control for Remote {
 
     fn volumes(&self) -> Result<Vec<agentbox_engine::volumes::VolumeView>> {
         self.typed("GET", "/api/v1/volumes", None)
+    }
+
+    fn changes(&self, name: &str) -> Result<Vec<Change>> {
+        self.typed("GET", &format!("/api/v1/agents/{}/changes", enc(name)), None)
+    }
+
+    fn apply(&self, name: &str, req: &ApplyRequest) -> Result<Applied> {
+        let body = serde_json::to_value(req).map_err(|e| Error::internal(e.to_string()))?;
+        self.typed("POST", &format!("/api/v1/agents/{}/apply", enc(name)), Some(&body))
+    }
+
+    fn apply_undo(&self, name: &str, force: bool) -> Result<Applied> {
+        self.typed(
+            "POST",
+            &format!("/api/v1/agents/{}/apply/undo", enc(name)),
+            Some(&json!({ "force": force })),
+        )
+    }
+
+    fn checkpoint(&self, name: &str, message: &str) -> Result<Checkpoint> {
+        let body = json!({ "message": message });
+        self.typed("POST", &format!("/api/v1/agents/{}/checkpoints", enc(name)), Some(&body))
+    }
+
+    fn checkpoints(&self, name: &str) -> Result<Vec<Checkpoint>> {
+        self.typed("GET", &format!("/api/v1/agents/{}/checkpoints", enc(name)), None)
+    }
+
+    fn checkpoint_remove(&self, name: &str, id: &str) -> Result<()> {
+        Remote::send(self, "DELETE", &format!("/api/v1/agents/{}/checkpoints/{}", enc(name), enc(id)), None)
+            .map(drop)
+    }
+
+    fn rollback(&self, name: &str, id: &str) -> Result<AgentView> {
+        self.typed("POST", &format!("/api/v1/agents/{}/checkpoints/{}/rollback", enc(name), enc(id)), None)
+    }
+
+    fn fork(&self, name: &str, new: &str, at: Option<&str>, stopped: bool) -> Result<AgentView> {
+        let body = json!({ "name": new, "at": at, "stopped": stopped });
+        self.typed("POST", &format!("/api/v1/agents/{}/fork", enc(name)), Some(&body))
     }
 
     fn volume_create(&self, name: &str) -> Result<agentbox_engine::volumes::VolumeView> {

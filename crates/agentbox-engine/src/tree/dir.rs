@@ -197,6 +197,32 @@ impl Dir {
         }
     }
 
+    /// An extended attribute of this directory itself (`None`: it has none of that name).
+    pub fn xattr(&self, name: &str) -> Result<Option<Vec<u8>>, TreeError> {
+        let mut buf = vec![0u8; 256];
+        match rustix::fs::fgetxattr(self.fd.as_fd(), name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+            Err(e) => Err(TreeError::io(&self.path)(Errno::from_raw(e.raw_os_error()))),
+        }
+    }
+
+    /// Sets an extended attribute of this directory itself.
+    pub fn set_xattr(&self, name: &str, value: &[u8]) -> Result<(), TreeError> {
+        rustix::fs::fsetxattr(self.fd.as_fd(), name, value, rustix::fs::XattrFlags::empty())
+            .map_err(|e| TreeError::io(&self.path)(Errno::from_raw(e.raw_os_error())))
+    }
+
+    /// Creates an overlayfs whiteout (a character device 0:0: it hides the lower layer's
+    /// entry of that name). The kernel lets any user make this one device.
+    pub fn whiteout(&self, name: &OsStr) -> Result<(), TreeError> {
+        nix::sys::stat::mknodat(self.fd.as_fd(), name, SFlag::S_IFCHR, Mode::empty(), 0)
+            .map_err(TreeError::io(self.child_path(name)))
+    }
+
     /// Wraps a directory descriptor obtained from [`Dir::open_beneath`].
     pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Self {
         Self { fd, path }

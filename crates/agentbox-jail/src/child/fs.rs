@@ -195,9 +195,16 @@ fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-fn source<'a>(sources: &'a [Option<OwnedFd>], i: usize, target: &Path) -> Result<BorrowedFd<'a>, Failure> {
+/// What a mount step was given to mount, opened before the staging root hides the host's /tmp.
+pub(super) enum Source {
+    None,
+    One(OwnedFd),
+    Layers { lower: OwnedFd, upper: OwnedFd, work: OwnedFd },
+}
+
+fn source<'a>(sources: &'a [Source], i: usize, target: &Path) -> Result<BorrowedFd<'a>, Failure> {
     match sources.get(i) {
-        Some(Some(fd)) => Ok(fd.as_fd()),
+        Some(Source::One(fd)) => Ok(fd.as_fd()),
         _ => Err(Failure {
             step: step("bind mount", target),
             errno: Errno::EBADF,
@@ -206,18 +213,54 @@ fn source<'a>(sources: &'a [Option<OwnedFd>], i: usize, target: &Path) -> Result
     }
 }
 
-pub(super) fn open_sources(ops: &[MountOp]) -> Result<Vec<Option<OwnedFd>>, Failure> {
+pub(super) fn open_sources(ops: &[MountOp]) -> Result<Vec<Source>, Failure> {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let open = |what: &str, path: &Path| openat2(AT_FDCWD, path, how).map_err(fail(what, path));
     ops.iter()
         .map(|op| match op {
             MountOp::Bind { source, .. } | MountOp::Device { source, .. } => {
-                openat2(AT_FDCWD, source.as_path(), how).map(Some).map_err(fail("open bind source", source))
+                open("open bind source", source).map(Source::One)
             }
-            _ => Ok(None),
+            MountOp::Overlay { lower, upper, work, .. } => Ok(Source::Layers {
+                lower: open("open overlay lower layer", lower)?,
+                upper: open("open overlay upper layer", upper)?,
+                work: open("open overlay work dir", work)?,
+            }),
+            _ => Ok(Source::None),
         })
         .collect()
+}
+
+/// Mounts an overlayfs on `target`, its layers named through their opened descriptors.
+/// `userxattr` keeps overlayfs's own marks (opaque directories) in `user.` xattrs, which a
+/// user namespace may write; no metacopy and no redirects are made, so every changed file is whole
+/// in the upper layer and a renamed directory is copied, not redirected.
+fn overlay(root: &OwnedFd, sources: &[Source], i: usize, target: &Path) -> Result<Node, Failure> {
+    let Some(Source::Layers { lower, upper, work }) = sources.get(i) else {
+        return Err(Failure {
+            step: step("mount overlay on", target),
+            errno: Errno::EBADF,
+            message: "its layers were not opened".into(),
+        });
+    };
+    let node = walk(root, target, Some(NodeKind::Dir)).map_err(fail("create mount point", target))?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr,metacopy=off,redirect_dir=nofollow",
+        fd_path(lower.as_fd()),
+        fd_path(upper.as_fd()),
+        fd_path(work.as_fd())
+    );
+    mount(
+        Some("overlay"),
+        fd_path(node.fd.as_fd()).as_str(),
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(fail("mount overlay on", target))?;
+    Ok(node)
 }
 
 /// Staging name of the `n`th [`MountOp::File`] source.
@@ -292,11 +335,7 @@ fn bind_source(root: &OwnedFd, sources: &OwnedFd, name: &str, target: &Path) -> 
 /// sandbox) belongs to `owner`, the sandbox's uid and gid.
 /// `sources` come from [`open_sources`], opened with the launcher's credentials before the child
 /// took the sandbox's ids.
-pub(super) fn build_root(
-    ops: &[MountOp],
-    sources: Vec<Option<OwnedFd>>,
-    owner: (u32, u32),
-) -> Result<(), Failure> {
+pub(super) fn build_root(ops: &[MountOp], sources: Vec<Source>, owner: (u32, u32)) -> Result<(), Failure> {
     let owned = format!("uid={},gid={}", owner.0, owner.1);
     let root_path = Path::new("/");
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
@@ -339,6 +378,10 @@ pub(super) fn build_root(
             MountOp::Bind { target, kind, writable, .. } => {
                 let node = bind(&root, source(&sources, i, target)?, target, *kind)?;
                 set_attrs(&root, &node, target, *writable, *kind == NodeKind::Dir)?;
+            }
+            MountOp::Overlay { target, .. } => {
+                let node = overlay(&root, &sources, i, target)?;
+                set_attrs(&root, &node, target, true, false)?;
             }
             MountOp::Device { target, .. } => {
                 let node = bind(&root, source(&sources, i, target)?, target, NodeKind::File)?;

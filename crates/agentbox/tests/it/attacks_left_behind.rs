@@ -112,9 +112,13 @@ fn host_copies_drop_setid_bits_and_keep_sparse_files_sparse() {
             "--",
             "sh",
             "-c",
-            "truncate -s 2G sparse; sleep 600",
+            "touch suid; truncate -s 2G sparse; sleep 600",
         ]);
-        let ws = a.home.join("agents/s1/workspace");
+        // The directory belongs to the sandbox's host id: the workspace is an overlay, and what
+        // the agent wrote lies in its upper layer.
+        let layer = |name: &str| a.home.join("agents").join(name).join("layers/upper");
+        assert!(layer("s1").is_dir(), "as {who:?}: no overlay");
+        let ws = layer("s1");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ws.join("sparse").exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -122,7 +126,7 @@ fn host_copies_drop_setid_bits_and_keep_sparse_files_sparse() {
         assert_eq!(setid_entries(&ws), Vec::<String>::new(), "as {who:?}");
         a.ok(&["kill", "s1"]);
         a.ok(&["clone", "s1", "s2"]);
-        let copy = a.home.join("agents/s2/workspace");
+        let copy = layer("s2");
         let m = std::fs::metadata(copy.join("sparse")).unwrap();
         assert_eq!(m.len(), 2 << 30, "as {who:?}");
         assert!(

@@ -23,6 +23,7 @@ mod attacks_left_behind;
 mod attacks_net;
 mod attacks_proc;
 mod cli;
+mod cow;
 mod egress;
 mod hitl;
 mod limits;
