@@ -87,6 +87,28 @@ try {
   await page.waitForSelector("pre.logs:has-text('42-typed')", { timeout: 20000 });
   step("logs show the output");
 
+  // The workspace panel of an agent spawned from a directory (WORKSPACE): its changes are shown
+  // before an apply; a checkpoint lists; apply writes; a fork from the checkpoint opens.
+  const wsAgent = process.env.WORKSPACE;
+  if (wsAgent) {
+    const ws = await context.newPage();
+    ws.on("dialog", (d) => d.accept());
+    await ws.goto(url + "/agents/" + wsAgent);
+    await ws.waitForSelector("#workspace li[data-change=M]:has-text('a.txt')", { timeout: 20000 });
+    await ws.fill("form.checkpoint input[name=message]", "from the browser");
+    await ws.click("form.checkpoint button[type=submit]");
+    await ws.waitForSelector("table.checkpoints tr[data-checkpoint='1']:has-text('from the browser')", { timeout: 20000 });
+    step("the workspace panel lists the changes and a new checkpoint");
+    await ws.click("form.apply button[type=submit]");
+    await ws.waitForSelector("#apply-result:has-text('written to')", { timeout: 20000 });
+    step("apply from the panel wrote the changes");
+    await ws.fill("tr[data-checkpoint='1'] input[name=name]", wsAgent + "-fork");
+    await ws.click("tr[data-checkpoint='1'] form.inline button[type=submit]");
+    await ws.waitForURL(url + "/agents/" + wsAgent + "-fork", { timeout: 20000 });
+    step("forked from the checkpoint's row");
+    await ws.close();
+  }
+
   const list = await context.newPage();
   await list.goto(url + "/");
   await list.waitForSelector(`tr[data-agent='${name}'] td.state[data-state=running]`, { timeout: 20000 });

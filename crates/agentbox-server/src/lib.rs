@@ -23,6 +23,7 @@ mod stream;
 mod ui;
 mod ui_bulk;
 mod ui_tasks;
+mod ui_workspace;
 mod ws;
 
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ fn app(state: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ws/agents/{name}/attach", get(ws::attach))
         .merge(ui::router())
+        .merge(ui_workspace::router())
         .merge(ui_tasks::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.tokens.clone(), auth::require_token))

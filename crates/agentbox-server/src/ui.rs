@@ -375,6 +375,8 @@ async fn agent_page(
                 p { "The agent is not running; its last screen:" }
                 pre.screen hx-get={ (base) "/screen" } hx-trigger="load" {}
             }
+            h2 { "Workspace" }
+            div #workspace hx-get={ (base) "/workspace" } hx-trigger="load" {}
             h2 { "Logs" }
             pre.logs hx-get={ (base) "/logs" } hx-trigger="load, every 3s" {}
             h2 { "Events" }

@@ -18,11 +18,12 @@
 //! exists there with other content. Whatever an apply overwrites or removes is saved first in
 //! the agent's state, and `apply --undo` puts the last apply's paths back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use agentbox_core::SandboxSpec;
 use agentbox_store::Store;
@@ -142,42 +143,79 @@ fn was(st: Option<&FileStat>) -> Was {
     }
 }
 
-/// Where a relative path sits in the target: its parent directory, opened without following a
-/// link, and its name; `Err` says why it cannot be reached (a link or a file on the way).
-/// Missing parents are made when `make` is set (and otherwise reported as missing).
-fn locate(root: &Dir, rel: &Path, make: bool) -> Result<std::result::Result<(Dir, OsString), String>> {
-    let mut parts: Vec<&OsStr> = rel.iter().collect();
-    let Some(name) = parts.pop() else { return Ok(Err("an empty path".into())) };
-    let mut dir = Dir::from_fd(
-        nix::fcntl::openat(
-            root.fd(),
-            ".",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(tree::TreeError::io(root.path()))?,
-        root.path().to_path_buf(),
-    );
-    for (i, part) in parts.iter().enumerate() {
-        let here: PathBuf = parts[..=i].iter().collect();
-        match dir.stat(part)?.as_ref().map(Kind::of) {
-            Some(Kind::Dir) => match dir.subdir(part)? {
-                Some(d) => dir = d,
-                None => return Ok(Err(format!("{} changed while it was opened", here.display()))),
-            },
-            None if make => {
-                let d = dir.mkdir(part)?;
-                fchmod(d.fd(), Mode::from_bits_truncate(0o755)).map_err(tree::TreeError::io(d.path()))?;
-                dir = d;
-            }
-            None => return Ok(Err(format!("{} does not exist in the target", here.display()))),
-            Some(Kind::Symlink) => {
-                return Ok(Err(format!("{} is a link in the target (not followed)", here.display())))
-            }
-            Some(_) => return Ok(Err(format!("{} is not a directory in the target", here.display()))),
-        }
+/// A tree walked by relative paths, its directories opened one component at a time without
+/// following a link, and kept open for the paths that follow (an apply's paths are sorted, so
+/// siblings share their parent's descriptor).
+struct Tree<'a> {
+    root: &'a Dir,
+    open: HashMap<PathBuf, Rc<Dir>>,
+}
+
+impl<'a> Tree<'a> {
+    fn new(root: &'a Dir) -> Self {
+        Self { root, open: HashMap::new() }
     }
-    Ok(Ok((dir, name.to_os_string())))
+
+    fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Forgets the open directories at and below `rel` (it is about to be removed or replaced).
+    fn forget(&mut self, rel: &Path) {
+        self.open.retain(|k, _| !k.starts_with(rel));
+    }
+
+    /// Where a relative path sits: its parent directory and its name; `Err` says why it cannot be
+    /// reached (a link or a file on the way). Missing parents are made when `make` is set (and
+    /// otherwise reported as missing).
+    fn locate(&mut self, rel: &Path, make: bool) -> Result<std::result::Result<(Rc<Dir>, OsString), String>> {
+        let mut parts: Vec<&OsStr> = rel.iter().collect();
+        let Some(name) = parts.pop() else { return Ok(Err("an empty path".into())) };
+        let mut here = PathBuf::new();
+        let mut dir: Option<Rc<Dir>> = None;
+        for part in parts {
+            here.push(part);
+            if let Some(d) = self.open.get(&here) {
+                dir = Some(d.clone());
+                continue;
+            }
+            let parent: &Dir = dir.as_deref().unwrap_or(self.root);
+            let next = match parent.stat(part)?.as_ref().map(Kind::of) {
+                Some(Kind::Dir) => match parent.subdir(part)? {
+                    Some(d) => d,
+                    None => return Ok(Err(format!("{} changed while it was opened", here.display()))),
+                },
+                None if make => {
+                    let d = parent.mkdir(part)?;
+                    fchmod(d.fd(), Mode::from_bits_truncate(0o755)).map_err(tree::TreeError::io(d.path()))?;
+                    d
+                }
+                None => return Ok(Err(format!("{} does not exist in the target", here.display()))),
+                Some(Kind::Symlink) => {
+                    return Ok(Err(format!("{} is a link in the target (not followed)", here.display())))
+                }
+                Some(_) => return Ok(Err(format!("{} is not a directory in the target", here.display()))),
+            };
+            let next = Rc::new(next);
+            self.open.insert(here.clone(), next.clone());
+            dir = Some(next);
+        }
+        let parent = match (dir, self.open.get(Path::new(""))) {
+            (Some(d), _) => d,
+            (None, Some(top)) => top.clone(),
+            (None, None) => {
+                let flags = nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC;
+                let fd = nix::fcntl::openat(self.root.fd(), ".", flags, Mode::empty())
+                    .map_err(tree::TreeError::io(self.root.path()))?;
+                let top = Rc::new(Dir::from_fd(fd, self.root.path().to_path_buf()));
+                self.open.insert(PathBuf::new(), top.clone());
+                top
+            }
+        };
+        Ok(Ok((parent, name.to_os_string())))
+    }
 }
 
 fn written(state_dir: &Path) -> BTreeMap<PathBuf, i64> {
@@ -244,8 +282,9 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
     crate::pause::frozen(&rec, || {
         let changes = crate::diff::changes(&state_dir, &spec, name)?;
         let ops = ops(&changes, &req.paths);
-        let src = Dir::open(&source)?;
-        let dst = Dir::open(&target).with_context(|| format!("opening {}", target.display()))?;
+        let src_root = Dir::open(&source)?;
+        let dst_root = Dir::open(&target).with_context(|| format!("opening {}", target.display()))?;
+        let (mut src, mut dst) = (Tree::new(&src_root), Tree::new(&dst_root));
         let before_applies = written(&state_dir);
         let mut conflicts = Vec::new();
         let mut skipped = Vec::new();
@@ -254,7 +293,7 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
             let rel = op.path().to_path_buf();
             // What the agent has there (a write of something it cannot be given is skipped).
             if let Op::Write(p) = &op {
-                match locate(&src, p, false)? {
+                match src.locate(p, false)? {
                     Ok((d, n)) => match d.stat(&n)?.as_ref().map(Kind::of) {
                         Some(Kind::Other) => {
                             skipped.push(Skipped {
@@ -275,7 +314,7 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
                     }
                 }
             }
-            let here = match locate(&dst, &rel, false)? {
+            let here = match dst.locate(&rel, false)? {
                 Ok((d, n)) => d.stat(&n)?,
                 Err(why) if why.ends_with("does not exist in the target") => None,
                 Err(why) => {
@@ -290,7 +329,7 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
                 }
                 (Some(st), None) => match &op {
                     Op::Remove(_) => false,
-                    Op::Write(p) => Kind::of(st) != Kind::Dir && differs(&src, &dst, p)?,
+                    Op::Write(p) => Kind::of(st) != Kind::Dir && differs(src.path(), dst.path(), p),
                 },
             };
             if conflict {
@@ -323,24 +362,23 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
         if req.dry_run || todo.is_empty() {
             return Ok(applied);
         }
-        write(&state_dir, &src, &dst, &target, &todo, &applied.forced)?;
+        write(&state_dir, &mut src, &mut dst, &target, &todo, &applied.forced)?;
         let _ = store.record(name, "apply", &format!("{} path(s) into {}", todo.len(), target.display()));
         Ok(applied)
     })
 }
 
 /// Whether the agent's file at `rel` differs from the target's.
-fn differs(src: &Dir, dst: &Dir, rel: &Path) -> Result<bool> {
-    let a = super::changes::hash_file(src.path(), rel);
-    let b = super::changes::hash_file(dst.path(), rel);
-    Ok(a.is_none() || a != b)
+fn differs(src: &Path, dst: &Path, rel: &Path) -> bool {
+    let a = super::changes::hash_file(src, rel);
+    a.is_none() || a != super::changes::hash_file(dst, rel)
 }
 
 /// Performs the steps, saving what each replaces first, and records them for `--undo`.
 fn write(
     state_dir: &Path,
-    src: &Dir,
-    dst: &Dir,
+    src: &mut Tree<'_>,
+    dst: &mut Tree<'_>,
     target: &Path,
     todo: &[Op],
     forced: &[PathBuf],
@@ -371,7 +409,7 @@ fn write(
     }
     // Change times as they are once everything is written (making d/e changes d's).
     for s in &mut steps {
-        s.after_ctime = match locate(dst, &s.path, false)? {
+        s.after_ctime = match dst.locate(&s.path, false)? {
             Ok((d, n)) => d.stat(&n)?.as_ref().map(ctime),
             Err(_) => None,
         };
@@ -451,8 +489,8 @@ fn temp_name(name: &OsStr) -> OsString {
 }
 
 /// Puts the agent's entry at `rel` (from `src`) into the target as `name` of `into`.
-fn put(src: &Dir, rel: &Path, into: &Dir, name: &OsStr, existing: Option<&FileStat>) -> Result<Was> {
-    let (from, from_name) = match locate(src, rel, false)? {
+fn put(src: &mut Tree<'_>, rel: &Path, into: &Dir, name: &OsStr, existing: Option<&FileStat>) -> Result<Was> {
+    let (from, from_name) = match src.locate(rel, false)? {
         Ok(x) => x,
         Err(why) => bail!(Error::conflict(why)),
     };
@@ -504,12 +542,14 @@ fn put(src: &Dir, rel: &Path, into: &Dir, name: &OsStr, existing: Option<&FileSt
     Ok(if Kind::of(&st) == Kind::Symlink { Was::Link } else { Was::File })
 }
 
-fn step(src: &Dir, dst: &Dir, saved: &Dir, i: usize, op: &Op) -> Result<Step> {
+fn step(src: &mut Tree<'_>, dst: &mut Tree<'_>, saved: &Dir, i: usize, op: &Op) -> Result<Step> {
     let rel = op.path();
-    let (into, name) = match locate(dst, rel, matches!(op, Op::Write(_)))? {
+    let (into, name) = match dst.locate(rel, matches!(op, Op::Write(_)))? {
         Ok(x) => x,
         Err(why) => bail!(Error::conflict(why)),
     };
+    // What is there may be removed or replaced: directories opened below it are stale then.
+    dst.forget(rel);
     let existing = into.stat(&name)?;
     if let Some(st) = &existing {
         save(&into, &name, st, saved, i)?;
@@ -548,11 +588,13 @@ pub fn undo(home: &Home, store: &Store, name: &str, force: bool) -> Result<Appli
     let dir = root.join(n.to_string());
     let record: Record = serde_json::from_slice(&std::fs::read(dir.join(RECORD))?)
         .map_err(|e| Error::internal(format!("{} is damaged: {e}", dir.join(RECORD).display())))?;
-    let dst = Dir::open(&record.target).with_context(|| format!("opening {}", record.target.display()))?;
+    let dst_root =
+        Dir::open(&record.target).with_context(|| format!("opening {}", record.target.display()))?;
+    let mut dst = Tree::new(&dst_root);
     let saved = Dir::open(&dir)?;
     let mut changed = Vec::new();
     for s in &record.steps {
-        let now = match locate(&dst, &s.path, false)? {
+        let now = match dst.locate(&s.path, false)? {
             Ok((d, n)) => d.stat(&n)?.as_ref().map(ctime),
             Err(_) => None,
         };
@@ -572,10 +614,11 @@ pub fn undo(home: &Home, store: &Store, name: &str, force: bool) -> Result<Appli
     let mut marks = written(&state_dir);
     let mut done = Vec::new();
     for (i, s) in record.steps.iter().enumerate().rev() {
-        let (into, name) = match locate(&dst, &s.path, true)? {
+        let (into, name) = match dst.locate(&s.path, true)? {
             Ok(x) => x,
             Err(why) => bail!(Error::conflict(why).context(format!("undoing {}", s.path.display()))),
         };
+        dst.forget(&s.path);
         if let Some(st) = into.stat(&name)? {
             if !(s.before == Was::Dir && Kind::of(&st) == Kind::Dir && s.after == Was::Dir) {
                 remove(&into, &name, &st)?;
@@ -596,7 +639,7 @@ pub fn undo(home: &Home, store: &Store, name: &str, force: bool) -> Result<Appli
             Was::Link | Was::File => {
                 if let Some(st) = saved.stat(&as_name)? {
                     let _ = st;
-                    put(&saved, Path::new(&as_name), &into, &name, None)?;
+                    put(&mut Tree::new(&saved), Path::new(&as_name), &into, &name, None)?;
                 }
             }
         }

@@ -557,13 +557,28 @@ fn dashboard_in_headless_chromium() {
     for b in ["bulk-1", "bulk-2"] {
         agents.ok(&["spawn", b, "--", "sleep", "1000"]);
     }
+    // An agent on an overlay of a project (owned by the sandbox's host id, so it can be one).
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("a.txt"), "one\n").unwrap();
+    let id = agent_host_id(As::Caller);
+    for p in [project.path().to_path_buf(), project.path().join("a.txt")] {
+        std::os::unix::fs::chown(&p, Some(id), Some(id)).unwrap();
+    }
+    let from = project.path().to_str().unwrap();
+    agents.ok(&["spawn", "ws", "--from-dir", from, "--", "sh", "-c", "echo two > a.txt; sleep 1000"]);
     let shots = tempfile::tempdir().unwrap();
     let stdout = browser_with(
         "dashboard.mjs",
         &[&srv.url, &srv.token, "from-browser", "asker"],
-        &[("SHOTS", shots.path().as_os_str()), ("BULK", "bulk-1 bulk-2".as_ref())],
+        &[
+            ("SHOTS", shots.path().as_os_str()),
+            ("BULK", "bulk-1 bulk-2".as_ref()),
+            ("WORKSPACE", "ws".as_ref()),
+        ],
         String::new,
     );
+    assert_eq!(std::fs::read_to_string(project.path().join("a.txt")).unwrap(), "two\n");
+    assert_eq!(srv.ok("GET", "/api/v1/agents/ws-fork", None)["state"], "running");
     for step in [
         "created from-browser",
         "typed into the terminal",
@@ -571,6 +586,9 @@ fn dashboard_in_headless_chromium() {
         "grid thumbnail shows the screen, in colour",
         "opening the page left the agent's size alone",
         "bulk stop and remove on ticked agents",
+        "the workspace panel lists the changes and a new checkpoint",
+        "apply from the panel wrote the changes",
+        "forked from the checkpoint's row",
         "paused from the bulk bar and resumed from the row",
         "the prompt from the form was typed in",
         "listed as running, with its tag",
