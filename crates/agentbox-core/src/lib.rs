@@ -41,7 +41,7 @@ pub use network::{NetworkMode, PROXY_PORT};
 pub use paths::{check_mount_target, check_workspace, normalize_absolute, SYSTEM_DIRS};
 pub use profile::{is_below, token_url_parts, Install, Instructions, LoginSpec, Profile, BUILTIN_PROFILES};
 pub use size::{format_size, parse_size};
-pub use spawn::{EgressRequest, Field, RestartPolicy, SpawnSpec, WorkspaceSource};
+pub use spawn::{EgressRequest, Field, PortMap, RestartPolicy, SpawnSpec, WorkspaceSource};
 pub use spec::{
     host_ids_for, HomeSpec, Overlay, SandboxSpec, DEFAULT_GID, DEFAULT_HOSTNAME, DEFAULT_UID, ROOT_AGENT_ID,
     SANDBOX_HOME, SPEC_VERSION,

@@ -103,6 +103,37 @@ impl<'de> Deserialize<'de> for RestartPolicy {
     }
 }
 
+/// `--publish [HOSTPORT:]PORT`: 127.0.0.1:HOSTPORT on the host forwarded to PORT on the agent's
+/// own loopback, for as long as it runs (and again after each start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMap {
+    pub host_port: u16,
+    pub port: u16,
+}
+
+impl FromStr for PortMap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let num = |p: &str, what: &str| match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("'{s}': {what} must be a port number from 1 to 65535 (give [HOSTPORT:]PORT)")),
+        };
+        match s.split_once(':') {
+            Some((h, p)) => Ok(Self { host_port: num(h, "HOSTPORT")?, port: num(p, "PORT")? }),
+            None => {
+                let port = num(s, "PORT")?;
+                Ok(Self { host_port: port, port })
+            }
+        }
+    }
+}
+
+impl fmt::Display for PortMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host_port, self.port)
+    }
+}
+
 /// A new agent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +159,9 @@ pub struct SpawnSpec {
     /// Working directory inside (relative: from the workspace).
     pub workdir: Option<PathBuf>,
     pub restart: Option<RestartPolicy>,
+    /// Host ports forwarded to the agent's.
+    #[serde(default)]
+    pub publish: Vec<PortMap>,
 }
 
 impl SpawnSpec {
@@ -162,6 +196,7 @@ pub enum Field {
     Volumes,
     Workdir,
     Restart,
+    Publish,
 }
 
 impl Field {
@@ -188,6 +223,7 @@ impl Field {
             Field::Volumes => "--volume",
             Field::Workdir => "--workdir",
             Field::Restart => "--restart",
+            Field::Publish => "--publish",
         }
     }
 
@@ -214,6 +250,7 @@ impl Field {
             Field::Volumes => "volumes",
             Field::Workdir => "workdir",
             Field::Restart => "restart",
+            Field::Publish => "publish",
         }
     }
 }
@@ -221,6 +258,15 @@ impl Field {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_maps() {
+        assert_eq!("8080:80".parse::<PortMap>().unwrap(), PortMap { host_port: 8080, port: 80 });
+        assert_eq!("3000".parse::<PortMap>().unwrap(), PortMap { host_port: 3000, port: 3000 });
+        for bad in ["", "0", "x", "1:0", "70000", "1:2:3", ":80"] {
+            assert!(bad.parse::<PortMap>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn restart_policies() {

@@ -86,6 +86,9 @@ pub struct SandboxSpec {
     /// Namespaces (`ns`) or a virtual machine (`vm`).
     #[serde(default)]
     pub backend: Backend,
+    /// Host ports forwarded to the agent's own loopback while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::PortMap>,
     /// The layout version of a stored spec ([`SPEC_VERSION`]); 0 for specs stored before versions.
     #[serde(default)]
     pub version: u32,

@@ -141,6 +141,109 @@ impl Joined {
     }
 }
 
+/// Refuses published ports that repeat a host port, or that something here listens on already.
+pub fn check_publish(maps: &[agentbox_core::PortMap]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(m) = maps.iter().find(|m| !seen.insert(m.host_port)) {
+        return Err(Error::invalid(format!("host port {} is published twice", m.host_port)));
+    }
+    for m in maps {
+        if let Err(e) = TcpListener::bind(("127.0.0.1", m.host_port)) {
+            return Err(Error::conflict(format!("127.0.0.1:{} on this machine: {e}", m.host_port)));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a forwarder (`__publish`, detached) for each port the agent publishes, now that it
+/// runs; each ends with this run of the agent. One that cannot bind is said, not fatal: the
+/// agent runs.
+pub fn publish_for(home: &Home, name: &str, dir: &std::path::Path) {
+    let Ok(rec) = home.store().and_then(|s| agents::get(&s, name)) else { return };
+    let Ok(spec) = SandboxSpec::decode(&rec.spec) else { return };
+    for m in &spec.publish {
+        if let Err(e) = start_publisher(home, name, dir, *m) {
+            eprintln!("agentbox: warning: publishing 127.0.0.1:{} -> {name}:{}: {e}", m.host_port, m.port);
+        }
+    }
+}
+
+fn start_publisher(home: &Home, name: &str, dir: &std::path::Path, m: agentbox_core::PortMap) -> Result<()> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("publish.log"))
+        .context("opening publish.log")?;
+    let mut child = crate::home::self_command()
+        .arg("__publish")
+        .arg(name)
+        .arg(m.port.to_string())
+        .arg(m.host_port.to_string())
+        .env("AGENTBOX_HOME", &home.root)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        // Its own process group: a Ctrl-C meant for the spawning command is not for it.
+        .process_group(0)
+        .spawn()
+        .context("starting the port forwarder")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line).context("waiting for the port forwarder")?;
+    }
+    match line.trim_end() {
+        "ok" => Ok(()),
+        other => {
+            let _ = child.wait();
+            Err(Error::conflict(
+                other.strip_prefix("error: ").unwrap_or("it ended before it listened").to_string(),
+            ))
+        }
+    }
+}
+
+/// The `__publish NAME PORT HOSTPORT` role: binds (waiting a moment for the previous run's
+/// forwarder to let the port go), joins the sandbox's network, says `ok` on stdout (and nothing
+/// more there), then forwards until this run of the agent ends.
+pub fn publish_role(name: &str, port: u16, host_port: u16) -> Result<i32> {
+    use std::io::Write;
+    let home = Home::open()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let forward = loop {
+        match prepare(&home, name, port, host_port) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == crate::Kind::Conflict && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                println!("error: {e}");
+                return Ok(1);
+            }
+        }
+    };
+    let one = agentbox_sys::SingleThreaded::check()
+        .map_err(|e| Error::internal(format!("forwarding needs a single-threaded start: {e}")))?;
+    let joined = match forward.join(&one) {
+        Ok(j) => j,
+        Err(e) => {
+            println!("error: {e}");
+            return Ok(1);
+        }
+    };
+    println!("ok");
+    let _ = std::io::stdout().flush();
+    // The spawner stops reading: stdout goes nowhere from here on.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    eprintln!("127.0.0.1:{host_port} -> {name}:{port}");
+    joined.serve()?;
+    Ok(0)
+}
+
 /// Copies bytes both ways until each side has ended its half.
 fn relay(a: TcpStream, b: TcpStream) {
     let pair = (a.try_clone(), b.try_clone());

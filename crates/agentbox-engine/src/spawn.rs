@@ -59,6 +59,7 @@ pub fn check(home: &Home, spec: &SpawnSpec) -> Result<()> {
     if spec.command.iter().any(|a| a.as_encoded_bytes().contains(&0)) {
         bail!(field_error(Field::Command, "the command may not contain NUL bytes"));
     }
+    crate::ports::check_publish(&spec.publish).map_err(|e| e.for_field(Field::Publish))?;
     if spec.prompt.as_ref().is_some_and(|p| p.contains(&0)) {
         bail!(field_error(Field::Prompt, "the prompt may not contain NUL bytes"));
     }
@@ -331,8 +332,16 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
     }
     // What agentbox wrote into the agent's home (instructions, identity) is the agent's.
     tree::give_to_agent(&paths::home(&dir))?;
+    if !spec.publish.is_empty() && (backend == Backend::Vm || network == NetworkMode::Full) {
+        bail!(field_error(
+            Field::Publish,
+            "ports are published from an ns agent's own network (not a VM's, not --network full, where \
+             the agent's ports are the host's)"
+        ));
+    }
     let mut sandbox = resolve(request, &HostContext::current()?)?;
     sandbox.overlay = overlay;
+    sandbox.publish = spec.publish.clone();
     check_workdir(&sandbox)?;
     Ok((sandbox, keys))
 }

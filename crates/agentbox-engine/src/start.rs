@@ -41,7 +41,10 @@ pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
         out.read_line(&mut line).context("waiting for the supervisor")?;
     }
     match line.trim_end().strip_prefix("error: ") {
-        None if line.trim_end() == "ok" => Ok(()),
+        None if line.trim_end() == "ok" => {
+            crate::ports::publish_for(home, name, dir);
+            Ok(())
+        }
         Some(msg) => {
             let mut second = String::new();
             if let Some(out) = reader.as_mut() {

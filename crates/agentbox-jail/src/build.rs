@@ -371,6 +371,7 @@ mod tests {
             command: vec!["true".into()],
             workspace: workspace.into(),
             overlay: None,
+            publish: Vec::new(),
             workdir: workspace.into(),
             mounts: vec![],
             network: NetworkMode::None,

@@ -218,6 +218,7 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
         command: req.command,
         workspace,
         overlay: None,
+        publish: Vec::new(),
         workdir,
         mounts,
         network: req.network,

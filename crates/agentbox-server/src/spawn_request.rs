@@ -83,6 +83,9 @@ pub struct SpawnRequest {
     /// on-failure[:N[:WINDOW]]: start it again when it exits non-zero.
     #[serde(default)]
     pub restart: Option<String>,
+    /// Host ports forwarded to the agent's own loopback while it runs: `[HOSTPORT:]PORT`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 fn bad(field: Field) -> impl Fn(String) -> Error {
@@ -177,6 +180,7 @@ impl SpawnRequest {
             volumes: each(Field::Volumes, &self.volumes, |v| parse_mount_arg(v).map_err(|e| e.to_string()))?,
             workdir: self.workdir.as_deref().map(Into::into),
             restart,
+            publish: each(Field::Publish, &self.publish, |p| p.parse::<agentbox_core::PortMap>())?,
         })
     }
 }
@@ -250,6 +254,7 @@ impl SpawnRequest {
                 .collect::<Result<Vec<_>, _>>()?,
             workdir: spec.workdir.as_ref().map(|w| w.display().to_string()),
             restart: spec.restart.map(|r| r.to_string()),
+            publish: spec.publish.iter().map(ToString::to_string).collect(),
         })
     }
 }
@@ -287,6 +292,7 @@ mod tests {
             volumes: vec![parse_mount_arg("/srv/data:/data:ro").unwrap()],
             workdir: Some("sub".into()),
             restart: Some("on-failure:3:30s".parse().unwrap()),
+            publish: vec!["8080:80".parse().unwrap()],
         };
         let body = SpawnRequest::from_spec(&spec).unwrap();
         let json = serde_json::to_value(&body).unwrap();

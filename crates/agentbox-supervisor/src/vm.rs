@@ -186,6 +186,7 @@ mod tests {
             command: vec!["bash".into()],
             workspace: ws.clone(),
             overlay: None,
+            publish: Vec::new(),
             workdir: ws,
             mounts: vec![MountSpec {
                 source: "/usr/share".into(),

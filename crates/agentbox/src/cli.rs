@@ -455,6 +455,10 @@ pub struct SpawnOptions {
     /// Working directory inside (relative paths are taken from the workspace)
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    /// Forward 127.0.0.1:HOSTPORT on this machine to PORT on the agent's own loopback while it
+    /// runs (HOSTPORT defaults to PORT); repeatable
+    #[arg(long, value_name = "[HOSTPORT:]PORT")]
+    pub publish: Vec<agentbox_core::PortMap>,
     /// Start the agent again when it exits non-zero: on-failure[:N[:WINDOW]]; N failures within
     /// WINDOW (default 5 in 60s) stop it as a crash loop
     #[arg(long, value_name = "POLICY", value_parser = restart_arg)]

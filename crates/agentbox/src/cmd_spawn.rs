@@ -49,6 +49,7 @@ impl SpawnOptions {
                 .collect::<agentbox_engine::Result<_>>()?,
             workdir: self.workdir.clone(),
             restart: self.restart,
+            publish: self.publish.clone(),
         })
     }
 }

@@ -21,6 +21,7 @@ enum Role {
     VmExec { tty: bool, command: Vec<OsString> },
     VmForward { port: u16 },
     Archive { args: Vec<OsString> },
+    Publish { name: String, port: u16, host_port: u16 },
 }
 
 fn text(arg: &OsString) -> Result<String, String> {
@@ -61,6 +62,10 @@ impl Role {
             ("__vmfwd", [port]) => text(port)
                 .and_then(|p| p.parse().map_err(|_| format!("invalid port {p}")))
                 .map(|port| Role::VmForward { port }),
+            ("__publish", [agent, port, host]) => (|| {
+                let num = |a: &OsString| text(a)?.parse::<u16>().map_err(|_| format!("invalid port {a:?}"));
+                Ok(Role::Publish { name: text(agent)?, port: num(port)?, host_port: num(host)? })
+            })(),
             (n, _) if n.starts_with("__") => Err("unknown role or wrong arguments".to_string()),
             _ => return None,
         };
@@ -89,7 +94,8 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
     };
     // The supervisor keeps SIGPIPE ignored (a client that disconnects must not kill it), and so
     // does `__archive` (a sandbox tar that stops reading early must leave it alive to say why).
-    if !matches!(role, Role::Supervise { .. } | Role::Archive { .. }) {
+    // So does `__publish`: a client that goes away mid-relay ends that connection, not the forward.
+    if !matches!(role, Role::Supervise { .. } | Role::Archive { .. } | Role::Publish { .. }) {
         let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
     }
     Some(match role {
@@ -103,6 +109,9 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         Role::VmExec { tty, command } => agentbox_vm::exec_client::run_exec(command, tty),
         Role::VmForward { port } => agentbox_vm::fwd::run_forward(port),
         Role::Archive { args } => agentbox_engine::cp::archive_role(&args),
+        Role::Publish { name, port, host_port } => {
+            report(agentbox_engine::ports::publish_role(&name, port, host_port))
+        }
     })
 }
 

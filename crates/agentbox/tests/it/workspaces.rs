@@ -472,6 +472,86 @@ fn port_reaches_a_server_inside_the_agent() {
     }
 }
 
+/// A free port on the host's loopback (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The body at `url`, once it answers (`None` after a few seconds of refusals).
+fn fetch(url: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut r) = ureq::get(url).call() {
+            return r.body_mut().read_to_string().ok();
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `spawn --publish HOSTPORT:PORT` forwards for as long as the agent runs, again after a
+/// restart, and not after it ends; a host port in use is refused before anything is made.
+#[test]
+fn published_ports_follow_the_agent() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let port = free_port();
+        let publish = format!("{port}:8000");
+        let serve = "echo run-$(cat /proc/sys/kernel/random/uuid | cut -c1-4) > index.html; \
+                     exec python3 -u -m http.server 8000 --bind 127.0.0.1";
+        a.ok(&["spawn", "pub", "--publish", &publish, "--", "sh", "-c", serve]);
+        a.screen_until("pub", "Serving HTTP");
+        let url = format!("http://127.0.0.1:{port}/index.html");
+        let first = fetch(&url).unwrap_or_else(|| panic!("as {who:?}: nothing on {url}"));
+        assert!(first.starts_with("run-"), "as {who:?}: {first}");
+        let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "pub", "--json"])).unwrap();
+        assert_eq!(info["spec"]["publish"][0]["host_port"], port, "{info}");
+        // Restarted: a new sandbox, the same published port.
+        a.ok(&["restart", "pub"]);
+        a.screen_until("pub", "Serving HTTP");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = fetch(&url).unwrap_or_default();
+            if now.starts_with("run-") && now != first {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "as {who:?}: still {now:?} after the restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Taken: refused, and nothing made.
+        let out = a.run(&["spawn", "again", "--publish", &publish, "--", "true"]);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains(&format!("127.0.0.1:{port}")),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!a.dir("again").exists());
+        // The agent ends: the port closes.
+        a.ok(&["kill", "pub"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "as {who:?}: the port outlived the agent");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        refused(
+            &a,
+            &[
+                (&["spawn", "bad", "--publish", "0", "--", "true"], "1 to 65535"),
+                (
+                    &["spawn", "bad", "--publish", "40001:2", "--publish", "40001:3", "--", "true"],
+                    "published twice",
+                ),
+                (
+                    &["spawn", "bad", "--network", "full", "--publish", "40002:9", "--", "true"],
+                    "--network full",
+                ),
+            ],
+        );
+    }
+}
+
 /// `cp` through a server: the same verb, both ways, the tar streamed over `.../archive`; the
 /// viewer token cannot read an agent's files; a missing path is the sandbox's own words.
 #[test]
