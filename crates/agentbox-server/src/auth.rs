@@ -98,6 +98,11 @@ impl Tokens {
         })
     }
 
+    /// Whether `presented` is the controller's API token itself (E2B's `X-API-KEY`).
+    pub fn is_controller_token(&self, presented: &str) -> bool {
+        constant_time_eq(presented.as_bytes(), self.controller.as_bytes())
+    }
+
     /// The scope of an API token or of a dashboard session that has not expired.
     pub fn scope_of(&self, presented: &str) -> Option<Scope> {
         if constant_time_eq(presented.as_bytes(), self.controller.as_bytes()) {
@@ -173,7 +178,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -11,6 +11,7 @@ mod api_tasks;
 mod api_volumes;
 mod api_workspace;
 mod auth;
+mod e2b;
 mod extract;
 mod layout;
 mod metrics;
@@ -66,7 +67,8 @@ fn app(state: Shared) -> Router {
         let doc = doc.clone();
         async move { Json(doc.as_ref().clone()) }
     });
-    Router::new()
+    let e2b = e2b::router(&state);
+    let main = Router::new()
         .merge(api)
         .route("/api/v1/openapi.json", openapi)
         .route("/metrics", get(metrics_text))
@@ -75,7 +77,11 @@ fn app(state: Shared) -> Router {
         .merge(ui_workspace::router())
         .merge(ui_tasks::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.tokens.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.tokens.clone(), auth::require_token));
+    // E2B's routes check their own credentials (X-API-KEY, a sandbox's X-Access-Token).
+    Router::new()
+        .merge(e2b)
+        .merge(main)
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
         .with_state(state)
 }
@@ -152,6 +158,7 @@ pub fn serve(args: ServeOptions) -> Result<i32> {
         let state: Shared = Arc::new(AppState::new(home.clone(), tokens)?);
         state.refresh_blocking()?;
         state::start_refreshers(&state);
+        e2b::start_reaper(&state);
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!("agentbox serve: listening on {scheme}://{local}");
         eprintln!("agentbox serve: token in {} (viewer: {})", token_path(&home).display(), viewer_token_path(&home).display());

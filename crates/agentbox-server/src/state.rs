@@ -59,6 +59,8 @@ pub struct AppState {
     /// Tells whether anything was committed since the snapshot was read.
     changes: Option<ChangeWatch>,
     usage: RwLock<Arc<HashMap<String, Usage>>>,
+    /// The processes E2B's SDKs started in sandboxes.
+    pub e2b: Arc<crate::e2b::Processes>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -76,6 +78,7 @@ impl AppState {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             rebuilds: std::sync::atomic::AtomicU64::new(1),
             usage: RwLock::new(Arc::new(HashMap::new())),
+            e2b: Arc::default(),
         })
     }
 

@@ -24,6 +24,7 @@ mod attacks_net;
 mod attacks_proc;
 mod cli;
 mod cow;
+mod e2b;
 mod egress;
 mod hitl;
 mod limits;

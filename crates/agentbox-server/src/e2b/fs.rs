@@ -1,0 +1,173 @@
+//! envd's `filesystem.Filesystem` service and `/health`. Each call runs a short command in the
+//! sandbox (find, mkdir, mv, rm: the sandbox's own view of its files, as its user).
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::connect;
+use super::error::RpcError;
+use super::helper::{self, absolute};
+use super::sandboxes::Current;
+use crate::state::Shared;
+use agentbox_engine::Home;
+
+/// `GET /health`: the sandbox runs (its token was checked on the way in).
+pub async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// What `find -printf` says of each entry: type, size, mode, permissions, owner, group, mtime,
+/// link target, path; NUL-terminated, the path last (it may hold tabs).
+const FORMAT: &str = "%y\\t%s\\t%m\\t%M\\t%u\\t%g\\t%T@\\t%l\\t%p\\0";
+
+/// One entry as envd's `EntryInfo` (`None` for sockets, FIFOs and devices, which the SDK drops).
+fn entry(line: &str) -> Option<Value> {
+    let f: Vec<&str> = line.splitn(9, '\t').collect();
+    let [kind, size, mode, perms, owner, group, mtime, target, path] = f.as_slice() else { return None };
+    let kind = match *kind {
+        "f" => "FILE_TYPE_FILE",
+        "d" => "FILE_TYPE_DIRECTORY",
+        "l" => "FILE_TYPE_SYMLINK",
+        _ => return None,
+    };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let ms = mtime.parse::<f64>().map(|s| (s * 1000.0) as i64).unwrap_or(0);
+    let mut e = json!({
+        "name": name,
+        "type": kind,
+        "path": path,
+        "size": size.parse::<u64>().unwrap_or(0).to_string(),
+        "mode": u32::from_str_radix(mode, 8).unwrap_or(0),
+        "permissions": perms,
+        "owner": owner,
+        "group": group,
+        "modifiedTime": super::control::rfc3339(ms),
+    });
+    if kind == "FILE_TYPE_SYMLINK" {
+        e["symlinkTarget"] = json!(target);
+        e["isSymlink"] = json!(true);
+    }
+    Some(e)
+}
+
+fn entries(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out).split('\0').filter(|l| !l.is_empty()).filter_map(entry).collect()
+}
+
+fn path_field(msg: &Value, field: &str) -> Result<String, RpcError> {
+    match msg.get(field).and_then(Value::as_str) {
+        Some(p) => absolute(p),
+        None => Err(RpcError::new("invalid_argument", format!("{field}: a path is needed"))),
+    }
+}
+
+fn one_entry(out: &std::process::Output, path: &str) -> Result<Value, RpcError> {
+    entries(&out.stdout)
+        .into_iter()
+        .next()
+        .ok_or_else(|| RpcError::new("not_found", format!("{path}: no such file or directory")))
+}
+
+fn call(home: &Home, id: &str, method: &str, msg: &Value) -> Result<Value, RpcError> {
+    let run = |script: &str, args: &[&str], path: &str| {
+        let out = helper::script(home, id, script, args)?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(helper::failure(&out, path))
+        }
+    };
+    match method {
+        "Stat" => {
+            let p = path_field(msg, "path")?;
+            let out = run(
+                r#"[ -e "$1" ] || [ -L "$1" ] || exit 44; exec find "$1" -maxdepth 0 -printf "$2""#,
+                &[&p, FORMAT],
+                &p,
+            )?;
+            Ok(json!({ "entry": one_entry(&out, &p)? }))
+        }
+        "ListDir" => {
+            let p = path_field(msg, "path")?;
+            let depth = msg.get("depth").and_then(Value::as_u64).unwrap_or(1).clamp(1, 64).to_string();
+            let out = run(
+                r#"[ -e "$1" ] || exit 44; [ -d "$1" ] || exit 45; exec find -H "$1" -mindepth 1 -maxdepth "$2" -printf "$3""#,
+                &[&p, &depth, FORMAT],
+                &p,
+            )?;
+            Ok(json!({ "entries": entries(&out.stdout) }))
+        }
+        "MakeDir" => {
+            let p = path_field(msg, "path")?;
+            let out = run(
+                r#"{ [ -e "$1" ] || [ -L "$1" ]; } && exit 46; mkdir -p -- "$1" && exec find "$1" -maxdepth 0 -printf "$2""#,
+                &[&p, FORMAT],
+                &p,
+            )?;
+            Ok(json!({ "entry": one_entry(&out, &p)? }))
+        }
+        "Move" => {
+            let (from, to) = (path_field(msg, "source")?, path_field(msg, "destination")?);
+            let out = run(
+                r#"[ -e "$1" ] || [ -L "$1" ] || exit 44; mkdir -p -- "$(dirname -- "$2")" && mv -T -- "$1" "$2" && exec find "$2" -maxdepth 0 -printf "$3""#,
+                &[&from, &to, FORMAT],
+                &from,
+            )?;
+            Ok(json!({ "entry": one_entry(&out, &to)? }))
+        }
+        "Remove" => {
+            let p = path_field(msg, "path")?;
+            run(r#"[ -e "$1" ] || [ -L "$1" ] || exit 44; exec rm -rf -- "$1""#, &[&p], &p)?;
+            Ok(json!({}))
+        }
+        "WatchDir" | "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => {
+            Err(RpcError::new("unimplemented", "watching a directory is not supported by this server yet"))
+        }
+        other => {
+            Err(RpcError::new("unimplemented", format!("filesystem.Filesystem/{other} is not a method")))
+        }
+    }
+}
+
+/// `POST /filesystem.Filesystem/{method}` (unary, JSON).
+pub async fn rpc(
+    State(state): State<Shared>,
+    Path(method): Path<String>,
+    Extension(current): Extension<Current>,
+    body: axum::body::Bytes,
+) -> Response {
+    if method == "WatchDir" {
+        return connect::failed_stream(RpcError::new(
+            "unimplemented",
+            "watching a directory is not supported by this server yet",
+        ));
+    }
+    let msg = match connect::unary(&body) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let home = state.home.clone();
+    let answer = tokio::task::spawn_blocking(move || call(&home, &current.id, &method, &msg)).await;
+    connect::reply(answer.unwrap_or_else(|e| Err(RpcError::from(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_lines_become_entries() {
+        let out = b"f\t5\t644\t-rw-r--r--\tagent\tagent\t1700000000.5\t\t/home/user/a\tb.txt\0d\t4096\t755\tdrwxr-xr-x\tagent\tagent\t1700000000\t\t/home/user/d\0l\t3\t777\tlrwxrwxrwx\tagent\tagent\t0\t/etc\t/home/user/l\0p\t0\t644\tprw-r--r--\ta\ta\t0\t\t/home/user/fifo\0";
+        let e = entries(out);
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0]["name"], "a\tb.txt");
+        assert_eq!(e[0]["type"], "FILE_TYPE_FILE");
+        assert_eq!(e[0]["mode"], 0o644);
+        assert_eq!(e[0]["modifiedTime"], "2023-11-14T22:13:20.500Z");
+        assert_eq!(e[1]["type"], "FILE_TYPE_DIRECTORY");
+        assert_eq!(e[2]["symlinkTarget"], "/etc");
+        assert!(entry("garbage").is_none());
+    }
+}

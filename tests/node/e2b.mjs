@@ -1,0 +1,54 @@
+// E2B's own JS SDK (`e2b` from npm, unchanged) against `agentbox serve`.
+// Run with E2B_API_URL, E2B_SANDBOX_URL (both the server's URL) and E2B_API_KEY (its token).
+// Prints one line per step, then `ok`; exits non-zero on the first failure.
+import { Sandbox, CommandExitError } from "e2b";
+
+const step = (s) => console.log("step: " + s);
+const check = (cond, what) => {
+  if (!cond) throw new Error(what);
+};
+const run = process.env.RUN || "js";
+
+try {
+  const sbx = await Sandbox.create({ metadata: { run }, envs: { GREETING: "hi" }, timeoutMs: 120000 });
+  step("created " + sbx.sandboxId);
+  const r = await sbx.commands.run('echo "$GREETING $(pwd)"; echo err >&2');
+  check(r.stdout === "hi /home/user\n" && r.stderr === "err\n" && r.exitCode === 0, JSON.stringify(r));
+  try {
+    await sbx.commands.run("exit 7");
+    check(false, "exit 7 threw nothing");
+  } catch (e) {
+    check(e instanceof CommandExitError && e.exitCode === 7, String(e));
+  }
+  step("commands.run, and CommandExitError for a failure");
+  const bytes = new Uint8Array(1024).map((_, i) => i % 256);
+  await sbx.files.write("/home/user/data.bin", bytes.buffer);
+  const back = await sbx.files.read("/home/user/data.bin", { format: "bytes" });
+  check(back.length === 1024 && back.every((b, i) => b === i % 256), "binary content changed");
+  await sbx.files.write("t.txt", "text");
+  check((await sbx.files.read("/home/user/t.txt")) === "text", "relative paths are from /home/user");
+  const names = (await sbx.files.list("/home/user")).map((e) => e.name).sort();
+  check(JSON.stringify(names) === JSON.stringify(["data.bin", "t.txt"]), JSON.stringify(names));
+  check((await sbx.files.exists("t.txt")) && !(await sbx.files.exists("nope")), "exists");
+  await sbx.files.makeDir("/home/user/d");
+  await sbx.files.rename("/home/user/t.txt", "/home/user/d/t.txt");
+  await sbx.files.remove("/home/user/d");
+  check(!(await sbx.files.exists("/home/user/d")), "remove");
+  step("files: write, read (text, binary), list, exists, makeDir, rename, remove");
+  const bg = await sbx.commands.run("sleep 600", { background: true });
+  check(await bg.kill(), "kill said no");
+  step("a background command, killed");
+  const listed = await Sandbox.list({ query: { metadata: { run } } }).nextItems();
+  check(listed.length === 1 && listed[0].sandboxId === sbx.sandboxId, JSON.stringify(listed));
+  const info = await sbx.getInfo();
+  check(info.metadata.run === run && info.state === "running", JSON.stringify(info));
+  step("Sandbox.list with a metadata filter, getInfo");
+  await sbx.setTimeout(60000);
+  check(await sbx.kill(), "kill");
+  check((await Sandbox.list({ query: { metadata: { run } } }).nextItems()).length === 0, "still listed after kill");
+  step("setTimeout, kill");
+  console.log("ok");
+} catch (e) {
+  console.log("FAILED: " + (e && e.stack ? e.stack : e));
+  process.exit(1);
+}

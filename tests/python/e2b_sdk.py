@@ -1,0 +1,127 @@
+"""E2B's own Python SDK (`e2b` from PyPI, unchanged) against `agentbox serve`.
+
+Run with E2B_API_URL, E2B_SANDBOX_URL (both the server's URL) and E2B_API_KEY (its token).
+Prints one line per step, then `ok`; exits non-zero on the first failure. Leaves one sandbox
+running, tagged, with metadata run=<RUN>, whose id it prints as `kept: ID`.
+"""
+import hashlib
+import os
+import sys
+import time
+
+from e2b import CommandExitException, Sandbox, SandboxQuery
+from e2b.exceptions import FileNotFoundException, SandboxException
+
+RUN = os.environ.get("RUN", "x")
+
+
+def step(s):
+    print("step:", s, flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+sb = Sandbox.create(metadata={"run": RUN, "team": "web x"}, envs={"GREETING": "hello"}, timeout=120)
+step("created " + sb.sandbox_id)
+
+r = sb.commands.run('echo "$GREETING from $(pwd) as $(id -un)"; echo oops >&2')
+check(r.stdout == "hello from /home/user as agent\n" and r.stderr == "oops\n" and r.exit_code == 0, repr(r))
+r = sb.commands.run("echo $LOCAL; pwd", envs={"LOCAL": "only-here"}, cwd="/tmp")
+check(r.stdout == "only-here\n/tmp\n", repr(r.stdout))
+step("commands.run: stdout, stderr, env, cwd")
+try:
+    sb.commands.run("echo partial; exit 3")
+    check(False, "exit 3 raised nothing")
+except CommandExitException as e:
+    check(e.exit_code == 3 and e.stdout == "partial\n", repr(e))
+step("a failing command raises CommandExitException with its exit code")
+
+h = sb.commands.run("cat", background=True, stdin=True)
+sb.commands.send_stdin(h.pid, "one\n")
+h.send_stdin("two\n")
+check(any(p.pid == h.pid for p in sb.commands.list()), "the background command is not listed")
+sb.commands.close_stdin(h.pid)
+check(h.wait().stdout == "one\ntwo\n", "stdin did not arrive")
+sleeper = sb.commands.run("sleep 600", background=True)
+check(sleeper.kill(), "kill said no")
+try:
+    sleeper.wait()
+    check(False, "a killed command ended well")
+except CommandExitException as e:
+    check(e.exit_code != 0, repr(e))
+check(sb.commands.kill(999999) is False, "killing a missing process")
+step("background command with stdin, then killed")
+
+sb.files.write("notes/a.txt", "text")
+check(sb.files.read("/home/user/notes/a.txt") == "text", "relative paths are from /home/user")
+blob = bytes(range(256)) * 4
+sb.files.write("/home/user/blob.bin", blob)
+check(bytes(sb.files.read("/home/user/blob.bin", format="bytes")) == blob, "binary content changed")
+big = os.urandom(50 << 20)
+sb.files.write("/home/user/big.bin", big)
+got = bytes(sb.files.read("/home/user/big.bin", format="bytes"))
+check(hashlib.sha256(got).digest() == hashlib.sha256(big).digest(), "the 50 MB file changed")
+names = sorted(e.name for e in sb.files.list("/home/user"))
+check(names == ["big.bin", "blob.bin", "notes"], repr(names))
+check(sb.files.exists("/home/user/blob.bin") and not sb.files.exists("/home/user/nope"), "exists")
+check(sb.files.make_dir("/home/user/d/e") and not sb.files.make_dir("/home/user/d/e"), "make_dir")
+check(sb.files.rename("/home/user/notes/a.txt", "/home/user/d/e/b.txt").path == "/home/user/d/e/b.txt", "rename")
+sb.files.remove("/home/user/d")
+check(not sb.files.exists("/home/user/d/e/b.txt"), "remove")
+try:
+    sb.files.read("/home/user/d/e/b.txt")
+    check(False, "reading a removed file")
+except FileNotFoundException:
+    pass
+step("files: write, read (text, binary, 50 MB), list, exists, make_dir, rename, remove")
+
+# The code-interpreter flow agent frameworks use: write a program, run it, read what it wrote.
+sb.files.write("/home/user/job.py", "import json\njson.dump({'sum': sum(range(10))}, open('out.json', 'w'))\nprint('done')\n")
+r = sb.commands.run("python3 job.py")
+check(r.stdout == "done\n", repr(r.stdout))
+check(sb.files.read("out.json") == '{"sum": 45}', "the program's output file")
+step("code interpreter: write a program, run it, read its output")
+
+listed = Sandbox.list(query=SandboxQuery(metadata={"run": RUN, "team": "web x"})).next_items()
+check([s.sandbox_id for s in listed] == [sb.sandbox_id], repr(listed))
+check(Sandbox.list(query=SandboxQuery(metadata={"run": "other"})).next_items() == [], "a filter that matches none")
+info = sb.get_info()
+check(info.metadata == {"run": RUN, "team": "web x"} and info.state.value == "running", repr(info))
+step("Sandbox.list with a metadata filter, get_info")
+
+counter = sb.commands.run("i=0; while :; do i=$((i+1)); echo $i > count; sleep 0.1; done", background=True)
+time.sleep(0.5)
+check(sb.pause(), "pause said no")
+check(sb.pause() is False, "pausing a paused sandbox")
+check(Sandbox.get_info(sb.sandbox_id).state.value == "paused", "not paused")
+sb2 = Sandbox.connect(sb.sandbox_id)
+check(sb2.get_info().state.value == "running", "not resumed")
+check(sb2.files.read("/home/user/blob.bin", format="bytes") == blob, "files after resume")
+before = int(sb2.files.read("count"))
+time.sleep(0.5)
+check(int(sb2.files.read("count")) > before, "the counter did not go on after resume")
+check(any(p.pid == counter.pid for p in sb2.commands.list()), "the running process did not survive")
+counter.kill()
+step("pause and connect (resume): files and a running process survive")
+
+short = Sandbox.create(metadata={"run": RUN + "-short"}, timeout=60)
+short.set_timeout(1)
+deadline = time.time() + 15
+while Sandbox.list(query=SandboxQuery(metadata={"run": RUN + "-short"})).next_items():
+    check(time.time() < deadline, "the sandbox outlived its timeout")
+    time.sleep(0.5)
+try:
+    short.commands.run("true")
+    check(False, "a command ran in an expired sandbox")
+except SandboxException:
+    pass
+step("set_timeout: the sandbox is gone when it expires")
+
+gone = Sandbox.create()
+check(gone.kill() and gone.kill() is False, "kill, then kill again")
+step("kill")
+print("kept:", sb.sandbox_id)
+print("ok")
