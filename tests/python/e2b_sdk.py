@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from e2b import CommandExitException, Sandbox, SandboxQuery
+from e2b import CommandExitException, PtySize, Sandbox, SandboxQuery
 from e2b.exceptions import FileNotFoundException, SandboxException
 
 RUN = os.environ.get("RUN", "x")
@@ -84,6 +84,15 @@ r = sb.commands.run("python3 job.py")
 check(r.stdout == "done\n", repr(r.stdout))
 check(sb.files.read("out.json") == '{"sum": 45}', "the program's output file")
 step("code interpreter: write a program, run it, read its output")
+
+pty = sb.pty.create(size=PtySize(rows=24, cols=80))
+sb.pty.resize(pty.pid, PtySize(rows=30, cols=100))
+sb.pty.send_stdin(pty.pid, b"stty size; echo pty-$((6*7)); exit\n")
+seen = []
+check(pty.wait(on_pty=lambda d: seen.append(d)).exit_code == 0, "the terminal's shell failed")
+shown = b"".join(seen)
+check(b"30 100" in shown and b"pty-42" in shown, repr(shown[-300:]))
+step("pty: create, send, resize")
 
 listed = Sandbox.list(query=SandboxQuery(metadata={"run": RUN, "team": "web x"})).next_items()
 check([s.sandbox_id for s in listed] == [sb.sandbox_id], repr(listed))

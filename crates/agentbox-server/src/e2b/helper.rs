@@ -17,6 +17,8 @@ pub struct Exec {
     pub cwd: Option<String>,
     /// Keep a pipe to its stdin.
     pub stdin: bool,
+    /// A terminal inside (`exec -i -t`; the caller gives it a terminal of its own as stdio).
+    pub tty: bool,
 }
 
 /// `path` as the sandbox user means it: a relative path is from `/home/user`.
@@ -33,8 +35,11 @@ pub fn absolute(path: &str) -> Result<String, RpcError> {
 pub fn command(home: &Home, id: &str, e: &Exec) -> Command {
     let mut c = agentbox_engine::home::self_command();
     c.arg("exec");
-    if e.stdin {
+    if e.stdin || e.tty {
         c.arg("-i");
+    }
+    if e.tty {
+        c.arg("-t");
     }
     for (k, v) in &e.env {
         c.arg("-e").arg(format!("{k}={v}"));

@@ -45,6 +45,8 @@ struct Proc {
     tag: Option<String>,
     config: Value,
     stdin: Mutex<Option<ChildStdin>>,
+    /// The server's end of the process's terminal, if it has one.
+    terminal: Option<std::fs::File>,
     log: Mutex<Log>,
     tx: broadcast::Sender<Value>,
 }
@@ -106,9 +108,10 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
     let Some(cmd) = p.get("cmd").and_then(Value::as_str) else {
         return Err(RpcError::new("invalid_argument", "process.cmd: what to run?"));
     };
-    if msg.get("pty").is_some_and(|v| !v.is_null()) {
-        return Err(RpcError::new("unimplemented", "terminals (pty) are not supported by this server yet"));
-    }
+    let pty_size = match msg.get("pty").filter(|v| !v.is_null()) {
+        Some(p) => Some(size_of(p)?),
+        None => None,
+    };
     let mut argv: Vec<std::ffi::OsString> = vec![cmd.into()];
     for a in p.get("args").and_then(Value::as_array).into_iter().flatten() {
         argv.push(
@@ -127,14 +130,39 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
         None => None,
     };
     let keep_stdin = msg.get("stdin").and_then(Value::as_bool).unwrap_or(false);
-    let e = Exec { argv, env, cwd, stdin: keep_stdin };
-    let mut child = helper::command(&state.home, &current.id, &e)
-        .stdin(if keep_stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| RpcError::new("internal", format!("starting {cmd}: {err}")))?;
+    let e = Exec { argv, env, cwd, stdin: keep_stdin, tty: pty_size.is_some() };
+    let mut command = helper::command(&state.home, &current.id, &e);
+    // A terminal: the helper gets the pair's far end as its stdio and controlling terminal (so a
+    // resize reaches it as SIGWINCH); the server keeps the near end.
+    let terminal = match pty_size {
+        Some(size) => {
+            let ws = nix::pty::Winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let pair = nix::pty::openpty(Some(&ws), None)
+                .map_err(|err| RpcError::new("internal", format!("a terminal for {cmd}: {err}")))?;
+            let far = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone().map(Stdio::from).map_err(|err| RpcError::new("internal", err.to_string()))
+            };
+            command.stdin(far(&pair.slave)?).stdout(far(&pair.slave)?).stderr(far(&pair.slave)?);
+            agentbox_sys::new_session_on_spawn(&mut command, true);
+            Some(pair.master)
+        }
+        None => {
+            command
+                .stdin(if keep_stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            None
+        }
+    };
+    let mut child =
+        command.spawn().map_err(|err| RpcError::new("internal", format!("starting {cmd}: {err}")))?;
+    // The far end is the helper's alone now: its exit closes the terminal (EIO on our end).
+    drop(command);
     let pid = child.id();
+    let terminal = match terminal {
+        Some(master) => Some(std::fs::File::from(master)),
+        None => None,
+    };
     let (tx, _) = broadcast::channel(4096);
     let proc = Arc::new(Proc {
         sandbox: current.id.clone(),
@@ -142,6 +170,10 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
         tag: msg.get("tag").and_then(Value::as_str).map(str::to_string),
         config: p.clone(),
         stdin: Mutex::new(child.stdin.take()),
+        terminal: match &terminal {
+            Some(t) => Some(t.try_clone().map_err(|err| RpcError::new("internal", err.to_string()))?),
+            None => None,
+        },
         log: Mutex::new(Log::default()),
         tx,
     });
@@ -149,6 +181,7 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
     let readers: Vec<_> = [
         ("stdout", child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)),
         ("stderr", child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)),
+        ("pty", terminal.map(|t| Box::new(t) as Box<dyn Read + Send>)),
     ]
     .into_iter()
     .filter_map(|(name, r)| r.map(|r| (name, r)))
@@ -251,10 +284,26 @@ async fn follow(proc: Arc<Proc>, stream: Stream) {
     }
 }
 
+/// A terminal size in a request (`{size: {rows, cols}}`).
+fn size_of(pty: &Value) -> Result<agentbox_sys::WinSize, RpcError> {
+    let n = |k: &str| pty["size"].get(k).and_then(Value::as_u64).filter(|n| (1..=1000).contains(n));
+    match (n("rows"), n("cols")) {
+        (Some(rows), Some(cols)) => Ok(agentbox_sys::WinSize { rows: rows as u16, cols: cols as u16 }),
+        _ => Err(RpcError::new("invalid_argument", "pty.size: rows and cols from 1 to 1000")),
+    }
+}
+
 fn write_input(proc: &Proc, input: &Value) -> Result<(), RpcError> {
     let data = match (input.get("stdin").and_then(Value::as_str), input.get("pty").and_then(Value::as_str)) {
         (Some(s), _) => unb64(s)?,
-        (None, Some(_)) => return Err(RpcError::new("invalid_argument", "this process has no terminal")),
+        (None, Some(s)) => {
+            let Some(mut t) = proc.terminal.as_ref() else {
+                return Err(RpcError::new("invalid_argument", "this process has no terminal"));
+            };
+            return t
+                .write_all(&unb64(s)?)
+                .map_err(|e| RpcError::new("failed_precondition", format!("the terminal: {e}")));
+        }
         (None, None) => return Ok(()),
     };
     let mut stdin = proc.stdin.lock().unwrap_or_else(|p| p.into_inner());
@@ -321,8 +370,14 @@ fn unary_call(state: &Shared, current: &Current, method: &str, msg: &Value) -> R
             Ok(json!({}))
         }
         "Update" => {
-            table.get(&current.id, &msg["process"])?;
-            Err(RpcError::new("invalid_argument", "this process has no terminal to resize"))
+            let proc = table.get(&current.id, &msg["process"])?;
+            let Some(t) = &proc.terminal else {
+                return Err(RpcError::new("invalid_argument", "this process has no terminal to resize"));
+            };
+            let size = size_of(&msg["pty"])?;
+            agentbox_sys::set_winsize(std::os::fd::AsFd::as_fd(t), size)
+                .map_err(|e| RpcError::new("internal", format!("resizing the terminal: {e}")))?;
+            Ok(json!({}))
         }
         other => Err(RpcError::new("unimplemented", format!("process.Process/{other} is not a method"))),
     }

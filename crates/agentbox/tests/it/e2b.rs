@@ -50,6 +50,7 @@ fn the_python_sdk_drives_sandboxes() {
             "background command with stdin, then killed",
             "files: write, read (text, binary, 50 MB)",
             "code interpreter",
+            "pty: create, send, resize",
             "Sandbox.list with a metadata filter",
             "pause and connect (resume): files and a running process survive",
             "set_timeout: the sandbox is gone when it expires",
