@@ -159,10 +159,7 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
     // The far end is the helper's alone now: its exit closes the terminal (EIO on our end).
     drop(command);
     let pid = child.id();
-    let terminal = match terminal {
-        Some(master) => Some(std::fs::File::from(master)),
-        None => None,
-    };
+    let terminal = terminal.map(std::fs::File::from);
     let (tx, _) = broadcast::channel(4096);
     let proc = Arc::new(Proc {
         sandbox: current.id.clone(),
