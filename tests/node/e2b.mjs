@@ -35,6 +35,13 @@ try {
   await sbx.files.remove("/home/user/d");
   check(!(await sbx.files.exists("/home/user/d")), "remove");
   step("files: write, read (text, binary), list, exists, makeDir, rename, remove");
+  const seen = [];
+  const watcher = await sbx.files.watchDir("/home/user", (e) => seen.push(e));
+  await sbx.files.write("/home/user/watched.txt", "x");
+  for (let i = 0; i < 50 && !seen.some((e) => e.name === "watched.txt"); i++) await new Promise((r) => setTimeout(r, 100));
+  check(seen.some((e) => e.name === "watched.txt" && e.type === "create"), JSON.stringify(seen));
+  await watcher.stop();
+  step("watchDir streams a create event");
   const bg = await sbx.commands.run("sleep 600", { background: true });
   check(await bg.kill(), "kill said no");
   step("a background command, killed");

@@ -78,6 +78,17 @@ except FileNotFoundException:
     pass
 step("files: write, read (text, binary, 50 MB), list, exists, make_dir, rename, remove")
 
+w = sb.files.watch_dir("/home/user")
+sb.files.write("/home/user/watched.txt", "x")
+sb.files.remove("/home/user/blob.bin")
+events = {(e.name, e.type.value) for e in w.get_new_events()}
+check(("watched.txt", "create") in events and ("blob.bin", "remove") in events, repr(events))
+sb.files.write("/home/user/watched.txt", "longer")
+check(("watched.txt", "write") in {(e.name, e.type.value) for e in w.get_new_events()}, "no write event")
+w.stop()
+sb.files.write("/home/user/blob.bin", blob)
+step("watch_dir: create, write and remove events")
+
 # The code-interpreter flow agent frameworks use: write a program, run it, read what it wrote.
 sb.files.write("/home/user/job.py", "import json\njson.dump({'sum': sum(range(10))}, open('out.json', 'w'))\nprint('done')\n")
 r = sb.commands.run("python3 job.py")

@@ -192,6 +192,12 @@ fn relay(
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let sfd = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC)
         .map_err(JailError::sys("signalfd"))?;
+    // The caller's terminal may have been resized between the moment its size was read for the
+    // sandbox's terminal and the moment SIGWINCH was blocked (that SIGWINCH was lost): from here
+    // on every resize is seen, so the size is passed on once now.
+    if let (Some(m), Ok(size)) = (&side.master, get_winsize(std::io::stdout().as_fd())) {
+        let _ = set_winsize(m.as_fd(), size);
+    }
     let mut stdin_open = caller_stdin.is_some() && side.input().is_some();
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 65536];

@@ -29,11 +29,11 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 pub async fn require_api_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !state.tokens.is_controller_token(key) {
-        return ApiError::new(
+        let no = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong X-API-KEY: use the server's token (AGENTBOX_HOME/api-token) as E2B_API_KEY",
-        )
-        .into_response();
+        );
+        return sandboxes::refuse(req, no.into_response()).await;
     }
     next.run(req).await
 }

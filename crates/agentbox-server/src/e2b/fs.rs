@@ -70,7 +70,111 @@ fn one_entry(out: &std::process::Output, path: &str) -> Result<Value, RpcError> 
         .ok_or_else(|| RpcError::new("not_found", format!("{path}: no such file or directory")))
 }
 
-fn call(home: &Home, id: &str, method: &str, msg: &Value) -> Result<Value, RpcError> {
+/// A directory watched by `files.watch_dir`: what it held when last looked at.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    sandbox: String,
+    path: String,
+    recursive: bool,
+    seen: Seen,
+}
+
+/// Each entry below a watched directory (relative name) with its type, size and mtime.
+type Seen = std::collections::BTreeMap<String, (String, String, String)>;
+
+/// Looks at what is below `path` now (one level, or all with `recursive`).
+fn snapshot(home: &Home, id: &str, path: &str, recursive: bool) -> Result<Seen, RpcError> {
+    let depth = if recursive { "64" } else { "1" };
+    let out = helper::script(
+        home,
+        id,
+        r#"[ -e "$1" ] || exit 44; [ -d "$1" ] || exit 45; exec find -H "$1" -mindepth 1 -maxdepth "$2" -printf '%y\t%s\t%T@\t%P\0'"#,
+        &[path, depth],
+    )?;
+    if !out.status.success() {
+        return Err(helper::failure(&out, path));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(4, '\t').collect();
+            match f.as_slice() {
+                [k, s, t, name] => Some((name.to_string(), (k.to_string(), s.to_string(), t.to_string()))),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
+/// The events between two looks: created, written (size or mtime changed), removed. A rename
+/// is a removal and a creation.
+fn changes(old: &Seen, now: &Seen) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (name, meta) in now {
+        match old.get(name) {
+            None => out.push(json!({ "name": name, "type": "EVENT_TYPE_CREATE" })),
+            Some(m) if m != meta => out.push(json!({ "name": name, "type": "EVENT_TYPE_WRITE" })),
+            Some(_) => {}
+        }
+    }
+    for name in old.keys().filter(|n| !now.contains_key(*n)) {
+        out.push(json!({ "name": name, "type": "EVENT_TYPE_REMOVE" }));
+    }
+    out
+}
+
+/// How often a `WatchDir` stream looks again.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `WatchDir`: `start`, then the changes found every quarter second, until the client goes.
+async fn watch(state: Shared, current: Current, msg: Value, stream: connect::Stream) {
+    let path = match path_field(&msg, "path") {
+        Ok(p) => p,
+        Err(e) => return stream.end(Some(e)).await,
+    };
+    let recursive = msg.get("recursive").and_then(Value::as_bool).unwrap_or(false);
+    let look = |home: Home, id: String, path: String| {
+        tokio::task::spawn_blocking(move || snapshot(&home, &id, &path, recursive))
+    };
+    let mut seen = match look(state.home.clone(), current.id.clone(), path.clone()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return stream.end(Some(e)).await,
+        Err(e) => return stream.end(Some(e.into())).await,
+    };
+    if !stream.send(&json!({ "start": {} })).await {
+        return;
+    }
+    let mut quiet = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let now = match look(state.home.clone(), current.id.clone(), path.clone()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return stream.end(Some(e)).await,
+            Err(e) => return stream.end(Some(e.into())).await,
+        };
+        for event in changes(&seen, &now) {
+            if !stream.send(&json!({ "filesystem": event })).await {
+                return;
+            }
+            quiet = std::time::Instant::now();
+        }
+        seen = now;
+        if quiet.elapsed() > std::time::Duration::from_secs(30) {
+            if !stream.send(&json!({ "keepalive": {} })).await {
+                return;
+            }
+            quiet = std::time::Instant::now();
+        }
+    }
+}
+
+fn call(
+    home: &Home,
+    watchers: &std::sync::Mutex<std::collections::HashMap<String, Watcher>>,
+    id: &str,
+    method: &str,
+    msg: &Value,
+) -> Result<Value, RpcError> {
     let run = |script: &str, args: &[&str], path: &str| {
         let out = helper::script(home, id, script, args)?;
         if out.status.success() {
@@ -122,8 +226,36 @@ fn call(home: &Home, id: &str, method: &str, msg: &Value) -> Result<Value, RpcEr
             run(r#"[ -e "$1" ] || [ -L "$1" ] || exit 44; exec rm -rf -- "$1""#, &[&p], &p)?;
             Ok(json!({}))
         }
-        "WatchDir" | "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => {
-            Err(RpcError::new("unimplemented", "watching a directory is not supported by this server yet"))
+        "CreateWatcher" => {
+            let p = path_field(msg, "path")?;
+            let recursive = msg.get("recursive").and_then(Value::as_bool).unwrap_or(false);
+            let seen = snapshot(home, id, &p, recursive)?;
+            let watcher_id = super::sandboxes::new_token();
+            let w = Watcher { sandbox: id.to_string(), path: p, recursive, seen };
+            watchers.lock().unwrap_or_else(|e| e.into_inner()).insert(watcher_id.clone(), w);
+            Ok(json!({ "watcherId": watcher_id }))
+        }
+        "GetWatcherEvents" => {
+            let wid = msg.get("watcherId").and_then(Value::as_str).unwrap_or_default().to_string();
+            let (path, recursive, old) = {
+                let all = watchers.lock().unwrap_or_else(|e| e.into_inner());
+                let w = all
+                    .get(&wid)
+                    .filter(|w| w.sandbox == id)
+                    .ok_or_else(|| RpcError::new("not_found", format!("watcher {wid} not found")))?;
+                (w.path.clone(), w.recursive, w.seen.clone())
+            };
+            let now = snapshot(home, id, &path, recursive)?;
+            let events = changes(&old, &now);
+            if let Some(w) = watchers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&wid) {
+                w.seen = now;
+            }
+            Ok(json!({ "events": events }))
+        }
+        "RemoveWatcher" => {
+            let wid = msg.get("watcherId").and_then(Value::as_str).unwrap_or_default();
+            watchers.lock().unwrap_or_else(|e| e.into_inner()).remove(wid);
+            Ok(json!({}))
         }
         other => {
             Err(RpcError::new("unimplemented", format!("filesystem.Filesystem/{other} is not a method")))
@@ -139,17 +271,25 @@ pub async fn rpc(
     body: axum::body::Bytes,
 ) -> Response {
     if method == "WatchDir" {
-        return connect::failed_stream(RpcError::new(
-            "unimplemented",
-            "watching a directory is not supported by this server yet",
-        ));
+        let msg = match connect::messages(&body).map(|m| m.into_iter().next()) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return connect::failed_stream(RpcError::new("invalid_argument", "no request message"))
+            }
+            Err(e) => return connect::failed_stream(e),
+        };
+        let (stream, response) = connect::stream();
+        tokio::spawn(watch(state, current, msg, stream));
+        return response;
     }
     let msg = match connect::unary(&body) {
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
     let home = state.home.clone();
-    let answer = tokio::task::spawn_blocking(move || call(&home, &current.id, &method, &msg)).await;
+    let table = state.e2b.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || call(&home, &table.watchers, &current.id, &method, &msg)).await;
     connect::reply(answer.unwrap_or_else(|e| Err(RpcError::from(e))))
 }
 

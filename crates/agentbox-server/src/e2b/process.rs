@@ -68,10 +68,12 @@ impl Proc {
     }
 }
 
-/// The processes started through envd, by pid.
+/// What envd keeps between calls: the processes it started, by pid, and the directory watchers
+/// of `files.watch_dir`, by id.
 #[derive(Debug, Default)]
 pub struct Processes {
     by_pid: Mutex<HashMap<u32, Arc<Proc>>>,
+    pub(super) watchers: Mutex<HashMap<String, super::fs::Watcher>>,
 }
 
 impl Processes {

@@ -126,22 +126,30 @@ pub async fn require_access_token(State(state): State<Shared>, req: Request, nex
         (header("x-access-token").unwrap_or_default(), header("e2b-sandbox-id"))
     };
     let Some(id) = id else {
-        return RpcError::new("invalid_argument", "no E2b-Sandbox-Id header: which sandbox?").into_response();
+        let no = RpcError::new("invalid_argument", "no E2b-Sandbox-Id header: which sandbox?");
+        return refuse(req, no.into_response()).await;
     };
     let home = state.home.clone();
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || with_store(&home, |s| get(&home, s, &lookup))).await;
-    let Ok(Ok((rec, sandbox))) = found else { return gone(&id) };
+    let Ok(Ok((rec, sandbox))) = found else { return refuse(req, gone(&id)).await };
     if state_of_running(&rec).is_none() {
-        return gone(&id);
+        return refuse(req, gone(&id)).await;
     }
     if !crate::auth::constant_time_eq(presented.as_bytes(), sandbox.token.as_bytes()) {
-        return RpcError::new("unauthenticated", "missing or wrong X-Access-Token for this sandbox")
-            .into_response();
+        let no = RpcError::new("unauthenticated", "missing or wrong X-Access-Token for this sandbox");
+        return refuse(req, no.into_response()).await;
     }
     let mut req = req;
     req.extensions_mut().insert(Current { id, sandbox });
     next.run(req).await
+}
+
+/// Answers a request refused before its body was read, reading (a bounded part of) the body
+/// first: the client's connection then stays usable for its next request.
+pub async fn refuse(req: Request, answer: Response) -> Response {
+    let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+    answer
 }
 
 fn state_of_running(rec: &AgentRecord) -> Option<()> {

@@ -51,6 +51,7 @@ fn the_python_sdk_drives_sandboxes() {
             "files: write, read (text, binary, 50 MB)",
             "code interpreter",
             "pty: create, send, resize",
+            "watch_dir: create, write and remove events",
             "Sandbox.list with a metadata filter",
             "pause and connect (resume): files and a running process survive",
             "set_timeout: the sandbox is gone when it expires",
