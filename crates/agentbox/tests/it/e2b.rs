@@ -73,13 +73,24 @@ fn the_python_sdk_drives_sandboxes() {
 #[test]
 fn the_js_sdk_drives_sandboxes() {
     require!("node", node_dir("e2b"));
-    let a = Agents::new(As::Caller);
-    let srv = Server::start(&a);
-    let stdout = sdk(&srv, Path::new("node"), &script("node", "e2b.mjs"), "js");
-    for step in
-        ["commands.run, and CommandExitError", "files: write, read", "Sandbox.list with a metadata filter"]
-    {
-        assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
+    for who in modes() {
+        let a = Agents::new(who);
+        let srv = Server::start(&a);
+        let stdout = sdk(&srv, Path::new("node"), &script("node", "e2b.mjs"), "js");
+        for step in [
+            "commands.run, and CommandExitError",
+            "files: write, read",
+            "watchDir streams a create event",
+            "a background command with stdin; another, killed",
+            "a 50 MB file both ways",
+            "pty: create, send, resize",
+            "pause and connect: files and a running process survive",
+            "Sandbox.list with a metadata filter",
+            "setTimeout: the sandbox is gone when it expires",
+        ] {
+            assert!(stdout.contains(step), "as {who:?}: step {step:?} missing:\n{stdout}");
+        }
+        a.ok(&["killall", "--force"]);
     }
 }
 
