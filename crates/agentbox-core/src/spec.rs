@@ -50,6 +50,10 @@ pub struct Overlay {
     pub upper: PathBuf,
     /// overlayfs's scratch directory, on the same filesystem as `upper`.
     pub work: PathBuf,
+    /// A read-only view (`upper` stacked on `lower`, nothing written): for a look at a running
+    /// agent's workspace beside its own mount of the same layers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// A complete, validated description of one sandbox: the single canonical form that CLI flags,

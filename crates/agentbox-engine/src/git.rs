@@ -136,7 +136,8 @@ pub fn run(
         ..Default::default()
     };
     let mut spec = resolve(request, &HostContext::current()?)?;
-    spec.overlay = overlay.cloned();
+    // A read-only view of the layers: the agent's own overlay may be mounted on them right now.
+    spec.overlay = overlay.cloned().map(|o| agentbox_core::Overlay { read_only: true, ..o });
     let running = start(&build_plan(&spec, &RealFs), Stdio::Pipes, false)?;
     let done = wait_captured(running, spec.timeout, OUTPUT_LIMIT)?;
     let code = match done.outcome {

@@ -106,6 +106,7 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
             upper: o.upper.clone(),
             work: o.work.clone(),
             target: spec.workspace.clone(),
+            writable: !o.read_only,
         },
     });
 

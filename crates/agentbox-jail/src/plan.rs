@@ -33,7 +33,8 @@ pub enum MountOp {
     /// launcher like a bind's source). Mounted in the sandbox's user namespace with user xattrs,
     /// no metacopy and no redirects, so the upper layer holds whole files a host reader can take
     /// as they are.
-    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, target: PathBuf },
+    /// With `writable` false, `upper` is stacked on `lower` read-only and `work` is not used.
+    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, target: PathBuf, writable: bool },
     /// Bind a host device node (`/dev/null`, ...). Unlike every other mount it keeps device access
     /// (no `nodev`); it is still `nosuid` and `noexec`.
     Device { source: PathBuf, target: PathBuf },

@@ -206,6 +206,8 @@ impl Dir {
                 Ok(Some(buf))
             }
             Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+            // Longer than any mark agentbox reads: present, and not one of them.
+            Err(rustix::io::Errno::RANGE) => Ok(Some(Vec::new())),
             Err(e) => Err(TreeError::io(&self.path)(Errno::from_raw(e.raw_os_error()))),
         }
     }

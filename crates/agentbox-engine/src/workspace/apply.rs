@@ -246,7 +246,25 @@ fn ops(changes: &[Change], only: &[PathBuf]) -> Vec<Op> {
     }
     out.sort_by(|a, b| a.path().cmp(b.path()));
     out.dedup();
+    // What lies below a removed directory goes with it.
+    let removed: Vec<PathBuf> =
+        out.iter().filter_map(|o| if let Op::Remove(p) = o { Some(p.clone()) } else { None }).collect();
+    out.retain(|o| !removed.iter().any(|r| o.path() != r && o.path().starts_with(r)));
     out
+}
+
+/// Whether a path lies in a git repository's own directory. Its config, hooks and attributes
+/// run code in the person's next git command on the host: never applied (commits come over
+/// with `git fetch` from the workspace, which runs none of it).
+fn git_dir_of(p: &Path) -> Option<PathBuf> {
+    let mut root = PathBuf::new();
+    for c in p.components() {
+        root.push(c);
+        if c.as_os_str() == ".git" {
+            return Some(root);
+        }
+    }
+    None
 }
 
 /// Writes the agent's changes into the target; see the module's documentation.
@@ -281,13 +299,30 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
     };
     crate::pause::frozen(&rec, || {
         let changes = crate::diff::changes(&state_dir, &spec, name)?;
-        let ops = ops(&changes, &req.paths);
+        let mut ops = ops(&changes, &req.paths);
+        let mut skipped = Vec::new();
+        let mut git_dirs: Vec<PathBuf> = Vec::new();
+        ops.retain(|o| {
+            let Some(root) = git_dir_of(o.path()) else { return true };
+            if !git_dirs.contains(&root) {
+                git_dirs.push(root);
+            }
+            false
+        });
+        for root in git_dirs {
+            skipped.push(Skipped {
+                path: root,
+                reason:
+                    "a repository's .git is never applied (its config and hooks would run on this machine): \
+                         bring commits over with git fetch"
+                        .into(),
+            });
+        }
         let src_root = Dir::open(&source)?;
         let dst_root = Dir::open(&target).with_context(|| format!("opening {}", target.display()))?;
         let (mut src, mut dst) = (Tree::new(&src_root), Tree::new(&dst_root));
         let before_applies = written(&state_dir);
         let mut conflicts = Vec::new();
-        let mut skipped = Vec::new();
         let mut todo = Vec::new();
         for op in ops {
             let rel = op.path().to_path_buf();
@@ -438,16 +473,20 @@ fn next_number(root: &Path) -> Result<u32> {
     Ok(max + 1)
 }
 
+/// `name` in the opened directory `dir`, as a path that reaches it through the descriptor
+/// (`/proc/self/fd/N/name`): no component above it is looked up again, so nothing swapped in
+/// since the directory was opened is followed.
+fn via_fd(dir: &Dir, name: &OsStr) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", dir.fd().as_raw_fd())).join(name)
+}
+
 /// Saves the target's entry `name` of `dir` as `saved/i` (a file, a link, or a tree).
 fn save(dir: &Dir, name: &OsStr, st: &FileStat, saved: &Dir, i: usize) -> Result<()> {
     let as_name = OsString::from(i.to_string());
     match Kind::of(st) {
         Kind::Dir => {
-            tree::copy_tree(
-                &dir.path().join(name),
-                &saved.path().join(&as_name),
-                &tree::CopyOptions::default(),
-            )?;
+            tree::copy_tree(&via_fd(dir, name), &saved.path().join(&as_name), &tree::CopyOptions::default())?;
         }
         Kind::Symlink => {
             if let Some(t) = dir.read_link(name)? {
@@ -471,7 +510,7 @@ fn save(dir: &Dir, name: &OsStr, st: &FileStat, saved: &Dir, i: usize) -> Result
 /// Removes the target's entry `name` of `dir`, whatever it is.
 fn remove(dir: &Dir, name: &OsStr, st: &FileStat) -> Result<()> {
     if Kind::of(st) == Kind::Dir {
-        tree::remove_tree(&dir.path().join(name))?;
+        tree::remove_tree(&via_fd(dir, name))?;
     } else {
         nix::unistd::unlinkat(dir.fd(), name, UnlinkatFlags::NoRemoveDir)
             .map_err(tree::TreeError::io(dir.path().join(name)))?;
@@ -506,7 +545,7 @@ fn put(src: &mut Tree<'_>, rel: &Path, into: &Dir, name: &OsStr, existing: Optio
                 remove(into, name, e)?;
             }
             let made = into.mkdir(name)?;
-            fchmod(made.fd(), Mode::from_bits_truncate(st.st_mode & 0o1777))
+            fchmod(made.fd(), Mode::from_bits_truncate(st.st_mode & 0o775))
                 .map_err(tree::TreeError::io(made.path()))?;
             return Ok(Was::Dir);
         }
@@ -522,7 +561,7 @@ fn put(src: &mut Tree<'_>, rel: &Path, into: &Dir, name: &OsStr, existing: Optio
             let out = into.create_file(&tmp)?;
             let copied =
                 copy_file(&f, &out, fst.st_size as u64, u64::MAX).map_err(Error::from).and_then(|_| {
-                    fchmod(out.as_fd(), Mode::from_bits_truncate(fst.st_mode & 0o777))
+                    fchmod(out.as_fd(), Mode::from_bits_truncate(fst.st_mode & 0o775))
                         .map_err(|e| tree::TreeError::io(into.path().join(&tmp))(e).into())
                 });
             if let Err(e) = copied {
@@ -546,6 +585,16 @@ fn step(src: &mut Tree<'_>, dst: &mut Tree<'_>, saved: &Dir, i: usize, op: &Op) 
     let rel = op.path();
     let (into, name) = match dst.locate(rel, matches!(op, Op::Write(_)))? {
         Ok(x) => x,
+        // Removing what is not there (its directory went first) is done already.
+        Err(why) if matches!(op, Op::Remove(_)) && why.ends_with("does not exist in the target") => {
+            return Ok(Step {
+                path: rel.to_path_buf(),
+                before: Was::None,
+                after: Was::None,
+                after_ctime: None,
+                forced: false,
+            });
+        }
         Err(why) => bail!(Error::conflict(why)),
     };
     // What is there may be removed or replaced: directories opened below it are stale then.
@@ -631,7 +680,7 @@ pub fn undo(home: &Home, store: &Store, name: &str, force: bool) -> Result<Appli
                 if into.stat(&name)?.is_none() {
                     tree::copy_tree(
                         &saved.path().join(&as_name),
-                        &into.path().join(&name),
+                        &via_fd(&into, &name),
                         &tree::CopyOptions::default(),
                     )?;
                 }

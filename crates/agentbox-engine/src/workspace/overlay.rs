@@ -56,7 +56,7 @@ pub fn make(state_dir: &Path, lower: &Path) -> Result<Overlay> {
     let (upper, work) = (upper(state_dir), work(state_dir));
     tree::agent_dir(&upper)?;
     tree::agent_dir(&work)?;
-    Ok(Overlay { lower: lower.to_path_buf(), upper, work })
+    Ok(Overlay { lower: lower.to_path_buf(), upper, work, read_only: false })
 }
 
 /// Empties overlayfs's scratch directory (after a rollback replaced the upper layer). The

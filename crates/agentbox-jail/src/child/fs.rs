@@ -237,7 +237,13 @@ pub(super) fn open_sources(ops: &[MountOp]) -> Result<Vec<Source>, Failure> {
 /// `userxattr` keeps overlayfs's own marks (opaque directories) in `user.` xattrs, which a
 /// user namespace may write; no metacopy and no redirects are made, so every changed file is whole
 /// in the upper layer and a renamed directory is copied, not redirected.
-fn overlay(root: &OwnedFd, sources: &[Source], i: usize, target: &Path) -> Result<Node, Failure> {
+fn overlay(
+    root: &OwnedFd,
+    sources: &[Source],
+    i: usize,
+    target: &Path,
+    writable: bool,
+) -> Result<Node, Failure> {
     let Some(Source::Layers { lower, upper, work }) = sources.get(i) else {
         return Err(Failure {
             step: step("mount overlay on", target),
@@ -246,20 +252,22 @@ fn overlay(root: &OwnedFd, sources: &[Source], i: usize, target: &Path) -> Resul
         });
     };
     let node = walk(root, target, Some(NodeKind::Dir)).map_err(fail("create mount point", target))?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr,metacopy=off,redirect_dir=nofollow",
-        fd_path(lower.as_fd()),
-        fd_path(upper.as_fd()),
-        fd_path(work.as_fd())
-    );
-    mount(
-        Some("overlay"),
-        fd_path(node.fd.as_fd()).as_str(),
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(data.as_str()),
-    )
-    .map_err(fail("mount overlay on", target))?;
+    let (data, flags) = if writable {
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr,metacopy=off,redirect_dir=nofollow",
+            fd_path(lower.as_fd()),
+            fd_path(upper.as_fd()),
+            fd_path(work.as_fd())
+        );
+        (data, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+    } else {
+        // The upper layer as the top lower layer: its whiteouts and opaque marks still hide
+        // what they hide, and nothing is written to either.
+        let data = format!("lowerdir={}:{},userxattr", fd_path(upper.as_fd()), fd_path(lower.as_fd()));
+        (data, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY)
+    };
+    mount(Some("overlay"), fd_path(node.fd.as_fd()).as_str(), Some("overlay"), flags, Some(data.as_str()))
+        .map_err(fail("mount overlay on", target))?;
     Ok(node)
 }
 
@@ -379,9 +387,9 @@ pub(super) fn build_root(ops: &[MountOp], sources: Vec<Source>, owner: (u32, u32
                 let node = bind(&root, source(&sources, i, target)?, target, *kind)?;
                 set_attrs(&root, &node, target, *writable, *kind == NodeKind::Dir)?;
             }
-            MountOp::Overlay { target, .. } => {
-                let node = overlay(&root, &sources, i, target)?;
-                set_attrs(&root, &node, target, true, false)?;
+            MountOp::Overlay { target, writable, .. } => {
+                let node = overlay(&root, &sources, i, target, *writable)?;
+                set_attrs(&root, &node, target, *writable, false)?;
             }
             MountOp::Device { target, .. } => {
                 let node = bind(&root, source(&sources, i, target)?, target, NodeKind::File)?;

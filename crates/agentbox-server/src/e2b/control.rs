@@ -315,8 +315,9 @@ pub async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Re
         .collect();
     let page: Vec<Value> = items.iter().skip(start).take(limit).cloned().collect();
     let mut headers = HeaderMap::new();
-    if start + limit < items.len() {
-        if let Ok(v) = HeaderValue::from_str(&(start + limit).to_string()) {
+    let next = start.saturating_add(limit);
+    if next < items.len() {
+        if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
             headers.insert("x-next-token", v);
         }
     }
@@ -339,7 +340,9 @@ pub async fn info(State(state): State<Shared>, Path(id): Path<String>) -> Result
 /// `DELETE /sandboxes/{id}`.
 pub async fn kill(State(state): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let home = state.home.clone();
-    blocking(move || with_store(&home, |s| sandboxes::remove(&home, s, &id))).await?;
+    let gone = id.clone();
+    blocking(move || with_store(&home, |s| sandboxes::remove(&home, s, &gone))).await?;
+    state.e2b.forget_sandbox(&id);
     state.refresh().await;
     Ok(StatusCode::NO_CONTENT)
 }

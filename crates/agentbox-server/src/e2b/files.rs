@@ -56,7 +56,7 @@ pub async fn download(
         let out = helper::script(
             &home,
             &id,
-            r#"[ -e "$1" ] || exit 44; [ -d "$1" ] && exit 47; exit 0"#,
+            r#"[ -e "$1" ] || exit 44; [ -d "$1" ] && exit 47; [ -f "$1" ] || exit 48; exit 0"#,
             &[&path],
         )?;
         if !out.status.success() {
@@ -144,11 +144,10 @@ impl Writer {
         Ok(Self { tx, done })
     }
 
-    async fn write(&self, chunk: Bytes) -> Result<(), RpcError> {
+    /// Sends a chunk; false once the sandbox stopped taking the file (`finish` says why).
+    async fn write(&self, chunk: Bytes) -> bool {
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || tx.send(chunk))
-            .await?
-            .map_err(|_| RpcError::new("internal", "the sandbox stopped taking the file"))
+        matches!(tokio::task::spawn_blocking(move || tx.send(chunk)).await, Ok(Ok(())))
     }
 
     async fn finish(self) -> Result<(), RpcError> {
@@ -202,8 +201,8 @@ pub async fn upload(
         while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
             match chunk {
                 Ok(c) => {
-                    if let Err(e) = w.write(c).await {
-                        return rest_error(e);
+                    if !w.write(c).await {
+                        break;
                     }
                 }
                 Err(e) => {
@@ -244,8 +243,8 @@ pub async fn upload(
         loop {
             match field.chunk().await {
                 Ok(Some(c)) => {
-                    if let Err(e) = w.write(c).await {
-                        return rest_error(e);
+                    if !w.write(c).await {
+                        break;
                     }
                 }
                 Ok(None) => break,

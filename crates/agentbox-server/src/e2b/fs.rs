@@ -79,6 +79,12 @@ pub struct Watcher {
     seen: Seen,
 }
 
+impl Watcher {
+    pub fn sandbox(&self) -> &str {
+        &self.sandbox
+    }
+}
+
 /// Each entry below a watched directory (relative name) with its type, size and mtime.
 type Seen = std::collections::BTreeMap<String, (String, String, String)>;
 

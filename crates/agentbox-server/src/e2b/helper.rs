@@ -67,6 +67,7 @@ pub const MISSING: i32 = 44;
 pub const NOT_A_DIR: i32 = 45;
 pub const EXISTS: i32 = 46;
 pub const IS_A_DIR: i32 = 47;
+pub const NOT_A_FILE: i32 = 48;
 
 /// A script's failure as an envd error.
 pub fn failure(out: &Output, path: &str) -> RpcError {
@@ -76,6 +77,7 @@ pub fn failure(out: &Output, path: &str) -> RpcError {
         Some(NOT_A_DIR) => RpcError::new("invalid_argument", format!("{path} is not a directory")),
         Some(EXISTS) => RpcError::new("already_exists", format!("{path} exists already")),
         Some(IS_A_DIR) => RpcError::new("invalid_argument", format!("{path} is a directory")),
+        Some(NOT_A_FILE) => RpcError::new("invalid_argument", format!("{path} is not a regular file")),
         _ if why.contains("is paused") => RpcError::new("unavailable", why),
         _ => RpcError::new("internal", if why.is_empty() { format!("{path}: failed") } else { why }),
     }

@@ -32,6 +32,9 @@ use super::state::Shared;
 pub use process::Processes;
 pub use sandboxes::start_reaper;
 
+/// The largest Connect request taken (a command's input, a path): files go through `/files`.
+const RPC_BODY: usize = 16 << 20;
+
 /// The E2B routes, each with its own authentication (not the agentbox API's token header).
 pub fn router(state: &Shared) -> Router<Shared> {
     let control = Router::new()
@@ -47,10 +50,15 @@ pub fn router(state: &Shared) -> Router<Shared> {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), control::require_api_key));
     let envd = Router::new()
         .route("/health", get(fs::health))
-        .route("/files", get(files::download).post(files::upload))
+        .route(
+            "/files",
+            get(files::download)
+                .post(files::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(files::MAX_UPLOAD)),
+        )
         .route("/process.Process/{method}", post(process::rpc))
         .route("/filesystem.Filesystem/{method}", post(fs::rpc))
-        .layer(axum::extract::DefaultBodyLimit::max(files::MAX_UPLOAD))
+        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), sandboxes::require_access_token));
     control.merge(envd)
 }

@@ -47,6 +47,11 @@ struct Proc {
     stdin: Mutex<Option<ChildStdin>>,
     /// The server's end of the process's terminal, if it has one.
     terminal: Option<std::fs::File>,
+    /// Reaped: its pid may belong to another process now, and is never signalled again.
+    reaped: std::sync::atomic::AtomicBool,
+    /// A descriptor of the helper process, opened while it could not have been reaped: a signal
+    /// through it never reaches a process that reused the pid.
+    pidfd: Option<agentbox_sys::PidFd>,
     log: Mutex<Log>,
     tx: broadcast::Sender<Value>,
 }
@@ -77,6 +82,11 @@ pub struct Processes {
 }
 
 impl Processes {
+    /// Forgets what a removed sandbox left: its directory watchers.
+    pub fn forget_sandbox(&self, sandbox: &str) {
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, w| w.sandbox() != sandbox);
+    }
+
     fn get(&self, sandbox: &str, selector: &Value) -> Result<Arc<Proc>, RpcError> {
         let all = self.by_pid.lock().unwrap_or_else(|p| p.into_inner());
         let found = match (
@@ -174,6 +184,8 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
             None => None,
         },
         log: Mutex::new(Log::default()),
+        reaped: std::sync::atomic::AtomicBool::new(false),
+        pidfd: agentbox_sys::PidFd::open(pid as i32).ok(),
         tx,
     });
     state.e2b.by_pid.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, proc.clone());
@@ -201,6 +213,7 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
     let table = state.e2b.clone();
     std::thread::spawn(move || {
         let status = child.wait();
+        waiter.reaped.store(true, std::sync::atomic::Ordering::SeqCst);
         for r in readers {
             let _ = r.join();
         }
@@ -220,7 +233,11 @@ fn start(state: &Shared, current: &Current, msg: &Value) -> Result<Arc<Proc>, Rp
         waiter.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
         waiter.push(json!({ "event": { "end": end } }));
         std::thread::sleep(LINGER);
-        table.by_pid.lock().unwrap_or_else(|p| p.into_inner()).remove(&waiter.pid);
+        let mut all = table.by_pid.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this process's entry: a newer one may have its pid by now.
+        if all.get(&waiter.pid).is_some_and(|p| Arc::ptr_eq(p, &waiter)) {
+            all.remove(&waiter.pid);
+        }
     });
     Ok(proc)
 }
@@ -359,13 +376,14 @@ fn unary_call(state: &Shared, current: &Current, method: &str, msg: &Value) -> R
                     ))
                 }
             };
-            if proc.log.lock().unwrap_or_else(|p| p.into_inner()).ended {
-                return Err(RpcError::new("not_found", format!("process {} has ended", proc.pid)));
+            let gone = || RpcError::new("not_found", format!("process {} has ended", proc.pid));
+            if proc.reaped.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(gone());
             }
             // The helper's death takes the command with it (its parent-death signal is SIGKILL);
-            // SIGTERM it passes on.
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(proc.pid as i32), sig)
-                .map_err(|e| RpcError::new("not_found", format!("process {}: {e}", proc.pid)))?;
+            // SIGTERM it passes on. Through the pidfd: never a process that reused the pid.
+            let Some(pidfd) = &proc.pidfd else { return Err(gone()) };
+            pidfd.signal(sig).map_err(|_| gone())?;
             Ok(json!({}))
         }
         "Update" => {
@@ -434,8 +452,12 @@ pub async fn rpc(
                             "data before start",
                         ));
                     };
-                    if let Err(e) = write_input(p, &data["input"]) {
-                        return connect::failed_stream(e);
+                    let (p, input) = (p.clone(), data["input"].clone());
+                    // May block (a process that does not read): never on a server thread.
+                    match tokio::task::spawn_blocking(move || write_input(&p, &input)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return connect::failed_stream(e),
+                        Err(e) => return connect::failed_stream(e.into()),
                     }
                 }
             }
@@ -451,7 +473,10 @@ pub async fn rpc(
                 Ok(m) => m,
                 Err(e) => return e.into_response(),
             };
-            connect::reply(unary_call(&state, &current, &method, &msg))
+            // Writing a process's input may block (it does not read): never on a server thread.
+            let answer =
+                tokio::task::spawn_blocking(move || unary_call(&state, &current, &method, &msg)).await;
+            connect::reply(answer.unwrap_or_else(|e| Err(RpcError::from(e))))
         }
     }
 }

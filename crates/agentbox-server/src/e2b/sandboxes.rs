@@ -179,10 +179,12 @@ pub fn start_reaper(state: &Shared) {
 fn reap(home: &Home, store: &Store) -> Result<()> {
     let now = agentbox_store::now_ms();
     for (rec, sandbox) in all(home, store)? {
-        if sandbox.end_ms > now || state(&rec) != Some("running") {
+        // A paused sandbox waits to be connected to; one whose command ended (or that was
+        // stopped from the CLI) is removed once its time is up, like a running one.
+        if sandbox.end_ms > now || state(&rec) == Some("paused") {
             continue;
         }
-        let outcome = if sandbox.auto_pause {
+        let outcome = if sandbox.auto_pause && state(&rec) == Some("running") {
             agentbox_engine::pause::pause(home, store, &rec.name).map(drop)
         } else {
             remove(home, store, &rec.name)

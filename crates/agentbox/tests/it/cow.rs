@@ -109,6 +109,12 @@ fn from_dir_is_an_overlay_the_directory_never_sees() {
         assert_eq!(std::fs::read_to_string(p.path().join("a.txt")).unwrap(), "one\n");
         let diff = a.ok(&["diff", "c", "--no-git"]);
         assert!(diff.contains("R old.txt -> new.txt") && diff.contains("D del.txt"), "{diff}");
+        // A directory removed in a copy is one step (its files go with it), applied whole.
+        a.ok(&["exec", "c", "rm", "-r", "src"]);
+        let out = a.run(&["apply", "c"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!p.path().join("src").exists());
+        assert_eq!(std::fs::read_to_string(p.path().join("a.txt")).unwrap(), "two\n");
     }
 }
 
@@ -140,6 +146,16 @@ fn git_status_sees_the_overlay() {
             "as {who:?}: {out}"
         );
         assert!(out.contains(" D del.txt"), "as {who:?}: {out}");
+        // The agent plants an fsmonitor in the repository's config: apply brings its work over,
+        // never its .git (the person's next git command would run it).
+        let plant = "printf '[core]\\n\\tfsmonitor = touch /tmp/planted\\n' >> .git/config";
+        a.ok(&["exec", "g", "sh", "-c", plant]);
+        let config = std::fs::read_to_string(p.path().join(".git/config")).unwrap();
+        let out = a.run(&["apply", "g", "--force"]);
+        assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("never applied"), "as {who:?}: {}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(p.path().join(".git/config")).unwrap(), config, "as {who:?}");
+        assert_eq!(std::fs::read_to_string(p.path().join("a.txt")).unwrap(), "two\n", "as {who:?}");
     }
 }
 
