@@ -349,9 +349,9 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
                     }
                 }
             }
-            let here = match dst.locate(&rel, false)? {
-                Ok((d, n)) => d.stat(&n)?,
-                Err(why) if why.ends_with("does not exist in the target") => None,
+            let (here, inside) = match dst.locate(&rel, false)? {
+                Ok((d, n)) => (d.stat(&n)?, Some(via_fd(&d, &n))),
+                Err(why) if why.ends_with("does not exist in the target") => (None, None),
                 Err(why) => {
                     skipped.push(Skipped { path: rel, reason: why });
                     continue;
@@ -360,7 +360,12 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
             let conflict = match (&here, into_origin) {
                 (None, _) => false,
                 (Some(st), Some(o)) => {
-                    ctime(st) >= o.since_ns && before_applies.get(&rel) != Some(&ctime(st))
+                    let changed = ctime(st) >= o.since_ns && before_applies.get(&rel) != Some(&ctime(st));
+                    // A directory the agent removed: the person's changes anywhere inside it count.
+                    let within = matches!(op, Op::Remove(_))
+                        && Kind::of(st) == Kind::Dir
+                        && inside.is_some_and(|p| changed_inside(&p, o.since_ns));
+                    changed || within
                 }
                 (Some(st), None) => match &op {
                     Op::Remove(_) => false,
@@ -401,6 +406,18 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
         let _ = store.record(name, "apply", &format!("{} path(s) into {}", todo.len(), target.display()));
         Ok(applied)
     })
+}
+
+/// Whether anything below the directory `dir` changed at or after `since_ns` (bounded: a tree
+/// too large to look through counts as changed).
+fn changed_inside(dir: &Path, since_ns: i64) -> bool {
+    let mut changed = false;
+    let limits = tree::Limits { max_bytes: u64::MAX, max_entries: 1_000_000 };
+    let walked = tree::walk(dir, limits, &mut |e| {
+        changed |= ctime(&e.stat) >= since_ns;
+        Ok(())
+    });
+    changed || walked.is_err()
 }
 
 /// Whether the agent's file at `rel` differs from the target's.

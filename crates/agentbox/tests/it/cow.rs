@@ -172,7 +172,7 @@ fn apply_writes_back_refuses_what_the_person_changed_and_undoes() {
         give(p.path(), agent_host_id(who));
         // The agent replaces both links (a file where one was, a directory where the other
         // was), plants a FIFO and a link of its own, and makes ordinary changes.
-        let script = "echo two > a.txt; echo new > b.txt; rm del.txt; rm cfg; echo agent > cfg; \
+        let script = "echo two > a.txt; echo new > b.txt; rm del.txt; rm cfg; echo agent > cfg; rm -r src; \
                       rm linked; mkdir linked; echo agent > linked/target; mkfifo pipe; \
                       ln -s /etc/shadow evil; mkdir -p deep/er; echo x > deep/er/f; echo edited; sleep 1000";
         a.ok(&["spawn", "w", "--from-dir", p.path().to_str().unwrap(), "--", "sh", "-c", script]);
@@ -183,12 +183,17 @@ fn apply_writes_back_refuses_what_the_person_changed_and_undoes() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("M a.txt") && text(&out.stderr).contains("would be written"));
         assert_eq!(listing(p.path()), before);
-        // The person edits a.txt meanwhile: refused, naming it, and nothing is written.
+        // The person edits a.txt, and a file inside the directory the agent removed, meanwhile:
+        // refused, naming both, and nothing is written.
         std::fs::write(p.path().join("a.txt"), "mine\n").unwrap();
+        std::fs::write(p.path().join("src/k.rs"), "fn mine() {}\n").unwrap();
         let out = a.run(&["apply", "w"]);
         assert!(!out.status.success(), "as {who:?}");
         let err = text(&out.stderr);
-        assert!(err.contains("a.txt") && err.contains("--force") && !err.contains("b.txt"), "{err}");
+        assert!(
+            err.contains("a.txt") && err.contains("src") && err.contains("--force") && !err.contains("b.txt"),
+            "{err}"
+        );
         assert!(!p.path().join("b.txt").exists(), "as {who:?}: a refused apply wrote");
         // Only some paths.
         a.ok(&["apply", "w", "b.txt"]);
@@ -224,6 +229,7 @@ fn apply_writes_back_refuses_what_the_person_changed_and_undoes() {
         a.ok(&["apply", "--undo", "w"]);
         assert_eq!(std::fs::read_to_string(p.path().join("a.txt")).unwrap(), "mine\n");
         assert_eq!(std::fs::read_to_string(p.path().join("del.txt")).unwrap(), "gone\n");
+        assert_eq!(std::fs::read_to_string(p.path().join("src/k.rs")).unwrap(), "fn mine() {}\n");
         assert_eq!(std::fs::read_link(p.path().join("cfg")).unwrap(), outside.path().join("target"));
         assert_eq!(std::fs::read_link(p.path().join("linked")).unwrap(), outside.path());
         assert!(!p.path().join("evil").exists() && !p.path().join("deep").exists());
