@@ -49,6 +49,11 @@ pub fn messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
     Ok(out)
 }
 
+/// A server-stream request's one message.
+pub fn first_message(body: &[u8]) -> Result<Value, RpcError> {
+    messages(body)?.into_iter().next().ok_or_else(|| RpcError::new("invalid_argument", "no request message"))
+}
+
 /// A unary request's message: the body as JSON (`{}` when empty).
 pub fn unary(body: &[u8]) -> Result<Value, RpcError> {
     if body.is_empty() {

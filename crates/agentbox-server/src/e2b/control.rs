@@ -105,27 +105,9 @@ fn sandbox_json(id: &str, s: &Sandbox) -> Value {
     })
 }
 
-pub(super) fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
+/// A time in Unix milliseconds as E2B writes times (RFC 3339, UTC).
+pub(super) fn utc(ms: i64) -> String {
+    agentbox_proxy::format_utc(u64::try_from(ms).unwrap_or(0))
 }
 
 /// A sandbox as `get_info` and the list show it.
@@ -137,8 +119,8 @@ fn detail_json(rec: &AgentRecord, s: &Sandbox, state: &str) -> Value {
         "alias": s.template,
         "sandboxID": rec.name,
         "clientID": "agentbox",
-        "startedAt": rfc3339(s.started_ms),
-        "endAt": rfc3339(s.end_ms),
+        "startedAt": utc(s.started_ms),
+        "endAt": utc(s.end_ms),
         "cpuCount": limits.cpus.map_or(1, |c| c.ceil().max(1.0) as u64),
         "memoryMB": limits.memory.map_or(0, |m| m >> 20),
         "diskSizeMB": 0,
@@ -443,8 +425,6 @@ mod tests {
 
     #[test]
     fn times_and_filters() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_996_800_123), "2026-11-30T00:00:00.123Z");
         // As the query arrives once decoded: the SDK quoted each key and value first.
         assert_eq!(
             metadata_filter("k=v&team=web%2520x"),

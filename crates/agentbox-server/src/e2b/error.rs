@@ -22,19 +22,9 @@ impl ApiError {
     }
 }
 
-pub fn status_of(kind: Kind) -> StatusCode {
-    match kind {
-        Kind::Invalid => StatusCode::BAD_REQUEST,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::Refused => StatusCode::FORBIDDEN,
-        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        Self::new(status_of(e.kind()), e.to_string())
+        Self::new(crate::extract::status_of(e.kind()), e.to_string())
     }
 }
 

@@ -43,7 +43,7 @@ fn entry(line: &str) -> Option<Value> {
         "permissions": perms,
         "owner": owner,
         "group": group,
-        "modifiedTime": super::control::rfc3339(ms),
+        "modifiedTime": super::control::utc(ms),
     });
     if kind == "FILE_TYPE_SYMLINK" {
         e["symlinkTarget"] = json!(target);
@@ -277,11 +277,8 @@ pub async fn rpc(
     body: axum::body::Bytes,
 ) -> Response {
     if method == "WatchDir" {
-        let msg = match connect::messages(&body).map(|m| m.into_iter().next()) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return connect::failed_stream(RpcError::new("invalid_argument", "no request message"))
-            }
+        let msg = match connect::first_message(&body) {
+            Ok(m) => m,
             Err(e) => return connect::failed_stream(e),
         };
         let (stream, response) = connect::stream();

@@ -409,11 +409,8 @@ pub async fn rpc(
 ) -> Response {
     match method.as_str() {
         "Start" | "Connect" => {
-            let msg = match connect::messages(&body).map(|m| m.into_iter().next()) {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    return connect::failed_stream(RpcError::new("invalid_argument", "no request message"))
-                }
+            let msg = match connect::first_message(&body) {
+                Ok(m) => m,
                 Err(e) => return connect::failed_stream(e),
             };
             let proc = if method == "Start" {

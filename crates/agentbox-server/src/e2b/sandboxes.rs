@@ -51,13 +51,13 @@ fn file(home: &Home, id: &str) -> PathBuf {
 pub fn new_id() -> String {
     let mut b = [0u8; 8];
     rand_core::OsRng.fill_bytes(&mut b);
-    format!("e2b-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!("e2b-{}", crate::auth::hex(&b))
 }
 
 pub fn new_token() -> String {
     let mut b = [0u8; 24];
     rand_core::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::auth::hex(&b)
 }
 
 impl Sandbox {
