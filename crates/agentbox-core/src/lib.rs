@@ -48,8 +48,8 @@ pub use spec::{
 };
 pub use state::{AgentState, Decision, HitlKind, HitlState, TaskState};
 pub use task::{
-    check_relative, format_duration, manifest_document, parse_duration, AgentSection, ManifestError,
-    ManifestFormat, Metadata, Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,
+    check_relative, format_duration, manifest_document, parse_duration, parse_idle, AgentSection,
+    ManifestError, ManifestFormat, Metadata, Repository, TaskManifest, MANIFEST_VERSIONS, MAX_RETRIES,
 };
 
 /// Writes `agentbox: MSG` on stderr, ignoring failure. The supervisor's stderr is a file in

@@ -93,6 +93,10 @@ pub struct SandboxSpec {
     /// Host ports forwarded to the agent's own loopback while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<crate::PortMap>,
+    /// `pause --after`: its supervisor pauses the agent once it has been idle (no output, no
+    /// input) this long, and input resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after: Option<Duration>,
     /// The layout version of a stored spec ([`SPEC_VERSION`]); 0 for specs stored before versions.
     #[serde(default)]
     pub version: u32,

@@ -293,6 +293,21 @@ pub fn manifest_document(text: &str, format: ManifestFormat) -> Result<serde_jso
     }
 }
 
+/// `pause --after`'s value: a duration as [`parse_duration`] reads it, up to a year, or `off`
+/// (also `0`) for never.
+pub fn parse_idle(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    match parse_duration(s)? {
+        0 => Ok(None),
+        n if n > 366 * 86400 => {
+            Err(format!("'{s}' is longer than a year: give a shorter idle time, or `off`"))
+        }
+        n => Ok(Some(Duration::from_secs(n))),
+    }
+}
+
 /// Parses `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` into seconds.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let help = || {

@@ -173,11 +173,17 @@ pub struct AgentLock {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-pub fn lock(home: &crate::home::Home, name: &str) -> Result<AgentLock> {
+/// The file whose lock serializes the changes to agent `name` (its directory is made).
+pub fn lock_path(home: &crate::home::Home, name: &str) -> Result<PathBuf> {
     agentbox_core::validate_name(name)?;
     let dir = home.root.join("locks");
     crate::home::private_dir(&dir)?;
-    let path = dir.join(name);
+    Ok(dir.join(name))
+}
+
+/// Takes agent `name`'s lock, waiting for whoever holds it.
+pub fn lock(home: &crate::home::Home, name: &str) -> Result<AgentLock> {
+    let path = lock_path(home, name)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

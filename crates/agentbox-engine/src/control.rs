@@ -28,6 +28,9 @@ pub trait Control {
     fn stop(&self, name: &str, grace: std::time::Duration) -> Result<AgentView>;
     /// Stops every process of a running agent's sandbox (see [`crate::pause`]).
     fn pause(&self, name: &str) -> Result<AgentView>;
+    /// Pauses the agent whenever it has been idle `after` (`None`: never); see
+    /// [`crate::pause::when_idle`].
+    fn pause_when_idle(&self, name: &str, after: Option<std::time::Duration>) -> Result<AgentView>;
     /// The tar stream of `path` in the agent's sandbox (`cp` out; see [`crate::cp`]).
     fn archive_get(&self, name: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<u64>;
     /// Unpacks a tar stream in the agent's sandbox at `path` (`cp` in): into that directory, or
@@ -145,6 +148,10 @@ impl Control for Local {
 
     fn pause(&self, name: &str) -> Result<AgentView> {
         Ok(AgentView::of(&crate::pause::pause(&self.home, &self.store, name)?))
+    }
+
+    fn pause_when_idle(&self, name: &str, after: Option<std::time::Duration>) -> Result<AgentView> {
+        Ok(AgentView::of(&crate::pause::when_idle(&self.home, &self.store, name, after)?))
     }
 
     fn volumes(&self) -> Result<Vec<crate::volumes::VolumeView>> {

@@ -293,6 +293,7 @@ impl From<agentbox_jail::JailError> for Error {
             | J::MountSource { .. }
             | J::OpenSource { .. } => Kind::Invalid,
             J::Limits(_) => Kind::Refused,
+            J::Freeze(_) => Kind::Conflict,
             _ => Kind::Internal,
         };
         Self::from_source(kind, e)

@@ -57,6 +57,7 @@ pub(crate) fn kill_locked(store: &Store, name: &str) -> Result<AgentRecord> {
                 if let Some(p) = rec.sandbox_pid {
                     // The supervisor's unreaped child: the pid cannot have been reused.
                     let _ = kill(Pid::from_raw(p as i32), SIGKILL);
+                    agentbox_jail::thaw_for_kill(Pid::from_raw(p as i32));
                 }
                 if let Some(p) = rec.supervisor_pid {
                     let _ = kill(Pid::from_raw(p as i32), SIGKILL);

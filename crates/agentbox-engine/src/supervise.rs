@@ -75,6 +75,7 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         log_limit: config.logs.limit().unwrap_or(agentbox_supervisor::DEFAULT_LOG_LIMIT),
         state_dir,
         store_path: home.store_path(),
+        lock_path: crate::agents::lock_path(&home, name)?,
         spec,
         proxy,
         hitl,

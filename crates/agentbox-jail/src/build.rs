@@ -373,6 +373,7 @@ mod tests {
             workspace: workspace.into(),
             overlay: None,
             publish: Vec::new(),
+            pause_after: None,
             workdir: workspace.into(),
             mounts: vec![],
             network: NetworkMode::None,

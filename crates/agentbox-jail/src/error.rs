@@ -27,6 +27,9 @@ pub enum JailError {
     Exec { command: String, reason: String, not_found: bool },
     #[error("{0}")]
     Limits(String),
+    /// Freezing or thawing a running sandbox (`pause`) failed.
+    #[error("{0}")]
+    Freeze(String),
     #[error("seccomp: {0}")]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{what}: {source}")]

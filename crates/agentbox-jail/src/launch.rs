@@ -250,7 +250,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         }
     }
 
-    let enforcement = enforce(&plan.limits, &unique_id())?;
+    let mut enforcement = enforce(&plan.limits, &unique_id())?;
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, child_pipes, pipes) = stdio.split()?;
     let want_terminal = pty.is_some();
@@ -295,7 +295,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         e
     };
     write_id_maps(pid, plan).map_err(abort)?;
-    if let Some(cg) = &enforcement.cgroup {
+    if let Some(cg) = &mut enforcement.cgroup {
         cg.add(pid).map_err(abort)?;
     }
     nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;

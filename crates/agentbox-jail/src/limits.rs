@@ -19,6 +19,7 @@ use agentbox_core::Limits;
 use nix::sys::resource::Resource;
 use nix::unistd::Pid;
 
+use crate::freeze::Freezer;
 use crate::JailError;
 
 const CPU_PERIOD_US: u64 = 100_000;
@@ -130,19 +131,30 @@ pub struct Enforcement {
     pub notes: Vec<String>,
 }
 
-/// A cgroup agentbox created for one sandbox: one directory per v1 controller, or one v2 directory.
+/// A cgroup agentbox created for one sandbox: one directory per v1 controller, or one v2 directory,
+/// for its limits; and its freezer (for `pause`), where one could be made.
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<PathBuf>,
+    freezer: Option<Freezer>,
 }
 
 impl Cgroup {
-    /// Moves `pid` into the cgroup (every directory of it).
-    pub fn add(&self, pid: Pid) -> Result<(), JailError> {
+    /// Moves `pid` into the cgroup (every directory of it). The limits' directories must take
+    /// it; the freezer is a convenience (`pause` stops the processes by signals without it).
+    pub fn add(&mut self, pid: Pid) -> Result<(), JailError> {
         for d in &self.dirs {
             fs::write(d.join("cgroup.procs"), pid.to_string()).map_err(|e| {
                 JailError::Limits(format!("cannot move the sandbox into {}: {e}", d.display()))
             })?;
+        }
+        if let Some(fr) = &self.freezer {
+            if !self.dirs.contains(&fr.dir)
+                && fs::write(fr.dir.join("cgroup.procs"), pid.to_string()).is_err()
+            {
+                let _ = fs::remove_dir(&fr.dir);
+                self.freezer = None;
+            }
         }
         Ok(())
     }
@@ -154,7 +166,15 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
+        // A frozen cgroup's processes cannot finish dying; none is left frozen.
+        let mut all = self.dirs.clone();
+        if let Some(fr) = &self.freezer {
+            let _ = fr.set(false);
+            if !all.contains(&fr.dir) {
+                all.push(fr.dir.clone());
+            }
+        }
+        for d in all.iter().rev() {
             // The sandbox's processes are gone once its init is reaped, but the kernel may take a
             // moment to release the cgroup.
             for _ in 0..100 {
@@ -180,16 +200,58 @@ fn create_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Decides how to enforce `limits`, creating the cgroup if one is needed.
+/// Decides how to enforce `limits`, creating the cgroup if one is needed, and makes the sandbox's
+/// freezer cgroup where agentbox may (named `id` too).
 pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
-    let mut out = Enforcement::default();
-    if limits.is_empty() {
-        return Ok(out);
-    }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let mounts = parse_cgroup_mounts(&mountinfo);
     let own = parse_proc_cgroup(&proc_cgroup);
+    let (mut out, dirs) = enforce_limits(limits, id, &mounts, &own)?;
+    let freezer = make_freezer(&mounts, &own, id, &dirs);
+    if !dirs.is_empty() || freezer.is_some() {
+        out.cgroup = Some(Cgroup { dirs, freezer });
+    }
+    Ok(out)
+}
+
+/// The sandbox's freezer: a directory in the v1 freezer hierarchy, or else its v2 cgroup (the
+/// limits' one if they made it). `None` where the caller may not create one.
+fn make_freezer(
+    mounts: &[CgroupMount],
+    own: &[(Vec<String>, PathBuf)],
+    id: &str,
+    dirs: &[PathBuf],
+) -> Option<Freezer> {
+    if let Some(parent) = own_dir(mounts, own, Some("freezer")) {
+        return create_dir(&parent, id).ok().map(|dir| Freezer { dir, v2: false });
+    }
+    let parent = own_dir(mounts, own, None)?;
+    let dir = parent.join(id);
+    let made = !dirs.contains(&dir) && fs::create_dir(&dir).is_ok();
+    if !made && !dirs.contains(&dir) {
+        return None;
+    }
+    if dir.join("cgroup.freeze").exists() {
+        return Some(Freezer { dir, v2: true });
+    }
+    if made {
+        let _ = fs::remove_dir(&dir);
+    }
+    None
+}
+
+/// The limits' part of [`enforce`]: how each is enforced, and the cgroup directories made.
+fn enforce_limits(
+    limits: &Limits,
+    id: &str,
+    mounts: &[CgroupMount],
+    own: &[(Vec<String>, PathBuf)],
+) -> Result<(Enforcement, Vec<PathBuf>), JailError> {
+    let mut out = Enforcement::default();
+    if limits.is_empty() {
+        return Ok((out, vec![]));
+    }
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
 
@@ -210,7 +272,7 @@ pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
         .filter(|c| !mounts.iter().any(|m| !m.v2 && m.controllers.iter().any(|x| x == c.name())))
         .collect();
     if !v2_missing.is_empty() {
-        if let Some(parent) = own_dir(&mounts, &own, None) {
+        if let Some(parent) = own_dir(mounts, own, None) {
             let available = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
             if v2_missing.iter().all(|c| available.split_whitespace().any(|x| x == c.name())) {
                 let enable: Vec<String> = v2_missing.iter().map(|c| format!("+{}", c.name())).collect();
@@ -225,7 +287,7 @@ pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
     }
 
     let mut cgroup_for = |ctrl: Controller, dirs: &mut Vec<PathBuf>| -> Option<(PathBuf, bool)> {
-        if let Some(parent) = own_dir(&mounts, &own, Some(ctrl.name())) {
+        if let Some(parent) = own_dir(mounts, own, Some(ctrl.name())) {
             // Several v1 controllers can share one hierarchy (cpu,cpuacct): reuse its directory.
             let target = parent.join(id);
             if dirs.contains(&target) {
@@ -308,10 +370,7 @@ pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
             )));
         }
     }
-    if !dirs.is_empty() {
-        out.cgroup = Some(Cgroup { dirs });
-    }
-    Ok(out)
+    Ok((out, dirs))
 }
 
 fn cleanup(dirs: &[PathBuf]) {
@@ -355,8 +414,11 @@ mod tests {
     }
 
     #[test]
-    fn no_limits_no_cgroup() {
-        let e = enforce(&Limits::default(), "x").unwrap();
-        assert!(e.cgroup.is_none() && e.rlimits.is_empty());
+    fn no_limits_no_limit_cgroup() {
+        // Only a freezer, where this user may make one.
+        let e = enforce(&Limits::default(), &format!("agentbox-test-{}", std::process::id())).unwrap();
+        assert!(
+            e.cgroup.as_ref().is_none_or(|c| c.dirs.is_empty()) && e.rlimits.is_empty() && e.notes.is_empty()
+        );
     }
 }

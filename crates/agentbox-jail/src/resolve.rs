@@ -219,6 +219,7 @@ pub fn resolve(req: SandboxRequest, host: &HostContext) -> Result<SandboxSpec, J
         workspace,
         overlay: None,
         publish: Vec::new(),
+        pause_after: None,
         workdir,
         mounts,
         network: req.network,

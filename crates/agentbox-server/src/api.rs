@@ -327,16 +327,38 @@ pub async fn restart_agent(
     Ok(Json(AgentView::of(&rec)))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PauseQuery {
+    /// Instead of pausing now: pause the agent whenever it has been idle (no output, no input)
+    /// this long (`90`, `30s`, `10m`, `1h`), input resuming it; `off` (or `0`) turns that off.
+    after: Option<String>,
+}
+
 /// Pause a running agent: every process of its sandbox stopped (no CPU), memory kept, its
-/// output waiting; `paused` until resumed. 409 if it is not running.
-#[utoipa::path(post, path = "/api/v1/agents/{name}/pause", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
+/// output waiting; `paused` until resumed. 409 if it is not running. With `after`, it is
+/// paused whenever it has been idle that long instead.
+#[utoipa::path(post, path = "/api/v1/agents/{name}/pause", tag = "agents", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"), PauseQuery),
     responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pause_agent(
     State(state): State<Shared>,
     Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<PauseQuery>,
 ) -> ApiResult<Json<AgentView>> {
     let home = state.home.clone();
-    let rec = blocking(move || with_store(&home, |s| agentbox_engine::pause::pause(&home, s, &name))).await?;
+    let after = match q.after.as_deref() {
+        Some(a) => {
+            Some(agentbox_core::parse_idle(a).map_err(|e| ApiError::bad_request(format!("after: {e}")))?)
+        }
+        None => None,
+    };
+    let rec = blocking(move || {
+        with_store(&home, |s| match after {
+            Some(after) => agentbox_engine::pause::when_idle(&home, s, &name, after),
+            None => agentbox_engine::pause::pause(&home, s, &name),
+        })
+    })
+    .await?;
     state.refresh().await;
     Ok(Json(AgentView::of(&rec)))
 }

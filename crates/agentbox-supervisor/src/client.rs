@@ -83,6 +83,12 @@ pub fn allow_host(state_dir: &Path, rule: &str, once: bool) -> Result<(), Client
     request(state_dir, Frame::Allow { rule: rule.to_string(), once }).map(drop)
 }
 
+/// Has the supervisor pause the agent once it has been idle for `after` (`None`: never).
+pub fn pause_after(state_dir: &Path, after: Option<std::time::Duration>) -> Result<(), ClientError> {
+    let ms = after.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+    request(state_dir, Frame::PauseAfter(ms)).map(drop)
+}
+
 /// Kills the agent's sandbox (and with it every process inside).
 pub fn kill_agent(state_dir: &Path) -> Result<(), ClientError> {
     request(state_dir, Frame::Kill).map(drop)
@@ -247,4 +253,15 @@ pub fn attach(state_dir: &Path, opts: AttachOptions) -> Result<AttachEnd, Client
             }
         }
     }
+}
+
+/// The running sandbox whose init is `root`, as the jail freezes it: with its PID namespace
+/// taken from the handles its supervisor keeps (not from `/proc/ROOT`, which would name another
+/// process's namespace if `root` had ended and its pid been reused).
+pub fn sandbox_tree(state_dir: &Path, root: nix::unistd::Pid) -> agentbox_jail::SandboxTree {
+    let pid_ns = sandbox_handles(state_dir).ok().and_then(|h| {
+        let fd = h.namespace(nix::sched::CloneFlags::CLONE_NEWPID)?;
+        nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
+    });
+    agentbox_jail::SandboxTree { root, pid_ns }
 }

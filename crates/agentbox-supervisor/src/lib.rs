@@ -7,6 +7,7 @@
 
 mod client;
 pub mod hitl;
+mod idle;
 mod logfile;
 pub mod paths;
 pub mod protocol;
@@ -18,8 +19,8 @@ mod vm;
 use std::path::PathBuf;
 
 pub use client::{
-    allow_host, attach, kill_agent, resize, revoke_host, sandbox_handles, screen, send_input,
-    terminate_agent, AttachEnd, AttachOptions, ClientError,
+    allow_host, attach, kill_agent, pause_after, resize, revoke_host, sandbox_handles, sandbox_tree, screen,
+    send_input, terminate_agent, AttachEnd, AttachOptions, ClientError,
 };
 pub use logfile::DEFAULT_LIMIT as DEFAULT_LOG_LIMIT;
 pub use recorder::{Notice, Notifier};

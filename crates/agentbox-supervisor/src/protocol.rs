@@ -31,6 +31,8 @@ pub enum Frame {
     Revoke { rule: String },
     /// Client: send me the sandbox's handles (to join it, `agentbox exec`).
     HandlesRequest,
+    /// Client: pause the agent once it has been idle this many milliseconds (0: never).
+    PauseAfter(u64),
     /// Supervisor: the sandbox's handles travel with this frame as SCM_RIGHTS descriptors.
     Handles,
     /// Supervisor: terminal output.
@@ -58,6 +60,7 @@ impl Frame {
             Self::HandlesRequest => b'h',
             Self::Allow { .. } => b'w',
             Self::Revoke { .. } => b'v',
+            Self::PauseAfter(_) => b'p',
             Self::Handles => b'H',
             Self::Output(_) => b'O',
             Self::Screen(_) => b'S',
@@ -83,6 +86,7 @@ impl Frame {
             Self::ScreenRequest { formatted } => vec![u8::from(*formatted)],
             Self::Screen(s) | Self::Error(s) | Self::Revoke { rule: s } => s.as_bytes().to_vec(),
             Self::Exit(code) => code.to_be_bytes().to_vec(),
+            Self::PauseAfter(ms) => ms.to_be_bytes().to_vec(),
             Self::Allow { rule, once } => [&[u8::from(*once)], rule.as_bytes()].concat(),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
@@ -115,6 +119,7 @@ impl Frame {
             b'E' => Self::Error(text(p)?),
             b'w' if p.len() > 1 && p[0] <= 1 => Self::Allow { once: p[0] == 1, rule: text(p[1..].to_vec())? },
             b'v' if !p.is_empty() => Self::Revoke { rule: text(p)? },
+            b'p' => Self::PauseAfter(u64::from_be_bytes(p.try_into().map_err(|_| bad())?)),
             b'X' if p.len() == 4 => Self::Exit(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
             _ => return Err(bad()),
         })
@@ -193,6 +198,7 @@ mod tests {
             Frame::Revoke { rule: "*.example.com".into() },
             Frame::Allow { rule: "*.example.com".into(), once: true },
             Frame::HandlesRequest,
+            Frame::PauseAfter(90_000),
             Frame::Handles,
             Frame::Output(vec![0, 1, 255]),
             Frame::Screen("hello\n".into()),
@@ -221,7 +227,7 @@ mod tests {
     #[test]
     fn fuzz_decoder() {
         let mut rng = agentbox_core::testing::XorShift::new(0x9e37_79b9_7f4a_7c15);
-        let kinds = b"aoirskhHOSXAEz\0";
+        let kinds = b"aoirskhpHOSXAEz\0";
         for _ in 0..20_000 {
             let mut bytes = Vec::new();
             for _ in 0..rng.below(4) {

@@ -36,6 +36,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::hitl::{detect, HitlConfig};
+use crate::idle::IdlePause;
 use crate::logfile::LogFile;
 use crate::protocol::{Decoder, Frame};
 use crate::recorder::{Notifier, Record, Recorder};
@@ -107,6 +108,9 @@ pub struct SupervisorConfig {
     pub generation: i64,
     pub state_dir: PathBuf,
     pub store_path: PathBuf,
+    /// The agent's lock (the engine's, per agent): held while the supervisor pauses or resumes
+    /// it (`pause --after`).
+    pub lock_path: PathBuf,
     pub spec: SandboxSpec,
     /// Builds the egress proxy's configuration (`proxy` mode). Called once the sandbox runs, so
     /// the secrets it loads were never in the memory the sandbox was cloned from.
@@ -155,8 +159,11 @@ struct Session {
     last_output: Instant,
     killed: bool,
     handles: Option<SandboxHandles>,
+    /// The sandbox as the jail freezes it (its init and PID namespace).
+    tree: agentbox_jail::SandboxTree,
     proxy: Option<ProxyHandle>,
     watch: Option<Watch>,
+    idle: IdlePause,
 }
 
 /// Keys typed once the text before them is on the screen, as a person presses Enter after
@@ -220,6 +227,7 @@ impl Session {
         });
         self.note_disk(was_blocked, blocked);
         self.last_output = Instant::now();
+        self.idle.activity();
         if let Some(w) = &mut self.watch {
             w.last_output = Instant::now();
             w.unjudged = true;
@@ -307,18 +315,22 @@ impl Session {
             Frame::Input(bytes) => {
                 if self.clients.get(&id).is_some_and(|c| c.read_only) {
                     reply = Some(Frame::Error("this client is read-only".into()));
-                } else if self.clients.get(&id).is_some_and(|c| c.attached) {
-                    // A person typing: their keys as they are.
-                    self.pending_input.extend_from_slice(&bytes);
-                    self.last_typed = Some(Instant::now());
-                } else if self.type_text(&bytes) {
-                    // Answered once its Enter is typed: `send` returns when the keys are in.
-                    if let Some(held) = &mut self.held {
-                        held.waiting.push(id);
-                    }
                 } else {
-                    reply = Some(Frame::Ack);
-                    close = true;
+                    // Input wakes an agent paused for idleness (`pause --after`).
+                    self.idle.input();
+                    if self.clients.get(&id).is_some_and(|c| c.attached) {
+                        // A person typing: their keys as they are.
+                        self.pending_input.extend_from_slice(&bytes);
+                        self.last_typed = Some(Instant::now());
+                    } else if self.type_text(&bytes) {
+                        // Answered once its Enter is typed: `send` returns when the keys are in.
+                        if let Some(held) = &mut self.held {
+                            held.waiting.push(id);
+                        }
+                    } else {
+                        reply = Some(Frame::Ack);
+                        close = true;
+                    }
                 }
             }
             Frame::Resize { rows, cols } => {
@@ -394,6 +406,12 @@ impl Session {
             Frame::Kill => {
                 self.killed = true;
                 let _ = kill(self.sandbox, Signal::SIGKILL);
+                agentbox_jail::thaw_for_kill(self.sandbox);
+                reply = Some(Frame::Ack);
+                close = true;
+            }
+            Frame::PauseAfter(ms) => {
+                self.idle.set((ms > 0).then(|| std::time::Duration::from_millis(ms)));
                 reply = Some(Frame::Ack);
                 close = true;
             }
@@ -753,7 +771,23 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         last_output: Instant::now(),
         last_typed: None,
         killed: false,
+        tree: agentbox_jail::SandboxTree {
+            root: running.pid,
+            pid_ns: running.handles.as_ref().and_then(|h| {
+                let fd = h.namespace(nix::sched::CloneFlags::CLONE_NEWPID)?;
+                nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
+            }),
+        },
         handles: running.handles.take(),
+        idle: IdlePause::new(
+            crate::idle::Agent {
+                name: cfg.name.clone(),
+                generation: cfg.generation,
+                store_path: cfg.store_path.clone(),
+                lock_path: cfg.lock_path.clone(),
+            },
+            cfg.spec.pause_after,
+        ),
         proxy,
         watch: cfg.hitl.map(|cfg| Watch {
             cfg,
@@ -806,6 +840,17 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                 None => timeout,
                 Some(at) => {
                     let ms = at.saturating_duration_since(Instant::now()).as_millis().min(1000) as u16;
+                    match timeout {
+                        PollTimeout::NONE => PollTimeout::from(ms),
+                        t => t.min(PollTimeout::from(ms)),
+                    }
+                }
+            };
+            // Pausing when idle (`pause --after`), or resuming for input.
+            let timeout = match session.idle.due() {
+                None => timeout,
+                Some(at) => {
+                    let ms = at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
                     match timeout {
                         PollTimeout::NONE => PollTimeout::from(ms),
                         t => t.min(PollTimeout::from(ms)),
@@ -878,12 +923,15 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
         if session.watch.as_ref().and_then(Watch::due).is_some_and(|at| at <= Instant::now()) {
             session.judge();
         }
+        let tree = session.tree;
+        session.idle.tick(tree);
         if !status.is_empty() {
             while let Ok(Some(info)) = sfd.read_signal() {
                 if info.ssi_signo as i32 != Signal::SIGCHLD as i32 {
                     // `kill` of the supervisor itself kills the agent.
                     session.killed = true;
                     let _ = kill(session.sandbox, Signal::SIGKILL);
+                    agentbox_jail::thaw_for_kill(session.sandbox);
                 }
             }
             match waitpid(session.sandbox, Some(WaitPidFlag::WNOHANG)) {

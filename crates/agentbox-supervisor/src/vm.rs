@@ -187,6 +187,7 @@ mod tests {
             workspace: ws.clone(),
             overlay: None,
             publish: Vec::new(),
+            pause_after: None,
             workdir: ws,
             mounts: vec![MountSpec {
                 source: "/usr/share".into(),

@@ -61,7 +61,7 @@ pub enum Command {
     /// Stop agents: SIGTERM to the agent's process group, then SIGKILL after a grace period
     Stop(StopArgs),
     /// Freeze agents: every process of the sandbox stopped (no CPU), memory and output kept
-    Pause(KillArgs),
+    Pause(PauseArgs),
     /// Continue paused agents where they were
     Resume(KillArgs),
     /// Copy an agent's workspace and home into a new, stopped agent
@@ -955,6 +955,24 @@ pub struct AttachArgs {
 pub struct KillArgs {
     #[command(flatten)]
     pub targets: Targets,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Instead of now: pause whenever it has been idle (no output, no input) this long (90s,
+    /// 10m, 1h), anything typed into it resuming it; `off` stops that. Kept across restarts
+    #[arg(long, value_name = "IDLE", value_parser = idle_arg)]
+    pub after: Option<IdleAfter>,
+}
+
+/// `pause --after`'s value: an idle time, or `None` for `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleAfter(pub Option<std::time::Duration>);
+
+fn idle_arg(s: &str) -> Result<IdleAfter, String> {
+    agentbox_core::parse_idle(s).map(IdleAfter)
 }
 
 #[derive(Debug, Args)]

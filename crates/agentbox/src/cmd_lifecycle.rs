@@ -70,8 +70,7 @@ pub fn stop(c: &dyn Control, args: StopArgs) -> Result<i32> {
 
 /// `pause` (or `resume`): the agents named, and with `--tag` the tagged ones that are running
 /// (paused), so a tag does not name stopped agents as failures.
-pub fn pause(c: &dyn Control, args: KillArgs, pause: bool) -> Result<i32> {
-    let mut targets = args.targets;
+pub fn pause(c: &dyn Control, mut targets: Targets, pause: bool) -> Result<i32> {
     if !targets.tags.is_empty() {
         let status = Some(if pause { "running" } else { "paused" }.to_string());
         for a in c.list(&Filter { tags: std::mem::take(&mut targets.tags), status })? {
@@ -85,6 +84,18 @@ pub fn pause(c: &dyn Control, args: KillArgs, pause: bool) -> Result<i32> {
         true => c.pause(name).map(drop),
         false => c.resume(name).map(drop),
     })
+}
+
+/// `pause --after IDLE`: each agent named (or tagged) pauses whenever it has been idle that long.
+pub fn pause_when_idle(c: &dyn Control, mut targets: Targets, after: Option<Duration>) -> Result<i32> {
+    if !targets.tags.is_empty() {
+        for a in c.list(&Filter { tags: std::mem::take(&mut targets.tags), status: None })? {
+            if !targets.names.contains(&a.name) {
+                targets.names.push(a.name);
+            }
+        }
+    }
+    each(c, &targets, |c, name| c.pause_when_idle(name, after).map(drop))
 }
 
 pub fn start(c: &dyn Control, args: StartArgs) -> Result<i32> {

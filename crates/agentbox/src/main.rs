@@ -143,8 +143,11 @@ fn shared(c: &dyn Control, command: Command) -> Result<Result<i32>, Command> {
         Command::Kill(args) => cmd_lifecycle::kill(c, args),
         Command::Stop(args) => cmd_lifecycle::stop(c, args),
         Command::Start(args) => cmd_lifecycle::start(c, args),
-        Command::Pause(args) => cmd_lifecycle::pause(c, args, true),
-        Command::Resume(args) => cmd_lifecycle::pause(c, args, false),
+        Command::Pause(args) => match args.after {
+            Some(after) => cmd_lifecycle::pause_when_idle(c, args.targets, after.0),
+            None => cmd_lifecycle::pause(c, args.targets, true),
+        },
+        Command::Resume(args) => cmd_lifecycle::pause(c, args.targets, false),
         Command::Killall(args) => cmd_lifecycle::killall(c, args),
         Command::Wait(args) => cmd_lifecycle::wait(c, args),
         Command::Rm(args) => cmd_lifecycle::rm(c, args),

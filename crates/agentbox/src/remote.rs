@@ -289,6 +289,11 @@ impl Control for Remote {
         self.typed("POST", &format!("/api/v1/agents/{}/pause", enc(name)), None)
     }
 
+    fn pause_when_idle(&self, name: &str, after: Option<std::time::Duration>) -> Result<AgentView> {
+        let secs = after.map_or(0, |d| d.as_secs());
+        self.typed("POST", &format!("/api/v1/agents/{}/pause?after={secs}", enc(name)), None)
+    }
+
     fn resume(&self, name: &str) -> Result<AgentView> {
         self.typed("POST", &format!("/api/v1/agents/{}/resume", enc(name)), None)
     }

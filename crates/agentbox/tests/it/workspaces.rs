@@ -136,6 +136,61 @@ fn pause_stops_every_process_and_resume_loses_nothing() {
         assert_eq!(state(&a), "killed");
         let journal = a.ok(&["history", "-n", "200"]);
         assert!(journal.contains("pause") && journal.contains("resume"), "{journal}");
+        // Root has a freezer cgroup for every sandbox: the group is frozen at once.
+        if who == As::Caller && is_root() {
+            assert!(journal.contains("freezer cgroup"), "{journal}");
+        }
+    }
+}
+
+/// Waits until agent `name` is in `state`.
+#[track_caller]
+fn state_until(a: &Agents, name: &str, state: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while a.state(name) != state {
+        assert!(std::time::Instant::now() < deadline, "{name} never became {state}: {}", a.state(name));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `pause --after IDLE`: idle that long, the agent is paused with its CPU standing still;
+/// whatever is typed into it resumes it and gets its answer; output keeps it awake; restarts
+/// keep the setting and `off` ends it.
+#[test]
+fn idle_agents_pause_and_input_wakes_them() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let echo = "while read l; do echo got-$l; done";
+        a.ok(&["spawn", "idle", "--", "sh", "-c", echo]);
+        a.ok(&["spawn", "talker", "--", "sh", "-c", "while :; do echo tick; sleep 0.1; done"]);
+        a.ok(&["pause", "--after", "1s", "idle", "talker"]);
+        state_until(&a, "idle", "paused");
+        assert!(all_stopped(&a, "idle"), "as {who:?}: {}", process_states(&a, "idle"));
+        assert_eq!(a.state("talker"), "running", "as {who:?}: an agent printing every 0.1 s was idle");
+        a.ok(&["send", "idle", "hello"]);
+        a.screen_until("idle", "got-hello");
+        assert_eq!(a.state("idle"), "running");
+        let journal = a.ok(&["history", "-n", "50"]);
+        assert!(
+            journal.contains("idle for 1s: frozen") && journal.contains("input arrived: thawed"),
+            "as {who:?}: {journal}"
+        );
+        // Asleep again, and a restart keeps the setting.
+        state_until(&a, "idle", "paused");
+        a.ok(&["restart", "idle"]);
+        state_until(&a, "idle", "paused");
+        a.ok(&["pause", "--after", "off", "idle"]);
+        a.ok(&["resume", "idle"]);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(a.state("idle"), "running", "as {who:?}: paused after `--after off`");
+        refused(
+            &a,
+            &[
+                (&["pause", "--after", "2x", "idle"], "not a duration"),
+                (&["pause", "--after", "400d", "idle"], "longer than a year"),
+                (&["pause", "--after", "1m", "nope"], "nope"),
+            ],
+        );
     }
 }
 
@@ -157,6 +212,15 @@ fn pause_and_resume_through_a_server() {
     assert_eq!(status, 404);
     let out = srv.remote(&client, &["resume", "far"]);
     assert!(!out.status.success() && text(&out.stderr).contains("not paused"), "{}", text(&out.stderr));
+    // Pausing when idle, through the API and the remote CLI: kept in the agent's spec.
+    let (status, body) = srv.call("POST", "/api/v1/agents/far/pause?after=2x", None);
+    assert_eq!(status, 400, "{body}");
+    let out = srv.remote(&client, &["pause", "--after", "10m", "far"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "far", "--json"])).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(info["agent"]["spec"].as_str().unwrap()).unwrap();
+    assert_eq!(spec["pause_after"]["secs"], 600, "{spec}");
+    srv.ok("POST", "/api/v1/agents/far/pause?after=off", None);
 }
 
 /// The state letter of every process of the agent's sandbox, as the host sees them.
