@@ -195,9 +195,35 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), JailError> {
 }
 
 fn create_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
+    sweep(parent);
     let dir = parent.join(name);
     fs::create_dir(&dir)?;
     Ok(dir)
+}
+
+/// Removes the sandbox cgroups in `parent` whose maker has died without removing them (a
+/// supervisor killed with SIGKILL): `agentbox-PID-...` where process PID is gone or a zombie.
+/// One whose PID was reused is left for a later sweep; one still in use cannot be removed
+/// (EBUSY).
+fn sweep(parent: &Path) {
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("agentbox-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()));
+        if matches!(state, None | Some('Z' | 'X')) {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Decides how to enforce `limits`, creating the cgroup if one is needed, and makes the sandbox's
@@ -228,7 +254,7 @@ fn make_freezer(
     }
     let parent = own_dir(mounts, own, None)?;
     let dir = parent.join(id);
-    let made = !dirs.contains(&dir) && fs::create_dir(&dir).is_ok();
+    let made = !dirs.contains(&dir) && create_dir(&parent, id).is_ok();
     if !made && !dirs.contains(&dir) {
         return None;
     }
@@ -293,8 +319,8 @@ fn enforce_limits(
             if dirs.contains(&target) {
                 return Some((target, false));
             }
-            return match fs::create_dir(&target) {
-                Ok(()) => {
+            return match create_dir(&parent, id) {
+                Ok(_) => {
                     dirs.push(target.clone());
                     Some((target, false))
                 }

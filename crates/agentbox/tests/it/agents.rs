@@ -257,7 +257,7 @@ fn agents_cannot_see_agentbox_state_or_each_other() {
 fn supervisor_death_is_detected_and_takes_the_sandbox_along() {
     let a = Agents::new(As::Caller);
     let marker = format!("31341.{}", std::process::id());
-    a.ok(&["spawn", "s1", "--", "sh", "-c", &format!("exec sleep {marker}")]);
+    a.ok(&["spawn", "s1", "--memory", "64m", "--", "sh", "-c", &format!("exec sleep {marker}")]);
     let info: serde_json::Value = serde_json::from_str(&a.ok(&["info", "s1", "--json"])).unwrap();
     let pid = info["agent"]["supervisor_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -268,6 +268,28 @@ fn supervisor_death_is_detected_and_takes_the_sandbox_along() {
     }
     assert_eq!(a.state("s1"), "failed");
     assert!(a.ok(&["list"]).contains("failed"));
+    // The cgroups its supervisor made (as root: a freezer, and the limits') were left behind;
+    // the next sandbox made sweeps them.
+    let made = format!("agentbox-{pid}-");
+    let leftovers = || -> Vec<PathBuf> {
+        ["freezer", "memory", "pids", "unified"]
+            .iter()
+            .flat_map(|h| std::fs::read_dir(format!("/sys/fs/cgroup/{h}")).into_iter().flatten().flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&made))
+            .map(|e| e.path())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers()
+        .iter()
+        .any(|d| std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.is_empty()))
+    {
+        assert!(Instant::now() < deadline, "the dead sandbox's processes stayed in its cgroups");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.ok(&["spawn", "s2", "--memory", "64m", "--", "true"]);
+    a.ok(&["wait", "s2"]);
+    assert_eq!(leftovers(), Vec::<PathBuf>::new());
 }
 
 pub(crate) fn read_until(master: &mut std::fs::File, seen: &mut Vec<u8>, needle: &str) {
