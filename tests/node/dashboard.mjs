@@ -109,6 +109,33 @@ try {
     await ws.close();
   }
 
+  // An agent's web app (WEBAPP, listening on 3000): the Ports panel lists the port, and Open
+  // shows the app in a new tab on an origin of its own, where the dashboard's session is not.
+  const webApp = process.env.WEBAPP;
+  if (webApp) {
+    const wp = await context.newPage();
+    await wp.goto(url + "/agents/" + webApp);
+    await wp.waitForSelector("#ports li[data-port='3000'] button[data-open-port]", { timeout: 20000 });
+    step("the ports panel lists the port the agent listens on");
+    const [tab] = await Promise.all([
+      context.waitForEvent("page", { timeout: 20000 }),
+      wp.click("#ports li[data-port='3000'] button[data-open-port]"),
+    ]);
+    await tab.waitForSelector("h1:has-text('made by the agent')", { timeout: 20000 });
+    const seen = await tab.evaluate(() => ({
+      origin: location.origin,
+      session: localStorage.getItem("agentbox_session"),
+      cookie: document.cookie,
+    }));
+    const port = new URL(url).port;
+    if (seen.origin !== "http://3000-" + webApp + ".localhost:" + port) throw new Error("opened at " + seen.origin);
+    if (seen.session !== null) throw new Error("the app's origin holds the dashboard's session");
+    if (seen.cookie.includes("agentbox")) throw new Error("the app's scripts read the grant: " + seen.cookie);
+    step("Open showed the app on its own origin, without the dashboard's session");
+    await tab.close();
+    await wp.close();
+  }
+
   const list = await context.newPage();
   await list.goto(url + "/");
   await list.waitForSelector(`tr[data-agent='${name}'] td.state[data-state=running]`, { timeout: 20000 });

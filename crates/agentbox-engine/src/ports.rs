@@ -169,6 +169,45 @@ pub fn publish_for(home: &Home, name: &str, dir: &std::path::Path) {
 }
 
 fn start_publisher(home: &Home, name: &str, dir: &std::path::Path, m: agentbox_core::PortMap) -> Result<()> {
+    let (child, _) = start_forwarder(home, name, dir, m.port, m.host_port)?;
+    // It ends with this run of the agent; whoever reaps it does not matter.
+    drop(child);
+    Ok(())
+}
+
+/// A forwarder to agent `name`'s `port` on a free host port, for the server's proxy
+/// (`/agents/NAME/ports/PORT/`): where it listens, which run of the agent it reaches, and the
+/// process (it ends with that run; the caller reaps it).
+#[derive(Debug)]
+pub struct ServerForward {
+    pub addr: SocketAddr,
+    pub generation: i64,
+    pub child: std::process::Child,
+}
+
+/// Starts a [`ServerForward`] to a running ns agent's `port`.
+pub fn forward_for_server(home: &Home, name: &str, port: u16) -> Result<ServerForward> {
+    if port == 0 {
+        return Err(Error::invalid("PORT: 0 is not a port the agent can listen on (1-65535)"));
+    }
+    let rec = agents::get(&home.store()?, name)?;
+    if rec.state != AgentState::Running {
+        return Err(Error::conflict(format!("agent '{name}' is {}; ports reach a running agent", rec.state)));
+    }
+    let (child, addr) = start_forwarder(home, name, &agents::state_dir(&rec), port, 0)?;
+    let addr = addr.ok_or_else(|| Error::internal("the port forwarder did not say where it listens"))?;
+    Ok(ServerForward { addr, generation: rec.generation, child })
+}
+
+/// Starts `__publish NAME PORT HOSTPORT` detached and waits for its first line: `ok ADDR` once
+/// it listens (the address it bound), or `error: ...`.
+fn start_forwarder(
+    home: &Home,
+    name: &str,
+    dir: &std::path::Path,
+    port: u16,
+    host_port: u16,
+) -> Result<(std::process::Child, Option<SocketAddr>)> {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
@@ -179,8 +218,8 @@ fn start_publisher(home: &Home, name: &str, dir: &std::path::Path, m: agentbox_c
     let mut child = crate::home::self_command()
         .arg("__publish")
         .arg(name)
-        .arg(m.port.to_string())
-        .arg(m.host_port.to_string())
+        .arg(port.to_string())
+        .arg(host_port.to_string())
         .env("AGENTBOX_HOME", &home.root)
         .current_dir("/")
         .stdin(std::process::Stdio::null())
@@ -194,20 +233,20 @@ fn start_publisher(home: &Home, name: &str, dir: &std::path::Path, m: agentbox_c
     if let Some(out) = child.stdout.take() {
         std::io::BufReader::new(out).read_line(&mut line).context("waiting for the port forwarder")?;
     }
-    match line.trim_end() {
-        "ok" => Ok(()),
-        other => {
+    match line.trim_end().strip_prefix("ok") {
+        Some(rest) => Ok((child, rest.trim().parse().ok())),
+        None => {
             let _ = child.wait();
             Err(Error::conflict(
-                other.strip_prefix("error: ").unwrap_or("it ended before it listened").to_string(),
+                line.trim_end().strip_prefix("error: ").unwrap_or("it ended before it listened").to_string(),
             ))
         }
     }
 }
 
 /// The `__publish NAME PORT HOSTPORT` role: binds (waiting a moment for the previous run's
-/// forwarder to let the port go), joins the sandbox's network, says `ok` on stdout (and nothing
-/// more there), then forwards until this run of the agent ends.
+/// forwarder to let the port go), joins the sandbox's network, says `ok ADDR` on stdout (and
+/// nothing more there), then forwards until this run of the agent ends.
 pub fn publish_role(name: &str, port: u16, host_port: u16) -> Result<i32> {
     use std::io::Write;
     let home = Home::open()?;
@@ -233,13 +272,14 @@ pub fn publish_role(name: &str, port: u16, host_port: u16) -> Result<i32> {
             return Ok(1);
         }
     };
-    println!("ok");
+    let bound = joined.local_addr()?;
+    println!("ok {bound}");
     let _ = std::io::stdout().flush();
     // The spawner stops reading: stdout goes nowhere from here on.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
     }
-    eprintln!("127.0.0.1:{host_port} -> {name}:{port}");
+    eprintln!("{bound} -> {name}:{port}");
     joined.serve()?;
     Ok(0)
 }
@@ -254,4 +294,55 @@ fn relay(a: TcpStream, b: TcpStream) {
     };
     std::thread::spawn(move || one_way(a, b2));
     std::thread::spawn(move || one_way(b, a2));
+}
+
+/// The TCP ports a running ns agent listens on inside its own network (as its sandbox's
+/// `/proc/PID/net/tcp` and `tcp6` list them), on any address: what the dashboard offers to open.
+pub fn listening(store: &agentbox_store::Store, name: &str) -> Result<Vec<u16>> {
+    let rec = agents::get(store, name)?;
+    if rec.state != AgentState::Running {
+        return Err(Error::conflict(format!("agent '{name}' is {}; ports reach a running agent", rec.state)));
+    }
+    let pid = rec.sandbox_pid.ok_or_else(|| Error::conflict(format!("agent '{name}' has no sandbox yet")))?;
+    let mut ports: Vec<u16> = ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok())
+        .flat_map(|text| listening_in(&text))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}
+
+/// The listening ports in one `/proc/net/tcp`-format table.
+fn listening_in(table: &str) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // `sl local_address rem_address st ...`; st 0A is LISTEN.
+            if f.get(3) != Some(&"0A") {
+                return None;
+            }
+            u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_ports_are_read_from_the_table() {
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0
+   1: 0100007F:0BB8 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 20 4 30 10 -1
+   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 100 0 0 10 0
+";
+        assert_eq!(listening_in(table), vec![3000, 8080]);
+        assert_eq!(listening_in("garbage\nmore garbage here x y"), Vec::<u16>::new());
+    }
 }

@@ -143,6 +143,44 @@
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   }, true);
 
+  // An agent's port opens in a new tab on an origin of its own (PORT-NAME.localhost, never this
+  // one, whose storage holds the session): a one-time ticket, fetched with the session, is
+  // posted there in a form, and becomes that origin's own cookie. No credential in a URL.
+  const openPort = async (name, port) => {
+    const r = await fetch("/api/v1/agents/" + name + "/ports/" + port + "/ticket", {
+      method: "POST", headers: { Authorization: "Bearer " + session() },
+    });
+    if (r.status === 401) return signIn();
+    const out = document.getElementById("ports");
+    if (!r.ok) {
+      if (out) out.insertAdjacentText("beforeend", (await r.json()).error || "cannot open the port");
+      return;
+    }
+    const t = await r.json();
+    const form = document.createElement("form");
+    form.method = "POST";
+    form.target = "_blank";
+    form.action = location.protocol + "//" + t.host + (location.port ? ":" + location.port : "") + "/.agentbox/enter";
+    const field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "ticket";
+    field.value = t.ticket;
+    form.appendChild(field);
+    document.body.appendChild(form);
+    form.submit();
+    form.remove();
+  };
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-open-port]");
+    if (b) openPort(b.dataset.agent, b.dataset.openPort);
+  });
+  document.addEventListener("submit", (e) => {
+    const f = e.target.closest("form[data-open-port-form]");
+    if (!f) return;
+    e.preventDefault();
+    openPort(f.dataset.agent, f.elements.port.value);
+  });
+
   const start = async () => {
     // The answer to signing in: keep the session, go to the dashboard.
     const given = document.querySelector("meta[name=agentbox-session]");

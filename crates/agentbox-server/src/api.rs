@@ -79,6 +79,8 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(super::api_workspace::remove_checkpoint))
         .routes(routes!(super::api_workspace::rollback))
         .routes(routes!(super::api_workspace::fork_agent))
+        .routes(routes!(super::ports::list_ports))
+        .routes(routes!(super::ports::port_ticket))
         .routes(routes!(super::api_tasks::list_tasks, super::api_tasks::submit_task))
         .routes(routes!(super::api_tasks::get_task, super::api_tasks::cancel_task))
         .routes(routes!(super::api_tasks::list_artifacts))

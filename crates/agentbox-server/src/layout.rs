@@ -8,7 +8,8 @@ use maud::{html, Markup, DOCTYPE};
 use super::extract::ApiError;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-                   connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'";
+                   connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'; \
+                   form-action 'self' http://*.localhost:* https://*.localhost:*";
 
 /// The `<head>` of every page: the vendored scripts (loaded once, kept across navigations, which
 /// htmx makes in place) and the dashboard's own script, which sends the session with requests.

@@ -15,6 +15,7 @@ mod e2b;
 mod extract;
 mod layout;
 mod metrics;
+mod ports;
 mod screen_html;
 mod spawn_request;
 mod spawner;
@@ -35,7 +36,7 @@ use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -73,6 +74,8 @@ fn app(state: Shared) -> Router {
         .route("/api/v1/openapi.json", openapi)
         .route("/metrics", get(metrics_text))
         .route("/ws/agents/{name}/attach", get(ws::attach))
+        .route("/api/v1/agents/{name}/ports/{port}/", any(ports::api_proxy))
+        .route("/api/v1/agents/{name}/ports/{port}/{*rest}", any(ports::api_proxy))
         .merge(ui::router())
         .merge(ui_workspace::router())
         .merge(ui_tasks::router())
@@ -83,6 +86,8 @@ fn app(state: Shared) -> Router {
         .merge(e2b)
         .merge(main)
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
+        // A port's own origin (`PORT-NAME.localhost`) is the agent's: none of the above there.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ports::by_host))
         .with_state(state)
 }
 

@@ -61,6 +61,8 @@ pub struct AppState {
     usage: RwLock<Arc<HashMap<String, Usage>>>,
     /// The processes E2B's SDKs started in sandboxes.
     pub e2b: Arc<crate::e2b::Processes>,
+    /// Agent ports opened through the server: forwarders, tickets, sessions.
+    pub ports: Arc<crate::ports::Ports>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -79,6 +81,7 @@ impl AppState {
             rebuilds: std::sync::atomic::AtomicU64::new(1),
             usage: RwLock::new(Arc::new(HashMap::new())),
             e2b: Arc::default(),
+            ports: Arc::default(),
         })
     }
 

@@ -377,6 +377,10 @@ async fn agent_page(
             }
             h2 { "Workspace" }
             div #workspace hx-get={ (base) "/workspace" } hx-trigger="load" {}
+            @if a.state == agentbox_core::AgentState::Running {
+                h2 { "Ports" }
+                div #ports hx-get={ (base) "/ports" } hx-trigger="load, every 5s" {}
+            }
             h2 { "Logs" }
             pre.logs hx-get={ (base) "/logs" } hx-trigger="load, every 3s" {}
             h2 { "Events" }

@@ -25,6 +25,43 @@ pub fn router() -> Router<Shared> {
         .route("/ui/agents/{name}/checkpoint", post(checkpoint_form))
         .route("/ui/agents/{name}/rollback/{id}", post(rollback_form))
         .route("/ui/agents/{name}/fork", post(fork_form))
+        .route("/ui/agents/{name}/ports", get(ports_panel))
+}
+
+/// The ports the agent listens on, each opened (by a controller) in a tab on its own origin:
+/// the page's script asks for a ticket and posts it there (see `ports.rs`).
+async fn ports_panel(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Extension(scope): Extension<Scope>,
+) -> Response {
+    let home = state.home.clone();
+    let n = name.clone();
+    let ports = match blocking(move || with_store(&home, |s| agentbox_engine::ports::listening(s, &n))).await
+    {
+        Ok(p) => p,
+        Err(e) => return error_fragment(&e),
+    };
+    let controller = scope == Scope::Controller;
+    fragment(html! {
+        @if ports.is_empty() { p.meta { "Listening on no TCP port." } }
+        ul.ports {
+            @for port in &ports {
+                li data-port=(port) {
+                    code { (port) }
+                    @if controller {
+                        " " button type="button" data-open-port=(port) data-agent=(name) { "Open" }
+                    }
+                }
+            }
+        }
+        @if controller {
+            form.inline data-open-port-form data-agent=(name) {
+                input name="port" type="number" min="1" max="65535" placeholder="another port" size="8";
+                button type="submit" { "Open" }
+            }
+        }
+    })
 }
 
 /// The panel: changes (the diff an apply would write), then checkpoints.

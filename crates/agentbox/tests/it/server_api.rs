@@ -566,6 +566,15 @@ fn dashboard_in_headless_chromium() {
     }
     let from = project.path().to_str().unwrap();
     agents.ok(&["spawn", "ws", "--from-dir", from, "--", "sh", "-c", "echo two > a.txt; sleep 1000"]);
+    agents.ok(&[
+        "spawn",
+        "webapp",
+        "--",
+        "sh",
+        "-c",
+        "echo '<h1>made by the agent</h1>' > index.html; exec python3 -u -m http.server 3000 --bind 127.0.0.1",
+    ]);
+    agents.screen_until("webapp", "Serving HTTP");
     let shots = tempfile::tempdir().unwrap();
     let stdout = browser_with(
         "dashboard.mjs",
@@ -574,6 +583,7 @@ fn dashboard_in_headless_chromium() {
             ("SHOTS", shots.path().as_os_str()),
             ("BULK", "bulk-1 bulk-2".as_ref()),
             ("WORKSPACE", "ws".as_ref()),
+            ("WEBAPP", "webapp".as_ref()),
         ],
         String::new,
     );
@@ -589,6 +599,8 @@ fn dashboard_in_headless_chromium() {
         "the workspace panel lists the changes and a new checkpoint",
         "apply from the panel wrote the changes",
         "forked from the checkpoint's row",
+        "the ports panel lists the port the agent listens on",
+        "Open showed the app on its own origin, without the dashboard's session",
         "paused from the bulk bar and resumed from the row",
         "the prompt from the form was typed in",
         "listed as running, with its tag",

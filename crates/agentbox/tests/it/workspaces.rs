@@ -704,3 +704,201 @@ fn a_client_that_goes_away_frees_a_stuck_copy() {
     }
     assert_eq!(srv.call("GET", "/api/v1/agents", None).0, 200);
 }
+
+/// A web app inside the agent: it answers each request with the request's own head (so a test
+/// sees what reached it), and turns an `Upgrade: echo` into a stream it echoes in capitals.
+const APP: &str = r#"
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 3000))
+s.listen(16)
+print("app-listening", flush=True)
+def serve(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = c.recv(4096)
+        if not more:
+            return
+        data += more
+    head = data.split(b"\r\n\r\n")[0]
+    if b"upgrade: echo" in head.lower():
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d.upper())
+    else:
+        body = b"seen:" + head
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One raw HTTP/1.1 exchange with the server (the `Host` header is the test's to choose): the
+/// status, the headers (lowercased) and the body; the connection is returned for an upgrade.
+fn raw_http(addr: &str, request: &str) -> (u16, String, String, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The head, then as much body as Content-Length says.
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed before a whole head: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+    while got.len() < head_end + len {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&got[head_end..head_end + len]).to_string();
+    (status, head, body, s)
+}
+
+/// `/agents/NAME/ports/PORT/`: a browser gets the agent's web app on an origin of its own
+/// (`PORT-NAME.localhost`), let in by a one-time ticket the dashboard's session fetched, and the
+/// server's credentials never reach the app; a program gets it under the API with its token.
+/// HTTP and an upgraded (WebSocket-like) stream both go through; as root and unprivileged.
+#[test]
+fn an_agents_web_app_opens_on_an_origin_of_its_own() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let srv = Server::start(&a);
+        let addr = srv.addr();
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        a.ok(&["spawn", "web", "--", "python3", "-u", "-c", APP]);
+        a.screen_until("web", "app-listening");
+        assert_eq!(srv.ok("GET", "/api/v1/agents/web/ports", None)["ports"], serde_json::json!([3000]));
+        let origin = format!("3000-web.localhost:{port}");
+        let get = |host: &str, path: &str, extra: &str| {
+            raw_http(
+                &addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"),
+            )
+        };
+
+        // Without a grant the port's origin lets nothing through, and serves none of the server.
+        let (status, _, body, _) = get(&origin, "/", "");
+        assert_eq!(status, 401, "as {who:?}: {body}");
+        let (status, _, body, _) =
+            get(&origin, "/api/v1/agents", &format!("Authorization: Bearer {}\r\n", srv.token));
+        assert_eq!(status, 401, "as {who:?}: the port's origin answered with the server's API: {body}");
+
+        // A ticket (controller only) becomes this origin's cookie, once.
+        let (status, _) =
+            srv.call_as(Some(&srv.viewer), "POST", "/api/v1/agents/web/ports/3000/ticket", None);
+        assert_eq!(status, 403);
+        let ticket = srv.ok("POST", "/api/v1/agents/web/ports/3000/ticket", None);
+        assert_eq!(ticket["host"], "3000-web.localhost");
+        let ticket = ticket["ticket"].as_str().unwrap().to_string();
+        let enter = |host: &str| {
+            let form = format!("ticket={ticket}");
+            raw_http(
+                &addr,
+                &format!(
+                    "POST /.agentbox/enter HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                    form.len()
+                ),
+            )
+        };
+        let (status, _, _, _) = enter(&format!("3001-web.localhost:{port}"));
+        assert_eq!(status, 403, "as {who:?}: a ticket for port 3000 let into port 3001");
+        // (That spent it: tickets are good once, whatever the outcome.)
+        let ticket = srv.ok("POST", "/api/v1/agents/web/ports/3000/ticket", None)["ticket"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let form = format!("ticket={ticket}");
+        let enter_req = format!(
+            "POST /.agentbox/enter HTTP/1.1\r\nHost: {origin}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        );
+        let (status, head, _, _) = raw_http(&addr, &enter_req);
+        assert_eq!(status, 303, "as {who:?}: {head}");
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_string();
+        assert!(head.contains("httponly") && head.contains("samesite=lax"), "{head}");
+        let (status, _, _, _) = raw_http(&addr, &enter_req);
+        assert_eq!(status, 403, "as {who:?}: a ticket was good twice");
+
+        // In: the app answers; it sees its own cookies, not the server's.
+        let (status, head, body, _) = get(&origin, "/page?x=1", &format!("Cookie: app=1; {cookie}\r\n"));
+        assert_eq!(status, 200, "as {who:?}: {head}{body}");
+        assert!(body.starts_with("seen:GET /page?x=1 HTTP/1.1"), "{body}");
+        assert!(body.contains("app=1") && !body.contains("agentbox_port_session"), "as {who:?}: {body}");
+        // That cookie is for this port alone.
+        let (status, _, _, _) =
+            get(&format!("3001-web.localhost:{port}"), "/", &format!("Cookie: {cookie}\r\n"));
+        assert_eq!(status, 401);
+
+        // An upgraded connection is joined through both ways.
+        let (status, head, _, mut stream) = raw_http(
+            &addr,
+            &format!("GET /echo HTTP/1.1\r\nHost: {origin}\r\nCookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"),
+        );
+        assert_eq!(status, 101, "as {who:?}: {head}");
+        {
+            use std::io::{Read, Write};
+            stream.write_all(b"hello through").unwrap();
+            let mut buf = [0u8; 64];
+            let mut got = Vec::new();
+            while got.len() < 13 {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, b"HELLO THROUGH");
+        }
+
+        // A program, under the API with the controller's token (never passed on).
+        let auth = format!("Authorization: Bearer {}\r\n", srv.token);
+        let (status, head, body, _) = get(&addr, "/api/v1/agents/web/ports/3000/api/x?y=2", &auth);
+        assert_eq!(status, 200, "as {who:?}: {body}");
+        assert!(body.starts_with("seen:GET /api/x?y=2 "), "{body}");
+        assert!(
+            !body.contains(&srv.token) && head.contains("content-security-policy: sandbox"),
+            "{body}\n{head}"
+        );
+        let (status, _, _, _) = get(
+            &addr,
+            "/api/v1/agents/web/ports/3000/",
+            &format!("Authorization: Bearer {}\r\n", srv.viewer),
+        );
+        assert_eq!(status, 403, "as {who:?}: the viewer reached the app");
+        let (status, _, _, _) = get(&addr, "/api/v1/agents/web/ports/3000/", "");
+        assert_eq!(status, 401);
+        let (status, _, body, _) = get(&addr, "/api/v1/agents/web/ports/99999/", &auth);
+        assert_eq!(status, 400, "{body}");
+        let (status, _, body, _) = get(&addr, "/api/v1/agents/web/ports/3001/", &auth);
+        assert_eq!(status, 502, "as {who:?}: nothing listens on 3001: {body}");
+        assert!(body.contains("listening"), "{body}");
+        // A restart is a new network: the proxy follows it.
+        a.ok(&["restart", "web"]);
+        a.screen_until("web", "app-listening");
+        let (status, _, body, _) = get(&origin, "/again", &format!("Cookie: {cookie}\r\n"));
+        assert_eq!(status, 200, "as {who:?}: after a restart: {body}");
+        a.ok(&["kill", "web"]);
+        let (status, _, body, _) = get(&addr, "/api/v1/agents/web/ports/3000/", &auth);
+        assert_eq!(status, 409, "as {who:?}: {body}");
+    }
+}
