@@ -1,7 +1,8 @@
 //! `pause` and `resume`: every process of an agent's sandbox frozen, and thawed.
 //!
 //! The freezing itself is the jail's ([`agentbox_jail::freeze`]): the sandbox's freezer cgroup
-//! where it has one, SIGSTOP to each process otherwise. Here is the agent's side: its lock, its
+//! where it has one, SIGSTOP to each process otherwise; a VM's guest is stopped through QEMU's
+//! monitor instead ([`agentbox_supervisor::pause_sandbox`]). Here is the agent's side: its lock, its
 //! state (`paused` in the store, journalled with how it was done), and which runs may be paused.
 //! A paused agent is still live: `kill`, `stop` and `restart` work on it (a stop resumes it first
 //! so that its command can handle SIGTERM). An agent's own supervisor pauses it too when it has
@@ -16,6 +17,11 @@ use agentbox_store::{AgentRecord, Store};
 use crate::agents;
 use crate::error::{Error, Result};
 use crate::home::Home;
+
+/// Whether `rec` runs in a VM (paused through QEMU's monitor).
+fn is_vm(rec: &AgentRecord) -> bool {
+    SandboxSpec::decode(&rec.spec).is_ok_and(|s| s.backend == agentbox_core::Backend::Vm)
+}
 
 /// The running sandbox of `rec`, as the jail freezes it.
 fn tree_of(rec: &AgentRecord) -> Result<SandboxTree> {
@@ -38,10 +44,11 @@ pub fn pause(home: &Home, store: &Store, name: &str) -> Result<AgentRecord> {
         }
     }
     let tree = tree_of(&rec)?;
-    let how = agentbox_jail::freeze(tree)?;
-    if let Err(e) = store.mark_paused(name, rec.generation, true, &format!("frozen: {how}")) {
-        // It ended (or was started again) meanwhile: what was frozen is let go.
-        let _ = agentbox_jail::thaw(tree);
+    let vm = is_vm(&rec);
+    let how = agentbox_supervisor::pause_sandbox(tree, vm)?;
+    if let Err(e) = store.mark_paused(name, rec.generation, true, &how) {
+        // It ended (or was started again) meanwhile: what was paused is let go.
+        let _ = agentbox_supervisor::resume_sandbox(tree, vm);
         return Err(e.into());
     }
     agents::get_for_change(store, name)
@@ -88,17 +95,17 @@ pub(crate) fn frozen<T>(rec: &AgentRecord, f: impl FnOnce() -> Result<T>) -> Res
     if rec.state != AgentState::Running {
         return f();
     }
-    let tree = tree_of(rec)?;
-    agentbox_jail::freeze(tree)?;
+    let (tree, vm) = (tree_of(rec)?, is_vm(rec));
+    agentbox_supervisor::pause_sandbox(tree, vm)?;
     let out = f();
-    let _ = agentbox_jail::thaw(tree);
+    let _ = agentbox_supervisor::resume_sandbox(tree, vm);
     out
 }
 
 /// [`resume`] of a paused agent, with its lock held (or by `stop`, which must let its command
 /// run to handle SIGTERM).
 pub(crate) fn resume_locked(store: &Store, rec: &AgentRecord) -> Result<()> {
-    let how = agentbox_jail::thaw(tree_of(rec)?)?;
-    store.mark_paused(&rec.name, rec.generation, false, &format!("thawed: {how}"))?;
+    let how = agentbox_supervisor::resume_sandbox(tree_of(rec)?, is_vm(rec))?;
+    store.mark_paused(&rec.name, rec.generation, false, &how)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! terminal (no output, no input) for that long, and input arriving for a paused agent resumes
 //! it, so a person or a script that sends it something never finds it asleep.
 //!
-//! The pause is the engine's own (`agentbox_jail::freeze`, the state `paused` in the store, the
+//! The pause is the engine's own (`crate::pause_sandbox`, the state `paused` in the store, the
 //! journal), taken under the same per-agent lock. The lock is only ever tried, never waited for:
 //! whoever holds it may be waiting on this supervisor's answer, so a busy lock means "again in a
 //! moment".
@@ -23,6 +23,8 @@ pub(crate) struct Agent {
     pub(crate) generation: i64,
     pub(crate) store_path: PathBuf,
     pub(crate) lock_path: PathBuf,
+    /// A VM agent: paused through QEMU's monitor.
+    pub(crate) vm: bool,
 }
 
 pub(crate) struct IdlePause {
@@ -132,7 +134,7 @@ impl IdlePause {
     fn freeze(&mut self, tree: SandboxTree) {
         let idle = self.after.unwrap_or_default();
         self.activity();
-        let how = match agentbox_jail::freeze(tree) {
+        let how = match crate::pause_sandbox(tree, self.agent.vm) {
             Ok(how) => how,
             Err(e) => {
                 agentbox_core::note(format_args!("pausing the idle agent: {e}"));
@@ -140,18 +142,18 @@ impl IdlePause {
             }
         };
         let (name, generation) = (self.agent.name.clone(), self.agent.generation);
-        let detail = format!("idle for {}s: frozen: {how}", idle.as_secs());
+        let detail = format!("idle for {}s: {how}", idle.as_secs());
         let marked = self.store().map(|s| s.mark_paused(&name, generation, true, &detail));
         if !matches!(marked, Some(Ok(()))) {
-            let _ = agentbox_jail::thaw(tree);
+            let _ = crate::resume_sandbox(tree, self.agent.vm);
         }
     }
 
     fn thaw(&mut self, tree: SandboxTree) {
-        match agentbox_jail::thaw(tree) {
+        match crate::resume_sandbox(tree, self.agent.vm) {
             Ok(how) => {
                 let (name, generation) = (self.agent.name.clone(), self.agent.generation);
-                let detail = format!("input arrived: thawed: {how}");
+                let detail = format!("input arrived: {how}");
                 if let Some(Err(e)) = self.store().map(|s| s.mark_paused(&name, generation, false, &detail)) {
                     agentbox_core::note(format_args!("recording the resume: {e}"));
                 }

@@ -10,6 +10,7 @@ pub mod hitl;
 mod idle;
 mod logfile;
 pub mod paths;
+mod pausing;
 pub mod protocol;
 mod recorder;
 mod screen;
@@ -23,6 +24,7 @@ pub use client::{
     send_input, terminate_agent, AttachEnd, AttachOptions, ClientError,
 };
 pub use logfile::DEFAULT_LIMIT as DEFAULT_LOG_LIMIT;
+pub use pausing::{pause_sandbox, resume_sandbox};
 pub use recorder::{Notice, Notifier};
 pub use supervise::{supervise, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 pub use vm::{vm_plan, VmAssets};

@@ -785,6 +785,7 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                 generation: cfg.generation,
                 store_path: cfg.store_path.clone(),
                 lock_path: cfg.lock_path.clone(),
+                vm: cfg.spec.backend == agentbox_core::Backend::Vm,
             },
             cfg.spec.pause_after,
         ),

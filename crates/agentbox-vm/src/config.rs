@@ -18,6 +18,8 @@ pub const INFRA_DIR: &str = "/run/agentbox-vm";
 pub const RUN_DIR: &str = "/tmp/.agentbox-vm";
 pub const CHANNEL_SOCKET: &str = "/tmp/.agentbox-vm/channel.sock";
 pub const EXEC_SOCKET: &str = "/tmp/.agentbox-vm/exec.sock";
+/// QEMU's monitor (QMP), which the host uses to pause and resume the VM.
+pub const QMP_SOCKET: &str = "/tmp/.agentbox-vm/qmp.sock";
 pub const CONSOLE_LOG: &str = "/tmp/.agentbox-vm/console.log";
 pub const QEMU_LOG: &str = "/tmp/.agentbox-vm/qemu.log";
 

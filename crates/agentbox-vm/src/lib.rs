@@ -22,6 +22,7 @@ pub mod guest;
 pub mod host;
 pub mod image;
 pub mod modules;
+pub mod monitor;
 pub mod qemu;
 
 pub use config::{

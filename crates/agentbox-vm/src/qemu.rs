@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use agentbox_core::PROXY_PORT;
 
-use crate::config::{Accel, CHANNEL_SOCKET, CONSOLE_LOG, GUEST_PROXY_ADDR, PORT_NAME};
+use crate::config::{Accel, CHANNEL_SOCKET, CONSOLE_LOG, GUEST_PROXY_ADDR, PORT_NAME, QMP_SOCKET};
 
 /// A directory QEMU exports to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,9 @@ impl QemuConfig {
         let chardev = format!("socket,id=channel,path={CHANNEL_SOCKET},server=on,wait=off");
         let port = format!("virtserialport,chardev=channel,name={PORT_NAME}");
         push(&["-chardev", &chardev, "-device", "virtio-serial-device", "-device", &port]);
+        // The monitor, through which the host pauses and resumes the guest.
+        let qmp = format!("unix:{QMP_SOCKET},server=on,wait=off");
+        push(&["-qmp", &qmp]);
         for (i, s) in self.shares.iter().enumerate() {
             let fsdev = format!(
                 "local,id=fs{i},path={},security_model=none,multidevs=remap,readonly={}",

@@ -164,6 +164,28 @@ fn vm_agent_session() {
     let qemu = host_processes_matching("qemu-system");
     assert!(!qemu.is_empty());
 
+    // pause stops the guest through QEMU's monitor: a counter in it stands still, and goes on
+    // after resume with nothing lost.
+    a.ok(&["send", "vm1", "(i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo tick-$i; sleep 0.2; done) &"]);
+    screen_until(&a, "vm1", "tick-3");
+    a.ok(&["pause", "vm1"]);
+    assert_eq!(a.state("vm1"), "paused");
+    let ticks = |a: &Agents| a.ok(&["logs", "vm1"]).matches("tick-").count();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ticks(&a);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ticks(&a), before, "the guest ran on while paused");
+    let journal = a.ok(&["history", "-n", "5"]);
+    assert!(journal.contains("guest stopped through QEMU's monitor"), "{journal}");
+    a.ok(&["resume", "vm1"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ticks(&a) < before + 3 {
+        assert!(Instant::now() < deadline, "the guest did not go on after resume");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.ok(&["send", "vm1", "kill %1; echo stopped-ticking"]);
+    screen_until(&a, "vm1", "stopped-ticking");
+
     // exec runs in the guest, with its own exit status and stdin.
     let out =
         a.cmd(&["exec", "vm1", "--", "sh", "-c", "cat /proc/1/cmdline; echo; exit 5"]).output().unwrap();
