@@ -47,6 +47,14 @@ pub trait Control {
     /// The agent's changes written back (see [`crate::workspace::apply`]).
     fn apply(&self, name: &str, req: &ApplyRequest) -> Result<Applied>;
     fn apply_undo(&self, name: &str, force: bool) -> Result<Applied>;
+    /// A `--from-git` agent's work as a patch, or as a branch (see
+    /// [`crate::workspace::gitapply`]).
+    fn git_patch(&self, name: &str) -> Result<Vec<u8>>;
+    fn git_branch(
+        &self,
+        name: &str,
+        req: &crate::workspace::gitapply::BranchRequest,
+    ) -> Result<crate::workspace::gitapply::BranchMade>;
     /// Checkpoints (see [`crate::workspace::checkpoint`]).
     fn checkpoint(&self, name: &str, message: &str) -> Result<Checkpoint>;
     fn checkpoints(&self, name: &str) -> Result<Vec<Checkpoint>>;
@@ -168,6 +176,18 @@ impl Control for Local {
 
     fn apply_undo(&self, name: &str, force: bool) -> Result<Applied> {
         crate::workspace::apply::undo(&self.home, &self.store, name, force)
+    }
+
+    fn git_patch(&self, name: &str) -> Result<Vec<u8>> {
+        crate::workspace::gitapply::patch(&self.home, name)
+    }
+
+    fn git_branch(
+        &self,
+        name: &str,
+        req: &crate::workspace::gitapply::BranchRequest,
+    ) -> Result<crate::workspace::gitapply::BranchMade> {
+        crate::workspace::gitapply::branch(&self.home, name, &req.branch, req.to.as_deref(), req.force)
     }
 
     fn checkpoint(&self, name: &str, message: &str) -> Result<Checkpoint> {

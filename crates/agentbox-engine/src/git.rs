@@ -96,7 +96,22 @@ pub struct GitOutput {
     pub code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// More than 16 MiB was printed: the rest was dropped.
+    pub truncated: bool,
 }
+
+/// Settings every sandboxed git runs with: the agent's `.git/config` cannot turn these entry
+/// points back on.
+const SAFE_CONFIG: [&str; 6] = [
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "diff.external=",
+    "core.pager=cat",
+    "core.quotePath=true",
+    // As root the workspace may belong to someone else than the sandbox's user; the ownership
+    // check guards a host against a repository's config, and this sandbox is the guard here.
+    "safe.directory=*",
+];
 
 /// Runs `git ARGS` on `workspace` in a sandbox of its own, its output collected through pipes
 /// (never the caller's terminal: the agent's `.git/config` may name filters that run here).
@@ -108,27 +123,44 @@ pub fn run(
     mounts: Vec<MountArg>,
 ) -> Result<GitOutput> {
     let mut argv: Vec<std::ffi::OsString> = vec!["git".into()];
-    for opt in [
-        "core.fsmonitor=false",
-        "core.hooksPath=/dev/null",
-        "diff.external=",
-        "core.pager=cat",
-        "core.quotePath=true",
-        // As root the workspace may belong to someone else than the sandbox's user; the
-        // ownership check guards a host against a repository's config, and this sandbox is
-        // the guard here.
-        "safe.directory=*",
-    ] {
+    for opt in SAFE_CONFIG {
         argv.push("-c".into());
         argv.push(opt.into());
     }
     argv.extend(args.iter().map(Into::into));
-    let env = ["GIT_OPTIONAL_LOCKS=0", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_PAGER=cat"]
-        .iter()
-        .map(|e| agentbox_core::parse_env_arg(e))
-        .collect::<Result<Vec<_>, _>>()?;
+    sandboxed(workspace, overlay, argv, mounts)
+}
+
+/// Runs the shell `script` (its positional parameters `args`) on `workspace` in a sandbox of
+/// its own, with git's entry points off for every git it runs (`GIT_CONFIG_*` in the
+/// environment: they win over the repository's config).
+pub fn run_script(workspace: &Path, script: &str, args: &[&str]) -> Result<GitOutput> {
+    let mut argv: Vec<std::ffi::OsString> =
+        vec!["sh".into(), "-c".into(), script.into(), "git-script".into()];
+    argv.extend(args.iter().map(Into::into));
+    sandboxed(workspace, None, argv, vec![])
+}
+
+fn sandboxed(
+    workspace: &Path,
+    overlay: Option<&agentbox_core::Overlay>,
+    command: Vec<std::ffi::OsString>,
+    mounts: Vec<MountArg>,
+) -> Result<GitOutput> {
+    let mut env: Vec<String> =
+        ["GIT_OPTIONAL_LOCKS=0", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_PAGER=cat"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    env.push(format!("GIT_CONFIG_COUNT={}", SAFE_CONFIG.len()));
+    for (i, kv) in SAFE_CONFIG.iter().enumerate() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        env.push(format!("GIT_CONFIG_KEY_{i}={k}"));
+        env.push(format!("GIT_CONFIG_VALUE_{i}={v}"));
+    }
+    let env = env.iter().map(|e| agentbox_core::parse_env_arg(e)).collect::<Result<Vec<_>, _>>()?;
     let request = SandboxRequest {
-        command: argv,
+        command,
         workspace: Some(workspace.to_path_buf()),
         mounts,
         env,
@@ -145,5 +177,5 @@ pub fn run(
         Outcome::Signaled(s) => 128 + s,
         Outcome::TimedOut => bail!("git did not finish within 60s"),
     };
-    Ok(GitOutput { code, stdout: done.stdout, stderr: done.stderr })
+    Ok(GitOutput { code, stdout: done.stdout, stderr: done.stderr, truncated: done.truncated })
 }

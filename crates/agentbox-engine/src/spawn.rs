@@ -215,6 +215,8 @@ fn prepare(home: &Home, spec: &SpawnSpec) -> Result<(SandboxSpec, Vec<u8>)> {
                     // A repository that cannot be cloned is the request's problem, not the server's.
                     crate::git::clone(url, git_ref.as_deref(), &ws)
                         .map_err(|e| field_error(Field::FromGit, e.to_string()))?;
+                    // What `apply --patch` and `--branch` compare with.
+                    crate::workspace::gitapply::GitOrigin::record(&dir, &ws, url)?;
                 }
                 _ => tree::agent_dir(&ws)?,
             }

@@ -75,6 +75,8 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(super::api_workspace::get_changes))
         .routes(routes!(super::api_workspace::apply_changes))
         .routes(routes!(super::api_workspace::undo_apply))
+        .routes(routes!(super::api_workspace::get_patch))
+        .routes(routes!(super::api_workspace::make_branch))
         .routes(routes!(super::api_workspace::list_checkpoints, super::api_workspace::create_checkpoint))
         .routes(routes!(super::api_workspace::remove_checkpoint))
         .routes(routes!(super::api_workspace::rollback))

@@ -16,6 +16,7 @@ use agentbox_engine::views::AgentView;
 use agentbox_engine::workspace::apply::{self, Applied, ApplyRequest};
 use agentbox_engine::workspace::changes::Change;
 use agentbox_engine::workspace::checkpoint::{self, Checkpoint};
+use agentbox_engine::workspace::gitapply::{BranchMade, BranchRequest};
 
 /// A checkpoint to take.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -73,6 +74,38 @@ pub async fn apply_changes(
 ) -> ApiResult<Json<Applied>> {
     let home = state.home.clone();
     Ok(Json(blocking(move || with_store(&home, |s| apply::apply(&home, s, &name, &req))).await?))
+}
+
+/// A `--from-git` agent's work since the commit it was spawned on, as one binary-safe patch
+/// (`git apply` takes it); empty when nothing changed. 400 for another kind of workspace.
+#[utoipa::path(get, path = "/api/v1/agents/{name}/patch", tag = "workspaces", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
+    responses((status = 200, content_type = "text/x-diff", body = String), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn get_patch(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let home = state.home.clone();
+    let patch = blocking(move || agentbox_engine::workspace::gitapply::patch(&home, &name)).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/x-diff")], patch).into_response())
+}
+
+/// A `--from-git` agent's work as one commit on a new branch of a repository on the server (the
+/// local one it was cloned from, or `to`); 409 if the branch exists (unless `force`).
+#[utoipa::path(post, path = "/api/v1/agents/{name}/branch", tag = "workspaces", params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
+    request_body = BranchRequest,
+    responses((status = 200, body = BranchMade), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn make_branch(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<BranchRequest>,
+) -> ApiResult<Json<BranchMade>> {
+    let home = state.home.clone();
+    let made = blocking(move || {
+        agentbox_engine::workspace::gitapply::branch(&home, &name, &req.branch, req.to.as_deref(), req.force)
+    })
+    .await?;
+    Ok(Json(made))
 }
 
 /// Put back what the agent's last apply overwrote or removed.

@@ -668,6 +668,14 @@ pub struct ApplyArgs {
     /// Put back what the last apply overwrote or removed
     #[arg(long)]
     pub undo: bool,
+    /// A --from-git agent: print its work since the commit it was spawned on as one patch
+    /// (`git apply` takes it, binary files too)
+    #[arg(long, conflicts_with_all = ["undo", "paths", "to", "dry_run", "branch"])]
+    pub patch: bool,
+    /// A --from-git agent: make its work one commit on a new branch BR of the repository it was
+    /// cloned from (or --to REPO), on the commit it was spawned on; --force replaces a branch
+    #[arg(long, value_name = "BR", conflicts_with_all = ["undo", "paths", "dry_run"])]
+    pub branch: Option<String>,
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,

@@ -75,6 +75,29 @@ fn line(c: &Change) -> String {
 }
 
 pub fn apply(c: &dyn Control, args: ApplyArgs) -> Result<i32> {
+    if args.patch {
+        use std::io::Write;
+        let patch = c.git_patch(&args.name)?;
+        std::io::stdout().write_all(&patch)?;
+        return Ok(0);
+    }
+    if let Some(branch) = args.branch {
+        let req =
+            agentbox_engine::workspace::gitapply::BranchRequest { branch, to: args.to, force: args.force };
+        let made = c.git_branch(&args.name, &req)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&made)?);
+        } else {
+            println!("{}", made.commit);
+            eprintln!(
+                "branch {} made in {} on {}",
+                made.branch,
+                made.repository.display(),
+                &made.base[..made.base.len().min(12)]
+            );
+        }
+        return Ok(0);
+    }
     let done: Applied = if args.undo {
         c.apply_undo(&args.name, args.force)?
     } else {

@@ -74,7 +74,7 @@ impl Remote {
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(Error::new(kind_of(status.as_u16()), format!("GET {path}: {status}")));
+            return Err(self.error_of(status, resp.body_mut().read_to_string().unwrap_or_default()));
         }
         resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| self.unreachable(e))
     }
@@ -244,6 +244,19 @@ impl Control for Remote {
     fn apply(&self, name: &str, req: &ApplyRequest) -> Result<Applied> {
         let body = serde_json::to_value(req).map_err(|e| Error::internal(e.to_string()))?;
         self.typed("POST", &format!("/api/v1/agents/{}/apply", enc(name)), Some(&body))
+    }
+
+    fn git_patch(&self, name: &str) -> Result<Vec<u8>> {
+        self.download(&format!("/api/v1/agents/{}/patch", enc(name)))
+    }
+
+    fn git_branch(
+        &self,
+        name: &str,
+        req: &agentbox_engine::workspace::gitapply::BranchRequest,
+    ) -> Result<agentbox_engine::workspace::gitapply::BranchMade> {
+        let body = serde_json::to_value(req).map_err(|e| Error::internal(e.to_string()))?;
+        self.typed("POST", &format!("/api/v1/agents/{}/branch", enc(name)), Some(&body))
     }
 
     fn apply_undo(&self, name: &str, force: bool) -> Result<Applied> {

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod changes;
 pub mod checkpoint;
+pub mod gitapply;
 mod layer;
 pub mod origin;
 pub mod overlay;

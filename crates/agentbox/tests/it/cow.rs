@@ -402,8 +402,118 @@ fn workspaces_through_a_server() {
         ("POST", "/api/v1/agents/far/fork", Some(r#"{"name":"Bad"}"#), 400),
         ("POST", "/api/v1/agents/far/apply", Some(r#"{"paths":["../x"]}"#), 400),
         ("POST", "/api/v1/agents/far/apply", Some(r#"{"bogus":1}"#), 400),
+        ("GET", "/api/v1/agents/far/patch", None, 400),
+        ("POST", "/api/v1/agents/far/branch", Some(r#"{"branch":"x"}"#), 400),
+        ("POST", "/api/v1/agents/far/branch", Some(r#"{"bogus":1}"#), 400),
+        ("GET", "/api/v1/agents/nope/patch", None, 404),
     ] {
         let (status, body) = srv.call(method, path, body);
         assert_eq!(status, want, "{method} {path}: {body}");
+    }
+}
+
+/// `git` on the person's side, in `dir` (their own repository: a trusted one).
+fn person_git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=p", "-c", "user.email=p@p"])
+        .args(args)
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// What the agent does in a clone: a commit of its own, then uncommitted work (an edit, a new
+/// file, a deletion, binary content); and it plants an fsmonitor in its repository's config,
+/// which would run on the host if host git touched its repository.
+const GIT_WORK: &str = "git config user.email a@a; git config user.name A; echo two > a.txt; \
+    git commit -qam 'agent edit'; echo new > n.txt; rm del.txt; head -c 3000 /dev/urandom > blob.bin; \
+    printf '[core]\\n\\tfsmonitor = touch MARKER\\n' >> .git/config; echo worked; sleep 1000";
+
+/// A `--from-git` agent's work comes back as git: `apply --patch` (a patch `git apply` takes,
+/// binary files too) and `apply --branch` (one commit on a new branch of the repository it was
+/// cloned from, on the commit it was cloned at; the person's checkout untouched). The agent's
+/// repository never runs host code; a taken branch name is refused unless --force.
+#[test]
+fn from_git_work_comes_back_as_a_patch_or_a_branch() {
+    require!("git");
+    for who in modes() {
+        let a = Agents::new(who);
+        let p = project(who);
+        person_git(p.path(), &["init", "-q", "-b", "main"]);
+        person_git(p.path(), &["add", "."]);
+        person_git(p.path(), &["commit", "-qm", "init"]);
+        // The person's own repository: theirs, whoever runs agentbox.
+        give(p.path(), if who == As::Nobody { NOBODY } else { nix::unistd::geteuid().as_raw() });
+        let base = person_git(p.path(), &["rev-parse", "HEAD"]).trim().to_string();
+        let marker = p.path().join("fsmonitor-ran");
+        let work = GIT_WORK.replace("MARKER", marker.to_str().unwrap());
+        a.ok(&["spawn", "g", "--from-git", p.path().to_str().unwrap(), "--", "sh", "-c", &work]);
+        a.screen_until("g", "worked");
+
+        // The patch: applied to a fresh clone at the base, it gives the agent's files.
+        let patch = a.run(&["apply", "g", "--patch"]);
+        assert!(patch.status.success(), "as {who:?}: {}", text(&patch.stderr));
+        let patch_text = String::from_utf8_lossy(&patch.stdout).to_string();
+        assert!(patch_text.contains("GIT binary patch") && patch_text.contains("+new"), "{patch_text}");
+        // (A copy of the repository, the test's own: git refuses to clone one owned by another.)
+        let check = tempfile::tempdir().unwrap();
+        let clone = check.path().join("c");
+        let cp = std::process::Command::new("cp").arg("-r").arg(p.path()).arg(&clone).status().unwrap();
+        assert!(cp.success());
+        person_git(&clone, &["reset", "-q", "--hard", &base]);
+        std::fs::write(check.path().join("p.diff"), &patch.stdout).unwrap();
+        person_git(&clone, &["apply", "--binary", check.path().join("p.diff").to_str().unwrap()]);
+        let agent_ws = a.dir("g").join("workspace");
+        for f in ["a.txt", "n.txt", "blob.bin"] {
+            assert_eq!(
+                std::fs::read(clone.join(f)).unwrap(),
+                std::fs::read(agent_ws.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        assert!(!clone.join("del.txt").exists());
+
+        // The branch: in the person's repository, their checkout as it was.
+        let before = person_git(p.path(), &["status", "--porcelain"]);
+        let out = a.run(&["apply", "g", "--branch", "agent/work"]);
+        assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+        let commit = text(&out.stdout).trim().to_string();
+        assert_eq!(person_git(p.path(), &["rev-parse", "agent/work"]).trim(), commit);
+        assert_eq!(person_git(p.path(), &["rev-parse", "agent/work^"]).trim(), base);
+        let files = person_git(p.path(), &["ls-tree", "-r", "--name-only", "agent/work"]);
+        assert!(
+            files.contains("n.txt") && files.contains("blob.bin") && !files.contains("del.txt"),
+            "{files}"
+        );
+        assert_eq!(person_git(p.path(), &["show", "agent/work:a.txt"]), "two\n");
+        assert!(person_git(p.path(), &["log", "-1", "--format=%B", "agent/work"]).contains("agent edit"));
+        assert_eq!(person_git(p.path(), &["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
+        assert_eq!(person_git(p.path(), &["status", "--porcelain"]), before);
+        assert_eq!(std::fs::read_to_string(p.path().join("a.txt")).unwrap(), "one\n");
+        assert!(!marker.exists(), "as {who:?}: the agent's fsmonitor ran on the host");
+
+        // A branch name taken, or not one git accepts; --force replaces.
+        let again = a.run(&["apply", "g", "--branch", "agent/work"]);
+        assert!(!again.status.success() && text(&again.stderr).contains("exists"), "{}", text(&again.stderr));
+        let bad = a.run(&["apply", "g", "--branch", "no..pe"]);
+        assert!(
+            !bad.status.success() && text(&bad.stderr).contains("not a branch name"),
+            "{}",
+            text(&bad.stderr)
+        );
+        a.ok(&["apply", "g", "--branch", "agent/work", "--force"]);
+        // An agent not cloned from git has no commit to compare with.
+        a.ok(&["spawn", "plain", "--", "true"]);
+        let not_git = a.run(&["apply", "plain", "--patch"]);
+        assert!(
+            !not_git.status.success() && text(&not_git.stderr).contains("--from-git"),
+            "{}",
+            text(&not_git.stderr)
+        );
     }
 }
