@@ -437,9 +437,13 @@ pub struct SpawnOptions {
     /// Give the agent its own Ed25519 key; git inside signs every commit with it (see `verify`)
     #[arg(long)]
     pub identity: bool,
-    /// Start from a copy of DIR instead of an empty workspace
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["mount", "from_git"])]
+    /// Start from a copy-on-write view of DIR instead of an empty workspace (with a profile, the
+    /// default when the current directory is a git work tree)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["mount", "from_git", "empty"])]
     pub from_dir: Option<PathBuf>,
+    /// A fresh, empty workspace even where --from-dir . would be the default
+    #[arg(long, conflicts_with_all = ["mount", "from_git"])]
+    pub empty: bool,
     /// Start from a clone of a git repository (URL or local path), made inside a sandbox
     #[arg(long, value_name = "URL", conflicts_with = "mount")]
     pub from_git: Option<String>,

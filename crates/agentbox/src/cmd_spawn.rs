@@ -59,6 +59,30 @@ fn absolute(dir: &std::path::Path) -> agentbox_engine::Result<std::path::PathBuf
     std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))
 }
 
+impl SpawnOptions {
+    /// On this machine, an agent with a profile spawned in a git work tree (a directory with a
+    /// `.git`) with no workspace named works on a copy-on-write view of it (`--from-dir .`), as
+    /// a person starting an agent in their project means; said on stderr, `--empty` opts out.
+    pub fn default_workspace_here(&mut self) {
+        if self.profile.is_none()
+            || self.empty
+            || self.mount.is_some()
+            || self.from_dir.is_some()
+            || self.from_git.is_some()
+        {
+            return;
+        }
+        let Ok(cwd) = std::env::current_dir() else { return };
+        if std::fs::symlink_metadata(cwd.join(".git")).is_ok() {
+            eprintln!(
+                "agentbox: workspace: a copy-on-write view of {} (a git work tree; --empty for a fresh one)",
+                cwd.display()
+            );
+            self.from_dir = Some(cwd);
+        }
+    }
+}
+
 pub fn spawn(c: &dyn Control, args: SpawnArgs) -> Result<i32> {
     println!("{}", c.spawn(&args.opts.to_spec(&args.name)?)?.name);
     Ok(0)

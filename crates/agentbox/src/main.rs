@@ -211,6 +211,15 @@ fn here(command: Command) -> Result<i32> {
         Command::Keys(args) => return cmd_profiles::keys(args),
         Command::Login(args) => return cmd_profiles::login(args),
         Command::Logout(args) => return cmd_profiles::logout(args),
+        // Only here does the current directory mean the person's project.
+        Command::Spawn(mut args) => {
+            args.opts.default_workspace_here();
+            Command::Spawn(args)
+        }
+        Command::Swarm(mut args) => {
+            args.opts.default_workspace_here();
+            Command::Swarm(args)
+        }
         other => other,
     };
     let local = Local::open()?;

@@ -517,3 +517,48 @@ fn from_git_work_comes_back_as_a_patch_or_a_branch() {
         );
     }
 }
+
+/// A person in their project (a git work tree) who spawns an agent with a profile and names no
+/// workspace gets a copy-on-write view of it, said on stderr; `--empty` and plain commands keep
+/// a fresh directory; their directory is never written.
+#[test]
+fn a_profile_spawned_in_a_project_works_on_a_view_of_it() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let p = project(who);
+        std::fs::create_dir(p.path().join(".git")).unwrap();
+        give(p.path(), agent_host_id(who));
+        let profiles = a.home.join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        std::fs::write(
+            profiles.join("lister.toml"),
+            "command = [\"sh\", \"-c\", \"ls; echo changed > a.txt; echo listed\"]\nnetwork = \"none\"\n",
+        )
+        .unwrap();
+        if who == As::Nobody {
+            give(&a.home.join("profiles"), NOBODY);
+        }
+        let spawn = |name: &str, extra: &[&str]| {
+            let mut args = vec!["spawn", name, "-p", "lister"];
+            args.extend_from_slice(extra);
+            let out = a.cmd(&args).current_dir(p.path()).output().unwrap();
+            assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+            a.ok(&["wait", name]);
+            (text(&out.stderr), a.ok(&["logs", name]))
+        };
+        let (said, logs) = spawn("here", &[]);
+        assert!(said.contains("copy-on-write view of") && said.contains("--empty"), "as {who:?}: {said}");
+        assert!(
+            logs.contains("a.txt") && logs.contains("src") && logs.contains("listed"),
+            "as {who:?}: {logs}"
+        );
+        assert!(a.ok(&["diff", "here"]).contains("a.txt"), "as {who:?}");
+        assert_eq!(std::fs::read_to_string(p.path().join("a.txt")).unwrap(), "one\n");
+        let (said, logs) = spawn("fresh", &["--empty"]);
+        assert!(!said.contains("copy-on-write") && !logs.contains("src"), "as {who:?}: {said}{logs}");
+        // Outside a work tree: a fresh directory, as before.
+        std::fs::remove_dir(p.path().join(".git")).unwrap();
+        let (said, logs) = spawn("elsewhere", &[]);
+        assert!(!said.contains("copy-on-write") && !logs.contains("src"), "as {who:?}: {said}{logs}");
+    }
+}
