@@ -127,6 +127,36 @@ check(any(p.pid == counter.pid for p in sb2.commands.list()), "the running proce
 counter.kill()
 step("pause and connect (resume): files and a running process survive")
 
+sb2.files.write("/home/user/forked.txt", "before")
+forks = sb2.fork(count=2, timeout=120)
+check(len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks), repr(forks))
+for f in forks:
+    check(f.sandbox_id != sb2.sandbox_id, "a fork with its source's id")
+    check(f.files.read("/home/user/forked.txt") == "before", "a fork without its source's files")
+    check(f.commands.run("echo in-$((40+2))").stdout == "in-42\n", "a fork that runs nothing")
+forks[0].files.write("/home/user/forked.txt", "changed in a fork")
+check(sb2.files.read("/home/user/forked.txt") == "before", "a fork's write reached its source")
+check(forks[1].files.read("/home/user/forked.txt") == "before", "a fork's write reached another fork")
+check(sb2.get_info().state.value == "running", "the source was left paused")
+step("fork: copies with the source's files, each its own")
+
+snap = sb2.create_snapshot(name="my-snapshot")
+check("my-snapshot" in snap.names, repr(snap))
+check([s.snapshot_id for s in Sandbox.list_snapshots(sandbox_id=sb2.sandbox_id).next_items()] == [snap.snapshot_id], "the snapshot is not listed")
+sb2.files.write("/home/user/forked.txt", "after the snapshot")
+restored = Sandbox.create(snap.snapshot_id, metadata={"run": RUN + "-restored"})
+check(restored.files.read("/home/user/forked.txt") == "before", "a sandbox from the snapshot without its files")
+check(restored.get_info().metadata == {"run": RUN + "-restored"}, "metadata")
+check(Sandbox.delete_snapshot(snap.snapshot_id) and not Sandbox.delete_snapshot(snap.snapshot_id), "delete, then again")
+check(restored.files.read("/home/user/forked.txt") == "before", "deleting the snapshot took its sandbox's files")
+step("snapshots: create, list, a sandbox from one, delete")
+
+m = sb2.get_metrics()
+check(len(m) == 1 and m[0].mem_used > 0 and m[0].mem_total >= m[0].mem_used and m[0].cpu_count >= 1 and m[0].disk_used > 0, repr(m))
+step("get_metrics: a sample of CPU, memory and disk")
+for f in forks + [restored]:
+    f.kill()
+
 short = Sandbox.create(metadata={"run": RUN + "-short"}, timeout=60)
 short.set_timeout(1)
 deadline = time.time() + 15

@@ -62,7 +62,8 @@ pub struct ServeOptions {
 
 /// The whole HTTP surface: API, OpenAPI document, metrics, WebSocket, dashboard.
 fn app(state: Shared) -> Router {
-    let (api, doc) = api::router();
+    let (api, mut doc) = api::router();
+    doc.merge(e2b::openapi());
     let doc = Arc::new(doc);
     let openapi = get(move || {
         let doc = doc.clone();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -38,13 +38,13 @@ pub async fn require_api_key(State(state): State<Shared>, req: Request, next: Ne
     next.run(req).await
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> agentbox_engine::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
-fn body_of(raw: &axum::body::Bytes) -> Result<Value, ApiError> {
+pub(super) fn body_of(raw: &axum::body::Bytes) -> Result<Value, ApiError> {
     if raw.is_empty() {
         return Ok(json!({}));
     }
@@ -80,6 +80,11 @@ struct NetworkRules {
     deny_out: Vec<String>,
 }
 
+/// A sandbox's timeout in seconds: the default when not given, refused when 0 or over the limit.
+pub(super) fn default_deadline(t: Option<u64>) -> Result<u64, ApiError> {
+    timeout_secs(t)
+}
+
 fn timeout_secs(t: Option<u64>) -> Result<u64, ApiError> {
     match t.unwrap_or(DEFAULT_TIMEOUT_SECS) {
         0 => Err(ApiError::new(StatusCode::BAD_REQUEST, "timeout must be at least 1 second")),
@@ -92,7 +97,7 @@ fn timeout_secs(t: Option<u64>) -> Result<u64, ApiError> {
 }
 
 /// What the SDK reads after create and connect.
-fn sandbox_json(id: &str, s: &Sandbox) -> Value {
+pub(super) fn sandbox_json(id: &str, s: &Sandbox) -> Value {
     json!({
         "templateID": s.template,
         "sandboxID": id,
@@ -133,6 +138,8 @@ fn detail_json(rec: &AgentRecord, s: &Sandbox, state: &str) -> Value {
 }
 
 /// `POST /sandboxes`, `POST /v2/sandboxes`.
+#[utoipa::path(post, path = "/v2/sandboxes", tag = "e2b", request_body = super::doc::NewSandbox, security(("e2b_api_key" = [])),
+    responses((status = 201, body = super::doc::Sandbox), (status = 400, body = super::doc::E2bError), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError), (status = 409, body = super::doc::E2bError), (status = 500, body = super::doc::E2bError)))]
 pub async fn create(State(state): State<Shared>, raw: axum::body::Bytes) -> Result<Response, ApiError> {
     let req: NewSandbox = serde_json::from_value(body_of(&raw)?)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid sandbox request: {e}")))?;
@@ -145,6 +152,19 @@ pub async fn create(State(state): State<Shared>, raw: axum::body::Bytes) -> Resu
 
 fn make(home: &Home, req: NewSandbox, timeout: u64) -> agentbox_engine::Result<(String, Sandbox)> {
     let template = req.template_id.unwrap_or_else(|| "base".into());
+    // A snapshot's id names a template too: the new sandbox is a copy of it (its files, its
+    // settings; the request's metadata).
+    if let Some(made) = with_store(home, |s| {
+        if !super::snapshots::is_snapshot(s, &template) {
+            return Ok(None);
+        }
+        let from = Sandbox::load(home, &template).ok_or_else(|| {
+            Error::not_found(format!("snapshot {template} is damaged: its sandbox.json is gone"))
+        })?;
+        super::snapshots::start_copy(home, s, &template, &from, Some(req.metadata.clone()), timeout).map(Some)
+    })? {
+        return Ok(made);
+    }
     let profile = match template.as_str() {
         "base" => None,
         name => {
@@ -220,16 +240,46 @@ fn make(home: &Home, req: NewSandbox, timeout: u64) -> agentbox_engine::Result<(
     Ok((id, sandbox))
 }
 
-#[derive(Debug, Deserialize)]
+/// The list's query, read leniently (an unknown parameter is ignored, a wrong one is an E2B
+/// error, never axum's plain-text rejection).
+#[derive(Debug, Default)]
 pub struct ListQuery {
-    #[serde(default)]
     metadata: Option<String>,
-    #[serde(default)]
     state: Option<String>,
-    #[serde(default, rename = "nextToken")]
     next_token: Option<String>,
-    #[serde(default)]
     limit: Option<usize>,
+}
+
+/// `key=value` pairs of a raw query string, each decoded once.
+pub(super) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+impl ListQuery {
+    fn parse(q: Option<&str>) -> Result<Self, ApiError> {
+        let mut out = Self::default();
+        for (k, v) in query_pairs(q) {
+            match k.as_str() {
+                "metadata" => out.metadata = Some(v),
+                "state" => out.state = Some(v),
+                "nextToken" => out.next_token = Some(v),
+                "limit" => {
+                    out.limit = Some(v.parse().map_err(|_| {
+                        ApiError::new(StatusCode::BAD_REQUEST, format!("limit '{v}' is not a whole number"))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -269,7 +319,10 @@ fn metadata_filter(q: &str) -> Vec<(String, String)> {
 
 /// `GET /sandboxes`, `GET /v2/sandboxes`: running and paused sandboxes, filtered by metadata and
 /// state, a page at a time (`limit`, `nextToken` from the `x-next-token` header).
-pub async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v2/sandboxes", tag = "e2b", params(("metadata" = Option<String>, Query, description = "`key=value` pairs, `&`-joined and URL-encoded"), ("state" = Option<String>, Query, description = "`running`, `paused`, or both comma-separated"), ("nextToken" = Option<String>, Query), ("limit" = Option<u32>, Query)), security(("e2b_api_key" = [])),
+    responses((status = 200, body = Vec<super::doc::SandboxDetail>), (status = 400, body = super::doc::E2bError), (status = 401, body = super::doc::E2bError)))]
+pub async fn list(State(state): State<Shared>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = ListQuery::parse(raw.as_deref())?;
     let wanted: Vec<String> = match &q.state {
         Some(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
         None => vec!["running".into(), "paused".into()],
@@ -312,6 +365,8 @@ async fn found(state: &Shared, id: String) -> Result<(AgentRecord, Sandbox), Api
 }
 
 /// `GET /sandboxes/{id}`.
+#[utoipa::path(get, path = "/sandboxes/{id}", tag = "e2b", params(("id" = String, Path, description = "The sandbox's id")), security(("e2b_api_key" = [])),
+    responses((status = 200, body = super::doc::SandboxDetail), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError)))]
 pub async fn info(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (rec, s) = found(&state, id.clone()).await?;
     let st = sandboxes::state(&rec)
@@ -320,6 +375,8 @@ pub async fn info(State(state): State<Shared>, Path(id): Path<String>) -> Result
 }
 
 /// `DELETE /sandboxes/{id}`.
+#[utoipa::path(delete, path = "/sandboxes/{id}", tag = "e2b", params(("id" = String, Path, description = "The sandbox's id")), security(("e2b_api_key" = [])),
+    responses((status = 204), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError)))]
 pub async fn kill(State(state): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let home = state.home.clone();
     let gone = id.clone();
@@ -341,6 +398,8 @@ fn set_deadline(state: &Shared, id: String, secs: u64) -> impl FnOnce() -> agent
 }
 
 /// `POST /sandboxes/{id}/timeout` `{timeout}`: the sandbox ends that many seconds from now.
+#[utoipa::path(post, path = "/sandboxes/{id}/timeout", tag = "e2b", params(("id" = String, Path, description = "The sandbox's id")), security(("e2b_api_key" = [])), request_body = super::doc::Timeout,
+    responses((status = 204), (status = 400, body = super::doc::E2bError), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError)))]
 pub async fn timeout(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -355,6 +414,8 @@ pub async fn timeout(
 }
 
 /// `POST /sandboxes/{id}/refreshes` `{duration}`.
+#[utoipa::path(post, path = "/sandboxes/{id}/refreshes", tag = "e2b", params(("id" = String, Path, description = "The sandbox's id")), security(("e2b_api_key" = [])), request_body = super::doc::Refresh,
+    responses((status = 204), (status = 400, body = super::doc::E2bError), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError)))]
 pub async fn refresh(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -367,6 +428,8 @@ pub async fn refresh(
 }
 
 /// `POST /sandboxes/{id}/pause`: every process stopped, memory kept; 409 if paused already.
+#[utoipa::path(post, path = "/sandboxes/{id}/pause", tag = "e2b", params(("id" = String, Path, description = "The sandbox's id")), security(("e2b_api_key" = [])),
+    responses((status = 204), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError), (status = 409, body = super::doc::E2bError)))]
 pub async fn pause(State(state): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let home = state.home.clone();
     blocking(move || {
@@ -382,6 +445,8 @@ pub async fn pause(State(state): State<Shared>, Path(id): Path<String>) -> Resul
 
 /// `POST /v2/sandboxes/{id}/connect` (and `/sandboxes/{id}/connect`, `/resume`): a paused
 /// sandbox resumes (201); a running one answers 200. A timeout given extends, never shortens.
+#[utoipa::path(post, path = "/v2/sandboxes/{id}/connect", tag = "e2b", params(("id" = String, Path, description = "The sandbox's id")), security(("e2b_api_key" = [])), request_body = super::doc::Connect,
+    responses((status = 200, body = super::doc::Sandbox), (status = 201, body = super::doc::Sandbox), (status = 400, body = super::doc::E2bError), (status = 401, body = super::doc::E2bError), (status = 404, body = super::doc::E2bError)))]
 pub async fn connect(
     State(state): State<Shared>,
     Path(id): Path<String>,

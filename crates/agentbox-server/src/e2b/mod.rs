@@ -17,12 +17,14 @@
 
 mod connect;
 mod control;
+mod doc;
 mod error;
 mod files;
 mod fs;
 mod helper;
 mod process;
 mod sandboxes;
+mod snapshots;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -31,6 +33,11 @@ use super::state::Shared;
 
 pub use process::Processes;
 pub use sandboxes::start_reaper;
+
+/// The control plane's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <doc::E2bDoc as utoipa::OpenApi>::openapi()
+}
 
 /// The largest Connect request taken (a command's input, a path): files go through `/files`.
 const RPC_BODY: usize = 16 << 20;
@@ -47,6 +54,11 @@ pub fn router(state: &Shared) -> Router<Shared> {
         .route("/sandboxes/{id}/resume", post(control::connect))
         .route("/sandboxes/{id}/connect", post(control::connect))
         .route("/v2/sandboxes/{id}/connect", post(control::connect))
+        .route("/sandboxes/{id}/fork", post(snapshots::fork))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::snapshot))
+        .route("/sandboxes/{id}/metrics", get(snapshots::metrics))
+        .route("/snapshots", get(snapshots::list))
+        .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), control::require_api_key));
     let envd = Router::new()
         .route("/health", get(fs::health))

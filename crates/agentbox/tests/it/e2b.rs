@@ -54,6 +54,9 @@ fn the_python_sdk_drives_sandboxes() {
             "watch_dir: create, write and remove events",
             "Sandbox.list with a metadata filter",
             "pause and connect (resume): files and a running process survive",
+            "fork: copies with the source's files, each its own",
+            "snapshots: create, list, a sandbox from one, delete",
+            "get_metrics: a sample of CPU, memory and disk",
             "set_timeout: the sandbox is gone when it expires",
         ] {
             assert!(stdout.contains(step), "as {who:?}: step {step:?} missing:\n{stdout}");
@@ -83,6 +86,7 @@ fn the_js_sdk_drives_sandboxes() {
             "watchDir streams a create event",
             "a background command with stdin; another, killed",
             "a 50 MB file both ways",
+            "fork, createSnapshot, a sandbox from it, getMetrics",
             "pty: create, send, resize",
             "pause and connect: files and a running process survive",
             "Sandbox.list with a metadata filter",
