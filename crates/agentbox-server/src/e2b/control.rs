@@ -76,8 +76,8 @@ struct NewSandbox {
 struct NetworkRules {
     #[serde(default)]
     allow_out: Vec<String>,
-    #[serde(default)]
-    deny_out: Vec<String>,
+    // `denyOut` is read and needs nothing: everything allowOut does not name is denied here
+    // already (and, as with E2B, allowOut wins over denyOut).
 }
 
 /// A sandbox's timeout in seconds: the default when not given, refused when 0 or over the limit.
@@ -185,11 +185,6 @@ fn make(home: &Home, req: NewSandbox, timeout: u64) -> agentbox_engine::Result<(
     env.push(EnvArg::Set("HOME".into(), USER_HOME.into()));
     let mut allow = Vec::new();
     if let Some(n) = &req.network {
-        if !n.deny_out.is_empty() {
-            return Err(Error::invalid(
-                "network.denyOut: sandboxes here reach nothing but what allowOut names; leave denyOut out",
-            ));
-        }
         for h in &n.allow_out {
             allow.push(h.parse::<HostRule>().map_err(|e| Error::invalid(format!("network.allowOut: {e}")))?);
         }

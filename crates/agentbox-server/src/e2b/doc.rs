@@ -41,7 +41,7 @@ pub struct NewSandbox {
 pub struct NetworkRules {
     #[serde(rename = "allowOut")]
     pub allow_out: Option<Vec<String>>,
-    /// Refused when not empty: everything not allowed is denied already.
+    /// Accepted: everything `allowOut` does not name is denied already (`allowOut` wins).
     #[serde(rename = "denyOut")]
     pub deny_out: Option<Vec<String>>,
 }

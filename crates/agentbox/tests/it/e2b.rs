@@ -137,8 +137,12 @@ fn e2b_errors_are_shaped_as_e2b_says() {
     let (status, body) = call("POST", "/v2/sandboxes", &key, Some(r#"{"templateID":"no-such-template"}"#));
     assert_eq!(status, 404, "{body}");
     assert!(body["message"].as_str().unwrap().contains("no-such-template"), "{body}");
-    for bad in [r#"{"timeout":0}"#, r#"{"envVars":{"1BAD":"x"}}"#, "nope", r#"{"network":{"denyOut":["x"]}}"#]
-    {
+    for bad in [
+        r#"{"timeout":0}"#,
+        r#"{"envVars":{"1BAD":"x"}}"#,
+        "nope",
+        r#"{"network":{"allowOut":["not a host!"]}}"#,
+    ] {
         let (status, body) = call("POST", "/v2/sandboxes", &key, Some(bad));
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["code"] == 400 && body["message"].is_string(), "{bad}: {body}");
@@ -154,7 +158,9 @@ fn e2b_errors_are_shaped_as_e2b_says() {
     let (status, _) = call("GET", "/v2/sandboxes?state=sleeping", &key, None);
     assert_eq!(status, 400);
     // envd: the sandbox's own token; an unknown sandbox is "not found" the way the SDK reads it.
-    let (status, made) = call("POST", "/v2/sandboxes", &key, Some("{}"));
+    // (E2B's "deny everything, allow some" is what a sandbox here is anyway.)
+    let (status, made) =
+        call("POST", "/v2/sandboxes", &key, Some(r#"{"network":{"denyOut":["0.0.0.0/0"]}}"#));
     assert_eq!(status, 201, "{made}");
     let id = made["sandboxID"].as_str().unwrap();
     let token = made["envdAccessToken"].as_str().unwrap();
