@@ -19,6 +19,7 @@ mod login;
 mod policy;
 mod resolve;
 mod server;
+mod splice;
 mod swap;
 
 use std::sync::atomic::AtomicU64;

@@ -282,16 +282,24 @@ async fn connect(req: Request<Incoming>, state: Arc<ConnState>) -> Response<Body
         };
         tokio::spawn(async move {
             if let Ok(up) = upgrade.await {
-                let mut client = TokioIo::new(up);
-                let mut upstream = upstream;
-                // Larger buffers than the default 8 KiB: fewer syscalls per byte on bulk transfers.
-                let _ = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    RELAY_BUF,
-                    RELAY_BUF,
-                )
-                .await;
+                // The sandbox's own TCP connection underneath: the kernel relays (`splice`).
+                match up.downcast::<TokioIo<Counting<TcpStream>>>() {
+                    Ok(parts) => {
+                        let _ = crate::splice::relay(parts.io.into_inner(), parts.read_buf, upstream).await;
+                    }
+                    Err(up) => {
+                        let mut client = TokioIo::new(up);
+                        let mut upstream = upstream;
+                        // Larger buffers than the default 8 KiB: fewer syscalls per byte.
+                        let _ = tokio::io::copy_bidirectional_with_sizes(
+                            &mut client,
+                            &mut upstream,
+                            RELAY_BUF,
+                            RELAY_BUF,
+                        )
+                        .await;
+                    }
+                }
             }
             drop(state);
         });

@@ -397,6 +397,13 @@ fn audit_ask_and_live_allow() {
             close["bytes_up"].as_u64().unwrap() > 100 && close["bytes_down"].as_u64().unwrap() > 100,
             "{close}"
         );
+        // The tunnel (relayed by the kernel, `splice`) counts its bytes too.
+        let recs = wait_for_record(&a, "net1", |r| r["event"] == "close" && r["host"] == "asked.test");
+        let tunnel = recs.iter().find(|r| r["event"] == "close" && r["host"] == "asked.test").unwrap();
+        assert!(
+            tunnel["bytes_up"].as_u64().unwrap() > 100 && tunnel["bytes_down"].as_u64().unwrap() > 100,
+            "as {who:?}: {tunnel}"
+        );
         // Decisions only: the first connection's close record may land between the second's.
         let asked: Vec<&str> = recs
             .iter()
