@@ -78,8 +78,10 @@ pub fn info(args: InfoArgs) -> Result<i32> {
             .and_then(|dir| agentbox_supervisor::VmAssets::known_accel(&dir, &home.vm_work_dir())),
         _ => None,
     };
+    let checkpoints = agentbox_engine::workspace::checkpoint::list(&store, &rec.name).unwrap_or_default();
     if args.json {
         let v = serde_json::json!({
+            "checkpoints": checkpoints,
             "agent": rec,
             "spec": spec,
             "backend": spec.as_ref().map(|s| s.backend.to_string()),
@@ -128,6 +130,22 @@ pub fn info(args: InfoArgs) -> Result<i32> {
         if !s.limits.is_empty() {
             println!("limits:      {}", s.limits.summary());
         }
+        if let Some(idle) = s.pause_after {
+            println!("pause after: {} idle (input resumes it)", agentbox_core::format_duration(idle));
+        }
+    }
+    if let Some(last) = checkpoints.last() {
+        println!(
+            "checkpoints: {} (last: {}, {} ago{})",
+            checkpoints.len(),
+            last.id,
+            age(last.created_ms),
+            if last.message.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", agentbox_core::termfilter::escape_for_terminal(&last.message))
+            }
+        );
     }
     if let Some(did) = agentbox_engine::identity::did(&dir) {
         println!("identity:    {did}");

@@ -295,6 +295,8 @@ fn checkpoints_roll_back_and_fork() {
         assert_eq!(list[0]["message"], "first");
         assert_eq!(list[2]["bytes"], 0, "{list:?}");
         assert!(list[2]["shared"].as_u64().unwrap() >= 2, "{list:?}");
+        let info = a.ok(&["info", "w"]);
+        assert!(info.contains("checkpoints: 3 (last: 3,") && info.contains(", same)"), "{info}");
         // Rollback: the agent restarts on the first state (its command writes v1 again; extra is
         // gone).
         a.ok(&["exec", "w", "sh", "-c", "echo v3 > state"]);

@@ -164,6 +164,7 @@ fn idle_agents_pause_and_input_wakes_them() {
         a.ok(&["spawn", "idle", "--", "sh", "-c", echo]);
         a.ok(&["spawn", "talker", "--", "sh", "-c", "while :; do echo tick; sleep 0.1; done"]);
         a.ok(&["pause", "--after", "1s", "idle", "talker"]);
+        assert!(a.ok(&["info", "idle"]).contains("pause after: 1s idle"), "{}", a.ok(&["info", "idle"]));
         state_until(&a, "idle", "paused");
         assert!(all_stopped(&a, "idle"), "as {who:?}: {}", process_states(&a, "idle"));
         assert_eq!(a.state("talker"), "running", "as {who:?}: an agent printing every 0.1 s was idle");
