@@ -16,6 +16,9 @@
 //!    scan; the freeze is done when a scan finds every process stopped. A thaw continues every
 //!    process of the sandbox.
 //!
+//! A freezer that does not settle within 1.5 s (a task stuck where the kernel cannot freeze it)
+//! is thawed and the signals are used instead; a thaw continues by signals whatever is stopped.
+//!
 //! Either way, stopped processes use no CPU and keep their memory; their terminal output waits in
 //! the PTY.
 
@@ -67,16 +70,26 @@ fn failed(msg: impl Into<String>) -> JailError {
 
 /// Freezes every process of the sandbox. On failure nothing stays frozen.
 pub fn freeze(tree: SandboxTree) -> Result<Froze, JailError> {
+    let by_signals = || stop_tree(tree).map(|processes| Froze { processes, cgroup: false });
     match Freezer::of(tree.root) {
-        Some(fr) => fr.freeze(),
-        None => stop_tree(tree).map(|processes| Froze { processes, cgroup: false }),
+        // A freezer that does not settle (a task stuck where the kernel cannot freeze it) is
+        // let go, and the processes are stopped by signals instead.
+        Some(fr) => fr.freeze().or_else(|_| by_signals()),
+        None => by_signals(),
     }
 }
 
 /// Thaws every process of the sandbox.
 pub fn thaw(tree: SandboxTree) -> Result<Froze, JailError> {
     match Freezer::of(tree.root) {
-        Some(fr) => fr.thaw(),
+        Some(fr) => {
+            let thawed = fr.thaw()?;
+            // Stopped by signals when the freezer did not settle: continued the same way.
+            if fr.any_stopped() {
+                continue_tree(tree)?;
+            }
+            Ok(thawed)
+        }
         None => continue_tree(tree).map(|processes| Froze { processes, cgroup: false }),
     }
 }
@@ -89,6 +102,9 @@ pub fn thaw_for_kill(root: Pid) {
         let _ = fr.set(false);
     }
 }
+
+/// How long a freezer is given to settle before the processes are stopped by signals instead.
+const FREEZER_SETTLE: Duration = Duration::from_millis(1500);
 
 /// A sandbox's freezer cgroup directory (agentbox made it: its name starts `agentbox-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,18 +156,33 @@ impl Freezer {
         read(&self.dir.join("cgroup.procs")).lines().count()
     }
 
+    /// Whether a process of the group is stopped (`T`): what a freeze by signals left.
+    fn any_stopped(&self) -> bool {
+        read(&self.dir.join("cgroup.procs"))
+            .lines()
+            .filter_map(|p| p.trim().parse::<i32>().ok())
+            .any(|pid| stat(pid).is_some_and(|s| matches!(s.state, 'T' | 't')))
+    }
+
     fn freeze(&self) -> Result<Froze, JailError> {
         let what = |e: std::io::Error| failed(format!("freezing {}: {e}", self.dir.display()));
         self.set(true).map_err(what)?;
-        let deadline = Instant::now() + SETTLE;
+        let deadline = Instant::now() + FREEZER_SETTLE;
+        let mut asked = Instant::now();
         while !self.settled() {
             if Instant::now() > deadline {
                 let _ = self.set(false);
                 return Err(failed(format!(
-                    "its processes did not all freeze within {} seconds ({}); it was left running",
-                    SETTLE.as_secs(),
+                    "its processes did not all freeze within {} ms ({})",
+                    FREEZER_SETTLE.as_millis(),
                     self.dir.display()
                 )));
+            }
+            // A v1 freezer can stay FREEZING when a task forked while the group was being
+            // frozen slipped through; asking again freezes the tasks it finds now.
+            if asked.elapsed() >= Duration::from_millis(10) {
+                self.set(true).map_err(what)?;
+                asked = Instant::now();
             }
             std::thread::sleep(Duration::from_micros(200));
         }
