@@ -12,7 +12,7 @@ Rounds are interleaved so machine noise hits all paths alike; medians are report
 Usage: bench/proxy.py [--requests 200] [--bytes 500000000] [--rounds 3]
 Needs: python3, openssl, a release build (the script builds it).
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_BUILD_TARGET", "x86_64-unknown-linux-gnu")
@@ -53,7 +53,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--bytes", type=int, default=500_000_000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--prev", help="another agentbox binary: its intercepted path is measured in the same rounds")
+    ap.add_argument("--prev", help="another agentbox binary: its tunnelled and intercepted paths are measured in the same rounds")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "agentbox"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="abx-bench-proxy-")
@@ -82,13 +82,18 @@ def main():
         paths["previous"] = ("proxy", ["--secret", "BENCH_KEY=api.anthropic.com"], "api.anthropic.com",
                              "/run/agentbox/ca-bundle.crt")
         binaries["previous"] = args.prev
+        paths["prev-tunnel"] = ("proxy", ["--allow", "tunnel.test"], "tunnel.test", inside_ca)
+        binaries["prev-tunnel"] = args.prev
+    # Later builds read their pins from config.toml, as this one does.
+    os.makedirs(home + "-prev", mode=0o700)
+    shutil.copy(os.path.join(home, "config.toml"), os.path.join(home + "-prev", "config.toml"))
     prev_env = dict(env, AGENTBOX_HOME=home + "-prev",
                     AGENTBOX_PROXY_RESOLVE=f"api.anthropic.com=127.0.0.1:{port},tunnel.test=127.0.0.1:{port}")
     results = {k: [] for k in paths}
     try:
         for _ in range(args.rounds):
             for name, (mode, flags, host, cafile) in paths.items():
-                e = prev_env if name == "previous" else env
+                e = prev_env if name in ("previous", "prev-tunnel") else env
                 results[name].append(client(mode, e, flags, host, port, args, cafile, work, binaries[name]))
     finally:
         server.kill()
