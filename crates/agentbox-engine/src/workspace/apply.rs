@@ -324,12 +324,18 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
         let before_applies = written(&state_dir);
         let mut conflicts = Vec::new();
         let mut todo = Vec::new();
+        // Directories this apply writes: what the target has at their place (a file, a link) is
+        // replaced by them, so the paths below them are new there.
+        let mut dirs_written: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         for op in ops {
             let rel = op.path().to_path_buf();
             // What the agent has there (a write of something it cannot be given is skipped).
             if let Op::Write(p) = &op {
                 match src.locate(p, false)? {
                     Ok((d, n)) => match d.stat(&n)?.as_ref().map(Kind::of) {
+                        Some(Kind::Dir) => {
+                            dirs_written.insert(rel.clone());
+                        }
                         Some(Kind::Other) => {
                             skipped.push(Skipped {
                                 path: rel,
@@ -352,6 +358,8 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
             let (here, inside) = match dst.locate(&rel, false)? {
                 Ok((d, n)) => (d.stat(&n)?, Some(via_fd(&d, &n))),
                 Err(why) if why.ends_with("does not exist in the target") => (None, None),
+                // Below a directory this apply puts where the target has a file or a link.
+                Err(_) if rel.ancestors().skip(1).any(|a| dirs_written.contains(a)) => (None, None),
                 Err(why) => {
                     skipped.push(Skipped { path: rel, reason: why });
                     continue;

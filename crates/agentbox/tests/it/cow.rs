@@ -564,3 +564,26 @@ fn a_profile_spawned_in_a_project_works_on_a_view_of_it() {
         assert!(!said.contains("copy-on-write") && !logs.contains("src"), "as {who:?}: {said}{logs}");
     }
 }
+
+/// An agent that turns a file into a directory (and a directory into a file): apply writes the
+/// new shape with everything below it, and undo puts the old one back.
+#[test]
+fn apply_changes_a_files_kind_both_ways() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let p = project(who);
+        let script = "rm a.txt; mkdir -p a.txt/d; echo in > a.txt/f; echo deep > a.txt/d/g; \
+                      rm -r src; echo now-a-file > src; echo reshaped; sleep 1000";
+        a.ok(&["spawn", "k", "--from-dir", p.path().to_str().unwrap(), "--", "sh", "-c", script]);
+        a.screen_until("k", "reshaped");
+        let before = listing(p.path());
+        let out = a.run(&["apply", "k"]);
+        assert!(out.status.success(), "as {who:?}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("skipped"), "as {who:?}: {}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(p.path().join("a.txt/f")).unwrap(), "in\n", "as {who:?}");
+        assert_eq!(std::fs::read_to_string(p.path().join("a.txt/d/g")).unwrap(), "deep\n", "as {who:?}");
+        assert_eq!(std::fs::read_to_string(p.path().join("src")).unwrap(), "now-a-file\n", "as {who:?}");
+        a.ok(&["apply", "--undo", "k"]);
+        assert_eq!(listing(p.path()), before, "as {who:?}");
+    }
+}
