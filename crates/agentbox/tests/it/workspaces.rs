@@ -537,9 +537,19 @@ fn port_reaches_a_server_inside_the_agent() {
     }
 }
 
-/// A free port on the host's loopback (bound, then let go).
+/// A port free on the host's loopback now (bound, then let go), below the kernel's ephemeral
+/// range, where the outgoing connections of tests running alongside do not land.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut seed = u64::from(std::process::id()) ^ now;
+    loop {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let port = 20_000 + (seed >> 33) as u16 % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The body at `url`, once it answers (`None` after a few seconds of refusals).
