@@ -63,10 +63,30 @@ impl Home {
     pub fn store(&self) -> Result<agentbox_store::Store> {
         let path = self.store_path();
         // An empty file where the store was, beside agents' directories: opening it would make
-        // a new, empty store and hide every agent. Refused with the way out.
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        // a new, empty store and hide every agent. Refused with the way out. The store is in WAL
+        // mode, so a new one's content can be all in `state.db-wal` while `state.db` is still
+        // empty: both must be empty. The directories are counted first (an agent's row is
+        // committed before its directory is made), and a refusal is looked at again a few times,
+        // so that another process creating or removing the first agent is never taken for a lost
+        // store.
+        let lost = || -> usize {
             let agents = std::fs::read_dir(self.root.join("agents")).map(|d| d.count()).unwrap_or(0);
-            if agents > 0 {
+            let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) && len(Path::new(&wal)) == 0;
+            if empty {
+                agents
+            } else {
+                0
+            }
+        };
+        for attempt in 0..5 {
+            let agents = lost();
+            if agents == 0 {
+                break;
+            }
+            if attempt == 4 {
                 return Err(crate::Error::conflict(format!(
                     "{} is empty, but {agents} agent directories are in {}: `agentbox store recover` \
                      rebuilds the store from them",
@@ -74,6 +94,7 @@ impl Home {
                     self.root.join("agents").display()
                 )));
             }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         agentbox_store::Store::open(&path).with_context(|| format!("opening {}", path.display()))
     }
