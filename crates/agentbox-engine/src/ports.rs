@@ -194,8 +194,12 @@ pub fn forward_for_server(home: &Home, name: &str, port: u16) -> Result<ServerFo
     if rec.state != AgentState::Running {
         return Err(Error::conflict(format!("agent '{name}' is {}; ports reach a running agent", rec.state)));
     }
-    let (child, addr) = start_forwarder(home, name, &agents::state_dir(&rec), port, 0)?;
-    let addr = addr.ok_or_else(|| Error::internal("the port forwarder did not say where it listens"))?;
+    let (mut child, addr) = start_forwarder(home, name, &agents::state_dir(&rec), port, 0)?;
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::internal("the port forwarder did not say where it listens"));
+    };
     Ok(ServerForward { addr, generation: rec.generation, child })
 }
 

@@ -4,8 +4,7 @@
 //! 1. **Its freezer cgroup** (v1 `freezer.state`, v2 `cgroup.freeze`), which [`crate::start`]
 //!    creates with the sandbox wherever agentbox may write one (root, or a delegated v2 cgroup).
 //!    One write freezes the whole group at once: processes forked meanwhile, and the commands
-//!    `exec` started (they join the sandbox's cgroups), are frozen with it. A thaw leaves a
-//!    process the agent had stopped itself (job control) stopped, as it was.
+//!    `exec` started (they join the sandbox's cgroups), are frozen with it.
 //! 2. **SIGSTOP to each process**, where no freezer cgroup could be made (an unprivileged user
 //!    without delegation). The sandbox's processes are its init's descendants (orphans are
 //!    re-parented to the init of its PID namespace, so none leaves the tree) and whatever else
@@ -118,21 +117,24 @@ impl Freezer {
     fn of(pid: Pid) -> Option<Self> {
         let mounts = parse_cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo").ok()?);
         let theirs = parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?);
-        let v1 = mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == "freezer"));
-        let (mount, v2) = match v1 {
-            Some(m) => (m, false),
-            None => (mounts.iter().find(|m| m.v2)?, true),
-        };
-        let (_, path) = theirs.iter().find(|(ctrls, _)| match v2 {
-            false => ctrls.iter().any(|c| c == "freezer"),
-            true => ctrls.is_empty(),
-        })?;
-        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agentbox-")) {
-            return None;
-        }
-        let dir = mount.mount_point.join(path.strip_prefix(&mount.root).ok()?);
-        let file = if v2 { "cgroup.freeze" } else { "freezer.state" };
-        dir.join(file).exists().then_some(Self { dir, v2 })
+        // The v1 freezer hierarchy first, then the v2 one: `limits::enforce` makes the sandbox's
+        // freezer in the first of them it may write.
+        let v1 =
+            mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == "freezer")).map(|m| (m, false));
+        let v2 = mounts.iter().find(|m| m.v2).map(|m| (m, true));
+        let found = [v1, v2].into_iter().flatten().find_map(|(mount, v2)| {
+            let (_, path) = theirs.iter().find(|(ctrls, _)| match v2 {
+                false => ctrls.iter().any(|c| c == "freezer"),
+                true => ctrls.is_empty(),
+            })?;
+            if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agentbox-")) {
+                return None;
+            }
+            let dir = mount.mount_point.join(path.strip_prefix(&mount.root).ok()?);
+            let file = if v2 { "cgroup.freeze" } else { "freezer.state" };
+            dir.join(file).exists().then_some(Self { dir, v2 })
+        });
+        found
     }
 
     pub(crate) fn set(&self, frozen: bool) -> std::io::Result<()> {

@@ -58,6 +58,8 @@ type Target = (String, u16);
 #[derive(Default)]
 pub struct Ports {
     forwards: Mutex<HashMap<Target, (i64, SocketAddr)>>,
+    /// Held while a forwarder starts: two first requests at once start one.
+    starting: tokio::sync::Mutex<()>,
     tickets: Mutex<HashMap<String, (Target, Instant)>>,
     sessions: Mutex<HashMap<String, (Target, Instant)>>,
 }
@@ -326,6 +328,24 @@ fn outgoing_headers(headers: &mut HeaderMap, upgrade: bool, from_api: bool, port
     }
     if from_api {
         headers.remove(header::AUTHORIZATION);
+        headers.remove("x-api-key");
+        headers.remove("x-access-token");
+        // The dashboard's WebSocket credential travels as a subprotocol (`agentbox.auth.TOKEN`).
+        let protocols: Vec<String> = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !p.starts_with("agentbox.auth."))
+            .map(str::to_string)
+            .collect();
+        headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+        if let Ok(v) = HeaderValue::from_str(&protocols.join(", ")) {
+            if !protocols.is_empty() {
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            }
+        }
         if let Ok(v) = HeaderValue::from_str(&format!("127.0.0.1:{port}")) {
             headers.insert(header::HOST, v);
         }
@@ -357,6 +377,15 @@ async fn forward_addr(state: &Shared, target: &Target, fresh: bool) -> ApiResult
         ));
     }
     let generation = rec.generation;
+    if !fresh {
+        if let Some((g, addr)) = lock(&state.ports.forwards).get(target) {
+            if *g == generation {
+                return Ok(*addr);
+            }
+        }
+    }
+    let _one = state.ports.starting.lock().await;
+    // Started by the request that held the lock before this one?
     if !fresh {
         if let Some((g, addr)) = lock(&state.ports.forwards).get(target) {
             if *g == generation {
@@ -474,7 +503,11 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat, agentbox.auth.s3cret"));
+        h.insert("x-api-key", HeaderValue::from_static("tok"));
         outgoing_headers(&mut h, true, true, 3000);
+        assert_eq!(h.get(header::SEC_WEBSOCKET_PROTOCOL).unwrap(), "chat");
+        assert!(h.get("x-api-key").is_none());
         assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert_eq!(h.get(header::HOST).unwrap(), "127.0.0.1:3000");

@@ -7,7 +7,7 @@
 //! lead the host to a socket of its own. The socket is connected through the descriptor so found
 //! (`/proc/self/fd/N`), never by path.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -17,6 +17,9 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use crate::config::QMP_SOCKET;
+
+/// The longest line of QMP read.
+const LINE_LIMIT: u64 = 64 << 10;
 
 /// Why the monitor could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +55,22 @@ pub fn command(root: Pid, execute: &str) -> Result<(), MonitorError> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| failed("timeout", e))?;
     let mut writer = stream.try_clone().map_err(|e| failed("socket", e))?;
     let mut reader = BufReader::new(stream);
+    // The whole exchange, however QEMU answers (a stream of events, a line without end).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let answer = |reader: &mut BufReader<UnixStream>| -> Result<serde_json::Value, MonitorError> {
         // Events (`{"event": ...}`) may come before the answer; the greeting is `{"QMP": ...}`.
         loop {
+            if std::time::Instant::now() > deadline {
+                return Err(MonitorError::Failed("no answer within 5 seconds".into()));
+            }
             let mut line = String::new();
-            if reader.read_line(&mut line).map_err(|e| failed("reading", e))? == 0 {
+            let read =
+                reader.by_ref().take(LINE_LIMIT).read_line(&mut line).map_err(|e| failed("reading", e))?;
+            if read == 0 {
                 return Err(MonitorError::Failed("it closed the connection".into()));
+            }
+            if !line.ends_with('\n') {
+                return Err(MonitorError::Failed("an answer longer than 64 KiB".into()));
             }
             let v: serde_json::Value = serde_json::from_str(&line)
                 .map_err(|e| MonitorError::Failed(format!("an answer that is not JSON ({e})")))?;

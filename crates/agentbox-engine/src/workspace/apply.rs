@@ -359,7 +359,13 @@ pub fn apply(home: &Home, store: &Store, name: &str, req: &ApplyRequest) -> Resu
                 Ok((d, n)) => (d.stat(&n)?, Some(via_fd(&d, &n))),
                 Err(why) if why.ends_with("does not exist in the target") => (None, None),
                 // Below a directory this apply puts where the target has a file or a link.
-                Err(_) if rel.ancestors().skip(1).any(|a| dirs_written.contains(a)) => (None, None),
+                Err(why)
+                    if (why.ends_with("is not a directory in the target")
+                        || why.ends_with("is a link in the target (not followed)"))
+                        && rel.ancestors().skip(1).any(|a| dirs_written.contains(a)) =>
+                {
+                    (None, None)
+                }
                 Err(why) => {
                     skipped.push(Skipped { path: rel, reason: why });
                     continue;

@@ -142,7 +142,14 @@ pub struct BranchMade {
 fn host_git(repo: &Path, index: Option<&Path>, args: &[&str], input: Option<&[u8]>) -> Result<String> {
     use std::io::Write;
     let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(repo).args(args).env("GIT_TERMINAL_PROMPT", "0").env_remove("GIT_DIR");
+    // No hook of any kind (`update-ref` runs reference-transaction hooks), wherever the
+    // repository's config points them.
+    cmd.arg("-C")
+        .arg(repo)
+        .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR");
     if let Some(i) = index {
         cmd.env("GIT_INDEX_FILE", i);
     }
@@ -174,7 +181,8 @@ pub fn branch(home: &Home, name: &str, branch: &str, to: Option<&Path>, force: b
     let rec = agents::get(&home.store()?, name)?;
     let origin = GitOrigin::load(&agents::state_dir(&rec), name)?;
     let repo = match (to, &origin.local) {
-        (Some(t), _) => std::fs::canonicalize(t).with_context(|| format!("--to {}", t.display()))?,
+        (Some(t), _) => std::fs::canonicalize(t)
+            .map_err(|e| Error::invalid(format!("--to {}: {e}", t.display())))?,
         (None, Some(l)) => l.clone(),
         (None, None) => {
             return Err(Error::invalid(format!(
@@ -184,6 +192,13 @@ pub fn branch(home: &Home, name: &str, branch: &str, to: Option<&Path>, force: b
             )))
         }
     };
+    // Never a repository agentbox keeps (another agent's workspace): the person's own only.
+    if std::fs::canonicalize(&home.root).is_ok_and(|h| repo.starts_with(h)) {
+        return Err(Error::invalid(format!(
+            "{} is inside agentbox's own state: make the branch in your repository (--to REPO)",
+            repo.display()
+        )));
+    }
     let check = Command::new("git")
         .args(["check-ref-format", "--branch", branch])
         .stdout(std::process::Stdio::null())

@@ -158,6 +158,12 @@ fn make(home: &Home, req: NewSandbox, timeout: u64) -> agentbox_engine::Result<(
         if !super::snapshots::is_snapshot(s, &template) {
             return Ok(None);
         }
+        if !req.env_vars.is_empty() || req.network.as_ref().is_some_and(|n| !n.allow_out.is_empty()) {
+            return Err(Error::invalid(
+                "a sandbox made from a snapshot has the snapshot's variables and network: leave envVars and \
+                 network.allowOut out (or give them to the sandbox the snapshot is taken of)",
+            ));
+        }
         let from = Sandbox::load(home, &template).ok_or_else(|| {
             Error::not_found(format!("snapshot {template} is damaged: its sandbox.json is gone"))
         })?;

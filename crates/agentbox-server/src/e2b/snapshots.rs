@@ -89,7 +89,9 @@ fn copy_sandbox(
         Ok(())
     })();
     if was_running {
-        let _ = agentbox_engine::pause::resume(home, store, src);
+        if let Err(e) = agentbox_engine::pause::resume(home, store, src) {
+            crate::extract::warn(&format!("sandbox {src} stays paused after it was copied: {e}"));
+        }
     }
     if made.is_err() {
         let _ = agentbox_engine::lifecycle::remove(home, store, dst, true);
