@@ -75,7 +75,7 @@ impl Forward {
         let Forward { home, rec, port, listener, handles } = self;
         drop(handles);
         listener.set_nonblocking(true).context("the host listener")?;
-        Ok(Joined { home, rec, port, listener })
+        Ok(Joined { home, rec, port, listener, key: None })
     }
 }
 
@@ -86,6 +86,8 @@ pub struct Joined {
     rec: AgentRecord,
     port: u16,
     listener: TcpListener,
+    /// What every connection must send first (the server's proxy knows it; nobody else does).
+    key: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Joined {
@@ -105,6 +107,20 @@ impl Joined {
                 checked = std::time::Instant::now();
             }
             match self.listener.accept() {
+                Ok((host, _)) if self.key.is_some() => {
+                    // Checked on its own thread: a client that sends nothing holds up no other.
+                    let (key, port) = (self.key.clone(), self.port);
+                    std::thread::spawn(move || {
+                        let _ = host.set_nonblocking(false);
+                        if key.is_some_and(|k| presents(&host, &k)) {
+                            if let Ok(inner) = connect_inside(port) {
+                                relay(host, inner);
+                                return;
+                            }
+                        }
+                        let _ = host.shutdown(Shutdown::Both);
+                    });
+                }
                 Ok((host, _)) => {
                     let _ = host.set_nonblocking(false);
                     match self.connect() {
@@ -134,12 +150,34 @@ impl Joined {
 
     /// A connection to the agent's port, made on the sandbox's side.
     fn connect(&self) -> std::io::Result<TcpStream> {
-        let timeout = Duration::from_secs(5);
-        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), timeout).or_else(|_| {
-            TcpStream::connect_timeout(&SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.port)), timeout)
-        })
+        connect_inside(self.port)
+    }
+
+    /// Lets in only connections that first send `key`.
+    pub fn keyed(self, key: Vec<u8>) -> Self {
+        Self { key: Some(key.into()), ..self }
     }
 }
+
+/// A connection to `port` on the agent's loopback (this process is in its network).
+fn connect_inside(port: u16) -> std::io::Result<TcpStream> {
+    let timeout = Duration::from_secs(5);
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout).or_else(|_| {
+        TcpStream::connect_timeout(&SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), timeout)
+    })
+}
+
+/// Whether `client` sends `key` first (within 5 seconds); compared in constant time.
+fn presents(client: &TcpStream, key: &[u8]) -> bool {
+    use std::io::Read;
+    let mut got = vec![0u8; key.len()];
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let read = (&*client).read_exact(&mut got).is_ok();
+    let _ = client.set_read_timeout(None);
+    read && got.iter().zip(key).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+impl Joined {}
 
 /// Refuses published ports that repeat a host port, or that something here listens on already.
 pub fn check_publish(maps: &[agentbox_core::PortMap]) -> Result<()> {
@@ -169,7 +207,7 @@ pub fn publish_for(home: &Home, name: &str, dir: &std::path::Path) {
 }
 
 fn start_publisher(home: &Home, name: &str, dir: &std::path::Path, m: agentbox_core::PortMap) -> Result<()> {
-    let (child, _) = start_forwarder(home, name, dir, m.port, m.host_port)?;
+    let (child, _) = start_forwarder(home, name, dir, m.port, m.host_port, None)?;
     // It ends with this run of the agent; whoever reaps it does not matter.
     drop(child);
     Ok(())
@@ -183,6 +221,8 @@ pub struct ServerForward {
     pub addr: SocketAddr,
     pub generation: i64,
     pub child: std::process::Child,
+    /// What each connection sends first: the forwarder lets in nothing else.
+    pub key: Vec<u8>,
 }
 
 /// Starts a [`ServerForward`] to a running ns agent's `port`.
@@ -194,23 +234,36 @@ pub fn forward_for_server(home: &Home, name: &str, port: u16) -> Result<ServerFo
     if rec.state != AgentState::Running {
         return Err(Error::conflict(format!("agent '{name}' is {}; ports reach a running agent", rec.state)));
     }
-    let (mut child, addr) = start_forwarder(home, name, &agents::state_dir(&rec), port, 0)?;
+    let key = random_key()?;
+    let (mut child, addr) = start_forwarder(home, name, &agents::state_dir(&rec), port, 0, Some(&key))?;
     let Some(addr) = addr else {
         let _ = child.kill();
         let _ = child.wait();
         return Err(Error::internal("the port forwarder did not say where it listens"));
     };
-    Ok(ServerForward { addr, generation: rec.generation, child })
+    Ok(ServerForward { addr, generation: rec.generation, child, key })
+}
+
+/// 32 random bytes.
+fn random_key() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    Ok(key)
 }
 
 /// Starts `__publish NAME PORT HOSTPORT` detached and waits for its first line: `ok ADDR` once
-/// it listens (the address it bound), or `error: ...`.
+/// it listens (the address it bound), or `error: ...`. With a key, the forwarder reads it from
+/// its stdin (never its command line, which every local user can read).
 fn start_forwarder(
     home: &Home,
     name: &str,
     dir: &std::path::Path,
     port: u16,
     host_port: u16,
+    key: Option<&[u8]>,
 ) -> Result<(std::process::Child, Option<SocketAddr>)> {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
@@ -219,20 +272,27 @@ fn start_forwarder(
         .append(true)
         .open(dir.join("publish.log"))
         .context("opening publish.log")?;
-    let mut child = crate::home::self_command()
-        .arg("__publish")
-        .arg(name)
-        .arg(port.to_string())
-        .arg(host_port.to_string())
+    let mut cmd = crate::home::self_command();
+    cmd.arg("__publish").arg(name).arg(port.to_string()).arg(host_port.to_string());
+    if key.is_some() {
+        cmd.arg("--keyed");
+    }
+    let mut child = cmd
         .env("AGENTBOX_HOME", &home.root)
         .current_dir("/")
-        .stdin(std::process::Stdio::null())
+        .stdin(if key.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         // Its own process group: a Ctrl-C meant for the spawning command is not for it.
         .process_group(0)
         .spawn()
         .context("starting the port forwarder")?;
+    if let (Some(k), Some(mut stdin)) = (key, child.stdin.take()) {
+        use std::io::Write;
+        let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+        // A failed write shows as the forwarder's own error line below.
+        let _ = writeln!(stdin, "{hex}");
+    }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         std::io::BufReader::new(out).read_line(&mut line).context("waiting for the port forwarder")?;
@@ -248,12 +308,31 @@ fn start_forwarder(
     }
 }
 
-/// The `__publish NAME PORT HOSTPORT` role: binds (waiting a moment for the previous run's
+/// The `__publish NAME PORT HOSTPORT [--keyed]` role: binds (waiting a moment for the previous run's
 /// forwarder to let the port go), joins the sandbox's network, says `ok ADDR` on stdout (and
 /// nothing more there), then forwards until this run of the agent ends.
-pub fn publish_role(name: &str, port: u16, host_port: u16) -> Result<i32> {
-    use std::io::Write;
+pub fn publish_role(name: &str, port: u16, host_port: u16, keyed: bool) -> Result<i32> {
+    use std::io::{BufRead, Write};
     let home = Home::open()?;
+    let key = match keyed {
+        false => None,
+        true => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).context("reading the key")?;
+            let hex = line.trim();
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect();
+            match bytes.filter(|b| b.len() == 32) {
+                Some(b) => Some(b),
+                None => {
+                    println!("error: the key on stdin is not 64 hex digits");
+                    return Ok(1);
+                }
+            }
+        }
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let forward = loop {
         match prepare(&home, name, port, host_port) {
@@ -270,7 +349,10 @@ pub fn publish_role(name: &str, port: u16, host_port: u16) -> Result<i32> {
     let one = agentbox_sys::SingleThreaded::check()
         .map_err(|e| Error::internal(format!("forwarding needs a single-threaded start: {e}")))?;
     let joined = match forward.join(&one) {
-        Ok(j) => j,
+        Ok(j) => match key {
+            Some(k) => j.keyed(k),
+            None => j,
+        },
         Err(e) => {
             println!("error: {e}");
             return Ok(1);

@@ -21,9 +21,11 @@
 //! carry `Content-Security-Policy: sandbox` besides.
 //!
 //! **How the bytes get there.** The server cannot join an agent's network from its threads, so
-//! it starts a forwarder process (`agentbox __publish NAME PORT 0`, as `spawn --publish` does) on
-//! a free loopback port the first time a port is opened, keeps it for that run of the agent, and
-//! starts another when the agent has been restarted or the forwarder is gone.
+//! it starts a forwarder process (`agentbox __publish NAME PORT 0 --keyed`, as `spawn --publish`
+//! does) on a free loopback port the first time a port is opened, keeps it for that run of the
+//! agent, and starts another when the agent has been restarted or the forwarder is gone. The
+//! forwarder gets a random key on its stdin and lets in only connections that send it first: no
+//! other local user, and no page a browser was sent to, can use it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,10 +56,19 @@ const SESSION_LIFE: Duration = Duration::from_secs(12 * 3600);
 /// An agent's port: what a ticket or a session lets in.
 type Target = (String, u16);
 
+#[derive(Clone)]
+struct Forwarder {
+    generation: i64,
+    addr: SocketAddr,
+    key: std::sync::Arc<[u8]>,
+}
+
 /// Forwarders, tickets and sessions of every agent port opened through this server.
 #[derive(Default)]
 pub struct Ports {
-    forwards: Mutex<HashMap<Target, (i64, SocketAddr)>>,
+    /// Per agent port: the run of the agent, where its forwarder listens, and the key each
+    /// connection to it must send first.
+    forwards: Mutex<HashMap<Target, Forwarder>>,
     /// Held while a forwarder starts: two first requests at once start one.
     starting: tokio::sync::Mutex<()>,
     tickets: Mutex<HashMap<String, (Target, Instant)>>,
@@ -366,7 +377,7 @@ fn bad_gateway(target: &Target, why: impl std::fmt::Display) -> Response {
 
 /// Where this run of the agent's `port` is forwarded from, starting a forwarder if needed
 /// (`fresh`: the last one did not answer).
-async fn forward_addr(state: &Shared, target: &Target, fresh: bool) -> ApiResult<SocketAddr> {
+async fn forwarder(state: &Shared, target: &Target, fresh: bool) -> ApiResult<Forwarder> {
     let home = state.home.clone();
     let name = target.0.clone();
     let rec = blocking(move || with_store(&home, |s| agentbox_engine::agents::get(s, &name))).await?;
@@ -377,37 +388,36 @@ async fn forward_addr(state: &Shared, target: &Target, fresh: bool) -> ApiResult
         ));
     }
     let generation = rec.generation;
-    if !fresh {
-        if let Some((g, addr)) = lock(&state.ports.forwards).get(target) {
-            if *g == generation {
-                return Ok(*addr);
-            }
-        }
+    let known = || lock(&state.ports.forwards).get(target).filter(|f| f.generation == generation).cloned();
+    if let (false, Some(f)) = (fresh, known()) {
+        return Ok(f);
     }
     let _one = state.ports.starting.lock().await;
     // Started by the request that held the lock before this one?
-    if !fresh {
-        if let Some((g, addr)) = lock(&state.ports.forwards).get(target) {
-            if *g == generation {
-                return Ok(*addr);
-            }
-        }
+    if let (false, Some(f)) = (fresh, known()) {
+        return Ok(f);
     }
     let (home, name, port) = (state.home.clone(), target.0.clone(), target.1);
     let fwd = blocking(move || agentbox_engine::ports::forward_for_server(&home, &name, port)).await?;
-    let agentbox_engine::ports::ServerForward { addr, generation, mut child } = fwd;
+    let agentbox_engine::ports::ServerForward { addr, generation, mut child, key } = fwd;
     // It ends with that run of the agent; reaped then.
     std::thread::spawn(move || child.wait());
-    lock(&state.ports.forwards).insert(target.clone(), (generation, addr));
-    Ok(addr)
+    let made = Forwarder { generation, addr, key: key.into() };
+    lock(&state.ports.forwards).insert(target.clone(), made.clone());
+    Ok(made)
 }
 
 async fn connect(state: &Shared, target: &Target) -> Result<tokio::net::TcpStream, Response> {
     let mut last = String::new();
     for fresh in [false, true] {
-        let addr = forward_addr(state, target, fresh).await.map_err(IntoResponse::into_response)?;
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
+        use tokio::io::AsyncWriteExt;
+        let f = forwarder(state, target, fresh).await.map_err(IntoResponse::into_response)?;
+        match tokio::net::TcpStream::connect(f.addr).await {
+            // The forwarder lets in only connections that send its key first.
+            Ok(mut s) => match s.write_all(&f.key).await {
+                Ok(()) => return Ok(s),
+                Err(e) => last = e.to_string(),
+            },
             Err(e) => last = e.to_string(),
         }
     }

@@ -13,15 +13,34 @@ use std::path::PathBuf;
 /// A role and its arguments.
 #[derive(Debug, PartialEq, Eq)]
 enum Role {
-    Supervise { name: String },
+    Supervise {
+        name: String,
+    },
     Spawn,
     Tasks,
-    Clone { url: String, dir: PathBuf, git_ref: Option<String> },
+    Clone {
+        url: String,
+        dir: PathBuf,
+        git_ref: Option<String>,
+    },
     VmHost,
-    VmExec { tty: bool, command: Vec<OsString> },
-    VmForward { port: u16 },
-    Archive { args: Vec<OsString> },
-    Publish { name: String, port: u16, host_port: u16 },
+    VmExec {
+        tty: bool,
+        command: Vec<OsString>,
+    },
+    VmForward {
+        port: u16,
+    },
+    Archive {
+        args: Vec<OsString>,
+    },
+    /// `keyed`: every connection must first send the key read from stdin (the server's proxy).
+    Publish {
+        name: String,
+        port: u16,
+        host_port: u16,
+        keyed: bool,
+    },
 }
 
 fn text(arg: &OsString) -> Result<String, String> {
@@ -62,9 +81,14 @@ impl Role {
             ("__vmfwd", [port]) => text(port)
                 .and_then(|p| p.parse().map_err(|_| format!("invalid port {p}")))
                 .map(|port| Role::VmForward { port }),
-            ("__publish", [agent, port, host]) => (|| {
+            ("__publish", [agent, port, host, keyed @ ..]) if keyed.len() <= 1 => (|| {
                 let num = |a: &OsString| text(a)?.parse::<u16>().map_err(|_| format!("invalid port {a:?}"));
-                Ok(Role::Publish { name: text(agent)?, port: num(port)?, host_port: num(host)? })
+                let keyed = match keyed.first().map(text).transpose()?.as_deref() {
+                    None => false,
+                    Some("--keyed") => true,
+                    Some(other) => return Err(format!("unknown option {other}")),
+                };
+                Ok(Role::Publish { name: text(agent)?, port: num(port)?, host_port: num(host)?, keyed })
             })(),
             (n, _) if n.starts_with("__") => Err("unknown role or wrong arguments".to_string()),
             _ => return None,
@@ -109,8 +133,8 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         Role::VmExec { tty, command } => agentbox_vm::exec_client::run_exec(command, tty),
         Role::VmForward { port } => agentbox_vm::fwd::run_forward(port),
         Role::Archive { args } => agentbox_engine::cp::archive_role(&args),
-        Role::Publish { name, port, host_port } => {
-            report(agentbox_engine::ports::publish_role(&name, port, host_port))
+        Role::Publish { name, port, host_port, keyed } => {
+            report(agentbox_engine::ports::publish_role(&name, port, host_port, keyed))
         }
     })
 }
@@ -139,8 +163,23 @@ mod tests {
             Some(Ok(Role::VmExec { tty: true, command: vec!["sh".into(), "-c".into(), "x".into()] }))
         );
         assert_eq!(parse(&["__vmfwd", "3128"]), Some(Ok(Role::VmForward { port: 3128 })));
-        for bad in [&["__supervise"][..], &["__spawn", "x"], &["__vmfwd", "http"], &["__vmexec"], &["__nope"]]
-        {
+        assert_eq!(
+            parse(&["__publish", "a", "3000", "0", "--keyed"]),
+            Some(Ok(Role::Publish { name: "a".into(), port: 3000, host_port: 0, keyed: true }))
+        );
+        assert_eq!(
+            parse(&["__publish", "a", "3000", "8080"]),
+            Some(Ok(Role::Publish { name: "a".into(), port: 3000, host_port: 8080, keyed: false }))
+        );
+        for bad in [
+            &["__supervise"][..],
+            &["__spawn", "x"],
+            &["__vmfwd", "http"],
+            &["__vmexec"],
+            &["__nope"],
+            &["__publish", "a", "1", "2", "--other"],
+            &["__publish", "a", "1", "2", "--keyed", "x"],
+        ] {
             assert!(matches!(parse(bad), Some(Err(_))), "{bad:?}");
         }
     }

@@ -881,6 +881,22 @@ fn an_agents_web_app_opens_on_an_origin_of_its_own() {
             assert_eq!(got, b"HELLO THROUGH");
         }
 
+        // The forwarder behind the proxy (on host loopback) lets in nobody without its key.
+        let log = std::fs::read_to_string(a.dir("web").join("publish.log")).unwrap_or_default();
+        let fwd = log.lines().rev().find_map(|l| l.split(" -> ").next()).unwrap().to_string();
+        {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&fwd).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            assert!(
+                got.is_empty(),
+                "as {who:?}: the forwarder at {fwd} answered without its key: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
         // A program, under the API with the controller's token (never passed on).
         let auth = format!("Authorization: Bearer {}\r\n", srv.token);
         let (status, head, body, _) = get(&addr, "/api/v1/agents/web/ports/3000/api/x?y=2", &auth);
