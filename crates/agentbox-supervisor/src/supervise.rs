@@ -829,40 +829,22 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
                 }
                 fds.push(PollFd::new(c.stream.as_fd(), ev));
             }
-            let timeout = match session.watch.as_ref().and_then(Watch::due) {
+            // The next thing due: the HITL watch's look at the screen, held keys (an Enter after
+            // its text), a pause for idleness (or a resume for input), and, while the log waits
+            // for disk space, another look twice a second.
+            let now = Instant::now();
+            let blocked = session.log.blocked().then(|| now + std::time::Duration::from_millis(500));
+            let due = [
+                session.watch.as_ref().and_then(Watch::due),
+                session.held_due(),
+                session.idle.due(),
+                blocked,
+            ];
+            let timeout = match due.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
-                    let ms = at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
-                    PollTimeout::from(ms)
+                    PollTimeout::from(at.saturating_duration_since(now).as_millis().min(60_000) as u16)
                 }
-            };
-            // Held keys (an Enter after its text): wake up when they are due.
-            let timeout = match session.held_due() {
-                None => timeout,
-                Some(at) => {
-                    let ms = at.saturating_duration_since(Instant::now()).as_millis().min(1000) as u16;
-                    match timeout {
-                        PollTimeout::NONE => PollTimeout::from(ms),
-                        t => t.min(PollTimeout::from(ms)),
-                    }
-                }
-            };
-            // Pausing when idle (`pause --after`), or resuming for input.
-            let timeout = match session.idle.due() {
-                None => timeout,
-                Some(at) => {
-                    let ms = at.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
-                    match timeout {
-                        PollTimeout::NONE => PollTimeout::from(ms),
-                        t => t.min(PollTimeout::from(ms)),
-                    }
-                }
-            };
-            // Waiting for disk space: look again twice a second.
-            let timeout = match (session.log.blocked(), timeout) {
-                (true, PollTimeout::NONE) => PollTimeout::from(500u16),
-                (true, t) => t.min(PollTimeout::from(500u16)),
-                (false, t) => t,
             };
             match poll(&mut fds, timeout) {
                 Err(Errno::EINTR) => continue,
