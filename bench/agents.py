@@ -141,6 +141,28 @@ def density(n, env):
     return len(sups), len(pids), pss / max(len(sups), 1), rss / max(len(sups), 1), elapsed
 
 
+def scaling(levels, env, tmux_sock):
+    """Spawn latency (10 spawns, interleaved with tmux's) and memory per agent with N agents
+    running, for each N in `levels` (idle `sleep infinity` agents fill up to N)."""
+    rows, have = [], 0
+    for n in levels:
+        fill = n - 10 - have
+        if fill > 0:
+            run(BIN, "swarm", f"fill{n}", str(fill), "--", "sleep", "infinity", env=env, stdout=subprocess.DEVNULL)
+            have += fill
+        ours, theirs = [], []
+        for i in range(10):
+            ours.append(timed([BIN, "spawn", f"at{n}-{i}", "--", "sleep", "infinity"], env))
+            theirs.append(timed(["tmux", "-S", tmux_sock, "new-session", "-d", "-s", f"at{n}-{i}", "sleep 100000"]))
+        have += 10
+        sups, pids = pids_of_agents(env["AGENTBOX_HOME"])
+        pss, _ = memory_kb(pids)
+        rows.append((len(sups), statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3, pss / max(len(sups), 1)))
+    run(BIN, "killall", env=env, stdout=subprocess.DEVNULL)
+    run(BIN, "clean", env=env, stdout=subprocess.DEVNULL)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--spawns", type=int, default=30)
@@ -149,6 +171,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (median reported)")
     ap.add_argument("--prev", help="another agentbox binary whose spawn latency is measured in the same run")
     ap.add_argument("--spawn-only", action="store_true", help="only the spawn latency")
+    ap.add_argument("--scale", help="only how cost grows: agents running, comma-separated (e.g. 10,100,1000)")
     a = ap.parse_args()
     run("cargo", "build", "--release", "-q", "-p", "agentbox", cwd=ROOT)
     work = tempfile.mkdtemp(prefix="agentbox-bench-")
@@ -156,6 +179,14 @@ def main():
     tmux_sock = os.path.join(work, "tmux.sock")
     run("tmux", "-S", tmux_sock, "new-session", "-d", "-s", "keepalive", "sleep 100000")
     try:
+        if a.scale:
+            levels = [int(x) for x in a.scale.split(",")]
+            print("## how cost grows (10 spawns at each level, interleaved with tmux's; medians)\n")
+            print("| agents running | `agentbox spawn` ms | `tmux new-session -d` ms | ratio | PSS per agent KiB |")
+            print("|---|---|---|---|---|")
+            for agents, ours, theirs, pss in scaling(levels, env, tmux_sock):
+                print(f"| {agents} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | {pss:.0f} |")
+            return
         ours, tmux, before = spawn_latency(a.spawns, env, tmux_sock, work, a.prev)
         print(f"## spawn latency ({a.spawns} spawns, median)\n")
         print("| | ms |\n|---|---|")

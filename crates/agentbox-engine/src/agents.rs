@@ -74,6 +74,10 @@ pub fn reconcile(store: &Store, rec: AgentRecord) -> Result<AgentRecord> {
     if !is_stale(&rec) || rec.state == AgentState::Creating {
         return Ok(rec);
     }
+    // What the dead supervisor made for its sandbox and could not remove: its cgroups.
+    if let Some(pid) = rec.supervisor_pid.and_then(|p| u32::try_from(p).ok()) {
+        agentbox_jail::remove_leftover_cgroups(pid);
+    }
     match store.mark_finished(
         &rec.name,
         Some(rec.generation),

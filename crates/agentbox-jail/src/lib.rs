@@ -33,7 +33,7 @@ pub use handles::SandboxHandles;
 pub use hostfs::{HostEntry, HostFs, RealFs};
 pub use join::exec_in;
 pub use launch::{start, Pipes, Running, Stdio};
-pub use limits::{parse_cgroup_mounts, parse_proc_cgroup, Enforcement};
+pub use limits::{parse_cgroup_mounts, parse_proc_cgroup, remove_leftover_cgroups, Enforcement};
 pub use plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
 pub use relay::{wait_captured, wait_foreground, Captured, Outcome};
 pub use resolve::{

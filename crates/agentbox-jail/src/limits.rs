@@ -195,32 +195,31 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), JailError> {
 }
 
 fn create_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
-    sweep(parent);
     let dir = parent.join(name);
     fs::create_dir(&dir)?;
     Ok(dir)
 }
 
-/// Removes the sandbox cgroups in `parent` whose maker has died without removing them (a
-/// supervisor killed with SIGKILL): `agentbox-PID-...` where process PID is gone or a zombie.
-/// One whose PID was reused is left for a later sweep; one still in use cannot be removed
-/// (EBUSY).
-fn sweep(parent: &Path) {
-    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("agentbox-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-            .filter(|p| *p > 0)
-        else {
-            continue;
-        };
-        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()));
-        if matches!(state, None | Some('Z' | 'X')) {
+/// Removes the cgroups a sandbox's maker (`maker`, the process that started it: its supervisor)
+/// left behind when it died without removing them (killed with SIGKILL): `agentbox-MAKER-...`
+/// in every hierarchy agentbox makes them in. Called by whoever finds that maker dead; a cgroup
+/// still in use cannot be removed (EBUSY) and is left.
+pub fn remove_leftover_cgroups(maker: u32) {
+    let mounts = parse_cgroup_mounts(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let own = parse_proc_cgroup(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let prefix = format!("agentbox-{maker}-");
+    let parents: Vec<PathBuf> = [Some("freezer"), Some("memory"), Some("pids"), Some("cpu"), None]
+        .into_iter()
+        .filter_map(|c| own_dir(&mounts, &own, c))
+        .collect();
+    for parent in parents {
+        for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            // A frozen group's processes could not finish dying.
+            let _ = fs::write(entry.path().join("freezer.state"), "THAWED");
+            let _ = fs::write(entry.path().join("cgroup.freeze"), "0");
             let _ = fs::remove_dir(entry.path());
         }
     }
