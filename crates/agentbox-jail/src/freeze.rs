@@ -29,7 +29,7 @@ use agentbox_sys::PidFd;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::limits::{parse_cgroup_mounts, parse_proc_cgroup};
+use crate::limits::sandbox_cgroups;
 use crate::JailError;
 
 /// How long a freeze waits for every process to stop before it gives up (and thaws what it
@@ -82,12 +82,13 @@ pub fn freeze(tree: SandboxTree) -> Result<Froze, JailError> {
 pub fn thaw(tree: SandboxTree) -> Result<Froze, JailError> {
     match Freezer::of(tree.root) {
         Some(fr) => {
-            let thawed = fr.thaw()?;
+            fr.set(false).map_err(|e| failed(format!("thawing {}: {e}", fr.dir.display())))?;
+            let pids = fr.pids();
             // Stopped by signals when the freezer did not settle: continued the same way.
-            if fr.any_stopped() {
+            if pids.iter().any(|pid| stat(*pid).is_some_and(|s| matches!(s.state, 'T' | 't'))) {
                 continue_tree(tree)?;
             }
-            Ok(thawed)
+            Ok(Froze { processes: pids.len(), cgroup: true })
         }
         None => continue_tree(tree).map(|processes| Froze { processes, cgroup: false }),
     }
@@ -115,26 +116,15 @@ pub(crate) struct Freezer {
 impl Freezer {
     /// The freezer cgroup `pid` is in, if agentbox created it for a sandbox.
     fn of(pid: Pid) -> Option<Self> {
-        let mounts = parse_cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo").ok()?);
-        let theirs = parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?);
+        let cgroups = sandbox_cgroups(pid);
         // The v1 freezer hierarchy first, then the v2 one: `limits::enforce` makes the sandbox's
         // freezer in the first of them it may write.
-        let v1 =
-            mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == "freezer")).map(|m| (m, false));
-        let v2 = mounts.iter().find(|m| m.v2).map(|m| (m, true));
-        let found = [v1, v2].into_iter().flatten().find_map(|(mount, v2)| {
-            let (_, path) = theirs.iter().find(|(ctrls, _)| match v2 {
-                false => ctrls.iter().any(|c| c == "freezer"),
-                true => ctrls.is_empty(),
-            })?;
-            if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agentbox-")) {
-                return None;
-            }
-            let dir = mount.mount_point.join(path.strip_prefix(&mount.root).ok()?);
-            let file = if v2 { "cgroup.freeze" } else { "freezer.state" };
-            dir.join(file).exists().then_some(Self { dir, v2 })
-        });
-        found
+        let v1 = cgroups.iter().find(|c| !c.v2 && c.controllers.iter().any(|x| x == "freezer"));
+        let v2 = cgroups.iter().find(|c| c.v2);
+        v1.into_iter().chain(v2).find_map(|c| {
+            let file = if c.v2 { "cgroup.freeze" } else { "freezer.state" };
+            c.dir.join(file).exists().then(|| Self { dir: c.dir.clone(), v2: c.v2 })
+        })
     }
 
     pub(crate) fn set(&self, frozen: bool) -> std::io::Result<()> {
@@ -154,16 +144,9 @@ impl Freezer {
         }
     }
 
-    fn processes(&self) -> usize {
-        read(&self.dir.join("cgroup.procs")).lines().count()
-    }
-
-    /// Whether a process of the group is stopped (`T`): what a freeze by signals left.
-    fn any_stopped(&self) -> bool {
-        read(&self.dir.join("cgroup.procs"))
-            .lines()
-            .filter_map(|p| p.trim().parse::<i32>().ok())
-            .any(|pid| stat(pid).is_some_and(|s| matches!(s.state, 'T' | 't')))
+    /// The group's processes.
+    fn pids(&self) -> Vec<i32> {
+        read(&self.dir.join("cgroup.procs")).lines().filter_map(|p| p.trim().parse().ok()).collect()
     }
 
     fn freeze(&self) -> Result<Froze, JailError> {
@@ -188,12 +171,7 @@ impl Freezer {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        Ok(Froze { processes: self.processes(), cgroup: true })
-    }
-
-    fn thaw(&self) -> Result<Froze, JailError> {
-        self.set(false).map_err(|e| failed(format!("thawing {}: {e}", self.dir.display())))?;
-        Ok(Froze { processes: self.processes(), cgroup: true })
+        Ok(Froze { processes: self.pids().len(), cgroup: true })
     }
 }
 

@@ -21,37 +21,9 @@ use agentbox_sys::{fork_process, Child, SingleThreaded};
 use crate::child::{self, ChildContext, Join};
 use crate::handles::SandboxHandles;
 use crate::launch::{await_exec, handled_signals, receive_fds, Channels, Running, Stdio};
-use crate::limits::{parse_cgroup_mounts, parse_proc_cgroup};
+use crate::limits::sandbox_cgroups;
 use crate::plan::Plan;
 use crate::JailError;
-
-/// The cgroup directories a process is in, if agentbox created them (`agentbox-*`).
-fn agentbox_cgroups(pid: Pid) -> Vec<PathBuf> {
-    let mounts = parse_cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-    let theirs =
-        parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default());
-    let mut dirs = Vec::new();
-    for (ctrls, path) in theirs {
-        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agentbox-")) {
-            continue;
-        }
-        let mount = mounts.iter().find(|m| {
-            if ctrls.is_empty() {
-                m.v2
-            } else {
-                !m.v2 && ctrls.iter().all(|c| m.controllers.contains(c))
-            }
-        });
-        if let Some(dir) =
-            mount.and_then(|m| path.strip_prefix(&m.root).ok().map(|rel| m.mount_point.join(rel)))
-        {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-    }
-    dirs
-}
 
 /// Starts `plan.process` inside the running sandbox behind `handles`, whose init is `init` (its
 /// pid tells which cgroup the sandbox is in).
@@ -63,7 +35,12 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         JailError::Exec { command: first.to_string_lossy().into(), reason, not_found: false }
     })?;
     let program = argv[0].clone();
-    let cgroups = agentbox_cgroups(init);
+    let mut cgroups: Vec<PathBuf> = Vec::new();
+    for c in sandbox_cgroups(init) {
+        if !cgroups.contains(&c.dir) {
+            cgroups.push(c.dir);
+        }
+    }
 
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, child_pipes, pipes) = stdio.split()?;

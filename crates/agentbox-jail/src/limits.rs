@@ -104,6 +104,42 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, PathBuf)> {
         .collect()
 }
 
+/// A cgroup agentbox made for a sandbox (`agentbox-*`), in one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SandboxCgroup {
+    pub(crate) dir: PathBuf,
+    /// The hierarchy's v1 controllers; empty for v2.
+    pub(crate) controllers: Vec<String>,
+    pub(crate) v2: bool,
+}
+
+/// The cgroups agentbox made that process `pid` is in, one per hierarchy (several v1
+/// controllers may share one directory).
+pub(crate) fn sandbox_cgroups(pid: Pid) -> Vec<SandboxCgroup> {
+    let mounts = parse_cgroup_mounts(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let theirs = parse_proc_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default());
+    let mut out = Vec::new();
+    for (ctrls, path) in theirs {
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agentbox-")) {
+            continue;
+        }
+        let mount = mounts.iter().find(|m| match ctrls.is_empty() {
+            true => m.v2,
+            false => !m.v2 && ctrls.iter().all(|c| m.controllers.contains(c)),
+        });
+        if let Some(m) = mount {
+            if let Ok(rel) = path.strip_prefix(&m.root) {
+                out.push(SandboxCgroup {
+                    dir: m.mount_point.join(rel),
+                    controllers: m.controllers.clone(),
+                    v2: m.v2,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The caller's cgroup directory for a controller (v1) or the unified hierarchy (`None`).
 fn own_dir(
     mounts: &[CgroupMount],

@@ -81,11 +81,7 @@ struct NetworkRules {
 }
 
 /// A sandbox's timeout in seconds: the default when not given, refused when 0 or over the limit.
-pub(super) fn default_deadline(t: Option<u64>) -> Result<u64, ApiError> {
-    timeout_secs(t)
-}
-
-fn timeout_secs(t: Option<u64>) -> Result<u64, ApiError> {
+pub(super) fn timeout_secs(t: Option<u64>) -> Result<u64, ApiError> {
     match t.unwrap_or(DEFAULT_TIMEOUT_SECS) {
         0 => Err(ApiError::new(StatusCode::BAD_REQUEST, "timeout must be at least 1 second")),
         t if t > MAX_TIMEOUT_SECS => Err(ApiError::new(
@@ -253,14 +249,7 @@ pub struct ListQuery {
 
 /// `key=value` pairs of a raw query string, each decoded once.
 pub(super) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    q.unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
 impl ListQuery {

@@ -22,7 +22,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::control::{blocking, body_of, default_deadline, sandbox_json};
+use super::control::{blocking, body_of, sandbox_json, timeout_secs};
 use super::error::ApiError;
 use super::sandboxes::{self, Sandbox, TAG};
 use crate::state::Shared;
@@ -152,7 +152,7 @@ pub async fn fork(
             format!("count: between 1 and {MAX_FORKS}, not {count}"),
         ));
     }
-    let timeout = default_deadline(req.timeout)?;
+    let timeout = timeout_secs(req.timeout)?;
     let home = state.home.clone();
     let results = blocking(move || {
         with_store(&home, |s| {
