@@ -65,7 +65,13 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     // The guest image and accelerator are resolved here, before the sandbox is cloned: building
     // the initramfs or probing KVM must not happen in the sandbox's memory.
     let vm = match spec.backend {
-        Backend::Vm => Some(crate::vm::assets(&home)?),
+        Backend::Vm => {
+            let assets = crate::vm::assets(&home)?;
+            if let Some(line) = crate::vm::prepare_snapshot(&spec, &assets) {
+                agentbox_core::note(format_args!("{line}"));
+            }
+            Some(assets)
+        }
         Backend::Ns => None,
     };
     let generation = rec.generation;

@@ -1,5 +1,9 @@
-//! The VM backend's host-side resources: the guest image and initramfs, the accelerator.
+//! The VM backend's host-side resources: the guest image and initramfs, the accelerator, and
+//! the saved machines VM agents start from.
 
+use agentbox_core::{Backend, NetworkMode, SandboxSpec};
+use agentbox_jail::{resolve, HostContext, SandboxRequest};
+use agentbox_supervisor::vm_snapshot::Made;
 use agentbox_supervisor::VmAssets;
 use agentbox_vm::GuestImage;
 
@@ -16,4 +20,40 @@ pub fn check_ready() -> Result<()> {
     GuestImage::load(&vm_image_dir()?)?;
     agentbox_vm::accel::qemu_binary()?;
     Ok(())
+}
+
+/// Makes sure the snapshot `spec`'s VM starts from exists, making it now if not: the first VM of
+/// a machine layout after `vm setup` or an upgrade waits for one boot, and every later one is
+/// restored. Says what happened in a line, or `None` if the snapshot was there. Not being able
+/// to make one is not fatal: the VM then boots, and the line says why.
+pub fn prepare_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Option<String> {
+    match agentbox_supervisor::ensure_snapshot(spec, assets) {
+        Ok(Some(made)) => Some(made.to_string()),
+        Ok(None) => None,
+        Err(e) => Some(format!("no VM snapshot ({e}); the VM boots instead")),
+    }
+}
+
+/// Makes the snapshots of the default machines (`vm setup`): default memory and CPUs, without
+/// a network and with the egress proxy's.
+pub fn make_default_snapshots(home: &Home) -> Result<Vec<std::result::Result<Option<Made>, String>>> {
+    let assets = assets(home)?;
+    let scratch = home.vm_work_dir().join(format!(".setup-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let mut out = Vec::new();
+    for network in [NetworkMode::None, NetworkMode::Proxy] {
+        let request = SandboxRequest {
+            command: vec!["true".into()],
+            workspace: Some(scratch.clone()),
+            network,
+            backend: Backend::Vm,
+            ..Default::default()
+        };
+        let made = resolve(request, &HostContext::current()?)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| agentbox_supervisor::ensure_snapshot(&spec, &assets));
+        out.push(made);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(out)
 }

@@ -116,6 +116,50 @@ impl Sink for Memory {
     }
 }
 
+/// Stdout into a writer (a file being made), stderr kept in memory up to a limit.
+struct Streaming<'a> {
+    out: &'a mut dyn std::io::Write,
+    write_error: Option<std::io::Error>,
+    stderr: Memory,
+}
+
+impl Sink for Streaming<'_> {
+    fn out(&mut self, data: &[u8]) {
+        if self.write_error.is_none() {
+            if let Err(e) = self.out.write_all(data) {
+                self.write_error = Some(e);
+            }
+        }
+    }
+    fn err(&mut self, data: &[u8]) {
+        self.stderr.err(data);
+    }
+}
+
+/// What [`wait_streamed`] saw.
+#[derive(Debug)]
+pub struct Streamed {
+    pub outcome: Outcome,
+    /// At most the limit given.
+    pub stderr: Vec<u8>,
+    /// Writing stdout failed (a full disk): what was written is incomplete.
+    pub write_error: Option<std::io::Error>,
+}
+
+/// Waits for the sandbox to end (started with [`crate::Stdio::Pipes`]), writing its stdout to
+/// `out` as it comes and keeping at most `limit` bytes of its stderr.
+pub fn wait_streamed(
+    running: Running,
+    timeout: Option<Duration>,
+    out: &mut dyn std::io::Write,
+    limit: usize,
+) -> Result<Streamed, JailError> {
+    let stderr = Memory { stdout: Vec::new(), stderr: Vec::new(), limit, truncated: false };
+    let mut sink = Streaming { out, write_error: None, stderr };
+    let outcome = relay(running, timeout, None, &mut sink)?;
+    Ok(Streamed { outcome, stderr: sink.stderr.stderr, write_error: sink.write_error })
+}
+
 /// Waits for the sandbox to end, relaying its terminal or pipes to the caller's stdin, stdout
 /// and stderr.
 pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Outcome, JailError> {

@@ -16,6 +16,7 @@ mod recorder;
 mod screen;
 mod supervise;
 mod vm;
+pub mod vm_snapshot;
 
 use std::path::PathBuf;
 
@@ -27,7 +28,8 @@ pub use logfile::DEFAULT_LIMIT as DEFAULT_LOG_LIMIT;
 pub use pausing::{pause_sandbox, resume_sandbox};
 pub use recorder::{Notice, Notifier};
 pub use supervise::{supervise, ProxySetup, SupervisorConfig, INVALID_COMMAND};
-pub use vm::{vm_plan, VmAssets};
+pub use vm::{snapshot_path, vm_plan, VmAssets};
+pub use vm_snapshot::ensure_snapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

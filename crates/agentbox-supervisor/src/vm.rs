@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use agentbox_core::{Limits, NetworkMode, SandboxSpec, PROXY_PORT, VM_DEFAULT_MEMORY};
 use agentbox_jail::{build_plan, MountOp, NodeKind, Plan, ProcessPlan, RealFs};
-use agentbox_vm::qemu::{QemuConfig, Share};
+use agentbox_vm::qemu::{QemuConfig, Share, Start};
 use agentbox_vm::{
-    Accel, GuestImage, GuestMount, GuestSetup, ProcSpec, VmError, VmLaunch, GUEST_PROXY_ADDR, INFRA_DIR,
-    LAUNCH_ENV,
+    Accel, Boot, GuestImage, GuestMount, GuestSetup, ProcSpec, VmError, VmLaunch, GUEST_PROXY_ADDR,
+    INFRA_DIR, LAUNCH_ENV, SHARE_SLOTS, SNAPSHOT_FILE,
 };
 
 /// QEMU's own memory beyond the guest's (translation cache, device buffers, the 9p server).
@@ -28,6 +28,12 @@ pub struct VmAssets {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: Accel,
+    /// Where saved machines are kept (`KEY.state`), see [`crate::vm_snapshot`]; `None` when
+    /// [`NO_SNAPSHOT_ENV`] turns them off and every VM boots.
+    pub snapshots: Option<PathBuf>,
+    /// Which QEMU, kernel and initramfs these are: part of every snapshot's key, so a change to
+    /// any of them (an upgrade of agentbox, QEMU or the guest kernel) makes a new one.
+    pub identity: String,
 }
 
 impl VmAssets {
@@ -40,7 +46,23 @@ impl VmAssets {
             .map_err(|e| VmError::Setup(format!("locating the agentbox binary: {e}")))?;
         let initramfs = image.initramfs(Path::new("/proc/self/exe"), work_dir)?;
         let accel = agentbox_vm::accel::detect(&qemu, &image, &initramfs, &accel_caches(image_dir, work_dir));
-        Ok(Self { qemu, exe, kernel: image.kernel_path(), initramfs, accel })
+        let kernel = image.kernel_path();
+        let id = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(p).map(|m| (m.len(), m.mtime(), m.ino())).unwrap_or_default();
+            format!("{}:{}:{}:{}", p.display(), m.0, m.1, m.2)
+        };
+        // The initramfs by name: it names the binary and image it holds, and is the same
+        // whichever AGENTBOX_HOME built it.
+        let identity = format!(
+            "{}|{}|{}",
+            id(&qemu),
+            id(&kernel),
+            initramfs.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let off = std::env::var(NO_SNAPSHOT_ENV).is_ok_and(|v| v == "off");
+        let snapshots = (!off).then(|| snapshot_dir(image_dir, work_dir));
+        Ok(Self { qemu, exe, kernel, initramfs, accel, snapshots, identity })
     }
 
     /// The accelerator VMs get here if it is already decided: no initramfs is built and no KVM
@@ -49,6 +71,28 @@ impl VmAssets {
         let image = GuestImage::load(image_dir).ok()?;
         let qemu = agentbox_vm::accel::qemu_binary().ok()?;
         agentbox_vm::accel::known(&qemu, &image, &accel_caches(image_dir, work_dir))
+    }
+}
+
+/// Set to `off`, VMs boot instead of starting from a snapshot (to measure or rule out the
+/// snapshot path).
+pub const NO_SNAPSHOT_ENV: &str = "AGENTBOX_VM_SNAPSHOT";
+
+/// Where snapshots are kept: beside the guest image, shared by every AGENTBOX_HOME of this user,
+/// when that directory is this user's own; in `work_dir` otherwise. A VM runs whatever machine
+/// its snapshot holds, so one is never taken from a directory another user can write.
+fn snapshot_dir(image_dir: &Path, work_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let shared = image_dir.join("snapshots");
+    let _ = std::fs::DirBuilder::new().mode(0o755).create(&shared);
+    let own = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0)
+    };
+    if own(image_dir) && own(&shared) {
+        shared
+    } else {
+        work_dir.join("snapshots")
     }
 }
 
@@ -102,11 +146,45 @@ fn guest_view(plan: &Plan, spec: &SandboxSpec) -> Result<(Vec<GuestMount>, Vec<S
     Ok((mounts, shares))
 }
 
-/// The plan of the sandbox that runs the agent's VM.
+/// The plan of the sandbox that runs the agent's VM: restored from its snapshot when there is
+/// one, booted otherwise.
 pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
-    let mut plan = build_plan(spec, &RealFs);
-    let (mounts, shares) = guest_view(&plan, spec)?;
-    let proxy = spec.network == NetworkMode::Proxy;
+    plan_for(spec, assets, false)
+}
+
+/// The plan of a sandbox that boots the machine `spec`'s VM would run and saves it to its stdout
+/// ([`Boot::Template`]). The shares lead nowhere: the guest mounts none before it is saved.
+pub fn template_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
+    plan_for(spec, assets, true)
+}
+
+/// The snapshot `spec`'s VM is restored from (which may not exist yet), or why it cannot have
+/// one.
+pub fn snapshot_path(spec: &SandboxSpec, assets: &VmAssets) -> Result<PathBuf, String> {
+    let (_, qemu) = machine(&build_plan(spec, &RealFs), spec, assets)?;
+    snapshot_of(&qemu, assets)
+}
+
+fn snapshot_of(qemu: &QemuConfig, assets: &VmAssets) -> Result<PathBuf, String> {
+    let writable = qemu.shares.len() - 1;
+    if writable > SHARE_SLOTS {
+        return Err(format!("{writable} writable shares, more than a snapshot's {SHARE_SLOTS}"));
+    }
+    let dir = assets.snapshots.as_ref().ok_or(format!("{NO_SNAPSHOT_ENV}=off"))?;
+    Ok(dir.join(format!("{}.state", qemu.snapshot_key(&assets.identity))))
+}
+
+/// The guest's mounts and QEMU's configuration for `spec`, its shares padded to the snapshot's
+/// fixed layout.
+fn machine(
+    plan: &Plan,
+    spec: &SandboxSpec,
+    assets: &VmAssets,
+) -> Result<(Vec<GuestMount>, QemuConfig), String> {
+    let (mounts, mut shares) = guest_view(plan, spec)?;
+    while shares.len() < 1 + SHARE_SLOTS {
+        shares.push(Share { tag: format!("s{}", shares.len()), path: INFRA_DIR.into(), writable: false });
+    }
     let memory = spec.limits.memory.unwrap_or(VM_DEFAULT_MEMORY);
     let qemu = QemuConfig {
         binary: assets.qemu.clone(),
@@ -116,7 +194,7 @@ pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
         kernel: infra("vmlinuz"),
         initramfs: infra("initramfs"),
         shares,
-        proxy_forward: proxy,
+        proxy_forward: spec.network == NetworkMode::Proxy,
         tsc_khz: agentbox_vm::qemu::host_tsc_khz(),
         forward_command: vec![
             infra("agentbox").to_string_lossy().into_owned(),
@@ -124,8 +202,27 @@ pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
             PROXY_PORT.to_string(),
         ],
     };
+    Ok((mounts, qemu))
+}
+
+fn plan_for(spec: &SandboxSpec, assets: &VmAssets, template: bool) -> Result<Plan, String> {
+    let mut plan = build_plan(spec, &RealFs);
+    let (mounts, mut qemu) = machine(&plan, spec, assets)?;
+    let proxy = spec.network == NetworkMode::Proxy;
+    let snapshot = snapshot_of(&qemu, assets).ok().filter(|p| !template && crate::vm_snapshot::usable(p));
+    let boot = match (&snapshot, template) {
+        (_, true) => {
+            for share in qemu.shares.iter_mut().skip(1) {
+                *share = Share { path: INFRA_DIR.into(), writable: false, ..share.clone() };
+            }
+            Boot::Template
+        }
+        (Some(_), false) => Boot::Restore { qemu: qemu.argv(Start::Restore) },
+        (None, false) => Boot::Cold,
+    };
     let launch = VmLaunch {
-        qemu: qemu.argv(),
+        qemu: qemu.argv(if template { Start::Template } else { Start::Boot }),
+        boot,
         accel: assets.accel.clone(),
         boot_timeout_secs: if assets.accel == Accel::Kvm { 60 } else { 240 },
         setup: GuestSetup {
@@ -136,6 +233,8 @@ pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
             proxy_rewrite: proxy
                 .then(|| (format!("127.0.0.1:{PROXY_PORT}"), format!("{GUEST_PROXY_ADDR}:{PROXY_PORT}"))),
             pids: spec.limits.pids,
+            clock: None,
+            entropy: Vec::new(),
         },
         main: ProcSpec {
             argv: spec.command.clone(),
@@ -149,15 +248,16 @@ pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
         },
     };
     let json = serde_json::to_string(&launch).map_err(|e| e.to_string())?;
-    for (source, name) in
-        [(&assets.exe, "agentbox"), (&assets.kernel, "vmlinuz"), (&assets.initramfs, "initramfs")]
-    {
-        plan.mounts.push(MountOp::Bind {
-            source: source.clone(),
-            target: infra(name),
-            kind: NodeKind::File,
-            writable: false,
-        });
+    let mut files = vec![
+        (assets.exe.clone(), infra("agentbox")),
+        (assets.kernel.clone(), infra("vmlinuz")),
+        (assets.initramfs.clone(), infra("initramfs")),
+    ];
+    if let Some(s) = snapshot {
+        files.push((s, SNAPSHOT_FILE.into()));
+    }
+    for (source, target) in files {
+        plan.mounts.push(MountOp::Bind { source, target, kind: NodeKind::File, writable: false });
     }
     if assets.accel == Accel::Kvm {
         plan.mounts.push(MountOp::Device { source: "/dev/kvm".into(), target: "/dev/kvm".into() });
@@ -216,6 +316,8 @@ mod tests {
             kernel: "/k".into(),
             initramfs: "/i".into(),
             accel: Accel::Tcg { reason: "test".into() },
+            snapshots: Some("/nonexistent/snapshots".into()),
+            identity: "q|k|i".into(),
         }
     }
 
@@ -284,5 +386,73 @@ mod tests {
             .mounts
             .iter()
             .any(|m| matches!(m, MountOp::Device { target, .. } if target == Path::new("/dev/kvm"))));
+    }
+
+    #[test]
+    fn a_saved_machine_is_restored_and_the_template_sees_no_agent_path() {
+        let dir = tempfile::tempdir().unwrap();
+        for accel in [Accel::Kvm, Accel::Tcg { reason: "test".into() }] {
+            let mut a = assets();
+            a.accel = accel.clone();
+            a.snapshots = Some(dir.path().to_path_buf());
+            let s = spec(NetworkMode::Proxy);
+            // No snapshot yet: a cold boot.
+            let cold = launch(&vm_plan(&s, &a).unwrap());
+            assert_eq!(cold.boot, Boot::Cold);
+            assert!(cold.qemu.iter().any(|x| x == "-kernel"));
+            // Eight writable slots, whatever the agent has.
+            assert_eq!(
+                cold.qemu.iter().filter(|x| x.starts_with("virtio-9p-device")).count(),
+                1 + SHARE_SLOTS
+            );
+            // The template: booted with the template parameter, every share leading to the
+            // empty infrastructure directory.
+            let t = launch(&template_plan(&s, &a).unwrap());
+            assert_eq!(t.boot, Boot::Template);
+            let tq = t.qemu.join(" ");
+            assert!(tq.contains(agentbox_vm::qemu::TEMPLATE_PARAM), "{tq}");
+            assert!(!tq.contains(&format!("path={},", s.workspace.display())), "{tq}");
+            assert!(launch(&vm_plan(&s, &a).unwrap())
+                .qemu
+                .join(" ")
+                .contains(&format!("path={},", s.workspace.display())));
+            // Once saved (whole, as its metadata says), it is what the VM starts from.
+            let path = snapshot_path(&s, &a).unwrap();
+            std::fs::write(&path, b"machine").unwrap();
+            assert_eq!(launch(&vm_plan(&s, &a).unwrap()).boot, Boot::Cold, "no metadata: not trusted whole");
+            std::fs::write(path.with_extension("json"), r#"{"identity":"q|k|i","bytes":7}"#).unwrap();
+            let plan = vm_plan(&s, &a).unwrap();
+            let Boot::Restore { qemu } = launch(&plan).boot else { panic!("not restored") };
+            assert!(qemu.windows(2).any(|w| w == ["-incoming", "fd:0"]), "{qemu:?}");
+            if accel == Accel::Kvm {
+                assert!(qemu.join(" ").contains("-accel kvm -cpu host"), "{qemu:?}");
+            }
+            assert!(plan.mounts.iter().any(|m| matches!(m,
+                MountOp::Bind { source, target, writable: false, .. }
+                    if source == &path && target == Path::new(SNAPSHOT_FILE))));
+            // Cut short: booted cold again.
+            std::fs::write(&path, b"mach").unwrap();
+            assert_eq!(launch(&vm_plan(&s, &a).unwrap()).boot, Boot::Cold);
+            // Another memory size is another machine.
+            let mut big = spec(NetworkMode::Proxy);
+            big.limits.memory = Some(2 << 30);
+            assert_ne!(snapshot_path(&big, &a).unwrap(), path);
+        }
+    }
+
+    #[test]
+    fn more_writable_shares_than_slots_boot_cold() {
+        let mut s = spec(NetworkMode::None);
+        let dirs: Vec<_> = (0..SHARE_SLOTS).map(|_| tempfile::tempdir().unwrap()).collect();
+        for (i, d) in dirs.iter().enumerate() {
+            s.mounts.push(MountSpec {
+                source: d.path().into(),
+                target: format!("/mnt/m{i}").into(),
+                writable: true,
+            });
+        }
+        let err = snapshot_path(&s, &assets()).unwrap_err();
+        assert!(err.contains("more than a snapshot's 8"), "{err}");
+        assert_eq!(launch(&vm_plan(&s, &assets()).unwrap()).boot, Boot::Cold);
     }
 }

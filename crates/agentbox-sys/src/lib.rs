@@ -5,6 +5,7 @@
 //! Everything here returns `nix::Result` so callers map each failure to their own error variant.
 #![allow(unsafe_code)]
 
+mod entropy;
 mod fork;
 mod mount;
 mod net;
@@ -14,6 +15,7 @@ mod signal;
 mod term;
 mod tty;
 
+pub use entropy::{disable_transparent_huge_pages, inherited_fd, reseed_random};
 pub use fork::{clone_process, fork_process, thread_count, Child, SingleThreaded};
 pub use mount::{mount_setattr, MountAttr};
 pub use net::{bring_loopback_up, configure_ipv4};

@@ -22,6 +22,27 @@ pub const EXEC_SOCKET: &str = "/tmp/.agentbox-vm/exec.sock";
 pub const QMP_SOCKET: &str = "/tmp/.agentbox-vm/qmp.sock";
 pub const CONSOLE_LOG: &str = "/tmp/.agentbox-vm/console.log";
 pub const QEMU_LOG: &str = "/tmp/.agentbox-vm/qemu.log";
+/// Inside QEMU's sandbox: the saved machine a VM agent is restored from (a read-only bind).
+pub const SNAPSHOT_FILE: &str = "/run/agentbox-vm/snapshot";
+/// The writable shares a machine has, whatever the agent: a snapshot holds a fixed device layout,
+/// so every VM gets this many (`s1` .. `s8`; unused ones export an empty, read-only directory
+/// the guest never mounts). An agent with more cold-boots.
+pub const SHARE_SLOTS: usize = 8;
+
+/// How `agentbox __vmm` brings the guest up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "boot", rename_all = "snake_case")]
+pub enum Boot {
+    /// Boot the kernel; the guest agent says Hello once it is up.
+    Cold,
+    /// Restore the machine at [`SNAPSHOT_FILE`] with QEMU's command line `qemu`. Its guest agent
+    /// said Hello before it was saved and waits for the setup. If the restore fails, the guest
+    /// is booted cold instead, and the reason is printed.
+    Restore { qemu: Vec<String> },
+    /// Boot cold, wait for Hello, save the machine to this process's stdout and stop: how a
+    /// snapshot is made.
+    Template,
+}
 
 /// How QEMU runs the guest's CPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +99,14 @@ pub struct GuestSetup {
     pub proxy_rewrite: Option<(String, String)>,
     /// `pids.max` of the cgroup the guest's processes run in.
     pub pids: Option<u64>,
+    /// The host's wall clock when the setup was sent (seconds, nanoseconds since the epoch): a
+    /// restored guest's clock is the time its snapshot was made.
+    #[serde(default)]
+    pub clock: Option<(i64, u32)>,
+    /// Fresh random bytes from the host, mixed into the guest kernel's generator, which then
+    /// reseeds: guests restored from one snapshot must not share their random numbers.
+    #[serde(default)]
+    pub entropy: Vec<u8>,
 }
 
 /// A process to start in the guest: the agent (session 0) or an `exec`.
@@ -97,8 +126,9 @@ pub struct ProcSpec {
 /// Everything the host side of the channel (`agentbox __vmm`, inside QEMU's sandbox) needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmLaunch {
-    /// QEMU's complete command line, argv[0] first.
+    /// QEMU's complete command line for a cold boot, argv[0] first.
     pub qemu: Vec<String>,
+    pub boot: Boot,
     pub accel: Accel,
     /// How long to wait for the guest agent before giving up with the console's last lines.
     pub boot_timeout_secs: u64,

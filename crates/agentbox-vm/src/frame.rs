@@ -215,6 +215,11 @@ impl<F: AsFd> Conn<F> {
         Self { fd, decoder: Decoder::default(), out: Vec::new(), sent: 0 }
     }
 
+    /// The descriptor itself (to hand it to another program).
+    pub fn inner(&self) -> &F {
+        &self.fd
+    }
+
     pub fn send(&mut self, frame: &Frame) {
         frame.encode_into(&mut self.out);
     }

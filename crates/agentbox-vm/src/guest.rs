@@ -24,9 +24,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use nix::sys::time::TimeSpec;
+
 use crate::accel::{PROBE_MARKER, PROBE_PARAM};
-use crate::config::{GuestMount, GuestSetup, ProcSpec, GUEST_ADDR, GUEST_NETMASK, PORT_NAME};
+use crate::config::{GuestMount, GuestSetup, ProcSpec, GUEST_ADDR, GUEST_NETMASK, INFRA_DIR, PORT_NAME};
 use crate::frame::{set_nonblocking, Conn, Frame, ReadOutcome};
+use crate::qemu::TEMPLATE_PARAM;
 
 const SYSROOT: &str = "/sysroot";
 const HOSTROOT: &str = "/host";
@@ -57,6 +60,9 @@ fn inside(p: &Path) -> PathBuf {
 
 /// pid 1 of the VM. Never returns.
 pub fn run_guest() -> ! {
+    if let Ok(state) = std::env::var(RESUME_ENV) {
+        resume(&state);
+    }
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     let early = mnt("proc", Path::new("/proc"), "proc", nodev, None)
         .and_then(|_| mnt("sysfs", Path::new("/sys"), "sysfs", nodev, None))
@@ -89,6 +95,34 @@ pub fn run_guest() -> ! {
     power_off();
 }
 
+/// Before a snapshot is made: has the kernel hand out (and so zero) every free page, then gives
+/// them back. Saving skips zero pages, so the snapshot, and the memory of each machine restored
+/// from it, hold only the pages in use, not what the boot left in freed memory (the unpacked
+/// initramfs's archive, for one).
+fn zero_free_memory() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    const CHUNK: usize = 8 << 20;
+    // What stays available, in KiB: a margin against the OOM killer, beyond the kernel's reserves
+    // (which MemAvailable leaves out, and MemFree does not).
+    const KEEP_KIB: u64 = 32 << 10;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while mem_available_kib().is_some_and(|free| free > KEEP_KIB + (CHUNK as u64 >> 10)) {
+        let mut chunk = vec![0u8; CHUNK];
+        // One write per page faults it in; the kernel zeroes each page it hands out.
+        for page in chunk.chunks_mut(4096) {
+            page[0] = std::hint::black_box(0);
+        }
+        std::hint::black_box(&chunk[..]);
+        held.push(chunk);
+    }
+}
+
+fn mem_available_kib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn load_modules() {
     let mut files: Vec<PathBuf> =
         std::fs::read_dir("/modules").map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
@@ -104,6 +138,8 @@ fn load_modules() {
             Err(e) => console(&format!("loading {}: {e}", f.display())),
         }
     }
+    // Loaded: their files would only take guest memory (and room in every snapshot).
+    let _ = std::fs::remove_dir_all("/modules");
 }
 
 /// The virtio-serial port named [`PORT_NAME`]; devices appear asynchronously after the driver
@@ -163,7 +199,9 @@ impl Guest {
         let _ = self.channel.flush_until(Instant::now() + wait);
     }
 
-    /// The next frame, waiting as long as it takes; `None` if the channel closed.
+    /// The next frame, waiting as long as it takes; `None` if the channel closed. Before the
+    /// setup, the host side may not be there yet (a restored machine's host connects anew), so
+    /// a closed channel is waited on then.
     fn wait_frame(&mut self) -> Option<Frame> {
         loop {
             match self.channel.next_frame() {
@@ -177,12 +215,19 @@ impl Guest {
             let mut fds = [PollFd::new(self.channel.raw_fd(), PollFlags::POLLIN)];
             let _ = poll(&mut fds, PollTimeout::NONE);
             if self.channel.read() == ReadOutcome::Closed {
-                return None;
+                if self.setup.is_some() {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
 
     fn run(&mut self) {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        if cmdline.split_whitespace().any(|w| w == TEMPLATE_PARAM) {
+            zero_free_memory();
+        }
         self.channel.send(&Frame::Hello);
         self.flush_all(Duration::from_secs(30));
         let setup = match self.wait_frame() {
@@ -193,9 +238,23 @@ impl Guest {
             }
         };
         if let Err(e) = apply(&setup) {
-            console(&e);
-            self.channel.send(&Frame::SetupFailed(e));
-            self.flush_all(Duration::from_secs(5));
+            self.setup_failed(e);
+            return;
+        }
+        hand_off(self.channel.inner(), &setup);
+        self.ready(setup);
+    }
+
+    fn setup_failed(&mut self, e: String) {
+        console(&e);
+        self.channel.send(&Frame::SetupFailed(e));
+        self.flush_all(Duration::from_secs(5));
+    }
+
+    /// Enters the mounted view, says Ready, and serves until the agent ends.
+    fn ready(&mut self, setup: GuestSetup) {
+        if let Err(e) = enter_view() {
+            self.setup_failed(e);
             return;
         }
         self.setup = Some(setup);
@@ -501,6 +560,16 @@ fn spawn(spec: &ProcSpec, rewrite: Option<&(String, String)>) -> Result<Session,
 
 /// Builds the guest's root from the setup, then enters it.
 fn apply(setup: &GuestSetup) -> Result<(), String> {
+    if let Some((secs, nanos)) = setup.clock {
+        nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, TimeSpec::new(secs, nanos.into()))
+            .map_err(|e| format!("setting the clock: {e}"))?;
+    }
+    if !setup.entropy.is_empty() {
+        File::open("/dev/urandom")
+            .map_err(|e| e.to_string())
+            .and_then(|f| agentbox_sys::reseed_random(f.as_fd(), &setup.entropy).map_err(|e| e.to_string()))
+            .map_err(|e| format!("reseeding the random generator: {e}"))?;
+    }
     let sysroot = Path::new(SYSROOT);
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let root_opts = "trans=virtio,version=9p2000.L,msize=262144,cache=loose";
@@ -575,9 +644,85 @@ fn apply(setup: &GuestSetup) -> Result<(), String> {
         )
         .map_err(|e| format!("configuring eth0: {e}"))?;
     }
-    nix::unistd::chdir(sysroot).map_err(|e| format!("chdir: {e}"))?;
+    Ok(())
+}
+
+/// Makes the mounted view the root of pid 1 (and of everything it starts).
+fn enter_view() -> Result<(), String> {
+    nix::unistd::chdir(SYSROOT).map_err(|e| format!("chdir: {e}"))?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))
+}
+
+/// Where the guest agent continues once the shares are mounted: this binary, as the root share
+/// shows it (QEMU's sandbox binds it at [`INFRA_DIR`]).
+fn shared_binary() -> PathBuf {
+    Path::new(HOSTROOT).join(INFRA_DIR.trim_start_matches('/')).join("agentbox")
+}
+
+/// What the guest agent passes to itself across the hand-off.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Resume {
+    channel: i32,
+    setup: GuestSetup,
+}
+
+/// The environment variable that carries [`Resume`].
+const RESUME_ENV: &str = "AGENTBOX_GUEST_RESUME";
+
+/// Execs the binary from the root share, as pid 1 still, with the channel and the setup. The
+/// initramfs's copy of the binary lives in guest memory (20+ MiB, in every snapshot too); once
+/// no process runs it, it is removed, and the balloon's free page reporting gives that memory
+/// back to the host. The shared copy costs only the pages the guest agent touches. Returns only
+/// if the exec failed, and the agent then goes on from the initramfs.
+fn hand_off(channel: &File, setup: &GuestSetup) {
+    use std::os::fd::AsRawFd;
+    let exe = shared_binary();
+    if !exe.is_file() {
+        return;
+    }
+    let Ok(state) = serde_json::to_string(&Resume { channel: channel.as_raw_fd(), setup: setup.clone() })
+    else {
+        return;
+    };
+    let cloexec = |on: bool| {
+        let flags = if on { nix::fcntl::FdFlag::FD_CLOEXEC } else { nix::fcntl::FdFlag::empty() };
+        nix::fcntl::fcntl(channel.as_fd(), nix::fcntl::FcntlArg::F_SETFD(flags))
+    };
+    if cloexec(false).is_err() {
+        return;
+    }
+    let err = Command::new(&exe).arg0("/init").env_clear().env(RESUME_ENV, state).exec();
+    console(&format!("continuing from {}: {err}", exe.display()));
+    let _ = cloexec(true);
+}
+
+/// pid 1 again, after [`hand_off`]: the shares are mounted, the channel is open.
+fn resume(state: &str) -> ! {
+    let resumed = serde_json::from_str::<Resume>(state)
+        .map_err(|e| format!("the hand-off's state: {e}"))
+        .and_then(|r| {
+            let fd = agentbox_sys::inherited_fd(r.channel).ok_or("the channel was not handed over")?;
+            Ok((File::from(fd), r.setup))
+        });
+    let (port, setup) = match resumed {
+        Ok(r) => r,
+        Err(e) => {
+            console(&e);
+            power_off();
+        }
+    };
+    // Nothing runs the initramfs's copy any more.
+    let _ = std::fs::remove_file("/init");
+    let mut guest = match Guest::new(port) {
+        Ok(g) => g,
+        Err(e) => {
+            console(&e);
+            power_off();
+        }
+    };
+    guest.ready(setup);
+    power_off();
 }
 
 /// Puts pid 1 (and so everything it starts) in a cgroup with `pids.max`. The cgroup tree is

@@ -24,8 +24,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::config::{Accel, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG, EXEC_SOCKET, QEMU_LOG, RUN_DIR};
+use crate::config::{
+    Accel, Boot, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG, EXEC_SOCKET, QEMU_LOG, QMP_SOCKET, RUN_DIR,
+    SNAPSHOT_FILE,
+};
 use crate::frame::{set_nonblocking, Conn, Frame, ReadOutcome};
+use crate::monitor::Qmp;
 
 /// Exit status when the VM itself fails (as docker uses 125 for its own errors).
 pub const VM_FAILED: i32 = 125;
@@ -75,6 +79,8 @@ struct Host {
     clients: HashMap<u64, ExecClient>,
     next_client: u64,
     next_session: u32,
+    /// Restored from a snapshot: the guest said Hello before it was saved.
+    restored: bool,
 }
 
 /// Runs the VM to the end; returns the agent's exit status (or [`VM_FAILED`]).
@@ -101,44 +107,106 @@ fn start(launch: &VmLaunch) -> Result<Host, String> {
         .recursive(true)
         .create(RUN_DIR)
         .map_err(|e| format!("creating {RUN_DIR}: {e}"))?;
-    let log = File::create(QEMU_LOG).map_err(|e| format!("creating {QEMU_LOG}: {e}"))?;
-    let log2 = log.try_clone().map_err(|e| e.to_string())?;
-    let (program, args) = launch.qemu.split_first().ok_or("no QEMU command")?;
-    // Its own process group: keys typed at the terminal are the guest's, not signals to QEMU.
-    let mut qemu = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    // Not fatal: huge pages only cost memory.
+    let _ = agentbox_sys::disable_transparent_huge_pages();
+    if let Boot::Restore { qemu } = &launch.boot {
+        match restore(qemu) {
+            Ok((qemu, stream)) => return Ok(Host::new(qemu, stream, signals, true)),
+            Err(why) => eprintln!(
+                "agentbox: the VM's snapshot could not be restored ({why}); booting the guest instead"
+            ),
+        }
+    }
+    let mut qemu = spawn_qemu(&launch.qemu, Stdio::null())?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let stream = loop {
-        match UnixStream::connect(CHANNEL_SOCKET) {
-            Ok(s) => break s,
+    match connect(&mut qemu, CHANNEL_SOCKET, deadline) {
+        Ok(stream) => Ok(Host::new(qemu, stream, signals, false)),
+        Err(e) => {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            Err(format!("QEMU's channel socket: {e}"))
+        }
+    }
+}
+
+/// Starts QEMU with `argv`, its output in [`QEMU_LOG`].
+fn spawn_qemu(argv: &[String], stdin: Stdio) -> Result<Child, String> {
+    let log = File::create(QEMU_LOG).map_err(|e| format!("creating {QEMU_LOG}: {e}"))?;
+    let (program, args) = argv.split_first().ok_or("no QEMU command")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(stdin).stderr(log.try_clone().map_err(|e| e.to_string())?);
+    cmd.stdout(log);
+    // Its own process group: keys typed at the terminal are the guest's, not signals to QEMU.
+    cmd.process_group(0).spawn().map_err(|e| format!("cannot start {program}: {e}"))
+}
+
+/// Connects to the socket QEMU listens on at `path`, once it is there.
+fn connect(qemu: &mut Child, path: &str, deadline: Instant) -> Result<UnixStream, String> {
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
             Err(e) => {
                 if let Ok(Some(st)) = qemu.try_wait() {
-                    return Err(format!("QEMU exited at start ({st})"));
+                    return Err(format!("QEMU exited ({st}): {}", tail(QEMU_LOG, 3)));
                 }
                 if Instant::now() > deadline {
-                    let _ = qemu.kill();
-                    return Err(format!("QEMU's channel socket did not appear: {e}"));
+                    return Err(format!("{path} did not appear: {e}"));
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
-    };
-    set_nonblocking(&stream).map_err(|e| e.to_string())?;
-    Ok(Host {
-        qemu,
-        channel: Conn::new(stream),
-        signals,
-        exec: None,
-        clients: HashMap::new(),
-        next_client: 0,
-        next_session: 1,
-    })
+    }
+}
+
+/// How long loading a snapshot may take (it is read from the page cache; software emulation
+/// included, a second is usual).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// QEMU restoring [`SNAPSHOT_FILE`], running, with the channel connected before the guest runs
+/// (so the guest never sees the host side go away).
+fn restore(argv: &[String]) -> Result<(Child, UnixStream), String> {
+    let snapshot = File::open(SNAPSHOT_FILE).map_err(|e| format!("opening {SNAPSHOT_FILE}: {e}"))?;
+    for stale in [CHANNEL_SOCKET, QMP_SOCKET] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let mut qemu = spawn_qemu(argv, Stdio::from(snapshot))?;
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let restored = (|| {
+        let stream = connect(&mut qemu, CHANNEL_SOCKET, deadline)?;
+        let mut qmp = Qmp::new(connect(&mut qemu, QMP_SOCKET, deadline)?).map_err(|e| e.to_string())?;
+        loop {
+            let status = match qmp.execute("query-status", None) {
+                Ok(v) => v.get("status").and_then(|s| s.as_str()).unwrap_or_default().to_string(),
+                Err(e) => match qemu.try_wait() {
+                    Ok(Some(st)) => return Err(format!("QEMU exited ({st}): {}", tail(QEMU_LOG, 3))),
+                    _ => return Err(e.to_string()),
+                },
+            };
+            match status.as_str() {
+                "inmigrate" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                "inmigrate" => return Err(format!("still loading after {}s", RESTORE_TIMEOUT.as_secs())),
+                // Saved while stopped, so it stays stopped until told.
+                "paused" | "postmigrate" | "running" => break,
+                other => return Err(format!("the machine is {other} after loading")),
+            }
+        }
+        qmp.execute("cont", None).map_err(|e| e.to_string())?;
+        Ok(stream)
+    })();
+    match restored {
+        Ok(stream) => Ok((qemu, stream)),
+        Err(e) => {
+            // QEMU that fails to load exits with why in its log; the monitor only saw it go.
+            let gone = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < gone && matches!(qemu.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let said = tail(QEMU_LOG, 3);
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            Err(if said.is_empty() { e } else { format!("{e}; QEMU said: {said}") })
+        }
+    }
 }
 
 fn write_all(stream: u8, data: &[u8]) {
@@ -169,6 +237,22 @@ pub fn exit_like(code: i32, signal: i32) -> i32 {
 }
 
 impl Host {
+    fn new(qemu: Child, stream: UnixStream, signals: SignalFd, restored: bool) -> Self {
+        // Blocking reads would stall the relay; a socket that cannot be made non-blocking is
+        // caught by the first read.
+        let _ = set_nonblocking(&stream);
+        Self {
+            qemu,
+            channel: Conn::new(stream),
+            signals,
+            exec: None,
+            clients: HashMap::new(),
+            next_client: 0,
+            next_session: 1,
+            restored,
+        }
+    }
+
     fn stop_qemu(&mut self) {
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();
@@ -206,6 +290,17 @@ impl Host {
     }
 
     fn run(&mut self, launch: &VmLaunch) -> i32 {
+        if launch.boot == Boot::Template {
+            let saved = self.await_hello(launch).and_then(|_| self.save());
+            self.stop_qemu();
+            return match saved {
+                Ok(()) => 0,
+                Err(msg) => {
+                    eprintln!("{}", failure(&msg));
+                    VM_FAILED
+                }
+            };
+        }
         match self.boot(launch) {
             Ok(()) => {}
             Err(msg) => {
@@ -235,7 +330,7 @@ impl Host {
         }
     }
 
-    fn boot(&mut self, launch: &VmLaunch) -> Result<(), String> {
+    fn await_hello(&mut self, launch: &VmLaunch) -> Result<(), String> {
         let how = match &launch.accel {
             Accel::Kvm => "with KVM".to_string(),
             Accel::Tcg { reason } => format!("under software emulation ({reason})"),
@@ -243,10 +338,49 @@ impl Host {
         let deadline = Instant::now() + Duration::from_secs(launch.boot_timeout_secs);
         let waiting = format!("waiting {}s for the guest to boot {how}", launch.boot_timeout_secs);
         match self.await_frame(deadline, &waiting)? {
-            Frame::Hello => {}
-            other => return Err(format!("the guest sent {other:?} before Hello")),
+            Frame::Hello => Ok(()),
+            other => Err(format!("the guest sent {other:?} before Hello")),
         }
-        self.channel.send(&Frame::Setup(Box::new(launch.setup.clone())));
+    }
+
+    /// Saves the stopped machine to stdout through QEMU's monitor (the descriptor is handed
+    /// over, so QEMU writes nothing but that stream, and only there).
+    fn save(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut qmp = Qmp::new(connect(&mut self.qemu, QMP_SOCKET, deadline)?).map_err(|e| e.to_string())?;
+        let m = |e: crate::monitor::MonitorError| e.to_string();
+        qmp.execute("stop", None).map_err(m)?;
+        qmp.send_fd("snapshot", std::io::stdout().as_fd()).map_err(m)?;
+        qmp.execute("migrate", Some(serde_json::json!({ "uri": "fd:snapshot" }))).map_err(m)?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let v = qmp.execute("query-migrate", None).map_err(m)?;
+            match v.get("status").and_then(|s| s.as_str()).unwrap_or_default() {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    let why = v.get("error-desc").and_then(|d| d.as_str()).unwrap_or("no reason given");
+                    return Err(format!("saving the machine failed: {why}"));
+                }
+                _ if Instant::now() > deadline => return Err("saving the machine took over 600s".into()),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn boot(&mut self, launch: &VmLaunch) -> Result<(), String> {
+        if !self.restored {
+            self.await_hello(launch)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(launch.boot_timeout_secs);
+        let mut setup = launch.setup.clone();
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            setup.clock = Some((now.as_secs() as i64, now.subsec_nanos()));
+        }
+        setup.entropy = vec![0; 32];
+        File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut setup.entropy))
+            .map_err(|e| format!("reading /dev/urandom for the guest: {e}"))?;
+        self.channel.send(&Frame::Setup(Box::new(setup)));
         self.flush_channel(deadline)?;
         match self.await_frame(deadline, "waiting for the guest's setup")? {
             Frame::Ready => Ok(()),

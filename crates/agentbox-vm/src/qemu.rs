@@ -49,6 +49,25 @@ pub struct QemuConfig {
     pub forward_command: Vec<String>,
 }
 
+/// How QEMU starts the machine; see [`QemuConfig::argv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Boot the kernel.
+    Boot,
+    /// Boot the kernel to make a snapshot: the guest agent zeroes its free memory before it
+    /// says Hello, so the saved machine holds only the pages in use.
+    Template,
+    /// Load a saved machine from descriptor 0 (`-incoming fd:0`). No kernel or initramfs: they
+    /// would only be read into memory the snapshot then replaces.
+    Restore,
+}
+
+/// The kernel parameter that makes the guest agent prepare for a snapshot.
+pub const TEMPLATE_PARAM: &str = "agentbox.template";
+
+/// Bumped when what a snapshot holds changes in a way its key does not show.
+const SNAPSHOT_FORMAT: u32 = 1;
+
 /// The kernel command line: quiet boot, the console on the serial port (its log is shown when a
 /// boot fails), and a panic powers the machine off instead of hanging it.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init";
@@ -72,7 +91,24 @@ pub fn host_tsc_khz() -> u64 {
 const TCG_TB_MIB: u32 = 64;
 
 impl QemuConfig {
-    pub fn argv(&self) -> Vec<String> {
+    /// The key of the snapshot this machine can be restored from: what the saved machine
+    /// depends on (the device layout, memory, CPUs, accelerator, kernel command line) and
+    /// `identity` (which QEMU, kernel and initramfs), but not where the shares lead, which is
+    /// host-side and told to the guest after the restore.
+    pub fn snapshot_key(&self, identity: &str) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut generic = self.clone();
+        for s in &mut generic.shares {
+            s.path = PathBuf::new();
+            s.writable = false;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (SNAPSHOT_FORMAT, generic.argv(Start::Template), identity).hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// QEMU's command line, argv[0] first.
+    pub fn argv(&self, start: Start) -> Vec<String> {
         let mut a: Vec<String> = vec![self.binary.to_string_lossy().into_owned()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
@@ -87,16 +123,28 @@ impl QemuConfig {
         let smp = self.cpus.max(1).to_string();
         let kernel = self.kernel.to_string_lossy().into_owned();
         let initrd = self.initramfs.to_string_lossy().into_owned();
-        let cmdline = match &self.accel {
+        let mut cmdline = match &self.accel {
             Accel::Kvm => KERNEL_CMDLINE.to_string(),
             Accel::Tcg { .. } => format!("{KERNEL_CMDLINE} tsc_early_khz={}", self.tsc_khz),
         };
-        push(&["-m", &mem, "-smp", &smp, "-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+        if start == Start::Template {
+            cmdline = format!("{cmdline} {TEMPLATE_PARAM}");
+        }
+        push(&["-m", &mem, "-smp", &smp]);
+        match start {
+            Start::Boot | Start::Template => {
+                push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+            }
+            Start::Restore => push(&["-incoming", "fd:0"]),
+        }
         let serial = format!("file:{CONSOLE_LOG}");
         push(&["-serial", &serial]);
         let chardev = format!("socket,id=channel,path={CHANNEL_SOCKET},server=on,wait=off");
         let port = format!("virtserialport,chardev=channel,name={PORT_NAME}");
         push(&["-chardev", &chardev, "-device", "virtio-serial-device", "-device", &port]);
+        // Free page reporting: memory the guest frees goes back to the host (QEMU discards the
+        // pages it is told of), instead of staying in QEMU's RSS for as long as the VM runs.
+        push(&["-device", "virtio-balloon-device,free-page-reporting=on"]);
         // The monitor, through which the host pauses and resumes the guest.
         let qmp = format!("unix:{QMP_SOCKET},server=on,wait=off");
         push(&["-qmp", &qmp]);
@@ -123,7 +171,8 @@ impl QemuConfig {
 }
 
 /// The kernel modules a guest needs, by name; `modules::resolve` adds their dependencies.
-pub const GUEST_MODULES: &[&str] = &["virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtio_net"];
+pub const GUEST_MODULES: &[&str] =
+    &["virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtio_net", "virtio_balloon"];
 
 #[cfg(test)]
 mod tests {
@@ -148,7 +197,7 @@ mod tests {
     }
 
     fn joined(c: &QemuConfig) -> String {
-        c.argv().join(" ")
+        c.argv(Start::Boot).join(" ")
     }
 
     #[test]
@@ -175,7 +224,7 @@ mod tests {
 
     #[test]
     fn no_network_device_without_proxy() {
-        let none = config(Accel::Kvm, false).argv();
+        let none = config(Accel::Kvm, false).argv(Start::Boot);
         assert!(!none.iter().any(|a| a.contains("netdev")), "{none:?}");
         assert!(none.windows(2).any(|w| w == ["-nic", "none"]));
         let proxy = joined(&config(Accel::Kvm, true));
@@ -186,5 +235,57 @@ mod tests {
             "{proxy}"
         );
         assert_eq!(proxy.matches("-netdev").count(), 1);
+    }
+
+    #[test]
+    fn a_restore_loads_the_machine_instead_of_a_kernel_with_kvm_and_without() {
+        for accel in [Accel::Kvm, Accel::Tcg { reason: "x".into() }] {
+            let c = config(accel.clone(), true);
+            let restore = c.argv(Start::Restore);
+            assert!(restore.windows(2).any(|w| w == ["-incoming", "fd:0"]), "{restore:?}");
+            for flag in ["-kernel", "-initrd", "-append"] {
+                assert!(!restore.iter().any(|a| a == flag), "{flag} in {restore:?}");
+            }
+            let template = c.argv(Start::Template).join(" ");
+            assert!(template.contains("rdinit=/init") && template.contains(TEMPLATE_PARAM), "{template}");
+            assert!(!c.argv(Start::Boot).join(" ").contains(TEMPLATE_PARAM));
+            // Apart from how the machine starts, the devices are the same: what a snapshot needs.
+            let strip = |a: Vec<String>| {
+                let mut out = Vec::new();
+                let mut it = a.into_iter();
+                while let Some(x) = it.next() {
+                    if ["-kernel", "-initrd", "-append", "-incoming"].contains(&x.as_str()) {
+                        it.next();
+                    } else {
+                        out.push(x);
+                    }
+                }
+                out
+            };
+            assert_eq!(strip(c.argv(Start::Template)), strip(c.argv(Start::Restore)));
+            if accel == Accel::Kvm {
+                assert!(restore.join(" ").contains("-machine microvm -accel kvm -cpu host"), "{restore:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_snapshot_key_follows_the_machine_not_where_its_shares_lead() {
+        let a = config(Accel::Tcg { reason: "x".into() }, true);
+        let mut b = a.clone();
+        b.shares[1].path = "/elsewhere".into();
+        b.shares[1].writable = false;
+        assert_eq!(a.snapshot_key("q1"), b.snapshot_key("q1"));
+        assert_ne!(a.snapshot_key("q1"), a.snapshot_key("q2"), "another QEMU, kernel or initramfs");
+        let mut c = a.clone();
+        c.memory_mib = 1024;
+        assert_ne!(a.snapshot_key("q1"), c.snapshot_key("q1"));
+        let mut d = a.clone();
+        d.proxy_forward = false;
+        assert_ne!(a.snapshot_key("q1"), d.snapshot_key("q1"));
+        let mut e = a.clone();
+        e.cpus = 1;
+        assert_ne!(a.snapshot_key("q1"), e.snapshot_key("q1"));
+        assert_ne!(a.snapshot_key("q1"), config(Accel::Kvm, true).snapshot_key("q1"));
     }
 }

@@ -131,6 +131,11 @@ pub fn run(args: RunArgs) -> i32 {
     let plan = match (&home, spec.backend) {
         (Some(home), agentbox_core::Backend::Vm) => {
             match agentbox_engine::vm::assets(home).and_then(|a| {
+                if !dry_run {
+                    if let Some(line) = agentbox_engine::vm::prepare_snapshot(&spec, &a) {
+                        eprintln!("agentbox: {line}");
+                    }
+                }
                 agentbox_supervisor::vm_plan(&spec, &a).map_err(agentbox_engine::Error::internal)
             }) {
                 Ok(p) => p,

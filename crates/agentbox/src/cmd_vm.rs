@@ -64,6 +64,14 @@ fn setup(args: VmSetupArgs) -> Result<i32> {
     eprintln!("agentbox: checking whether KVM can boot it (software emulation is used if not)...");
     let a = agentbox_engine::vm::assets(&home).context("preparing the guest")?;
     println!("accelerator: {}", describe(&a.accel));
+    eprintln!("agentbox: booting the guest once to save the machine VM agents start from...");
+    for made in agentbox_engine::vm::make_default_snapshots(&home)? {
+        match made {
+            Ok(Some(m)) => println!("{m}"),
+            Ok(None) => println!("snapshot: up to date"),
+            Err(e) => eprintln!("agentbox: warning: no snapshot ({e}); VM agents boot instead"),
+        }
+    }
     Ok(0)
 }
 

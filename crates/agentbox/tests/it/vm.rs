@@ -259,3 +259,90 @@ echo key=$ANTHROPIC_API_KEY
     assert_eq!(header_values(&reqs, "api.anthropic.com", "x-api-key"), vec![REAL_KEY.to_string()]);
     assert!(!reqs.iter().any(|r| r.to_string().contains("evil.test")));
 }
+
+/// A private copy of the shared guest image (kernel, modules, the accelerator's answer), so a
+/// test may break its snapshots without touching other tests'.
+fn private_cache() -> tempfile::TempDir {
+    vm_ready();
+    let shared = PathBuf::from(std::env::var_os("AGENTBOX_CACHE_DIR").unwrap()).join("vm");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("cp").arg("-a").arg(&shared).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(dir.path().join("vm/snapshots"));
+    // Readable by the unprivileged test user; its snapshots then go to its own AGENTBOX_HOME.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// VM agents start from a saved machine: made once per machine layout, restored by every later
+/// VM (whose guest kernel still carries the parameter it was booted with for the snapshot), each
+/// with its own clock and random numbers; a snapshot that cannot be restored makes the VM boot
+/// instead, saying why.
+#[test]
+fn vm_agents_start_from_a_saved_machine() {
+    require!("qemu-system-x86_64");
+    for who in modes() {
+        let cache = private_cache();
+        let home = Agents::new(who);
+        let ws = workspace(who);
+        let script = "cat /proc/cmdline; date +clock=%s; echo uuid=$(cat /proc/sys/kernel/random/uuid); \
+                      echo urandom=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'); \
+                      echo hi > $PWD/from-guest; exit 4";
+        let run = |label: &str| {
+            let out = run_command(who, &ws, &["--backend", "vm", "--memory", "512M"], &["sh", "-c", script])
+                .env("AGENTBOX_HOME", &home.home)
+                .env("AGENTBOX_CACHE_DIR", cache.path())
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            assert_eq!(out.status.code(), Some(4), "{label} as {who:?}: {stdout}{stderr}");
+            (stdout, stderr)
+        };
+        let field = |out: &str, key: &str| -> String {
+            out.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {out}"))
+                .trim()
+                .into()
+        };
+        // The first VM of this layout waits for the snapshot to be made, then is restored.
+        let (first, said) = run("first");
+        assert!(said.contains("saved the VM's machine"), "as {who:?}: {said}");
+        assert!(first.contains("agentbox.template"), "as {who:?}: not restored: {first}");
+        // Beside the image when that is this user's own directory, in AGENTBOX_HOME otherwise.
+        let snapshots: Vec<PathBuf> = [cache.path().join("vm/snapshots"), home.home.join("vm/snapshots")]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "state"))
+            .collect();
+        assert_eq!(snapshots.len(), 1, "as {who:?}: {snapshots:?}");
+        // Later VMs are restored from it without making another.
+        let (second, said) = run("second");
+        assert!(
+            !said.contains("saved the VM's machine") && !said.contains("could not be restored"),
+            "{said}"
+        );
+        assert!(second.contains("agentbox.template"), "as {who:?}: not restored: {second}");
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let clock: i64 = field(&second, "clock=").parse().unwrap();
+        assert!((now - clock).abs() < 60, "the guest's clock is the snapshot's: {clock} vs {now}");
+        for key in ["uuid=", "urandom="] {
+            assert_ne!(field(&first, key), field(&second, key), "two restored guests share their {key}");
+        }
+        assert_eq!(std::fs::read_to_string(ws.path.join("from-guest")).unwrap(), "hi\n");
+
+        // A snapshot that is not a machine: the VM boots instead, and says why.
+        let state = &snapshots[0];
+        let mut bytes = std::fs::read(state).unwrap();
+        bytes[..4].copy_from_slice(b"XXXX");
+        std::fs::write(state, &bytes).unwrap();
+        let (cold, said) = run("corrupt");
+        assert!(said.contains("the VM's snapshot could not be restored"), "as {who:?}: {said}");
+        assert!(said.contains("booting the guest instead"), "{said}");
+        assert!(!cold.contains("agentbox.template"), "as {who:?}: {cold}");
+    }
+}

@@ -1,0 +1,160 @@
+//! Saved machines: how a VM agent starts in a fraction of a boot.
+//!
+//! A snapshot is the whole machine (memory, CPU and device state) saved by QEMU's migration
+//! when the guest agent has booted and waits for its setup, before it has mounted anything or
+//! learnt anything of an agent. Every VM agent whose machine has the same layout (memory, CPUs,
+//! network device, accelerator, and the same QEMU, kernel and initramfs: the key) is restored
+//! from it, and the guest agent then mounts that agent's shares, sets its clock and reseeds its
+//! random generator from the host.
+//!
+//! A snapshot is made in a sandbox of its own, like the agent's, from which QEMU writes the
+//! stream to a descriptor it is handed; the host writes it to `KEY.state` through a temporary
+//! file and a rename, under a lock, so concurrent first spawns make it once. Snapshots of an
+//! older QEMU, kernel or agentbox are removed when a new one is made.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agentbox_core::SandboxSpec;
+use agentbox_jail::{start, wait_streamed, Outcome, Stdio};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::vm::{snapshot_path, template_plan, VmAssets};
+
+/// A snapshot just made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Made {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+/// The longest a snapshot's boot and save may take (a boot under software emulation on a busy
+/// machine included).
+const MAKE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most of the template sandbox's stderr kept for an error.
+const STDERR_LIMIT: usize = 64 << 10;
+
+/// Makes the snapshot `spec`'s VM is restored from, unless it is there already. `Ok(None)`: there
+/// was one. An error says why there is none; the VM then boots cold.
+pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<Made>, String> {
+    let path = snapshot_path(spec, assets)?;
+    if usable(&path) {
+        return Ok(None);
+    }
+    let Some(dir) = path.parent() else { return Err("a snapshot path without a directory".into()) };
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let lock = File::create(dir.join(format!("{stem}.lock"))).map_err(|e| format!("locking: {e}"))?;
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| format!("locking: {e}"))?;
+    if usable(&path) {
+        // Made by another spawn while this one waited.
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
+    let made = make(spec, assets, &tmp).and_then(|bytes| {
+        std::fs::rename(&tmp, &path).map_err(|e| format!("storing the snapshot: {e}"))?;
+        Ok(bytes)
+    });
+    let bytes = match made {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let meta = Meta { identity: assets.identity.clone(), bytes };
+    if let Ok(json) = serde_json::to_string(&meta) {
+        let _ = std::fs::write(path.with_extension("json"), json);
+    }
+    remove_stale(dir, &assets.identity);
+    Ok(Some(Made { path, bytes, took: started.elapsed() }))
+}
+
+/// What is known of a snapshot besides its key: what it was made from, and its size (a
+/// snapshot cut short, by a full disk or a crash, is made again rather than failing every
+/// restore).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    identity: String,
+    bytes: u64,
+}
+
+/// Whether the snapshot at `path` is there whole.
+pub fn usable(path: &Path) -> bool {
+    let meta = std::fs::read_to_string(path.with_extension("json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Meta>(&t).ok());
+    match (meta, std::fs::metadata(path)) {
+        (Some(m), Ok(f)) => f.is_file() && f.len() == m.bytes,
+        _ => false,
+    }
+}
+
+/// Boots the template sandbox and writes what it saves to `tmp`; the snapshot's size.
+fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String> {
+    let plan = template_plan(spec, assets)?;
+    let file = File::create(tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let running = start(&plan, Stdio::Pipes, false).map_err(|e| e.to_string())?;
+    let done =
+        wait_streamed(running, Some(MAKE_TIMEOUT), &mut out, STDERR_LIMIT).map_err(|e| e.to_string())?;
+    let said = String::from_utf8_lossy(&done.stderr);
+    let said = agentbox_core::termfilter::escape_for_terminal(said.trim());
+    match done.outcome {
+        Outcome::Exited(0) => {}
+        Outcome::Exited(code) => {
+            return Err(format!("the machine could not be saved (exit status {code}): {said}"))
+        }
+        Outcome::Signaled(s) => {
+            return Err(format!("the machine's sandbox was killed by signal {s}: {said}"))
+        }
+        Outcome::TimedOut => {
+            return Err(format!("the machine was not saved within {}s", MAKE_TIMEOUT.as_secs()))
+        }
+    }
+    if let Some(e) = done.write_error {
+        return Err(format!("writing {}: {e}", tmp.display()));
+    }
+    let file = out.into_inner().map_err(|e| format!("writing {}: {}", tmp.display(), e.error()))?;
+    file.sync_all().map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if bytes == 0 {
+        return Err("the machine was saved as nothing".into());
+    }
+    Ok(bytes)
+}
+
+/// Removes the snapshots of other QEMUs, kernels or agentbox binaries than `identity`'s, which
+/// no VM will be restored from again. (Their lock files stay: removing one another process
+/// holds would let two makers in.)
+fn remove_stale(dir: &Path, identity: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let stale = p.extension().is_some_and(|x| x == "json")
+            && std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Meta>(&t).ok())
+                .is_some_and(|m| m.identity != identity);
+        if stale {
+            let _ = std::fs::remove_file(p.with_extension("state"));
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+impl std::fmt::Display for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "saved the VM's machine ({} MiB) in {:.1}s to {}",
+            self.bytes >> 20,
+            self.took.as_secs_f64(),
+            self.path.display()
+        )
+    }
+}
