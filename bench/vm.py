@@ -86,7 +86,7 @@ def memory(name):
 
 def one(name, flags, extra=None):
     first = start(name, flags, extra)
-    time.sleep(2)  # idle
+    time.sleep(5)  # idle: the balloon has reported what the guest freed
     mem = memory(name)
     ab("kill", name)
     ab("rm", name, check=False)
@@ -127,7 +127,7 @@ for n in sorted(int(x) for x in args.scale.split(",")):
         name = f"s{len(running)}"
         last = start(name, VM)
         running.append(name)
-    time.sleep(2)
+    time.sleep(5)
     mean = statistics.mean(memory(x) for x in running)
     print(f"| {n} | {last*1000:.0f} ms | {mean/1024:.1f} MiB |")
 for name in running:

@@ -712,8 +712,10 @@ fn resume(state: &str) -> ! {
             power_off();
         }
     };
-    // Nothing runs the initramfs's copy any more.
+    // Nothing runs the initramfs's copy any more. Cached files and the boot's reclaimable
+    // kernel objects go too: free pages are what the balloon reports to the host.
     let _ = std::fs::remove_file("/init");
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
     let mut guest = match Guest::new(port) {
         Ok(g) => g,
         Err(e) => {
