@@ -21,7 +21,8 @@ trap 'rm -rf "$out" "$ws"' EXIT
 # As root the sandbox runs as agentbox's unprivileged uid, which must be able to enter it.
 chmod 755 "$ws"
 cd "$ws"
-bwrap_cmd="bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all --die-with-parent true"
+# The same workspace for both: agentbox binds the current directory read-write, so bwrap does too.
+bwrap_cmd="bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --bind $ws $ws --chdir $ws --unshare-all --die-with-parent true"
 for r in $(seq "$rounds"); do
   cmds=("true" "$bwrap_cmd" "$bin run -- true")
   if [ -n "$prev" ]; then cmds+=("$prev run -- true"); fi

@@ -220,7 +220,8 @@ pub(crate) fn receive_fds(sock: &OwnedFd, max: usize) -> Result<Option<(u8, Vec<
 /// Starts the sandbox described by `plan`; returns once the command has been exec'd inside.
 ///
 /// With `keep_handles`, the sandbox's namespaces and root come back in [`Running::handles`], so
-/// that commands can be started in it later ([`crate::exec_in`]); a foreground `run` needs none.
+/// that commands can be started in it later ([`crate::exec_in`]), and it gets a freezer cgroup
+/// for `pause`; a foreground `run` needs neither.
 pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, JailError> {
     let seccomp = plan.seccomp.compile()?;
     let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
@@ -250,7 +251,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         }
     }
 
-    let mut enforcement = enforce(&plan.limits, &unique_id())?;
+    let mut enforcement = enforce(&plan.limits, &unique_id(), keep_handles)?;
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, child_pipes, pipes) = stdio.split()?;
     let want_terminal = pty.is_some();

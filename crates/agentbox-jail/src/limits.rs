@@ -261,15 +261,20 @@ pub fn remove_leftover_cgroups(maker: u32) {
     }
 }
 
-/// Decides how to enforce `limits`, creating the cgroup if one is needed, and makes the sandbox's
-/// freezer cgroup where agentbox may (named `id` too).
-pub fn enforce(limits: &Limits, id: &str) -> Result<Enforcement, JailError> {
+/// Decides how to enforce `limits`, creating the cgroup if one is needed, and, for a sandbox
+/// that can be paused (an agent's), makes its freezer cgroup where agentbox may (named `id` too).
+/// A foreground sandbox (`run`, a sandboxed git) has nobody to pause it and pays for no cgroup
+/// it does not need: making and removing one is most of what `run` costs beyond bubblewrap.
+pub fn enforce(limits: &Limits, id: &str, pausable: bool) -> Result<Enforcement, JailError> {
+    if limits.is_empty() && !pausable {
+        return Ok(Enforcement::default());
+    }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let mounts = parse_cgroup_mounts(&mountinfo);
     let own = parse_proc_cgroup(&proc_cgroup);
     let (mut out, dirs) = enforce_limits(limits, id, &mounts, &own)?;
-    let freezer = make_freezer(&mounts, &own, id, &dirs);
+    let freezer = if pausable { make_freezer(&mounts, &own, id, &dirs) } else { None };
     if !dirs.is_empty() || freezer.is_some() {
         out.cgroup = Some(Cgroup { dirs, freezer });
     }
@@ -477,9 +482,12 @@ mod tests {
     #[test]
     fn no_limits_no_limit_cgroup() {
         // Only a freezer, where this user may make one.
-        let e = enforce(&Limits::default(), &format!("agentbox-test-{}", std::process::id())).unwrap();
+        let e = enforce(&Limits::default(), &format!("agentbox-test-{}", std::process::id()), true).unwrap();
         assert!(
             e.cgroup.as_ref().is_none_or(|c| c.dirs.is_empty()) && e.rlimits.is_empty() && e.notes.is_empty()
         );
+        // Nothing at all for a sandbox nobody can pause.
+        let e = enforce(&Limits::default(), &format!("agentbox-test-{}", std::process::id()), false).unwrap();
+        assert!(e.cgroup.is_none() && e.rlimits.is_empty() && e.notes.is_empty());
     }
 }
