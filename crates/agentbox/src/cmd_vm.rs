@@ -86,10 +86,26 @@ fn status(args: VmStatusArgs) -> Result<i32> {
     let dir = vm_image_dir()?;
     let image = GuestImage::load(&dir);
     let qemu = agentbox_vm::accel::qemu_binary();
-    let accel = match (&image, &qemu) {
-        (Ok(_), Ok(_)) => Some(agentbox_engine::vm::assets(&Home::open()?)?.accel),
+    let assets = match (&image, &qemu) {
+        (Ok(_), Ok(_)) => Some(agentbox_engine::vm::assets(&Home::open()?)?),
         _ => None,
     };
+    let accel = assets.as_ref().map(|a| a.accel.clone());
+    // The saved machines VM agents start from (`KEY.state`), with their sizes.
+    let snapshots: Vec<(std::path::PathBuf, u64)> = assets
+        .as_ref()
+        .and_then(|a| a.snapshots.as_ref())
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "state"))
+        .map(|p| {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            (p, len)
+        })
+        .collect();
     if args.json {
         let v = serde_json::json!({
             "image_dir": dir,
@@ -99,6 +115,7 @@ fn status(args: VmStatusArgs) -> Result<i32> {
             "accel": accel.as_ref().map(|a| a.name()),
             "reason": match &accel { Some(Accel::Tcg { reason }) => Some(reason.clone()), _ => None },
             "ready": accel.is_some(),
+            "snapshots": snapshots.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(if accel.is_some() { 0 } else { 1 });
@@ -113,6 +130,13 @@ fn status(args: VmStatusArgs) -> Result<i32> {
     }
     if let Some(a) = &accel {
         println!("accelerator: {}", describe(a));
+        let total: u64 = snapshots.iter().map(|(_, n)| n).sum();
+        match snapshots.first().and_then(|(p, _)| p.parent()) {
+            Some(dir) => {
+                println!("snapshots: {} ({} MiB) in {}", snapshots.len(), total >> 20, dir.display())
+            }
+            None => println!("snapshots: none yet (the first VM agent of a machine layout makes its own)"),
+        }
     }
     Ok(if accel.is_some() { 0 } else { 1 })
 }

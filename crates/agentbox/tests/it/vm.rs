@@ -54,6 +54,13 @@ fn status_names_the_accelerator() {
         other => panic!("accelerator {other:?}: {out}"),
     }
     assert!(started.elapsed() < Duration::from_secs(60));
+    // Every snapshot listed is there, with its size.
+    for snap in v["snapshots"].as_array().expect("a list of snapshots") {
+        let path = PathBuf::from(snap["path"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), snap["bytes"].as_u64().unwrap(), "{out}");
+    }
+    let plain = a.ok(&["vm", "status"]);
+    assert!(plain.contains("snapshots: "), "{plain}");
     let doctor = a.run(&["doctor"]);
     assert!(text(&doctor.stdout).contains("vm backend"), "{}", text(&doctor.stdout));
 }
