@@ -31,9 +31,14 @@ pub struct VmAssets {
     /// Where saved machines are kept (`KEY.state`), see [`crate::vm_snapshot`]; `None` when
     /// [`NO_SNAPSHOT_ENV`] turns them off and every VM boots.
     pub snapshots: Option<PathBuf>,
-    /// Which QEMU, kernel and initramfs these are: part of every snapshot's key, so a change to
-    /// any of them (an upgrade of agentbox, QEMU or the guest kernel) makes a new one.
+    /// Which QEMU, kernel and initramfs these are, on which host kernel and CPU: part of every
+    /// snapshot's key, so a change to any of them (an upgrade of agentbox, QEMU, the guest or host
+    /// kernel, another CPU) makes a new one.
     pub identity: String,
+    /// The guest's TSC frequency under TCG ([`QemuConfig::tsc_khz`]), read once per host boot
+    /// and remembered: read anew at each spawn it follows frequency scaling, and every spawn's
+    /// machine (and snapshot key) would differ.
+    pub tsc_khz: u64,
 }
 
 impl VmAssets {
@@ -54,15 +59,20 @@ impl VmAssets {
         };
         // The initramfs by name: it names the binary and image it holds, and is the same
         // whichever AGENTBOX_HOME built it.
+        let tsc_khz = remembered_tsc_khz(&[image_dir.join("tsc.json"), work_dir.join("tsc.json")]);
+        let host = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
         let identity = format!(
-            "{}|{}|{}",
+            "{}|{}|{}|{host}|{}|tsc {tsc_khz}",
             id(&qemu),
             id(&kernel),
-            initramfs.file_name().unwrap_or_default().to_string_lossy()
+            initramfs.file_name().unwrap_or_default().to_string_lossy(),
+            cpu_identity(),
         );
         let off = std::env::var(NO_SNAPSHOT_ENV).is_ok_and(|v| v == "off");
         let snapshots = (!off).then(|| snapshot_dir(image_dir, work_dir));
-        Ok(Self { qemu, exe, kernel, initramfs, accel, snapshots, identity })
+        Ok(Self { qemu, exe, kernel, initramfs, accel, snapshots, identity, tsc_khz })
     }
 
     /// The accelerator VMs get here if it is already decided: no initramfs is built and no KVM
@@ -72,6 +82,43 @@ impl VmAssets {
         let qemu = agentbox_vm::accel::qemu_binary().ok()?;
         agentbox_vm::accel::known(&qemu, &image, &accel_caches(image_dir, work_dir))
     }
+}
+
+/// The host CPU's model and features, hashed: a KVM guest saved on one CPU may use instructions
+/// another lacks.
+fn cpu_identity() -> String {
+    use std::hash::{Hash, Hasher};
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for key in ["model name", "flags"] {
+        info.lines().find(|l| l.starts_with(key)).hash(&mut h);
+    }
+    format!("cpu {:016x}", h.finish())
+}
+
+/// The TSC frequency measured once this boot (`/proc/sys/kernel/random/boot_id`), from the first
+/// of `files` that remembers it, or measured now and written to the first that takes it.
+fn remembered_tsc_khz(files: &[PathBuf]) -> u64 {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Tsc {
+        boot: String,
+        khz: u64,
+    }
+    let boot =
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
+    let known = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|t| serde_json::from_str::<Tsc>(&t).ok())
+        .find(|t| t.boot == boot && t.khz > 0);
+    if let Some(t) = known {
+        return t.khz;
+    }
+    let khz = agentbox_vm::qemu::host_tsc_khz();
+    if let Ok(json) = serde_json::to_string(&Tsc { boot, khz }) {
+        let _ = files.iter().find(|f| std::fs::write(f, &json).is_ok());
+    }
+    khz
 }
 
 /// Set to `off`, VMs boot instead of starting from a snapshot (to measure or rule out the
@@ -195,7 +242,7 @@ fn machine(
         initramfs: infra("initramfs"),
         shares,
         proxy_forward: spec.network == NetworkMode::Proxy,
-        tsc_khz: agentbox_vm::qemu::host_tsc_khz(),
+        tsc_khz: assets.tsc_khz,
         forward_command: vec![
             infra("agentbox").to_string_lossy().into_owned(),
             "__vmfwd".into(),
@@ -318,6 +365,7 @@ mod tests {
             accel: Accel::Tcg { reason: "test".into() },
             snapshots: Some("/nonexistent/snapshots".into()),
             identity: "q|k|i".into(),
+            tsc_khz: 2_000_000,
         }
     }
 

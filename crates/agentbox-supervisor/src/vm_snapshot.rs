@@ -9,8 +9,9 @@
 //!
 //! A snapshot is made in a sandbox of its own, like the agent's, from which QEMU writes the
 //! stream to a descriptor it is handed; the host writes it to `KEY.state` through a temporary
-//! file and a rename, under a lock, so concurrent first spawns make it once. Snapshots of an
-//! older QEMU, kernel or agentbox are removed when a new one is made.
+//! file and a rename, under a lock, so concurrent first spawns make it once. Snapshots of other
+//! QEMUs, kernels or agentbox builds that no VM used for an hour are removed when a new one is
+//! made; a failure to make one is remembered for ten minutes, so the VMs meanwhile boot at once.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -42,6 +43,7 @@ const STDERR_LIMIT: usize = 64 << 10;
 pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<Made>, String> {
     let path = snapshot_path(spec, assets)?;
     if usable(&path) {
+        touch(&path);
         return Ok(None);
     }
     let Some(dir) = path.parent() else { return Err("a snapshot path without a directory".into()) };
@@ -53,9 +55,36 @@ pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<M
         // Made by another spawn while this one waited.
         return Ok(None);
     }
+    // A maker holds this lock while it works: any temporary file of this key now is a killed
+    // maker's (hundreds of MiB).
+    let prefix = format!(".{stem}.");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path()).or_else(|_| std::fs::remove_dir_all(e.path()));
+        }
+    }
+    // One failure is not retried by every spawn that follows: each would wait for a whole boot.
+    let failed = path.with_extension("failed");
+    if let Ok(m) = std::fs::metadata(&failed) {
+        let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if age < RETRY_AFTER {
+            let why = std::fs::read_to_string(&failed).unwrap_or_default();
+            return Err(format!(
+                "{} (tried {}s ago; tried again after {}s)",
+                why.trim(),
+                age.as_secs(),
+                RETRY_AFTER.as_secs()
+            ));
+        }
+    }
     let started = Instant::now();
     let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
     let made = make(spec, assets, &tmp).and_then(|bytes| {
+        // The size first: without it the snapshot is not trusted whole, and is made again.
+        let meta = serde_json::to_string(&Meta { identity: assets.identity.clone(), bytes })
+            .map_err(|e| e.to_string())?;
+        std::fs::write(path.with_extension("json"), meta)
+            .map_err(|e| format!("storing the snapshot: {e}"))?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("storing the snapshot: {e}"))?;
         Ok(bytes)
     });
@@ -63,15 +92,27 @@ pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<M
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::write(&failed, &e);
             return Err(e);
         }
     };
-    let meta = Meta { identity: assets.identity.clone(), bytes };
-    if let Ok(json) = serde_json::to_string(&meta) {
-        let _ = std::fs::write(path.with_extension("json"), json);
-    }
+    let _ = std::fs::remove_file(&failed);
     remove_stale(dir, &assets.identity);
     Ok(Some(Made { path, bytes, took: started.elapsed() }))
+}
+
+/// How long a failure to make a snapshot stands before the next VM of its layout tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Snapshots of other QEMUs, kernels or agentbox builds not restored for this long are removed:
+/// an upgrade's old ones go, while two builds in use side by side (an installed one and one being
+/// developed) keep theirs.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Marks the snapshot at `path` as used now (its metadata's time), for [`remove_stale`].
+pub fn touch(path: &Path) {
+    if let Ok(f) = File::options().append(true).open(path.with_extension("json")) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
 /// What is known of a snapshot besides its key: what it was made from, and its size (a
@@ -95,7 +136,26 @@ pub fn usable(path: &Path) -> bool {
 }
 
 /// Boots the template sandbox and writes what it saves to `tmp`; the snapshot's size.
+///
+/// The template's sandbox is made from the agent's spec without what the agent brought: no
+/// mounts of its own, no persistent home, an empty workspace. A mount over QEMU's firmware, for
+/// one, would otherwise end up in the machine every later VM of this layout starts from.
 fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String> {
+    let scratch = tmp.with_extension("workspace");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let mut clean = spec.clone();
+    clean.mounts.clear();
+    clean.overlay = None;
+    clean.publish.clear();
+    clean.home = agentbox_core::HomeSpec::Tmpfs;
+    clean.workspace = scratch.clone();
+    clean.workdir = scratch.clone();
+    let made = make_from(&clean, assets, tmp);
+    let _ = std::fs::remove_dir_all(&scratch);
+    made
+}
+
+fn make_from(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String> {
     let plan = template_plan(spec, assets)?;
     let file = File::create(tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -128,19 +188,26 @@ fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String
     Ok(bytes)
 }
 
-/// Removes the snapshots of other QEMUs, kernels or agentbox binaries than `identity`'s, which
-/// no VM will be restored from again. (Their lock files stay: removing one another process
+/// Removes the snapshots of other QEMUs, kernels or agentbox builds than `identity`'s that no VM
+/// was restored from for [`STALE_AFTER`]. (Their lock files stay: removing one another process
 /// holds would let two makers in.)
 fn remove_stale(dir: &Path, identity: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
-        let stale = p.extension().is_some_and(|x| x == "json")
-            && std::fs::read_to_string(&p)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Meta>(&t).ok())
-                .is_some_and(|m| m.identity != identity);
-        if stale {
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let other = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Meta>(&t).ok())
+            .is_some_and(|m| m.identity != identity);
+        let unused = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if other && unused {
             let _ = std::fs::remove_file(p.with_extension("state"));
             let _ = std::fs::remove_file(&p);
         }

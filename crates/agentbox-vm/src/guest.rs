@@ -678,11 +678,15 @@ const RESUME_ENV: &str = "AGENTBOX_GUEST_RESUME";
 fn hand_off(channel: &File, setup: &GuestSetup) {
     use std::os::fd::AsRawFd;
     let exe = shared_binary();
-    if !exe.is_file() {
-        return;
+    // Only the very same build: another one (agentbox upgraded while this VM was made) may not
+    // read this one's hand-off.
+    match (build_id(Path::new("/init")), build_id(&exe)) {
+        (Some(a), Some(b)) if a == b => {}
+        _ => return,
     }
-    let Ok(state) = serde_json::to_string(&Resume { channel: channel.as_raw_fd(), setup: setup.clone() })
-    else {
+    // The random bytes have been used; they stay out of the next program's environment.
+    let setup = GuestSetup { entropy: Vec::new(), ..setup.clone() };
+    let Ok(state) = serde_json::to_string(&Resume { channel: channel.as_raw_fd(), setup }) else {
         return;
     };
     let cloexec = |on: bool| {
@@ -695,6 +699,15 @@ fn hand_off(channel: &File, setup: &GuestSetup) {
     let err = Command::new(&exe).arg0("/init").env_clear().env(RESUME_ENV, state).exec();
     console(&format!("continuing from {}: {err}", exe.display()));
     let _ = cloexec(true);
+}
+
+/// The GNU build id of the ELF file at `path`, read lazily (over 9p, only its headers and note).
+fn build_id(path: &Path) -> Option<Vec<u8>> {
+    use object::Object;
+    let file = File::open(path).ok()?;
+    let cache = object::ReadCache::new(file);
+    let obj = object::File::parse(&cache).ok()?;
+    obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
 /// pid 1 again, after [`hand_off`]: the shares are mounted, the channel is open.

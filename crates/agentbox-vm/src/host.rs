@@ -117,10 +117,16 @@ fn start(launch: &VmLaunch) -> Result<Host, String> {
             ),
         }
     }
+    let (qemu, stream) = cold(launch)?;
+    Ok(Host::new(qemu, stream, signals, false))
+}
+
+/// QEMU booting the guest, with the channel connected.
+fn cold(launch: &VmLaunch) -> Result<(Child, UnixStream), String> {
     let mut qemu = spawn_qemu(&launch.qemu, Stdio::null())?;
     let deadline = Instant::now() + Duration::from_secs(10);
     match connect(&mut qemu, CHANNEL_SOCKET, deadline) {
-        Ok(stream) => Ok(Host::new(qemu, stream, signals, false)),
+        Ok(stream) => Ok((qemu, stream)),
         Err(e) => {
             let _ = qemu.kill();
             let _ = qemu.wait();
@@ -128,6 +134,11 @@ fn start(launch: &VmLaunch) -> Result<Host, String> {
         }
     }
 }
+
+const SETUP_REFUSED: &str = "the guest could not set up";
+
+/// How long a restored guest may take to mount the agent's view and answer: far less than a boot.
+const RESTORED_READY: Duration = Duration::from_secs(30);
 
 /// Starts QEMU with `argv`, its output in [`QEMU_LOG`].
 fn spawn_qemu(argv: &[String], stdin: Stdio) -> Result<Child, String> {
@@ -301,13 +312,10 @@ impl Host {
                 }
             };
         }
-        match self.boot(launch) {
-            Ok(()) => {}
-            Err(msg) => {
-                self.stop_qemu();
-                eprintln!("{}", failure(&msg));
-                return VM_FAILED;
-            }
+        if let Err(msg) = self.boot(launch).or_else(|msg| self.boot_instead(launch, msg)) {
+            self.stop_qemu();
+            eprintln!("{}", failure(&msg));
+            return VM_FAILED;
         }
         let raw = self.start_main(launch);
         let result = self.relay();
@@ -367,11 +375,31 @@ impl Host {
         }
     }
 
-    fn boot(&mut self, launch: &VmLaunch) -> Result<(), String> {
-        if !self.restored {
-            self.await_hello(launch)?;
+    /// After a restored guest failed to answer (`why`): boots it instead, once.
+    fn boot_instead(&mut self, launch: &VmLaunch, why: String) -> Result<(), String> {
+        // A setup the guest refused is refused by a booted guest too.
+        if !self.restored || why.starts_with(SETUP_REFUSED) {
+            return Err(why);
         }
-        let deadline = Instant::now() + Duration::from_secs(launch.boot_timeout_secs);
+        eprintln!(
+            "agentbox: the VM restored from its snapshot did not set up ({why}); booting the guest instead"
+        );
+        self.stop_qemu();
+        let (qemu, stream) = cold(launch)?;
+        let _ = set_nonblocking(&stream);
+        self.qemu = qemu;
+        self.channel = Conn::new(stream);
+        self.restored = false;
+        self.boot(launch)
+    }
+
+    fn boot(&mut self, launch: &VmLaunch) -> Result<(), String> {
+        let deadline = if self.restored {
+            Instant::now() + RESTORED_READY
+        } else {
+            self.await_hello(launch)?;
+            Instant::now() + Duration::from_secs(launch.boot_timeout_secs)
+        };
         let mut setup = launch.setup.clone();
         if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             setup.clock = Some((now.as_secs() as i64, now.subsec_nanos()));
@@ -384,7 +412,7 @@ impl Host {
         self.flush_channel(deadline)?;
         match self.await_frame(deadline, "waiting for the guest's setup")? {
             Frame::Ready => Ok(()),
-            Frame::SetupFailed(m) => Err(format!("the guest could not set up: {m}")),
+            Frame::SetupFailed(m) => Err(format!("{SETUP_REFUSED}: {m}")),
             other => Err(format!("the guest sent {other:?} instead of Ready")),
         }
     }
