@@ -38,7 +38,15 @@ pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
     let mut line = String::new();
     let mut reader = child.stdout.take().map(BufReader::new);
     if let Some(out) = reader.as_mut() {
-        out.read_line(&mut line).context("waiting for the supervisor")?;
+        // Notes come first (a VM's snapshot in the making), for the person who waits.
+        loop {
+            line.clear();
+            out.read_line(&mut line).context("waiting for the supervisor")?;
+            match line.trim_end().strip_prefix("note: ") {
+                Some(note) => eprintln!("agentbox: {note}"),
+                None => break,
+            }
+        }
     }
     match line.trim_end().strip_prefix("error: ") {
         None if line.trim_end() == "ok" => {

@@ -1,6 +1,7 @@
 //! The supervisor role (`agentbox __supervise NAME`): the agent's own process, which owns its
 //! terminal and outlives every client; it restarts the agent when its policy says so.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,12 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let vm = match spec.backend {
         Backend::Vm => {
             let assets = crate::vm::assets(&home)?;
+            if agentbox_supervisor::vm_snapshot::will_make(&spec, &assets) {
+                // `spawn` passes notes on to the person waiting for it.
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "note: {}", crate::vm::MAKING_SNAPSHOT);
+                let _ = out.flush();
+            }
             if let Some(line) = crate::vm::prepare_snapshot(&spec, &assets) {
                 agentbox_core::note(format_args!("{line}"));
             }

@@ -22,6 +22,10 @@ pub fn check_ready() -> Result<()> {
     Ok(())
 }
 
+/// What the person is told while the first VM of a machine layout waits for its snapshot.
+pub const MAKING_SNAPSHOT: &str =
+    "the first VM of this machine layout boots once and saves the machine; later ones start from it";
+
 /// Makes sure the snapshot `spec`'s VM starts from exists, making it now if not: the first VM of
 /// a machine layout after `vm setup` or an upgrade waits for one boot, and every later one is
 /// restored. Says what happened in a line, or `None` if the snapshot was there. Not being able

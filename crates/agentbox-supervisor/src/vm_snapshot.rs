@@ -101,6 +101,20 @@ pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<M
     Ok(Some(Made { path, bytes, took: started.elapsed() }))
 }
 
+/// Whether [`ensure_snapshot`] would boot a machine to save it now (to tell the person who waits).
+pub fn will_make(spec: &SandboxSpec, assets: &VmAssets) -> bool {
+    let Ok(path) = snapshot_path(spec, assets) else { return false };
+    !usable(&path) && !recent_failure(&path)
+}
+
+fn recent_failure(path: &Path) -> bool {
+    std::fs::metadata(path.with_extension("failed"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < RETRY_AFTER)
+}
+
 /// How long a failure to make a snapshot stands before the next VM of its layout tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Snapshots of other QEMUs, kernels or agentbox builds not restored for this long are removed:

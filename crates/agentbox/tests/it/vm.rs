@@ -315,6 +315,8 @@ fn vm_agents_start_from_a_saved_machine() {
         // The first VM of this layout waits for the snapshot to be made, then is restored.
         let (first, said) = run("first");
         assert!(said.contains("saved the VM's machine"), "as {who:?}: {said}");
+        // The person waiting is told why this first one takes longer.
+        assert!(said.contains("boots once and saves the machine"), "as {who:?}: {said}");
         assert!(first.contains("agentbox.template"), "as {who:?}: not restored: {first}");
         // Beside the image when that is this user's own directory, in AGENTBOX_HOME otherwise.
         let snapshots: Vec<PathBuf> = [cache.path().join("vm/snapshots"), home.home.join("vm/snapshots")]
@@ -358,5 +360,35 @@ fn vm_agents_start_from_a_saved_machine() {
         assert!(said.contains("the VM's snapshot could not be restored"), "as {who:?}: {said}");
         assert!(said.contains("booting the guest instead"), "{said}");
         assert!(!cold.contains("agentbox.template"), "as {who:?}: {cold}");
+
+        // `spawn` of another machine layout: the supervisor makes its snapshot, and says so
+        // through spawn, before the agent starts from it.
+        if who == As::Caller {
+            let out = home
+                .cmd(&[
+                    "spawn",
+                    "big",
+                    "--backend",
+                    "vm",
+                    "--memory",
+                    "640M",
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat /proc/cmdline; sleep 600",
+                ])
+                .env("AGENTBOX_CACHE_DIR", cache.path())
+                .output()
+                .unwrap();
+            let said = text(&out.stderr);
+            assert!(out.status.success(), "{said}");
+            assert!(said.contains("boots once and saves the machine"), "{said}");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !home.ok(&["logs", "big"]).contains("agentbox.template") {
+                assert!(Instant::now() < deadline, "not restored: {}", home.ok(&["logs", "big"]));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            home.ok(&["kill", "big"]);
+        }
     }
 }
