@@ -551,11 +551,15 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
     };
     store.fill_claim(&new, &owner).map_err(|e| undo(e.into()))?;
     crate::recovery::save(&store, name);
+    // Closed while the supervisor starts: with no store connection open, it can be forked.
+    drop(store);
 
     if let Err(e) = crate::start::start_supervisor(home, name, &dir) {
         let _ = tree::remove_tree(&dir);
-        let _ = store.delete(name);
-        let _ = store.record(name, "spawn-failed", &e.to_string());
+        if let Ok(store) = home.store() {
+            let _ = store.delete(name);
+            let _ = store.record(name, "spawn-failed", &e.to_string());
+        }
         return Err(e);
     }
     crate::start::type_after_start(&dir, &startup_keys, prompt.as_deref())?;

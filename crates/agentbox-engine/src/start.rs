@@ -22,21 +22,93 @@ pub fn type_after_start(dir: &Path, startup_keys: &[u8], prompt: Option<&[u8]>) 
     Ok(())
 }
 
+/// The supervisor forked from this process rather than exec'd, when it can be: it saves starting
+/// the binary again and re-reading what this process has (a whole process start of the 2 to 3 a
+/// spawn costs). Only from a single-threaded process with no store connection open (a child
+/// must not inherit SQLite's per-process lock state; it opens its own), and when the argument
+/// area can show `agentbox __supervise NAME`, which `ps`, people and the liveness check look
+/// for. Returns the read end of its ready line; `None`: exec it instead.
+fn fork_supervisor(home: &Home, name: &str, log: &std::fs::File) -> Result<Option<std::fs::File>> {
+    use std::ffi::OsStr;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    if agentbox_store::open_connections() > 0 {
+        return Ok(None);
+    }
+    let Ok(one) = agentbox_sys::SingleThreaded::check() else { return Ok(None) };
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let title = [argv0.as_os_str(), OsStr::new("__supervise"), OsStr::new(name)];
+    if !agentbox_sys::cmdline_fits(&title) {
+        return Ok(None);
+    }
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("a pipe for the supervisor")?;
+    let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    // Nothing this process has buffered may come out of the child as well.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    match agentbox_sys::fork_process(&one).context("starting the supervisor")? {
+        agentbox_sys::Child::Parent(_) => {
+            drop(write);
+            Ok(Some(std::fs::File::from(read)))
+        }
+        agentbox_sys::Child::Child => {
+            // The supervisor: never returns into the caller.
+            let ready = nix::unistd::dup2_stdin(null.as_fd())
+                .and_then(|_| nix::unistd::dup2_stdout(write.as_fd()))
+                .and_then(|_| nix::unistd::dup2_stderr(log.as_fd()))
+                .and_then(|_| agentbox_sys::close_from(&one, 3))
+                .and_then(|_| agentbox_sys::set_cmdline(&title))
+                .and_then(|_| nix::unistd::chdir("/"));
+            // As the exec'd supervisor has it: a write to a client gone away is an error, not death.
+            let _ = agentbox_sys::ignore_signal(nix::sys::signal::Signal::SIGPIPE);
+            let code = match ready {
+                Ok(()) => {
+                    std::env::set_var("AGENTBOX_HOME", &home.root);
+                    match crate::supervise::supervise_role(name) {
+                        Ok(code) => code,
+                        Err(e) => {
+                            eprintln!("agentbox: {e:#}");
+                            1
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("agentbox: setting up the supervisor: {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
 /// Starts the agent's supervisor and waits for its first line: `ok`, or why it could not start.
 pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
     let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
-    let mut child = crate::home::self_command()
-        .arg("__supervise")
-        .arg(name)
-        .env("AGENTBOX_HOME", &home.root)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("starting the supervisor")?;
+    let (mut reader, mut child) = match fork_supervisor(home, name, &log)? {
+        Some(ready) => (Some(BufReader::new(ready)), None),
+        None => {
+            let mut child = crate::home::self_command()
+                .arg("__supervise")
+                .arg(name)
+                .env("AGENTBOX_HOME", &home.root)
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .context("starting the supervisor")?;
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|o| BufReader::new(std::fs::File::from(std::os::fd::OwnedFd::from(o)))),
+                Some(child),
+            )
+        }
+    };
     let mut line = String::new();
-    let mut reader = child.stdout.take().map(BufReader::new);
     if let Some(out) = reader.as_mut() {
         // Notes come first (a VM's snapshot in the making), for the person who waits.
         loop {
@@ -64,7 +136,9 @@ pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
             bail!("{msg}")
         }
         None => {
-            let _ = child.wait();
+            if let Some(c) = child.as_mut() {
+                let _ = c.wait();
+            }
             let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
             bail!("the supervisor exited before the agent started: {}", log.trim())
         }

@@ -272,6 +272,22 @@ pub struct Store {
     conn: Connection,
 }
 
+/// Store connections open in this process.
+static OPEN_CONNECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many store connections this process has open. A child forked while one is open must not
+/// open its own: SQLite keeps per-process lock state beside each open file, and a forked child
+/// would inherit the parent's as if it held the parent's locks.
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 const AGENT_COLUMNS: &str =
     "name, state, spec, state_dir, supervisor_pid, sandbox_pid, exit_code, created_at, started_at, finished_at, profile, prompt, restart, generation, owner";
 
@@ -306,6 +322,11 @@ impl Store {
         Self::open_inner(path).map_err(|e| damaged(path, e))
     }
 
+    fn counted(conn: Connection) -> Self {
+        OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self { conn }
+    }
+
     fn open_inner(path: &Path) -> Result<Self> {
         if on_read_only_fs(path) {
             return Self::open_immutable(path);
@@ -323,7 +344,7 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Self { conn })
+        Ok(Self::counted(conn))
     }
 
     /// A store on a read-only file system: read as it is; every write fails with
@@ -345,7 +366,7 @@ impl Store {
                 Some("the store needs setting up, and its file system is read-only".into()),
             )));
         }
-        Ok(Self { conn })
+        Ok(Self::counted(conn))
     }
 
     /// SQLite's own check of the file (`PRAGMA integrity_check`): the problems it finds, none

@@ -222,6 +222,14 @@ fn here(command: Command) -> Result<i32> {
         }
         other => other,
     };
+    // A local spawn holds no store connection of its own here: with none open while it starts
+    // the agent, its supervisor is forked rather than exec'd (see agentbox_engine::start).
+    if let Command::Spawn(args) = command {
+        let spec = args.opts.to_spec(&args.name)?;
+        agentbox_engine::spawn::spawn_one(&agentbox_engine::home::Home::open()?, &spec)?;
+        println!("{}", spec.name);
+        return Ok(0);
+    }
     let local = Local::open()?;
     match shared(&local, command) {
         Ok(result) => result,
