@@ -253,6 +253,33 @@ fn agents_cannot_see_agentbox_state_or_each_other() {
     assert!(logs.contains("No such file") && logs.contains("done"), "{logs}");
 }
 
+/// A spawn with a command forks its supervisor, which still shows `agentbox __supervise NAME`
+/// (its argument area rewritten, the spawn's longer one zero-padded); one with no room for that
+/// (no command) execs it. Both run, are seen alive, and are killed alike.
+#[test]
+fn the_supervisor_is_forked_when_it_can_be_and_shows_its_role() {
+    let a = Agents::new(As::Caller);
+    a.ok(&["spawn", "forked", "--", "sh", "-c", "echo up; exec sleep 600"]);
+    a.ok(&["spawn", "exd"]);
+    let args_of = |name: &str| -> Vec<Vec<u8>> {
+        let pids = host_processes_matching(&format!("__supervise {name}"));
+        assert_eq!(pids.len(), 1, "{name}: {pids:?}");
+        let raw = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+        raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+    };
+    let forked = args_of("forked");
+    assert_eq!(&forked[1..3], &[b"__supervise".to_vec(), b"forked".to_vec()]);
+    assert!(forked[3..].iter().all(|a| a.is_empty()) && forked.len() > 4, "not forked: {forked:?}");
+    let exd = args_of("exd");
+    assert_eq!(&exd[1..], &[b"__supervise".to_vec(), b"exd".to_vec(), Vec::new()], "exec'd: {exd:?}");
+    a.screen_until("forked", "up");
+    assert_eq!(a.state("forked"), "running");
+    assert_eq!(a.state("exd"), "running");
+    a.ok(&["kill", "forked", "exd"]);
+    assert!(host_processes_matching("__supervise forked").is_empty());
+    assert_eq!(a.state("forked"), "killed");
+}
+
 #[test]
 fn supervisor_death_is_detected_and_takes_the_sandbox_along() {
     let a = Agents::new(As::Caller);
