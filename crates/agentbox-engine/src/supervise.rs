@@ -68,13 +68,13 @@ pub fn supervise_role(name: &str) -> Result<i32> {
     let vm = match spec.backend {
         Backend::Vm => {
             let assets = crate::vm::assets(&home)?;
-            if agentbox_supervisor::vm_snapshot::will_make(&spec, &assets) {
-                // `spawn` passes notes on to the person waiting for it.
+            // `spawn` passes notes on to the person waiting for it.
+            let mut making = || {
                 let mut out = std::io::stdout();
                 let _ = writeln!(out, "note: {}", crate::vm::MAKING_SNAPSHOT);
                 let _ = out.flush();
-            }
-            if let Some(line) = crate::vm::prepare_snapshot(&spec, &assets) {
+            };
+            if let Some(line) = crate::vm::prepare_snapshot(&spec, &assets, &mut making) {
                 agentbox_core::note(format_args!("{line}"));
             }
             Some(assets)

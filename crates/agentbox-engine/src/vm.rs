@@ -29,9 +29,10 @@ pub const MAKING_SNAPSHOT: &str =
 /// Makes sure the snapshot `spec`'s VM starts from exists, making it now if not: the first VM of
 /// a machine layout after `vm setup` or an upgrade waits for one boot, and every later one is
 /// restored. Says what happened in a line, or `None` if the snapshot was there. Not being able
-/// to make one is not fatal: the VM then boots, and the line says why.
-pub fn prepare_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Option<String> {
-    match agentbox_supervisor::ensure_snapshot(spec, assets) {
+/// to make one is not fatal: the VM then boots, and the line says why. `making` is called when
+/// the VM is going to wait for its snapshot (see `ensure_snapshot`).
+pub fn prepare_snapshot(spec: &SandboxSpec, assets: &VmAssets, making: &mut dyn FnMut()) -> Option<String> {
+    match agentbox_supervisor::ensure_snapshot(spec, assets, making) {
         Ok(Some(made)) => Some(made.to_string()),
         Ok(None) => None,
         Err(e) => Some(format!("no VM snapshot ({e}); the VM boots instead")),
@@ -55,7 +56,7 @@ pub fn make_default_snapshots(home: &Home) -> Result<Vec<std::result::Result<Opt
         };
         let made = resolve(request, &HostContext::current()?)
             .map_err(|e| e.to_string())
-            .and_then(|spec| agentbox_supervisor::ensure_snapshot(&spec, &assets));
+            .and_then(|spec| agentbox_supervisor::ensure_snapshot(&spec, &assets, &mut || {}));
         out.push(made);
     }
     let _ = std::fs::remove_dir_all(&scratch);

@@ -57,12 +57,12 @@ impl VmAssets {
             let m = std::fs::metadata(p).map(|m| (m.len(), m.mtime(), m.ino())).unwrap_or_default();
             format!("{}:{}:{}:{}", p.display(), m.0, m.1, m.2)
         };
-        // The initramfs by name: it names the binary and image it holds, and is the same
-        // whichever AGENTBOX_HOME built it.
         let tsc_khz = remembered_tsc_khz(&[image_dir.join("tsc.json"), work_dir.join("tsc.json")]);
         let host = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
+        // The initramfs by name: it names the binary and image it holds, and is the same
+        // whichever AGENTBOX_HOME built it.
         let identity = format!(
             "{}|{}|{}|{host}|{}|tsc {tsc_khz}",
             id(&qemu),

@@ -39,13 +39,21 @@ const MAKE_TIMEOUT: Duration = Duration::from_secs(600);
 const STDERR_LIMIT: usize = 64 << 10;
 
 /// Makes the snapshot `spec`'s VM is restored from, unless it is there already. `Ok(None)`: there
-/// was one. An error says why there is none; the VM then boots cold.
-pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<Made>, String> {
+/// was one. An error says why there is none; the VM then boots cold. `making` is called once
+/// this call is going to wait for a machine to be booted and saved (by it, or by another spawn
+/// that holds the lock), for the person waiting to be told why.
+pub fn ensure_snapshot(
+    spec: &SandboxSpec,
+    assets: &VmAssets,
+    making: &mut dyn FnMut(),
+) -> Result<Option<Made>, String> {
     let path = snapshot_path(spec, assets)?;
     if usable(&path) {
         touch(&path);
         return Ok(None);
     }
+    failure_standing(&path)?;
+    making();
     let Some(dir) = path.parent() else { return Err("a snapshot path without a directory".into()) };
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -55,26 +63,14 @@ pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<M
         // Made by another spawn while this one waited.
         return Ok(None);
     }
+    // Or that spawn failed while this one waited.
+    failure_standing(&path)?;
     // A maker holds this lock while it works: any temporary file of this key now is a killed
     // maker's (hundreds of MiB).
     let prefix = format!(".{stem}.");
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with(&prefix) {
             let _ = std::fs::remove_file(e.path()).or_else(|_| std::fs::remove_dir_all(e.path()));
-        }
-    }
-    // One failure is not retried by every spawn that follows: each would wait for a whole boot.
-    let failed = path.with_extension("failed");
-    if let Ok(m) = std::fs::metadata(&failed) {
-        let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
-        if age < RETRY_AFTER {
-            let why = std::fs::read_to_string(&failed).unwrap_or_default();
-            return Err(format!(
-                "{} (tried {}s ago; tried again after {}s)",
-                why.trim(),
-                age.as_secs(),
-                RETRY_AFTER.as_secs()
-            ));
         }
     }
     let started = Instant::now();
@@ -88,6 +84,7 @@ pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<M
         std::fs::rename(&tmp, &path).map_err(|e| format!("storing the snapshot: {e}"))?;
         Ok(bytes)
     });
+    let failed = path.with_extension("failed");
     let bytes = match made {
         Ok(b) => b,
         Err(e) => {
@@ -101,18 +98,27 @@ pub fn ensure_snapshot(spec: &SandboxSpec, assets: &VmAssets) -> Result<Option<M
     Ok(Some(Made { path, bytes, took: started.elapsed() }))
 }
 
-/// Whether [`ensure_snapshot`] would boot a machine to save it now (to tell the person who waits).
-pub fn will_make(spec: &SandboxSpec, assets: &VmAssets) -> bool {
-    let Ok(path) = snapshot_path(spec, assets) else { return false };
-    !usable(&path) && !recent_failure(&path)
+/// How long ago `path` was last modified.
+fn age(path: &Path) -> Option<Duration> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
 }
 
-fn recent_failure(path: &Path) -> bool {
-    std::fs::metadata(path.with_extension("failed"))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age < RETRY_AFTER)
+/// The failure to make the snapshot at `path` that still stands: one is not retried by every
+/// spawn that follows, each of which would wait for a whole boot.
+fn failure_standing(path: &Path) -> Result<(), String> {
+    let failed = path.with_extension("failed");
+    match age(&failed) {
+        Some(age) if age < RETRY_AFTER => {
+            let why = std::fs::read_to_string(&failed).unwrap_or_default();
+            Err(format!(
+                "{} (tried {}s ago; tried again after {}s)",
+                why.trim(),
+                age.as_secs(),
+                RETRY_AFTER.as_secs()
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// How long a failure to make a snapshot stands before the next VM of its layout tries again.
@@ -216,11 +222,7 @@ fn remove_stale(dir: &Path, identity: &str) {
             .ok()
             .and_then(|t| serde_json::from_str::<Meta>(&t).ok())
             .is_some_and(|m| m.identity != identity);
-        let unused = std::fs::metadata(&p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_AFTER);
+        let unused = age(&p).is_some_and(|age| age > STALE_AFTER);
         if other && unused {
             let _ = std::fs::remove_file(p.with_extension("state"));
             let _ = std::fs::remove_file(&p);

@@ -135,7 +135,35 @@ fn cold(launch: &VmLaunch) -> Result<(Child, UnixStream), String> {
     }
 }
 
-const SETUP_REFUSED: &str = "the guest could not set up";
+/// Why a guest did not get to Ready.
+enum BootFailure {
+    /// The guest answered the setup with why it could not apply it: a booted guest would too.
+    Refused(String),
+    /// No answer in time, a broken channel, QEMU gone: a restored guest is booted instead.
+    NoAnswer(String),
+}
+
+impl From<String> for BootFailure {
+    fn from(why: String) -> Self {
+        Self::NoAnswer(why)
+    }
+}
+
+impl BootFailure {
+    fn message(self) -> String {
+        match self {
+            Self::Refused(m) => format!("the guest could not set up: {m}"),
+            Self::NoAnswer(m) => m,
+        }
+    }
+}
+
+/// The channel to the guest over `stream`. Blocking reads would stall the relay; a socket that
+/// cannot be made non-blocking is caught by the first read.
+fn channel(stream: UnixStream) -> Conn<UnixStream> {
+    let _ = set_nonblocking(&stream);
+    Conn::new(stream)
+}
 
 /// How long a restored guest may take to mount the agent's view and answer: far less than a boot.
 const RESTORED_READY: Duration = Duration::from_secs(30);
@@ -249,12 +277,9 @@ pub fn exit_like(code: i32, signal: i32) -> i32 {
 
 impl Host {
     fn new(qemu: Child, stream: UnixStream, signals: SignalFd, restored: bool) -> Self {
-        // Blocking reads would stall the relay; a socket that cannot be made non-blocking is
-        // caught by the first read.
-        let _ = set_nonblocking(&stream);
         Self {
             qemu,
-            channel: Conn::new(stream),
+            channel: channel(stream),
             signals,
             exec: None,
             clients: HashMap::new(),
@@ -312,9 +337,9 @@ impl Host {
                 }
             };
         }
-        if let Err(msg) = self.boot(launch).or_else(|msg| self.boot_instead(launch, msg)) {
+        if let Err(f) = self.boot(launch).or_else(|f| self.boot_instead(launch, f)) {
             self.stop_qemu();
-            eprintln!("{}", failure(&msg));
+            eprintln!("{}", failure(&f.message()));
             return VM_FAILED;
         }
         let raw = self.start_main(launch);
@@ -376,24 +401,23 @@ impl Host {
     }
 
     /// After a restored guest failed to answer (`why`): boots it instead, once.
-    fn boot_instead(&mut self, launch: &VmLaunch, why: String) -> Result<(), String> {
-        // A setup the guest refused is refused by a booted guest too.
-        if !self.restored || why.starts_with(SETUP_REFUSED) {
-            return Err(why);
-        }
+    fn boot_instead(&mut self, launch: &VmLaunch, failed: BootFailure) -> Result<(), BootFailure> {
+        let why = match failed {
+            BootFailure::NoAnswer(why) if self.restored => why,
+            other => return Err(other),
+        };
         eprintln!(
             "agentbox: the VM restored from its snapshot did not set up ({why}); booting the guest instead"
         );
         self.stop_qemu();
         let (qemu, stream) = cold(launch)?;
-        let _ = set_nonblocking(&stream);
         self.qemu = qemu;
-        self.channel = Conn::new(stream);
+        self.channel = channel(stream);
         self.restored = false;
         self.boot(launch)
     }
 
-    fn boot(&mut self, launch: &VmLaunch) -> Result<(), String> {
+    fn boot(&mut self, launch: &VmLaunch) -> Result<(), BootFailure> {
         let deadline = if self.restored {
             Instant::now() + RESTORED_READY
         } else {
@@ -412,8 +436,8 @@ impl Host {
         self.flush_channel(deadline)?;
         match self.await_frame(deadline, "waiting for the guest's setup")? {
             Frame::Ready => Ok(()),
-            Frame::SetupFailed(m) => Err(format!("{SETUP_REFUSED}: {m}")),
-            other => Err(format!("the guest sent {other:?} instead of Ready")),
+            Frame::SetupFailed(m) => Err(BootFailure::Refused(m)),
+            other => Err(format!("the guest sent {other:?} instead of Ready").into()),
         }
     }
 

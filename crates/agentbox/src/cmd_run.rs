@@ -132,10 +132,8 @@ pub fn run(args: RunArgs) -> i32 {
         (Some(home), agentbox_core::Backend::Vm) => {
             match agentbox_engine::vm::assets(home).and_then(|a| {
                 if !dry_run {
-                    if agentbox_supervisor::vm_snapshot::will_make(&spec, &a) {
-                        eprintln!("agentbox: {}...", agentbox_engine::vm::MAKING_SNAPSHOT);
-                    }
-                    if let Some(line) = agentbox_engine::vm::prepare_snapshot(&spec, &a) {
+                    let mut making = || eprintln!("agentbox: {}...", agentbox_engine::vm::MAKING_SNAPSHOT);
+                    if let Some(line) = agentbox_engine::vm::prepare_snapshot(&spec, &a, &mut making) {
                         eprintln!("agentbox: {line}");
                     }
                 }
