@@ -13,8 +13,8 @@ use agentbox_core::{Limits, NetworkMode, SandboxSpec, PROXY_PORT, VM_DEFAULT_MEM
 use agentbox_jail::{build_plan, MountOp, NodeKind, Plan, ProcessPlan, RealFs};
 use agentbox_vm::qemu::{QemuConfig, Share, Start};
 use agentbox_vm::{
-    Accel, Boot, GuestImage, GuestMount, GuestSetup, ProcSpec, VmError, VmLaunch, GUEST_PROXY_ADDR,
-    INFRA_DIR, LAUNCH_ENV, SHARE_SLOTS, SNAPSHOT_FILE,
+    share_slots, Accel, Boot, GuestImage, GuestMount, GuestSetup, ProcSpec, VmError, VmLaunch,
+    GUEST_PROXY_ADDR, INFRA_DIR, LAUNCH_ENV, SHARE_SLOTS, SNAPSHOT_FILE,
 };
 
 /// QEMU's own memory beyond the guest's (translation cache, device buffers, the 9p server).
@@ -214,8 +214,9 @@ pub fn snapshot_path(spec: &SandboxSpec, assets: &VmAssets) -> Result<PathBuf, S
 
 fn snapshot_of(qemu: &QemuConfig, assets: &VmAssets) -> Result<PathBuf, String> {
     let writable = qemu.shares.len() - 1;
-    if writable > SHARE_SLOTS {
-        return Err(format!("{writable} writable shares, more than a snapshot's {SHARE_SLOTS}"));
+    if share_slots(writable).is_none() {
+        let most = SHARE_SLOTS[SHARE_SLOTS.len() - 1];
+        return Err(format!("{writable} writable shares, more than a snapshot's {most}"));
     }
     let dir = assets.snapshots.as_ref().ok_or(format!("{NO_SNAPSHOT_ENV}=off"))?;
     Ok(dir.join(format!("{}.state", qemu.snapshot_key(&assets.identity))))
@@ -229,7 +230,8 @@ fn machine(
     assets: &VmAssets,
 ) -> Result<(Vec<GuestMount>, QemuConfig), String> {
     let (mounts, mut shares) = guest_view(plan, spec)?;
-    while shares.len() < 1 + SHARE_SLOTS {
+    let slots = share_slots(shares.len() - 1).unwrap_or(0);
+    while shares.len() < 1 + slots {
         shares.push(Share { tag: format!("s{}", shares.len()), path: INFRA_DIR.into(), writable: false });
     }
     let memory = spec.limits.memory.unwrap_or(VM_DEFAULT_MEMORY);
@@ -448,11 +450,9 @@ mod tests {
             let cold = launch(&vm_plan(&s, &a).unwrap());
             assert_eq!(cold.boot, Boot::Cold);
             assert!(cold.qemu.iter().any(|x| x == "-kernel"));
-            // Eight writable slots, whatever the agent has.
-            assert_eq!(
-                cold.qemu.iter().filter(|x| x.starts_with("virtio-9p-device")).count(),
-                1 + SHARE_SLOTS
-            );
+            // The root share and two writable slots: the workspace and one spare.
+            let nine_p = |q: &[String]| q.iter().filter(|x| x.starts_with("virtio-9p-device")).count();
+            assert_eq!(nine_p(&cold.qemu), 1 + 2);
             // The template: booted with the template parameter, every share leading to the
             // empty infrastructure directory.
             let t = launch(&template_plan(&s, &a).unwrap());
@@ -481,6 +481,18 @@ mod tests {
             // Cut short: booted cold again.
             std::fs::write(&path, b"mach").unwrap();
             assert_eq!(launch(&vm_plan(&s, &a).unwrap()).boot, Boot::Cold);
+            // Three writable shares get four slots: another machine, another snapshot.
+            let mut more = spec(NetworkMode::Proxy);
+            let extra: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+            for (i, d) in extra.iter().enumerate() {
+                more.mounts.push(MountSpec {
+                    source: d.path().into(),
+                    target: format!("/mnt/m{i}").into(),
+                    writable: true,
+                });
+            }
+            assert_eq!(nine_p(&launch(&vm_plan(&more, &a).unwrap()).qemu), 1 + 4);
+            assert_ne!(snapshot_path(&more, &a).unwrap(), path);
             // Another memory size is another machine.
             let mut big = spec(NetworkMode::Proxy);
             big.limits.memory = Some(2 << 30);
@@ -491,7 +503,8 @@ mod tests {
     #[test]
     fn more_writable_shares_than_slots_boot_cold() {
         let mut s = spec(NetworkMode::None);
-        let dirs: Vec<_> = (0..SHARE_SLOTS).map(|_| tempfile::tempdir().unwrap()).collect();
+        // The workspace and eight more.
+        let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
         for (i, d) in dirs.iter().enumerate() {
             s.mounts.push(MountSpec {
                 source: d.path().into(),

@@ -24,10 +24,19 @@ pub const CONSOLE_LOG: &str = "/tmp/.agentbox-vm/console.log";
 pub const QEMU_LOG: &str = "/tmp/.agentbox-vm/qemu.log";
 /// Inside QEMU's sandbox: the saved machine a VM agent is restored from (a read-only bind).
 pub const SNAPSHOT_FILE: &str = "/run/agentbox-vm/snapshot";
-/// The writable shares a machine has, whatever the agent: a snapshot holds a fixed device layout,
-/// so every VM gets this many (`s1` .. `s8`; unused ones export an empty, read-only directory
-/// the guest never mounts). An agent with more cold-boots.
-pub const SHARE_SLOTS: usize = 8;
+/// The numbers of writable share slots a machine can have. A snapshot holds a fixed device
+/// layout, so a VM gets the smallest of these that holds its writable shares (`s1`, `s2`, ...;
+/// unused ones export an empty, read-only directory the guest never mounts), and each size is a
+/// machine of its own. A slot is a virtio-9p device, about 1.5 MiB of QEMU and guest memory
+/// whether used or not, so an agent with a home and a workspace gets two, not eight. An agent
+/// with more than the largest boots.
+pub const SHARE_SLOTS: [usize; 3] = [2, 4, 8];
+
+/// How many writable share slots a VM with `writable` writable shares gets; `None` if more than
+/// any snapshot has.
+pub fn share_slots(writable: usize) -> Option<usize> {
+    SHARE_SLOTS.iter().copied().find(|&n| n >= writable)
+}
 
 /// How `agentbox __vmm` brings the guest up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
