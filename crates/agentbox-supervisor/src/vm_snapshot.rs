@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -177,7 +178,13 @@ fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String
 
 fn make_from(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String> {
     let plan = template_plan(spec, assets)?;
-    let file = File::create(tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let running = start(&plan, Stdio::Pipes, false).map_err(|e| e.to_string())?;
     let done =
@@ -205,7 +212,24 @@ fn make_from(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, S
     if bytes == 0 {
         return Err("the machine was saved as nothing".into());
     }
+    restrict(&file).map_err(|e| format!("restricting {}: {e}", tmp.display()))?;
     Ok(bytes)
+}
+
+/// Leaves a snapshot readable by the sandboxes QEMU runs in and by no other user: it holds the
+/// guest kernel's state every VM of its layout starts from (its address layout, stack canaries,
+/// hash keys). An ordinary user's sandboxes run as that user: their own file, 0400. Root's run
+/// as [`agentbox_core::ROOT_AGENT_ID`]: root's file in that group, 0440, so that no sandbox
+/// owns it (an owner could make it writable again).
+fn restrict(file: &File) -> nix::Result<()> {
+    use nix::sys::stat::{fchmod, Mode};
+    use nix::unistd::{fchown, geteuid, Gid};
+    if geteuid().is_root() {
+        fchown(file, None, Some(Gid::from_raw(agentbox_core::ROOT_AGENT_ID)))?;
+        fchmod(file, Mode::from_bits_truncate(0o440))
+    } else {
+        fchmod(file, Mode::from_bits_truncate(0o400))
+    }
 }
 
 /// Removes the snapshots of other QEMUs, kernels or agentbox builds than `identity`'s that no VM

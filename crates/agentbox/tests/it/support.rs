@@ -161,7 +161,7 @@ pub fn os(s: &str) -> OsString {
 }
 
 /// Host processes whose command line (arguments joined by spaces) satisfies `pred`.
-fn host_processes(pred: impl Fn(&str) -> bool) -> Vec<i32> {
+pub fn host_processes(pred: impl Fn(&str) -> bool) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())

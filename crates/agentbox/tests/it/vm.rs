@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::agents::{attach_on_pty, read_until, Agents};
 use crate::egress::{header_values, run_proxied, Upstream, REAL_KEY};
 use crate::support::{
-    agent_host_id, bins, host_processes_matching, modes, run_command, run_in, text, workspace, As,
+    agent_host_id, bins, host_processes, is_root, modes, run_command, run_in, text, workspace, As,
 };
 
 /// The guest image shared by every VM test (and test process): set up once, under a lock.
@@ -168,7 +168,9 @@ fn vm_agent_session() {
         info.contains("backend:     vm, kvm") || info.contains("backend:     vm, tcg (software emulation: "),
         "{info}"
     );
-    let qemu = host_processes_matching("qemu-system");
+    // This agent's QEMU (its shares lead into this home), not another test's or agent's.
+    let home = a.home.to_string_lossy().into_owned();
+    let qemu = host_processes(|cmd| cmd.contains("qemu-system") && cmd.contains(&home));
     assert!(!qemu.is_empty());
 
     // pause stops the guest through QEMU's monitor: a counter in it stands still, and goes on
@@ -328,6 +330,21 @@ fn vm_agents_start_from_a_saved_machine() {
             .filter(|p| p.extension().is_some_and(|x| x == "state"))
             .collect();
         assert_eq!(snapshots.len(), 1, "as {who:?}: {snapshots:?}");
+        // No other user reads it: the user's own file, or root's in the group root's
+        // sandboxes run as (which QEMU's needs, and which owns nothing it could reopen).
+        let meta = std::fs::metadata(&snapshots[0]).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        if who == As::Caller && is_root() {
+            assert_eq!((mode, meta.uid(), meta.gid()), (0o440, 0, agentbox_core::ROOT_AGENT_ID));
+        } else {
+            assert_eq!((mode, meta.uid()), (0o400, agent_host_id(who)), "as {who:?}");
+        }
+        let peek = std::process::Command::new("setpriv")
+            .args(["--reuid=65533", "--regid=65533", "--clear-groups", "head", "-c1"])
+            .arg(&snapshots[0])
+            .output()
+            .unwrap();
+        assert!(!peek.status.success(), "as {who:?}: another user read the snapshot");
         // Later VMs are restored from it without making another; the guest's clock is the
         // host's, not the snapshot's (a few seconds old by now).
         std::thread::sleep(Duration::from_secs(3));
