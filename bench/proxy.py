@@ -5,7 +5,9 @@
    do): direct (--network full, straight to the server) vs tunnelled (an allowed host, CONNECT
    relayed untouched) vs intercepted (a host a secret is bound to: TLS terminated with the local
    CA, the placeholder swapped, a new TLS connection to the server).
-2. bulk throughput of one large download, same three paths.
+2. bulk throughput of one large download, same three paths, and through `splice_relay.py` (a
+   minimal relay: splice(2) on two threads, no policy or sandbox), the reference for the tunnel:
+   what a second loopback hop costs on this machine whoever relays.
 
 Rounds are interleaved so machine noise hits all paths alike; medians are reported.
 
@@ -40,6 +42,9 @@ def certs(work):
     return ca, crt, key
 
 
+RELAY = os.path.join(ROOT, "bench", "splice_relay.py")
+
+
 def client(mode, env, flags, host, port, args, cafile, work, binary=BIN):
     cmd = [binary, "run", "--mount", f"{CLIENT}:/run/client.py:ro", "--mount", f"{work}:/run/bench:ro",
            *flags, "--", "python3", "/run/client.py", mode, host, str(port), str(args.requests), str(args.bytes),
@@ -61,6 +66,8 @@ def main():
     ca, crt, key = certs(work)
     server = subprocess.Popen([sys.executable, UPSTREAM, "--cert", crt, "--key", key], stdout=subprocess.PIPE, text=True)
     port = int(server.stdout.readline())
+    relay = subprocess.Popen([sys.executable, RELAY, str(port)], stdout=subprocess.PIPE, text=True)
+    relay_port = int(relay.stdout.readline())
     home = os.path.join(work, "home")
     os.makedirs(home, mode=0o700)
     # The provider's host and the tunnel's point at the local upstream (an operator's pin).
@@ -72,6 +79,7 @@ def main():
     inside_ca = "/run/bench/ca.pem"
     paths = {
         "direct": ("direct", ["--network", "full", "-e", "BENCH_KEY=none"], "api.anthropic.com", inside_ca),
+        "relay": ("direct", ["--network", "full", "-e", "BENCH_KEY=none"], "api.anthropic.com", inside_ca),
         "tunnel": ("proxy", ["--allow", "tunnel.test"], "tunnel.test", inside_ca),
         "intercept": ("proxy", ["--secret", "BENCH_KEY"], "api.anthropic.com",
                       "/run/agentbox/ca-bundle.crt"),
@@ -94,9 +102,11 @@ def main():
         for _ in range(args.rounds):
             for name, (mode, flags, host, cafile) in paths.items():
                 e = prev_env if name in ("previous", "prev-tunnel") else env
-                results[name].append(client(mode, e, flags, host, port, args, cafile, work, binaries[name]))
+                p = relay_port if name == "relay" else port
+                results[name].append(client(mode, e, flags, host, p, args, cafile, work, binaries[name]))
     finally:
         server.kill()
+        relay.kill()
     med = lambda name: statistics.median(statistics.median(r["lat"]) for r in results[name]) * 1e3
     p90 = lambda name: statistics.median(sorted(r["lat"])[int(len(r["lat"]) * 0.9)] for r in results[name]) * 1e3
     mbps = lambda name: statistics.median(r["mbps"] for r in results[name])
@@ -105,7 +115,9 @@ def main():
         print(f"  {name:<10} median {med(name):6.2f} ms  p90 {p90(name):6.2f} ms  added {med(name) - med('direct'):+.2f} ms")
     print(f"Bulk download of {args.bytes / 1e6:.0f} MB (median of {args.rounds})")
     for name in paths:
-        print(f"  {name:<10} {mbps(name):7.0f} MB/s  ratio to direct {mbps(name) / mbps('direct'):.2f}")
+        rounds = " ".join(f"{r['mbps']:.0f}" for r in results[name])
+        print(f"  {name:<10} {mbps(name):7.0f} MB/s  ratio to direct {mbps(name) / mbps('direct'):.2f}"
+              f"  to relay {mbps(name) / mbps('relay'):.2f}  (rounds: {rounds})")
 
 
 if __name__ == "__main__":
