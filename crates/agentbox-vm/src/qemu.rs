@@ -69,8 +69,12 @@ pub const TEMPLATE_PARAM: &str = "agentbox.template";
 const SNAPSHOT_FORMAT: u32 = 1;
 
 /// The kernel command line: quiet boot, the console on the serial port (its log is shown when a
-/// boot fails), and a panic powers the machine off instead of hanging it.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init";
+/// boot fails), and a panic powers the machine off instead of hanging it. Lockdown
+/// (confidentiality) keeps root in the guest (`--uid 0`) out of the guest kernel's memory
+/// (/proc/kcore, /dev/mem, kprobes, BPF reads, unsigned modules), and as tracefs is part of it,
+/// the kernel does not build its 10,000 trace event files: 8 MiB less in every guest.
+pub const KERNEL_CMDLINE: &str =
+    "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init lockdown=confidentiality";
 
 /// The host's CPU clock in kHz (emulated TSC reads follow the host's), from /proc/cpuinfo.
 pub fn host_tsc_khz() -> u64 {
@@ -208,9 +212,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("-m 512 -smp 2"), "{s}");
-        assert!(s.contains("panic=-1 rdinit=/init tsc_early_khz=2300000"), "{s}");
+        assert!(s.contains("panic=-1 rdinit=/init lockdown=confidentiality tsc_early_khz=2300000"), "{s}");
         let k = joined(&config(Accel::Kvm, false));
         assert!(k.contains("-machine microvm -accel kvm -cpu host"), "{k}");
+        assert!(k.contains("rdinit=/init lockdown=confidentiality -serial"), "{k}");
         assert!(!k.contains("tsc_early_khz"), "{k}");
     }
 

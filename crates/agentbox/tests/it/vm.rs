@@ -109,6 +109,38 @@ fn run_in_a_vm() {
     }
 }
 
+/// Root in the guest (`--uid 0`) cannot read the guest kernel's memory or trace it (the kernel
+/// is locked down), and the guest hands freed memory back to the host in small blocks.
+#[test]
+fn root_in_the_guest_stays_out_of_its_kernel() {
+    require!("qemu-system-x86_64");
+    vm_ready();
+    for who in modes() {
+        let ws = workspace(who);
+        let script = "echo uid=$(id -u); \
+             head -c 16 /proc/kcore >/dev/null 2>&1 && echo kcore-read || echo kcore-refused; \
+             mkdir -p /tmp/t /tmp/s; mount -t tracefs none /tmp/t; \
+             test -e /tmp/t/events && echo tracing || echo no-tracing; \
+             mount -t sysfs none /tmp/s; \
+             echo order=$(cat /tmp/s/module/page_reporting/parameters/page_reporting_order)";
+        let home = Agents::new(who);
+        let out = run_command(
+            who,
+            &ws,
+            &["--backend", "vm", "--memory", "512M", "--uid", "0"],
+            &["sh", "-c", script],
+        )
+        .env("AGENTBOX_HOME", &home.home)
+        .output()
+        .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "as {who:?}: {stdout}{}", text(&out.stderr));
+        for line in ["uid=0", "kcore-refused", "no-tracing", "order=5"] {
+            assert!(stdout.lines().any(|l| l == line), "as {who:?}: no {line} in {stdout}");
+        }
+    }
+}
+
 /// Bad input is refused before anything starts.
 #[test]
 fn refuses_what_a_vm_cannot_do() {
