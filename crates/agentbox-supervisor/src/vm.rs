@@ -39,6 +39,8 @@ pub struct VmAssets {
     /// and remembered: read anew at each spawn it follows frequency scaling, and every spawn's
     /// machine (and snapshot key) would differ.
     pub tsc_khz: u64,
+    /// Boot the guest kernel locked down: the image's modules are signed.
+    pub lockdown: bool,
 }
 
 impl VmAssets {
@@ -72,7 +74,8 @@ impl VmAssets {
         );
         let off = std::env::var(NO_SNAPSHOT_ENV).is_ok_and(|v| v == "off");
         let snapshots = (!off).then(|| snapshot_dir(image_dir, work_dir));
-        Ok(Self { qemu, exe, kernel, initramfs, accel, snapshots, identity, tsc_khz })
+        let lockdown = image.signed_modules;
+        Ok(Self { qemu, exe, kernel, initramfs, accel, snapshots, identity, tsc_khz, lockdown })
     }
 
     /// The accelerator VMs get here if it is already decided: no initramfs is built and no KVM
@@ -196,25 +199,47 @@ fn guest_view(plan: &Plan, spec: &SandboxSpec) -> Result<(Vec<GuestMount>, Vec<S
 /// The plan of the sandbox that runs the agent's VM: restored from its snapshot when there is
 /// one, booted otherwise.
 pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
-    plan_for(spec, assets, false)
+    let plan = build_plan(spec, &RealFs);
+    let slots = slots_of(&plan, spec)?;
+    plan_for(plan, spec, slots, assets, false)
 }
 
-/// The plan of a sandbox that boots the machine `spec`'s VM would run and saves it to its stdout
-/// ([`Boot::Template`]). The shares lead nowhere: the guest mounts none before it is saved.
-pub fn template_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
-    plan_for(spec, assets, true)
+/// The plan of a sandbox that boots the machine `agent`'s VM would run and saves it to its stdout
+/// ([`Boot::Template`]), and the snapshot it is saved as. The sandbox is `sandbox`'s (the agent's
+/// spec without what the agent brought); the machine's devices are the agent's, share slots
+/// included, so that the snapshot is the one `agent`'s VM is restored from. The shares lead
+/// nowhere: the guest mounts none before it is saved.
+pub fn template_plan(
+    agent: &SandboxSpec,
+    sandbox: &SandboxSpec,
+    assets: &VmAssets,
+) -> Result<(Plan, PathBuf), String> {
+    let slots = slots_of(&build_plan(agent, &RealFs), agent)?;
+    let plan = build_plan(sandbox, &RealFs);
+    let (_, qemu) = machine(&plan, sandbox, slots, assets)?;
+    let path = snapshot_of(&qemu, assets)?;
+    Ok((plan_for(plan, sandbox, slots, assets, true)?, path))
 }
 
 /// The snapshot `spec`'s VM is restored from (which may not exist yet), or why it cannot have
 /// one.
 pub fn snapshot_path(spec: &SandboxSpec, assets: &VmAssets) -> Result<PathBuf, String> {
-    let (_, qemu) = machine(&build_plan(spec, &RealFs), spec, assets)?;
+    let plan = build_plan(spec, &RealFs);
+    let slots = slots_of(&plan, spec)?;
+    let (_, qemu) = machine(&plan, spec, slots, assets)?;
     snapshot_of(&qemu, assets)
+}
+
+/// How many writable share slots the VM of `spec` (whose `ns` plan is `plan`) has: the fewest of
+/// [`SHARE_SLOTS`] that hold its writable shares, or just those when more than any snapshot has.
+fn slots_of(plan: &Plan, spec: &SandboxSpec) -> Result<usize, String> {
+    let writable = guest_view(plan, spec)?.1.len() - 1;
+    Ok(share_slots(writable).unwrap_or(writable))
 }
 
 fn snapshot_of(qemu: &QemuConfig, assets: &VmAssets) -> Result<PathBuf, String> {
     let writable = qemu.shares.len() - 1;
-    if share_slots(writable).is_none() {
+    if share_slots(writable) != Some(writable) {
         let most = SHARE_SLOTS[SHARE_SLOTS.len() - 1];
         return Err(format!("{writable} writable shares, more than a snapshot's {most}"));
     }
@@ -222,15 +247,18 @@ fn snapshot_of(qemu: &QemuConfig, assets: &VmAssets) -> Result<PathBuf, String> 
     Ok(dir.join(format!("{}.state", qemu.snapshot_key(&assets.identity))))
 }
 
-/// The guest's mounts and QEMU's configuration for `spec`, its shares padded to the snapshot's
-/// fixed layout.
+/// The guest's mounts and QEMU's configuration for `spec`, its shares padded to `slots` writable
+/// ones (a snapshot's fixed layout).
 fn machine(
     plan: &Plan,
     spec: &SandboxSpec,
+    slots: usize,
     assets: &VmAssets,
 ) -> Result<(Vec<GuestMount>, QemuConfig), String> {
     let (mounts, mut shares) = guest_view(plan, spec)?;
-    let slots = share_slots(shares.len() - 1).unwrap_or(0);
+    if shares.len() > 1 + slots {
+        return Err(format!("{} writable shares, more than the machine's {slots}", shares.len() - 1));
+    }
     while shares.len() < 1 + slots {
         shares.push(Share { tag: format!("s{}", shares.len()), path: INFRA_DIR.into(), writable: false });
     }
@@ -245,6 +273,7 @@ fn machine(
         shares,
         proxy_forward: spec.network == NetworkMode::Proxy,
         tsc_khz: assets.tsc_khz,
+        lockdown: assets.lockdown,
         forward_command: vec![
             infra("agentbox").to_string_lossy().into_owned(),
             "__vmfwd".into(),
@@ -254,9 +283,14 @@ fn machine(
     Ok((mounts, qemu))
 }
 
-fn plan_for(spec: &SandboxSpec, assets: &VmAssets, template: bool) -> Result<Plan, String> {
-    let mut plan = build_plan(spec, &RealFs);
-    let (mounts, mut qemu) = machine(&plan, spec, assets)?;
+fn plan_for(
+    mut plan: Plan,
+    spec: &SandboxSpec,
+    slots: usize,
+    assets: &VmAssets,
+    template: bool,
+) -> Result<Plan, String> {
+    let (mounts, mut qemu) = machine(&plan, spec, slots, assets)?;
     let proxy = spec.network == NetworkMode::Proxy;
     let snapshot = snapshot_of(&qemu, assets).ok().filter(|p| !template && crate::vm_snapshot::usable(p));
     let boot = match (&snapshot, template) {
@@ -368,6 +402,7 @@ mod tests {
             snapshots: Some("/nonexistent/snapshots".into()),
             identity: "q|k|i".into(),
             tsc_khz: 2_000_000,
+            lockdown: true,
         }
     }
 
@@ -455,7 +490,7 @@ mod tests {
             assert_eq!(nine_p(&cold.qemu), 1 + 2);
             // The template: booted with the template parameter, every share leading to the
             // empty infrastructure directory.
-            let t = launch(&template_plan(&s, &a).unwrap());
+            let t = launch(&template_plan(&s, &s, &a).unwrap().0);
             assert_eq!(t.boot, Boot::Template);
             let tq = t.qemu.join(" ");
             assert!(tq.contains(agentbox_vm::qemu::TEMPLATE_PARAM), "{tq}");
@@ -493,6 +528,14 @@ mod tests {
             }
             assert_eq!(nine_p(&launch(&vm_plan(&more, &a).unwrap()).qemu), 1 + 4);
             assert_ne!(snapshot_path(&more, &a).unwrap(), path);
+            // Its template runs in a sandbox without those mounts, and still has their slots:
+            // it is saved as the snapshot this agent is restored from.
+            let mut bare = more.clone();
+            bare.mounts.clear();
+            let (t, saved_as) = template_plan(&more, &bare, &a).unwrap();
+            assert_eq!(nine_p(&launch(&t).qemu), 1 + 4);
+            assert_eq!(saved_as, snapshot_path(&more, &a).unwrap());
+            assert_eq!(template_plan(&s, &bare, &a).unwrap().1, path);
             // Another memory size is another machine.
             let mut big = spec(NetworkMode::Proxy);
             big.limits.memory = Some(2 << 30);

@@ -76,7 +76,7 @@ pub fn ensure_snapshot(
     }
     let started = Instant::now();
     let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
-    let made = make(spec, assets, &tmp).and_then(|bytes| {
+    let made = make(spec, assets, &tmp, &path).and_then(|bytes| {
         // The size first: without it the snapshot is not trusted whole, and is made again.
         let meta = serde_json::to_string(&Meta { identity: assets.identity.clone(), bytes })
             .map_err(|e| e.to_string())?;
@@ -161,7 +161,7 @@ pub fn usable(path: &Path) -> bool {
 /// The template's sandbox is made from the agent's spec without what the agent brought: no
 /// mounts of its own, no persistent home, an empty workspace. A mount over QEMU's firmware, for
 /// one, would otherwise end up in the machine every later VM of this layout starts from.
-fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String> {
+fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path, path: &Path) -> Result<u64, String> {
     let scratch = tmp.with_extension("workspace");
     std::fs::create_dir_all(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
     let mut clean = spec.clone();
@@ -171,13 +171,24 @@ fn make(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String
     clean.home = agentbox_core::HomeSpec::Tmpfs;
     clean.workspace = scratch.clone();
     clean.workdir = scratch.clone();
-    let made = make_from(&clean, assets, tmp);
+    let made = make_from(spec, &clean, assets, tmp, path);
     let _ = std::fs::remove_dir_all(&scratch);
     made
 }
 
-fn make_from(spec: &SandboxSpec, assets: &VmAssets, tmp: &Path) -> Result<u64, String> {
-    let plan = template_plan(spec, assets)?;
+/// Boots `agent`'s machine in the sandbox of `sandbox` and saves it to `tmp`, to become `path`.
+fn make_from(
+    agent: &SandboxSpec,
+    sandbox: &SandboxSpec,
+    assets: &VmAssets,
+    tmp: &Path,
+    path: &Path,
+) -> Result<u64, String> {
+    let (plan, saved_as) = template_plan(agent, sandbox, assets)?;
+    if saved_as != path {
+        // A machine of another layout would be restored as this one and not match its devices.
+        return Err(format!("the template's machine is {}, not {}", saved_as.display(), path.display()));
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
