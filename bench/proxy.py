@@ -65,9 +65,16 @@ def main():
     os.chmod(work, 0o755)
     ca, crt, key = certs(work)
     server = subprocess.Popen([sys.executable, UPSTREAM, "--cert", crt, "--key", key], stdout=subprocess.PIPE, text=True)
-    port = int(server.stdout.readline())
-    relay = subprocess.Popen([sys.executable, RELAY, str(port)], stdout=subprocess.PIPE, text=True)
-    relay_port = int(relay.stdout.readline())
+    relay = None
+    try:
+        port = int(server.stdout.readline())
+        relay = subprocess.Popen([sys.executable, RELAY, str(port)], stdout=subprocess.PIPE, text=True)
+        relay_port = int(relay.stdout.readline())
+    except Exception:
+        server.kill()
+        if relay:
+            relay.kill()
+        raise
     home = os.path.join(work, "home")
     os.makedirs(home, mode=0o700)
     # The provider's host and the tunnel's point at the local upstream (an operator's pin).

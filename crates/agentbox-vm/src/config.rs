@@ -27,8 +27,8 @@ pub const SNAPSHOT_FILE: &str = "/run/agentbox-vm/snapshot";
 /// The numbers of writable share slots a machine can have. A snapshot holds a fixed device
 /// layout, so a VM gets the smallest of these that holds its writable shares (`s1`, `s2`, ...;
 /// unused ones export an empty, read-only directory the guest never mounts), and each size is a
-/// machine of its own. A slot is a virtio-9p device, about 1.5 MiB of QEMU and guest memory
-/// whether used or not, so an agent with a home and a workspace gets two, not eight. An agent
+/// machine of its own. A slot is a virtio-9p device, about 1.2 MiB of QEMU's memory whether
+/// used or not, so an agent with a home and a workspace gets two, not eight. An agent
 /// with more than the largest boots.
 pub const SHARE_SLOTS: [usize; 3] = [2, 4, 8];
 

@@ -29,6 +29,30 @@ pub struct GuestImage {
     pub kernel: String,
     /// Module files inside `dir`, in load order.
     pub modules: Vec<String>,
+    /// Every module carries a signature: the guest kernel then boots locked down
+    /// ([`crate::qemu::LOCKDOWN_PARAM`]), which loads no unsigned module. (Images from before
+    /// this was recorded are Debian's, whose modules are signed.)
+    #[serde(default = "signed_by_default")]
+    pub signed_modules: bool,
+}
+
+fn signed_by_default() -> bool {
+    true
+}
+
+/// The trailer the kernel's `sign-file` appends to a signed module.
+const SIGNATURE_TRAILER: &[u8] = b"~Module signature appended~\n";
+
+/// Whether the module file at `path` ends with a signature.
+pub fn module_is_signed(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = [0u8; SIGNATURE_TRAILER.len()];
+    File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-(SIGNATURE_TRAILER.len() as i64)))?;
+            f.read_exact(&mut tail)
+        })
+        .is_ok_and(|()| tail == SIGNATURE_TRAILER)
 }
 
 impl GuestImage {
@@ -85,7 +109,14 @@ impl GuestImage {
                 std::fs::copy(m, staging.join(&name)).map_err(VmError::io("copying", m))?;
                 names.push(name);
             }
-            let image = Self { dir: dir.to_path_buf(), source, kernel: "vmlinuz".into(), modules: names };
+            let signed_modules = order.iter().all(|m| module_is_signed(m));
+            let image = Self {
+                dir: dir.to_path_buf(),
+                source,
+                kernel: "vmlinuz".into(),
+                modules: names,
+                signed_modules,
+            };
             let json = serde_json::to_string_pretty(&image).unwrap_or_default();
             std::fs::write(staging.join(MANIFEST), json).map_err(VmError::io("writing", &staging))?;
             Ok(image)
@@ -184,6 +215,25 @@ mod tests {
         // A missing kernel leaves the installed image as it was.
         assert!(GuestImage::install(&vm, &dir.path().join("nope"), None, "x".into()).is_err());
         assert_eq!(GuestImage::load(&vm).unwrap().source, "test");
+    }
+
+    #[test]
+    fn signed_modules_are_told_from_unsigned_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let signed = dir.path().join("a.ko");
+        std::fs::write(&signed, [b"\x7fELF module".as_slice(), b"signature", SIGNATURE_TRAILER].concat())
+            .unwrap();
+        let unsigned = dir.path().join("b.ko");
+        std::fs::write(&unsigned, b"\x7fELF module without a signature").unwrap();
+        let short = dir.path().join("c.ko");
+        std::fs::write(&short, b"x").unwrap();
+        assert!(module_is_signed(&signed));
+        assert!(!module_is_signed(&unsigned));
+        assert!(!module_is_signed(&short));
+        // A manifest written before the flag was: Debian's modules, which are signed.
+        std::fs::write(dir.path().join(MANIFEST), r#"{"source":"x","kernel":"vmlinuz","modules":[]}"#)
+            .unwrap();
+        assert!(GuestImage::load(dir.path()).unwrap().signed_modules);
     }
 
     #[test]

@@ -121,7 +121,8 @@ fn root_in_the_guest_stays_out_of_its_kernel() {
              head -c 16 /proc/kcore >/dev/null 2>&1 && echo kcore-read || echo kcore-refused; \
              mkdir -p /tmp/t /tmp/s; mount -t tracefs none /tmp/t; \
              test -e /tmp/t/events && echo tracing || echo no-tracing; \
-             mount -t sysfs none /tmp/s; \
+             mount -t sysfs none /tmp/s; mount -t securityfs none /tmp/s/kernel/security; \
+             echo lockdown=$(cat /tmp/s/kernel/security/lockdown); \
              echo order=$(cat /tmp/s/module/page_reporting/parameters/page_reporting_order)";
         let home = Agents::new(who);
         let out = run_command(
@@ -135,7 +136,9 @@ fn root_in_the_guest_stays_out_of_its_kernel() {
         .unwrap();
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "as {who:?}: {stdout}{}", text(&out.stderr));
-        for line in ["uid=0", "kcore-refused", "no-tracing", "order=5"] {
+        for line in
+            ["uid=0", "kcore-refused", "no-tracing", "lockdown=none integrity [confidentiality]", "order=5"]
+        {
             assert!(stdout.lines().any(|l| l == line), "as {who:?}: no {line} in {stdout}");
         }
     }
@@ -371,12 +374,24 @@ fn vm_agents_start_from_a_saved_machine() {
         } else {
             assert_eq!((mode, meta.uid()), (0o400, agent_host_id(who)), "as {who:?}");
         }
-        let peek = std::process::Command::new("setpriv")
-            .args(["--reuid=65533", "--regid=65533", "--clear-groups", "head", "-c1"])
-            .arg(&snapshots[0])
-            .output()
-            .unwrap();
-        assert!(!peek.status.success(), "as {who:?}: another user read the snapshot");
+        if is_root() {
+            // The file itself refuses a third user (its directory may be open to them).
+            let peek = std::process::Command::new("setpriv")
+                .args(["--reuid=65533", "--regid=65533", "--clear-groups", "head", "-c1"])
+                .arg(&snapshots[0])
+                .output()
+                .unwrap();
+            assert!(!peek.status.success(), "as {who:?}: another user read the snapshot");
+            let dir_open = std::process::Command::new("setpriv")
+                .args(["--reuid=65533", "--regid=65533", "--clear-groups", "test", "-x"])
+                .arg(snapshots[0].parent().unwrap())
+                .status()
+                .unwrap()
+                .success();
+            if dir_open {
+                assert!(text(&peek.stderr).contains("Permission denied"), "{}", text(&peek.stderr));
+            }
+        }
         // Later VMs are restored from it without making another; the guest's clock is the
         // host's, not the snapshot's (a few seconds old by now).
         std::thread::sleep(Duration::from_secs(3));
@@ -404,6 +419,7 @@ fn vm_agents_start_from_a_saved_machine() {
         let state = &snapshots[0];
         let mut bytes = std::fs::read(state).unwrap();
         bytes[..4].copy_from_slice(b"XXXX");
+        std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         std::fs::write(state, &bytes).unwrap();
         let (cold, said) = run("corrupt");
         assert!(said.contains("the VM's snapshot could not be restored"), "as {who:?}: {said}");
@@ -411,8 +427,11 @@ fn vm_agents_start_from_a_saved_machine() {
         assert!(!cold.contains("agentbox.template"), "as {who:?}: {cold}");
 
         // `spawn` of another machine layout: the supervisor makes its snapshot, and says so
-        // through spawn, before the agent starts from it.
+        // through spawn, before the agent starts from it. With a volume besides its home and
+        // workspace, it has more share slots than the runs above; its template is made without
+        // the volume, but with the slots, and the guest writes through the third one.
         if who == As::Caller {
+            let volume = workspace(who);
             let out = home
                 .cmd(&[
                     "spawn",
@@ -421,10 +440,12 @@ fn vm_agents_start_from_a_saved_machine() {
                     "vm",
                     "--memory",
                     "640M",
+                    "-v",
+                    &format!("{}:/mnt/volume", volume.path.display()),
                     "--",
                     "sh",
                     "-c",
-                    "cat /proc/cmdline; sleep 600",
+                    "cat /proc/cmdline; echo through-slot-3 > /mnt/volume/f; sleep 600",
                 ])
                 .env("AGENTBOX_CACHE_DIR", cache.path())
                 .output()
@@ -435,6 +456,15 @@ fn vm_agents_start_from_a_saved_machine() {
             let deadline = Instant::now() + Duration::from_secs(120);
             while !home.ok(&["logs", "big"]).contains("agentbox.template") {
                 assert!(Instant::now() < deadline, "not restored: {}", home.ok(&["logs", "big"]));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::fs::read_to_string(volume.path.join("f")).ok().as_deref() != Some("through-slot-3\n") {
+                assert!(
+                    Instant::now() < deadline,
+                    "nothing written to the volume: {}",
+                    home.ok(&["logs", "big"])
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
             home.ok(&["kill", "big"]);
