@@ -6,6 +6,7 @@
 //! output is the same either way.
 
 mod cli;
+mod cli_quick;
 mod cmd_agents;
 mod cmd_cp;
 mod cmd_diff;
@@ -69,7 +70,8 @@ fn main() {
         .var(complete::VAR)
         .bin("agentbox")
         .complete();
-    let cli = match cli::Cli::try_parse_from(&args) {
+    let parsed = cli_quick::parse(&args).map(Ok).unwrap_or_else(|| cli::Cli::try_parse_from(&args));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = match e.kind() {
