@@ -74,7 +74,7 @@ impl VmAssets {
         );
         let off = std::env::var(NO_SNAPSHOT_ENV).is_ok_and(|v| v == "off");
         let snapshots = (!off).then(|| snapshot_dir(image_dir, work_dir));
-        let lockdown = image.signed_modules;
+        let lockdown = image.modules_signed();
         Ok(Self { qemu, exe, kernel, initramfs, accel, snapshots, identity, tsc_khz, lockdown })
     }
 

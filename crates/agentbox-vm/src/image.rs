@@ -30,14 +30,12 @@ pub struct GuestImage {
     /// Module files inside `dir`, in load order.
     pub modules: Vec<String>,
     /// Every module carries a signature: the guest kernel then boots locked down
-    /// ([`crate::qemu::LOCKDOWN_PARAM`]), which loads no unsigned module. (Images from before
-    /// this was recorded are Debian's, whose modules are signed.)
-    #[serde(default = "signed_by_default")]
-    pub signed_modules: bool,
-}
-
-fn signed_by_default() -> bool {
-    true
+    /// ([`crate::qemu::LOCKDOWN_PARAM`]), which loads no unsigned module. Recorded by `install`;
+    /// for an image set up before it was, read from its module files when loaded. (A trailer
+    /// is not proof that this kernel's key made the signature: modules signed for another
+    /// build are refused all the same, and the guest's console says so.)
+    #[serde(default)]
+    pub signed_modules: Option<bool>,
 }
 
 /// The trailer the kernel's `sign-file` appends to a signed module.
@@ -71,7 +69,15 @@ impl GuestImage {
                 return Err(VmError::Manifest { path, message: format!("bad file name {f}") });
             }
         }
+        if image.signed_modules.is_none() {
+            image.signed_modules = Some(image.modules.iter().all(|m| module_is_signed(&dir.join(m))));
+        }
         Ok(image)
+    }
+
+    /// Whether every module is signed (see [`GuestImage::signed_modules`]).
+    pub fn modules_signed(&self) -> bool {
+        self.signed_modules.unwrap_or(false)
     }
 
     pub fn kernel_path(&self) -> PathBuf {
@@ -109,7 +115,7 @@ impl GuestImage {
                 std::fs::copy(m, staging.join(&name)).map_err(VmError::io("copying", m))?;
                 names.push(name);
             }
-            let signed_modules = order.iter().all(|m| module_is_signed(m));
+            let signed_modules = Some(order.iter().all(|m| module_is_signed(m)));
             let image = Self {
                 dir: dir.to_path_buf(),
                 source,
@@ -230,10 +236,18 @@ mod tests {
         assert!(module_is_signed(&signed));
         assert!(!module_is_signed(&unsigned));
         assert!(!module_is_signed(&short));
-        // A manifest written before the flag was: Debian's modules, which are signed.
-        std::fs::write(dir.path().join(MANIFEST), r#"{"source":"x","kernel":"vmlinuz","modules":[]}"#)
-            .unwrap();
-        assert!(GuestImage::load(dir.path()).unwrap().signed_modules);
+        // A manifest written before the flag was: read from its module files.
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(image.join("modules")).unwrap();
+        std::fs::copy(&signed, image.join("modules/00-a.ko")).unwrap();
+        let manifest = |modules: &str| {
+            let json = format!(r#"{{"source":"x","kernel":"vmlinuz","modules":[{modules}]}}"#);
+            std::fs::write(image.join(MANIFEST), json).unwrap();
+            GuestImage::load(&image).unwrap().modules_signed()
+        };
+        assert!(manifest(r#""modules/00-a.ko""#));
+        std::fs::copy(&unsigned, image.join("modules/01-b.ko")).unwrap();
+        assert!(!manifest(r#""modules/00-a.ko","modules/01-b.ko""#));
     }
 
     #[test]

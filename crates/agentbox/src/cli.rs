@@ -12,6 +12,16 @@ use crate::complete;
 #[derive(Debug, Parser)]
 #[command(name = "agentbox", version, about = "Run AI coding agents in sandboxes they cannot leave")]
 pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// The options every verb takes: where the agents are. (A plain comment: a doc comment on a
+// flattened struct would become the top-level command's about text.)
+#[derive(Debug, Args)]
+pub struct Globals {
     /// Drive the agentbox server at URL instead of this machine (also AGENTBOX_SERVER)
     #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
     pub server: Option<String>,
@@ -24,8 +34,6 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub context: Option<String>,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]

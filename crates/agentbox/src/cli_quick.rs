@@ -8,17 +8,13 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{Cli, Command, RunArgs, SpawnArgs};
+use crate::cli::{Cli, Command, Globals, RunArgs, SpawnArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "agentbox")]
 struct QuickCli {
-    /// As [`Cli::server`].
-    #[arg(long, global = true)]
-    server: Option<String>,
-    /// As [`Cli::context`].
-    #[arg(long, global = true, conflicts_with = "server")]
-    context: Option<String>,
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
     command: QuickCommand,
 }
@@ -40,7 +36,7 @@ pub fn parse(args: &[OsString]) -> Option<Cli> {
         QuickCommand::Run(a) => Command::Run(a),
         QuickCommand::Spawn(a) => Command::Spawn(a),
     };
-    Some(Cli { server: quick.server, context: quick.context, command })
+    Some(Cli { globals: quick.globals, command })
 }
 
 #[cfg(test)]

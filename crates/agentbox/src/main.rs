@@ -91,7 +91,7 @@ fn main() {
 }
 
 fn run(cli: cli::Cli) -> i32 {
-    let (server, context) = (cli.server, cli.context);
+    let (server, context) = (cli.globals.server, cli.globals.context);
     let command = match about_this_machine(cli.command) {
         Ok(code) => return code,
         Err(command) => command,
