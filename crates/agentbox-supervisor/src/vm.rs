@@ -518,14 +518,7 @@ mod tests {
             assert_eq!(launch(&vm_plan(&s, &a).unwrap()).boot, Boot::Cold);
             // Three writable shares get four slots: another machine, another snapshot.
             let mut more = spec(NetworkMode::Proxy);
-            let extra: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-            for (i, d) in extra.iter().enumerate() {
-                more.mounts.push(MountSpec {
-                    source: d.path().into(),
-                    target: format!("/mnt/m{i}").into(),
-                    writable: true,
-                });
-            }
+            let _extra = with_writable_mounts(&mut more, 2);
             assert_eq!(nine_p(&launch(&vm_plan(&more, &a).unwrap()).qemu), 1 + 4);
             assert_ne!(snapshot_path(&more, &a).unwrap(), path);
             // Its template runs in a sandbox without those mounts, and still has their slots:
@@ -543,11 +536,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn more_writable_shares_than_slots_boot_cold() {
-        let mut s = spec(NetworkMode::None);
-        // The workspace and eight more.
-        let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    /// Adds `n` writable directory mounts to `s`; the directories live as long as what is returned.
+    fn with_writable_mounts(s: &mut SandboxSpec, n: usize) -> Vec<tempfile::TempDir> {
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
         for (i, d) in dirs.iter().enumerate() {
             s.mounts.push(MountSpec {
                 source: d.path().into(),
@@ -555,6 +546,14 @@ mod tests {
                 writable: true,
             });
         }
+        dirs
+    }
+
+    #[test]
+    fn more_writable_shares_than_slots_boot_cold() {
+        let mut s = spec(NetworkMode::None);
+        // The workspace and eight more.
+        let _dirs = with_writable_mounts(&mut s, 8);
         let err = snapshot_path(&s, &assets()).unwrap_err();
         assert!(err.contains("more than a snapshot's 8"), "{err}");
         assert_eq!(launch(&vm_plan(&s, &assets()).unwrap()).boot, Boot::Cold);
