@@ -201,7 +201,7 @@ fn guest_view(plan: &Plan, spec: &SandboxSpec) -> Result<(Vec<GuestMount>, Vec<S
 pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
     let plan = build_plan(spec, &RealFs);
     let slots = slots_of(&plan, spec)?;
-    plan_for(plan, spec, slots, assets, false)
+    Ok(plan_for(plan, spec, slots, assets, false)?.0)
 }
 
 /// The plan of a sandbox that boots the machine `agent`'s VM would run and saves it to its stdout
@@ -215,10 +215,8 @@ pub fn template_plan(
     assets: &VmAssets,
 ) -> Result<(Plan, PathBuf), String> {
     let slots = slots_of(&build_plan(agent, &RealFs), agent)?;
-    let plan = build_plan(sandbox, &RealFs);
-    let (_, qemu) = machine(&plan, sandbox, slots, assets)?;
-    let path = snapshot_of(&qemu, assets)?;
-    Ok((plan_for(plan, sandbox, slots, assets, true)?, path))
+    let (plan, saved_as) = plan_for(build_plan(sandbox, &RealFs), sandbox, slots, assets, true)?;
+    Ok((plan, saved_as?))
 }
 
 /// The snapshot `spec`'s VM is restored from (which may not exist yet), or why it cannot have
@@ -283,16 +281,18 @@ fn machine(
     Ok((mounts, qemu))
 }
 
+/// The plan, and the snapshot its machine is restored from or saved as (or why it has none).
 fn plan_for(
     mut plan: Plan,
     spec: &SandboxSpec,
     slots: usize,
     assets: &VmAssets,
     template: bool,
-) -> Result<Plan, String> {
+) -> Result<(Plan, Result<PathBuf, String>), String> {
     let (mounts, mut qemu) = machine(&plan, spec, slots, assets)?;
     let proxy = spec.network == NetworkMode::Proxy;
-    let snapshot = snapshot_of(&qemu, assets).ok().filter(|p| !template && crate::vm_snapshot::usable(p));
+    let key = snapshot_of(&qemu, assets);
+    let snapshot = key.clone().ok().filter(|p| !template && crate::vm_snapshot::usable(p));
     let boot = match (&snapshot, template) {
         (_, true) => {
             for share in qemu.shares.iter_mut().skip(1) {
@@ -355,7 +355,7 @@ fn plan_for(
     // pids limit applies inside the guest (a cgroup there), since QEMU's threads are not the
     // agent's processes.
     plan.limits = Limits { memory: spec.limits.memory.map(|m| m + QEMU_OVERHEAD), pids: None, cpus: None };
-    Ok(plan)
+    Ok((plan, key))
 }
 
 #[cfg(test)]
