@@ -2,21 +2,24 @@
 //!
 //! 1. Take the sandbox's handles (namespaces and root, handed over by its init at start), compile
 //!    the same seccomp filter.
-//! 2. Fork a helper; move it into the sandbox's cgroup (its limits apply to the new command too);
-//!    send "go".
+//! 2. Fork a helper inside the sandbox's v2 cgroup, if it has one, and move it into its other
+//!    cgroup directories (its limits apply to the new command too); send "go".
 //! 3. The helper joins the user namespace, then mount, IPC, UTS, network, cgroup and PID; chroots
 //!    into the sandbox root; applies the same Landlock, capability and seccomp restrictions; forks
 //!    the command into the sandbox's PID namespace and reaps it.
 //!
 //! The command dies with the sandbox: it is in the sandbox's PID namespace.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
 
 use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use agentbox_sys::{fork_process, Child, SingleThreaded};
+use agentbox_sys::{clone_process_into, fork_process, Child, SingleThreaded};
 
 use crate::child::{self, ChildContext, Join};
 use crate::handles::SandboxHandles;
@@ -36,11 +39,18 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
     })?;
     let program = argv[0].clone();
     let mut cgroups: Vec<PathBuf> = Vec::new();
+    let mut v2: Option<PathBuf> = None;
     for c in sandbox_cgroups(init) {
+        if c.v2 {
+            v2 = Some(c.dir.clone());
+        }
         if !cgroups.contains(&c.dir) {
             cgroups.push(c.dir);
         }
     }
+    // The helper starts inside the sandbox's v2 cgroup when it has one (no move: see
+    // `clone_process_into`); the other directories are joined by writing its pid.
+    let entry = v2.as_ref().and_then(|d| std::fs::File::open(d).ok()).map(OwnedFd::from);
 
     let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, child_pipes, pipes) = stdio.split()?;
@@ -49,7 +59,12 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)
         .map_err(JailError::sys("block signals"))?;
     let one = SingleThreaded::check().map_err(JailError::Threads)?;
-    let pid = match fork_process(&one).map_err(JailError::sys("fork"))? {
+    let (child, entered) =
+        match entry.as_ref().map(|fd| clone_process_into(&one, CloneFlags::empty(), fd.as_fd())) {
+            Some(Ok(child)) => (child, v2.as_deref()),
+            _ => (fork_process(&one).map_err(JailError::sys("fork"))?, None),
+        };
+    let pid = match child {
         Child::Child => child::join_main(
             ChildContext {
                 plan,
@@ -71,13 +86,13 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         ),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty, handoff, namespaces, root, child_pipes));
+    drop((go_read, report_write, pty, handoff, namespaces, root, child_pipes, entry));
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         e
     };
-    for dir in &cgroups {
+    for dir in cgroups.iter().filter(|d| Some(d.as_path()) != entered) {
         std::fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|e| {
             abort(JailError::Limits(format!(
                 "cannot join the sandbox's cgroup {} (its limits must apply): {e}",

@@ -5,14 +5,15 @@
 //!    error is reported with nothing created;
 //! 2. block the signals the launcher and init take synchronously, then clone the child into new
 //!    user, mount, PID, IPC, UTS, cgroup (and network) namespaces;
-//! 3. write the child's uid/gid maps, move it into the cgroup, and send "go";
+//!    (started inside the sandbox's v2 cgroup where it has one: see `Cgroup::v2_entry`);
+//! 3. write the child's uid/gid maps, move it into the cgroup's other directories, send "go";
 //! 4. receive the terminal's master side (if one was asked for), then read the child's report
 //!    pipe to end-of-file: empty means the command is running.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
-use agentbox_sys::{clone_process, Child, SingleThreaded, WinSize};
+use agentbox_sys::{clone_process, clone_process_into, Child, SingleThreaded, WinSize};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -269,7 +270,14 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     }
     let switch_ids = nix::unistd::geteuid().as_raw() != plan.host_uid;
     let one = SingleThreaded::check().map_err(JailError::Threads)?;
-    let pid = match clone_process(&one, flags).map_err(JailError::Clone)? {
+    // Started inside its v2 cgroup when it has one; otherwise (or if the kernel refuses that)
+    // cloned here and moved there below.
+    let entry = enforcement.cgroup.as_ref().and_then(Cgroup::v2_entry);
+    let (child, entered_v2) = match entry.as_ref().map(|fd| clone_process_into(&one, flags, fd.as_fd())) {
+        Some(Ok(child)) => (child, true),
+        _ => (clone_process(&one, flags).map_err(JailError::Clone)?, false),
+    };
+    let pid = match child {
         Child::Child => child::child_main(ChildContext {
             plan,
             one: &one,
@@ -288,7 +296,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         }),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty, handoff, child_pipes));
+    drop((go_read, report_write, pty, handoff, child_pipes, entry));
 
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
@@ -297,7 +305,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     };
     write_id_maps(pid, plan).map_err(abort)?;
     if let Some(cg) = &mut enforcement.cgroup {
-        cg.add(pid).map_err(abort)?;
+        cg.add(pid, entered_v2).map_err(abort)?;
     }
     nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
     drop(go_write);

@@ -18,7 +18,7 @@ mod tty;
 
 pub use cmdline::{cmdline_fits, set_cmdline};
 pub use entropy::{disable_transparent_huge_pages, inherited_fd, reseed_random};
-pub use fork::{clone_process, fork_process, thread_count, Child, SingleThreaded};
+pub use fork::{clone_process, clone_process_into, fork_process, thread_count, Child, SingleThreaded};
 pub use mount::{mount_setattr, MountAttr};
 pub use net::{bring_loopback_up, configure_ipv4};
 pub use pidfd::PidFd;

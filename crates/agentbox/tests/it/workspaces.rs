@@ -232,15 +232,31 @@ fn process_states(a: &Agents, name: &str) -> String {
         .filter_map(|p| p["pid"].as_i64())
         .filter_map(|p| {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            stat.rsplit_once(')')?.1.trim_start().chars().next()
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            // A task held by a v2 freezer sleeps (`S`) in the freezer's trap: `F` here.
+            Some(if state == 'S' && in_frozen_v2_cgroup(p) { 'F' } else { state })
         })
         .collect()
 }
 
-/// Whether no process of the sandbox can run: stopped (`T`), or in an uninterruptible wait
-/// (`D`: a vfork parent whose child is stopped) that ends in the stop it has pending.
+/// Whether process `pid` is in a cgroup v2 directory that reports itself frozen.
+fn in_frozen_v2_cgroup(pid: i64) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(mount) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split(' ').nth(4))
+    else {
+        return false;
+    };
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let Some(rel) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) else { return false };
+    let events = std::path::Path::new(mount).join(rel.trim_start_matches('/')).join("cgroup.events");
+    std::fs::read_to_string(events).is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
+}
+
+/// Whether no process of the sandbox can run: stopped (`T`), held by a v2 freezer (`F`), or in
+/// an uninterruptible wait (`D`: the v1 freezer's, or a vfork parent whose child is stopped)
+/// that ends in the stop it has pending.
 fn all_stopped(a: &Agents, name: &str) -> bool {
-    process_states(a, name).chars().all(|c| matches!(c, 'T' | 't' | 'D' | 'Z'))
+    process_states(a, name).chars().all(|c| matches!(c, 'T' | 't' | 'D' | 'Z' | 'F'))
 }
 
 /// Pauses and resumes of one agent released at one instant: each is refused or done whole, and
