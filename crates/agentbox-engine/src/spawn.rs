@@ -550,7 +550,8 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
         state: None,
     };
     store.fill_claim(&new, &owner).map_err(|e| undo(e.into()))?;
-    crate::recovery::save(&store, name);
+    // The record's copy in the agent's directory is written by the supervisor, while the
+    // sandbox sets itself up.
     // Closed while the supervisor starts: with no store connection open, it can be forked.
     drop(store);
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentbox_core::{Backend, NetworkMode, SandboxSpec};
-use agentbox_supervisor::{paths, supervise, Notice, Notifier, ProxySetup, SupervisorConfig};
+use agentbox_supervisor::{paths, supervise, Meanwhile, Notice, Notifier, ProxySetup, SupervisorConfig};
 use serde_json::json;
 
 use crate::config::Config;
@@ -94,6 +94,12 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         hitl,
         notify: Some(notify),
         vm,
+        // The record's copy in the agent's directory (`store recover`): written while the
+        // sandbox sets itself up, where it costs no time.
+        meanwhile: Some(Meanwhile(Box::new({
+            let name = name.to_string();
+            move |store: &agentbox_store::Store| crate::recovery::save(store, &name)
+        }))),
     };
     drop(store);
     let mut stdout = std::io::stdout();

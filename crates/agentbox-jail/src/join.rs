@@ -52,7 +52,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
     // `clone_process_into`); the other directories are joined by writing its pid.
     let entry = v2.as_ref().and_then(|d| std::fs::File::open(d).ok()).map(OwnedFd::from);
 
-    let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
+    let Channels { go_tx, go_rx, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, child_pipes, pipes) = stdio.split()?;
     let want_terminal = pty.is_some();
 
@@ -69,7 +69,10 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
             ChildContext {
                 plan,
                 one: &one,
-                go: go_read,
+                go: {
+                    drop(go_tx);
+                    go_rx
+                },
                 report: report_write,
                 pty,
                 pipes: child_pipes,
@@ -86,7 +89,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         ),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty, handoff, namespaces, root, child_pipes, entry));
+    drop((go_rx, report_write, pty, handoff, namespaces, root, child_pipes, entry));
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -100,8 +103,7 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
             )))
         })?;
     }
-    nix::unistd::write(&go_write, b"g").map_err(|e| abort(JailError::sys("start")(e)))?;
-    drop(go_write);
+    go_tx.send().map_err(|e| abort(JailError::sys("start")(e)))?;
     let master = if want_terminal {
         match receive_fds(&parent_sock, 1).map_err(abort)? {
             Some((child::HANDOFF_TERMINAL, mut fds)) => fds.pop(),

@@ -26,8 +26,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::child::{self, ChildContext, PtyRequest, FORWARDED};
+use crate::go::{GoReceiver, GoSender};
 use crate::handles::SandboxHandles;
-use crate::limits::{enforce, Cgroup};
+use crate::limits::{enforce, Cgroup, Enforcement};
 use crate::plan::{MountOp, Plan};
 use crate::wire::{self, ChildFailure};
 use crate::JailError;
@@ -84,8 +85,8 @@ impl Stdio {
 /// The pipes and socket between a launcher and its child: "go" (launcher to child), the setup
 /// report (child to launcher, close-on-exec), and the handoff socket for descriptors.
 pub(crate) struct Channels {
-    pub go_read: OwnedFd,
-    pub go_write: OwnedFd,
+    pub go_tx: GoSender,
+    pub go_rx: GoReceiver,
     pub report_read: OwnedFd,
     pub report_write: OwnedFd,
     pub parent_sock: OwnedFd,
@@ -94,13 +95,13 @@ pub(crate) struct Channels {
 
 impl Channels {
     pub(crate) fn new() -> Result<Self, JailError> {
-        let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
+        let (go_tx, go_rx) = crate::go::channel()?;
         let (report_read, report_write) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(JailError::sys("pipe"))?;
         let (parent_sock, handoff) =
             socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
                 .map_err(JailError::sys("socketpair"))?;
-        Ok(Self { go_read, go_write, report_read, report_write, parent_sock, handoff })
+        Ok(Self { go_tx, go_rx, report_read, report_write, parent_sock, handoff })
     }
 }
 
@@ -224,6 +225,49 @@ pub(crate) fn receive_fds(sock: &OwnedFd, max: usize) -> Result<Option<(u8, Vec<
 /// that commands can be started in it later ([`crate::exec_in`]), and it gets a freezer cgroup
 /// for `pause`; a foreground `run` needs neither.
 pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, JailError> {
+    launch(plan, stdio, keep_handles)?.finish()
+}
+
+/// A sandbox cloned and told to go: its child is building its root and restricting itself while
+/// the launcher does work of its own (a supervisor opens its log and binds its socket meanwhile:
+/// on two cores that work costs no time). [`Launched::finish`] then waits until the command runs.
+///
+/// Dropped unfinished (the launcher's own work failed), the child is killed and reaped, and its
+/// cgroup removed: nothing of it is left.
+#[must_use = "a launched sandbox is killed when dropped; finish it"]
+pub struct Launched<'p> {
+    pid: Pid,
+    plan: &'p Plan,
+    keep_handles: bool,
+    want_terminal: bool,
+    parent_sock: OwnedFd,
+    report_read: Option<OwnedFd>,
+    pipes: Option<Pipes>,
+    enforcement: Enforcement,
+    /// Kept open until the sandbox is finished: its end tells a child still waiting that the
+    /// launcher is gone.
+    _go: GoSender,
+    /// Cleared by `finish`, which answers for the child from then on.
+    armed: bool,
+}
+
+impl std::fmt::Debug for Launched<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launched").field("pid", &self.pid).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Launched<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// The first half of [`start`]: everything up to the child's "go". See [`Launched`].
+pub fn launch(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Launched<'_>, JailError> {
     let seccomp = plan.seccomp.compile()?;
     let first = plan.process.argv.first().ok_or(agentbox_core::SpecError::NoCommand)?;
     let program = std::ffi::CString::new(first.as_encoded_bytes()).map_err(|_| JailError::Exec {
@@ -253,7 +297,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     }
 
     let mut enforcement = enforce(&plan.limits, &unique_id(), keep_handles)?;
-    let Channels { go_read, go_write, report_read, report_write, parent_sock, handoff } = Channels::new()?;
+    let Channels { go_tx, go_rx, report_read, report_write, parent_sock, handoff } = Channels::new()?;
     let (pty, child_pipes, pipes) = stdio.split()?;
     let want_terminal = pty.is_some();
 
@@ -281,7 +325,10 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         Child::Child => child::child_main(ChildContext {
             plan,
             one: &one,
-            go: go_read,
+            go: {
+                drop(go_tx);
+                go_rx
+            },
             report: report_write,
             pty,
             pipes: child_pipes,
@@ -296,7 +343,7 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
         }),
         Child::Parent(pid) => pid,
     };
-    drop((go_read, report_write, pty, handoff, child_pipes, entry));
+    drop((go_rx, report_write, pty, handoff, child_pipes, entry));
 
     let abort = |e: JailError| {
         let _ = kill(pid, Signal::SIGKILL);
@@ -307,37 +354,73 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     if let Some(cg) = &mut enforcement.cgroup {
         cg.add(pid, entered_v2).map_err(abort)?;
     }
-    nix::unistd::write(go_write.as_fd(), b"g").map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
-    drop(go_write);
-
-    // The handoff carries, in order: the namespace handles and root, the terminal's master, the
-    // proxy listener; each only when asked for.
-    let want_listener = plan.proxy_port.is_some();
-    let handed = if keep_handles || want_terminal || want_listener {
-        receive_fds(&parent_sock, SandboxHandles::COUNT + 2).map_err(abort)?
-    } else {
-        None
-    };
-    let (handles, master, listener) = match handed {
-        Some((tag, mut fds)) => {
-            let listener = if want_listener { fds.pop() } else { None };
-            let master = if want_terminal { fds.pop() } else { None };
-            let handles = if tag == child::HANDOFF_SANDBOX { SandboxHandles::from_fds(fds) } else { None };
-            (handles, master, listener)
-        }
-        None => (None, None, None),
-    };
-    let handed_over = (handles.is_some() || !keep_handles)
-        && (master.is_some() || !want_terminal)
-        && (listener.is_some() || !want_listener);
-    await_exec(pid, report_read, handed_over, plan)?;
-    Ok(Running {
+    go_tx.send().map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
+    Ok(Launched {
         pid,
-        master,
+        plan,
+        keep_handles,
+        want_terminal,
+        parent_sock,
+        report_read: Some(report_read),
         pipes,
-        handles,
-        proxy_listener: listener.map(std::net::TcpListener::from),
-        limit_notes: enforcement.notes,
-        cgroup: enforcement.cgroup,
+        enforcement,
+        _go: go_tx,
+        armed: true,
     })
+}
+
+impl Launched<'_> {
+    /// The sandbox's init, as the host sees it.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The second half of [`start`]: receives what the child hands over and waits until its
+    /// command was exec'd. On failure the child is killed and reaped.
+    pub fn finish(mut self) -> Result<Running, JailError> {
+        // From here on, failures kill and reap the child themselves (once: a reaped pid may
+        // already be another process's).
+        self.armed = false;
+        let (pid, plan) = (self.pid, self.plan);
+        let abort = |e: JailError| {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            e
+        };
+        // The handoff carries, in order: the namespace handles and root, the terminal's master,
+        // the proxy listener; each only when asked for.
+        let want_listener = plan.proxy_port.is_some();
+        let handed = if self.keep_handles || self.want_terminal || want_listener {
+            receive_fds(&self.parent_sock, SandboxHandles::COUNT + 2).map_err(abort)?
+        } else {
+            None
+        };
+        let (handles, master, listener) = match handed {
+            Some((tag, mut fds)) => {
+                let listener = if want_listener { fds.pop() } else { None };
+                let master = if self.want_terminal { fds.pop() } else { None };
+                let handles =
+                    if tag == child::HANDOFF_SANDBOX { SandboxHandles::from_fds(fds) } else { None };
+                (handles, master, listener)
+            }
+            None => (None, None, None),
+        };
+        let handed_over = (handles.is_some() || !self.keep_handles)
+            && (master.is_some() || !self.want_terminal)
+            && (listener.is_some() || !want_listener);
+        let Some(report) = self.report_read.take() else {
+            return Err(abort(JailError::Setup { step: "report".into(), message: "read twice".into() }));
+        };
+        await_exec(pid, report, handed_over, plan)?;
+        let enforcement = std::mem::take(&mut self.enforcement);
+        Ok(Running {
+            pid,
+            master,
+            pipes: self.pipes.take(),
+            handles,
+            proxy_listener: listener.map(std::net::TcpListener::from),
+            limit_notes: enforcement.notes,
+            cgroup: enforcement.cgroup,
+        })
+    }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use agentbox_core::{AgentState, SandboxSpec};
-use agentbox_jail::{build_plan, start, RealFs, SandboxHandles, Stdio};
+use agentbox_jail::{build_plan, launch, RealFs, SandboxHandles, Stdio};
 use agentbox_proxy::{ProxyConfig, ProxyHandle};
 use agentbox_store::Store;
 use agentbox_sys::{set_winsize, WinSize};
@@ -123,6 +123,17 @@ pub struct SupervisorConfig {
     pub vm: Option<crate::VmAssets>,
     /// The output log's cap in bytes (it and its one rotated file together).
     pub log_limit: u64,
+    /// Work of the caller's done while the sandbox sets itself up, before `ok`.
+    pub meanwhile: Option<Meanwhile>,
+}
+
+/// See [`SupervisorConfig::meanwhile`]: given the agent's store.
+pub struct Meanwhile(pub Box<dyn FnOnce(&Store) + Send>);
+
+impl std::fmt::Debug for Meanwhile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Meanwhile")
+    }
 }
 
 /// See [`SupervisorConfig::proxy`].
@@ -654,13 +665,18 @@ fn peer_gone(stream: &UnixStream) -> bool {
 
 /// Binds the agent's socket. A socket a live supervisor answers on is never taken: two
 /// supervisors for one agent are refused, not made.
-fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
-    if UnixStream::connect(path).is_ok() {
-        return Err(SupervisorError::Start(format!(
+/// Refuses to start an agent whose supervisor already answers on its socket.
+fn no_other_supervisor(path: &Path) -> Result<(), SupervisorError> {
+    match UnixStream::connect(path) {
+        Ok(_) => Err(SupervisorError::Start(format!(
             "another supervisor answers on {}; this agent is already running",
             path.display()
-        )));
+        ))),
+        Err(_) => Ok(()),
     }
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(|e| SupervisorError::Socket(path.to_path_buf(), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -684,16 +700,14 @@ pub const INVALID_COMMAND: &str = "invalid-command";
 /// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
 pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
     let store = Store::open(&cfg.store_path)?;
+    let meanwhile = cfg.meanwhile.take();
     let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
         let _ = store.mark_finished(&cfg.name, Some(cfg.generation), AgentState::Failed, None, &msg);
         let _ = writeln!(ready, "error: {msg}");
         SupervisorError::Start(msg)
     };
-    let log =
-        LogFile::open(&paths::log(&cfg.state_dir), cfg.log_limit, (DEFAULT_SIZE.rows, DEFAULT_SIZE.cols))
-            .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
-    let listener =
-        bind_socket(&paths::socket(&cfg.state_dir)).map_err(|e| fail(&store, e.to_string(), ready))?;
+    let socket = paths::socket(&cfg.state_dir);
+    no_other_supervisor(&socket).map_err(|e| fail(&store, e.to_string(), ready))?;
     let plan = match (cfg.spec.backend, &cfg.vm) {
         (agentbox_core::Backend::Ns, _) => build_plan(&cfg.spec, &RealFs),
         (agentbox_core::Backend::Vm, Some(assets)) => {
@@ -703,16 +717,27 @@ pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32
             return Err(fail(&store, "the VM backend was asked for without a guest image".into(), ready))
         }
     };
-    let mut running =
-        start(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true).map_err(|e| {
-            // A command that cannot run is the caller's to fix; say so, for the API's status code.
-            let msg = e.to_string();
-            let err = fail(&store, msg.clone(), ready);
-            if matches!(e, agentbox_jail::JailError::Exec { .. }) {
-                let _ = writeln!(ready, "{INVALID_COMMAND}");
-            }
-            err
-        })?;
+    let not_started = |e: agentbox_jail::JailError, ready: &mut dyn Write| {
+        // A command that cannot run is the caller's to fix; say so, for the API's status code.
+        let err = fail(&store, e.to_string(), ready);
+        if matches!(e, agentbox_jail::JailError::Exec { .. }) {
+            let _ = writeln!(ready, "{INVALID_COMMAND}");
+        }
+        err
+    };
+    let launched = launch(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true)
+        .map_err(|e| not_started(e, ready))?;
+    // Made while the sandbox builds itself (an early return kills it): files made on disk cost
+    // as much as that setup on some filesystems, and nothing here needs the sandbox. Clients
+    // connect only after `ok`, and the agent's first output waits in its terminal.
+    if let Some(work) = meanwhile {
+        (work.0)(&store);
+    }
+    let log =
+        LogFile::open(&paths::log(&cfg.state_dir), cfg.log_limit, (DEFAULT_SIZE.rows, DEFAULT_SIZE.cols))
+            .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
+    let listener = bind_socket(&socket).map_err(|e| fail(&store, e.to_string(), ready))?;
+    let mut running = launched.finish().map_err(|e| not_started(e, ready))?;
     let Some(master) = running.master.take() else {
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));
     };

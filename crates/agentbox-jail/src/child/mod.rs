@@ -90,8 +90,8 @@ pub(crate) struct ChildContext<'a> {
     pub plan: &'a Plan,
     /// The launcher had one thread when it forked this process, so this one has one too.
     pub one: &'a agentbox_sys::SingleThreaded,
-    /// Read end of the launcher's "go" pipe.
-    pub go: OwnedFd,
+    /// The launcher's "go".
+    pub go: crate::go::GoReceiver,
     pub report: OwnedFd,
     pub pty: Option<PtyRequest>,
     /// Pipes the command's stdin, stdout and stderr are connected to instead of the inherited
@@ -174,10 +174,8 @@ fn failure(step: &str, e: Errno) -> Failure {
 
 fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| failure("set parent-death signal", e))?;
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(ctx.go.as_fd(), &mut byte) {
-        Ok(1) => {}
-        _ => _exit(SETUP_FAILED), // the launcher went away before the sandbox was ready
+    if !ctx.go.wait() {
+        _exit(SETUP_FAILED) // the launcher went away before the sandbox was ready
     }
 
     // The launcher has moved us into the sandbox's cgroup (if any); make it our cgroup root.
@@ -303,10 +301,8 @@ pub(crate) fn join_main(mut ctx: ChildContext<'_>, join: Join) -> ! {
 
 fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| failure("set parent-death signal", e))?;
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(ctx.go.as_fd(), &mut byte) {
-        Ok(1) => {}
-        _ => _exit(SETUP_FAILED),
+    if !ctx.go.wait() {
+        _exit(SETUP_FAILED) // the launcher went away before the sandbox was ready
     }
     // A namespace the sandbox shares with the host (its network, with --network full) is one this
     // process is in already, and joining it again would need the host's privileges: skipped.

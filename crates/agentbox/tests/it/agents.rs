@@ -982,3 +982,39 @@ while True:
         assert!(screen.contains(want), "{mode}: the text did not arrive on its own:\n{screen}");
     }
 }
+
+/// The processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<i32> {
+    let want = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .collect()
+}
+
+/// The supervisor opens the agent's log and binds its socket while the sandbox sets itself up.
+/// When that fails (here the log's path is a directory), the sandbox it launched is killed: the
+/// start fails with the reason, and no process of it is left running.
+#[test]
+fn a_start_that_fails_beside_its_launched_sandbox_leaves_no_process() {
+    for who in [As::Caller, As::Nobody] {
+        let a = Agents::new(who);
+        let argv = ["sleep", "98765"];
+        a.ok(&["spawn", "w", "--", argv[0], argv[1]]);
+        a.ok(&["kill", "w"]);
+        let log = a.dir("w").join("log");
+        std::fs::remove_file(&log).unwrap();
+        std::fs::create_dir(&log).unwrap();
+        let out = a.run(&["restart", "w"]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains("cannot open the log"), "as {who:?}: {err}");
+        // A sandbox left running would have exec'd its command by now.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(processes_running(&argv), Vec::<i32>::new(), "as {who:?}: the sandbox outlived its start");
+        std::fs::remove_dir(&log).unwrap();
+        a.ok(&["restart", "w"]);
+        a.ok(&["kill", "w"]);
+    }
+}
