@@ -207,8 +207,9 @@ pub(crate) fn start_locked(home: &Home, store: &Store, rec: &AgentRecord, why: &
         Some(p) => crate::profiles::load(home, p)?.startup_keys.into_bytes(),
         None => Vec::new(),
     };
+    let publish = SandboxSpec::decode(&rec.spec).map(|s| s.publish).unwrap_or_default();
     let generation = store.mark_starting(&rec.name, why)?;
-    if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir) {
+    if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir, &publish) {
         let _ = store.mark_finished(&rec.name, Some(generation), AgentState::Failed, None, &e.to_string());
         return Err(e);
     }

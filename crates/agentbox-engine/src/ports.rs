@@ -196,10 +196,8 @@ pub fn check_publish(maps: &[agentbox_core::PortMap]) -> Result<()> {
 /// Starts a forwarder (`__publish`, detached) for each port the agent publishes, now that it
 /// runs; each ends with this run of the agent. One that cannot bind is said, not fatal: the
 /// agent runs.
-pub fn publish_for(home: &Home, name: &str, dir: &std::path::Path) {
-    let Ok(rec) = home.store().and_then(|s| agents::get(&s, name)) else { return };
-    let Ok(spec) = SandboxSpec::decode(&rec.spec) else { return };
-    for m in &spec.publish {
+pub fn publish_for(home: &Home, name: &str, dir: &std::path::Path, publish: &[agentbox_core::PortMap]) {
+    for m in publish {
         if let Err(e) = start_publisher(home, name, dir, *m) {
             eprintln!("agentbox: warning: publishing 127.0.0.1:{} -> {name}:{}: {e}", m.host_port, m.port);
         }

@@ -555,7 +555,7 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
     // Closed while the supervisor starts: with no store connection open, it can be forked.
     drop(store);
 
-    if let Err(e) = crate::start::start_supervisor(home, name, &dir) {
+    if let Err(e) = crate::start::start_supervisor(home, name, &dir, &sandbox.publish) {
         let _ = tree::remove_tree(&dir);
         if let Ok(store) = home.store() {
             let _ = store.delete(name);

@@ -84,7 +84,13 @@ fn fork_supervisor(home: &Home, name: &str, log: &std::fs::File) -> Result<Optio
 }
 
 /// Starts the agent's supervisor and waits for its first line: `ok`, or why it could not start.
-pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
+/// Then starts the forwarders of the ports the agent publishes (`publish`, from its spec).
+pub fn start_supervisor(
+    home: &Home,
+    name: &str,
+    dir: &Path,
+    publish: &[agentbox_core::PortMap],
+) -> Result<()> {
     let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
     let (mut reader, mut child) = match fork_supervisor(home, name, &log)? {
         Some(ready) => (Some(BufReader::new(ready)), None),
@@ -122,7 +128,7 @@ pub fn start_supervisor(home: &Home, name: &str, dir: &Path) -> Result<()> {
     }
     match line.trim_end().strip_prefix("error: ") {
         None if line.trim_end() == "ok" => {
-            crate::ports::publish_for(home, name, dir);
+            crate::ports::publish_for(home, name, dir, publish);
             Ok(())
         }
         Some(msg) => {

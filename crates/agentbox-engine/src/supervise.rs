@@ -101,9 +101,8 @@ pub fn supervise_role(name: &str) -> Result<i32> {
             move |store: &agentbox_store::Store| crate::recovery::save(store, &name)
         }))),
     };
-    drop(store);
     let mut stdout = std::io::stdout();
-    let code = supervise(cfg, &mut stdout)?;
+    let code = supervise(cfg, store, &mut stdout)?;
     if let Some(policy) = restart {
         if let Err(e) = crate::crashloop::after_exit(&home, name, generation, policy, &notifier) {
             agentbox_core::note(format_args!("restarting {name}: {e}"));

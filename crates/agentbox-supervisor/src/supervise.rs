@@ -698,8 +698,13 @@ pub const INVALID_COMMAND: &str = "invalid-command";
 
 /// Runs the agent until it ends. `ready` receives one line once the command runs inside the
 /// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
-pub fn supervise(mut cfg: SupervisorConfig, ready: &mut dyn Write) -> Result<i32, SupervisorError> {
-    let store = Store::open(&cfg.store_path)?;
+/// `store` is the agent's store (`cfg.store_path`), open already: the caller read the agent from
+/// it.
+pub fn supervise(
+    mut cfg: SupervisorConfig,
+    store: Store,
+    ready: &mut dyn Write,
+) -> Result<i32, SupervisorError> {
     let meanwhile = cfg.meanwhile.take();
     let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
         let _ = store.mark_finished(&cfg.name, Some(cfg.generation), AgentState::Failed, None, &msg);
