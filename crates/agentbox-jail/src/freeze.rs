@@ -117,8 +117,8 @@ impl Freezer {
     /// The freezer cgroup `pid` is in, if agentbox created it for a sandbox.
     fn of(pid: Pid) -> Option<Self> {
         let cgroups = sandbox_cgroups(pid);
-        // The v1 freezer hierarchy first, then the v2 one: `limits::enforce` makes the sandbox's
-        // freezer in the first of them it may write.
+        // `limits::enforce` makes a sandbox's freezer in one of the two (v2 first); a sandbox
+        // started by an older build has it in the v1 hierarchy.
         let v1 = cgroups.iter().find(|c| !c.v2 && c.controllers.iter().any(|x| x == "freezer"));
         let v2 = cgroups.iter().find(|c| c.v2);
         v1.into_iter().chain(v2).find_map(|c| {

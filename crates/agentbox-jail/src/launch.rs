@@ -228,9 +228,10 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
     launch(plan, stdio, keep_handles)?.finish()
 }
 
-/// A sandbox cloned and told to go: its child is building its root and restricting itself while
-/// the launcher does work of its own (a supervisor opens its log and binds its socket meanwhile:
-/// on two cores that work costs no time). [`Launched::finish`] then waits until the command runs.
+/// A sandbox cloned and told to go: its child builds its root and restricts itself while the
+/// launcher may do work of its own (a supervisor opens its log and binds its socket), as soon as
+/// the scheduler gives the child a CPU: at the latest when the launcher waits in
+/// [`Launched::finish`], which returns once the command runs.
 ///
 /// Dropped unfinished (the launcher's own work failed), the child is killed and reaped, and its
 /// cgroup removed: nothing of it is left.
@@ -244,9 +245,6 @@ pub struct Launched<'p> {
     report_read: Option<OwnedFd>,
     pipes: Option<Pipes>,
     enforcement: Enforcement,
-    /// Kept open until the sandbox is finished: its end tells a child still waiting that the
-    /// launcher is gone.
-    _go: GoSender,
     /// Cleared by `finish`, which answers for the child from then on.
     armed: bool,
 }
@@ -364,7 +362,6 @@ pub fn launch(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Launched<
         report_read: Some(report_read),
         pipes,
         enforcement,
-        _go: go_tx,
         armed: true,
     })
 }

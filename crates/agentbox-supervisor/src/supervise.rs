@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use agentbox_core::{AgentState, SandboxSpec};
-use agentbox_jail::{build_plan, launch, RealFs, SandboxHandles, Stdio};
+use agentbox_jail::{build_plan, launch, Launched, RealFs, SandboxHandles, Stdio};
 use agentbox_proxy::{ProxyConfig, ProxyHandle};
 use agentbox_store::Store;
 use agentbox_sys::{set_winsize, WinSize};
@@ -732,16 +732,30 @@ pub fn supervise(
     };
     let launched = launch(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true)
         .map_err(|e| not_started(e, ready))?;
-    // Made while the sandbox builds itself (an early return kills it): files made on disk cost
-    // as much as that setup on some filesystems, and nothing here needs the sandbox. Clients
-    // connect only after `ok`, and the agent's first output waits in its terminal.
+    // Made between the sandbox's launch and the wait for it: nothing here needs the sandbox, and
+    // its child sets itself up meanwhile wherever the scheduler gives it a CPU. Clients connect
+    // only after `ok`, and the agent's first output waits in its terminal.
     if let Some(work) = meanwhile {
         (work.0)(&store);
     }
-    let log =
-        LogFile::open(&paths::log(&cfg.state_dir), cfg.log_limit, (DEFAULT_SIZE.rows, DEFAULT_SIZE.cols))
-            .map_err(|e| fail(&store, format!("cannot open the log: {e}"), ready))?;
-    let listener = bind_socket(&socket).map_err(|e| fail(&store, e.to_string(), ready))?;
+    // On failure the sandbox is killed before the caller hears of it: a spawn then removes the
+    // agent's directory, which must not be in use by a sandbox still mounting it.
+    let give_up = |launched: Launched<'_>, msg: String, ready: &mut dyn Write| {
+        drop(launched);
+        fail(&store, msg, ready)
+    };
+    let log = match LogFile::open(
+        &paths::log(&cfg.state_dir),
+        cfg.log_limit,
+        (DEFAULT_SIZE.rows, DEFAULT_SIZE.cols),
+    ) {
+        Ok(log) => log,
+        Err(e) => return Err(give_up(launched, format!("cannot open the log: {e}"), ready)),
+    };
+    let listener = match bind_socket(&socket) {
+        Ok(l) => l,
+        Err(e) => return Err(give_up(launched, e.to_string(), ready)),
+    };
     let mut running = launched.finish().map_err(|e| not_started(e, ready))?;
     let Some(master) = running.master.take() else {
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));

@@ -104,7 +104,8 @@ pub fn clone_process_into(
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let fd = u64::try_from(cgroup.as_raw_fd()).map_err(|_| Errno::EBADF)?;
     let args = CloneArgs {
-        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        // Through u32: the flags are a C int, whose top bit (CLONE_IO) must not sign-extend.
+        flags: u64::from(flags.bits() as u32) | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: fd,
         ..CloneArgs::default()
