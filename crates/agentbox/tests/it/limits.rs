@@ -65,3 +65,20 @@ fn cgroup_is_removed_after_the_run() {
         assert!(!std::path::Path::new(d).exists(), "{d} left behind");
     }
 }
+
+/// The sandbox's cgroups are its cgroup namespace's root: its command sees `/` in every
+/// hierarchy, never the host's cgroup paths. With limits, the sandbox is moved into its cgroups
+/// while its child builds the root, and makes them its namespace's root only once moved: a
+/// namespace made before the move would show `/agentbox-...` here.
+#[test]
+fn the_sandbox_sees_its_own_cgroups_as_the_root() {
+    for who in modes() {
+        let ws = workspace(who);
+        let out = run_in(who, &ws, &["--memory", "256M", "--pids", "64"], &["cat", "/proc/self/cgroup"]);
+        let seen = text(&out.stdout);
+        assert!(out.status.success() && !seen.is_empty(), "as {who:?}: {seen} {}", text(&out.stderr));
+        for line in seen.lines() {
+            assert!(line.ends_with(":/"), "as {who:?}: the sandbox sees a host cgroup path: {line}\n{seen}");
+        }
+    }
+}
