@@ -123,7 +123,8 @@ pub struct SupervisorConfig {
     pub vm: Option<crate::VmAssets>,
     /// The output log's cap in bytes (it and its one rotated file together).
     pub log_limit: u64,
-    /// Work of the caller's done while the sandbox sets itself up, before `ok`.
+    /// Work of the caller's done between the sandbox's launch and the wait for its command (it
+    /// needs nothing of the sandbox), before `ok`.
     pub meanwhile: Option<Meanwhile>,
 }
 
@@ -663,9 +664,10 @@ fn peer_gone(stream: &UnixStream) -> bool {
     matches!(recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(0))
 }
 
-/// Binds the agent's socket. A socket a live supervisor answers on is never taken: two
-/// supervisors for one agent are refused, not made.
-/// Refuses to start an agent whose supervisor already answers on its socket.
+/// Refuses to start an agent whose supervisor already answers on its socket: a socket a live
+/// supervisor answers on is never taken, so two supervisors for one agent are refused, not made
+/// (checked before the sandbox is launched; the per-agent lock keeps two starts from racing to
+/// the bind).
 fn no_other_supervisor(path: &Path) -> Result<(), SupervisorError> {
     match UnixStream::connect(path) {
         Ok(_) => Err(SupervisorError::Start(format!(
@@ -676,6 +678,7 @@ fn no_other_supervisor(path: &Path) -> Result<(), SupervisorError> {
     }
 }
 
+/// Binds the agent's socket (owner-only), replacing a stale one.
 fn bind_socket(path: &Path) -> Result<UnixListener, SupervisorError> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(|e| SupervisorError::Socket(path.to_path_buf(), e))?;
