@@ -14,7 +14,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
-
 use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;

@@ -236,31 +236,37 @@ pub fn start(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Running, J
 /// Dropped unfinished (the launcher's own work failed), the child is killed and reaped, and its
 /// cgroup removed: nothing of it is left.
 #[must_use = "a launched sandbox is killed when dropped; finish it"]
+#[derive(Debug)]
 pub struct Launched<'p> {
-    pid: Pid,
+    /// First, so that it is dropped first: the child is reaped before its cgroup is removed.
+    child: Unfinished,
     plan: &'p Plan,
     keep_handles: bool,
     want_terminal: bool,
     parent_sock: OwnedFd,
-    report_read: Option<OwnedFd>,
+    report_read: OwnedFd,
     pipes: Option<Pipes>,
     enforcement: Enforcement,
-    /// Cleared by `finish`, which answers for the child from then on.
-    armed: bool,
 }
 
-impl std::fmt::Debug for Launched<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Launched").field("pid", &self.pid).finish_non_exhaustive()
+/// A launched child nobody answers for yet: killed and reaped when dropped. [`Launched::finish`]
+/// takes it over, and from then on its own failures kill and reap the child (once: a reaped pid
+/// may already be another process's).
+#[derive(Debug)]
+struct Unfinished(Pid);
+
+impl Unfinished {
+    fn take_over(self) -> Pid {
+        let pid = self.0;
+        std::mem::forget(self);
+        pid
     }
 }
 
-impl Drop for Launched<'_> {
+impl Drop for Unfinished {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = kill(self.pid, Signal::SIGKILL);
-            let _ = waitpid(self.pid, None);
-        }
+        let _ = kill(self.0, Signal::SIGKILL);
+        let _ = waitpid(self.0, None);
     }
 }
 
@@ -354,31 +360,32 @@ pub fn launch(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Launched<
     }
     go_tx.send().map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
     Ok(Launched {
-        pid,
+        child: Unfinished(pid),
         plan,
         keep_handles,
         want_terminal,
         parent_sock,
-        report_read: Some(report_read),
+        report_read,
         pipes,
         enforcement,
-        armed: true,
     })
 }
 
 impl Launched<'_> {
-    /// The sandbox's init, as the host sees it.
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
-
     /// The second half of [`start`]: receives what the child hands over and waits until its
     /// command was exec'd. On failure the child is killed and reaped.
-    pub fn finish(mut self) -> Result<Running, JailError> {
-        // From here on, failures kill and reap the child themselves (once: a reaped pid may
-        // already be another process's).
-        self.armed = false;
-        let (pid, plan) = (self.pid, self.plan);
+    pub fn finish(self) -> Result<Running, JailError> {
+        let Launched {
+            child,
+            plan,
+            keep_handles,
+            want_terminal,
+            parent_sock,
+            report_read,
+            pipes,
+            enforcement,
+        } = self;
+        let pid = child.take_over();
         let abort = |e: JailError| {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -387,33 +394,29 @@ impl Launched<'_> {
         // The handoff carries, in order: the namespace handles and root, the terminal's master,
         // the proxy listener; each only when asked for.
         let want_listener = plan.proxy_port.is_some();
-        let handed = if self.keep_handles || self.want_terminal || want_listener {
-            receive_fds(&self.parent_sock, SandboxHandles::COUNT + 2).map_err(abort)?
+        let handed = if keep_handles || want_terminal || want_listener {
+            receive_fds(&parent_sock, SandboxHandles::COUNT + 2).map_err(abort)?
         } else {
             None
         };
         let (handles, master, listener) = match handed {
             Some((tag, mut fds)) => {
                 let listener = if want_listener { fds.pop() } else { None };
-                let master = if self.want_terminal { fds.pop() } else { None };
+                let master = if want_terminal { fds.pop() } else { None };
                 let handles =
                     if tag == child::HANDOFF_SANDBOX { SandboxHandles::from_fds(fds) } else { None };
                 (handles, master, listener)
             }
             None => (None, None, None),
         };
-        let handed_over = (handles.is_some() || !self.keep_handles)
-            && (master.is_some() || !self.want_terminal)
+        let handed_over = (handles.is_some() || !keep_handles)
+            && (master.is_some() || !want_terminal)
             && (listener.is_some() || !want_listener);
-        let Some(report) = self.report_read.take() else {
-            return Err(abort(JailError::Setup { step: "report".into(), message: "read twice".into() }));
-        };
-        await_exec(pid, report, handed_over, plan)?;
-        let enforcement = std::mem::take(&mut self.enforcement);
+        await_exec(pid, report_read, handed_over, plan)?;
         Ok(Running {
             pid,
             master,
-            pipes: self.pipes.take(),
+            pipes,
             handles,
             proxy_listener: listener.map(std::net::TcpListener::from),
             limit_notes: enforcement.notes,

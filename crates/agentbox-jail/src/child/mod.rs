@@ -178,7 +178,8 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
         _exit(SETUP_FAILED) // the launcher went away before the sandbox was ready
     }
 
-    // The launcher has moved us into the sandbox's cgroup (if any); make it our cgroup root.
+    // We are in the sandbox's cgroups now (cloned into its v2 one, moved into the others by the
+    // launcher), if it has any; make them our cgroup namespace's root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| failure("unshare cgroup namespace", e))?;
     // Bind sources are opened with the launcher's credentials (a root launcher's state directories
     // are not the sandbox user's to search); everything created afterwards belongs to that user.
