@@ -14,10 +14,18 @@ runs=${2:-200}
 prev=${3:-}
 cargo build --release -q -p agentbox
 target=${CARGO_BUILD_TARGET:-x86_64-unknown-linux-gnu}
-bin=$(pwd)/target/$target/release/agentbox
 out=$(mktemp -d)
 ws=$(mktemp -d)
 trap 'rm -rf "$out" "$ws"' EXIT
+# Measured as installed (`install`, as bwrap was by its package). The linker writes its output in
+# pieces, and the same bytes run from that file fault more pages in and start and exit slower
+# (here 316 against 288 page faults, and about 0.25 ms, for `agentbox --version`).
+install -m 755 "target/$target/release/agentbox" "$out/agentbox"
+bin=$out/agentbox
+if [ -n "$prev" ]; then
+  install -m 755 "$prev" "$out/agentbox-prev"
+  prev=$out/agentbox-prev
+fi
 # As root the sandbox runs as agentbox's unprivileged uid, which must be able to enter it.
 chmod 755 "$ws"
 cd "$ws"

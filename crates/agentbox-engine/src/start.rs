@@ -57,7 +57,7 @@ fn fork_supervisor(home: &Home, name: &str, log: &std::fs::File) -> Result<Optio
             let ready = nix::unistd::dup2_stdin(null.as_fd())
                 .and_then(|_| nix::unistd::dup2_stdout(write.as_fd()))
                 .and_then(|_| nix::unistd::dup2_stderr(log.as_fd()))
-                .and_then(|_| agentbox_sys::close_from(&one, 3))
+                .and_then(|_| agentbox_sys::close_from(&one, 3, None))
                 .and_then(|_| agentbox_sys::set_cmdline(&title))
                 .and_then(|_| nix::unistd::chdir("/"));
             // As the exec'd supervisor has it: a write to a client gone away is an error, not death.

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::hostfs::RealFs;
 use crate::limits::{parse_cgroup_mounts, parse_proc_cgroup};
-use crate::{build_plan, resolve, start, wait_foreground, HostContext, Outcome, SandboxRequest, Stdio};
+use crate::{
+    build_plan, resolve, start, wait_foreground, AfterEnd, HostContext, Outcome, SandboxRequest, Stdio,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -217,7 +219,7 @@ fn live_sandbox() -> Check {
         let spec = resolve(req, &host)?;
         let plan = build_plan(&spec, &RealFs);
         let running = start(&plan, Stdio::Inherit, false)?;
-        wait_foreground(running, None)
+        wait_foreground(running, None, AfterEnd::Reap)
     })();
     let _ = fs::remove_dir(&ws);
     match result {

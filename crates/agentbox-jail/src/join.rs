@@ -112,5 +112,14 @@ pub fn exec_in(init: Pid, handles: SandboxHandles, plan: &Plan, stdio: Stdio) ->
         None
     };
     await_exec(pid, report_read, master.is_some() || !want_terminal, plan)?;
-    Ok(Running { pid, master, pipes, handles: None, proxy_listener: None, limit_notes: vec![], cgroup: None })
+    Ok(Running {
+        pid,
+        master,
+        pipes,
+        handles: None,
+        proxy_listener: None,
+        limit_notes: vec![],
+        cgroup: None,
+        ended: None,
+    })
 }

@@ -36,7 +36,7 @@ pub use join::exec_in;
 pub use launch::{launch, start, Launched, Pipes, Running, Stdio};
 pub use limits::{parse_cgroup_mounts, parse_proc_cgroup, remove_leftover_cgroups, Enforcement};
 pub use plan::{LandlockPolicy, MountOp, NodeKind, Plan, ProcessPlan};
-pub use relay::{wait_captured, wait_foreground, wait_streamed, Captured, Outcome, Streamed};
+pub use relay::{wait_captured, wait_foreground, wait_streamed, AfterEnd, Captured, Outcome, Streamed};
 pub use resolve::{
     resolve, CaFiles, HostContext, SandboxRequest, SANDBOX_CA_BUNDLE, SANDBOX_CA_CERT, SYSTEM_CA_BUNDLES,
 };

@@ -37,6 +37,20 @@ pub enum Outcome {
     TimedOut,
 }
 
+/// What [`wait_foreground`] does once the sandbox's init says that its command ended and that
+/// nothing else of the sandbox is left: init's own exit, which tears down the sandbox's mounts,
+/// is still to come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterEnd {
+    /// Wait for that exit too, and reap init: for a process that goes on.
+    Reap,
+    /// Return at once and leave init to be reaped by whoever inherits this process's children:
+    /// only for a process that exits right after (`agentbox run`), which would otherwise add the
+    /// teardown of the sandbox's mounts to every run. Ignored for a sandbox with its own cgroup,
+    /// which is removed only once init is gone.
+    LeaveToExit,
+}
+
 /// What [`wait_captured`] collected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
@@ -156,13 +170,17 @@ pub fn wait_streamed(
 ) -> Result<Streamed, JailError> {
     let stderr = Memory { stdout: Vec::new(), stderr: Vec::new(), limit, truncated: false };
     let mut sink = Streaming { out, write_error: None, stderr };
-    let outcome = relay(running, timeout, None, &mut sink)?;
+    let outcome = relay(running, timeout, None, &mut sink, AfterEnd::Reap)?;
     Ok(Streamed { outcome, stderr: sink.stderr.stderr, write_error: sink.write_error })
 }
 
 /// Waits for the sandbox to end, relaying its terminal or pipes to the caller's stdin, stdout
 /// and stderr.
-pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Outcome, JailError> {
+pub fn wait_foreground(
+    running: Running,
+    timeout: Option<Duration>,
+    after: AfterEnd,
+) -> Result<Outcome, JailError> {
     let stdin = std::io::stdin();
     let _raw = match &running.master {
         Some(_) => RawTerminal::enter(stdin.as_fd()),
@@ -170,7 +188,7 @@ pub fn wait_foreground(running: Running, timeout: Option<Duration>) -> Result<Ou
     };
     // Dropped before the terminal leaves raw mode: modes are restored first.
     let mut caller = Caller::new();
-    relay(running, timeout, Some(stdin.as_fd()), &mut caller)
+    relay(running, timeout, Some(stdin.as_fd()), &mut caller, after)
 }
 
 /// Waits for the sandbox to end, collecting what it writes to its stdout and stderr (at most
@@ -182,7 +200,7 @@ pub fn wait_captured(
     limit: usize,
 ) -> Result<Captured, JailError> {
     let mut memory = Memory { stdout: Vec::new(), stderr: Vec::new(), limit, truncated: false };
-    let outcome = relay(running, timeout, None, &mut memory)?;
+    let outcome = relay(running, timeout, None, &mut memory, AfterEnd::Reap)?;
     Ok(Captured { outcome, stdout: memory.stdout, stderr: memory.stderr, truncated: memory.truncated })
 }
 
@@ -213,13 +231,25 @@ fn drain(fd: &OwnedFd, sink: &mut dyn FnMut(&[u8])) {
     }
 }
 
+/// The command's status, from init's message on the handoff socket; `None` at end-of-file (init
+/// exited without one) or for anything else.
+fn read_end(sock: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 8];
+    match nix::unistd::read(sock.as_fd(), &mut buf) {
+        Ok(5) if buf[0] == crate::child::ENDED => Some(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])),
+        _ => None,
+    }
+}
+
 fn relay(
     running: Running,
     timeout: Option<Duration>,
     caller_stdin: Option<BorrowedFd<'_>>,
     sink: &mut dyn Sink,
+    after: AfterEnd,
 ) -> Result<Outcome, JailError> {
-    let Running { pid, master, pipes, cgroup, .. } = running;
+    let Running { pid, master, pipes, cgroup, ended, .. } = running;
+    let mut ended = ended.filter(|_| after == AfterEnd::LeaveToExit && cgroup.is_none());
     let (stdin_pipe, stdout, stderr) = match pipes {
         Some(Pipes { stdin, stdout, stderr }) => (Some(stdin), Some(stdout), Some(stderr)),
         None => (None, None, None),
@@ -284,6 +314,7 @@ fn relay(
         };
         let out_idx = side.stdout.as_ref().map(|p| slot(&mut fds, p.as_fd(), PollFlags::POLLIN));
         let err_idx = side.stderr.as_ref().map(|p| slot(&mut fds, p.as_fd(), PollFlags::POLLIN));
+        let ended_idx = ended.as_ref().map(|e| slot(&mut fds, e.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, remaining) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(JailError::sys("poll")(e)),
@@ -292,13 +323,14 @@ fn relay(
         let ready = |i: Option<usize>| {
             i.map(|i| fds[i].revents().unwrap_or(PollFlags::empty())).unwrap_or(PollFlags::empty())
         };
-        let (sig_ready, caller_ready, master_ready, stdin_ready, out_ready, err_ready) = (
+        let (sig_ready, caller_ready, master_ready, stdin_ready, out_ready, err_ready, ended_ready) = (
             !ready(Some(0)).is_empty(),
             ready(caller_idx),
             ready(master_idx),
             ready(stdin_idx),
             ready(out_idx),
             ready(err_idx),
+            ready(ended_idx),
         );
         drop(fds);
         let readable = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
@@ -354,6 +386,14 @@ fn relay(
         // The caller's input ended and all of it was passed on: the command sees end-of-file.
         if !stdin_open && pending.is_empty() {
             side.stdin = None;
+        }
+        if !ended_ready.is_empty() {
+            match ended.as_ref().map(read_end) {
+                Some(Some(code)) => break Outcome::Exited(code),
+                // Init went without a word (processes were left, or it was killed): its exit,
+                // seen as SIGCHLD, says how the sandbox ended.
+                _ => ended = None,
+            }
         }
         if sig_ready {
             let Ok(Some(info)) = sfd.read_signal() else {

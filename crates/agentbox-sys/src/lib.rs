@@ -34,14 +34,28 @@ pub fn cloexec_from(first: u32) -> nix::Result<()> {
     nix::errno::Errno::result(rc).map(drop)
 }
 
-/// Closes every descriptor from `first` upwards (close_range(2)), in a process that will not use
-/// any of them again. `_one` proves no other thread uses them.
-pub fn close_from(_one: &SingleThreaded, first: u32) -> nix::Result<()> {
-    // SAFETY: closing descriptors cannot violate memory safety; no other thread exists to use one
-    // (`_one`), and the caller uses none of them again (it is a sandbox's init about to wait for
-    // its command until it exits).
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
-    nix::errno::Errno::result(rc).map(drop)
+/// Closes every descriptor from `first` upwards (close_range(2)) but `keep`, in a process that
+/// will not use any of the closed ones again. `_one` proves no other thread uses them.
+pub fn close_from(_one: &SingleThreaded, first: u32, keep: Option<std::os::fd::RawFd>) -> nix::Result<()> {
+    let close_range = |from: u32, to: u32| {
+        // SAFETY: closing descriptors cannot violate memory safety; no other thread exists to use
+        // one (`_one`), and the caller uses none of the closed ones again (it is a sandbox's init
+        // about to wait for its command until it exits).
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
+        nix::errno::Errno::result(rc).map(drop)
+    };
+    match keep.and_then(|k| u32::try_from(k).ok()).filter(|&k| k >= first) {
+        Some(k) => {
+            if k > first {
+                close_range(first, k - 1)?;
+            }
+            match k.checked_add(1) {
+                Some(next) => close_range(next, libc::c_uint::MAX),
+                None => Ok(()),
+            }
+        }
+        None => close_range(first, libc::c_uint::MAX),
+    }
 }
 
 /// The Landlock ABI version the running kernel offers, or the errno (ENOSYS, EOPNOTSUPP) saying

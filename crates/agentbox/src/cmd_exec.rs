@@ -2,7 +2,7 @@
 
 use agentbox_engine::exec::{self, ExecRequest};
 use agentbox_engine::Home;
-use agentbox_jail::{wait_foreground, Stdio};
+use agentbox_jail::{wait_foreground, AfterEnd, Stdio};
 use anyhow::Result;
 
 use crate::cli::ExecArgs;
@@ -20,7 +20,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
     let stdio = if args.tty { cmd_run::pty_stdio() } else { Stdio::Pipes };
     let req = ExecRequest { command: args.command, tty: args.tty, env: args.env, workdir: args.workdir };
     match exec::start(&home, &args.name, req, stdio)? {
-        Ok(running) => Ok(cmd_run::exit_code(wait_foreground(running, None), None)),
+        Ok(running) => Ok(cmd_run::exit_code(wait_foreground(running, None, AfterEnd::Reap), None)),
         Err(e) => Ok(cmd_run::fail(&e)),
     }
 }

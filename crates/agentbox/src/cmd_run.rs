@@ -3,8 +3,8 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use agentbox_jail::{
-    build_plan, resolve, start, wait_foreground, HostContext, JailError, Outcome, RealFs, SandboxRequest,
-    Stdio,
+    build_plan, resolve, start, wait_foreground, AfterEnd, HostContext, JailError, Outcome, RealFs,
+    SandboxRequest, Stdio,
 };
 
 use agentbox_core::{EgressSpec, NetworkMode};
@@ -180,7 +180,9 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("agentbox: limit {note}");
         }
     }
-    exit_code(wait_foreground(running, spec.timeout), spec.timeout)
+    // This process exits with the command's status: the sandbox's init, still tearing down its
+    // mounts, is left to be reaped after it.
+    exit_code(wait_foreground(running, spec.timeout, AfterEnd::LeaveToExit), spec.timeout)
 }
 
 /// As root, the command runs as an unprivileged host uid: say so when the workspace is not that

@@ -18,7 +18,7 @@ mod fs;
 mod restrict;
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -77,7 +77,7 @@ pub(crate) const HANDOFF_SANDBOX: u8 = b'H';
 pub(crate) const HANDOFF_TERMINAL: u8 = b'T';
 
 /// Sends descriptors over the handoff socket in one message.
-fn send_fds(sock: &OwnedFd, tag: u8, fds: &[std::os::fd::RawFd]) -> Result<(), Failure> {
+fn send_fds(sock: &OwnedFd, tag: u8, fds: &[RawFd]) -> Result<(), Failure> {
     let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(sock.as_raw_fd(), &[std::io::IoSlice::new(&[tag])], &cmsg, MsgFlags::empty(), None)
         .map(drop)
@@ -227,7 +227,7 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
     }
     if !handed.is_empty() {
         let tag = if ctx.want_handles { HANDOFF_SANDBOX } else { HANDOFF_TERMINAL };
-        let raw: Vec<std::os::fd::RawFd> = handed.iter().map(|h| h.as_raw_fd()).collect();
+        let raw: Vec<RawFd> = handed.iter().map(|h| h.as_raw_fd()).collect();
         send_fds(&ctx.handoff, tag, &raw)?;
     }
     drop(handed);
@@ -244,7 +244,16 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
         message: e.to_string(),
     })?;
 
-    restrict_and_run(ctx, terminal)
+    restrict_and_run(ctx, terminal, Reaper::Init)
+}
+
+/// Who stays behind after forking the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reaper {
+    /// A new sandbox's pid 1: every process of the sandbox ends up its child.
+    Init,
+    /// `exec`'s helper, outside the sandbox's PID namespace: it reaps only its command.
+    Helper,
 }
 
 /// The last steps of every sandboxed start (a new sandbox or `exec` into one): restrict this
@@ -252,6 +261,7 @@ fn setup(ctx: &mut ChildContext<'_>) -> Result<std::convert::Infallible, Failure
 fn restrict_and_run(
     ctx: &ChildContext<'_>,
     terminal: Option<OwnedFd>,
+    reaper: Reaper,
 ) -> Result<std::convert::Infallible, Failure> {
     restrict::rlimits(ctx.rlimits)?;
     restrict::landlock(&ctx.plan.landlock)?;
@@ -273,8 +283,10 @@ fn restrict_and_run(
                 let _ = nix::unistd::dup2_stdout(&null);
                 let _ = nix::unistd::dup2_stderr(&null);
             }
-            let _ = agentbox_sys::close_from(ctx.one, 3);
-            init_loop(pid)
+            // pid 1 keeps its end of the handoff socket, to say when the sandbox has ended.
+            let keep = (reaper == Reaper::Init).then(|| ctx.handoff.as_raw_fd());
+            let _ = agentbox_sys::close_from(ctx.one, 3, keep);
+            init_loop(pid, keep)
         }
     }
 }
@@ -339,7 +351,7 @@ fn join_setup(ctx: &mut ChildContext<'_>, join: Join) -> Result<std::convert::In
         }
         None => None,
     };
-    restrict_and_run(ctx, terminal)
+    restrict_and_run(ctx, terminal, Reaper::Helper)
 }
 
 /// Takes the sandbox's uid and gid, and no supplementary groups, when the launcher's own ids are
@@ -472,7 +484,10 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
 /// The signals stay blocked (the launcher blocked them before the clone) and are taken with
 /// sigwait. Blocked signals are queued even for a PID namespace's init, which would otherwise
 /// drop signals it has no handler for.
-fn init_loop(command: Pid) -> ! {
+///
+/// `ended` (a new sandbox's init only): the handoff socket, on which [`end`] tells the launcher
+/// the command's status before this process exits.
+fn init_loop(command: Pid, ended: Option<RawFd>) -> ! {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     for s in FORWARDED {
@@ -493,11 +508,41 @@ fn init_loop(command: Pid) -> ! {
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == command => _exit(code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => _exit(128 + sig as i32),
+                Ok(WaitStatus::Exited(pid, code)) if pid == command => end(code, ended),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => end(128 + sig as i32, ended),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }
         }
     }
+}
+
+/// The first byte of the message [`end`] sends; the command's status follows (i32, little-endian).
+pub(crate) const ENDED: u8 = b'E';
+
+/// The command ended with `code`: exit with it. When no other process of the sandbox is left
+/// (every one ends up a child of pid 1, so none is left when pid 1 has no child), the launcher is
+/// told first, on `ended`: the exit itself then tears down the sandbox's mounts, and a launcher
+/// that exits right after the command (`agentbox run`) need not wait for that. With processes
+/// left, nothing is sent: the kernel kills them when this process exits, and the launcher learns
+/// of the end from the exit, after them.
+fn end(code: i32, ended: Option<RawFd>) -> ! {
+    if let Some(fd) = ended {
+        let alone = loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Err(Errno::ECHILD) => break true,
+                Err(Errno::EINTR) => {}
+                Ok(WaitStatus::StillAlive) | Err(_) => break false,
+                Ok(_) => {} // another process that had ended: reaped
+            }
+        };
+        if alone {
+            let mut msg = [ENDED, 0, 0, 0, 0];
+            msg[1..].copy_from_slice(&code.to_le_bytes());
+            // MSG_NOSIGNAL: a launcher that closed its end (it does not wait this way) is no
+            // reason for a signal.
+            let _ = nix::sys::socket::send(fd, &msg, MsgFlags::MSG_NOSIGNAL);
+        }
+    }
+    _exit(code)
 }

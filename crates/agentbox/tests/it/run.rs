@@ -334,3 +334,34 @@ fn a_mount_under_a_read_only_system_directory_works() {
     }
     assert!(!Path::new("/usr/local/agentbox-test-tools").exists(), "the host's tree changed");
 }
+
+/// `run` returns once the command has ended and nothing else of the sandbox is left, without
+/// waiting for the sandbox's init to tear down its mounts: that init is left to whoever reaps the
+/// caller's orphans (this test, made a subreaper, reaps it with the command's status). A process
+/// the command left in the background is another matter: `run` then waits until init has exited
+/// and the kernel has killed that process, so it never acts after `run` returned.
+#[test]
+fn run_returns_before_its_sandbox_is_torn_down_but_not_before_it_is_empty() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    for who in modes() {
+        let ws = workspace(who);
+        let out = run_in(who, &ws, &[], &["sh", "-c", "exit 5"]);
+        assert_eq!(out.status.code(), Some(5), "as {who:?}: {}", text(&out.stderr));
+        // Blocks until the orphaned init has exited; with none left behind it fails at once.
+        let orphan = waitpid(None, None);
+        assert!(
+            matches!(orphan, Ok(WaitStatus::Exited(_, 5))),
+            "as {who:?}: no init left to reap: {orphan:?}"
+        );
+
+        let script = "echo early > early; (sleep 0.3; echo late > late) & exit 3";
+        let out = run_in(who, &ws, &[], &["sh", "-c", script]);
+        assert_eq!(out.status.code(), Some(3), "as {who:?}: {}", text(&out.stderr));
+        assert!(ws.path.join("early").exists(), "as {who:?}: the command could not write its workspace");
+        let left = waitpid(None, Some(WaitPidFlag::WNOHANG));
+        assert_eq!(left, Err(nix::errno::Errno::ECHILD), "as {who:?}: run returned before its init exited");
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(!ws.path.join("late").exists(), "as {who:?}: a process of the sandbox outlived run");
+    }
+}
