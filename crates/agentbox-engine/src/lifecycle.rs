@@ -209,7 +209,7 @@ pub(crate) fn start_locked(home: &Home, store: &Store, rec: &AgentRecord, why: &
     };
     let publish = SandboxSpec::decode(&rec.spec).map(|s| s.publish).unwrap_or_default();
     let generation = store.mark_starting(&rec.name, why)?;
-    if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir, &publish) {
+    if let Err(e) = crate::start::start_supervisor(home, &rec.name, &dir, &publish, None) {
         let _ = store.mark_finished(&rec.name, Some(generation), AgentState::Failed, None, &e.to_string());
         return Err(e);
     }

@@ -555,7 +555,9 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
     // Closed while the supervisor starts: with no store connection open, it can be forked.
     drop(store);
 
-    if let Err(e) = crate::start::start_supervisor(home, name, &dir, &sandbox.publish) {
+    let publish = sandbox.publish.clone();
+    let fresh = crate::supervise::Fresh { spec: sandbox, state_dir: dir.clone(), restart: spec.restart };
+    if let Err(e) = crate::start::start_supervisor(home, name, &dir, &publish, Some(fresh)) {
         let _ = tree::remove_tree(&dir);
         if let Ok(store) = home.store() {
             let _ = store.delete(name);

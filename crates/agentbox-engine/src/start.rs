@@ -28,7 +28,12 @@ pub fn type_after_start(dir: &Path, startup_keys: &[u8], prompt: Option<&[u8]>) 
 /// must not inherit SQLite's per-process lock state; it opens its own), and when the argument
 /// area can show `agentbox __supervise NAME`, which `ps`, people and the liveness check look
 /// for. Returns the read end of its ready line; `None`: exec it instead.
-fn fork_supervisor(home: &Home, name: &str, log: &std::fs::File) -> Result<Option<std::fs::File>> {
+fn fork_supervisor(
+    home: &Home,
+    name: &str,
+    log: &std::fs::File,
+    fresh: Option<crate::supervise::Fresh>,
+) -> Result<Option<std::fs::File>> {
     use std::ffi::OsStr;
     use std::io::Write;
     use std::os::fd::AsFd;
@@ -65,7 +70,7 @@ fn fork_supervisor(home: &Home, name: &str, log: &std::fs::File) -> Result<Optio
             let code = match ready {
                 Ok(()) => {
                     std::env::set_var("AGENTBOX_HOME", &home.root);
-                    match crate::supervise::supervise_role(name) {
+                    match crate::supervise::supervise_role(name, fresh) {
                         Ok(code) => code,
                         Err(e) => {
                             eprintln!("agentbox: {e:#}");
@@ -85,14 +90,17 @@ fn fork_supervisor(home: &Home, name: &str, log: &std::fs::File) -> Result<Optio
 
 /// Starts the agent's supervisor and waits for its first line: `ok`, or why it could not start.
 /// Then starts the forwarders of the ports the agent publishes (`publish`, from its spec).
+/// `fresh`: the agent a spawn just recorded, for a supervisor forked from it (an exec'd one
+/// reads the agent from the store).
 pub fn start_supervisor(
     home: &Home,
     name: &str,
     dir: &Path,
     publish: &[agentbox_core::PortMap],
+    fresh: Option<crate::supervise::Fresh>,
 ) -> Result<()> {
     let log = std::fs::File::create(dir.join("supervisor.log")).context("creating supervisor.log")?;
-    let (mut reader, mut child) = match fork_supervisor(home, name, &log)? {
+    let (mut reader, mut child) = match fork_supervisor(home, name, &log, fresh)? {
         Some(ready) => (Some(BufReader::new(ready)), None),
         None => {
             let mut child = crate::home::self_command()

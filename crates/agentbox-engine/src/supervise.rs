@@ -7,22 +7,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentbox_core::{Backend, NetworkMode, SandboxSpec};
-use agentbox_supervisor::{paths, supervise, Meanwhile, Notice, Notifier, ProxySetup, SupervisorConfig};
+use agentbox_supervisor::{
+    paths, supervise, AgentStore, Meanwhile, Notice, Notifier, ProxySetup, SupervisorConfig,
+};
 use serde_json::json;
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::home::Home;
 
+/// What a supervisor forked by its spawn has already: the agent that spawn just recorded, as the
+/// record's first start (generation 1). It launches the sandbox without reading the agent back,
+/// and opens the store while the sandbox sets itself up (half a millisecond of a spawn here).
+#[derive(Debug)]
+pub struct Fresh {
+    pub spec: SandboxSpec,
+    pub state_dir: PathBuf,
+    pub restart: Option<agentbox_core::RestartPolicy>,
+}
+
+/// The generation [`agentbox_store::Store::fill_claim`] gives a new agent's first start.
+const FIRST_START: i64 = 1;
+
 /// The supervisor role (`__supervise NAME`): detached from the caller's session, runs until the
-/// agent ends. Returns the agent's exit status.
-pub fn supervise_role(name: &str) -> Result<i32> {
+/// agent ends. Returns the agent's exit status. `fresh`: see [`Fresh`]; without it, the agent
+/// is read from the store.
+pub fn supervise_role(name: &str, fresh: Option<Fresh>) -> Result<i32> {
     let _ = nix::unistd::setsid();
     let home = Home::open()?;
-    let store = home.store()?;
-    let rec = store.get(name)?;
-    let spec = SandboxSpec::decode(&rec.spec)?;
-    let state_dir = PathBuf::from(rec.state_dir);
+    let (spec, state_dir, generation, restart, store) = match fresh {
+        Some(Fresh { spec, state_dir, restart }) => {
+            let home = home.clone();
+            let open = move || home.store().map_err(|e| format!("{e:#}"));
+            (spec, state_dir, FIRST_START, restart, AgentStore::Later(Box::new(open)))
+        }
+        None => {
+            let store = home.store()?;
+            let rec = store.get(name)?;
+            let spec = SandboxSpec::decode(&rec.spec)?;
+            let restart = rec.restart.as_deref().and_then(|r| r.parse::<agentbox_core::RestartPolicy>().ok());
+            (spec, PathBuf::from(rec.state_dir), rec.generation, restart, AgentStore::Open(store))
+        }
+    };
     let proxy = (spec.network == NetworkMode::Proxy).then(|| {
         let (home, agent, egress) = (home.clone(), name.to_string(), spec.egress.clone());
         let audit = paths::net_log(&state_dir);
@@ -62,7 +88,6 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         ),
         Notice::Ended { .. } => {}
     }));
-    let restart = rec.restart.as_deref().and_then(|r| r.parse::<agentbox_core::RestartPolicy>().ok());
     // The guest image and accelerator are resolved here, before the sandbox is cloned: building
     // the initramfs or probing KVM must not happen in the sandbox's memory.
     let vm = match spec.backend {
@@ -81,7 +106,6 @@ pub fn supervise_role(name: &str) -> Result<i32> {
         }
         Backend::Ns => None,
     };
-    let generation = rec.generation;
     let cfg = SupervisorConfig {
         name: name.to_string(),
         generation,

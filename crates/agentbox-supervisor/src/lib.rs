@@ -27,7 +27,7 @@ pub use client::{
 pub use logfile::DEFAULT_LIMIT as DEFAULT_LOG_LIMIT;
 pub use pausing::{pause_sandbox, resume_sandbox};
 pub use recorder::{Notice, Notifier};
-pub use supervise::{supervise, Meanwhile, ProxySetup, SupervisorConfig, INVALID_COMMAND};
+pub use supervise::{supervise, AgentStore, Meanwhile, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 pub use vm::{snapshot_path, vm_plan, VmAssets};
 pub use vm_snapshot::ensure_snapshot;
 

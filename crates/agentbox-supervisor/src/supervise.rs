@@ -137,6 +137,34 @@ impl std::fmt::Debug for Meanwhile {
     }
 }
 
+/// The agent's store, as [`supervise`] gets it.
+pub enum AgentStore {
+    /// Open already: the caller read the agent from it.
+    Open(Store),
+    /// Opened once the sandbox is launched, while it sets itself up, where it costs no time:
+    /// for a caller that has the agent in memory (a supervisor forked by the spawn that recorded
+    /// it). A failure before the launch opens it to record itself.
+    Later(Box<dyn FnOnce() -> Result<Store, String> + Send>),
+}
+
+impl AgentStore {
+    fn open(self) -> Result<Store, String> {
+        match self {
+            AgentStore::Open(store) => Ok(store),
+            AgentStore::Later(open) => open(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AgentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AgentStore::Open(_) => "AgentStore::Open",
+            AgentStore::Later(_) => "AgentStore::Later",
+        })
+    }
+}
+
 /// See [`SupervisorConfig::proxy`].
 pub struct ProxySetup(pub Box<dyn FnOnce() -> Result<ProxyConfig, String> + Send>);
 
@@ -701,11 +729,9 @@ pub const INVALID_COMMAND: &str = "invalid-command";
 
 /// Runs the agent until it ends. `ready` receives one line once the command runs inside the
 /// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
-/// `store` is the agent's store (`cfg.store_path`), open already: the caller read the agent from
-/// it.
 pub fn supervise(
     mut cfg: SupervisorConfig,
-    store: Store,
+    store: AgentStore,
     ready: &mut dyn Write,
 ) -> Result<i32, SupervisorError> {
     let meanwhile = cfg.meanwhile.take();
@@ -714,30 +740,59 @@ pub fn supervise(
         let _ = writeln!(ready, "error: {msg}");
         SupervisorError::Start(msg)
     };
-    let socket = paths::socket(&cfg.state_dir);
-    no_other_supervisor(&socket).map_err(|e| fail(&store, e.to_string(), ready))?;
-    let plan = match (cfg.spec.backend, &cfg.vm) {
-        (agentbox_core::Backend::Ns, _) => build_plan(&cfg.spec, &RealFs),
-        (agentbox_core::Backend::Vm, Some(assets)) => {
-            crate::vm_plan(&cfg.spec, assets).map_err(|e| fail(&store, e, ready))?
-        }
-        (agentbox_core::Backend::Vm, None) => {
-            return Err(fail(&store, "the VM backend was asked for without a guest image".into(), ready))
-        }
-    };
-    let not_started = |e: agentbox_jail::JailError, ready: &mut dyn Write| {
+    let not_started = |store: &Store, e: agentbox_jail::JailError, ready: &mut dyn Write| {
         // A command that cannot run is the caller's to fix; say so, for the API's status code.
-        let err = fail(&store, e.to_string(), ready);
+        let err = fail(store, e.to_string(), ready);
         if matches!(e, agentbox_jail::JailError::Exec { .. }) {
             let _ = writeln!(ready, "{INVALID_COMMAND}");
         }
         err
     };
-    let launched = launch(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true)
-        .map_err(|e| not_started(e, ready))?;
+    // Before the launch the store may not be open yet: a failure opens it to be recorded.
+    let refuse =
+        |store: AgentStore, e: Result<String, agentbox_jail::JailError>, ready: &mut dyn Write| match (
+            store.open(),
+            e,
+        ) {
+            (Ok(store), Ok(msg)) => fail(&store, msg, ready),
+            (Ok(store), Err(e)) => not_started(&store, e, ready),
+            (Err(why), e) => {
+                let msg = e.unwrap_or_else(|e| e.to_string());
+                let _ = writeln!(ready, "error: {msg}");
+                SupervisorError::Start(format!("{msg} (and the store: {why})"))
+            }
+        };
+    let socket = paths::socket(&cfg.state_dir);
+    if let Err(e) = no_other_supervisor(&socket) {
+        return Err(refuse(store, Ok(e.to_string()), ready));
+    }
+    let plan = match (cfg.spec.backend, &cfg.vm) {
+        (agentbox_core::Backend::Ns, _) => build_plan(&cfg.spec, &RealFs),
+        (agentbox_core::Backend::Vm, Some(assets)) => match crate::vm_plan(&cfg.spec, assets) {
+            Ok(plan) => plan,
+            Err(msg) => return Err(refuse(store, Ok(msg), ready)),
+        },
+        (agentbox_core::Backend::Vm, None) => {
+            let msg = "the VM backend was asked for without a guest image".to_string();
+            return Err(refuse(store, Ok(msg), ready));
+        }
+    };
+    let launched = match launch(&plan, Stdio::Pty { size: Some(DEFAULT_SIZE), termios: None }, true) {
+        Ok(launched) => launched,
+        Err(e) => return Err(refuse(store, Err(e), ready)),
+    };
     // Made between the sandbox's launch and the wait for it: nothing here needs the sandbox, and
     // its child sets itself up meanwhile wherever the scheduler gives it a CPU. Clients connect
     // only after `ok`, and the agent's first output waits in its terminal.
+    let store = match store.open() {
+        Ok(store) => store,
+        Err(why) => {
+            drop(launched);
+            let msg = format!("cannot open the store: {why}");
+            let _ = writeln!(ready, "error: {msg}");
+            return Err(SupervisorError::Start(msg));
+        }
+    };
     if let Some(work) = meanwhile {
         (work.0)(&store);
     }
@@ -759,7 +814,7 @@ pub fn supervise(
         Ok(l) => l,
         Err(e) => return Err(give_up(launched, e.to_string(), ready)),
     };
-    let mut running = launched.finish().map_err(|e| not_started(e, ready))?;
+    let mut running = launched.finish().map_err(|e| not_started(&store, e, ready))?;
     let Some(master) = running.master.take() else {
         return Err(fail(&store, "the sandbox has no terminal".into(), ready));
     };

@@ -123,7 +123,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         let _ = agentbox_sys::default_disposition([nix::sys::signal::Signal::SIGPIPE]);
     }
     Some(match role {
-        Role::Supervise { name } => report(agentbox_engine::supervise::supervise_role(&name)),
+        Role::Supervise { name } => report(agentbox_engine::supervise::supervise_role(&name, None)),
         Role::Spawn => report(agentbox_engine::spawn::spawn_role()),
         Role::Tasks => report(agentbox_engine::tasks::runner::runner_role()),
         Role::Clone { url, dir, git_ref } => {

@@ -1018,3 +1018,31 @@ fn a_start_that_fails_beside_its_launched_sandbox_leaves_no_process() {
         a.ok(&["kill", "w"]);
     }
 }
+
+/// A supervisor forked by its spawn launches the sandbox before it opens the store. A start it
+/// refuses before any launch (a limit it cannot enforce: uid 65534 has no cpu cgroup it may write
+/// here) still opens the store to record why: the spawn fails with the reason, the journal has the
+/// supervisor's `failed` and the spawn's `spawn-failed`, and no agent is left.
+#[test]
+fn a_spawn_refused_before_its_launch_is_recorded_and_leaves_no_agent() {
+    for who in modes() {
+        let a = Agents::new(who);
+        let out = a.run(&["spawn", "c", "--cpus", "0.5", "--", "sleep", "100"]);
+        if out.status.success() {
+            // This identity may write a cpu cgroup (root): the limit is enforced instead.
+            a.ok(&["kill", "c"]);
+            continue;
+        }
+        let err = text(&out.stderr);
+        assert!(err.contains("cannot enforce --cpus"), "as {who:?}: {err}");
+        assert!(!a.dir("c").exists(), "as {who:?}: the agent's directory was left");
+        assert!(!a.run(&["info", "c"]).status.success(), "as {who:?}: the agent was left recorded");
+        let history = a.ok(&["history"]);
+        for event in ["failed", "spawn-failed"] {
+            let seen = history
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(event) && l.contains("cannot enforce --cpus"));
+            assert!(seen, "as {who:?}: no {event} with the reason in the journal:\n{history}");
+        }
+    }
+}
