@@ -22,8 +22,9 @@ BIN = BUILT
 
 def install(path, work, name):
     """A copy of `path` made with `install`, as a package or `cargo install` would put it. The
-    linker writes its output in pieces, and the same bytes run from that file fault more pages in
-    and start and exit slower (316 against 288 page faults, about 0.25 ms, for `--version`)."""
+    same bytes run from the file the linker wrote fault more pages in and start and exit slower
+    (316 against 288 page faults, about 0.25 ms, for `--version` when measured), likely because
+    the linker writes its output in small pieces and the page cache keeps it that way."""
     dest = os.path.join(work, name)
     run("install", "-m", "755", path, dest)
     return dest

@@ -17,9 +17,10 @@ target=${CARGO_BUILD_TARGET:-x86_64-unknown-linux-gnu}
 out=$(mktemp -d)
 ws=$(mktemp -d)
 trap 'rm -rf "$out" "$ws"' EXIT
-# Measured as installed (`install`, as bwrap was by its package). The linker writes its output in
-# pieces, and the same bytes run from that file fault more pages in and start and exit slower
-# (here 316 against 288 page faults, and about 0.25 ms, for `agentbox --version`).
+# Measured as installed (`install`, as bwrap was by its package): the same bytes run from the
+# file the linker wrote fault more pages in and start and exit slower (316 against 288 page
+# faults, and about 0.25 ms, for `agentbox --version` when measured), likely because the linker
+# writes its output in small pieces and the page cache keeps it that way.
 install -m 755 "target/$target/release/agentbox" "$out/agentbox"
 bin=$out/agentbox
 if [ -n "$prev" ]; then

@@ -552,7 +552,9 @@ pub fn spawn_one(home: &Home, spec: &SpawnSpec) -> Result<()> {
     store.fill_claim(&new, &owner).map_err(|e| undo(e.into()))?;
     // The record's copy in the agent's directory is written by the supervisor, while the
     // sandbox sets itself up.
-    // Closed while the supervisor starts: with no store connection open, it can be forked.
+    // Closed while the supervisor starts: with no store connection open, it can be forked. The
+    // supervisor opens the store right after: the log is left for it rather than checkpointed.
+    let _ = store.leave_log_on_close();
     drop(store);
 
     let publish = sandbox.publish.clone();

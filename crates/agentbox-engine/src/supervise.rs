@@ -18,7 +18,7 @@ use crate::home::Home;
 
 /// What a supervisor forked by its spawn has already: the agent that spawn just recorded, as the
 /// record's first start (generation 1). It launches the sandbox without reading the agent back,
-/// and opens the store while the sandbox sets itself up (half a millisecond of a spawn here).
+/// and opens the store while the sandbox sets itself up, where it costs the spawn no time.
 #[derive(Debug)]
 pub struct Fresh {
     pub spec: SandboxSpec,

@@ -121,8 +121,9 @@ pub struct Running {
     /// How each limit is enforced, for `--verbose` and `info`.
     pub limit_notes: Vec<String>,
     pub(crate) cgroup: Option<Cgroup>,
-    /// A new sandbox's end of the handoff socket, on which its init says that the command ended
-    /// and nothing else of the sandbox is left (see [`crate::AfterEnd`]).
+    /// The handoff socket of a sandbox nobody joins (started without `keep_handles`), on which
+    /// its init says that the command ended and nothing else of the sandbox is left (see
+    /// [`crate::AfterEnd`]).
     pub(crate) ended: Option<OwnedFd>,
 }
 
@@ -424,7 +425,7 @@ impl Launched<'_> {
             proxy_listener: listener.map(std::net::TcpListener::from),
             limit_notes: enforcement.notes,
             cgroup: enforcement.cgroup,
-            ended: Some(parent_sock),
+            ended: (!keep_handles).then_some(parent_sock),
         })
     }
 }

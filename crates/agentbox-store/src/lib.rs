@@ -369,6 +369,18 @@ impl Store {
         Ok(Self::counted(conn))
     }
 
+    /// Makes this connection's close leave the write-ahead log as it is. The last connection to
+    /// close otherwise checkpoints the log into the database and deletes it (two fsyncs), and the
+    /// next write makes a new one (two more): about a millisecond here. For a connection another
+    /// opens right after (a spawn's, closed before it forks the agent's supervisor, which opens
+    /// its own): the log is checkpointed when that one closes, or once it outgrows SQLite's
+    /// limit. What was committed is in the log and is read from it; only its move into the
+    /// database waits.
+    pub fn leave_log_on_close(&self) -> Result<()> {
+        self.conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        Ok(())
+    }
+
     /// SQLite's own check of the file (`PRAGMA integrity_check`): the problems it finds, none
     /// when the file is sound.
     pub fn check(&self) -> Result<Vec<String>> {
@@ -798,6 +810,31 @@ mod tests {
         assert_eq!(ev, ["spawn", "start", "exit", "restart", "exit", "rename", "rename", "rm"]);
         assert_eq!(s.events(10, Some("exit")).unwrap().len(), 2);
         assert_eq!(s.events(2, None).unwrap().len(), 2);
+    }
+
+    /// The last connection's close moves the log into the database and deletes it; with
+    /// `leave_log_on_close` the log stays, and the next connection reads what it holds.
+    #[test]
+    fn a_connection_can_leave_the_log_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let wal = dir.path().join("state.db-wal");
+        let mut s = Store::open(&path).unwrap();
+        let new = NewAgent { name: "a1", spec_json: "{}", state_dir: "/x", ..Default::default() };
+        s.create_agent(&new).unwrap();
+        drop(s);
+        assert!(!wal.exists(), "the last close checkpoints and deletes the log");
+        let mut s = Store::open(&path).unwrap();
+        let new = NewAgent { name: "a2", spec_json: "{}", state_dir: "/x", ..Default::default() };
+        s.create_agent(&new).unwrap();
+        s.leave_log_on_close().unwrap();
+        drop(s);
+        assert!(std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0), "the log was not left");
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert!(s.check().unwrap().is_empty());
+        drop(s);
+        assert!(!wal.exists(), "a connection that does not ask leaves no log");
     }
 
     #[test]

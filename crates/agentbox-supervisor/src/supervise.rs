@@ -758,8 +758,9 @@ pub fn supervise(
             (Ok(store), Err(e)) => not_started(&store, e, ready),
             (Err(why), e) => {
                 let msg = e.unwrap_or_else(|e| e.to_string());
+                let msg = format!("{msg} (and the store, which would record it, cannot be opened: {why})");
                 let _ = writeln!(ready, "error: {msg}");
-                SupervisorError::Start(format!("{msg} (and the store: {why})"))
+                SupervisorError::Start(msg)
             }
         };
     let socket = paths::socket(&cfg.state_dir);

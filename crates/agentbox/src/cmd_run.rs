@@ -55,6 +55,38 @@ fn request(args: RunArgs, home: Option<&Home>) -> anyhow::Result<SandboxRequest>
     })
 }
 
+/// pid 1 programs known to reap every orphan they inherit (their `/proc/1/comm`).
+const REAPING_INITS: &[&str] = &[
+    "systemd",
+    "init",
+    "tini",
+    "docker-init",
+    "dumb-init",
+    "catatonit",
+    "s6-svscan",
+    "runit",
+    "openrc-init",
+];
+
+/// How `run` ends once its command has ended. By default it leaves the sandbox's init, still
+/// tearing down its mounts, to whoever inherits this process's children, as bubblewrap leaves its
+/// own pid 1. It reaps init itself when that may be a process that never would, so that each run
+/// would leave a zombie: when this process's parent is its PID namespace's pid 1 and that is not
+/// an init known to reap (a container whose pid 1 is the program that runs agentbox, and waits
+/// only for its own children), or when `AGENTBOX_RUN_REAP=1` says so (such a pid 1 further up).
+fn after_end() -> AfterEnd {
+    if std::env::var_os("AGENTBOX_RUN_REAP").is_some_and(|v| v == "1") {
+        return AfterEnd::Reap;
+    }
+    if nix::unistd::getppid().as_raw() == 1 {
+        let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+        if !REAPING_INITS.contains(&comm.trim_end()) {
+            return AfterEnd::Reap;
+        }
+    }
+    AfterEnd::LeaveToExit
+}
+
 fn stdio(force: bool, never: bool) -> Stdio {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if never || !(force || interactive) {
@@ -180,9 +212,7 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("agentbox: limit {note}");
         }
     }
-    // This process exits with the command's status: the sandbox's init, still tearing down its
-    // mounts, is left to be reaped after it.
-    exit_code(wait_foreground(running, spec.timeout, AfterEnd::LeaveToExit), spec.timeout)
+    exit_code(wait_foreground(running, spec.timeout, after_end()), spec.timeout)
 }
 
 /// As root, the command runs as an unprivileged host uid: say so when the workspace is not that

@@ -283,8 +283,10 @@ fn restrict_and_run(
                 let _ = nix::unistd::dup2_stdout(&null);
                 let _ = nix::unistd::dup2_stderr(&null);
             }
-            // pid 1 keeps its end of the handoff socket, to say when the sandbox has ended.
-            let keep = (reaper == Reaper::Init).then(|| ctx.handoff.as_raw_fd());
+            // pid 1 of a sandbox nobody joins keeps its end of the handoff socket, to say when
+            // the sandbox has ended. (`exec` starts processes in an agent's sandbox that are not
+            // init's children: there, init without a child is not a sandbox without processes.)
+            let keep = (reaper == Reaper::Init && !ctx.want_handles).then(|| ctx.handoff.as_raw_fd());
             let _ = agentbox_sys::close_from(ctx.one, 3, keep);
             init_loop(pid, keep)
         }
@@ -485,8 +487,8 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
 /// sigwait. Blocked signals are queued even for a PID namespace's init, which would otherwise
 /// drop signals it has no handler for.
 ///
-/// `ended` (a new sandbox's init only): the handoff socket, on which [`end`] tells the launcher
-/// the command's status before this process exits.
+/// `ended` (the init of a sandbox nobody joins only): the handoff socket, on which [`end`] tells
+/// the launcher the command's status before this process exits.
 fn init_loop(command: Pid, ended: Option<RawFd>) -> ! {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
@@ -536,7 +538,10 @@ fn end(code: i32, ended: Option<RawFd>) -> ! {
                 Ok(_) => {} // another process that had ended: reaped
             }
         };
-        if alone {
+        // The launcher may exit as soon as it has the message: its death must not kill this
+        // process before it exits on its own (with the command's status, which the caller of
+        // the launcher may then reap).
+        if alone && nix::sys::prctl::set_pdeathsig(None).is_ok() {
             let mut msg = [ENDED, 0, 0, 0, 0];
             msg[1..].copy_from_slice(&code.to_le_bytes());
             // MSG_NOSIGNAL: a launcher that closed its end (it does not wait this way) is no

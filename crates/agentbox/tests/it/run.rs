@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -277,10 +277,8 @@ fn refuses_to_run_without_user_namespaces() {
         bins().agentbox.display(),
         ws.path.display()
     );
-    let out = std::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out =
+        Command::new("unshare").args(["--user", "--map-root-user", "sh", "-c", &script]).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("cannot create the sandbox namespaces"), "{stderr}");
@@ -289,10 +287,8 @@ fn refuses_to_run_without_user_namespaces() {
 
     let script =
         format!("echo 0 > /proc/sys/user/max_user_namespaces && exec {} doctor", bins().agentbox.display());
-    let out = std::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out =
+        Command::new("unshare").args(["--user", "--map-root-user", "sh", "-c", &script]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("FAIL  user namespaces"), "{}", text(&out.stdout));
 }
@@ -335,33 +331,87 @@ fn a_mount_under_a_read_only_system_directory_works() {
     assert!(!Path::new("/usr/local/agentbox-test-tools").exists(), "the host's tree changed");
 }
 
+/// Runs `agentbox run -w WS -- sh -c SCRIPT` for two scripts from a Python harness (so that what
+/// it changes, a subreaper or a PID namespace, is its own), and says for each the exit code and
+/// the exit status of an orphan the harness then reaped (`null`: it had none to reap). With
+/// `subreaper`, the harness makes itself one first, so that it inherits what `run` leaves.
+fn orphans_of_runs(
+    who: As,
+    ws: &Workspace,
+    wrapper: &[&str],
+    subreaper: bool,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    const HARNESS: &str = r#"
+import ctypes, json, os, subprocess, sys
+if sys.argv[1] == "1":
+    assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+out = []
+for script in ["exit 5", "echo early > early; (sleep 0.3; echo late > late) & exit 3"]:
+    r = subprocess.run(sys.argv[2:] + ["sh", "-c", script], stdin=subprocess.DEVNULL, capture_output=True)
+    try:
+        _, status = os.waitpid(-1, 0)
+        orphan = os.waitstatus_to_exitcode(status)
+    except ChildProcessError:
+        orphan = None
+    out.append({"code": r.returncode, "orphan": orphan, "stderr": r.stderr.decode(errors="replace")})
+print(json.dumps(out))
+"#;
+    let mut cmd = Command::new(wrapper.first().copied().unwrap_or("python3"));
+    cmd.args(wrapper.iter().skip(1));
+    if !wrapper.is_empty() {
+        cmd.arg("python3");
+    }
+    cmd.args(["-c", HARNESS, if subreaper { "1" } else { "0" }]);
+    if who == As::Nobody {
+        cmd.args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        cmd.env("HOME", "/nonexistent");
+    }
+    cmd.arg(&bins().agentbox).arg("run").arg("-w").arg(&ws.path).arg("--");
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "as {who:?}: the harness failed: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `run` returns once the command has ended and nothing else of the sandbox is left, without
 /// waiting for the sandbox's init to tear down its mounts: that init is left to whoever reaps the
-/// caller's orphans (this test, made a subreaper, reaps it with the command's status). A process
-/// the command left in the background is another matter: `run` then waits until init has exited
-/// and the kernel has killed that process, so it never acts after `run` returned.
+/// caller's orphans (here a subreaper, which reaps it with the command's status). A process the
+/// command left in the background is another matter: `run` then waits until init has exited and
+/// the kernel has killed that process, so it never acts after `run` returned. With
+/// `AGENTBOX_RUN_REAP=1`, `run` reaps its init itself.
 #[test]
 fn run_returns_before_its_sandbox_is_torn_down_but_not_before_it_is_empty() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
     for who in modes() {
-        let ws = workspace(who);
-        let out = run_in(who, &ws, &[], &["sh", "-c", "exit 5"]);
-        assert_eq!(out.status.code(), Some(5), "as {who:?}: {}", text(&out.stderr));
-        // Blocks until the orphaned init has exited; with none left behind it fails at once.
-        let orphan = waitpid(None, None);
-        assert!(
-            matches!(orphan, Ok(WaitStatus::Exited(_, 5))),
-            "as {who:?}: no init left to reap: {orphan:?}"
-        );
+        for (env, left) in [(&[][..], Some(5)), (&[("AGENTBOX_RUN_REAP", "1")][..], None)] {
+            let ws = workspace(who);
+            let runs = orphans_of_runs(who, &ws, &[], true, env);
+            assert_eq!(runs[0]["code"], 5, "as {who:?} {env:?}: {}", runs[0]["stderr"]);
+            assert_eq!(runs[0]["orphan"].as_i64(), left, "as {who:?} {env:?}: {runs}");
+            assert_eq!(runs[1]["code"], 3, "as {who:?} {env:?}: {}", runs[1]["stderr"]);
+            assert!(
+                runs[1]["orphan"].is_null(),
+                "as {who:?} {env:?}: run returned before its init exited: {runs}"
+            );
+            assert!(ws.path.join("early").exists(), "as {who:?}: the command could not write its workspace");
+            std::thread::sleep(Duration::from_millis(600));
+            assert!(!ws.path.join("late").exists(), "as {who:?}: a process of the sandbox outlived run");
+        }
+    }
+}
 
-        let script = "echo early > early; (sleep 0.3; echo late > late) & exit 3";
-        let out = run_in(who, &ws, &[], &["sh", "-c", script]);
-        assert_eq!(out.status.code(), Some(3), "as {who:?}: {}", text(&out.stderr));
-        assert!(ws.path.join("early").exists(), "as {who:?}: the command could not write its workspace");
-        let left = waitpid(None, Some(WaitPidFlag::WNOHANG));
-        assert_eq!(left, Err(nix::errno::Errno::ECHILD), "as {who:?}: run returned before its init exited");
-        std::thread::sleep(Duration::from_millis(800));
-        assert!(!ws.path.join("late").exists(), "as {who:?}: a process of the sandbox outlived run");
+/// In a container whose pid 1 is the program that runs agentbox (here a Python harness as pid 1
+/// of its own PID namespace), nothing would reap an init `run` left behind: `run` reaps it itself,
+/// and no zombie is left per run.
+#[test]
+fn run_under_a_pid_1_that_does_not_reap_leaves_no_zombie() {
+    if !is_root() {
+        return; // a PID namespace of its own needs root (`unshare --pid`)
+    }
+    let ws = workspace(As::Caller);
+    let runs = orphans_of_runs(As::Caller, &ws, &["unshare", "--pid", "--fork", "--mount-proc"], false, &[]);
+    for (run, code) in [(&runs[0], 5), (&runs[1], 3)] {
+        assert_eq!(run["code"], code, "{}", run["stderr"]);
+        assert!(run["orphan"].is_null(), "run left its init to a pid 1 that does not reap: {runs}");
     }
 }
