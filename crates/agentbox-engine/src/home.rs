@@ -68,14 +68,20 @@ impl Home {
         // empty: both must be empty. The directories are counted first (an agent's row is
         // committed before its directory is made), and a refusal is looked at again a few times,
         // so that another process creating or removing the first agent is never taken for a lost
-        // store.
-        let lost = || -> usize {
-            let agents = std::fs::read_dir(self.root.join("agents")).map(|d| d.count()).unwrap_or(0);
+        // store. A store with content, the usual case, is seen from two stats, without listing
+        // the agents (every command opens the store; there may be thousands of them).
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let empty = || {
             let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-            let mut wal = path.as_os_str().to_owned();
-            wal.push("-wal");
-            let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) && len(Path::new(&wal)) == 0;
-            if empty {
+            std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) && len(Path::new(&wal)) == 0
+        };
+        let lost = || -> usize {
+            if !empty() {
+                return 0;
+            }
+            let agents = std::fs::read_dir(self.root.join("agents")).map(|d| d.count()).unwrap_or(0);
+            if empty() {
                 agents
             } else {
                 0
