@@ -371,7 +371,7 @@ impl Store {
 
     /// Makes this connection's close leave the write-ahead log as it is. The last connection to
     /// close otherwise checkpoints the log into the database and deletes it (two fsyncs), and the
-    /// next write makes a new one (two more): about a millisecond here. For a connection another
+    /// next write makes a new one (two more). For a connection another
     /// opens right after (a spawn's, closed before it forks the agent's supervisor, which opens
     /// its own): the log is checkpointed when that one closes, or once it outgrows SQLite's
     /// limit. What was committed is in the log and is read from it; only its move into the
