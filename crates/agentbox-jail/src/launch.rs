@@ -353,26 +353,15 @@ pub fn launch(plan: &Plan, stdio: Stdio, keep_handles: bool) -> Result<Launched<
     };
     drop((go_rx, report_write, pty, handoff, child_pipes, entry));
 
-    let abort = |e: JailError| {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        e
-    };
-    write_id_maps(pid, plan).map_err(abort)?;
+    // From here a failure drops the guard, which kills and reaps the child (before `enforcement`,
+    // declared earlier, removes its cgroup).
+    let child = Unfinished(pid);
+    write_id_maps(pid, plan)?;
     if let Some(cg) = &mut enforcement.cgroup {
-        cg.add(pid, entered_v2).map_err(abort)?;
+        cg.add(pid, entered_v2)?;
     }
-    go_tx.send().map_err(|e| abort(JailError::sys("start the sandbox")(e)))?;
-    Ok(Launched {
-        child: Unfinished(pid),
-        plan,
-        keep_handles,
-        want_terminal,
-        parent_sock,
-        report_read,
-        pipes,
-        enforcement,
-    })
+    go_tx.send().map_err(JailError::sys("start the sandbox"))?;
+    Ok(Launched { child, plan, keep_handles, want_terminal, parent_sock, report_read, pipes, enforcement })
 }
 
 impl Launched<'_> {

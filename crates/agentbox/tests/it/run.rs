@@ -363,11 +363,11 @@ print(json.dumps(out))
         cmd.arg("python3");
     }
     cmd.args(["-c", HARNESS, if subreaper { "1" } else { "0" }]);
-    if who == As::Nobody {
-        cmd.args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
-        cmd.env("HOME", "/nonexistent");
-    }
-    cmd.arg(&bins().agentbox).arg("run").arg("-w").arg(&ws.path).arg("--");
+    // The harness runs `agentbox run` as `who` exactly as [`command`] would.
+    let mut agentbox = command(who);
+    agentbox.arg("run").arg("-w").arg(&ws.path).arg("--");
+    cmd.arg(agentbox.get_program()).args(agentbox.get_args());
+    cmd.envs(agentbox.get_envs().filter_map(|(k, v)| Some((k, v?))));
     cmd.envs(env.iter().copied());
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "as {who:?}: the harness failed: {}", text(&out.stderr));
