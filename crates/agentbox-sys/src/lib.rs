@@ -5,6 +5,7 @@
 //! Everything here returns `nix::Result` so callers map each failure to their own error variant.
 #![allow(unsafe_code)]
 
+mod alloc;
 mod cmdline;
 mod entropy;
 mod fork;
@@ -16,6 +17,7 @@ mod signal;
 mod term;
 mod tty;
 
+pub use alloc::LineAligned;
 pub use cmdline::{cmdline_fits, set_cmdline};
 pub use entropy::{disable_transparent_huge_pages, inherited_fd, reseed_random};
 pub use fork::{clone_process, clone_process_into, fork_process, thread_count, Child, SingleThreaded};

@@ -5,6 +5,11 @@
 //! a server are rendered from one [`Control`], the local engine or a server's API, so their
 //! output is the same either way.
 
+/// The C library's allocator, with the blocks that get copied in bulk on a cache line (why: see
+/// [`agentbox_sys::LineAligned`]).
+#[global_allocator]
+static ALLOCATOR: agentbox_sys::LineAligned = agentbox_sys::LineAligned;
+
 mod cli;
 mod cli_quick;
 mod cmd_agents;
