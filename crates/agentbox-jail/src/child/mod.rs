@@ -104,7 +104,7 @@ pub(crate) struct ChildContext<'a> {
     /// The launcher's host uid is not the one the sandbox maps (a root launcher): the child must
     /// take the sandbox's ids itself.
     pub switch_ids: bool,
-    pub seccomp: &'a [BpfProgram],
+    pub seccomp: &'a BpfProgram,
     pub rlimits: &'a [(Resource, u64)],
     /// Resolved program path and argv/envp, as C strings, built before the fork.
     pub program: CString,

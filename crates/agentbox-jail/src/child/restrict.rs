@@ -79,7 +79,7 @@ pub(super) fn drop_capabilities() -> Result<(), Failure> {
     Ok(())
 }
 
-pub(super) fn seccomp(programs: &[BpfProgram]) -> Result<(), Failure> {
+pub(super) fn seccomp(program: &BpfProgram) -> Result<(), Failure> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| failure("no_new_privs", e, e.desc()))?;
-    crate::seccomp::install(programs).map_err(|e| failure("seccomp", Errno::EINVAL, e.to_string()))
+    crate::seccomp::install(program).map_err(|e| failure("seccomp", Errno::EINVAL, e.to_string()))
 }
