@@ -211,6 +211,18 @@ impl SeccompPolicy {
                 rules.push(SeccompRule::new(conditions).map_err(|e| SeccompError::Build(e.to_string()))?);
             }
         }
+        // Chained, the first program to refuse a call decides; stacked, the later one would.
+        // With no number under two errnos the two agree (see `chain`).
+        let mut numbers = BTreeMap::new();
+        for (errno, rules) in &by_errno {
+            for nr in rules.keys() {
+                if let Some(other) = numbers.insert(*nr, *errno) {
+                    return Err(SeccompError::Build(format!(
+                        "system call {nr} has rules with errno {other} and {errno}"
+                    )));
+                }
+            }
+        }
         let mut programs = Vec::new();
         for (errno, rules) in by_errno {
             let filter =
@@ -232,14 +244,22 @@ const MAX_INSNS: usize = 4096;
 
 /// One program that runs `programs` in turn: where one would allow the call, it jumps to the
 /// start of the next; the first other verdict is the verdict; the last program's allow stands.
-/// Each program only jumps forward within itself and ends in a return (the kernel's checker and
-/// seccompiler ensure both), so a return replaced by a jump of the same length to the end of its
-/// program keeps every other jump's target.
+///
+/// Filters installed one by one would give the verdict of highest precedence instead (and, for
+/// two errnos, the later filter's). The two agree because no call is refused by two programs:
+/// `compile` checks that no system call number has rules under two errnos, the guard only
+/// matches numbers no rule uses, and the only other verdict, killing a foreign architecture, is
+/// the first program's first check.
+///
+/// Each program is checked to end in a return and to jump only within itself (installed alone,
+/// the kernel would have refused it otherwise), so a return replaced by a jump of the same
+/// length to the end of its program keeps every other jump's target.
 fn chain(programs: Vec<BpfProgram>) -> Result<BpfProgram, SeccompError> {
     let count = programs.len();
     let mut out = Vec::with_capacity(programs.iter().map(Vec::len).sum());
     for (i, program) in programs.into_iter().enumerate() {
         let len = program.len();
+        self_contained(&program).map_err(|why| SeccompError::Build(format!("filter program {i}: {why}")))?;
         for (at, insn) in program.into_iter().enumerate() {
             let allows = insn.code == BPF_RET_K && insn.k == SECCOMP_RET_ALLOW;
             if allows && i + 1 < count {
@@ -250,7 +270,7 @@ fn chain(programs: Vec<BpfProgram>) -> Result<BpfProgram, SeccompError> {
             }
         }
     }
-    if out.is_empty() || out.len() > MAX_INSNS {
+    if out.len() > MAX_INSNS {
         return Err(SeccompError::Build(format!(
             "the filter has {} instructions; the kernel takes 1 to {MAX_INSNS}",
             out.len()
@@ -338,6 +358,33 @@ fn x32_guard() -> BpfProgram {
     ]
 }
 
+/// Whether `program` is non-empty, ends in a return, and jumps only to its own instructions.
+fn self_contained(program: &[sock_filter]) -> Result<(), String> {
+    const BPF_CLASS: u16 = 0x07;
+    const BPF_JMP: u16 = 0x05;
+    const BPF_OP: u16 = 0xf0;
+    const BPF_JA: u16 = 0x00;
+    const BPF_RET: u16 = 0x06;
+    let last = program.last().ok_or("it is empty")?;
+    if last.code & BPF_CLASS != BPF_RET {
+        return Err("it does not end in a return".into());
+    }
+    for (at, insn) in program.iter().enumerate() {
+        if insn.code & BPF_CLASS != BPF_JMP {
+            continue;
+        }
+        let targets = if insn.code & BPF_OP == BPF_JA {
+            vec![insn.k as usize]
+        } else {
+            vec![usize::from(insn.jt), usize::from(insn.jf)]
+        };
+        if targets.iter().any(|k| at + 1 + k >= program.len()) {
+            return Err(format!("the jump at {at} leaves it"));
+        }
+    }
+    Ok(())
+}
+
 /// Installs a compiled program on the calling thread. Requires no_new_privs (or CAP_SYS_ADMIN).
 pub fn install(program: &BpfProgram) -> Result<(), SeccompError> {
     seccompiler::apply_filter(program).map_err(|e| SeccompError::Install(e.to_string()))
@@ -387,13 +434,25 @@ mod tests {
     fn compiles_into_one_program_that_ends_in_the_last_verdict() {
         let program = SeccompPolicy::standard().compile().unwrap();
         let last = program.last().unwrap();
-        assert_eq!((last.code, last.k), (BPF_RET_K, SECCOMP_RET_ALLOW), "the guard's allow ends it");
+        assert_eq!((last.code, last.k), (BPF_RET_K, SECCOMP_RET_ALLOW), "the last program's allow ends it");
         // Only the last program's allows remain; every earlier one became a forward jump that
         // lands inside the program.
         for (at, insn) in program.iter().enumerate() {
             if insn.code == BPF_JMP_JA {
                 assert!(at + 1 + (insn.k as usize) < program.len(), "jump at {at} leaves the program");
             }
+        }
+    }
+
+    #[test]
+    fn a_program_that_jumps_out_of_itself_or_does_not_return_is_not_chained() {
+        let ret = || sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW };
+        let ja = |k| sock_filter { code: BPF_JMP_JA, jt: 0, jf: 0, k };
+        let jeq = |jt, jf| sock_filter { code: 0x15, jt, jf, k: 0 };
+        assert!(chain(vec![vec![ja(0), ret()], vec![ret()]]).is_ok());
+        for bad in [vec![], vec![ja(0)], vec![ja(1), ret()], vec![jeq(0, 1), ret()], vec![jeq(1, 0), ret()]] {
+            let shown = format!("{bad:?}");
+            assert!(chain(vec![bad, vec![ret()]]).is_err(), "{shown}");
         }
     }
 
