@@ -221,10 +221,9 @@ impl Side {
 
 /// Reads what `fd` holds now into `sink` (a pipe or terminal of a sandbox that ended; a process
 /// it left behind may keep the other end open, so this stops at "would block" too).
-fn drain(fd: &OwnedFd, sink: &mut dyn FnMut(&[u8])) {
-    let mut buf = [0u8; 65536];
+fn drain(fd: &OwnedFd, buf: &mut [u8], sink: &mut dyn FnMut(&[u8])) {
     loop {
-        match nix::unistd::read(fd.as_fd(), &mut buf) {
+        match nix::unistd::read(fd.as_fd(), buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => sink(&buf[..n]),
         }
@@ -274,7 +273,9 @@ fn relay(
     }
     let mut stdin_open = caller_stdin.is_some() && side.input().is_some();
     let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 65536];
+    // On the heap from `calloc`: its pages are touched only as output arrives (a zeroed array
+    // on the stack faulted in all 16 of them, and `drain` another 16, for every `run`).
+    let mut buf = vec![0u8; 65536];
 
     let outcome = loop {
         let remaining = match deadline {
@@ -420,13 +421,13 @@ fn relay(
         }
     };
     if let Some(m) = &side.master {
-        drain(m, &mut |d| sink.out(d));
+        drain(m, &mut buf, &mut |d| sink.out(d));
     }
     if let Some(p) = &side.stdout {
-        drain(p, &mut |d| sink.out(d));
+        drain(p, &mut buf, &mut |d| sink.out(d));
     }
     if let Some(p) = &side.stderr {
-        drain(p, &mut |d| sink.err(d));
+        drain(p, &mut buf, &mut |d| sink.err(d));
     }
     drop(cgroup);
     Ok(outcome)

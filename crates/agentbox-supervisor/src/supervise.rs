@@ -204,6 +204,9 @@ struct Session {
     proxy: Option<ProxyHandle>,
     watch: Option<Watch>,
     idle: IdlePause,
+    /// What the terminal is read into, kept for the session (an array on the stack was zeroed,
+    /// all 64 KiB of it, at every read).
+    read_buf: Vec<u8>,
 }
 
 /// Keys typed once the text before them is on the screen, as a person presses Enter after
@@ -313,7 +316,7 @@ impl Session {
     /// hands it on as one batch: one log write, one screen-model message, one frame per client,
     /// however many small reads the terminal needed. Returns false once the terminal is closed.
     fn read_master(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
+        let buf = &mut self.read_buf;
         let mut batch = Vec::new();
         let mut open = true;
         // A batch goes to clients as one frame: it must fit the protocol's frame bound.
@@ -902,6 +905,7 @@ pub fn supervise(
             open: None,
             deferred: None,
         }),
+        read_buf: vec![0u8; 65536],
     };
     // `running` keeps the sandbox's cgroup until the supervisor is done with it.
     let _cgroup = running;
