@@ -15,7 +15,8 @@
 //! seccompiler builds one program per errno, and the guard is a program of its own; they are
 //! chained into one before install (each program's "allow" jumps to the next one), because the
 //! kernel checks, JIT-compiles and later runs every installed filter separately: three filters
-//! cost a sandbox's start about 0.2 ms and every system call three programs.
+//! cost a sandbox's start about 0.08 ms more than one, and a call no cached verdict covers ran
+//! three programs.
 
 use std::collections::BTreeMap;
 
