@@ -730,6 +730,12 @@ const HOLD_ENTER_MAX: std::time::Duration = std::time::Duration::from_millis(150
 /// The second line `ready` receives after `error: ...` when the command itself cannot run.
 pub const INVALID_COMMAND: &str = "invalid-command";
 
+/// Tells the waiting caller why the agent did not start (its `error:` line), as the error.
+fn not_ready(msg: String, ready: &mut dyn Write) -> SupervisorError {
+    let _ = writeln!(ready, "error: {msg}");
+    SupervisorError::Start(msg)
+}
+
 /// Runs the agent until it ends. `ready` receives one line once the command runs inside the
 /// sandbox (`ok`) or why it could not start (`error: ...`). Returns the agent's exit status.
 pub fn supervise(
@@ -740,8 +746,7 @@ pub fn supervise(
     let meanwhile = cfg.meanwhile.take();
     let fail = |store: &Store, msg: String, ready: &mut dyn Write| {
         let _ = store.mark_finished(&cfg.name, Some(cfg.generation), AgentState::Failed, None, &msg);
-        let _ = writeln!(ready, "error: {msg}");
-        SupervisorError::Start(msg)
+        not_ready(msg, ready)
     };
     let not_started = |store: &Store, e: agentbox_jail::JailError, ready: &mut dyn Write| {
         // A command that cannot run is the caller's to fix; say so, for the API's status code.
@@ -761,9 +766,10 @@ pub fn supervise(
             (Ok(store), Err(e)) => not_started(&store, e, ready),
             (Err(why), e) => {
                 let msg = e.unwrap_or_else(|e| e.to_string());
-                let msg = format!("{msg} (and the store, which would record it, cannot be opened: {why})");
-                let _ = writeln!(ready, "error: {msg}");
-                SupervisorError::Start(msg)
+                not_ready(
+                    format!("{msg} (and the store, which would record it, cannot be opened: {why})"),
+                    ready,
+                )
             }
         };
     let socket = paths::socket(&cfg.state_dir);
@@ -792,9 +798,7 @@ pub fn supervise(
         Ok(store) => store,
         Err(why) => {
             drop(launched);
-            let msg = format!("cannot open the store: {why}");
-            let _ = writeln!(ready, "error: {msg}");
-            return Err(SupervisorError::Start(msg));
+            return Err(not_ready(format!("cannot open the store: {why}"), ready));
         }
     };
     if let Some(work) = meanwhile {
