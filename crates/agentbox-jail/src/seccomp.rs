@@ -446,6 +446,15 @@ mod tests {
     }
 
     #[test]
+    fn a_call_refused_with_two_errnos_is_not_compiled() {
+        // Chained, the first errno would win; stacked, the second: the policy is refused.
+        let mut p = SeccompPolicy::standard();
+        p.deny.push(DenyRule { name: "bpf again", nr: libc::SYS_bpf, when: vec![], errno: libc::ENOSYS });
+        let err = p.compile().unwrap_err().to_string();
+        assert!(err.contains(&format!("system call {}", libc::SYS_bpf)), "{err}");
+    }
+
+    #[test]
     fn a_program_that_jumps_out_of_itself_or_does_not_return_is_not_chained() {
         let ret = || sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW };
         let ja = |k| sock_filter { code: BPF_JMP_JA, jt: 0, jf: 0, k };
