@@ -872,8 +872,7 @@ pub fn supervise(
         sandbox: running.pid,
         master,
         log,
-        screen: Screen::new(DEFAULT_SIZE)
-            .map_err(|e| SupervisorError::Start(format!("screen model: {e}")))?,
+        screen: Screen::new(DEFAULT_SIZE),
         clients: HashMap::new(),
         next_id: 0,
         pending_input: Vec::new(),
