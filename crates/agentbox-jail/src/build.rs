@@ -210,7 +210,12 @@ pub fn build_plan(spec: &SandboxSpec, host: &dyn HostFs) -> Plan {
         landlock: LandlockPolicy { read_only: vec!["/".into()], read_write },
         seccomp: SeccompPolicy::standard(),
         limits: spec.limits,
-        process: ProcessPlan { argv: spec.command.clone(), env: spec.env.clone(), cwd: spec.workdir.clone() },
+        process: ProcessPlan {
+            argv: spec.command.clone(),
+            env: spec.env.clone(),
+            cwd: spec.workdir.clone(),
+            keep_fd: None,
+        },
     }
 }
 

@@ -85,6 +85,10 @@ pub struct ProcessPlan {
     pub argv: Vec<OsString>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// A descriptor of the launcher's that the command inherits, under the same number (every
+    /// other one is closed on exec): how a VM's host reports back while it starts. The launcher
+    /// names it to the command (in `env`) and keeps it open until the launch.
+    pub keep_fd: Option<i32>,
 }
 
 fn serialize_argv<S: serde::Serializer>(argv: &[OsString], s: S) -> Result<S::Ok, S::Error> {

@@ -29,7 +29,7 @@ pub use pausing::{pause_sandbox, resume_sandbox};
 pub use recorder::{Notice, Notifier};
 pub use supervise::{supervise, AgentStore, Meanwhile, ProxySetup, SupervisorConfig, INVALID_COMMAND};
 pub use vm::{snapshot_path, vm_plan, VmAssets};
-pub use vm_snapshot::ensure_snapshot;
+pub use vm_snapshot::{ensure_snapshot, RestoreReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

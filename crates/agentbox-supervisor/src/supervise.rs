@@ -776,10 +776,10 @@ pub fn supervise(
     if let Err(e) = no_other_supervisor(&socket) {
         return Err(refuse(store, Ok(e.to_string()), ready));
     }
-    let plan = match (cfg.spec.backend, &cfg.vm) {
-        (agentbox_core::Backend::Ns, _) => build_plan(&cfg.spec, &RealFs),
+    let (plan, report) = match (cfg.spec.backend, &cfg.vm) {
+        (agentbox_core::Backend::Ns, _) => (build_plan(&cfg.spec, &RealFs), None),
         (agentbox_core::Backend::Vm, Some(assets)) => match crate::vm_plan(&cfg.spec, assets) {
-            Ok(plan) => plan,
+            Ok(planned) => planned,
             Err(msg) => return Err(refuse(store, Ok(msg), ready)),
         },
         (agentbox_core::Backend::Vm, None) => {
@@ -791,6 +791,8 @@ pub fn supervise(
         Ok(launched) => launched,
         Err(e) => return Err(refuse(store, Err(e), ready)),
     };
+    // Not fatal: unheard, a failed restore is only tried again by the next VM.
+    let _ = report.map(crate::RestoreReport::listen);
     // Made between the sandbox's launch and the wait for it: nothing here needs the sandbox, and
     // its child sets itself up meanwhile wherever the scheduler gives it a CPU. Clients connect
     // only after `ok`, and the agent's first output waits in its terminal.

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use agentbox_core::{Limits, NetworkMode, SandboxSpec, PROXY_PORT, VM_DEFAULT_MEMORY};
 use agentbox_jail::{build_plan, MountOp, NodeKind, Plan, ProcessPlan, RealFs};
 use agentbox_vm::qemu::{QemuConfig, Share, Start};
+
+use crate::vm_snapshot::RestoreReport;
 use agentbox_vm::{
     share_slots, Accel, Boot, GuestImage, GuestMount, GuestSetup, ProcSpec, VmError, VmLaunch,
     GUEST_PROXY_ADDR, INFRA_DIR, LAUNCH_ENV, SHARE_SLOTS, SNAPSHOT_FILE,
@@ -197,11 +199,17 @@ fn guest_view(plan: &Plan, spec: &SandboxSpec) -> Result<(Vec<GuestMount>, Vec<S
 }
 
 /// The plan of the sandbox that runs the agent's VM: restored from its snapshot when there is
-/// one, booted otherwise.
-pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<Plan, String> {
+/// one, booted otherwise. A restore comes with the pipe its VM's host reports on: the caller
+/// [`RestoreReport::listen`]s once the sandbox is launched.
+pub fn vm_plan(spec: &SandboxSpec, assets: &VmAssets) -> Result<(Plan, Option<RestoreReport>), String> {
     let plan = build_plan(spec, &RealFs);
     let slots = slots_of(&plan, spec)?;
-    Ok(plan_for(plan, spec, slots, assets, false)?.0)
+    let (mut plan, key, restores) = plan_for(plan, spec, slots, assets, false)?;
+    let report = match (restores, key) {
+        (true, Ok(snapshot)) => RestoreReport::attach(&mut plan, snapshot),
+        _ => None,
+    };
+    Ok((plan, report))
 }
 
 /// The plan of a sandbox that boots the machine `agent`'s VM would run and saves it to its stdout
@@ -215,7 +223,7 @@ pub fn template_plan(
     assets: &VmAssets,
 ) -> Result<(Plan, PathBuf), String> {
     let slots = slots_of(&build_plan(agent, &RealFs), agent)?;
-    let (plan, saved_as) = plan_for(build_plan(sandbox, &RealFs), sandbox, slots, assets, true)?;
+    let (plan, saved_as, _) = plan_for(build_plan(sandbox, &RealFs), sandbox, slots, assets, true)?;
     Ok((plan, saved_as?))
 }
 
@@ -281,14 +289,15 @@ fn machine(
     Ok((mounts, qemu))
 }
 
-/// The plan, and the snapshot its machine is restored from or saved as (or why it has none).
+/// The plan, the snapshot its machine is restored from or saved as (or why it has none), and
+/// whether it is restored from it.
 fn plan_for(
     mut plan: Plan,
     spec: &SandboxSpec,
     slots: usize,
     assets: &VmAssets,
     template: bool,
-) -> Result<(Plan, Result<PathBuf, String>), String> {
+) -> Result<(Plan, Result<PathBuf, String>, bool), String> {
     let (mounts, mut qemu) = machine(&plan, spec, slots, assets)?;
     let proxy = spec.network == NetworkMode::Proxy;
     let key = snapshot_of(&qemu, assets);
@@ -303,6 +312,7 @@ fn plan_for(
         (Some(_), false) => Boot::Restore { qemu: qemu.argv(Start::Restore) },
         (None, false) => Boot::Cold,
     };
+    let restores = matches!(boot, Boot::Restore { .. });
     let launch = VmLaunch {
         qemu: qemu.argv(if template { Start::Template } else { Start::Boot }),
         boot,
@@ -350,18 +360,20 @@ fn plan_for(
         argv: vec![infra("agentbox").into_os_string(), "__vmm".into()],
         env: vec![(LAUNCH_ENV.into(), json), ("PATH".into(), "/usr/bin:/bin".into())],
         cwd: "/".into(),
+        keep_fd: None,
     };
     // The guest's memory and CPUs are sized by QEMU; the sandbox only bounds QEMU itself. The
     // pids limit applies inside the guest (a cgroup there), since QEMU's threads are not the
     // agent's processes.
     plan.limits = Limits { memory: spec.limits.memory.map(|m| m + QEMU_OVERHEAD), pids: None, cpus: None };
-    Ok((plan, key))
+    Ok((plan, key, restores))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use agentbox_core::{HomeSpec, MountSpec};
+    use std::os::fd::AsRawFd;
 
     fn spec(network: NetworkMode) -> SandboxSpec {
         let ws = std::env::temp_dir();
@@ -414,7 +426,7 @@ mod tests {
     #[test]
     fn qemu_runs_in_the_agents_sandbox_with_the_workspace_shared_writable() {
         let s = spec(NetworkMode::None);
-        let plan = vm_plan(&s, &assets()).unwrap();
+        let plan = vm_plan(&s, &assets()).unwrap().0;
         assert_eq!(
             plan.process.argv,
             vec![std::ffi::OsString::from("/run/agentbox-vm/agentbox"), "__vmm".into()]
@@ -459,7 +471,7 @@ mod tests {
     fn proxy_mode_forwards_to_the_sandbox_loopback_and_kvm_gets_the_device() {
         let mut a = assets();
         a.accel = Accel::Kvm;
-        let plan = vm_plan(&spec(NetworkMode::Proxy), &a).unwrap();
+        let plan = vm_plan(&spec(NetworkMode::Proxy), &a).unwrap().0;
         assert_eq!(plan.proxy_port, Some(PROXY_PORT));
         let l = launch(&plan);
         assert!(l
@@ -482,7 +494,7 @@ mod tests {
             a.snapshots = Some(dir.path().to_path_buf());
             let s = spec(NetworkMode::Proxy);
             // No snapshot yet: a cold boot.
-            let cold = launch(&vm_plan(&s, &a).unwrap());
+            let cold = launch(&vm_plan(&s, &a).unwrap().0);
             assert_eq!(cold.boot, Boot::Cold);
             assert!(cold.qemu.iter().any(|x| x == "-kernel"));
             // The root share and two writable slots: the workspace and one spare.
@@ -495,17 +507,29 @@ mod tests {
             let tq = t.qemu.join(" ");
             assert!(tq.contains(agentbox_vm::qemu::TEMPLATE_PARAM), "{tq}");
             assert!(!tq.contains(&format!("path={},", s.workspace.display())), "{tq}");
-            assert!(launch(&vm_plan(&s, &a).unwrap())
+            assert!(launch(&vm_plan(&s, &a).unwrap().0)
                 .qemu
                 .join(" ")
                 .contains(&format!("path={},", s.workspace.display())));
             // Once saved (whole, as its metadata says), it is what the VM starts from.
             let path = snapshot_path(&s, &a).unwrap();
             std::fs::write(&path, b"machine").unwrap();
-            assert_eq!(launch(&vm_plan(&s, &a).unwrap()).boot, Boot::Cold, "no metadata: not trusted whole");
+            assert_eq!(
+                launch(&vm_plan(&s, &a).unwrap().0).boot,
+                Boot::Cold,
+                "no metadata: not trusted whole"
+            );
             std::fs::write(path.with_extension("json"), r#"{"identity":"q|k|i","bytes":7}"#).unwrap();
-            let plan = vm_plan(&s, &a).unwrap();
+            let (plan, report) = vm_plan(&s, &a).unwrap();
             let Boot::Restore { qemu } = launch(&plan).boot else { panic!("not restored") };
+            // Its host gets the pipe it reports on, named in its environment.
+            let report = report.expect("a restore without its report");
+            let fd = plan.process.keep_fd.expect("no descriptor handed over");
+            assert!(plan
+                .process
+                .env
+                .iter()
+                .any(|(k, v)| k == agentbox_vm::REPORT_ENV && *v == fd.to_string()));
             assert!(qemu.windows(2).any(|w| w == ["-incoming", "fd:0"]), "{qemu:?}");
             if accel == Accel::Kvm {
                 assert!(qemu.join(" ").contains("-accel kvm -cpu host"), "{qemu:?}");
@@ -513,13 +537,38 @@ mod tests {
             assert!(plan.mounts.iter().any(|m| matches!(m,
                 MountOp::Bind { source, target, writable: false, .. }
                     if source == &path && target == Path::new(SNAPSHOT_FILE))));
+            // The host says the restore did not start: the VMs of this layout boot at once
+            // meanwhile, and are told why (in plain text, whatever the host wrote).
+            let host_end = report.write.try_clone().unwrap();
+            let listening = report.listen().unwrap();
+            std::fs::write(
+                format!("/proc/self/fd/{}", host_end.as_raw_fd()),
+                "QEMU said: \x1b[2Jbad\nstream\n",
+            )
+            .unwrap();
+            drop(host_end);
+            listening.join().unwrap();
+            let (plan, report) = vm_plan(&s, &a).unwrap();
+            assert_eq!(launch(&plan).boot, Boot::Cold);
+            assert!(report.is_none() && plan.process.keep_fd.is_none());
+            let why = crate::ensure_snapshot(&s, &a, &mut || panic!("made again while the failure stands"))
+                .unwrap_err();
+            assert!(why.contains("did not start: QEMU said: [2Jbad stream (tried"), "{why}");
+            assert!(!why.contains('\x1b'), "{why:?}");
+            // Once it no longer stands, the snapshot is tried again.
+            std::fs::remove_file(path.with_extension("failed")).unwrap();
+            assert!(matches!(launch(&vm_plan(&s, &a).unwrap().0).boot, Boot::Restore { .. }));
+            // A host that says nothing (the guest came up) leaves the snapshot in use.
+            let (_, report) = vm_plan(&s, &a).unwrap();
+            report.unwrap().listen().unwrap().join().unwrap();
+            assert!(crate::vm_snapshot::usable(&path));
             // Cut short: booted cold again.
             std::fs::write(&path, b"mach").unwrap();
-            assert_eq!(launch(&vm_plan(&s, &a).unwrap()).boot, Boot::Cold);
+            assert_eq!(launch(&vm_plan(&s, &a).unwrap().0).boot, Boot::Cold);
             // Three writable shares get four slots: another machine, another snapshot.
             let mut more = spec(NetworkMode::Proxy);
             let _extra = with_writable_mounts(&mut more, 2);
-            assert_eq!(nine_p(&launch(&vm_plan(&more, &a).unwrap()).qemu), 1 + 4);
+            assert_eq!(nine_p(&launch(&vm_plan(&more, &a).unwrap().0).qemu), 1 + 4);
             assert_ne!(snapshot_path(&more, &a).unwrap(), path);
             // Its template runs in a sandbox without those mounts, and still has their slots:
             // it is saved as the snapshot this agent is restored from.
@@ -556,6 +605,6 @@ mod tests {
         let _dirs = with_writable_mounts(&mut s, 8);
         let err = snapshot_path(&s, &assets()).unwrap_err();
         assert!(err.contains("more than a snapshot's 8"), "{err}");
-        assert_eq!(launch(&vm_plan(&s, &assets()).unwrap()).boot, Boot::Cold);
+        assert_eq!(launch(&vm_plan(&s, &assets()).unwrap().0).boot, Boot::Cold);
     }
 }

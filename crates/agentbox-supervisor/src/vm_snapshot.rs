@@ -12,16 +12,22 @@
 //! file and a rename, under a lock, so concurrent first spawns make it once. Snapshots of other
 //! QEMUs, kernels or agentbox builds that no VM used for an hour are removed when a new one is
 //! made; a failure to make one is remembered for ten minutes, so the VMs meanwhile boot at once.
+//! So is a restore that did not start (QEMU refused the stream, or the restored guest did not
+//! answer): its VM's host says so on a pipe it inherits ([`RestoreReport`]), and the VMs of that
+//! layout meanwhile boot at once instead of each trying, and waiting on, the same restore first.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use agentbox_core::SandboxSpec;
-use agentbox_jail::{start, wait_streamed, Outcome, Stdio};
-use nix::fcntl::{Flock, FlockArg};
+use agentbox_jail::{start, wait_streamed, Outcome, Plan, Stdio};
+use agentbox_vm::REPORT_ENV;
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::vm::{snapshot_path, template_plan, VmAssets};
 
@@ -90,7 +96,7 @@ pub fn ensure_snapshot(
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::write(&failed, &e);
+            remember_failure(&path, &e);
             return Err(e);
         }
     };
@@ -145,8 +151,13 @@ struct Meta {
     bytes: u64,
 }
 
-/// Whether the snapshot at `path` is there whole.
+/// Whether the snapshot at `path` is there whole, and no VM failed to start from it lately.
 pub fn usable(path: &Path) -> bool {
+    whole(path) && failure_standing(path).is_ok()
+}
+
+/// Whether the snapshot at `path` is there whole.
+fn whole(path: &Path) -> bool {
     let meta = std::fs::read_to_string(path.with_extension("json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Meta>(&t).ok());
@@ -275,4 +286,56 @@ impl std::fmt::Display for Made {
             self.path.display()
         )
     }
+}
+
+/// What a restoring VM's host says of its start: a pipe whose write end the host inherits
+/// ([`REPORT_ENV`] names it; `keep_fd` hands it over). The host writes why the restore did not
+/// start, if it did not, and closes it once the guest is up. A failure is remembered beside the
+/// snapshot like a failure to make one ([`RETRY_AFTER`]).
+#[derive(Debug)]
+pub struct RestoreReport {
+    read: OwnedFd,
+    pub(crate) write: OwnedFd,
+    snapshot: PathBuf,
+}
+
+/// The most of a report that is read.
+const REPORT_LIMIT: u64 = 4096;
+
+impl RestoreReport {
+    /// The pipe for `plan`, a sandbox whose VM restores `snapshot`; `None` if there is none to
+    /// be had (the VM then starts as it would have, unheard).
+    pub(crate) fn attach(plan: &mut Plan, snapshot: PathBuf) -> Option<Self> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+        plan.process.keep_fd = Some(write.as_raw_fd());
+        plan.process.env.push((REPORT_ENV.into(), write.as_raw_fd().to_string()));
+        Some(Self { read, write, snapshot })
+    }
+
+    /// Once the sandbox is launched (its command has the write end): closes this process's end
+    /// and hears the host out on a thread of its own, which ends when the host closes its end.
+    pub fn listen(self) -> std::io::Result<JoinHandle<()>> {
+        let Self { read, write, snapshot } = self;
+        drop(write);
+        std::thread::Builder::new().name("restore-report".into()).spawn(move || {
+            let mut said = Vec::new();
+            let _ = File::from(read).take(REPORT_LIMIT).read_to_end(&mut said);
+            if let Some(why) = one_line(&said) {
+                remember_failure(&snapshot, &format!("the last VM restored from it did not start: {why}"));
+            }
+        })
+    }
+}
+
+/// `said` as one line of plain text (no control characters), or `None` if it is empty.
+fn one_line(said: &[u8]) -> Option<String> {
+    let text: String =
+        String::from_utf8_lossy(said).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
+/// Remembers that the snapshot at `path` cannot be used now, and why ([`failure_standing`]).
+fn remember_failure(path: &Path, why: &str) {
+    let _ = std::fs::write(path.with_extension("failed"), why);
 }

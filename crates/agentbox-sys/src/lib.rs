@@ -36,6 +36,15 @@ pub fn cloexec_from(first: u32) -> nix::Result<()> {
     nix::errno::Errno::result(rc).map(drop)
 }
 
+/// Clears close-on-exec on descriptor `fd` (after [`cloexec_from`] marked them all), so that the
+/// program exec'd next inherits it: the one descriptor a sandbox's launcher hands its command.
+pub fn keep_on_exec(fd: std::os::fd::RawFd) -> nix::Result<()> {
+    // SAFETY: fcntl(F_SETFD) changes a descriptor flag and reads no memory; a descriptor that is
+    // not open gives EBADF.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    nix::errno::Errno::result(rc).map(drop)
+}
+
 /// Closes every descriptor from `first` upwards (close_range(2)) but `keep`, in a process that
 /// will not use any of the closed ones again. `_one` proves no other thread uses them.
 pub fn close_from(_one: &SingleThreaded, first: u32, keep: Option<std::os::fd::RawFd>) -> nix::Result<()> {

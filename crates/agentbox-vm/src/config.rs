@@ -147,3 +147,6 @@ pub struct VmLaunch {
 
 /// The environment variable that carries [`VmLaunch`] into `agentbox __vmm`.
 pub const LAUNCH_ENV: &str = "AGENTBOX_VM_LAUNCH";
+/// The environment variable that names the descriptor on which a restoring VM's host says that
+/// its snapshot did not start (and which it closes once the guest is up).
+pub const REPORT_ENV: &str = "AGENTBOX_VM_REPORT_FD";

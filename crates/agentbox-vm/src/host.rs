@@ -25,8 +25,8 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::{
-    Accel, Boot, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG, EXEC_SOCKET, QEMU_LOG, QMP_SOCKET, RUN_DIR,
-    SNAPSHOT_FILE,
+    Accel, Boot, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG, EXEC_SOCKET, QEMU_LOG, QMP_SOCKET, REPORT_ENV,
+    RUN_DIR, SNAPSHOT_FILE,
 };
 use crate::frame::{set_nonblocking, Conn, Frame, ReadOutcome};
 use crate::monitor::Qmp;
@@ -81,11 +81,30 @@ struct Host {
     next_session: u32,
     /// Restored from a snapshot: the guest said Hello before it was saved.
     restored: bool,
+    /// Where a restore that did not start is reported ([`REPORT_ENV`]); closed once the guest is
+    /// up, which says that it started.
+    report: Option<File>,
+}
+
+/// The descriptor the launcher handed over for [`Host::report`], made close-on-exec so that
+/// QEMU does not hold it open.
+fn report_channel() -> Option<File> {
+    let fd = std::env::var(REPORT_ENV).ok()?.parse().ok()?;
+    let fd = agentbox_sys::inherited_fd(fd)?;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    Some(File::from(fd))
+}
+
+/// Tells the launcher (if it listens) why the snapshot did not start.
+fn tell(report: &mut Option<File>, why: &str) {
+    if let Some(f) = report {
+        let _ = writeln!(f, "{why}");
+    }
 }
 
 /// Runs the VM to the end; returns the agent's exit status (or [`VM_FAILED`]).
 pub fn run_host(launch: VmLaunch) -> i32 {
-    match start(&launch) {
+    match start(&launch, report_channel()) {
         Ok(mut host) => host.run(&launch),
         Err(msg) => {
             eprintln!("{}", failure(&msg));
@@ -94,7 +113,7 @@ pub fn run_host(launch: VmLaunch) -> i32 {
     }
 }
 
-fn start(launch: &VmLaunch) -> Result<Host, String> {
+fn start(launch: &VmLaunch, mut report: Option<File>) -> Result<Host, String> {
     let mut mask = SigSet::empty();
     for s in HANDLED {
         mask.add(s);
@@ -111,14 +130,18 @@ fn start(launch: &VmLaunch) -> Result<Host, String> {
     let _ = agentbox_sys::disable_transparent_huge_pages();
     if let Boot::Restore { qemu } = &launch.boot {
         match restore(qemu) {
-            Ok((qemu, stream)) => return Ok(Host::new(qemu, stream, signals, true)),
-            Err(why) => eprintln!(
-                "agentbox: the VM's snapshot could not be restored ({why}); booting the guest instead"
-            ),
+            Ok((qemu, stream)) => return Ok(Host::new(qemu, stream, signals, true, report)),
+            Err(why) => {
+                eprintln!(
+                    "agentbox: the VM's snapshot could not be restored ({why}); booting the guest instead"
+                );
+                tell(&mut report, &format!("it could not be restored ({why})"));
+                report = None;
+            }
         }
     }
     let (qemu, stream) = cold(launch)?;
-    Ok(Host::new(qemu, stream, signals, false))
+    Ok(Host::new(qemu, stream, signals, false, report))
 }
 
 /// QEMU booting the guest, with the channel connected.
@@ -276,7 +299,7 @@ pub fn exit_like(code: i32, signal: i32) -> i32 {
 }
 
 impl Host {
-    fn new(qemu: Child, stream: UnixStream, signals: SignalFd, restored: bool) -> Self {
+    fn new(qemu: Child, stream: UnixStream, signals: SignalFd, restored: bool, report: Option<File>) -> Self {
         Self {
             qemu,
             channel: channel(stream),
@@ -286,6 +309,7 @@ impl Host {
             next_client: 0,
             next_session: 1,
             restored,
+            report,
         }
     }
 
@@ -337,7 +361,10 @@ impl Host {
                 }
             };
         }
-        if let Err(f) = self.boot(launch).or_else(|f| self.boot_instead(launch, f)) {
+        let booted = self.boot(launch).or_else(|f| self.boot_instead(launch, f));
+        // Up (or given up on): the launcher has heard all there was to hear.
+        self.report = None;
+        if let Err(f) = booted {
             self.stop_qemu();
             eprintln!("{}", failure(&f.message()));
             return VM_FAILED;
@@ -409,6 +436,8 @@ impl Host {
         eprintln!(
             "agentbox: the VM restored from its snapshot did not set up ({why}); booting the guest instead"
         );
+        tell(&mut self.report, &format!("the guest restored from it did not set up ({why})"));
+        self.report = None;
         self.stop_qemu();
         let (qemu, stream) = cold(launch)?;
         self.qemu = qemu;

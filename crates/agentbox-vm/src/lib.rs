@@ -27,7 +27,7 @@ pub mod qemu;
 
 pub use config::{
     share_slots, Accel, Boot, GuestMount, GuestSetup, ProcSpec, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG,
-    EXEC_SOCKET, GUEST_PROXY_ADDR, INFRA_DIR, LAUNCH_ENV, RUN_DIR, SHARE_SLOTS, SNAPSHOT_FILE,
+    EXEC_SOCKET, GUEST_PROXY_ADDR, INFRA_DIR, LAUNCH_ENV, REPORT_ENV, RUN_DIR, SHARE_SLOTS, SNAPSHOT_FILE,
 };
 pub use error::VmError;
 pub use image::GuestImage;

@@ -160,7 +160,7 @@ pub fn run(args: RunArgs) -> i32 {
         Err(e) => return fail(&e),
     };
     drop(host);
-    let plan = match (&home, spec.backend) {
+    let (plan, report) = match (&home, spec.backend) {
         (Some(home), agentbox_core::Backend::Vm) => {
             match agentbox_engine::vm::assets(home).and_then(|a| {
                 if !dry_run {
@@ -171,11 +171,11 @@ pub fn run(args: RunArgs) -> i32 {
                 }
                 agentbox_supervisor::vm_plan(&spec, &a).map_err(agentbox_engine::Error::internal)
             }) {
-                Ok(p) => p,
+                Ok(planned) => planned,
                 Err(e) => return fail_msg(&format!("{e:#}")),
             }
         }
-        _ => build_plan(&spec, &RealFs),
+        _ => (build_plan(&spec, &RealFs), None),
     };
     if dry_run {
         match serde_json::to_string_pretty(&plan) {
@@ -197,6 +197,9 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    // A VM restored from its snapshot: its host says if the restore did not start (not fatal
+    // unheard; the next VM only tries it again).
+    let _ = report.map(agentbox_supervisor::RestoreReport::listen);
     // The proxy (and the secrets it loads) only now that the sandbox exists.
     if let (Some(listener), Some(home)) = (running.proxy_listener.take(), &home) {
         let started = agentbox_engine::egress::proxy_config(home, "run", &spec.egress, None)

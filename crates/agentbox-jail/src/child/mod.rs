@@ -460,6 +460,11 @@ fn exec_command(ctx: &ChildContext<'_>, terminal: Option<&OwnedFd>, program: Res
     if let Err(e) = agentbox_sys::cloexec_from(3) {
         fail("close inherited descriptors", e);
     }
+    if let Some(fd) = ctx.plan.process.keep_fd {
+        if let Err(e) = agentbox_sys::keep_on_exec(fd) {
+            fail("hand over the report descriptor", e);
+        }
+    }
     // The command starts with default signal actions and nothing blocked, whatever agentbox had.
     if let Err(e) = agentbox_sys::default_disposition_all() {
         fail("reset signal actions", e);

@@ -425,6 +425,15 @@ fn vm_agents_start_from_a_saved_machine() {
         assert!(said.contains("the VM's snapshot could not be restored"), "as {who:?}: {said}");
         assert!(said.contains("booting the guest instead"), "{said}");
         assert!(!cold.contains("agentbox.template"), "as {who:?}: {cold}");
+        // Remembered: the next VM of this layout boots at once rather than trying it again,
+        // and says why.
+        let (cold, said) = run("after a failed restore");
+        assert!(!said.contains("the VM's snapshot could not be restored"), "as {who:?}: tried again: {said}");
+        assert!(
+            said.contains("no VM snapshot (the last VM restored from it did not start"),
+            "as {who:?}: {said}"
+        );
+        assert!(!cold.contains("agentbox.template"), "as {who:?}: {cold}");
 
         // `spawn` of another machine layout: the supervisor makes its snapshot, and says so
         // through spawn, before the agent starts from it. With a volume besides its home and
