@@ -129,6 +129,10 @@ impl Recorder {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // A thread that ended for want of work handed the connection back: closed now.
+        if let Some(queue) = &self.queue {
+            drop(queue.0.lock().unwrap_or_else(PoisonError::into_inner).held.take());
+        }
     }
 }
 

@@ -373,7 +373,6 @@ fn plan_for(
 mod tests {
     use super::*;
     use agentbox_core::{HomeSpec, MountSpec};
-    use std::os::fd::AsRawFd;
 
     fn spec(network: NetworkMode) -> SandboxSpec {
         let ws = std::env::temp_dir();
@@ -541,11 +540,7 @@ mod tests {
             // meanwhile, and are told why (in plain text, whatever the host wrote).
             let host_end = report.write.try_clone().unwrap();
             let listening = report.listen().unwrap();
-            std::fs::write(
-                format!("/proc/self/fd/{}", host_end.as_raw_fd()),
-                "QEMU said: \x1b[2Jbad\nstream\n",
-            )
-            .unwrap();
+            nix::unistd::write(&host_end, "QEMU said: \x1b[2Jbad\nstream\u{202e}\n".as_bytes()).unwrap();
             drop(host_end);
             listening.join().unwrap();
             let (plan, report) = vm_plan(&s, &a).unwrap();

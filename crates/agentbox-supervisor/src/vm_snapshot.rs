@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use agentbox_core::SandboxSpec;
 use agentbox_jail::{start, wait_streamed, Outcome, Plan, Stdio};
 use agentbox_vm::REPORT_ENV;
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 use crate::vm::{snapshot_path, template_plan, VmAssets};
 
@@ -116,13 +117,10 @@ fn failure_standing(path: &Path) -> Result<(), String> {
     let failed = path.with_extension("failed");
     match age(&failed) {
         Some(age) if age < RETRY_AFTER => {
-            let why = std::fs::read_to_string(&failed).unwrap_or_default();
-            Err(format!(
-                "{} (tried {}s ago; tried again after {}s)",
-                why.trim(),
-                age.as_secs(),
-                RETRY_AFTER.as_secs()
-            ))
+            // Shown on a terminal: one line of plain text, however it was written.
+            let said = std::fs::read(&failed).unwrap_or_default();
+            let why: String = one_line(&said).unwrap_or_default().chars().take(FAILURE_SHOWN).collect();
+            Err(format!("{why} (tried {}s ago; tried again after {}s)", age.as_secs(), RETRY_AFTER.as_secs()))
         }
         _ => Ok(()),
     }
@@ -288,7 +286,7 @@ impl std::fmt::Display for Made {
     }
 }
 
-/// What a restoring VM's host says of its start: a pipe whose write end the host inherits
+/// What a restoring VM's host says of its start: a socket whose other end the host inherits
 /// ([`REPORT_ENV`] names it; `keep_fd` hands it over). The host writes why the restore did not
 /// start, if it did not, and closes it once the guest is up. A failure is remembered beside the
 /// snapshot like a failure to make one ([`RETRY_AFTER`]).
@@ -299,14 +297,23 @@ pub struct RestoreReport {
     snapshot: PathBuf,
 }
 
+/// The most of a remembered failure that is shown.
+const FAILURE_SHOWN: usize = 2000;
+
 /// The most of a report that is read.
 const REPORT_LIMIT: u64 = 4096;
 
 impl RestoreReport {
-    /// The pipe for `plan`, a sandbox whose VM restores `snapshot`; `None` if there is none to
-    /// be had (the VM then starts as it would have, unheard).
+    /// The channel for `plan`, a sandbox whose VM restores `snapshot`; `None` if there is none
+    /// to be had (the VM then starts as it would have, unheard). A socket rather than a pipe, so
+    /// that the host's send cannot raise SIGPIPE when nobody reads.
     pub(crate) fn attach(plan: &mut Plan, snapshot: PathBuf) -> Option<Self> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+        let (read, write) =
+            socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).ok()?;
+        // With the standard descriptors closed, 0 to 2 would be the command's stdio.
+        if write.as_raw_fd() < 3 || read.as_raw_fd() < 3 {
+            return None;
+        }
         plan.process.keep_fd = Some(write.as_raw_fd());
         plan.process.env.push((REPORT_ENV.into(), write.as_raw_fd().to_string()));
         Some(Self { read, write, snapshot })
@@ -327,15 +334,25 @@ impl RestoreReport {
     }
 }
 
-/// `said` as one line of plain text (no control characters), or `None` if it is empty.
+/// `said` as one line of plain text, or `None` if it is empty: no control characters, and none
+/// of the format characters that reorder what a terminal shows.
 fn one_line(said: &[u8]) -> Option<String> {
-    let text: String =
-        String::from_utf8_lossy(said).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let reorders =
+        |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let text: String = String::from_utf8_lossy(said)
+        .chars()
+        .map(|c| if c.is_control() || reorders(c) { ' ' } else { c })
+        .collect();
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     (!text.is_empty()).then_some(text)
 }
 
-/// Remembers that the snapshot at `path` cannot be used now, and why ([`failure_standing`]).
+/// Remembers that the snapshot at `path` cannot be used now, and why ([`failure_standing`]):
+/// written whole (a temporary file renamed), so a spawn reading it meanwhile never sees it empty.
 fn remember_failure(path: &Path, why: &str) {
-    let _ = std::fs::write(path.with_extension("failed"), why);
+    let failed = path.with_extension("failed");
+    let tmp = path.with_extension(format!("failed.{}", std::process::id()));
+    if std::fs::write(&tmp, why).and_then(|()| std::fs::rename(&tmp, &failed)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::MsgFlags;
 
 use crate::config::{
     Accel, Boot, VmLaunch, CHANNEL_SOCKET, CONSOLE_LOG, EXEC_SOCKET, QEMU_LOG, QMP_SOCKET, REPORT_ENV,
@@ -83,22 +84,35 @@ struct Host {
     restored: bool,
     /// Where a restore that did not start is reported ([`REPORT_ENV`]); closed once the guest is
     /// up, which says that it started.
-    report: Option<File>,
+    report: Option<OwnedFd>,
+    /// Told to stop (a signal) while the guest was starting: not a failure of the snapshot.
+    stopped: bool,
 }
 
-/// The descriptor the launcher handed over for [`Host::report`], made close-on-exec so that
-/// QEMU does not hold it open.
-fn report_channel() -> Option<File> {
-    let fd = std::env::var(REPORT_ENV).ok()?.parse().ok()?;
+/// The socket the launcher handed over for [`Host::report`], made close-on-exec so that QEMU
+/// does not hold it open.
+fn report_channel() -> Option<OwnedFd> {
+    let fd: i32 = std::env::var(REPORT_ENV).ok()?.parse().ok()?;
+    if fd < 3 {
+        return None;
+    }
     let fd = agentbox_sys::inherited_fd(fd)?;
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
-    Some(File::from(fd))
+    Some(fd)
 }
 
-/// Tells the launcher (if it listens) why the snapshot did not start.
-fn tell(report: &mut Option<File>, why: &str) {
-    if let Some(f) = report {
-        let _ = writeln!(f, "{why}");
+/// The most of a reason that is reported (the launcher reads no more).
+const REPORT_MAX: usize = 2048;
+
+/// Tells the launcher why the snapshot did not start, in one send that cannot raise SIGPIPE
+/// (this process has SIGPIPE's default action): a launcher that does not listen costs nothing.
+fn tell(report: &mut Option<OwnedFd>, why: &str) {
+    if let Some(fd) = report {
+        let mut end = why.len().min(REPORT_MAX);
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = nix::sys::socket::send(fd.as_raw_fd(), &why.as_bytes()[..end], MsgFlags::MSG_NOSIGNAL);
     }
 }
 
@@ -113,7 +127,7 @@ pub fn run_host(launch: VmLaunch) -> i32 {
     }
 }
 
-fn start(launch: &VmLaunch, mut report: Option<File>) -> Result<Host, String> {
+fn start(launch: &VmLaunch, mut report: Option<OwnedFd>) -> Result<Host, String> {
     let mut mask = SigSet::empty();
     for s in HANDLED {
         mask.add(s);
@@ -299,7 +313,13 @@ pub fn exit_like(code: i32, signal: i32) -> i32 {
 }
 
 impl Host {
-    fn new(qemu: Child, stream: UnixStream, signals: SignalFd, restored: bool, report: Option<File>) -> Self {
+    fn new(
+        qemu: Child,
+        stream: UnixStream,
+        signals: SignalFd,
+        restored: bool,
+        report: Option<OwnedFd>,
+    ) -> Self {
         Self {
             qemu,
             channel: channel(stream),
@@ -310,6 +330,7 @@ impl Host {
             next_session: 1,
             restored,
             report,
+            stopped: false,
         }
     }
 
@@ -337,6 +358,7 @@ impl Host {
             while let Ok(Some(info)) = self.signals.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig != Signal::SIGCHLD as i32 && sig != Signal::SIGWINCH as i32 {
+                    self.stopped = true;
                     return Err(format!("stopped by signal {sig} while the VM was starting"));
                 }
             }
@@ -430,7 +452,8 @@ impl Host {
     /// After a restored guest failed to answer (`why`): boots it instead, once.
     fn boot_instead(&mut self, launch: &VmLaunch, failed: BootFailure) -> Result<(), BootFailure> {
         let why = match failed {
-            BootFailure::NoAnswer(why) if self.restored => why,
+            // Told to stop: neither booted again nor blamed on the snapshot.
+            BootFailure::NoAnswer(why) if self.restored && !self.stopped => why,
             other => return Err(other),
         };
         eprintln!(
@@ -662,5 +685,38 @@ impl Host {
             }
             c.done = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::io::Read;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap()
+    }
+
+    #[test]
+    fn a_report_is_one_bounded_send_cut_between_characters() {
+        let (read, write) = pair();
+        let mut report = Some(write);
+        tell(&mut report, &"é".repeat(REPORT_MAX));
+        drop(report);
+        let mut said = String::new();
+        File::from(read).read_to_string(&mut said).expect("not cut between characters");
+        assert!(said.len() <= REPORT_MAX && said.len() > REPORT_MAX - 2, "{}", said.len());
+    }
+
+    #[test]
+    fn a_report_nobody_hears_does_not_kill_the_host() {
+        // The host runs with SIGPIPE's default action, which a write to a closed pipe would take.
+        agentbox_sys::default_disposition([Signal::SIGPIPE]).unwrap();
+        let (read, write) = pair();
+        drop(read);
+        let mut report = Some(write);
+        tell(&mut report, "it could not be restored");
+        tell(&mut report, "and again");
     }
 }
