@@ -40,7 +40,8 @@ pub fn prepare_snapshot(spec: &SandboxSpec, assets: &VmAssets, making: &mut dyn 
 }
 
 /// Makes the snapshots of the default machines (`vm setup`): default memory and CPUs, without
-/// a network and with the egress proxy's.
+/// a network and with the egress proxy's. A failure remembered for one (to make it, or to start
+/// from it) is not waited out: asked to set up, it makes the snapshot again.
 pub fn make_default_snapshots(home: &Home) -> Result<Vec<std::result::Result<Option<Made>, String>>> {
     let assets = assets(home)?;
     let scratch = home.vm_work_dir().join(format!(".setup-{}", std::process::id()));
@@ -54,9 +55,10 @@ pub fn make_default_snapshots(home: &Home) -> Result<Vec<std::result::Result<Opt
             backend: Backend::Vm,
             ..Default::default()
         };
-        let made = resolve(request, &HostContext::current()?)
-            .map_err(|e| e.to_string())
-            .and_then(|spec| agentbox_supervisor::ensure_snapshot(&spec, &assets, &mut || {}));
+        let made = resolve(request, &HostContext::current()?).map_err(|e| e.to_string()).and_then(|spec| {
+            agentbox_supervisor::vm_snapshot::discard_failed(&spec, &assets);
+            agentbox_supervisor::ensure_snapshot(&spec, &assets, &mut || {})
+        });
         out.push(made);
     }
     let _ = std::fs::remove_dir_all(&scratch);

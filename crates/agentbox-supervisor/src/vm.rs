@@ -594,6 +594,29 @@ mod tests {
     }
 
     #[test]
+    fn setting_up_again_discards_a_snapshot_vms_failed_to_start_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = assets();
+        a.snapshots = Some(dir.path().to_path_buf());
+        let s = spec(NetworkMode::Proxy);
+        let path = snapshot_path(&s, &a).unwrap();
+        std::fs::write(&path, b"machine").unwrap();
+        std::fs::write(path.with_extension("json"), r#"{"identity":"q|k|i","bytes":7}"#).unwrap();
+        // A whole snapshot nothing failed with is left alone.
+        assert!(!crate::vm_snapshot::discard_failed(&s, &a));
+        assert!(crate::vm_snapshot::usable(&path));
+        std::fs::write(path.with_extension("failed"), "it could not be restored").unwrap();
+        assert!(!crate::vm_snapshot::usable(&path));
+        assert!(crate::vm_snapshot::discard_failed(&s, &a));
+        for gone in [path.clone(), path.with_extension("json"), path.with_extension("failed")] {
+            assert!(!gone.exists(), "{} left", gone.display());
+        }
+        // No failure left to discard; the next VM boots (and the next setup makes it anew).
+        assert!(!crate::vm_snapshot::discard_failed(&s, &a));
+        assert_eq!(launch(&vm_plan(&s, &a).unwrap().0).boot, Boot::Cold);
+    }
+
+    #[test]
     fn more_writable_shares_than_slots_boot_cold() {
         let mut s = spec(NetworkMode::None);
         // The workspace and eight more.

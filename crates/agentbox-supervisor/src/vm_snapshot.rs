@@ -347,6 +347,20 @@ fn one_line(said: &[u8]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// Forgets a failure remembered for the snapshot `spec`'s VM is restored from, and removes that
+/// snapshot if it is one VMs failed to start from, so that the next [`ensure_snapshot`] makes it
+/// anew (`vm setup`: a person asked for it, rather than for the failure to be waited out).
+/// Whether there was one.
+pub fn discard_failed(spec: &SandboxSpec, assets: &VmAssets) -> bool {
+    let Ok(path) = snapshot_path(spec, assets) else { return false };
+    if std::fs::remove_file(path.with_extension("failed")).is_err() {
+        return false;
+    }
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path.with_extension("json"));
+    true
+}
+
 /// Remembers that the snapshot at `path` cannot be used now, and why ([`failure_standing`]):
 /// written whole (a temporary file renamed), so a spawn reading it meanwhile never sees it empty.
 fn remember_failure(path: &Path, why: &str) {
